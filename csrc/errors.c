@@ -1,0 +1,35 @@
+/* errors.c - names for the SHMRING_E* result codes. */
+#include "shmring.h"
+
+const char *shmring_strerror(int rc)
+{
+    switch (rc) {
+    case SHMRING_OK: return "success";
+    case SHMRING_ESYS: return "system call failed";
+    case SHMRING_EINVAL: return "invalid argument";
+    case SHMRING_ENAME: return "invalid segment name (1-30 characters of A-Z a-z 0-9 . _ -)";
+    case SHMRING_ENOTFOUND: return "no such shared-memory segment";
+    case SHMRING_EEXIST: return "a shared-memory segment of that name already exists";
+    case SHMRING_EPERM: return "permission denied";
+    case SHMRING_ETOOBIG: return "message larger than the slot size";
+    case SHMRING_ENOMEM: return "not enough memory (or /dev/shm space) for the ring";
+    case SHMRING_EFULLTABLE: return "participant table is full (too many threads/processes attached)";
+    case SHMRING_ECORRUPT: return "a slot holds a length larger than the slot size (corrupt segment)";
+    case SHMRING_EJOIN: return "task_done() called more times than messages were put";
+    case SHMRING_EINTR: return "interrupted by a signal";
+    case SHMRING_ETRUNCATED: return "segment is smaller than its header says (truncated)";
+    case SHMRING_ENOTREADY: return "segment was never initialised (no magic number yet)";
+    case SHMRING_EMAGIC: return "not a shmring segment (bad magic number)";
+    case SHMRING_EVERSION: return "segment has an incompatible layout version";
+    case SHMRING_EKIND: return "segment holds a different kind of ring";
+    case SHMRING_EHEADER: return "segment header size field is wrong";
+    case SHMRING_ESLOTSIZE: return "segment slot size is out of range";
+    case SHMRING_EMAXSIZE: return "segment maxsize is out of range";
+    case SHMRING_ECAPACITY: return "segment capacity does not match its maxsize";
+    case SHMRING_EPARTTABLE: return "segment participant table size is out of range";
+    case SHMRING_EOFFSETS: return "segment area offsets do not match its parameters";
+    case SHMRING_EMAPSIZE: return "segment mapped size does not match its parameters";
+    case SHMRING_EPOSITIONS: return "segment position counters are inconsistent";
+    default: return "unknown shmring error";
+    }
+}

@@ -1,0 +1,58 @@
+/*
+ * internal.h - process-local state shared by the csrc/ translation units.
+ * Nothing here is in shared memory (that is layout.h).
+ */
+#ifndef SHMRING_INTERNAL_H
+#define SHMRING_INTERNAL_H
+
+#include <pthread.h>
+#include <sys/types.h>
+
+#include "layout.h"
+#include "shmring.h"
+
+struct shmring {
+    struct shmring_segment *seg;
+    size_t mapped_size;
+    /* Copies of the validated header: the shared header is never trusted again
+     * after attach, so a peer scribbling on it cannot steer our indexing. */
+    uint64_t slot_size, capacity, mask, maxsize;
+    uint32_t kind, max_participants;
+    struct shmring_participant_entry *parts;
+    struct shmring_slot_meta *meta;
+    unsigned char *payload;
+    char name[SHMRING_NAME_MAX + 2];
+    /* This process's participants, so that close can leave them all. */
+    pthread_mutex_t members_lock;
+    shmring_participant_t *members;
+};
+
+struct shmring_participant {
+    shmring_t *ring;
+    struct shmring_participant_entry *entry;
+    pid_t pid;                      /* the process that joined; a forked child is not it */
+    /* Producer-side copy of cons.read_pos. read_pos only grows, so a stale copy
+     * is a lower bound and can only make the maxsize check stricter. */
+    uint64_t cached_read_pos;
+    shmring_participant_t *prev, *next;
+};
+
+static inline struct shmring_slot_meta *shmring__meta(const shmring_t *r, uint64_t pos)
+{
+    return &r->meta[pos & r->mask];
+}
+
+/* Layout arithmetic shared by create and attach (segment.c). */
+struct shmring_layout {
+    uint64_t capacity, participants_offset, meta_offset, payload_offset, mapped_size;
+};
+int shmring__layout_compute(uint64_t slot_size, uint64_t maxsize, uint32_t max_participants,
+                            struct shmring_layout *out);
+
+/* Wake whoever sleeps on q if anybody does (wait.c); called after progress. */
+void shmring__notify(struct shmring_waitq *q);
+
+/* Process start time for liveness against pid reuse (participants.c). */
+int shmring__process_start_time(pid_t pid, uint64_t *out);
+
+#endif /* SHMRING_INTERNAL_H */

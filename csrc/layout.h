@@ -1,0 +1,132 @@
+/*
+ * layout.h - the shared-memory layout of a ring: a contract between every
+ * process (and every shmring version with the same SHMRING_LAYOUT_VERSION).
+ * Offsets are pinned by static_asserts below and read back by
+ * tests/test_layout.py with `struct`, so a change here is a deliberate act:
+ * bump SHMRING_LAYOUT_VERSION.
+ *
+ *   offset 0     header               written once by the creator, then read-only
+ *   128          producer line        write_pos
+ *   256          consumer line        read_pos
+ *   384          not_empty wait line  futex word + waiter count (readers sleep here)
+ *   512          not_full wait line   futex word + waiter count (writers sleep here)
+ *   640          join line            tasks_done + joined futex word + waiter count
+ *   768          stats line           counters for crash recovery (lost, recovered)
+ *   896          participants         max_participants x 128 bytes
+ *   meta_offset  slot meta            capacity x 16 bytes: seq (64) + len (32)
+ *   payload_off  payload              capacity x slot_size, slot i at i * slot_size
+ *
+ * Every area starts on a 128-byte boundary (two 64-byte lines, or one Apple
+ * M-series line) so that lines written by producers, consumers and waiters are
+ * never shared. Payload slots are contiguous so a run of messages is one memcpy.
+ */
+#ifndef SHMRING_LAYOUT_H
+#define SHMRING_LAYOUT_H
+
+#include <assert.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SHMRING_MAGIC UINT64_C(0x31474e49524d4853) /* "SHMRING1", little-endian */
+#define SHMRING_LAYOUT_VERSION 1u
+#define SHMRING_LINE 128u
+
+/* Only lock-free atomics work across processes (a lock inside libatomic is
+ * process-local). */
+static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
+static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
+
+struct shmring_header {
+    _Atomic uint64_t magic;     /* stored last by the creator (release) */
+    uint32_t layout_version;
+    uint32_t kind;
+    uint32_t flags;             /* reserved, 0 */
+    uint32_t header_size;       /* sizeof(struct shmring_segment) */
+    uint64_t slot_size;
+    uint64_t capacity;          /* power of two >= max(maxsize, 4) */
+    uint64_t maxsize;
+    uint64_t mapped_size;
+    uint64_t participants_offset;
+    uint32_t max_participants;
+    uint32_t participant_size;
+    uint64_t meta_offset;
+    uint64_t payload_offset;
+    int64_t creator_pid;
+    uint64_t created_unix_ns;
+    uint8_t reserved[24];
+};
+
+/* A place to sleep: the futex word is bumped by whoever makes progress, and
+ * the waiter count lets that party skip the wake system call when nobody sleeps. */
+struct shmring_waitq {
+    _Atomic uint32_t futex;
+    _Atomic uint32_t waiters;
+};
+
+struct shmring_segment {
+    struct shmring_header hdr;
+    _Alignas(SHMRING_LINE) struct {
+        _Atomic uint64_t write_pos;     /* next position a producer claims */
+    } prod;
+    _Alignas(SHMRING_LINE) struct {
+        _Atomic uint64_t read_pos;      /* next position a consumer claims */
+    } cons;
+    _Alignas(SHMRING_LINE) struct shmring_waitq not_empty;
+    _Alignas(SHMRING_LINE) struct shmring_waitq not_full;
+    _Alignas(SHMRING_LINE) struct {
+        _Atomic uint64_t tasks_done;    /* join(): done when tasks_done == write_pos */
+        struct shmring_waitq joined;
+    } join;
+    _Alignas(SHMRING_LINE) struct {
+        _Atomic uint64_t lost;          /* messages lost to dead participants */
+        _Atomic uint64_t recoveries;    /* slots recovered from dead participants */
+    } stats;
+};
+
+/* Participant states. */
+enum { SHMRING_PART_FREE = 0, SHMRING_PART_JOINING = 1, SHMRING_PART_ACTIVE = 2 };
+/* What a participant's announced claim is for. */
+enum { SHMRING_CLAIM_NONE = 0, SHMRING_CLAIM_PUT = 1, SHMRING_CLAIM_GET = 2 };
+
+/* One thread of one process. Its owner is the only writer of the claim fields:
+ * before trying to claim positions [claim_pos, claim_pos + claim_n) it announces
+ * them here, so that crash recovery can tell a slot held by a dead process from
+ * one held by a live one (a claimed position is always covered by its owner's
+ * announcement). pid + start_time identify the process robustly against pid reuse. */
+struct shmring_participant_entry {
+    _Atomic uint32_t state;
+    _Atomic int32_t pid;
+    _Atomic uint64_t start_time;
+    _Atomic uint64_t claim_pos;
+    _Atomic uint32_t claim_n;
+    _Atomic uint32_t claim_role;
+    uint8_t reserved[SHMRING_LINE - 32];
+};
+
+/* Per-slot metadata, in its own array beside the contiguous payload area. */
+struct shmring_slot_meta {
+    /* For position p held in this slot: p = free for the producer of p,
+     * p + 1 = committed (readable), p + 2 = abandoned by a dead producer (a hole,
+     * skipped by consumers; crash recovery), p + capacity = free for the next lap. */
+    _Atomic uint64_t seq;
+    uint32_t len;                   /* payload bytes, written before seq publishes it */
+    uint32_t reserved;
+};
+
+static_assert(sizeof(struct shmring_header) == SHMRING_LINE, "header is one line");
+static_assert(offsetof(struct shmring_header, slot_size) == 24, "layout contract");
+static_assert(offsetof(struct shmring_header, mapped_size) == 48, "layout contract");
+static_assert(offsetof(struct shmring_header, max_participants) == 64, "layout contract");
+static_assert(offsetof(struct shmring_header, creator_pid) == 88, "layout contract");
+static_assert(offsetof(struct shmring_segment, prod.write_pos) == 128, "producer line");
+static_assert(offsetof(struct shmring_segment, cons.read_pos) == 256, "consumer line");
+static_assert(offsetof(struct shmring_segment, not_empty) == 384, "reader wait line");
+static_assert(offsetof(struct shmring_segment, not_full) == 512, "writer wait line");
+static_assert(offsetof(struct shmring_segment, join) == 640, "join line");
+static_assert(offsetof(struct shmring_segment, stats) == 768, "stats line");
+static_assert(sizeof(struct shmring_segment) == 896, "fixed part of the segment");
+static_assert(sizeof(struct shmring_participant_entry) == SHMRING_LINE, "one line each");
+static_assert(sizeof(struct shmring_slot_meta) == 16, "slot meta");
+
+#endif /* SHMRING_LAYOUT_H */

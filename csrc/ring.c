@@ -1,0 +1,256 @@
+/*
+ * ring.c - the bounded MPMC ring protocol (after Vyukov's bounded MPMC queue),
+ * with batch claims: a producer or consumer takes k consecutive positions with
+ * one CAS on write_pos / read_pos.
+ *
+ * Slot states (seq of the slot holding position p, see layout.h):
+ *   p             free: the producer that claims p may fill it
+ *   p + 1         committed: the consumer that claims p may read it
+ *   p + capacity  read and released: free for position p + capacity
+ *
+ * maxsize is exact even though capacity is a power of two: a producer claims
+ * position p only while p - read_pos < maxsize (read_pos is advanced when a
+ * consumer claims, so the count includes messages being read).
+ *
+ * Atomic pairs (label: where, order -> partner, what it makes visible):
+ *   P1  put_claim  acquire load of seq   -> C3: the previous reader is done with
+ *                                           the payload before we overwrite it
+ *   P2  put_claim  relaxed announcement  (published by P3)
+ *   P3  put_claim  release CAS write_pos -> acquire loads of write_pos by crash
+ *                                           recovery: a claimed position is always
+ *                                           covered by its claimer's announcement
+ *   P4  put_commit release store seq=p+1 -> C1: payload and len are visible
+ *   C1  get_claim  acquire load of seq   -> P4
+ *   C2  get_claim  release CAS read_pos  -> as P3, for consumers' announcements
+ *   C3  get_release release store seq=p+capacity -> P1
+ *   T1  task_done  release CAS tasks_done -> T2: a returning join() sees the work
+ *   T2  joined     acquire load tasks_done -> T1
+ *   F1/F2 (wait.c) order "publish, then check for sleepers" against
+ *         "announce sleeping, then re-check" so that no wake-up is lost.
+ */
+#include <string.h>
+
+#include "internal.h"
+
+static void announce(struct shmring_participant_entry *e, uint32_t role, uint64_t pos, uint32_t n)
+{
+    /* P2 (and its consumer twin): relaxed, published by the release CAS (P3/C2)
+     * that follows; the owner is the only writer. */
+    atomic_store_explicit(&e->claim_role, role, memory_order_relaxed);
+    atomic_store_explicit(&e->claim_pos, pos, memory_order_relaxed);
+    atomic_store_explicit(&e->claim_n, n, memory_order_relaxed);
+}
+
+static int no_claim(struct shmring_participant_entry *e)
+{
+    /* relaxed: withdraws an announcement whose CAS failed; we hold nothing. */
+    atomic_store_explicit(&e->claim_n, 0, memory_order_relaxed);
+    return 0;
+}
+
+int shmring_put_claim(shmring_participant_t *me, uint32_t max_n, shmring_span_t *span)
+{
+    shmring_t *r = me->ring;
+    struct shmring_segment *seg = r->seg;
+    if (max_n == 0)
+        return 0;
+    /* relaxed: a first guess; the CAS (P3) decides. */
+    uint64_t pos = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+    for (;;) {
+        uint64_t used = pos - me->cached_read_pos;
+        if ((int64_t)used < 0 || used + max_n > r->maxsize) {
+            /* relaxed: only the count matters here; the slot itself is handed
+             * over by C3 -> P1. */
+            me->cached_read_pos = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
+            used = pos - me->cached_read_pos;
+            if ((int64_t)used < 0) { /* our pos is stale: readers are past it */
+                pos = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+                continue;
+            }
+            if (used >= r->maxsize)
+                return no_claim(me->entry);
+        }
+        uint64_t room = r->maxsize - used;
+        uint32_t want = room < max_n ? (uint32_t)room : max_n;
+        uint32_t n = 0;
+        uint64_t seq = 0;
+        while (n < want) {
+            /* P1: pairs with C3. */
+            seq = atomic_load_explicit(&shmring__meta(r, pos + n)->seq, memory_order_acquire);
+            if (seq != pos + n)
+                break;
+            n++;
+        }
+        if (n == 0) {
+            if ((int64_t)(seq - pos) < 0) /* last lap's message is still being read */
+                return no_claim(me->entry);
+            /* another producer took pos */
+            pos = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+            continue;
+        }
+        announce(me->entry, SHMRING_CLAIM_PUT, pos, n);
+        /* P3: release publishes the announcement with the claim. On failure pos
+         * is reloaded (relaxed: again only a guess). */
+        if (atomic_compare_exchange_weak_explicit(&seg->prod.write_pos, &pos, pos + n,
+                                                  memory_order_release, memory_order_relaxed)) {
+            span->pos = pos;
+            span->n = n;
+            return (int)n;
+        }
+    }
+}
+
+void shmring_put_commit(shmring_participant_t *me, const shmring_span_t *span)
+{
+    shmring_t *r = me->ring;
+    for (uint32_t i = 0; i < span->n; i++) {
+        uint64_t p = span->pos + i;
+        /* P4: pairs with C1. */
+        atomic_store_explicit(&shmring__meta(r, p)->seq, p + 1, memory_order_release);
+    }
+    shmring__notify(&r->seg->not_empty);
+}
+
+int shmring_get_claim(shmring_participant_t *me, uint32_t max_n, shmring_span_t *span)
+{
+    shmring_t *r = me->ring;
+    struct shmring_segment *seg = r->seg;
+    if (max_n == 0)
+        return 0;
+    /* relaxed: a first guess; the CAS (C2) decides. */
+    uint64_t pos = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
+    for (;;) {
+        uint32_t n = 0;
+        uint64_t seq = 0;
+        while (n < max_n) {
+            /* C1: pairs with P4. */
+            seq = atomic_load_explicit(&shmring__meta(r, pos + n)->seq, memory_order_acquire);
+            if (seq != pos + n + 1)
+                break;
+            n++;
+        }
+        if (n == 0) {
+            if ((int64_t)(seq - (pos + 1)) < 0) /* not committed yet: empty */
+                return no_claim(me->entry);
+            /* another consumer took pos */
+            pos = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
+            continue;
+        }
+        announce(me->entry, SHMRING_CLAIM_GET, pos, n);
+        /* C2: as P3, for the consumer's announcement. */
+        if (atomic_compare_exchange_weak_explicit(&seg->cons.read_pos, &pos, pos + n,
+                                                  memory_order_release, memory_order_relaxed)) {
+            span->pos = pos;
+            span->n = n;
+            return (int)n;
+        }
+    }
+}
+
+void shmring_get_release(shmring_participant_t *me, const shmring_span_t *span)
+{
+    shmring_t *r = me->ring;
+    for (uint32_t i = 0; i < span->n; i++) {
+        uint64_t p = span->pos + i;
+        /* C3: pairs with P1. */
+        atomic_store_explicit(&shmring__meta(r, p)->seq, p + r->capacity, memory_order_release);
+    }
+    shmring__notify(&r->seg->not_full);
+}
+
+unsigned char *shmring_slot_payload(const shmring_t *r, uint64_t pos)
+{
+    return r->payload + (pos & r->mask) * r->slot_size;
+}
+
+void shmring_slot_set_len(const shmring_t *r, uint64_t pos, uint32_t len)
+{
+    shmring__meta(r, pos)->len = len;
+}
+
+int64_t shmring_slot_len(const shmring_t *r, uint64_t pos)
+{
+    /* Read once: a peer scribbling on the segment cannot make us copy more
+     * than a slot after this check. */
+    uint32_t len = shmring__meta(r, pos)->len;
+    return len > r->slot_size ? SHMRING_ECORRUPT : (int64_t)len;
+}
+
+int shmring_put(shmring_participant_t *me, const void *data, size_t len)
+{
+    shmring_t *r = me->ring;
+    if (len > r->slot_size)
+        return SHMRING_ETOOBIG;
+    shmring_span_t span;
+    int n = shmring_put_claim(me, 1, &span);
+    if (n <= 0)
+        return n;
+    memcpy(shmring_slot_payload(r, span.pos), data, len);
+    shmring_slot_set_len(r, span.pos, (uint32_t)len);
+    shmring_put_commit(me, &span);
+    return 1;
+}
+
+int shmring_get(shmring_participant_t *me, void *buf, size_t buf_size, size_t *len)
+{
+    shmring_t *r = me->ring;
+    if (buf_size < r->slot_size)
+        return SHMRING_EINVAL;
+    shmring_span_t span;
+    int n = shmring_get_claim(me, 1, &span);
+    if (n <= 0)
+        return n;
+    int64_t l = shmring_slot_len(r, span.pos);
+    if (l >= 0)
+        memcpy(buf, shmring_slot_payload(r, span.pos), (size_t)l);
+    shmring_get_release(me, &span);
+    if (l < 0)
+        return (int)l;
+    *len = (size_t)l;
+    return 1;
+}
+
+int shmring_task_done(shmring_participant_t *me, uint64_t n)
+{
+    struct shmring_segment *seg = me->ring->seg;
+    /* relaxed: the CAS below decides */
+    uint64_t done = atomic_load_explicit(&seg->join.tasks_done, memory_order_relaxed);
+    uint64_t put;
+    do {
+        /* relaxed: an upper bound for tasks_done; write_pos only grows */
+        put = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+        if (n > put - done)
+            return SHMRING_EJOIN;
+        /* T1: pairs with T2. */
+    } while (!atomic_compare_exchange_weak_explicit(&seg->join.tasks_done, &done, done + n,
+                                                    memory_order_release, memory_order_relaxed));
+    if (done + n == put)
+        shmring__notify(&seg->join.joined);
+    return SHMRING_OK;
+}
+
+uint64_t shmring_unfinished(const shmring_t *r)
+{
+    /* T2: pairs with T1. Load tasks_done first: tasks_done <= write_pos at every
+     * instant, so done >= put below means both were equal in between. */
+    uint64_t done = atomic_load_explicit(&r->seg->join.tasks_done, memory_order_acquire);
+    /* relaxed: write_pos publishes nothing join() needs */
+    uint64_t put = atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed);
+    return put > done ? put - done : 0;
+}
+
+void shmring_get_stats(const shmring_t *r, shmring_stats_t *out)
+{
+    struct shmring_segment *seg = r->seg;
+    /* relaxed throughout: a snapshot for display and qsize(), documented as approximate */
+    out->read_pos = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
+    out->write_pos = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+    out->tasks_done = atomic_load_explicit(&seg->join.tasks_done, memory_order_relaxed);
+    out->readers_waiting = atomic_load_explicit(&seg->not_empty.waiters, memory_order_relaxed);
+    out->writers_waiting = atomic_load_explicit(&seg->not_full.waiters, memory_order_relaxed);
+    uint32_t active = 0;
+    for (uint32_t i = 0; i < r->max_participants; i++)
+        if (atomic_load_explicit(&r->parts[i].state, memory_order_relaxed) == SHMRING_PART_ACTIVE)
+            active++;
+    out->participants = active;
+}

@@ -1,0 +1,323 @@
+/*
+ * segment.c - creating, attaching (with full validation), closing and
+ * unlinking the shared-memory segment that holds one ring.
+ *
+ * Atomic pairs in this file:
+ *   S1 (create: release store of hdr.magic after everything is initialised)
+ *      pairs with S2 (attach: acquire load of hdr.magic): an attacher that sees
+ *      the magic sees the whole header, the zeroed counters and the slot seqs.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static uint64_t align_line(uint64_t x)
+{
+    return (x + SHMRING_LINE - 1) & ~(uint64_t)(SHMRING_LINE - 1);
+}
+
+int shmring__layout_compute(uint64_t slot_size, uint64_t maxsize, uint32_t max_participants,
+                            struct shmring_layout *out)
+{
+    if (slot_size < 1 || slot_size > SHMRING_SLOT_SIZE_MAX)
+        return SHMRING_ESLOTSIZE;
+    if (maxsize < 1 || maxsize > SHMRING_MAXSIZE_MAX)
+        return SHMRING_EMAXSIZE;
+    if (max_participants < 1 || max_participants > SHMRING_PARTICIPANTS_MAX)
+        return SHMRING_EPARTTABLE;
+    /* At least 4 slots so that the seq states p, p+1, p+2 and p+capacity differ. */
+    uint64_t cap = 4;
+    while (cap < maxsize)
+        cap <<= 1;
+    out->capacity = cap;
+    out->participants_offset = sizeof(struct shmring_segment);
+    out->meta_offset = align_line(out->participants_offset +
+                                  (uint64_t)max_participants * sizeof(struct shmring_participant_entry));
+    out->payload_offset = align_line(out->meta_offset + cap * sizeof(struct shmring_slot_meta));
+    uint64_t payload_bytes;
+    if (__builtin_mul_overflow(cap, slot_size, &payload_bytes) ||
+        __builtin_add_overflow(out->payload_offset, payload_bytes, &out->mapped_size) ||
+        out->mapped_size > (uint64_t)SIZE_MAX || out->mapped_size > (UINT64_C(1) << 46))
+        return SHMRING_ENOMEM;
+    return SHMRING_OK;
+}
+
+static int name_is_valid(const char *name)
+{
+    if (name == NULL || name[0] != '/')
+        return 0;
+    size_t n = strlen(name + 1);
+    if (n < 1 || n > SHMRING_NAME_MAX)
+        return 0;
+    for (const char *c = name + 1; *c; c++) {
+        int ok = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+                 (*c >= '0' && *c <= '9') || *c == '_' || *c == '-' || *c == '.';
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
+static int open_error(int err)
+{
+    switch (err) {
+    case ENOENT: return SHMRING_ENOTFOUND;
+    case EEXIST: return SHMRING_EEXIST;
+    case EACCES:
+    case EPERM: return SHMRING_EPERM;
+    case ENOSPC:
+    case ENOMEM: return SHMRING_ENOMEM;
+    case ENAMETOOLONG:
+    case EINVAL: return SHMRING_ENAME;
+    default: errno = err; return SHMRING_ESYS;
+    }
+}
+
+/* Build the process-local handle around a validated mapping. */
+static int handle_new(const char *name, struct shmring_segment *seg, size_t mapped_size,
+                      const struct shmring_header *h, shmring_t **out)
+{
+    shmring_t *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return SHMRING_ENOMEM;
+    r->seg = seg;
+    r->mapped_size = mapped_size;
+    r->slot_size = h->slot_size;
+    r->capacity = h->capacity;
+    r->mask = h->capacity - 1;
+    r->maxsize = h->maxsize;
+    r->kind = h->kind;
+    r->max_participants = h->max_participants;
+    r->parts = (struct shmring_participant_entry *)((unsigned char *)seg + h->participants_offset);
+    r->meta = (struct shmring_slot_meta *)((unsigned char *)seg + h->meta_offset);
+    r->payload = (unsigned char *)seg + h->payload_offset;
+    strcpy(r->name, name);
+    pthread_mutex_init(&r->members_lock, NULL);
+    *out = r;
+    return SHMRING_OK;
+}
+
+int shmring_create(const char *name, const shmring_params_t *p, shmring_t **out)
+{
+    *out = NULL;
+    if (!name_is_valid(name))
+        return SHMRING_ENAME;
+    if (p->kind != SHMRING_KIND_QUEUE)
+        return SHMRING_EINVAL;
+    uint32_t nparts = p->max_participants ? p->max_participants : SHMRING_PARTICIPANTS_DEFAULT;
+    struct shmring_layout L;
+    int rc = shmring__layout_compute(p->slot_size, p->maxsize, nparts, &L);
+    if (rc != SHMRING_OK)
+        return rc == SHMRING_ENOMEM ? rc : SHMRING_EINVAL;
+
+    mode_t mode = p->mode ? (mode_t)p->mode : 0600;
+    int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, mode);
+    if (fd < 0)
+        return open_error(errno);
+    /* shm_open's mode is filtered by the umask; sharing with other users needs
+     * the exact mode (macOS refuses fchmod on shm objects, where umask rules). */
+    if (fchmod(fd, mode) != 0 && errno != EINVAL) {
+        rc = open_error(errno);
+        goto fail_fd;
+    }
+    if (ftruncate(fd, (off_t)L.mapped_size) != 0) {
+        rc = open_error(errno);
+        goto fail_fd;
+    }
+#ifdef __linux__
+    /* Reserve the pages now: a too-small /dev/shm (e.g. a container's 64 MiB)
+     * is then an error here rather than a SIGBUS on some later put. */
+    rc = posix_fallocate(fd, 0, (off_t)L.mapped_size);
+    if (rc != 0 && rc != EOPNOTSUPP && rc != EINVAL) {
+        rc = open_error(rc);
+        goto fail_fd;
+    }
+#endif
+    void *base = mmap(NULL, L.mapped_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED) {
+        rc = open_error(errno);
+        goto fail_fd;
+    }
+    close(fd);
+
+    struct shmring_segment *seg = base;
+    struct shmring_header *h = &seg->hdr;
+    h->layout_version = SHMRING_LAYOUT_VERSION;
+    h->kind = p->kind;
+    h->flags = 0;
+    h->header_size = sizeof(struct shmring_segment);
+    h->slot_size = p->slot_size;
+    h->capacity = L.capacity;
+    h->maxsize = p->maxsize;
+    h->mapped_size = L.mapped_size;
+    h->participants_offset = L.participants_offset;
+    h->max_participants = nparts;
+    h->participant_size = sizeof(struct shmring_participant_entry);
+    h->meta_offset = L.meta_offset;
+    h->payload_offset = L.payload_offset;
+    h->creator_pid = (int64_t)getpid();
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    h->created_unix_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+
+    struct shmring_slot_meta *meta = (struct shmring_slot_meta *)((unsigned char *)base + L.meta_offset);
+    for (uint64_t i = 0; i < L.capacity; i++)
+        /* relaxed: nobody else can see the segment before S1 below */
+        atomic_store_explicit(&meta[i].seq, i, memory_order_relaxed);
+
+    /* S1: publishes the initialised segment; pairs with S2 in validate(). */
+    atomic_store_explicit(&h->magic, SHMRING_MAGIC, memory_order_release);
+
+    rc = handle_new(name, seg, L.mapped_size, h, out);
+    if (rc != SHMRING_OK) {
+        munmap(base, L.mapped_size);
+        shm_unlink(name);
+    }
+    return rc;
+
+fail_fd:
+    close(fd);
+    shm_unlink(name);
+    return rc;
+}
+
+/* Check every header field against the mapping before anything else is read.
+ * On success *h is a private copy of the header that the handle uses from now on. */
+static int validate(struct shmring_segment *seg, uint64_t real_size, uint32_t kind,
+                    struct shmring_header *h)
+{
+    /* S2: pairs with S1 in shmring_create. */
+    uint64_t magic = atomic_load_explicit(&seg->hdr.magic, memory_order_acquire);
+    if (magic == 0)
+        return SHMRING_ENOTREADY;
+    if (magic != SHMRING_MAGIC)
+        return SHMRING_EMAGIC;
+    h->layout_version = seg->hdr.layout_version;
+    h->kind = seg->hdr.kind;
+    h->header_size = seg->hdr.header_size;
+    h->slot_size = seg->hdr.slot_size;
+    h->capacity = seg->hdr.capacity;
+    h->maxsize = seg->hdr.maxsize;
+    h->mapped_size = seg->hdr.mapped_size;
+    h->participants_offset = seg->hdr.participants_offset;
+    h->max_participants = seg->hdr.max_participants;
+    h->participant_size = seg->hdr.participant_size;
+    h->meta_offset = seg->hdr.meta_offset;
+    h->payload_offset = seg->hdr.payload_offset;
+
+    if (h->layout_version != SHMRING_LAYOUT_VERSION)
+        return SHMRING_EVERSION;
+    if (h->kind != kind)
+        return SHMRING_EKIND;
+    if (h->header_size != sizeof(struct shmring_segment))
+        return SHMRING_EHEADER;
+    if (h->slot_size < 1 || h->slot_size > SHMRING_SLOT_SIZE_MAX)
+        return SHMRING_ESLOTSIZE;
+    if (h->maxsize < 1 || h->maxsize > SHMRING_MAXSIZE_MAX)
+        return SHMRING_EMAXSIZE;
+    if (h->max_participants < 1 || h->max_participants > SHMRING_PARTICIPANTS_MAX ||
+        h->participant_size != sizeof(struct shmring_participant_entry))
+        return SHMRING_EPARTTABLE;
+    struct shmring_layout L;
+    if (shmring__layout_compute(h->slot_size, h->maxsize, h->max_participants, &L) != SHMRING_OK)
+        return SHMRING_EMAPSIZE;
+    if (h->capacity != L.capacity)
+        return SHMRING_ECAPACITY;
+    if (h->participants_offset != L.participants_offset || h->meta_offset != L.meta_offset ||
+        h->payload_offset != L.payload_offset)
+        return SHMRING_EOFFSETS;
+    if (h->mapped_size != L.mapped_size)
+        return SHMRING_EMAPSIZE;
+    /* macOS rounds shm sizes up to a page, so only a smaller file is wrong. */
+    if (real_size < L.mapped_size)
+        return SHMRING_ETRUNCATED;
+
+    /* Positions: read_pos <= write_pos <= read_pos + maxsize. A busy ring moves
+     * while we look, so only a stable snapshot (write_pos unchanged around the
+     * read_pos load) is judged. relaxed: a plausibility check, nothing is
+     * published through these loads. */
+    for (int attempt = 0; attempt < 8; attempt++) {
+        uint64_t w1 = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+        uint64_t r = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
+        uint64_t w2 = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+        if (w1 != w2)
+            continue;
+        if (r > w1 || w1 - r > h->maxsize)
+            return SHMRING_EPOSITIONS;
+        break;
+    }
+    return SHMRING_OK;
+}
+
+int shmring_attach(const char *name, uint32_t kind, shmring_t **out)
+{
+    *out = NULL;
+    if (!name_is_valid(name))
+        return SHMRING_ENAME;
+    int fd = shm_open(name, O_RDWR, 0);
+    if (fd < 0)
+        return open_error(errno);
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int rc = open_error(errno);
+        close(fd);
+        return rc;
+    }
+    if (st.st_size < (off_t)sizeof(struct shmring_segment)) {
+        close(fd);
+        return SHMRING_ETRUNCATED;
+    }
+    size_t size = (size_t)st.st_size;
+    void *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    int err = errno;
+    close(fd);
+    if (base == MAP_FAILED)
+        return open_error(err);
+    struct shmring_header h;
+    int rc = validate(base, size, kind, &h);
+    if (rc == SHMRING_OK)
+        rc = handle_new(name, base, size, &h, out);
+    if (rc != SHMRING_OK)
+        munmap(base, size);
+    return rc;
+}
+
+void shmring_close(shmring_t *r)
+{
+    if (r == NULL)
+        return;
+    while (r->members != NULL)
+        shmring_participant_leave(r->members);
+    munmap(r->seg, r->mapped_size);
+    pthread_mutex_destroy(&r->members_lock);
+    free(r);
+}
+
+int shmring_unlink(const char *name)
+{
+    if (!name_is_valid(name))
+        return SHMRING_ENAME;
+    return shm_unlink(name) == 0 ? SHMRING_OK : open_error(errno);
+}
+
+void shmring_get_params(const shmring_t *r, shmring_params_t *out)
+{
+    out->slot_size = r->slot_size;
+    out->maxsize = r->maxsize;
+    out->kind = r->kind;
+    out->max_participants = r->max_participants;
+    out->mode = 0;
+}
+
+const char *shmring_name(const shmring_t *r)
+{
+    return r->name;
+}

@@ -1,0 +1,170 @@
+/*
+ * shmring.h - the public C API of shmring: a bounded multi-producer
+ * multi-consumer ring of fixed-size messages in POSIX shared memory.
+ *
+ * No Python here: this layer is usable (and tested) from plain C.
+ *
+ * Objects
+ *   shmring_t              one process's mapping of a ring (create / attach / close)
+ *   shmring_participant_t  one thread of one process registered in the ring's
+ *                          participant table; every ring operation goes through one.
+ *                          A participant is used by one thread at a time.
+ *
+ * Results
+ *   Functions return SHMRING_OK (0) or a positive count on success and a
+ *   negative SHMRING_E* code on failure; shmring_strerror() names it. Where
+ *   the code is SHMRING_ESYS, errno holds the system error.
+ *
+ * Operations never block: put/get claims return 0 when the ring is full /
+ * empty, and the caller waits with shmring_wait() in bounded slices (so that
+ * a binding can honour deadlines and signals between slices).
+ */
+#ifndef SHMRING_H
+#define SHMRING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Result codes. */
+enum {
+    SHMRING_OK = 0,
+    SHMRING_ESYS = -1,          /* system call failed, see errno */
+    SHMRING_EINVAL = -2,        /* bad argument */
+    SHMRING_ENAME = -3,         /* invalid segment name */
+    SHMRING_ENOTFOUND = -4,     /* no segment of that name */
+    SHMRING_EEXIST = -5,        /* a segment of that name already exists */
+    SHMRING_EPERM = -6,         /* no permission to open the segment */
+    SHMRING_ETOOBIG = -7,       /* message larger than the slot size */
+    SHMRING_ENOMEM = -8,        /* out of (local or shared) memory */
+    SHMRING_EFULLTABLE = -9,    /* participant table is full */
+    SHMRING_ECORRUPT = -10,     /* a slot holds an impossible length */
+    SHMRING_EJOIN = -11,        /* task_done() called more times than put */
+    SHMRING_EINTR = -12,        /* a wait was interrupted by a signal */
+    /* attach-time validation failures, one per thing that can be wrong */
+    SHMRING_ETRUNCATED = -20,   /* segment smaller than its header says */
+    SHMRING_ENOTREADY = -21,    /* segment exists but was never initialised */
+    SHMRING_EMAGIC = -22,       /* not a shmring segment */
+    SHMRING_EVERSION = -23,     /* made by an incompatible layout version */
+    SHMRING_EKIND = -24,        /* a different kind of ring (e.g. topic) */
+    SHMRING_EHEADER = -25,      /* header size field wrong */
+    SHMRING_ESLOTSIZE = -26,    /* slot size out of range */
+    SHMRING_EMAXSIZE = -27,     /* maxsize out of range */
+    SHMRING_ECAPACITY = -28,    /* capacity inconsistent with maxsize */
+    SHMRING_EPARTTABLE = -29,   /* participant table size out of range */
+    SHMRING_EOFFSETS = -30,     /* area offsets inconsistent with the parameters */
+    SHMRING_EMAPSIZE = -31,     /* recorded mapped size differs from the layout */
+    SHMRING_EPOSITIONS = -32,   /* position counters inconsistent */
+};
+
+/* Ring kinds recorded in the header. */
+enum { SHMRING_KIND_QUEUE = 1 };
+
+/* What shmring_wait() waits for. */
+enum { SHMRING_WAIT_READABLE = 0, SHMRING_WAIT_WRITABLE = 1, SHMRING_WAIT_JOINED = 2 };
+
+/* Longest segment name accepted, without the leading '/' (macOS allows 31 with it). */
+#define SHMRING_NAME_MAX 30
+/* Largest message (slot payload) in bytes; lengths are stored in 32 bits. */
+#define SHMRING_SLOT_SIZE_MAX (UINT32_C(1) << 30)
+/* Largest maxsize (messages). */
+#define SHMRING_MAXSIZE_MAX (UINT64_C(1) << 32)
+/* Participant table bounds. */
+#define SHMRING_PARTICIPANTS_MAX 4096
+#define SHMRING_PARTICIPANTS_DEFAULT 256
+
+typedef struct shmring shmring_t;
+typedef struct shmring_participant shmring_participant_t;
+
+typedef struct shmring_params {
+    uint64_t slot_size;         /* max payload bytes per message, >= 1 */
+    uint64_t maxsize;           /* max messages held at once, >= 1 */
+    uint32_t kind;              /* SHMRING_KIND_* */
+    uint32_t max_participants;  /* 0: SHMRING_PARTICIPANTS_DEFAULT */
+    uint32_t mode;              /* file mode of the segment, e.g. 0600 */
+} shmring_params_t;
+
+/* A run of consecutive ring positions claimed in one step. */
+typedef struct shmring_span {
+    uint64_t pos;               /* first position */
+    uint32_t n;                 /* number of positions */
+} shmring_span_t;
+
+/* Fill level and counters, read without locking (approximate while busy). */
+typedef struct shmring_stats {
+    uint64_t write_pos;         /* messages claimed by producers so far */
+    uint64_t read_pos;          /* messages claimed by consumers so far */
+    uint64_t tasks_done;        /* task_done() calls so far */
+    uint32_t readers_waiting;
+    uint32_t writers_waiting;
+    uint32_t participants;      /* registered participants (threads) */
+} shmring_stats_t;
+
+const char *shmring_strerror(int rc);
+
+/* ---- segment lifetime (segment.c) ---- */
+
+/* name: "/something", at most SHMRING_NAME_MAX characters after the slash. */
+int shmring_create(const char *name, const shmring_params_t *params, shmring_t **out);
+/* Validates everything in the header against the real mapping before use. */
+int shmring_attach(const char *name, uint32_t kind, shmring_t **out);
+/* Leaves this process's participants and unmaps. Never unlinks. */
+void shmring_close(shmring_t *ring);
+int shmring_unlink(const char *name);
+void shmring_get_params(const shmring_t *ring, shmring_params_t *out);
+const char *shmring_name(const shmring_t *ring);
+
+/* ---- participants (participants.c) ---- */
+
+int shmring_participant_join(shmring_t *ring, shmring_participant_t **out);
+void shmring_participant_leave(shmring_participant_t *me);
+
+/* ---- ring protocol (ring.c) ---- */
+
+/* Claim up to max_n consecutive free slots for writing; returns the number
+ * claimed (0: full). Fill them with shmring_slot_payload/shmring_slot_set_len,
+ * then publish them all with shmring_put_commit. */
+int shmring_put_claim(shmring_participant_t *me, uint32_t max_n, shmring_span_t *span);
+void shmring_put_commit(shmring_participant_t *me, const shmring_span_t *span);
+/* Claim up to max_n consecutive committed messages; returns the number claimed
+ * (0: empty). Read them, then hand the slots back with shmring_get_release. */
+int shmring_get_claim(shmring_participant_t *me, uint32_t max_n, shmring_span_t *span);
+void shmring_get_release(shmring_participant_t *me, const shmring_span_t *span);
+
+unsigned char *shmring_slot_payload(const shmring_t *ring, uint64_t pos);
+void shmring_slot_set_len(const shmring_t *ring, uint64_t pos, uint32_t len);
+/* Length of a claimed message, or SHMRING_ECORRUPT if it exceeds the slot size. */
+int64_t shmring_slot_len(const shmring_t *ring, uint64_t pos);
+
+/* One message in, one message out (claim + copy + commit/release).
+ * put: 1 done, 0 full, SHMRING_ETOOBIG. get: 1 done (length in *len), 0 empty,
+ * SHMRING_ETOOBIG if buf_size is too small (nothing consumed). */
+int shmring_put(shmring_participant_t *me, const void *data, size_t len);
+int shmring_get(shmring_participant_t *me, void *buf, size_t buf_size, size_t *len);
+
+/* task_done()/join() accounting: tasks_done may not overtake write_pos. */
+int shmring_task_done(shmring_participant_t *me, uint64_t n);
+uint64_t shmring_unfinished(const shmring_t *ring);
+
+void shmring_get_stats(const shmring_t *ring, shmring_stats_t *out);
+
+/* ---- waiting (wait.c) ---- */
+
+/* Wait until the ring may have become readable / writable / joined, for at most
+ * timeout_ns (one slice). Spins up to `spin` rounds before sleeping on a word in
+ * the segment. Returns 1 if the condition looked true, 0 if the slice ended,
+ * SHMRING_EINTR if a signal arrived. Spurious returns are allowed: the caller
+ * retries its operation. */
+int shmring_wait(shmring_t *ring, int what, uint64_t timeout_ns, uint32_t spin);
+/* Wake every waiter of this ring in every process (used by close). */
+void shmring_wake_all(shmring_t *ring);
+
+uint64_t shmring_now_ns(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SHMRING_H */

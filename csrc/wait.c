@@ -1,0 +1,190 @@
+/*
+ * wait.c - sleeping until a ring changes, without a system call on the fast path.
+ *
+ * A waiter spins briefly, then announces itself in the wait queue's waiter
+ * count and sleeps on the queue's futex word (Linux: shared futex; macOS 14.4+:
+ * os_sync_wait_on_address with the SHARED flag; elsewhere a bounded sleep).
+ * Whoever makes progress (commit, release, task_done) calls shmring__notify,
+ * which only enters the kernel when the waiter count is non-zero.
+ *
+ * Atomic pairs in this file:
+ *   F1 (waiter: seq_cst fence between "waiters++" and re-checking the ring)
+ *   F2 (notifier: seq_cst fence between publishing progress and reading "waiters")
+ *      Either F2 precedes F1, and the waiter's re-check sees the progress and
+ *      does not sleep, or F1 precedes F2, and the notifier sees waiters > 0 and
+ *      wakes it. No wake-up is lost.
+ *   N2 (notifier: release increment of the futex word) pairs with W2 (waiter:
+ *      acquire load of the futex word): a waiter whose snapshot already includes
+ *      the bump also sees the progress, so it never sleeps on a stale snapshot
+ *      with the progress invisible.
+ * Waits are bounded by the caller's slice, so timeouts and signals are handled
+ * by the caller between slices.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#elif defined(__APPLE__) && defined(__has_include)
+#if __has_include(<os/os_sync_wait_on_address.h>)
+#include <os/os_sync_wait_on_address.h>
+#define SHMRING_HAVE_OS_SYNC 1
+#endif
+#endif
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield" ::: "memory");
+#endif
+}
+
+#if !defined(__linux__)
+/* Sleep of the bounded-sleep fallback: short enough for latency, long enough
+ * that an idle waiter costs well under 1% of a core. */
+#define SHMRING_POLL_NS 2000000u
+
+static int sleep_slice(uint64_t timeout_ns)
+{
+    uint64_t ns = timeout_ns < SHMRING_POLL_NS ? timeout_ns : SHMRING_POLL_NS;
+    struct timespec ts = {(time_t)(ns / 1000000000u), (long)(ns % 1000000000u)};
+    if (nanosleep(&ts, NULL) != 0 && errno == EINTR)
+        return SHMRING_EINTR;
+    return 1;
+}
+#endif
+
+/* Sleep while *word == expected, at most timeout_ns. 1: woken or the word
+ * changed; 0: timed out; SHMRING_EINTR: a signal arrived. */
+static int os_wait(_Atomic uint32_t *word, uint32_t expected, uint64_t timeout_ns)
+{
+#if defined(__linux__)
+    struct timespec ts = {(time_t)(timeout_ns / 1000000000u), (long)(timeout_ns % 1000000000u)};
+    /* No FUTEX_PRIVATE_FLAG: the word is in memory shared between processes. */
+    if (syscall(SYS_futex, word, FUTEX_WAIT, expected, &ts, NULL, 0) == 0)
+        return 1;
+    if (errno == EINTR)
+        return SHMRING_EINTR;
+    return errno == ETIMEDOUT ? 0 : 1;
+#elif defined(SHMRING_HAVE_OS_SYNC)
+    if (__builtin_available(macOS 14.4, *)) {
+        if (os_sync_wait_on_address_with_timeout((void *)word, expected, sizeof(uint32_t),
+                                                 OS_SYNC_WAIT_ON_ADDRESS_SHARED,
+                                                 OS_CLOCK_MACH_ABSOLUTE_TIME, timeout_ns) >= 0)
+            return 1;
+        if (errno == EINTR)
+            return SHMRING_EINTR;
+        return errno == ETIMEDOUT ? 0 : 1;
+    }
+    (void)word;
+    (void)expected;
+    return sleep_slice(timeout_ns);
+#else
+    (void)word;
+    (void)expected;
+    return sleep_slice(timeout_ns);
+#endif
+}
+
+static void os_wake_all(_Atomic uint32_t *word)
+{
+#if defined(__linux__)
+    syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+#elif defined(SHMRING_HAVE_OS_SYNC)
+    if (__builtin_available(macOS 14.4, *))
+        os_sync_wake_by_address_all((void *)word, sizeof(uint32_t), OS_SYNC_WAKE_BY_ADDRESS_SHARED);
+#else
+    (void)word; /* sleepers poll */
+#endif
+}
+
+void shmring__notify(struct shmring_waitq *q)
+{
+    /* F2: pairs with F1. */
+    atomic_thread_fence(memory_order_seq_cst);
+    /* relaxed: ordered by F2 */
+    if (atomic_load_explicit(&q->waiters, memory_order_relaxed) != 0) {
+        /* N2: pairs with W2. */
+        atomic_fetch_add_explicit(&q->futex, 1, memory_order_release);
+        os_wake_all(&q->futex);
+    }
+}
+
+/* Could the operation we wait for succeed now? relaxed loads throughout: a
+ * hint only, the operation itself re-reads with the right orders; F1 orders
+ * these loads after our waiter registration. */
+static int ready(const shmring_t *r, int what)
+{
+    struct shmring_segment *seg = r->seg;
+    if (what == SHMRING_WAIT_READABLE) {
+        uint64_t pos = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
+        uint64_t seq = atomic_load_explicit(&shmring__meta(r, pos)->seq, memory_order_relaxed);
+        return (int64_t)(seq - (pos + 1)) >= 0;
+    }
+    if (what == SHMRING_WAIT_WRITABLE) {
+        uint64_t pos = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+        uint64_t rd = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
+        int64_t used = (int64_t)(pos - rd);
+        if (used >= 0 && (uint64_t)used >= r->maxsize)
+            return 0;
+        uint64_t seq = atomic_load_explicit(&shmring__meta(r, pos)->seq, memory_order_relaxed);
+        return (int64_t)(seq - pos) >= 0;
+    }
+    return shmring_unfinished(r) == 0;
+}
+
+static struct shmring_waitq *waitq_for(const shmring_t *r, int what)
+{
+    switch (what) {
+    case SHMRING_WAIT_READABLE: return &r->seg->not_empty;
+    case SHMRING_WAIT_WRITABLE: return &r->seg->not_full;
+    default: return &r->seg->join.joined;
+    }
+}
+
+int shmring_wait(shmring_t *r, int what, uint64_t timeout_ns, uint32_t spin)
+{
+    for (uint32_t i = 0; i < spin; i++) {
+        if (ready(r, what))
+            return 1;
+        cpu_relax();
+    }
+    if (timeout_ns == 0)
+        return ready(r, what);
+    struct shmring_waitq *q = waitq_for(r, what);
+    /* relaxed: ordered before the re-check by F1 */
+    atomic_fetch_add_explicit(&q->waiters, 1, memory_order_relaxed);
+    /* F1: pairs with F2. */
+    atomic_thread_fence(memory_order_seq_cst);
+    /* W2: pairs with N2. */
+    uint32_t snapshot = atomic_load_explicit(&q->futex, memory_order_acquire);
+    int rc = ready(r, what) ? 1 : os_wait(&q->futex, snapshot, timeout_ns);
+    /* relaxed: a stale count only costs a notifier one spare wake call */
+    atomic_fetch_sub_explicit(&q->waiters, 1, memory_order_relaxed);
+    return rc;
+}
+
+void shmring_wake_all(shmring_t *r)
+{
+    struct shmring_waitq *qs[3] = {&r->seg->not_empty, &r->seg->not_full, &r->seg->join.joined};
+    for (int i = 0; i < 3; i++) {
+        /* release: as N2 */
+        atomic_fetch_add_explicit(&qs[i]->futex, 1, memory_order_release);
+        os_wake_all(&qs[i]->futex);
+    }
+}
+
+uint64_t shmring_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}

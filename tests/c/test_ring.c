@@ -1,0 +1,277 @@
+/*
+ * test_ring.c - C tests of the ring, built by tests/test_c_core.py with
+ * -Wall -Wextra -Werror (plain, ASan+UBSan and ThreadSanitizer builds).
+ *
+ *   test_ring unit                    single-threaded protocol checks
+ *   test_ring stress P C N MAXSIZE    P producer x C consumer threads, N messages
+ *                                     each, tagged (producer, sequence): checks no
+ *                                     loss, no duplicate, per-producer order
+ *
+ * Asserts stay on in every build (CHECK, not assert).
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../../csrc/layout.h"
+#include "../../csrc/shmring.h"
+
+#define CHECK(cond)                                                                   \
+    do {                                                                              \
+        if (!(cond)) {                                                                \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);  \
+            exit(1);                                                                  \
+        }                                                                             \
+    } while (0)
+
+static char ring_name[64];
+
+static shmring_t *make_ring(uint64_t slot_size, uint64_t maxsize)
+{
+    snprintf(ring_name, sizeof ring_name, "/shmring-ctest-%d", (int)getpid());
+    shmring_unlink(ring_name);
+    shmring_params_t p = {.slot_size = slot_size, .maxsize = maxsize, .kind = SHMRING_KIND_QUEUE,
+                          .max_participants = 64, .mode = 0600};
+    shmring_t *r = NULL;
+    int rc = shmring_create(ring_name, &p, &r);
+    CHECK(rc == SHMRING_OK && r != NULL);
+    return r;
+}
+
+static void test_unit(void)
+{
+    shmring_t *r = make_ring(16, 5); /* capacity 8, maxsize exactly 5 */
+    shmring_participant_t *me;
+    CHECK(shmring_participant_join(r, &me) == SHMRING_OK);
+
+    /* attach validates and sees the same parameters */
+    shmring_t *r2;
+    CHECK(shmring_attach(ring_name, SHMRING_KIND_QUEUE, &r2) == SHMRING_OK);
+    shmring_params_t p;
+    shmring_get_params(r2, &p);
+    CHECK(p.slot_size == 16 && p.maxsize == 5);
+    shmring_t *bad;
+    CHECK(shmring_attach(ring_name, 99, &bad) == SHMRING_EKIND);
+    CHECK(shmring_attach("/shmring-ctest-none", SHMRING_KIND_QUEUE, &bad) == SHMRING_ENOTFOUND);
+    CHECK(shmring_attach("no-slash", SHMRING_KIND_QUEUE, &bad) == SHMRING_ENAME);
+    shmring_params_t dup = {.slot_size = 16, .maxsize = 5, .kind = SHMRING_KIND_QUEUE};
+    CHECK(shmring_create(ring_name, &dup, &bad) == SHMRING_EEXIST);
+
+    /* empty, then exactly maxsize messages fit */
+    char buf[16];
+    size_t len;
+    CHECK(shmring_get(me, buf, sizeof buf, &len) == 0);
+    for (int i = 0; i < 5; i++)
+        CHECK(shmring_put(me, &i, sizeof i) == 1);
+    int x = 99;
+    CHECK(shmring_put(me, &x, sizeof x) == 0);
+    CHECK(shmring_put(me, buf, 17) == SHMRING_ETOOBIG);
+    CHECK(shmring_wait(r, SHMRING_WAIT_WRITABLE, 0, 0) == 0);
+    CHECK(shmring_wait(r, SHMRING_WAIT_READABLE, 0, 0) == 1);
+    shmring_stats_t st;
+    shmring_get_stats(r, &st);
+    CHECK(st.write_pos - st.read_pos == 5 && st.participants == 1);
+
+    /* FIFO, through many laps of the 8-slot ring, with sizes 0..16 */
+    for (int lap = 0; lap < 100; lap++) {
+        CHECK(shmring_get(me, buf, sizeof buf, &len) == 1 && len == sizeof(int));
+        int v;
+        memcpy(&v, buf, sizeof v);
+        CHECK(v == lap);
+        int next = lap + 5;
+        CHECK(shmring_put(me, &next, sizeof next) == 1);
+    }
+    for (int i = 0; i < 5; i++)
+        CHECK(shmring_get(me, buf, sizeof buf, &len) == 1);
+    CHECK(shmring_get(me, buf, sizeof buf, &len) == 0);
+    for (size_t n = 0; n <= 16; n++) {
+        memset(buf, (int)n, sizeof buf);
+        CHECK(shmring_put(me, buf, n) == 1);
+        char out[16];
+        CHECK(shmring_get(me, out, sizeof out, &len) == 1 && len == n && memcmp(out, buf, n) == 0);
+    }
+
+    /* batch claims take what is there, up to maxsize, in one step */
+    shmring_span_t span;
+    CHECK(shmring_put_claim(me, 100, &span) == 5 && span.n == 5);
+    for (uint32_t i = 0; i < span.n; i++)
+        shmring_slot_set_len(r, span.pos + i, i);
+    shmring_span_t extra;
+    CHECK(shmring_put_claim(me, 1, &extra) == 0); /* claimed slots count towards maxsize */
+    shmring_span_t s2;
+    CHECK(shmring_get_claim(me, 10, &s2) == 0); /* claimed but not committed: nothing to read */
+    shmring_put_commit(me, &span);
+    CHECK(shmring_get_claim(me, 3, &s2) == 3);
+    CHECK(shmring_slot_len(r, s2.pos + 2) == 2);
+    shmring_get_release(me, &s2);
+    CHECK(shmring_get_claim(me, 10, &s2) == 2);
+    shmring_get_release(me, &s2);
+
+    /* a corrupt length is reported, never copied */
+    CHECK(shmring_put(me, buf, 1) == 1);
+    CHECK(shmring_get_claim(me, 1, &s2) == 1);
+    shmring_slot_set_len(r, s2.pos, 1000);
+    CHECK(shmring_slot_len(r, s2.pos) == SHMRING_ECORRUPT);
+    shmring_get_release(me, &s2);
+
+    /* task_done may not overtake what was put */
+    shmring_get_stats(r, &st);
+    CHECK(shmring_unfinished(r) == st.write_pos);
+    CHECK(shmring_task_done(me, st.write_pos + 1) == SHMRING_EJOIN);
+    CHECK(shmring_task_done(me, st.write_pos - 1) == SHMRING_OK);
+    CHECK(shmring_unfinished(r) == 1);
+    CHECK(shmring_wait(r, SHMRING_WAIT_JOINED, 1000000, 0) == 0);
+    CHECK(shmring_task_done(me, 1) == SHMRING_OK);
+    CHECK(shmring_wait(r, SHMRING_WAIT_JOINED, 1000000, 0) == 1);
+
+    /* a timed wait on an empty ring ends after its slice */
+    uint64_t t0 = shmring_now_ns();
+    CHECK(shmring_wait(r, SHMRING_WAIT_READABLE, 20000000, 10) == 0);
+    uint64_t waited = shmring_now_ns() - t0;
+    CHECK(waited >= 19000000 && waited < 200000000);
+
+    shmring_participant_leave(me);
+    shmring_get_stats(r, &st);
+    CHECK(st.participants == 0);
+    shmring_close(r2);
+    shmring_close(r);
+    CHECK(shmring_unlink(ring_name) == SHMRING_OK);
+    printf("unit ok\n");
+}
+
+/* ---- stress ---- */
+
+struct msg {
+    uint32_t producer;
+    uint32_t pad;
+    uint64_t seq;
+};
+
+static shmring_t *stress_ring;
+static uint64_t per_producer;
+static int n_producers;
+static unsigned char *seen;          /* [producer][seq], set once per delivery */
+static pthread_mutex_t seen_lock = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic uint64_t consumed;
+
+static void wait_for(int what)
+{
+    shmring_wait(stress_ring, what, 10000000, 200);
+}
+
+static void *producer(void *arg)
+{
+    uint32_t id = (uint32_t)(uintptr_t)arg;
+    shmring_participant_t *me;
+    CHECK(shmring_participant_join(stress_ring, &me) == SHMRING_OK);
+    unsigned seed = id * 7919u + 1;
+    uint64_t next = 0;
+    while (next < per_producer) {
+        uint32_t want = 1 + (uint32_t)(rand_r(&seed) % 16);
+        if (want > per_producer - next)
+            want = (uint32_t)(per_producer - next);
+        shmring_span_t span;
+        int n = shmring_put_claim(me, want, &span);
+        CHECK(n >= 0);
+        if (n == 0) {
+            wait_for(SHMRING_WAIT_WRITABLE);
+            continue;
+        }
+        for (uint32_t i = 0; i < span.n; i++) {
+            struct msg m = {.producer = id, .seq = next++};
+            memcpy(shmring_slot_payload(stress_ring, span.pos + i), &m, sizeof m);
+            shmring_slot_set_len(stress_ring, span.pos + i, sizeof m);
+        }
+        shmring_put_commit(me, &span);
+    }
+    shmring_participant_leave(me);
+    return NULL;
+}
+
+static void *consumer(void *arg)
+{
+    unsigned seed = (unsigned)(uintptr_t)arg * 104729u + 3;
+    shmring_participant_t *me;
+    CHECK(shmring_participant_join(stress_ring, &me) == SHMRING_OK);
+    uint64_t *last = calloc((size_t)n_producers, sizeof *last); /* next expected seq + 1 */
+    uint64_t total = per_producer * (uint64_t)n_producers;
+    /* relaxed: a progress counter; the final check runs after join */
+    while (atomic_load_explicit(&consumed, memory_order_relaxed) < total) {
+        shmring_span_t span;
+        int n = shmring_get_claim(me, 1 + (uint32_t)(rand_r(&seed) % 16), &span);
+        CHECK(n >= 0);
+        if (n == 0) {
+            wait_for(SHMRING_WAIT_READABLE);
+            continue;
+        }
+        for (uint32_t i = 0; i < span.n; i++) {
+            CHECK(shmring_slot_len(stress_ring, span.pos + i) == sizeof(struct msg));
+            struct msg m;
+            memcpy(&m, shmring_slot_payload(stress_ring, span.pos + i), sizeof m);
+            CHECK(m.producer < (uint32_t)n_producers && m.seq < per_producer);
+            CHECK(m.seq + 1 > last[m.producer]); /* per-producer order, as this consumer sees it */
+            last[m.producer] = m.seq + 1;
+            pthread_mutex_lock(&seen_lock);
+            CHECK(seen[m.producer * per_producer + m.seq] == 0); /* no duplicate */
+            seen[m.producer * per_producer + m.seq] = 1;
+            pthread_mutex_unlock(&seen_lock);
+        }
+        shmring_get_release(me, &span);
+        atomic_fetch_add_explicit(&consumed, span.n, memory_order_relaxed);
+    }
+    free(last);
+    shmring_participant_leave(me);
+    return NULL;
+}
+
+static void test_stress(int np, int nc, uint64_t n, uint64_t maxsize)
+{
+    n_producers = np;
+    per_producer = n;
+    stress_ring = make_ring(sizeof(struct msg), maxsize);
+    seen = calloc((size_t)(n * (uint64_t)np), 1);
+    pthread_t th[64];
+    CHECK(np + nc <= 64);
+    for (int i = 0; i < nc; i++)
+        pthread_create(&th[i], NULL, consumer, (void *)(uintptr_t)i);
+    for (int i = 0; i < np; i++)
+        pthread_create(&th[nc + i], NULL, producer, (void *)(uintptr_t)i);
+    for (int i = 0; i < np + nc; i++)
+        pthread_join(th[i], NULL);
+    for (uint64_t i = 0; i < n * (uint64_t)np; i++)
+        CHECK(seen[i] == 1); /* no loss */
+    shmring_stats_t st;
+    shmring_get_stats(stress_ring, &st);
+    CHECK(st.write_pos == n * (uint64_t)np && st.read_pos == st.write_pos);
+    CHECK(st.participants == 0);
+    free(seen);
+    shmring_close(stress_ring);
+    shmring_unlink(ring_name);
+    printf("stress ok: %d producers x %d consumers, %llu messages, maxsize %llu\n", np, nc,
+           (unsigned long long)(n * (uint64_t)np), (unsigned long long)maxsize);
+}
+
+static void remove_ring(void)
+{
+    if (ring_name[0])
+        shmring_unlink(ring_name); /* also when a CHECK fails */
+}
+
+int main(int argc, char **argv)
+{
+    atexit(remove_ring);
+    if (argc >= 2 && strcmp(argv[1], "unit") == 0) {
+        test_unit();
+        return 0;
+    }
+    if (argc == 6 && strcmp(argv[1], "stress") == 0) {
+        test_stress(atoi(argv[2]), atoi(argv[3]), strtoull(argv[4], NULL, 10),
+                    strtoull(argv[5], NULL, 10));
+        return 0;
+    }
+    fprintf(stderr, "usage: %s unit | stress P C N MAXSIZE\n", argv[0]);
+    return 2;
+}
