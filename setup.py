@@ -1,0 +1,44 @@
+"""Build of the C core and its Cython binding (metadata is in pyproject.toml)."""
+import sys
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+if sys.platform == "win32":
+    sys.exit(
+        "shmring needs POSIX shared memory and futex/wait-on-address; Windows is not "
+        "supported. Use Linux or macOS (or WSL)."
+    )
+
+C_SOURCES = [
+    "csrc/errors.c",
+    "csrc/participants.c",
+    "csrc/ring.c",
+    "csrc/segment.c",
+    "csrc/wait.c",
+]
+
+extensions = [
+    Extension(
+        "shmring._core",
+        sources=["src/shmring/_core.pyx"] + C_SOURCES,
+        include_dirs=["csrc"],
+        depends=["csrc/shmring.h", "csrc/layout.h", "csrc/internal.h", "src/shmring/_cshmring.pxd"],
+        extra_compile_args=["-O3", "-std=gnu11"],
+        libraries=["rt"] if sys.platform.startswith("linux") else [],
+    )
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        include_path=["src"],
+        compiler_directives={
+            "language_level": 3,
+            "boundscheck": False,
+            "wraparound": False,
+            "auto_pickle": False,
+            "embedsignature": True,
+        },
+    ),
+)

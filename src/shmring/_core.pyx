@@ -1,0 +1,560 @@
+"""Binding of the C ring (csrc/) for the Python Queue.
+
+Thin by design: typed handles, argument conversion, the GIL released around
+every wait, C result codes turned into exceptions in one place. Waits are
+sliced: C sleeps at most SLICE_NS, then we check signals (Ctrl-C), the deadline
+and whether the queue was closed, and go round again.
+
+Policy - defaults, names, pickling of handles, lifetime at exit - lives in
+queue.py, which subclasses RingQueue.
+"""
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.exc cimport PyErr_CheckSignals
+from libc.errno cimport errno
+from libc.stdint cimport UINT32_MAX, UINT64_MAX, int64_t, uint32_t, uint64_t
+from libc.string cimport memcpy
+from posix.unistd cimport getpid
+
+from shmring._cshmring cimport *
+
+import os
+import pickle
+import threading
+
+from shmring.errors import (
+    Empty,
+    Full,
+    MessageTooLarge,
+    QueueClosed,
+    SegmentError,
+    SegmentNotFound,
+    TooManyParticipants,
+)
+
+
+ctypedef int (*claim_fn)(shmring_participant_t *, uint32_t, shmring_span_t *) noexcept nogil
+
+
+cdef extern from "pythread.h":
+    unsigned long PyThread_get_thread_ident()
+
+
+# Longest a C wait lasts before we look at signals, the deadline and close().
+cdef uint64_t SLICE_NS = 50_000_000
+# Busy-wait rounds before the first sleep of a blocking call (tens of microseconds),
+# and the few rounds tried first while still holding the GIL.
+cdef uint32_t SPIN = 2000
+cdef uint32_t SPIN_WITH_GIL = 50
+cdef int PICKLE_PROTOCOL = 5
+cdef object _dumps = pickle.dumps
+cdef object _loads = pickle.loads
+
+
+cdef int _raise_rc(int rc, object name) except -1:
+    """Turn a SHMRING_E* code into the matching Python exception."""
+    cdef int err = errno
+    what = shmring_strerror(rc).decode()
+    if name is not None:
+        what = f"{what}: {name!r}"
+    if rc == SHMRING_ESYS:
+        raise OSError(err, f"{os.strerror(err)} ({what})")
+    if rc == SHMRING_ENOTFOUND:
+        raise SegmentNotFound(what)
+    if rc == SHMRING_EEXIST:
+        raise FileExistsError(what)
+    if rc == SHMRING_EPERM:
+        raise PermissionError(what)
+    if rc == SHMRING_ENOMEM:
+        raise MemoryError(what)
+    if rc == SHMRING_EFULLTABLE:
+        raise TooManyParticipants(what)
+    if rc == SHMRING_ECORRUPT or rc <= SHMRING_ETRUNCATED:
+        raise SegmentError(what)
+    raise ValueError(what)
+
+
+cdef int _deadline(object block, object timeout, uint64_t *out) except -1:
+    """0: do not block; UINT64_MAX: block forever; else a CLOCK_MONOTONIC ns deadline."""
+    cdef double t
+    if not block:
+        out[0] = 0
+        return 0
+    if timeout is None:
+        out[0] = UINT64_MAX
+        return 0
+    t = timeout
+    if not t >= 0:  # also refuses NaN
+        raise ValueError("'timeout' must be a non-negative number")
+    if t > 3e8:  # ten years: forever
+        out[0] = UINT64_MAX
+    else:
+        out[0] = shmring_now_ns() + <uint64_t>(t * 1e9)
+    return 0
+
+
+cdef class _Mapping:
+    """This process's mapping of one ring. `ring` is NULL once closed."""
+    cdef shmring_t *ring
+
+    cdef void close(self) noexcept:
+        if self.ring != NULL:
+            shmring_close(self.ring)  # also frees every participant handle
+            self.ring = NULL
+
+    def __dealloc__(self):
+        self.close()
+
+
+cdef class _Participant:
+    """One thread's entry in the ring's participant table."""
+    cdef shmring_participant_t *ptr
+    cdef _Mapping mapping
+
+    def __dealloc__(self):
+        # After the mapping closed, the handle was already freed by shmring_close.
+        if self.ptr != NULL and self.mapping is not None and self.mapping.ring != NULL:
+            shmring_participant_leave(self.ptr)
+
+
+cdef class RingQueue:
+    """The hot paths of shmring.Queue (see queue.py for the documented API)."""
+    cdef _Mapping _map
+    cdef shmring_t *_ring            # == _map.ring while open
+    cdef uint64_t _slot_size
+    cdef uint64_t _maxsize
+    cdef bytes _cname                # b"/name"
+    cdef bint _owner                 # created by this process: it unlinks
+    cdef long _creator_pid
+    cdef bint _unlinked
+    cdef bint _closing
+    cdef int _active                 # operations in flight (they may be waiting without the GIL)
+    # participant of the first thread that used the queue, then one per other thread
+    cdef unsigned long _tid0
+    cdef shmring_participant_t *_me0
+    cdef _Participant _part0
+    cdef object _local
+    cdef object __weakref__
+
+    # ---- opening and closing ----
+
+    def _open(self, str name, bint create, uint64_t maxsize=0, uint64_t msg_size=0,
+              uint32_t mode=0o600):
+        cdef shmring_params_t params
+        cdef shmring_t *ring = NULL
+        cdef int rc
+        try:
+            cname = ("/" + name).encode("ascii")
+        except UnicodeEncodeError:
+            raise ValueError(f"{shmring_strerror(SHMRING_ENAME).decode()}: {name!r}") from None
+        if create:
+            params.slot_size = msg_size
+            params.maxsize = maxsize
+            params.kind = SHMRING_KIND_QUEUE
+            params.max_participants = 0
+            params.mode = mode
+            rc = shmring_create(cname, &params, &ring)
+        else:
+            rc = shmring_attach(cname, SHMRING_KIND_QUEUE, &ring)
+        if rc != SHMRING_OK:
+            _raise_rc(rc, name)
+        self._map = _Mapping()
+        self._map.ring = ring
+        self._ring = ring
+        shmring_get_params(ring, &params)
+        self._slot_size = params.slot_size
+        self._maxsize = params.maxsize
+        self._cname = cname
+        self._owner = create
+        self._creator_pid = getpid()
+        self._local = threading.local()
+        try:
+            self._me_slow()  # register this thread now: attached means present
+        except BaseException:
+            self._unlink_if_owner()
+            self._finish_close()
+            raise
+
+    cdef void _unlink_if_owner(self) noexcept:
+        if self._owner and not self._unlinked and getpid() == self._creator_pid:
+            shmring_unlink(self._cname)
+            self._unlinked = True
+
+    cdef void _finish_close(self) noexcept:
+        self._ring = NULL
+        self._me0 = NULL
+        self._tid0 = 0
+        self._part0 = None
+        self._local = None
+        if self._map is not None:
+            self._map.close()
+
+    def close(self):
+        """Close this handle. The creating process also unlinks the segment.
+
+        Threads of this process blocked on the queue wake up with QueueClosed;
+        other processes that already attached keep their mapping until they close.
+        """
+        if self._closing or self._ring == NULL:
+            self._closing = True
+            return
+        self._closing = True
+        shmring_wake_all(self._ring)
+        self._unlink_if_owner()
+        if self._active == 0:
+            self._finish_close()
+
+    def _unlink(self):
+        """Unlink now if this process created the segment (interpreter exit)."""
+        self._unlink_if_owner()
+
+    def _after_fork_in_child(self):
+        # The child shares the mapping but not the parent's threads or table entries.
+        self._active = 0
+        self._tid0 = 0
+        self._me0 = NULL
+        self._part0 = None
+        if self._ring == NULL:
+            return
+        self._local = threading.local()
+        if self._closing:
+            self._finish_close()
+            return
+        try:
+            self._me_slow()  # present at once; a full table is reported at first use
+        except TooManyParticipants:
+            pass
+
+    def __dealloc__(self):
+        if self._ring != NULL:
+            self._unlink_if_owner()
+            self._finish_close()
+
+    @property
+    def closed(self):
+        return self._closing or self._ring == NULL
+
+    @property
+    def maxsize(self):
+        """Most messages the queue holds at once (exact)."""
+        return self._maxsize
+
+    @property
+    def msg_size(self):
+        """Largest encoded message in bytes."""
+        return self._slot_size
+
+    @property
+    def name(self):
+        """Name of the shared-memory segment (without the leading '/')."""
+        return self._cname[1:].decode("ascii") if self._cname is not None else None
+
+    # ---- participants and in-flight accounting ----
+
+    cdef _Participant _join(self):
+        cdef _Participant p = _Participant.__new__(_Participant)
+        cdef int rc = shmring_participant_join(self._ring, &p.ptr)
+        if rc != SHMRING_OK:
+            _raise_rc(rc, self.name)
+        p.mapping = self._map
+        return p
+
+    cdef shmring_participant_t *_me_slow(self) except NULL:
+        cdef _Participant p
+        if self._part0 is None:
+            p = self._join()
+            self._part0 = p
+            self._me0 = p.ptr
+            self._tid0 = PyThread_get_thread_ident()
+            return p.ptr
+        p = getattr(self._local, "participant", None)
+        if p is None:
+            p = self._join()
+            self._local.participant = p
+        return p.ptr
+
+    cdef inline shmring_participant_t *_enter(self) except NULL:
+        """Start an operation: this thread's participant; close() waits for us."""
+        cdef shmring_participant_t *me
+        if self._closing or self._ring == NULL:
+            raise QueueClosed(f"queue {self.name!r} is closed")
+        if PyThread_get_thread_ident() == self._tid0:
+            me = self._me0
+        else:
+            me = self._me_slow()
+        self._active += 1
+        return me
+
+    cdef inline void _leave(self) noexcept:
+        self._active -= 1
+        if self._closing and self._active == 0:
+            self._finish_close()
+
+    cdef int _wait(self, int what, uint64_t deadline, uint32_t spin) except -1:
+        """Wait one slice for `what`. 1: try again; 0: the deadline has passed."""
+        cdef uint64_t now, slice_ns = SLICE_NS
+        cdef shmring_t *ring = self._ring
+        if deadline == 0:
+            return 0
+        if deadline != UINT64_MAX:
+            now = shmring_now_ns()
+            if now >= deadline:
+                return 0
+            if deadline - now < slice_ns:
+                slice_ns = deadline - now
+        with nogil:
+            shmring_wait(ring, what, slice_ns, spin)
+        PyErr_CheckSignals()
+        if self._closing:
+            raise QueueClosed(f"queue {self.name!r} was closed while waiting")
+        return 1
+
+    # ---- claiming (blocking as asked) ----
+
+    cdef int _claim(self, bint put, shmring_participant_t *me, uint32_t max_n,
+                    shmring_span_t *span, uint64_t deadline, Py_ssize_t done) except -1:
+        """Claim 1..max_n slots to write (put) or messages to read, waiting as asked.
+
+        Raises Full (with `done` as its count) or Empty when the deadline passes.
+        """
+        cdef claim_fn claim = shmring_put_claim if put else shmring_get_claim
+        cdef int what = SHMRING_WAIT_WRITABLE if put else SHMRING_WAIT_READABLE
+        cdef uint32_t spin = SPIN
+        cdef int n = claim(me, max_n, span)
+        if n == 0 and deadline != 0:
+            # What arrives within a microsecond or so is cheaper to wait for
+            # holding the GIL than with a GIL hand-off.
+            shmring_wait(self._ring, what, 0, SPIN_WITH_GIL)
+            n = claim(me, max_n, span)
+        while n == 0:
+            if not self._wait(what, deadline, spin):
+                if put:
+                    raise Full(f"queue {self.name!r} is full", done)
+                raise Empty(f"queue {self.name!r} is empty")
+            spin = 0
+            n = claim(me, max_n, span)
+        return n
+
+    # ---- moving bytes ----
+
+    cdef int _put_one(self, const char *data, Py_ssize_t size, uint64_t deadline) except -1:
+        cdef shmring_span_t span
+        cdef shmring_participant_t *me
+        if <uint64_t>size > self._slot_size:
+            raise MessageTooLarge(size, self._slot_size)
+        me = self._enter()
+        try:
+            self._claim(True, me, 1, &span, deadline, 0)
+            memcpy(shmring_slot_payload(self._ring, span.pos), data, size)
+            shmring_slot_set_len(self._ring, span.pos, <uint32_t>size)
+            shmring_put_commit(me, &span)
+        finally:
+            self._leave()
+        return 0
+
+    cdef int _put_many(self, list encoded, uint64_t deadline) except -1:
+        """Put bytes objects in order, in batches; all are checked before any is put."""
+        cdef Py_ssize_t total = len(encoded), done = 0, i, size
+        cdef uint32_t k, want
+        cdef shmring_span_t span
+        cdef shmring_participant_t *me
+        cdef bytes b
+        for i in range(total):
+            size = PyBytes_GET_SIZE(encoded[i])
+            if <uint64_t>size > self._slot_size:
+                raise MessageTooLarge(size, self._slot_size)
+        if total == 0:
+            return 0
+        me = self._enter()
+        try:
+            while done < total:
+                want = <uint32_t>min(total - done, UINT32_MAX)
+                self._claim(True, me, want, &span, deadline, done)
+                for k in range(span.n):
+                    b = encoded[done + k]
+                    size = PyBytes_GET_SIZE(b)
+                    memcpy(shmring_slot_payload(self._ring, span.pos + k), PyBytes_AS_STRING(b), size)
+                    shmring_slot_set_len(self._ring, span.pos + k, <uint32_t>size)
+                shmring_put_commit(me, &span)
+                done += span.n
+        finally:
+            self._leave()
+        return 0
+
+    cdef int _take(self, shmring_participant_t *me, shmring_span_t *span, list out) except -1:
+        """Copy the claimed messages into new bytes objects, then release the slots."""
+        cdef uint32_t k
+        cdef int64_t size
+        try:
+            for k in range(span.n):
+                size = shmring_slot_len(self._ring, span.pos + k)
+                if size < 0:
+                    _raise_rc(<int>size, self.name)
+                out.append(PyBytes_FromStringAndSize(
+                    <char *>shmring_slot_payload(self._ring, span.pos + k), size))
+        finally:
+            shmring_get_release(me, span)
+        return 0
+
+    cdef bytes _get_one(self, uint64_t deadline):
+        cdef shmring_span_t span
+        cdef shmring_participant_t *me = self._enter()
+        cdef int64_t size
+        try:
+            self._claim(False, me, 1, &span, deadline, 0)
+            try:
+                size = shmring_slot_len(self._ring, span.pos)
+                if size < 0:
+                    _raise_rc(<int>size, self.name)
+                return PyBytes_FromStringAndSize(<char *>shmring_slot_payload(self._ring, span.pos), size)
+            finally:
+                shmring_get_release(me, &span)
+        finally:
+            self._leave()
+
+    cdef list _get_many(self, object max_items, uint64_t deadline):
+        cdef Py_ssize_t limit
+        cdef shmring_span_t span
+        cdef shmring_participant_t *me
+        cdef list out = []
+        limit = self._maxsize if max_items is None else max_items
+        if limit < 1:
+            raise ValueError("'max_items' must be at least 1")
+        me = self._enter()
+        try:
+            self._claim(False, me, <uint32_t>min(limit, UINT32_MAX), &span, deadline, 0)
+            while True:
+                self._take(me, &span, out)
+                if len(out) >= limit:
+                    break
+                # more may have arrived meanwhile: take it in the same call, never wait
+                if shmring_get_claim(me, <uint32_t>min(limit - len(out), UINT32_MAX), &span) == 0:
+                    break
+        finally:
+            self._leave()
+        return out
+
+    # ---- the public operations ----
+
+    def put_bytes(self, data, block=True, timeout=None):
+        """Put a bytes-like object as one message, without pickling."""
+        cdef uint64_t deadline
+        cdef Py_buffer view
+        _deadline(block, timeout, &deadline)
+        if type(data) is bytes:
+            self._put_one(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), deadline)
+            return
+        try:
+            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        except BufferError:  # not contiguous: copy it in C order
+            data = memoryview(data).tobytes()
+            self._put_one(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), deadline)
+            return
+        try:
+            self._put_one(<const char *>view.buf, view.len, deadline)
+        finally:
+            PyBuffer_Release(&view)
+
+    def get_bytes(self, block=True, timeout=None):
+        """Remove and return one message as bytes (put with put_bytes)."""
+        cdef uint64_t deadline
+        _deadline(block, timeout, &deadline)
+        return self._get_one(deadline)
+
+    def put(self, obj, block=True, timeout=None):
+        """Pickle obj (protocol 5) and put it."""
+        cdef uint64_t deadline
+        _deadline(block, timeout, &deadline)
+        data = _dumps(obj, PICKLE_PROTOCOL)
+        self._put_one(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), deadline)
+
+    def get(self, block=True, timeout=None):
+        """Remove and return one object (put with put)."""
+        cdef uint64_t deadline
+        _deadline(block, timeout, &deadline)
+        return _loads(self._get_one(deadline))
+
+    def put_nowait(self, obj):
+        """put(obj, block=False)."""
+        data = _dumps(obj, PICKLE_PROTOCOL)
+        self._put_one(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), 0)
+
+    def get_nowait(self):
+        """get(block=False)."""
+        return _loads(self._get_one(0))
+
+    def put_many(self, items, block=True, timeout=None):
+        """Pickle and put every item, in order, claiming slots in batches.
+
+        If the queue stays full past the timeout, Full is raised and its
+        ``count`` says how many leading items were put.
+        """
+        cdef uint64_t deadline
+        _deadline(block, timeout, &deadline)
+        self._put_many([_dumps(item, PICKLE_PROTOCOL) for item in items], deadline)
+
+    def get_many(self, max_items=None, block=True, timeout=None):
+        """Remove and return a list of 1..max_items objects (default: up to maxsize).
+
+        Blocks until at least one is there; returns what is there then.
+        """
+        cdef uint64_t deadline
+        _deadline(block, timeout, &deadline)
+        return [_loads(b) for b in self._get_many(max_items, deadline)]
+
+    def task_done(self):
+        """Mark one message taken with get*() as processed (see join())."""
+        cdef shmring_participant_t *me = self._enter()
+        cdef int rc = shmring_task_done(me, 1)
+        self._leave()
+        if rc == SHMRING_EJOIN:
+            raise ValueError("task_done() called too many times")
+
+    def join(self, timeout=None):
+        """Block until every message ever put has been marked with task_done().
+
+        Works across processes. Returns True, or False if timeout passed first.
+        """
+        cdef uint64_t deadline
+        cdef uint32_t spin = SPIN
+        _deadline(True, timeout, &deadline)
+        self._enter()
+        try:
+            while shmring_unfinished(self._ring) != 0:
+                if not self._wait(SHMRING_WAIT_JOINED, deadline, spin):
+                    return False
+                spin = 0
+        finally:
+            self._leave()
+        return True
+
+    def qsize(self):
+        """Approximate number of messages in the queue (exact when it is quiet)."""
+        cdef shmring_stats_t st
+        if self._ring == NULL:
+            raise QueueClosed(f"queue {self.name!r} is closed")
+        shmring_get_stats(self._ring, &st)
+        return min(st.write_pos - st.read_pos, self._maxsize)
+
+    def empty(self):
+        """True if the queue looked empty (approximate, like qsize())."""
+        return self.qsize() == 0
+
+    def full(self):
+        """True if the queue looked full (approximate, like qsize())."""
+        return self.qsize() >= self._maxsize
+
+    def stats(self):
+        """Counters of the ring as a dict (a racy snapshot, exact when quiet)."""
+        cdef shmring_stats_t st
+        if self._ring == NULL:
+            raise QueueClosed(f"queue {self.name!r} is closed")
+        shmring_get_stats(self._ring, &st)
+        return {
+            "put": st.write_pos,
+            "got": st.read_pos,
+            "tasks_done": st.tasks_done,
+            "readers_waiting": st.readers_waiting,
+            "writers_waiting": st.writers_waiting,
+            "participants": st.participants,
+        }

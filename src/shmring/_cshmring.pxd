@@ -1,0 +1,81 @@
+# The C API of csrc/shmring.h, declared once. Constants by name only: their
+# values live in the header.
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+
+
+cdef extern from "shmring.h" nogil:
+    enum:
+        SHMRING_OK
+        SHMRING_ESYS
+        SHMRING_EINVAL
+        SHMRING_ENAME
+        SHMRING_ENOTFOUND
+        SHMRING_EEXIST
+        SHMRING_EPERM
+        SHMRING_ETOOBIG
+        SHMRING_ENOMEM
+        SHMRING_EFULLTABLE
+        SHMRING_ECORRUPT
+        SHMRING_EJOIN
+        SHMRING_EINTR
+        SHMRING_ETRUNCATED
+        SHMRING_EPOSITIONS
+        SHMRING_KIND_QUEUE
+        SHMRING_WAIT_READABLE
+        SHMRING_WAIT_WRITABLE
+        SHMRING_WAIT_JOINED
+        SHMRING_NAME_MAX
+        SHMRING_SLOT_SIZE_MAX
+        SHMRING_MAXSIZE_MAX
+
+    ctypedef struct shmring_t:
+        pass
+    ctypedef struct shmring_participant_t:
+        pass
+
+    ctypedef struct shmring_params_t:
+        uint64_t slot_size
+        uint64_t maxsize
+        uint32_t kind
+        uint32_t max_participants
+        uint32_t mode
+
+    ctypedef struct shmring_span_t:
+        uint64_t pos
+        uint32_t n
+
+    ctypedef struct shmring_stats_t:
+        uint64_t write_pos
+        uint64_t read_pos
+        uint64_t tasks_done
+        uint32_t readers_waiting
+        uint32_t writers_waiting
+        uint32_t participants
+
+    const char *shmring_strerror(int rc)
+    int shmring_create(const char *name, const shmring_params_t *params, shmring_t **out)
+    int shmring_attach(const char *name, uint32_t kind, shmring_t **out)
+    void shmring_close(shmring_t *ring)
+    int shmring_unlink(const char *name)
+    void shmring_get_params(const shmring_t *ring, shmring_params_t *out)
+    const char *shmring_name(const shmring_t *ring)
+
+    int shmring_participant_join(shmring_t *ring, shmring_participant_t **out)
+    void shmring_participant_leave(shmring_participant_t *me)
+
+    int shmring_put_claim(shmring_participant_t *me, uint32_t max_n, shmring_span_t *span)
+    void shmring_put_commit(shmring_participant_t *me, const shmring_span_t *span)
+    int shmring_get_claim(shmring_participant_t *me, uint32_t max_n, shmring_span_t *span)
+    void shmring_get_release(shmring_participant_t *me, const shmring_span_t *span)
+    unsigned char *shmring_slot_payload(const shmring_t *ring, uint64_t pos)
+    void shmring_slot_set_len(const shmring_t *ring, uint64_t pos, uint32_t len)
+    int64_t shmring_slot_len(const shmring_t *ring, uint64_t pos)
+    int shmring_put(shmring_participant_t *me, const void *data, size_t len)
+
+    int shmring_task_done(shmring_participant_t *me, uint64_t n)
+    uint64_t shmring_unfinished(const shmring_t *ring)
+    void shmring_get_stats(const shmring_t *ring, shmring_stats_t *out)
+
+    int shmring_wait(shmring_t *ring, int what, uint64_t timeout_ns, uint32_t spin)
+    void shmring_wake_all(shmring_t *ring)
+    uint64_t shmring_now_ns()

@@ -1,0 +1,61 @@
+"""Exceptions raised by shmring.
+
+Each one also subclasses what users of ``queue`` / ``multiprocessing`` already
+catch: ``Full`` is a ``queue.Full``, ``Empty`` a ``queue.Empty``, bad input and
+bad segments are ``ValueError``, a missing segment is a ``FileNotFoundError``.
+"""
+import queue as _stdlib_queue
+
+__all__ = [
+    "Full",
+    "Empty",
+    "MessageTooLarge",
+    "QueueClosed",
+    "SegmentError",
+    "SegmentNotFound",
+    "TooManyParticipants",
+]
+
+
+class Full(_stdlib_queue.Full):
+    """The queue stayed full for the whole timeout (or at once, without blocking).
+
+    ``count`` is how many items of a ``put_many`` call were put before it gave
+    up (they stay in the queue, in order); 0 for single puts.
+    """
+
+    def __init__(self, message="queue is full", count=0):
+        super().__init__(message)
+        self.count = count
+
+
+class Empty(_stdlib_queue.Empty):
+    """The queue stayed empty for the whole timeout (or at once, without blocking)."""
+
+
+class MessageTooLarge(ValueError):
+    """An encoded message does not fit in a slot. Nothing was put."""
+
+    def __init__(self, size, msg_size):
+        super().__init__(
+            f"encoded message is {size} bytes, larger than this queue's msg_size of "
+            f"{msg_size} bytes (create the queue with a larger msg_size)"
+        )
+        self.size = size
+        self.msg_size = msg_size
+
+
+class QueueClosed(ValueError):
+    """The queue handle was closed in this process."""
+
+
+class SegmentError(ValueError):
+    """A shared-memory segment is corrupt, truncated, foreign or incompatible."""
+
+
+class SegmentNotFound(FileNotFoundError):
+    """No shared-memory segment of that name exists (or it was already unlinked)."""
+
+
+class TooManyParticipants(RuntimeError):
+    """The ring's participant table (one entry per thread per process) is full."""

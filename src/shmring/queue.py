@@ -1,0 +1,122 @@
+"""shmring.Queue: a bounded multi-producer multi-consumer FIFO between processes.
+
+Policy lives here (defaults, segment names, pickling of handles, lifetime at
+fork and at exit); the hot paths are in the Cython base class RingQueue.
+"""
+import atexit
+import os
+import secrets
+import weakref
+
+from shmring._core import RingQueue
+from shmring.errors import SegmentError
+
+__all__ = ["Queue", "DEFAULT_MAXSIZE", "DEFAULT_MSG_SIZE", "NAME_PREFIX"]
+
+#: Messages held at once when ``maxsize <= 0`` is given (a shared ring must be bounded).
+DEFAULT_MAXSIZE = 8192
+#: Largest encoded message in bytes by default (a pickled small tuple or dict fits).
+DEFAULT_MSG_SIZE = 1024
+#: Prefix of generated segment names (/dev/shm/shmring-...).
+NAME_PREFIX = "shmring-"
+
+# Every open handle of this process, to repair them after fork; and those this
+# process created, to unlink them when the interpreter exits.
+_open_handles = weakref.WeakSet()
+_created_handles = weakref.WeakSet()
+
+
+class Queue(RingQueue):
+    """A bounded FIFO of messages in shared memory, usable from many processes.
+
+    ``Queue(maxsize=0, msg_size=1024, *, name=None, mode=0o600)``
+
+    - ``maxsize``: most messages held at once; exact. ``maxsize <= 0`` gives
+      ``DEFAULT_MAXSIZE`` (8192), since shared memory is allocated up front.
+    - ``msg_size``: largest encoded message in bytes (a pickle for ``put``, the
+      raw bytes for ``put_bytes``). Memory used is about ``maxsize * msg_size``.
+    - ``name``: segment name (1-30 characters of ``A-Z a-z 0-9 . _ -``); random
+      ``shmring-...`` by default. ``mode``: file mode of the segment.
+
+    The creating process owns the segment: it is unlinked when the creator calls
+    ``close()``, when the handle is garbage collected, or when the creator's
+    interpreter exits. Other processes get a handle by pickling (passing it to
+    ``multiprocessing.Process``, or through another queue) or with
+    ``Queue.attach(name)``; they never unlink it.
+    """
+
+    def __init__(self, maxsize=0, msg_size=DEFAULT_MSG_SIZE, *, name=None, mode=0o600):
+        maxsize = int(maxsize)
+        if maxsize <= 0:
+            maxsize = DEFAULT_MAXSIZE
+        msg_size = int(msg_size)
+        if msg_size < 1:
+            raise ValueError(f"msg_size must be at least 1 byte, got {msg_size}")
+        if name is None:
+            name = NAME_PREFIX + secrets.token_hex(8)
+        self._open(name, True, maxsize, msg_size, mode)
+        _open_handles.add(self)
+        _created_handles.add(self)
+
+    @classmethod
+    def attach(cls, name):
+        """Open a handle on an existing queue by segment name."""
+        self = cls.__new__(cls)
+        self._open(name, False)
+        _open_handles.add(self)
+        return self
+
+    def __reduce__(self):
+        if self.closed:
+            raise ValueError(f"cannot pickle closed queue {self.name!r}")
+        return (_unpickle_queue, (type(self), self.name, self.maxsize, self.msg_size))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __repr__(self):
+        cls = type(self).__qualname__
+        if self.closed:
+            return f"<shmring.{cls} name={self.name!r} closed>"
+        return (
+            f"<shmring.{cls} name={self.name!r} maxsize={self.maxsize} "
+            f"msg_size={self.msg_size} qsize~{self.qsize()}>"
+        )
+
+    # multiprocessing.Queue compatibility: there is no feeder thread to join.
+    def join_thread(self):
+        """No-op (multiprocessing.Queue compatibility: shmring has no feeder thread)."""
+
+    def cancel_join_thread(self):
+        """No-op (multiprocessing.Queue compatibility: shmring has no feeder thread)."""
+
+
+def _unpickle_queue(cls, name, maxsize, msg_size):
+    # Attach at once, so that a missing or corrupt segment raises from pickle.loads.
+    q = cls.attach(name)
+    if (q.maxsize, q.msg_size) != (maxsize, msg_size):
+        found = (q.maxsize, q.msg_size)
+        q.close()
+        raise SegmentError(
+            f"segment {name!r} has maxsize, msg_size = {found}, the pickled handle "
+            f"expected {(maxsize, msg_size)}: the name was reused by another queue"
+        )
+    return q
+
+
+def _after_fork_in_child():
+    for q in list(_open_handles):
+        q._after_fork_in_child()
+
+
+def _unlink_created_at_exit():
+    # Unlink only: threads may still be blocked on the mapping during shutdown.
+    for q in list(_created_handles):
+        q._unlink()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_unlink_created_at_exit)

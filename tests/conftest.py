@@ -1,0 +1,55 @@
+import os
+import time
+
+import pytest
+
+import shmring
+from segments import segment_exists
+
+
+def wait_until(predicate, timeout=10.0, what="condition"):
+    """Poll `predicate` until true; fail (not hang) after `timeout` seconds.
+
+    For conditions nothing can signal to us (e.g. "the child is now asleep in
+    get()"), read from the ring's own counters.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.001)
+
+
+@pytest.fixture
+def make_queue():
+    """Create queues that are closed, and checked unlinked, after the test."""
+    made = []
+
+    def make(*args, **kwargs):
+        q = shmring.Queue(*args, **kwargs)
+        made.append(q)
+        return q
+
+    yield make
+    for q in made:
+        q.close()
+    left = [q.name for q in made if segment_exists(q.name)]
+    assert not left, f"segments left behind: {left}"
+
+
+@pytest.fixture(params=["fork", "spawn", "forkserver"])
+def start_method(request):
+    import multiprocessing as mp
+
+    if request.param not in mp.get_all_start_methods():
+        pytest.skip(f"start method {request.param} not available here")
+    return request.param
+
+
+def child_python_env():
+    """Environment for `python -c` children: same interpreter, same import path."""
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [tests_dir, env.get("PYTHONPATH")]))
+    return env

@@ -1,0 +1,68 @@
+"""Raw access to POSIX shared-memory segments for tests (Linux and macOS alike).
+
+Uses the interpreter's own shm_open binding (_posixshmem), so tests can look at
+a ring's bytes, or forge broken segments, without going through shmring.
+"""
+import mmap
+import os
+import struct
+
+import _posixshmem
+
+# struct formats of the header, mirroring csrc/layout.h (which static_asserts the offsets)
+HEADER = struct.Struct("<QIIIIQQQQQIIQQqQ24x")
+HEADER_FIELDS = (
+    "magic layout_version kind flags header_size slot_size capacity maxsize mapped_size "
+    "participants_offset max_participants participant_size meta_offset payload_offset "
+    "creator_pid created_unix_ns"
+).split()
+MAGIC = 0x31474E49524D4853
+FIXED_PART = 896          # header + hot lines: sizeof(struct shmring_segment)
+PARTICIPANT_SIZE = 128
+META_SIZE = 16
+WRITE_POS_OFFSET = 128
+READ_POS_OFFSET = 256
+
+
+def segment_exists(name):
+    try:
+        fd = _posixshmem.shm_open("/" + name, os.O_RDONLY, 0)
+    except FileNotFoundError:
+        return False
+    os.close(fd)
+    return True
+
+
+def read_segment(name):
+    fd = _posixshmem.shm_open("/" + name, os.O_RDONLY, 0)
+    try:
+        size = os.fstat(fd).st_size
+        with mmap.mmap(fd, size, prot=mmap.PROT_READ) as m:
+            return bytes(m)
+    finally:
+        os.close(fd)
+
+
+def read_header(name):
+    return dict(zip(HEADER_FIELDS, HEADER.unpack_from(read_segment(name))))
+
+
+def write_segment(name, data, create=True):
+    """Create (or overwrite) a segment holding exactly `data`."""
+    flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
+    fd = _posixshmem.shm_open("/" + name, flags, 0o600)
+    try:
+        if create and len(data):
+            os.ftruncate(fd, len(data))
+        if len(data):
+            with mmap.mmap(fd, len(data)) as m:
+                m[:] = data
+    finally:
+        os.close(fd)
+
+
+def unlink(name):
+    try:
+        _posixshmem.shm_unlink("/" + name)
+    except FileNotFoundError:
+        pass

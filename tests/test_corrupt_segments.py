@@ -1,0 +1,102 @@
+"""Attaching to broken, foreign or truncated segments: a Python exception, never a signal.
+
+Every case runs in a child process so that a crash would show as a signal.
+"""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import child_python_env
+from segments import HEADER, HEADER_FIELDS, READ_POS_OFFSET, WRITE_POS_OFFSET, read_segment, unlink, write_segment
+
+pytestmark = pytest.mark.timeout(60)
+
+ATTACH = """
+    import sys, shmring
+    try:
+        shmring.Queue.attach(sys.argv[1])
+    except Exception as e:
+        print(type(e).__name__, "|", e)
+    else:
+        print("attached")
+"""
+
+
+def forged(good, field=None, value=None, at=None, size=None):
+    raw = bytearray(good)
+    if field is not None:
+        values = list(HEADER.unpack_from(raw))
+        values[HEADER_FIELDS.index(field)] = value
+        HEADER.pack_into(raw, 0, *values)
+    if at is not None:
+        raw[at:at + 8] = value.to_bytes(8, "little")
+    return bytes(raw[:size] if size is not None else raw)
+
+
+CASES = {
+    # name: (forge arguments, expected words in the message)
+    "magic zero": (dict(field="magic", value=0), "never initialised"),
+    "foreign magic": (dict(field="magic", value=0x1234), "not a shmring segment"),
+    "layout version": (dict(field="layout_version", value=2), "layout version"),
+    "kind": (dict(field="kind", value=7), "different kind"),
+    "header size": (dict(field="header_size", value=100), "header size"),
+    "slot size zero": (dict(field="slot_size", value=0), "slot size"),
+    "slot size huge": (dict(field="slot_size", value=1 << 40), "slot size"),
+    "capacity": (dict(field="capacity", value=2048), "capacity"),
+    "maxsize zero": (dict(field="maxsize", value=0), "maxsize"),
+    "maxsize over capacity": (dict(field="maxsize", value=5000), "capacity"),
+    "maxsize huge": (dict(field="maxsize", value=1 << 60), "maxsize"),
+    "mapped size": (dict(field="mapped_size", value=1 << 20), "mapped size"),
+    "participants offset": (dict(field="participants_offset", value=64), "offsets"),
+    "no participants": (dict(field="max_participants", value=0), "participant table"),
+    "many participants": (dict(field="max_participants", value=1 << 31), "participant table"),
+    "participant size": (dict(field="participant_size", value=64), "participant table"),
+    "meta offset": (dict(field="meta_offset", value=1 << 40), "offsets"),
+    "payload offset": (dict(field="payload_offset", value=128), "offsets"),
+    "read ahead of write": (dict(at=READ_POS_OFFSET, value=10), "position"),
+    "write too far ahead": (dict(at=WRITE_POS_OFFSET, value=1 << 50), "position"),
+    "truncated body": (dict(size=-65536), "truncated"),  # beyond macOS page rounding
+    "truncated header": (dict(size=100), "truncated"),
+    "empty": (dict(size=0), "truncated"),
+}
+
+
+@pytest.fixture(scope="module")
+def good_segment():
+    import shmring
+
+    q = shmring.Queue(1000, 64)
+    raw = read_segment(q.name)
+    q.close()
+    return raw
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_attaching_a_broken_segment_raises_a_python_exception(good_segment, case):
+    forge, expected = CASES[case]
+    name = "shmring-test-bad-" + str(sorted(CASES).index(case))
+    unlink(name)
+    write_segment(name, forged(good_segment, **forge))
+    try:
+        done = subprocess.run([sys.executable, "-c", textwrap.dedent(ATTACH), name],
+                              capture_output=True, text=True, timeout=30, env=child_python_env())
+    finally:
+        unlink(name)
+    assert done.returncode == 0, f"child died (signal {-done.returncode}): {done.stderr}"
+    kind, _, message = done.stdout.partition(" | ")
+    assert kind == "SegmentError", done.stdout + done.stderr
+    assert expected in message, message
+
+
+def test_the_unbroken_copy_attaches(good_segment):
+    name = "shmring-test-good-copy"
+    unlink(name)
+    write_segment(name, good_segment)
+    try:
+        done = subprocess.run([sys.executable, "-c", textwrap.dedent(ATTACH), name],
+                              capture_output=True, text=True, timeout=30, env=child_python_env())
+    finally:
+        unlink(name)
+    assert done.stdout.strip() == "attached", done.stderr

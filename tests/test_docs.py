@@ -1,0 +1,34 @@
+"""The README's commands and example stay true."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import child_python_env
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_commands():
+    return re.findall(r"```bash\n(.*?)\n```", (ROOT / "README.md").read_text(), re.S)
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    test_command = readme_commands()[1]
+    assert "pytest" in test_command
+    ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert test_command in ci_lines
+
+
+@pytest.mark.timeout(120)
+def test_the_readme_example_runs_and_prints_what_it_says():
+    readme = (ROOT / "README.md").read_text()
+    example = (ROOT / "examples" / "worker_pool.py").read_text()
+    code = re.search(r"```python\n(.*?)\n```", readme, re.S).group(1)
+    assert code.strip() in example, "README example and examples/worker_pool.py differ"
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "worker_pool.py")],
+                          capture_output=True, text=True, timeout=100, env=child_python_env())
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1000"

@@ -1,0 +1,67 @@
+"""The shared layout is a contract: read a fresh segment with `struct`."""
+import os
+
+import pytest
+
+import shmring
+from segments import (
+    FIXED_PART,
+    MAGIC,
+    META_SIZE,
+    PARTICIPANT_SIZE,
+    READ_POS_OFFSET,
+    WRITE_POS_OFFSET,
+    read_header,
+    read_segment,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def align(x, to=128):
+    return (x + to - 1) // to * to
+
+
+@pytest.mark.parametrize("maxsize, msg_size, capacity", [(1, 1, 4), (5, 24, 8), (1000, 64, 1024), (1024, 100, 1024)])
+def test_fresh_segment_header_matches_the_documented_layout(make_queue, maxsize, msg_size, capacity):
+    q = make_queue(maxsize, msg_size)
+    h = read_header(q.name)
+    assert h["magic"] == MAGIC
+    assert h["layout_version"] == 1
+    assert h["kind"] == 1
+    assert h["header_size"] == FIXED_PART
+    assert (h["slot_size"], h["maxsize"], h["capacity"]) == (msg_size, maxsize, capacity)
+    assert h["creator_pid"] == os.getpid()
+    assert h["participants_offset"] == FIXED_PART
+    assert h["participant_size"] == PARTICIPANT_SIZE
+    assert h["meta_offset"] == align(FIXED_PART + h["max_participants"] * PARTICIPANT_SIZE)
+    assert h["payload_offset"] == align(h["meta_offset"] + capacity * META_SIZE)
+    assert h["mapped_size"] == h["payload_offset"] + capacity * msg_size
+    assert len(read_segment(q.name)) >= h["mapped_size"]
+
+
+def test_positions_and_slot_sequence_words_move_as_documented(make_queue):
+    q = make_queue(5, 8)
+    for i in range(3):
+        q.put_bytes(bytes([i]) * (i + 1))
+    q.get_bytes()
+    raw = read_segment(q.name)
+    h = read_header(q.name)
+    write_pos = int.from_bytes(raw[WRITE_POS_OFFSET:WRITE_POS_OFFSET + 8], "little")
+    read_pos = int.from_bytes(raw[READ_POS_OFFSET:READ_POS_OFFSET + 8], "little")
+    assert (write_pos, read_pos) == (3, 1)
+    meta = h["meta_offset"]
+
+    def slot(i):
+        seq = int.from_bytes(raw[meta + i * META_SIZE:meta + i * META_SIZE + 8], "little")
+        length = int.from_bytes(raw[meta + i * META_SIZE + 8:meta + i * META_SIZE + 12], "little")
+        payload = raw[h["payload_offset"] + i * 8:h["payload_offset"] + i * 8 + length]
+        return seq, length, payload
+
+    # slot 0 was read: free for position 0 + capacity; slots 1, 2 committed; 3 free
+    assert slot(0)[0] == 0 + h["capacity"]
+    assert slot(1) == (2, 2, b"\x01\x01")
+    assert slot(2) == (3, 3, b"\x02\x02\x02")
+    assert slot(3)[0] == 3
+    # payload slots are contiguous: slot i at payload_offset + i * slot_size
+    assert raw[h["payload_offset"] + 8:h["payload_offset"] + 10] == b"\x01\x01"
