@@ -24,7 +24,7 @@ extensions = [
         sources=["src/shmring/_core.pyx"] + C_SOURCES,
         include_dirs=["csrc"],
         depends=["csrc/shmring.h", "csrc/layout.h", "csrc/internal.h", "src/shmring/_cshmring.pxd"],
-        extra_compile_args=["-O3", "-std=gnu11"],
+        extra_compile_args=["-O3", "-std=c11"],
         libraries=["rt"] if sys.platform.startswith("linux") else [],
     )
 ]

@@ -9,6 +9,7 @@ repetitions are interleaved across rows, so a noisy moment hits every row alike.
 Peers that are not installed (pip install 'shmring[bench]') are skipped with a note.
 """
 import argparse
+import functools
 import multiprocessing as mp
 import os
 import platform
@@ -32,14 +33,17 @@ def ctx():
 class Row:
     """One way of moving messages: how to open each end, and what to call there.
 
-    `endpoint(handle, side)` returns (call, cleanup) for side "put" or "get";
-    with `batch` set, put calls take a list and get calls return a list.
+    `endpoint(handle, side)` returns (call, cleanup) for side "put" or "get"; by
+    default the calls are the handle's methods named in `calls`, the get call with
+    `get_kwargs`. With `batch` set, put calls take a list and get calls return one.
     """
 
     name = ""
     messages = 2_000_000        # per repetition; scaled down by --quick
     requires = None             # module that must import, else the row is skipped
     batch = None
+    calls = ("put", "get")
+    get_kwargs = {}
 
     def missing(self):
         if self.requires is None:
@@ -58,7 +62,10 @@ class Row:
         pass
 
     def endpoint(self, handle, side):
-        raise NotImplementedError
+        put_name, get_name = self.calls
+        if side == "put":
+            return getattr(handle, put_name), nothing
+        return functools.partial(getattr(handle, get_name), **self.get_kwargs), nothing
 
     def produce(self, handle, n):
         put, cleanup = self.endpoint(handle, "put")
@@ -141,25 +148,19 @@ class ShmringRow(Row):
 class ShmringObjects(ShmringRow):
     name = "shmring put/get (pickled)"
 
-    def endpoint(self, q, side):
-        return (q.put if side == "put" else q.get), nothing
-
 
 class ShmringBytes(ShmringRow):
     name = "shmring put_bytes/get_bytes"
     messages = 4_000_000
-
-    def endpoint(self, q, side):
-        return (q.put_bytes if side == "put" else q.get_bytes), nothing
+    calls = ("put_bytes", "get_bytes")
 
 
 class ShmringBatch(ShmringRow):
     name = f"shmring put_many/get_many ({BATCH})"
     messages = 4_000_000
     batch = BATCH
-
-    def endpoint(self, q, side):
-        return (q.put_many if side == "put" else lambda: q.get_many(BATCH)), nothing
+    calls = ("put_many", "get_many")
+    get_kwargs = {"max_items": BATCH}
 
 
 # ---- peers ----
@@ -178,9 +179,6 @@ class ThreadQueue(Row):
         p.join(600)
         return rate
 
-    def endpoint(self, q, side):
-        return (q.put if side == "put" else q.get), nothing
-
 
 def _thread_queue_main(row, n, results):
     q = stdlib_queue.Queue()
@@ -198,9 +196,6 @@ class MpQueue(Row):
     def make(self):
         return ctx().Queue()
 
-    def endpoint(self, q, side):
-        return (q.put if side == "put" else q.get), nothing
-
 
 class FasterFifo(Row):
     name = "faster-fifo put/get"
@@ -211,17 +206,13 @@ class FasterFifo(Row):
         import faster_fifo
         return faster_fifo.Queue()
 
-    def endpoint(self, q, side):
-        return (q.put if side == "put" else q.get), nothing
-
 
 class FasterFifoBatch(FasterFifo):
     name = f"faster-fifo put_many/get_many ({BATCH})"
     messages = 600_000
     batch = BATCH
-
-    def endpoint(self, q, side):
-        return (q.put_many if side == "put" else lambda: q.get_many(max_messages_to_get=BATCH)), nothing
+    calls = ("put_many", "get_many")
+    get_kwargs = {"max_messages_to_get": BATCH}
 
 
 class ZmqPushPull(Row):
