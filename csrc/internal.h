@@ -30,6 +30,7 @@ struct shmring {
 struct shmring_participant {
     shmring_t *ring;
     struct shmring_participant_entry *entry;
+    uint32_t index;                 /* of entry in the table, and of our sleeper bit */
     pid_t pid;                      /* the process that joined; a forked child is not it */
     /* Producer-side copy of cons.read_pos. read_pos only grows, so a stale copy
      * is a lower bound and can only make the maxsize check stricter. */
@@ -50,9 +51,21 @@ int shmring__layout_compute(uint64_t slot_size, uint64_t maxsize, uint32_t max_p
                             struct shmring_layout *out);
 
 /* Wake whoever sleeps on q if anybody does (wait.c); called after progress. */
-void shmring__notify(struct shmring_waitq *q);
+void shmring__notify(const shmring_t *r, struct shmring_waitq *q);
+/* Clear participant i's sleeper bit in every wait queue (wait.c). */
+void shmring__clear_sleeper(const shmring_t *r, uint32_t i);
 
-/* Process start time for liveness against pid reuse (participants.c). */
-int shmring__process_start_time(pid_t pid, uint64_t *out);
+/* A consistent copy of an entry's identity (participants.c). */
+struct shmring__entry_view {
+    uint32_t state;
+    int32_t pid;
+    uint64_t start_time, pid_ns;
+};
+/* 1 if the copy is consistent (the entry did not change hands while read). */
+int shmring__entry_snapshot(const struct shmring_participant_entry *e, struct shmring__entry_view *v);
+/* 1 if that process runs (or cannot be judged), 0 if it exited, is a zombie,
+ * or its pid now belongs to a process started at another time. */
+int shmring__process_alive(pid_t pid, uint64_t start_time, uint64_t pid_ns);
+uint32_t shmring__count_alive(const shmring_t *r);
 
 #endif /* SHMRING_INTERNAL_H */

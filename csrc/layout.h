@@ -8,11 +8,11 @@
  *   offset 0     header               written once by the creator, then read-only
  *   128          producer line        write_pos
  *   256          consumer line        read_pos
- *   384          not_empty wait line  futex word + waiter count (readers sleep here)
- *   512          not_full wait line   futex word + waiter count (writers sleep here)
- *   640          join line            tasks_done + joined futex word + waiter count
- *   768          stats line           counters for crash recovery (lost, recovered)
- *   896          participants         max_participants x 128 bytes
+ *   384          not_empty wait queue futex word + sleeper bits (readers sleep here)
+ *   640          not_full wait queue  futex word + sleeper bits (writers sleep here)
+ *   896          join area            tasks_done + joined wait queue
+ *   1152         stats line           counters for crash recovery (lost, recovered)
+ *   1280         participants         max_participants x 128 bytes
  *   meta_offset  slot meta            capacity x 16 bytes: seq (64) + len (32)
  *   payload_off  payload              capacity x slot_size, slot i at i * slot_size
  *
@@ -57,11 +57,18 @@ struct shmring_header {
     uint8_t reserved[24];
 };
 
-/* A place to sleep: the futex word is bumped by whoever makes progress, and
- * the waiter count lets that party skip the wake system call when nobody sleeps. */
+/* Participant table bound; one sleeper bit per participant in each wait queue. */
+#define SHMRING_PARTICIPANTS_MAX 1024u
+#define SHMRING_SLEEPER_WORDS (SHMRING_PARTICIPANTS_MAX / 64u)
+
+/* A place to sleep: the futex word is bumped by whoever makes progress, and the
+ * sleeper bits let that party skip the wake system call when nobody sleeps.
+ * A bit per participant (not a count) so that the bits of a process killed in
+ * its sleep can be cleared exactly by whoever recovers its entry. */
 struct shmring_waitq {
     _Atomic uint32_t futex;
-    _Atomic uint32_t waiters;
+    uint32_t reserved;
+    _Atomic uint64_t sleepers[SHMRING_SLEEPER_WORDS];
 };
 
 struct shmring_segment {
@@ -84,24 +91,31 @@ struct shmring_segment {
     } stats;
 };
 
-/* Participant states. */
+/* Participant state word: status in the low 8 bits, a generation above it that
+ * join increments, so that whoever inspects a dead entry can tell if it was
+ * reused in the meantime. */
 enum { SHMRING_PART_FREE = 0, SHMRING_PART_JOINING = 1, SHMRING_PART_ACTIVE = 2 };
+#define SHMRING_PART_STATUS(s) ((s) & 0xffu)
+#define SHMRING_PART_GEN(s) ((s) >> 8)
+#define SHMRING_PART_STATE(status, gen) (((uint32_t)(gen) << 8) | (status))
 /* What a participant's announced claim is for. */
 enum { SHMRING_CLAIM_NONE = 0, SHMRING_CLAIM_PUT = 1, SHMRING_CLAIM_GET = 2 };
 
 /* One thread of one process. Its owner is the only writer of the claim fields:
  * before trying to claim positions [claim_pos, claim_pos + claim_n) it announces
- * them here, so that crash recovery can tell a slot held by a dead process from
- * one held by a live one (a claimed position is always covered by its owner's
- * announcement). pid + start_time identify the process robustly against pid reuse. */
+ * them here, and withdraws them (claim_n = 0) once committed or released, so that
+ * crash recovery can tell a slot held by a dead process from one held by a live
+ * one (a claimed position is always covered by its owner's announcement).
+ * pid + start_time (+ pid namespace) identify the process against pid reuse. */
 struct shmring_participant_entry {
     _Atomic uint32_t state;
     _Atomic int32_t pid;
     _Atomic uint64_t start_time;
+    _Atomic uint64_t pid_ns;        /* Linux pid namespace inode; 0 elsewhere */
     _Atomic uint64_t claim_pos;
     _Atomic uint32_t claim_n;
     _Atomic uint32_t claim_role;
-    uint8_t reserved[SHMRING_LINE - 32];
+    uint8_t reserved[SHMRING_LINE - 40];
 };
 
 /* Per-slot metadata, in its own array beside the contiguous payload area. */
@@ -121,11 +135,11 @@ static_assert(offsetof(struct shmring_header, max_participants) == 64, "layout c
 static_assert(offsetof(struct shmring_header, creator_pid) == 88, "layout contract");
 static_assert(offsetof(struct shmring_segment, prod.write_pos) == 128, "producer line");
 static_assert(offsetof(struct shmring_segment, cons.read_pos) == 256, "consumer line");
-static_assert(offsetof(struct shmring_segment, not_empty) == 384, "reader wait line");
-static_assert(offsetof(struct shmring_segment, not_full) == 512, "writer wait line");
-static_assert(offsetof(struct shmring_segment, join) == 640, "join line");
-static_assert(offsetof(struct shmring_segment, stats) == 768, "stats line");
-static_assert(sizeof(struct shmring_segment) == 896, "fixed part of the segment");
+static_assert(offsetof(struct shmring_segment, not_empty) == 384, "reader wait queue");
+static_assert(offsetof(struct shmring_segment, not_full) == 640, "writer wait queue");
+static_assert(offsetof(struct shmring_segment, join) == 896, "join area");
+static_assert(offsetof(struct shmring_segment, stats) == 1152, "stats line");
+static_assert(sizeof(struct shmring_segment) == 1280, "fixed part of the segment");
 static_assert(sizeof(struct shmring_participant_entry) == SHMRING_LINE, "one line each");
 static_assert(sizeof(struct shmring_slot_meta) == 16, "slot meta");
 

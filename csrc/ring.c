@@ -15,16 +15,22 @@
  * Atomic pairs (label: where, order -> partner, what it makes visible):
  *   P1  put_claim  acquire load of seq   -> C3: the previous reader is done with
  *                                           the payload before we overwrite it
- *   P2  put_claim  relaxed announcement  (published by P3)
+ *   P2  put_claim  announcement: role, pos relaxed, then claim_n release -> acquire
+ *                  loads of claim_n by crash recovery; withdrawn (claim_n = 0, release)
+ *                  after commit, so a recoverer that sees it withdrawn also sees
+ *                  the commit
  *   P3  put_claim  release CAS write_pos -> acquire loads of write_pos by crash
  *                                           recovery: a claimed position is always
  *                                           covered by its claimer's announcement
  *   P4  put_commit release store seq=p+1 -> C1: payload and len are visible
  *   C1  get_claim  acquire load of seq   -> P4
- *   C2  get_claim  release CAS read_pos  -> as P3, for consumers' announcements
+ *   C2  get_claim  release CAS read_pos  -> as P3, for consumers' announcements;
+ *                                           also the acquire reload of read_pos by a
+ *                                           producer that must trust read_pos <= write_pos
  *   C3  get_release release store seq=p+capacity -> P1
  *   T1  task_done  release CAS tasks_done -> T2: a returning join() sees the work
- *   T2  joined     acquire load tasks_done -> T1
+ *   T2  joined / task_done  acquire load tasks_done -> T1: then write_pos, loaded
+ *                  after it, is at least tasks_done (so put - done cannot wrap)
  *   F1/F2 (wait.c) order "publish, then check for sleepers" against
  *         "announce sleeping, then re-check" so that no wake-up is lost.
  */
@@ -34,17 +40,23 @@
 
 static void announce(struct shmring_participant_entry *e, uint32_t role, uint64_t pos, uint32_t n)
 {
-    /* P2 (and its consumer twin): relaxed, published by the release CAS (P3/C2)
-     * that follows; the owner is the only writer. */
+    /* P2: role and pos relaxed, published by the release store of claim_n; the
+     * owner is the only writer. */
     atomic_store_explicit(&e->claim_role, role, memory_order_relaxed);
     atomic_store_explicit(&e->claim_pos, pos, memory_order_relaxed);
-    atomic_store_explicit(&e->claim_n, n, memory_order_relaxed);
+    atomic_store_explicit(&e->claim_n, n, memory_order_release);
+}
+
+static void withdraw(struct shmring_participant_entry *e)
+{
+    /* release: a recoverer that reads 0 here (acquire) also sees our commit or
+     * release of the slots, so it never mistakes them for abandoned ones. */
+    atomic_store_explicit(&e->claim_n, 0, memory_order_release);
 }
 
 static int no_claim(struct shmring_participant_entry *e)
 {
-    /* relaxed: withdraws an announcement whose CAS failed; we hold nothing. */
-    atomic_store_explicit(&e->claim_n, 0, memory_order_relaxed);
+    withdraw(e); /* an announcement whose CAS failed: we hold nothing */
     return 0;
 }
 
@@ -59,12 +71,15 @@ int shmring_put_claim(shmring_participant_t *me, uint32_t max_n, shmring_span_t 
     for (;;) {
         uint64_t used = pos - me->cached_read_pos;
         if ((int64_t)used < 0 || used + max_n > r->maxsize) {
-            /* relaxed: only the count matters here; the slot itself is handed
-             * over by C3 -> P1. */
-            me->cached_read_pos = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
+            /* acquire (C2): read_pos <= write_pos for what we load next. The
+             * slot itself is handed over by C3 -> P1. */
+            me->cached_read_pos = atomic_load_explicit(&seg->cons.read_pos, memory_order_acquire);
             used = pos - me->cached_read_pos;
             if ((int64_t)used < 0) { /* our pos is stale: readers are past it */
-                pos = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+                uint64_t now = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+                if ((int64_t)(me->cached_read_pos - now) > 0)
+                    return SHMRING_ECORRUPT; /* readers ahead of writers */
+                pos = now;
                 continue;
             }
             if (used >= r->maxsize)
@@ -84,8 +99,13 @@ int shmring_put_claim(shmring_participant_t *me, uint32_t max_n, shmring_span_t 
         if (n == 0) {
             if ((int64_t)(seq - pos) < 0) /* last lap's message is still being read */
                 return no_claim(me->entry);
-            /* another producer took pos */
-            pos = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+            /* Another producer took pos, so write_pos has moved (P1 synchronised
+             * with whoever wrote seq after claiming). If it has not, the slot
+             * says something the counters deny: refuse rather than spin. */
+            uint64_t now = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+            if (now == pos)
+                return SHMRING_ECORRUPT;
+            pos = now;
             continue;
         }
         announce(me->entry, SHMRING_CLAIM_PUT, pos, n);
@@ -108,7 +128,30 @@ void shmring_put_commit(shmring_participant_t *me, const shmring_span_t *span)
         /* P4: pairs with C1. */
         atomic_store_explicit(&shmring__meta(r, p)->seq, p + 1, memory_order_release);
     }
-    shmring__notify(&r->seg->not_empty);
+    withdraw(me->entry);
+    shmring__notify(r, &r->seg->not_empty);
+}
+
+/* Consume the run of holes (slots abandoned by dead producers, marked p + 2 by
+ * crash recovery) starting at pos: claim them like messages, release them at once. */
+static void skip_holes(shmring_participant_t *me, uint64_t pos)
+{
+    shmring_t *r = me->ring;
+    uint32_t n = 0;
+    /* C1: pairs with the recoverer's acq_rel CAS that made the hole. */
+    while (n < UINT32_MAX && atomic_load_explicit(&shmring__meta(r, pos + n)->seq, memory_order_acquire) == pos + n + 2)
+        n++;
+    if (n == 0)
+        return; /* another consumer skipped them first */
+    announce(me->entry, SHMRING_CLAIM_GET, pos, n);
+    /* C2 */
+    if (atomic_compare_exchange_strong_explicit(&r->seg->cons.read_pos, &pos, pos + n,
+                                                memory_order_release, memory_order_relaxed)) {
+        shmring_span_t span = {pos, n};
+        shmring_get_release(me, &span);
+    } else {
+        withdraw(me->entry);
+    }
 }
 
 int shmring_get_claim(shmring_participant_t *me, uint32_t max_n, shmring_span_t *span)
@@ -132,7 +175,16 @@ int shmring_get_claim(shmring_participant_t *me, uint32_t max_n, shmring_span_t 
         if (n == 0) {
             if ((int64_t)(seq - (pos + 1)) < 0) /* not committed yet: empty */
                 return no_claim(me->entry);
-            /* another consumer took pos */
+            if (seq == pos + 2) {
+                skip_holes(me, pos);
+            } else {
+                /* Another consumer took pos, so read_pos has moved (C1
+                 * synchronised with the release of pos). If it has not, the
+                 * slot contradicts the counters: refuse rather than spin. */
+                uint64_t now = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
+                if (now == pos)
+                    return SHMRING_ECORRUPT;
+            }
             pos = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
             continue;
         }
@@ -155,7 +207,8 @@ void shmring_get_release(shmring_participant_t *me, const shmring_span_t *span)
         /* C3: pairs with P1. */
         atomic_store_explicit(&shmring__meta(r, p)->seq, p + r->capacity, memory_order_release);
     }
-    shmring__notify(&r->seg->not_full);
+    withdraw(me->entry);
+    shmring__notify(r, &r->seg->not_full);
 }
 
 unsigned char *shmring_slot_payload(const shmring_t *r, uint64_t pos)
@@ -212,20 +265,21 @@ int shmring_get(shmring_participant_t *me, void *buf, size_t buf_size, size_t *l
 
 int shmring_task_done(shmring_participant_t *me, uint64_t n)
 {
-    struct shmring_segment *seg = me->ring->seg;
-    /* relaxed: the CAS below decides */
-    uint64_t done = atomic_load_explicit(&seg->join.tasks_done, memory_order_relaxed);
+    shmring_t *r = me->ring;
+    struct shmring_segment *seg = r->seg;
+    /* T2: the write_pos loaded below is at least this. */
+    uint64_t done = atomic_load_explicit(&seg->join.tasks_done, memory_order_acquire);
     uint64_t put;
     do {
-        /* relaxed: an upper bound for tasks_done; write_pos only grows */
+        /* relaxed: an upper bound for tasks_done (T2 orders it after done) */
         put = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
         if (n > put - done)
             return SHMRING_EJOIN;
-        /* T1: pairs with T2. */
+        /* T1: pairs with T2; on failure, acquire as T2. */
     } while (!atomic_compare_exchange_weak_explicit(&seg->join.tasks_done, &done, done + n,
-                                                    memory_order_release, memory_order_relaxed));
+                                                    memory_order_release, memory_order_acquire));
     if (done + n == put)
-        shmring__notify(&seg->join.joined);
+        shmring__notify(r, &seg->join.joined);
     return SHMRING_OK;
 }
 
@@ -239,18 +293,32 @@ uint64_t shmring_unfinished(const shmring_t *r)
     return put > done ? put - done : 0;
 }
 
+static uint32_t count_sleepers(const shmring_t *r, const struct shmring_waitq *q)
+{
+    uint32_t n = 0;
+    for (uint32_t w = 0; w < (r->max_participants + 63) / 64; w++)
+        /* relaxed: a snapshot for display */
+        n += (uint32_t)__builtin_popcountll(atomic_load_explicit(&q->sleepers[w], memory_order_relaxed));
+    return n;
+}
+
 void shmring_get_stats(const shmring_t *r, shmring_stats_t *out)
 {
     struct shmring_segment *seg = r->seg;
-    /* relaxed throughout: a snapshot for display and qsize(), documented as approximate */
-    out->read_pos = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
+    /* A snapshot for display and qsize(), documented as approximate. read_pos
+     * first, with acquire (C2), so that write_pos loaded after it is at least
+     * read_pos and write_pos - read_pos cannot wrap; likewise tasks_done (T2). */
+    out->read_pos = atomic_load_explicit(&seg->cons.read_pos, memory_order_acquire);
+    out->tasks_done = atomic_load_explicit(&seg->join.tasks_done, memory_order_acquire);
     out->write_pos = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
-    out->tasks_done = atomic_load_explicit(&seg->join.tasks_done, memory_order_relaxed);
-    out->readers_waiting = atomic_load_explicit(&seg->not_empty.waiters, memory_order_relaxed);
-    out->writers_waiting = atomic_load_explicit(&seg->not_full.waiters, memory_order_relaxed);
-    uint32_t active = 0;
-    for (uint32_t i = 0; i < r->max_participants; i++)
-        if (atomic_load_explicit(&r->parts[i].state, memory_order_relaxed) == SHMRING_PART_ACTIVE)
-            active++;
-    out->participants = active;
+    out->readers_waiting = count_sleepers(r, &seg->not_empty);
+    out->writers_waiting = count_sleepers(r, &seg->not_full);
+    /* relaxed: counters for display */
+    out->lost = atomic_load_explicit(&seg->stats.lost, memory_order_relaxed);
+    out->recoveries = atomic_load_explicit(&seg->stats.recoveries, memory_order_relaxed);
+}
+
+uint32_t shmring_participants_alive(const shmring_t *r)
+{
+    return shmring__count_alive(r);
 }

@@ -72,8 +72,7 @@ enum { SHMRING_WAIT_READABLE = 0, SHMRING_WAIT_WRITABLE = 1, SHMRING_WAIT_JOINED
 #define SHMRING_SLOT_SIZE_MAX (UINT32_C(1) << 30)
 /* Largest maxsize (messages). */
 #define SHMRING_MAXSIZE_MAX (UINT64_C(1) << 32)
-/* Participant table bounds. */
-#define SHMRING_PARTICIPANTS_MAX 4096
+/* Participant table size by default (at most SHMRING_PARTICIPANTS_MAX, 1024). */
 #define SHMRING_PARTICIPANTS_DEFAULT 256
 
 typedef struct shmring shmring_t;
@@ -97,10 +96,11 @@ typedef struct shmring_span {
 typedef struct shmring_stats {
     uint64_t write_pos;         /* messages claimed by producers so far */
     uint64_t read_pos;          /* messages claimed by consumers so far */
-    uint64_t tasks_done;        /* task_done() calls so far */
-    uint32_t readers_waiting;
-    uint32_t writers_waiting;
-    uint32_t participants;      /* registered participants (threads) */
+    uint64_t tasks_done;        /* task_done() calls (and lost messages) so far */
+    uint64_t lost;              /* messages lost to participants that died */
+    uint64_t recoveries;        /* dead participants whose claims were recovered */
+    uint32_t readers_waiting;   /* participants asleep waiting for messages */
+    uint32_t writers_waiting;   /* participants asleep waiting for space */
 } shmring_stats_t;
 
 const char *shmring_strerror(int rc);
@@ -150,6 +150,8 @@ int shmring_task_done(shmring_participant_t *me, uint64_t n);
 uint64_t shmring_unfinished(const shmring_t *ring);
 
 void shmring_get_stats(const shmring_t *ring, shmring_stats_t *out);
+/* Participants (threads) whose process is alive; makes system calls. */
+uint32_t shmring_participants_alive(const shmring_t *ring);
 
 /* ---- waiting (wait.c) ---- */
 
@@ -158,7 +160,7 @@ void shmring_get_stats(const shmring_t *ring, shmring_stats_t *out);
  * the segment. Returns 1 if the condition looked true, 0 if the slice ended,
  * SHMRING_EINTR if a signal arrived. Spurious returns are allowed: the caller
  * retries its operation. */
-int shmring_wait(shmring_t *ring, int what, uint64_t timeout_ns, uint32_t spin);
+int shmring_wait(shmring_participant_t *me, int what, uint64_t timeout_ns, uint32_t spin);
 /* Wake every waiter of this ring in every process (used by close). */
 void shmring_wake_all(shmring_t *ring);
 

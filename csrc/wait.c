@@ -1,17 +1,17 @@
 /*
  * wait.c - sleeping until a ring changes, without a system call on the fast path.
  *
- * A waiter spins briefly, then announces itself in the wait queue's waiter
- * count and sleeps on the queue's futex word (Linux: shared futex; macOS 14.4+:
+ * A waiter spins briefly, then sets its sleeper bit in the wait queue and
+ * sleeps on the queue's futex word (Linux: shared futex; macOS 14.4+:
  * os_sync_wait_on_address with the SHARED flag; elsewhere a bounded sleep).
  * Whoever makes progress (commit, release, task_done) calls shmring__notify,
- * which only enters the kernel when the waiter count is non-zero.
+ * which only enters the kernel when some sleeper bit is set.
  *
  * Atomic pairs in this file:
- *   F1 (waiter: seq_cst fence between "waiters++" and re-checking the ring)
- *   F2 (notifier: seq_cst fence between publishing progress and reading "waiters")
+ *   F1 (waiter: seq_cst fence between setting its sleeper bit and re-checking the ring)
+ *   F2 (notifier: seq_cst fence between publishing progress and reading the bits)
  *      Either F2 precedes F1, and the waiter's re-check sees the progress and
- *      does not sleep, or F1 precedes F2, and the notifier sees waiters > 0 and
+ *      does not sleep, or F1 precedes F2, and the notifier sees the bit and
  *      wakes it. No wake-up is lost.
  *   N2 (notifier: release increment of the futex word) pairs with W2 (waiter:
  *      acquire load of the futex word): a waiter whose snapshot already includes
@@ -106,16 +106,33 @@ static void os_wake_all(_Atomic uint32_t *word)
 #endif
 }
 
-void shmring__notify(struct shmring_waitq *q)
+static uint32_t sleeper_words(const shmring_t *r)
+{
+    return (r->max_participants + 63) / 64;
+}
+
+void shmring__notify(const shmring_t *r, struct shmring_waitq *q)
 {
     /* F2: pairs with F1. */
     atomic_thread_fence(memory_order_seq_cst);
-    /* relaxed: ordered by F2 */
-    if (atomic_load_explicit(&q->waiters, memory_order_relaxed) != 0) {
-        /* N2: pairs with W2. */
-        atomic_fetch_add_explicit(&q->futex, 1, memory_order_release);
-        os_wake_all(&q->futex);
+    for (uint32_t w = 0; w < sleeper_words(r); w++) {
+        /* relaxed: ordered by F2 */
+        if (atomic_load_explicit(&q->sleepers[w], memory_order_relaxed) != 0) {
+            /* N2: pairs with W2. */
+            atomic_fetch_add_explicit(&q->futex, 1, memory_order_release);
+            os_wake_all(&q->futex);
+            return;
+        }
     }
+}
+
+void shmring__clear_sleeper(const shmring_t *r, uint32_t i)
+{
+    struct shmring_waitq *qs[3] = {&r->seg->not_empty, &r->seg->not_full, &r->seg->join.joined};
+    for (int k = 0; k < 3; k++)
+        /* relaxed: the bit only tells notifiers whether to make a system call */
+        atomic_fetch_and_explicit(&qs[k]->sleepers[i / 64], ~(UINT64_C(1) << (i % 64)),
+                                  memory_order_relaxed);
 }
 
 /* Could the operation we wait for succeed now? relaxed loads throughout: a
@@ -150,8 +167,9 @@ static struct shmring_waitq *waitq_for(const shmring_t *r, int what)
     }
 }
 
-int shmring_wait(shmring_t *r, int what, uint64_t timeout_ns, uint32_t spin)
+int shmring_wait(shmring_participant_t *me, int what, uint64_t timeout_ns, uint32_t spin)
 {
+    shmring_t *r = me->ring;
     for (uint32_t i = 0; i < spin; i++) {
         if (ready(r, what))
             return 1;
@@ -160,15 +178,17 @@ int shmring_wait(shmring_t *r, int what, uint64_t timeout_ns, uint32_t spin)
     if (timeout_ns == 0)
         return ready(r, what);
     struct shmring_waitq *q = waitq_for(r, what);
+    _Atomic uint64_t *word = &q->sleepers[me->index / 64];
+    uint64_t bit = UINT64_C(1) << (me->index % 64);
     /* relaxed: ordered before the re-check by F1 */
-    atomic_fetch_add_explicit(&q->waiters, 1, memory_order_relaxed);
+    atomic_fetch_or_explicit(word, bit, memory_order_relaxed);
     /* F1: pairs with F2. */
     atomic_thread_fence(memory_order_seq_cst);
     /* W2: pairs with N2. */
     uint32_t snapshot = atomic_load_explicit(&q->futex, memory_order_acquire);
     int rc = ready(r, what) ? 1 : os_wait(&q->futex, snapshot, timeout_ns);
-    /* relaxed: a stale count only costs a notifier one spare wake call */
-    atomic_fetch_sub_explicit(&q->waiters, 1, memory_order_relaxed);
+    /* relaxed: a stale bit only costs a notifier one spare wake call */
+    atomic_fetch_and_explicit(word, ~bit, memory_order_relaxed);
     return rc;
 }
 

@@ -17,7 +17,7 @@ HEADER_FIELDS = (
     "creator_pid created_unix_ns"
 ).split()
 MAGIC = 0x31474E49524D4853
-FIXED_PART = 896          # header + hot lines: sizeof(struct shmring_segment)
+FIXED_PART = 1280         # header + hot lines + wait queues: sizeof(struct shmring_segment)
 PARTICIPANT_SIZE = 128
 META_SIZE = 16
 WRITE_POS_OFFSET = 128
@@ -59,6 +59,21 @@ def write_segment(name, data, create=True):
                 m[:] = data
     finally:
         os.close(fd)
+
+
+def patch_segment(name, offset, data):
+    """Overwrite bytes of a live segment in place (white-box tests)."""
+    fd = _posixshmem.shm_open("/" + name, os.O_RDWR, 0)
+    try:
+        with mmap.mmap(fd, os.fstat(fd).st_size) as m:
+            m[offset:offset + len(data)] = data
+    finally:
+        os.close(fd)
+
+
+def slot_meta_offset(name, position):
+    h = read_header(name)
+    return h["meta_offset"] + (position % h["capacity"]) * META_SIZE
 
 
 def unlink(name):

@@ -88,3 +88,11 @@ def test_c_stress_threads_no_loss_no_duplicate_in_order(binaries, build, params)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "stress ok" in done.stdout
     assert "WARNING: ThreadSanitizer" not in done.stderr
+
+
+@pytest.mark.parametrize("build, round_trips", [("plain", 100_000), ("tsan", 20_000)])
+def test_c_pingpong_every_hand_off_is_woken_not_timed_out(binaries, build, round_trips):
+    done = run_program(need(binaries, build), "pingpong", round_trips)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "pingpong ok" in done.stdout
+    assert "WARNING: ThreadSanitizer" not in done.stderr

@@ -70,16 +70,20 @@ def test_join_waits_for_task_done_in_other_processes(make_queue, start_method):
 
 # ---- MPMC stress: no loss, no duplicate, per-producer order ----
 
+# Children block at most this long: a lost message shows as their error, not a hang.
+CHILD_TIMEOUT = 60
+
+
 def _stress_producer(q, producer_id, count, seed):
     rng = random.Random(seed)
     i = 0
     while i < count:
         if rng.random() < 0.5:
-            q.put((producer_id, i))
+            q.put((producer_id, i), timeout=CHILD_TIMEOUT)
             i += 1
         else:
             n = min(rng.randint(1, 64), count - i)
-            q.put_many([(producer_id, j) for j in range(i, i + n)])
+            q.put_many([(producer_id, j) for j in range(i, i + n)], timeout=CHILD_TIMEOUT)
             i += n
 
 
@@ -90,7 +94,10 @@ def _stress_consumer(q, results, n_producers, count, seed):
     errors = []
     sentinels = 0
     while not sentinels:
-        batch = q.get_many(max_items=rng.randint(1, 64)) if rng.random() < 0.5 else [q.get()]
+        if rng.random() < 0.5:
+            batch = q.get_many(max_items=rng.randint(1, 64), timeout=CHILD_TIMEOUT)
+        else:
+            batch = [q.get(timeout=CHILD_TIMEOUT)]
         for item in batch:
             if item is None:
                 sentinels += 1
@@ -102,11 +109,11 @@ def _stress_consumer(q, results, n_producers, count, seed):
             if seen[producer][seq]:
                 errors.append(f"duplicate: producer {producer} seq {seq}")
             seen[producer][seq] = 1
-    q.put_many([None] * (sentinels - 1))  # one sentinel per consumer: hand back the extras
+    q.put_many([None] * (sentinels - 1), timeout=CHILD_TIMEOUT)  # one sentinel each: hand back extras
     results.put((errors[:10], [bytes(s) for s in seen]))
 
 
-def run_stress(n_producers, n_consumers, per_producer, maxsize, ctx_name="fork"):
+def run_stress(n_producers, n_consumers, per_producer, maxsize, ctx_name="fork", wait=100):
     ctx = mp.get_context(ctx_name)
     q = shmring.Queue(maxsize, 64)
     results = ctx.Queue()
@@ -119,12 +126,12 @@ def run_stress(n_producers, n_consumers, per_producer, maxsize, ctx_name="fork")
         for proc in consumers + producers:
             proc.start()
         for proc in producers:
-            proc.join(timeout=600)
+            proc.join(timeout=wait)
             assert proc.exitcode == 0
-        q.put_many([None] * n_consumers)
-        reports = [results.get(timeout=600) for _ in consumers]
+        q.put_many([None] * n_consumers, timeout=CHILD_TIMEOUT)
+        reports = [results.get(timeout=wait) for _ in consumers]
         for proc in consumers:
-            proc.join(timeout=60)
+            proc.join(timeout=CHILD_TIMEOUT)
             assert proc.exitcode == 0
     finally:
         for proc in consumers + producers:
@@ -153,4 +160,4 @@ def test_mpmc_stress_tiny_ring_maximises_contention():
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_mpmc_soak_4x4_processes_four_million_messages():
-    run_stress(4, 4, 1_000_000, maxsize=100)
+    run_stress(4, 4, 1_000_000, maxsize=100, wait=400)

@@ -1,6 +1,7 @@
 """Semantics of every Queue method within one process."""
 import array
 import math
+import os
 import pickle
 import queue
 import threading
@@ -9,7 +10,7 @@ import pytest
 
 import shmring
 from conftest import wait_until
-from segments import segment_exists
+from segments import READ_POS_OFFSET, patch_segment, segment_exists, slot_meta_offset
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -174,6 +175,49 @@ def test_put_many_longer_than_the_queue_reports_how_many_went_in(make_queue):
         q.put_many(range(3, 6), block=False)
     assert e.value.count == 2
     assert q.get_many() == [0, 1, 2, 3, 4]
+
+
+def test_get_many_hands_out_messages_around_one_that_cannot_be_unpickled(make_queue):
+    q = make_queue(10)
+    q.put("a")
+    q.put_bytes(b"not a pickle")
+    q.put_many(["c", "d"])
+    assert q.get_many() == ["a"]
+    with pytest.raises(pickle.UnpicklingError):
+        q.get_many()
+    assert q.get() == "c"          # the rest is still delivered, in order
+    assert q.get_many() == ["d"]
+    assert q.empty()
+
+
+def test_get_many_hands_out_messages_around_a_corrupt_slot(make_queue):
+    q = make_queue(10)
+    q.put_many(["a", "b", "c"])
+    patch_segment(q.name, slot_meta_offset(q.name, 1) + 8, (10**6).to_bytes(4, "little"))
+    assert q.get_many() == ["a"]
+    with pytest.raises(shmring.SegmentError, match="length"):
+        q.get_many()
+    assert q.get_many() == ["c"]
+    q.put("still usable")
+    assert q.get() == "still usable"
+
+
+@pytest.mark.parametrize("where, value", [
+    ("seq", None),            # the head slot claims a later lap than read_pos
+    ("read_pos", 10**6),      # readers ahead of writers
+])
+def test_counters_contradicting_the_slots_raise_instead_of_spinning(make_queue, where, value):
+    q = make_queue(4)
+    q.put(1)
+    if where == "seq":
+        patch_segment(q.name, slot_meta_offset(q.name, 0), (7).to_bytes(8, "little"))
+        with pytest.raises(shmring.SegmentError, match="corrupt"):
+            q.get_nowait()
+    else:
+        patch_segment(q.name, READ_POS_OFFSET, value.to_bytes(8, "little"))
+        with pytest.raises(shmring.SegmentError, match="corrupt"):
+            for i in range(q.maxsize):  # noticed at the latest when the cached read_pos is refreshed
+                q.put_nowait(i)
 
 
 def test_put_many_with_an_oversize_item_puts_nothing(make_queue):
@@ -341,12 +385,10 @@ def test_threads_of_one_process_share_a_queue_safely(make_queue):
 
     def produce(tid):
         for i in range(per_thread):
-            q.put((tid, i))
+            q.put((tid, i), timeout=30)
 
     def consume():
-        mine = []
-        for _ in range(per_thread):
-            mine.append(q.get(timeout=30))
+        mine = [q.get(timeout=30) for _ in range(per_thread)]
         with lock:
             got.extend(mine)
 
@@ -357,4 +399,40 @@ def test_threads_of_one_process_share_a_queue_safely(make_queue):
     for t in threads:
         t.join(timeout=60)
     assert sorted(got) == sorted((t, i) for t in range(n_threads) for i in range(per_thread))
-    assert q.stats()["participants"] >= 1
+
+
+def test_each_thread_is_a_participant_until_it_ends(make_queue):
+    q = make_queue(4)
+    n = 5
+    started, finish = threading.Barrier(n + 1, timeout=30), threading.Event()
+
+    def worker():
+        q.qsize()          # no participant needed to look
+        q.put_nowait(1)    # the first operation registers this thread
+        q.get_nowait()
+        started.wait()
+        finish.wait(30)
+
+    threads = [threading.Thread(target=worker) for _ in range(n)]
+    for t in threads:
+        t.start()
+    started.wait()
+    assert q.stats()["participants"] == 1 + n
+    finish.set()
+    for t in threads:
+        t.join(timeout=30)
+    wait_until(lambda: q.stats()["participants"] == 1, what="ended threads to leave the table")
+
+
+def test_entries_of_exited_processes_are_reused(make_queue):
+    q = make_queue(4, max_participants=8)
+    for i in range(40):      # five times the table size
+        pid = os.fork()
+        if pid == 0:
+            try:
+                q.put(i)     # joins the table; exits without leaving it
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        assert q.get(timeout=10) == i
+    assert q.stats()["participants"] == 1

@@ -21,6 +21,7 @@ from shmring._cshmring cimport *
 import os
 import pickle
 import threading
+from collections import deque
 
 from shmring.errors import (
     Empty,
@@ -49,6 +50,13 @@ cdef uint32_t SPIN_WITH_GIL = 50
 cdef int PICKLE_PROTOCOL = 5
 cdef object _dumps = pickle.dumps
 cdef object _loads = pickle.loads
+
+
+def _set_wait_slice(seconds):
+    """Test knob: the longest single C wait (default 0.05 s). With a long slice
+    only a real wake-up (or a signal) ends a wait early, so tests can tell them apart."""
+    global SLICE_NS
+    SLICE_NS = <uint64_t>(seconds * 1e9)
 
 
 cdef int _raise_rc(int rc, object name) except -1:
@@ -110,6 +118,10 @@ cdef class _Participant:
     """One thread's entry in the ring's participant table."""
     cdef shmring_participant_t *ptr
     cdef _Mapping mapping
+    # Set while this thread holds a claim and allocates Python objects: a
+    # finalizer run by that allocation must not start a second claim, which
+    # would overwrite the announcement crash recovery relies on.
+    cdef bint holding
 
     def __dealloc__(self):
         # After the mapping closed, the handle was already freed by shmring_close.
@@ -131,15 +143,16 @@ cdef class RingQueue:
     cdef int _active                 # operations in flight (they may be waiting without the GIL)
     # participant of the first thread that used the queue, then one per other thread
     cdef unsigned long _tid0
-    cdef shmring_participant_t *_me0
     cdef _Participant _part0
     cdef object _local
+    # messages this handle took from the ring but has not handed out yet (_decode)
+    cdef object _pending
     cdef object __weakref__
 
     # ---- opening and closing ----
 
     def _open(self, str name, bint create, uint64_t maxsize=0, uint64_t msg_size=0,
-              uint32_t mode=0o600):
+              uint32_t mode=0o600, uint32_t max_participants=0):
         cdef shmring_params_t params
         cdef shmring_t *ring = NULL
         cdef int rc
@@ -151,7 +164,7 @@ cdef class RingQueue:
             params.slot_size = msg_size
             params.maxsize = maxsize
             params.kind = SHMRING_KIND_QUEUE
-            params.max_participants = 0
+            params.max_participants = max_participants
             params.mode = mode
             rc = shmring_create(cname, &params, &ring)
         else:
@@ -168,6 +181,7 @@ cdef class RingQueue:
         self._owner = create
         self._creator_pid = getpid()
         self._local = threading.local()
+        self._pending = deque()
         try:
             self._me_slow()  # register this thread now: attached means present
         except BaseException:
@@ -182,7 +196,6 @@ cdef class RingQueue:
 
     cdef void _finish_close(self) noexcept:
         self._ring = NULL
-        self._me0 = NULL
         self._tid0 = 0
         self._part0 = None
         self._local = None
@@ -212,7 +225,6 @@ cdef class RingQueue:
         # The child shares the mapping but not the parent's threads or table entries.
         self._active = 0
         self._tid0 = 0
-        self._me0 = NULL
         self._part0 = None
         if self._ring == NULL:
             return
@@ -259,41 +271,44 @@ cdef class RingQueue:
         p.mapping = self._map
         return p
 
-    cdef shmring_participant_t *_me_slow(self) except NULL:
+    cdef _Participant _me_slow(self):
         cdef _Participant p
         if self._part0 is None:
             p = self._join()
             self._part0 = p
-            self._me0 = p.ptr
             self._tid0 = PyThread_get_thread_ident()
-            return p.ptr
+            return p
         p = getattr(self._local, "participant", None)
         if p is None:
             p = self._join()
             self._local.participant = p
-        return p.ptr
+        return p
 
-    cdef inline shmring_participant_t *_enter(self) except NULL:
+    cdef inline _Participant _enter(self):
         """Start an operation: this thread's participant; close() waits for us."""
-        cdef shmring_participant_t *me
+        cdef _Participant p
         if self._closing or self._ring == NULL:
             raise QueueClosed(f"queue {self.name!r} is closed")
         if PyThread_get_thread_ident() == self._tid0:
-            me = self._me0
+            p = self._part0
         else:
-            me = self._me_slow()
+            p = self._me_slow()
+        if p.holding:
+            raise RuntimeError(
+                "a shmring queue was used re-entrantly by a thread in the middle of "
+                "taking a message from it (from a finalizer); this is not supported")
         self._active += 1
-        return me
+        return p
 
     cdef inline void _leave(self) noexcept:
         self._active -= 1
         if self._closing and self._active == 0:
             self._finish_close()
 
-    cdef int _wait(self, int what, uint64_t deadline, uint32_t spin) except -1:
+    cdef int _wait(self, _Participant p, int what, uint64_t deadline, uint32_t spin) except -1:
         """Wait one slice for `what`. 1: try again; 0: the deadline has passed."""
         cdef uint64_t now, slice_ns = SLICE_NS
-        cdef shmring_t *ring = self._ring
+        cdef shmring_participant_t *me = p.ptr
         if deadline == 0:
             return 0
         if deadline != UINT64_MAX:
@@ -303,7 +318,7 @@ cdef class RingQueue:
             if deadline - now < slice_ns:
                 slice_ns = deadline - now
         with nogil:
-            shmring_wait(ring, what, slice_ns, spin)
+            shmring_wait(me, what, slice_ns, spin)
         PyErr_CheckSignals()
         if self._closing:
             raise QueueClosed(f"queue {self.name!r} was closed while waiting")
@@ -311,8 +326,8 @@ cdef class RingQueue:
 
     # ---- claiming (blocking as asked) ----
 
-    cdef int _claim(self, bint put, shmring_participant_t *me, uint32_t max_n,
-                    shmring_span_t *span, uint64_t deadline, Py_ssize_t done) except -1:
+    cdef int _claim(self, bint put, _Participant p, uint32_t max_n, shmring_span_t *span,
+                    uint64_t deadline, Py_ssize_t done) except -1:
         """Claim 1..max_n slots to write (put) or messages to read, waiting as asked.
 
         Raises Full (with `done` as its count) or Empty when the deadline passes.
@@ -320,34 +335,36 @@ cdef class RingQueue:
         cdef claim_fn claim = shmring_put_claim if put else shmring_get_claim
         cdef int what = SHMRING_WAIT_WRITABLE if put else SHMRING_WAIT_READABLE
         cdef uint32_t spin = SPIN
-        cdef int n = claim(me, max_n, span)
+        cdef int n = claim(p.ptr, max_n, span)
         if n == 0 and deadline != 0:
             # What arrives within a microsecond or so is cheaper to wait for
             # holding the GIL than with a GIL hand-off.
-            shmring_wait(self._ring, what, 0, SPIN_WITH_GIL)
-            n = claim(me, max_n, span)
+            shmring_wait(p.ptr, what, 0, SPIN_WITH_GIL)
+            n = claim(p.ptr, max_n, span)
         while n == 0:
-            if not self._wait(what, deadline, spin):
+            if not self._wait(p, what, deadline, spin):
                 if put:
                     raise Full(f"queue {self.name!r} is full", done)
                 raise Empty(f"queue {self.name!r} is empty")
             spin = 0
-            n = claim(me, max_n, span)
+            n = claim(p.ptr, max_n, span)
+        if n < 0:
+            _raise_rc(n, self.name)
         return n
 
     # ---- moving bytes ----
 
     cdef int _put_one(self, const char *data, Py_ssize_t size, uint64_t deadline) except -1:
         cdef shmring_span_t span
-        cdef shmring_participant_t *me
+        cdef _Participant p
         if <uint64_t>size > self._slot_size:
             raise MessageTooLarge(size, self._slot_size)
-        me = self._enter()
+        p = self._enter()
         try:
-            self._claim(True, me, 1, &span, deadline, 0)
+            self._claim(True, p, 1, &span, deadline, 0)
             memcpy(shmring_slot_payload(self._ring, span.pos), data, size)
             shmring_slot_set_len(self._ring, span.pos, <uint32_t>size)
-            shmring_put_commit(me, &span)
+            shmring_put_commit(p.ptr, &span)
         finally:
             self._leave()
         return 0
@@ -357,7 +374,7 @@ cdef class RingQueue:
         cdef Py_ssize_t total = len(encoded), done = 0, i, size
         cdef uint32_t k, want
         cdef shmring_span_t span
-        cdef shmring_participant_t *me
+        cdef _Participant p
         cdef bytes b
         for i in range(total):
             size = PyBytes_GET_SIZE(encoded[i])
@@ -365,73 +382,115 @@ cdef class RingQueue:
                 raise MessageTooLarge(size, self._slot_size)
         if total == 0:
             return 0
-        me = self._enter()
+        p = self._enter()
         try:
             while done < total:
                 want = <uint32_t>min(total - done, UINT32_MAX)
-                self._claim(True, me, want, &span, deadline, done)
+                self._claim(True, p, want, &span, deadline, done)
                 for k in range(span.n):
                     b = encoded[done + k]
                     size = PyBytes_GET_SIZE(b)
                     memcpy(shmring_slot_payload(self._ring, span.pos + k), PyBytes_AS_STRING(b), size)
                     shmring_slot_set_len(self._ring, span.pos + k, <uint32_t>size)
-                shmring_put_commit(me, &span)
+                shmring_put_commit(p.ptr, &span)
                 done += span.n
         finally:
             self._leave()
         return 0
 
-    cdef int _take(self, shmring_participant_t *me, shmring_span_t *span, list out) except -1:
-        """Copy the claimed messages into new bytes objects, then release the slots."""
-        cdef uint32_t k
-        cdef int64_t size
-        try:
-            for k in range(span.n):
-                size = shmring_slot_len(self._ring, span.pos + k)
-                if size < 0:
-                    _raise_rc(<int>size, self.name)
-                out.append(PyBytes_FromStringAndSize(
-                    <char *>shmring_slot_payload(self._ring, span.pos + k), size))
-        finally:
-            shmring_get_release(me, span)
-        return 0
-
     cdef bytes _get_one(self, uint64_t deadline):
         cdef shmring_span_t span
-        cdef shmring_participant_t *me = self._enter()
+        cdef _Participant p = self._enter()
         cdef int64_t size
         try:
-            self._claim(False, me, 1, &span, deadline, 0)
+            self._claim(False, p, 1, &span, deadline, 0)
+            p.holding = True
             try:
                 size = shmring_slot_len(self._ring, span.pos)
                 if size < 0:
                     _raise_rc(<int>size, self.name)
                 return PyBytes_FromStringAndSize(<char *>shmring_slot_payload(self._ring, span.pos), size)
             finally:
-                shmring_get_release(me, &span)
+                shmring_get_release(p.ptr, &span)
+                p.holding = False
         finally:
             self._leave()
 
-    cdef list _get_many(self, object max_items, uint64_t deadline):
-        cdef Py_ssize_t limit
+    cdef int _take(self, _Participant p, shmring_span_t *span, list out) except -1:
+        """Copy the claimed messages into new bytes objects, then release the slots.
+
+        A slot with an impossible length becomes a SegmentError in `out`, raised
+        when its turn comes (see _decode), so the messages around it survive.
+        """
+        cdef uint32_t k
+        cdef int64_t size
+        p.holding = True
+        try:
+            for k in range(span.n):
+                size = shmring_slot_len(self._ring, span.pos + k)
+                if size < 0:
+                    out.append(SegmentError(f"{shmring_strerror(<int>size).decode()}: {self.name!r}"))
+                else:
+                    out.append(PyBytes_FromStringAndSize(
+                        <char *>shmring_slot_payload(self._ring, span.pos + k), size))
+        finally:
+            shmring_get_release(p.ptr, span)
+            p.holding = False
+        return 0
+
+    cdef list _get_raw(self, Py_ssize_t limit, uint64_t deadline):
+        """1..limit messages as bytes (or SegmentError markers): first those this
+        handle already holds, else claimed from the ring, waiting as asked."""
         cdef shmring_span_t span
-        cdef shmring_participant_t *me
+        cdef _Participant p
         cdef list out = []
-        limit = self._maxsize if max_items is None else max_items
         if limit < 1:
             raise ValueError("'max_items' must be at least 1")
-        me = self._enter()
+        while self._pending and len(out) < limit:
+            out.append(self._pending.popleft())
+        if out:
+            return out
+        p = self._enter()
         try:
-            self._claim(False, me, <uint32_t>min(limit, UINT32_MAX), &span, deadline, 0)
+            self._claim(False, p, <uint32_t>min(limit, UINT32_MAX), &span, deadline, 0)
             while True:
-                self._take(me, &span, out)
+                self._take(p, &span, out)
                 if len(out) >= limit:
                     break
                 # more may have arrived meanwhile: take it in the same call, never wait
-                if shmring_get_claim(me, <uint32_t>min(limit - len(out), UINT32_MAX), &span) == 0:
+                if shmring_get_claim(p.ptr, <uint32_t>min(limit - len(out), UINT32_MAX), &span) <= 0:
                     break
         finally:
             self._leave()
+        return out
+
+    cdef object _next_raw(self, uint64_t deadline):
+        """One message as bytes: one this handle already holds, else from the ring."""
+        if self._pending:
+            item = self._pending.popleft()
+            if isinstance(item, BaseException):
+                raise item
+            return item
+        return self._get_one(deadline)
+
+    cdef list _decode(self, list raw):
+        """Unpickle in order, handing messages out as get() would one by one: if
+        one fails, those before it are returned now, its error is raised by the
+        next call, and those after it come after that."""
+        cdef list out = []
+        cdef Py_ssize_t i
+        for i in range(len(raw)):
+            item = raw[i]
+            try:
+                if isinstance(item, BaseException):
+                    raise item
+                out.append(_loads(item))
+            except BaseException:
+                if out:
+                    self._pending.extendleft(reversed(raw[i:]))
+                    return out
+                self._pending.extendleft(reversed(raw[i + 1:]))
+                raise
         return out
 
     # ---- the public operations ----
@@ -459,7 +518,7 @@ cdef class RingQueue:
         """Remove and return one message as bytes (put with put_bytes)."""
         cdef uint64_t deadline
         _deadline(block, timeout, &deadline)
-        return self._get_one(deadline)
+        return self._next_raw(deadline)
 
     def put(self, obj, block=True, timeout=None):
         """Pickle obj (protocol 5) and put it."""
@@ -472,7 +531,7 @@ cdef class RingQueue:
         """Remove and return one object (put with put)."""
         cdef uint64_t deadline
         _deadline(block, timeout, &deadline)
-        return _loads(self._get_one(deadline))
+        return _loads(self._next_raw(deadline))
 
     def put_nowait(self, obj):
         """put(obj, block=False)."""
@@ -481,7 +540,7 @@ cdef class RingQueue:
 
     def get_nowait(self):
         """get(block=False)."""
-        return _loads(self._get_one(0))
+        return _loads(self._next_raw(0))
 
     def put_many(self, items, block=True, timeout=None):
         """Pickle and put every item, in order, claiming slots in batches.
@@ -500,12 +559,12 @@ cdef class RingQueue:
         """
         cdef uint64_t deadline
         _deadline(block, timeout, &deadline)
-        return [_loads(b) for b in self._get_many(max_items, deadline)]
+        return self._decode(self._get_raw(self._maxsize if max_items is None else max_items, deadline))
 
     def task_done(self):
         """Mark one message taken with get*() as processed (see join())."""
-        cdef shmring_participant_t *me = self._enter()
-        cdef int rc = shmring_task_done(me, 1)
+        cdef _Participant p = self._enter()
+        cdef int rc = shmring_task_done(p.ptr, 1)
         self._leave()
         if rc == SHMRING_EJOIN:
             raise ValueError("task_done() called too many times")
@@ -517,11 +576,12 @@ cdef class RingQueue:
         """
         cdef uint64_t deadline
         cdef uint32_t spin = SPIN
+        cdef _Participant p
         _deadline(True, timeout, &deadline)
-        self._enter()
+        p = self._enter()
         try:
             while shmring_unfinished(self._ring) != 0:
-                if not self._wait(SHMRING_WAIT_JOINED, deadline, spin):
+                if not self._wait(p, SHMRING_WAIT_JOINED, deadline, spin):
                     return False
                 spin = 0
         finally:
@@ -554,7 +614,9 @@ cdef class RingQueue:
             "put": st.write_pos,
             "got": st.read_pos,
             "tasks_done": st.tasks_done,
+            "lost": st.lost,
+            "recoveries": st.recoveries,
             "readers_waiting": st.readers_waiting,
             "writers_waiting": st.writers_waiting,
-            "participants": st.participants,
+            "participants": shmring_participants_alive(self._ring),
         }

@@ -48,9 +48,10 @@ cdef extern from "shmring.h" nogil:
         uint64_t write_pos
         uint64_t read_pos
         uint64_t tasks_done
+        uint64_t lost
+        uint64_t recoveries
         uint32_t readers_waiting
         uint32_t writers_waiting
-        uint32_t participants
 
     const char *shmring_strerror(int rc)
     int shmring_create(const char *name, const shmring_params_t *params, shmring_t **out)
@@ -75,7 +76,8 @@ cdef extern from "shmring.h" nogil:
     int shmring_task_done(shmring_participant_t *me, uint64_t n)
     uint64_t shmring_unfinished(const shmring_t *ring)
     void shmring_get_stats(const shmring_t *ring, shmring_stats_t *out)
+    uint32_t shmring_participants_alive(const shmring_t *ring)
 
-    int shmring_wait(shmring_t *ring, int what, uint64_t timeout_ns, uint32_t spin)
+    int shmring_wait(shmring_participant_t *me, int what, uint64_t timeout_ns, uint32_t spin)
     void shmring_wake_all(shmring_t *ring)
     uint64_t shmring_now_ns()

@@ -29,7 +29,7 @@ _created_handles = weakref.WeakSet()
 class Queue(RingQueue):
     """A bounded FIFO of messages in shared memory, usable from many processes.
 
-    ``Queue(maxsize=0, msg_size=1024, *, name=None, mode=0o600)``
+    ``Queue(maxsize=0, msg_size=1024, *, name=None, mode=0o600, max_participants=256)``
 
     - ``maxsize``: most messages held at once; exact. ``maxsize <= 0`` gives
       ``DEFAULT_MAXSIZE`` (8192), since shared memory is allocated up front.
@@ -37,6 +37,8 @@ class Queue(RingQueue):
       raw bytes for ``put_bytes``). Memory used is about ``maxsize * msg_size``.
     - ``name``: segment name (1-30 characters of ``A-Z a-z 0-9 . _ -``); random
       ``shmring-...`` by default. ``mode``: file mode of the segment.
+    - ``max_participants``: size of the table of threads (of all processes) that
+      use the queue at once, at most 1024. Entries of exited processes are reused.
 
     The creating process owns the segment: it is unlinked when the creator calls
     ``close()``, when the handle is garbage collected, or when the creator's
@@ -45,7 +47,8 @@ class Queue(RingQueue):
     ``Queue.attach(name)``; they never unlink it.
     """
 
-    def __init__(self, maxsize=0, msg_size=DEFAULT_MSG_SIZE, *, name=None, mode=0o600):
+    def __init__(self, maxsize=0, msg_size=DEFAULT_MSG_SIZE, *, name=None, mode=0o600,
+                 max_participants=256):
         maxsize = int(maxsize)
         if maxsize <= 0:
             maxsize = DEFAULT_MAXSIZE
@@ -54,7 +57,7 @@ class Queue(RingQueue):
             raise ValueError(f"msg_size must be at least 1 byte, got {msg_size}")
         if name is None:
             name = NAME_PREFIX + secrets.token_hex(8)
-        self._open(name, True, maxsize, msg_size, mode)
+        self._open(name, True, maxsize, msg_size, mode, max_participants)
         _open_handles.add(self)
         _created_handles.add(self)
 

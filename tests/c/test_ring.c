@@ -5,7 +5,11 @@
  *   test_ring unit                    single-threaded protocol checks
  *   test_ring stress P C N MAXSIZE    P producer x C consumer threads, N messages
  *                                     each, tagged (producer, sequence): checks no
- *                                     loss, no duplicate, per-producer order
+ *                                     loss, no duplicate, per-producer order, and
+ *                                     that no claim ever exceeds maxsize
+ *   test_ring pingpong N              two threads hand N messages back and forth
+ *                                     through maxsize-1 rings with 5 s wait slices:
+ *                                     a lost wake-up shows as a wait over 1 s
  *
  * Asserts stay on in every build (CHECK, not assert).
  */
@@ -16,8 +20,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../../csrc/layout.h"
-#include "../../csrc/shmring.h"
+/* white-box: the tests look at process-local and shared state directly */
+#include "../../csrc/internal.h"
 
 #define CHECK(cond)                                                                   \
     do {                                                                              \
@@ -69,11 +73,11 @@ static void test_unit(void)
     int x = 99;
     CHECK(shmring_put(me, &x, sizeof x) == 0);
     CHECK(shmring_put(me, buf, 17) == SHMRING_ETOOBIG);
-    CHECK(shmring_wait(r, SHMRING_WAIT_WRITABLE, 0, 0) == 0);
-    CHECK(shmring_wait(r, SHMRING_WAIT_READABLE, 0, 0) == 1);
+    CHECK(shmring_wait(me, SHMRING_WAIT_WRITABLE, 0, 0) == 0);
+    CHECK(shmring_wait(me, SHMRING_WAIT_READABLE, 0, 0) == 1);
     shmring_stats_t st;
     shmring_get_stats(r, &st);
-    CHECK(st.write_pos - st.read_pos == 5 && st.participants == 1);
+    CHECK(st.write_pos - st.read_pos == 5 && shmring_participants_alive(r) == 1);
 
     /* FIFO, through many laps of the 8-slot ring, with sizes 0..16 */
     for (int lap = 0; lap < 100; lap++) {
@@ -123,19 +127,43 @@ static void test_unit(void)
     CHECK(shmring_task_done(me, st.write_pos + 1) == SHMRING_EJOIN);
     CHECK(shmring_task_done(me, st.write_pos - 1) == SHMRING_OK);
     CHECK(shmring_unfinished(r) == 1);
-    CHECK(shmring_wait(r, SHMRING_WAIT_JOINED, 1000000, 0) == 0);
+    CHECK(shmring_wait(me, SHMRING_WAIT_JOINED, 1000000, 0) == 0);
     CHECK(shmring_task_done(me, 1) == SHMRING_OK);
-    CHECK(shmring_wait(r, SHMRING_WAIT_JOINED, 1000000, 0) == 1);
+    CHECK(shmring_wait(me, SHMRING_WAIT_JOINED, 1000000, 0) == 1);
 
     /* a timed wait on an empty ring ends after its slice */
     uint64_t t0 = shmring_now_ns();
-    CHECK(shmring_wait(r, SHMRING_WAIT_READABLE, 20000000, 10) == 0);
+    CHECK(shmring_wait(me, SHMRING_WAIT_READABLE, 20000000, 10) == 0);
     uint64_t waited = shmring_now_ns() - t0;
     CHECK(waited >= 19000000 && waited < 200000000);
 
-    shmring_participant_leave(me);
+    /* slot states that contradict the counters are refused, never spun on */
+    CHECK(shmring_put(me, buf, 1) == 1);
     shmring_get_stats(r, &st);
-    CHECK(st.participants == 0);
+    {
+        /* the slot at read_pos claims to hold a later lap: corrupt */
+        uint64_t rp = st.read_pos, wp = st.write_pos;
+        _Atomic uint64_t *seq = &shmring__meta(r, rp)->seq;
+        uint64_t saved = atomic_load(seq);
+        atomic_store(seq, rp + 3);
+        CHECK(shmring_get(me, buf, sizeof buf, &len) == SHMRING_ECORRUPT);
+        atomic_store(seq, saved);
+        /* the slot at write_pos says it was taken but write_pos never moved */
+        seq = &shmring__meta(r, wp)->seq;
+        saved = atomic_load(seq);
+        atomic_store(seq, wp + 1);
+        CHECK(shmring_put(me, buf, 1) == SHMRING_ECORRUPT);
+        atomic_store(seq, saved);
+        /* readers ahead of writers */
+        atomic_store(&r->seg->cons.read_pos, wp + 3);
+        me->cached_read_pos = 0;
+        CHECK(shmring_put(me, buf, 1) == SHMRING_ECORRUPT);
+        atomic_store(&r->seg->cons.read_pos, rp);
+        CHECK(shmring_get(me, buf, sizeof buf, &len) == 1);
+    }
+
+    shmring_participant_leave(me);
+    CHECK(shmring_participants_alive(r) == 0);
     shmring_close(r2);
     shmring_close(r);
     CHECK(shmring_unlink(ring_name) == SHMRING_OK);
@@ -157,9 +185,9 @@ static unsigned char *seen;          /* [producer][seq], set once per delivery *
 static pthread_mutex_t seen_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic uint64_t consumed;
 
-static void wait_for(int what)
+static void wait_for(shmring_participant_t *me, int what)
 {
-    shmring_wait(stress_ring, what, 10000000, 200);
+    shmring_wait(me, what, 10000000, 200);
 }
 
 static void *producer(void *arg)
@@ -177,9 +205,12 @@ static void *producer(void *arg)
         int n = shmring_put_claim(me, want, &span);
         CHECK(n >= 0);
         if (n == 0) {
-            wait_for(SHMRING_WAIT_WRITABLE);
+            wait_for(me, SHMRING_WAIT_WRITABLE);
             continue;
         }
+        /* exact maxsize: read_pos only grows, so if the claim was legal this holds */
+        uint64_t rp = atomic_load_explicit(&stress_ring->seg->cons.read_pos, memory_order_acquire);
+        CHECK(span.pos + span.n - rp <= stress_ring->maxsize);
         for (uint32_t i = 0; i < span.n; i++) {
             struct msg m = {.producer = id, .seq = next++};
             memcpy(shmring_slot_payload(stress_ring, span.pos + i), &m, sizeof m);
@@ -204,7 +235,7 @@ static void *consumer(void *arg)
         int n = shmring_get_claim(me, 1 + (uint32_t)(rand_r(&seed) % 16), &span);
         CHECK(n >= 0);
         if (n == 0) {
-            wait_for(SHMRING_WAIT_READABLE);
+            wait_for(me, SHMRING_WAIT_READABLE);
             continue;
         }
         for (uint32_t i = 0; i < span.n; i++) {
@@ -246,12 +277,77 @@ static void test_stress(int np, int nc, uint64_t n, uint64_t maxsize)
     shmring_stats_t st;
     shmring_get_stats(stress_ring, &st);
     CHECK(st.write_pos == n * (uint64_t)np && st.read_pos == st.write_pos);
-    CHECK(st.participants == 0);
+    CHECK(shmring_participants_alive(stress_ring) == 0);
+    CHECK(st.readers_waiting == 0 && st.writers_waiting == 0);
     free(seen);
     shmring_close(stress_ring);
     shmring_unlink(ring_name);
     printf("stress ok: %d producers x %d consumers, %llu messages, maxsize %llu\n", np, nc,
            (unsigned long long)(n * (uint64_t)np), (unsigned long long)maxsize);
+}
+
+/* ---- pingpong: every hand-off needs a wake-up ---- */
+
+static shmring_t *ping_ring, *pong_ring;
+static uint64_t pingpong_n;
+
+static void receive_ball(shmring_participant_t *in)
+{
+    char buf[16];
+    size_t len;
+    int rc;
+    while ((rc = shmring_get(in, buf, sizeof buf, &len)) == 0) {
+        uint64_t t0 = shmring_now_ns();
+        /* 5 s slices: only a wake-up ends a wait early */
+        shmring_wait(in, SHMRING_WAIT_READABLE, 5000000000u, 20);
+        CHECK(shmring_now_ns() - t0 < 1000000000u); /* else a wake-up was lost */
+    }
+    CHECK(rc == 1);
+}
+
+/* The server puts then waits for the return; the other side waits then returns. */
+static void pass_ball(shmring_t *from, shmring_t *to, int serve)
+{
+    shmring_participant_t *in, *out;
+    CHECK(shmring_participant_join(from, &in) == SHMRING_OK);
+    CHECK(shmring_participant_join(to, &out) == SHMRING_OK);
+    for (uint64_t i = 0; i < pingpong_n; i++) {
+        if (!serve)
+            receive_ball(in);
+        CHECK(shmring_put(out, &i, sizeof i) == 1); /* maxsize 1, and the other side drained it */
+        if (serve)
+            receive_ball(in);
+    }
+    shmring_participant_leave(in);
+    shmring_participant_leave(out);
+}
+
+static void *pong_thread(void *arg)
+{
+    (void)arg;
+    pass_ball(ping_ring, pong_ring, 0);
+    return NULL;
+}
+
+static void test_pingpong(uint64_t n)
+{
+    char ping_name[64];
+    pingpong_n = n;
+    pong_ring = make_ring(16, 1);
+    strcpy(ping_name, ring_name);
+    ring_name[0] = 0;
+    snprintf(ring_name, sizeof ring_name, "/shmring-ctest-%d-b", (int)getpid());
+    shmring_unlink(ring_name);
+    shmring_params_t p = {.slot_size = 16, .maxsize = 1, .kind = SHMRING_KIND_QUEUE, .mode = 0600};
+    CHECK(shmring_create(ring_name, &p, &ping_ring) == SHMRING_OK);
+    pthread_t t;
+    pthread_create(&t, NULL, pong_thread, NULL);
+    pass_ball(pong_ring, ping_ring, 1);
+    pthread_join(t, NULL);
+    shmring_close(ping_ring);
+    shmring_close(pong_ring);
+    shmring_unlink(ping_name);
+    printf("pingpong ok: %llu round trips, no wait over 1 s\n", (unsigned long long)n);
 }
 
 static void remove_ring(void)
@@ -272,6 +368,10 @@ int main(int argc, char **argv)
                     strtoull(argv[5], NULL, 10));
         return 0;
     }
-    fprintf(stderr, "usage: %s unit | stress P C N MAXSIZE\n", argv[0]);
+    if (argc == 3 && strcmp(argv[1], "pingpong") == 0) {
+        test_pingpong(strtoull(argv[2], NULL, 10));
+        return 0;
+    }
+    fprintf(stderr, "usage: %s unit | stress P C N MAXSIZE | pingpong N\n", argv[0]);
     return 2;
 }
