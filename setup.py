@@ -13,6 +13,7 @@ if sys.platform == "win32":
 C_SOURCES = [
     "csrc/errors.c",
     "csrc/participants.c",
+    "csrc/recovery.c",
     "csrc/ring.c",
     "csrc/segment.c",
     "csrc/wait.c",

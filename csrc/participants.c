@@ -163,14 +163,17 @@ int shmring_participant_join(shmring_t *r, shmring_participant_t **out)
         return SHMRING_ENOMEM;
     int got = -1;
     /* First a free entry; failing that, the entry of a process that died
-     * holding no claim (one that died mid-claim waits for crash recovery). */
-    for (int pass = 0; pass < 2 && got < 0; pass++) {
+     * holding no claim; failing that, recover what dead processes hold (which
+     * frees their entries) and look once more. */
+    for (int pass = 0; pass < 3 && got < 0; pass++) {
+        if (pass == 2)
+            shmring_recover(r);
         for (uint32_t i = 0; i < r->max_participants && got < 0; i++) {
             struct shmring__entry_view v;
             if (!shmring__entry_snapshot(&r->parts[i], &v))
                 continue;
             uint32_t status = SHMRING_PART_STATUS(v.state);
-            if (pass == 0 && status != SHMRING_PART_FREE)
+            if (pass != 1 && status != SHMRING_PART_FREE)
                 continue;
             if (pass == 1) {
                 /* relaxed: a dead owner writes nothing more; the CAS in

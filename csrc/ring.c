@@ -34,9 +34,32 @@
  *   F1/F2 (wait.c) order "publish, then check for sleepers" against
  *         "announce sleeping, then re-check" so that no wake-up is lost.
  */
+#define _GNU_SOURCE
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
+
+/* ---- test hooks ---- */
+
+/* relaxed: test configuration, set before the operations it affects */
+static _Atomic int hook_point;
+static _Atomic uint64_t hook_ns;
+
+void shmring_debug_set_hook(int point, uint64_t ns)
+{
+    atomic_store_explicit(&hook_ns, ns, memory_order_relaxed);
+    atomic_store_explicit(&hook_point, point, memory_order_relaxed);
+}
+
+static inline void hook(int point)
+{
+    if (__builtin_expect(atomic_load_explicit(&hook_point, memory_order_relaxed) == point, 0)) {
+        uint64_t ns = atomic_load_explicit(&hook_ns, memory_order_relaxed);
+        struct timespec ts = {(time_t)(ns / 1000000000u), (long)(ns % 1000000000u)};
+        nanosleep(&ts, NULL);
+    }
+}
 
 static void announce(struct shmring_participant_entry *e, uint32_t role, uint64_t pos, uint32_t n)
 {
@@ -115,6 +138,7 @@ int shmring_put_claim(shmring_participant_t *me, uint32_t max_n, shmring_span_t 
                                                   memory_order_release, memory_order_relaxed)) {
             span->pos = pos;
             span->n = n;
+            hook(SHMRING_HOOK_PUT_CLAIMED);
             return (int)n;
         }
     }
@@ -125,6 +149,8 @@ void shmring_put_commit(shmring_participant_t *me, const shmring_span_t *span)
     shmring_t *r = me->ring;
     for (uint32_t i = 0; i < span->n; i++) {
         uint64_t p = span->pos + i;
+        if (i == span->n / 2)
+            hook(SHMRING_HOOK_PUT_COMMITTING);
         /* P4: pairs with C1. */
         atomic_store_explicit(&shmring__meta(r, p)->seq, p + 1, memory_order_release);
     }
@@ -194,6 +220,7 @@ int shmring_get_claim(shmring_participant_t *me, uint32_t max_n, shmring_span_t 
                                                   memory_order_release, memory_order_relaxed)) {
             span->pos = pos;
             span->n = n;
+            hook(SHMRING_HOOK_GET_CLAIMED);
             return (int)n;
         }
     }
@@ -204,6 +231,8 @@ void shmring_get_release(shmring_participant_t *me, const shmring_span_t *span)
     shmring_t *r = me->ring;
     for (uint32_t i = 0; i < span->n; i++) {
         uint64_t p = span->pos + i;
+        if (i == span->n / 2)
+            hook(SHMRING_HOOK_GET_RELEASING);
         /* C3: pairs with P1. */
         atomic_store_explicit(&shmring__meta(r, p)->seq, p + r->capacity, memory_order_release);
     }

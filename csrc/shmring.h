@@ -150,6 +150,16 @@ int shmring_task_done(shmring_participant_t *me, uint64_t n);
 uint64_t shmring_unfinished(const shmring_t *ring);
 
 void shmring_get_stats(const shmring_t *ring, shmring_stats_t *out);
+
+/* ---- crash recovery (recovery.c) ---- */
+
+/* Give back what participants whose process died still hold: slots they claimed
+ * and never committed become holes that consumers skip, messages they claimed
+ * and never released are dropped (counted as lost) and their slots freed; their
+ * table entries are freed. Makes system calls (liveness checks): call it from
+ * waits that have lasted a while. Returns the number of dead participants whose
+ * claims were recovered. */
+int shmring_recover(shmring_t *ring);
 /* Participants (threads) whose process is alive; makes system calls. */
 uint32_t shmring_participants_alive(const shmring_t *ring);
 
@@ -165,6 +175,22 @@ int shmring_wait(shmring_participant_t *me, int what, uint64_t timeout_ns, uint3
 void shmring_wake_all(shmring_t *ring);
 
 uint64_t shmring_now_ns(void);
+
+/* ---- test hooks (ring.c) ---- */
+
+/* Points inside operations where a test can make this process stall, so that
+ * it can be killed there: after a put claim, halfway through a (batch) commit,
+ * after a get claim, halfway through a release. */
+enum {
+    SHMRING_HOOK_NONE = 0,
+    SHMRING_HOOK_PUT_CLAIMED = 1,
+    SHMRING_HOOK_PUT_COMMITTING = 2,
+    SHMRING_HOOK_GET_CLAIMED = 3,
+    SHMRING_HOOK_GET_RELEASING = 4,
+};
+/* Test-only: stall ns nanoseconds each time the process passes `point`
+ * (SHMRING_HOOK_NONE turns it off). Costs one relaxed load per operation. */
+void shmring_debug_set_hook(int point, uint64_t ns);
 
 #ifdef __cplusplus
 }

@@ -68,10 +68,11 @@ def need(binaries, name):
 
 
 @pytest.mark.parametrize("build", ["plain", "asan", "tsan"])
-def test_c_unit(binaries, build):
-    done = run_program(need(binaries, build), "unit")
+@pytest.mark.parametrize("suite", ["unit", "recovery"])
+def test_c_white_box(binaries, build, suite):
+    done = run_program(need(binaries, build), suite)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "unit ok" in done.stdout
+    assert f"{suite} ok" in done.stdout
 
 
 STRESS = {

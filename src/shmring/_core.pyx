@@ -59,6 +59,22 @@ def _set_wait_slice(seconds):
     SLICE_NS = <uint64_t>(seconds * 1e9)
 
 
+_HOOKS = {
+    None: SHMRING_HOOK_NONE,
+    "put_claimed": SHMRING_HOOK_PUT_CLAIMED,
+    "put_committing": SHMRING_HOOK_PUT_COMMITTING,
+    "get_claimed": SHMRING_HOOK_GET_CLAIMED,
+    "get_releasing": SHMRING_HOOK_GET_RELEASING,
+}
+
+
+def _set_test_hook(point, seconds=0.0):
+    """Test knob: stall this process `seconds` each time it passes `point` inside
+    an operation ("put_claimed", "put_committing", "get_claimed", "get_releasing";
+    None turns it off), so that a test can kill it there."""
+    shmring_debug_set_hook(_HOOKS[point], <uint64_t>(seconds * 1e9))
+
+
 cdef int _raise_rc(int rc, object name) except -1:
     """Turn a SHMRING_E* code into the matching Python exception."""
     cdef int err = errno
@@ -141,6 +157,7 @@ cdef class RingQueue:
     cdef bint _unlinked
     cdef bint _closing
     cdef int _active                 # operations in flight (they may be waiting without the GIL)
+    cdef uint64_t _recover_after_ns  # a blocked call looks for dead peers after this long
     # participant of the first thread that used the queue, then one per other thread
     cdef unsigned long _tid0
     cdef _Participant _part0
@@ -152,10 +169,13 @@ cdef class RingQueue:
     # ---- opening and closing ----
 
     def _open(self, str name, bint create, uint64_t maxsize=0, uint64_t msg_size=0,
-              uint32_t mode=0o600, uint32_t max_participants=0):
+              uint32_t mode=0o600, uint32_t max_participants=0, double recover_after=0.1):
         cdef shmring_params_t params
         cdef shmring_t *ring = NULL
         cdef int rc
+        if not recover_after > 0:
+            raise ValueError("'recover_after' must be a positive number of seconds")
+        self._recover_after_ns = <uint64_t>(recover_after * 1e9)
         try:
             cname = ("/" + name).encode("ascii")
         except UnicodeEncodeError:
@@ -252,6 +272,11 @@ cdef class RingQueue:
         return self._maxsize
 
     @property
+    def recover_after(self):
+        """Seconds a blocked call waits before recovering from dead participants."""
+        return self._recover_after_ns / 1e9
+
+    @property
     def msg_size(self):
         """Largest encoded message in bytes."""
         return self._slot_size
@@ -305,20 +330,33 @@ cdef class RingQueue:
         if self._closing and self._active == 0:
             self._finish_close()
 
-    cdef int _wait(self, _Participant p, int what, uint64_t deadline, uint32_t spin) except -1:
-        """Wait one slice for `what`. 1: try again; 0: the deadline has passed."""
-        cdef uint64_t now, slice_ns = SLICE_NS
+    cdef int _wait(self, _Participant p, int what, uint64_t deadline, uint32_t spin,
+                   uint64_t *recover_at) except -1:
+        """Wait one slice for `what`. 1: try again; 0: the deadline has passed.
+
+        Once the call has been blocked for recover_after, and again every
+        recover_after, look for dead participants holding what we wait for.
+        """
+        cdef uint64_t now = shmring_now_ns(), slice_ns = SLICE_NS
         cdef shmring_participant_t *me = p.ptr
-        if deadline == 0:
+        cdef shmring_t *ring = self._ring
+        cdef bint recover
+        if deadline == 0 or now >= deadline:
             return 0
-        if deadline != UINT64_MAX:
-            now = shmring_now_ns()
-            if now >= deadline:
-                return 0
-            if deadline - now < slice_ns:
-                slice_ns = deadline - now
+        if recover_at[0] == 0:
+            recover_at[0] = now + self._recover_after_ns
+        recover = now >= recover_at[0]
+        if recover:
+            recover_at[0] = now + self._recover_after_ns
+        if recover_at[0] - now < slice_ns:
+            slice_ns = recover_at[0] - now
+        if deadline != UINT64_MAX and deadline - now < slice_ns:
+            slice_ns = deadline - now
         with nogil:
-            shmring_wait(me, what, slice_ns, spin)
+            if recover and shmring_recover(ring) > 0:
+                spin = 0  # something was freed: look again at once
+            else:
+                shmring_wait(me, what, slice_ns, spin)
         PyErr_CheckSignals()
         if self._closing:
             raise QueueClosed(f"queue {self.name!r} was closed while waiting")
@@ -335,6 +373,7 @@ cdef class RingQueue:
         cdef claim_fn claim = shmring_put_claim if put else shmring_get_claim
         cdef int what = SHMRING_WAIT_WRITABLE if put else SHMRING_WAIT_READABLE
         cdef uint32_t spin = SPIN
+        cdef uint64_t recover_at = 0
         cdef int n = claim(p.ptr, max_n, span)
         if n == 0 and deadline != 0:
             # What arrives within a microsecond or so is cheaper to wait for
@@ -342,7 +381,7 @@ cdef class RingQueue:
             shmring_wait(p.ptr, what, 0, SPIN_WITH_GIL)
             n = claim(p.ptr, max_n, span)
         while n == 0:
-            if not self._wait(p, what, deadline, spin):
+            if not self._wait(p, what, deadline, spin, &recover_at):
                 if put:
                     raise Full(f"queue {self.name!r} is full", done)
                 raise Empty(f"queue {self.name!r} is empty")
@@ -574,14 +613,14 @@ cdef class RingQueue:
 
         Works across processes. Returns True, or False if timeout passed first.
         """
-        cdef uint64_t deadline
+        cdef uint64_t deadline, recover_at = 0
         cdef uint32_t spin = SPIN
         cdef _Participant p
         _deadline(True, timeout, &deadline)
         p = self._enter()
         try:
             while shmring_unfinished(self._ring) != 0:
-                if not self._wait(p, SHMRING_WAIT_JOINED, deadline, spin):
+                if not self._wait(p, SHMRING_WAIT_JOINED, deadline, spin, &recover_at):
                     return False
                 spin = 0
         finally:

@@ -77,7 +77,16 @@ cdef extern from "shmring.h" nogil:
     uint64_t shmring_unfinished(const shmring_t *ring)
     void shmring_get_stats(const shmring_t *ring, shmring_stats_t *out)
     uint32_t shmring_participants_alive(const shmring_t *ring)
+    int shmring_recover(shmring_t *ring)
 
     int shmring_wait(shmring_participant_t *me, int what, uint64_t timeout_ns, uint32_t spin)
     void shmring_wake_all(shmring_t *ring)
     uint64_t shmring_now_ns()
+
+    enum:
+        SHMRING_HOOK_NONE
+        SHMRING_HOOK_PUT_CLAIMED
+        SHMRING_HOOK_PUT_COMMITTING
+        SHMRING_HOOK_GET_CLAIMED
+        SHMRING_HOOK_GET_RELEASING
+    void shmring_debug_set_hook(int point, uint64_t ns)

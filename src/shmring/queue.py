@@ -29,7 +29,8 @@ _created_handles = weakref.WeakSet()
 class Queue(RingQueue):
     """A bounded FIFO of messages in shared memory, usable from many processes.
 
-    ``Queue(maxsize=0, msg_size=1024, *, name=None, mode=0o600, max_participants=256)``
+    ``Queue(maxsize=0, msg_size=1024, *, name=None, mode=0o600, max_participants=256,
+    recover_after=0.1)``
 
     - ``maxsize``: most messages held at once; exact. ``maxsize <= 0`` gives
       ``DEFAULT_MAXSIZE`` (8192), since shared memory is allocated up front.
@@ -39,6 +40,9 @@ class Queue(RingQueue):
       ``shmring-...`` by default. ``mode``: file mode of the segment.
     - ``max_participants``: size of the table of threads (of all processes) that
       use the queue at once, at most 1024. Entries of exited processes are reused.
+    - ``recover_after``: seconds a blocked call of this handle waits before it
+      looks for processes that died holding what it waits for (a slot claimed but
+      never filled, messages taken but never released) and recovers them.
 
     The creating process owns the segment: it is unlinked when the creator calls
     ``close()``, when the handle is garbage collected, or when the creator's
@@ -48,7 +52,7 @@ class Queue(RingQueue):
     """
 
     def __init__(self, maxsize=0, msg_size=DEFAULT_MSG_SIZE, *, name=None, mode=0o600,
-                 max_participants=256):
+                 max_participants=256, recover_after=0.1):
         maxsize = int(maxsize)
         if maxsize <= 0:
             maxsize = DEFAULT_MAXSIZE
@@ -57,22 +61,22 @@ class Queue(RingQueue):
             raise ValueError(f"msg_size must be at least 1 byte, got {msg_size}")
         if name is None:
             name = NAME_PREFIX + secrets.token_hex(8)
-        self._open(name, True, maxsize, msg_size, mode, max_participants)
+        self._open(name, True, maxsize, msg_size, mode, max_participants, recover_after)
         _open_handles.add(self)
         _created_handles.add(self)
 
     @classmethod
-    def attach(cls, name):
+    def attach(cls, name, *, recover_after=0.1):
         """Open a handle on an existing queue by segment name."""
         self = cls.__new__(cls)
-        self._open(name, False)
+        self._open(name, False, recover_after=recover_after)
         _open_handles.add(self)
         return self
 
     def __reduce__(self):
         if self.closed:
             raise ValueError(f"cannot pickle closed queue {self.name!r}")
-        return (_unpickle_queue, (type(self), self.name, self.maxsize, self.msg_size))
+        return (_unpickle_queue, (type(self), self.name, self.maxsize, self.msg_size, self.recover_after))
 
     def __enter__(self):
         return self
@@ -97,9 +101,9 @@ class Queue(RingQueue):
         """No-op (multiprocessing.Queue compatibility: shmring has no feeder thread)."""
 
 
-def _unpickle_queue(cls, name, maxsize, msg_size):
+def _unpickle_queue(cls, name, maxsize, msg_size, recover_after):
     # Attach at once, so that a missing or corrupt segment raises from pickle.loads.
-    q = cls.attach(name)
+    q = cls.attach(name, recover_after=recover_after)
     if (q.maxsize, q.msg_size) != (maxsize, msg_size):
         found = (q.maxsize, q.msg_size)
         q.close()

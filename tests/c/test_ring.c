@@ -7,6 +7,8 @@
  *                                     each, tagged (producer, sequence): checks no
  *                                     loss, no duplicate, per-producer order, and
  *                                     that no claim ever exceeds maxsize
+ *   test_ring recovery                white-box crash recovery: claims set up by hand,
+ *                                     owners marked dead, then recovered
  *   test_ring pingpong N              two threads hand N messages back and forth
  *                                     through maxsize-1 rings with 5 s wait slices:
  *                                     a lost wake-up shows as a wait over 1 s
@@ -168,6 +170,121 @@ static void test_unit(void)
     shmring_close(r);
     CHECK(shmring_unlink(ring_name) == SHMRING_OK);
     printf("unit ok\n");
+}
+
+/* ---- crash recovery, white-box ---- */
+
+#include <sys/wait.h>
+
+static pid_t dead_pid(void)
+{
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0)
+        _exit(0);
+    CHECK(waitpid(pid, NULL, 0) == pid); /* reaped: the pid names nobody now */
+    return pid;
+}
+
+static void make_dead(shmring_participant_t *p, pid_t pid)
+{
+    atomic_store(&p->entry->pid, pid);
+}
+
+static uint64_t stat_lost(shmring_t *r)
+{
+    shmring_stats_t st;
+    shmring_get_stats(r, &st);
+    return st.lost;
+}
+
+static void test_recovery(void)
+{
+    char buf[16];
+    size_t len;
+    shmring_span_t span;
+    pid_t gone = dead_pid();
+
+    /* 1. a producer dies between claim and commit: its slot becomes a hole */
+    shmring_t *r = make_ring(16, 8);
+    shmring_participant_t *dead_prod, *live_prod, *cons;
+    CHECK(shmring_participant_join(r, &dead_prod) == SHMRING_OK);
+    CHECK(shmring_participant_join(r, &live_prod) == SHMRING_OK);
+    CHECK(shmring_participant_join(r, &cons) == SHMRING_OK);
+    CHECK(shmring_put(dead_prod, "m0", 3) == 1);
+    CHECK(shmring_put_claim(dead_prod, 1, &span) == 1); /* claimed, never committed */
+    CHECK(shmring_put(live_prod, "m2", 3) == 1);
+    CHECK(shmring_get(cons, buf, sizeof buf, &len) == 1 && strcmp(buf, "m0") == 0);
+    CHECK(shmring_get(cons, buf, sizeof buf, &len) == 0); /* stuck behind the claim */
+    CHECK(shmring_recover(r) == 0);                        /* its owner is alive */
+    make_dead(dead_prod, gone);
+    CHECK(shmring_participants_alive(r) == 2);
+    CHECK(shmring_recover(r) == 1);
+    CHECK(stat_lost(r) == 1 && shmring_unfinished(r) == 3 - 1);
+    CHECK(shmring_get(cons, buf, sizeof buf, &len) == 1 && strcmp(buf, "m2") == 0);
+    CHECK(shmring_get(cons, buf, sizeof buf, &len) == 0);
+    CHECK(SHMRING_PART_STATUS(atomic_load(&dead_prod->entry->state)) == SHMRING_PART_FREE);
+    CHECK(shmring_recover(r) == 0); /* nothing left to do */
+
+    /* 2. a consumer dies holding messages: producers get the slots back a lap later */
+    shmring_participant_t *dead_cons;
+    CHECK(shmring_participant_join(r, &dead_cons) == SHMRING_OK);
+    for (int i = 0; i < 8; i++)
+        CHECK(shmring_put(live_prod, &i, sizeof i) == 1);
+    CHECK(shmring_get_claim(dead_cons, 2, &span) == 2); /* claimed, never released */
+    for (int i = 0; i < 6; i++)
+        CHECK(shmring_get(cons, buf, sizeof buf, &len) == 1);
+    CHECK(shmring_put(live_prod, buf, 1) == 0); /* next lap starts at the dead consumer's slots */
+    make_dead(dead_cons, gone);
+    uint64_t lost_before = stat_lost(r);
+    CHECK(shmring_recover(r) == 1);
+    CHECK(stat_lost(r) == lost_before + 2);
+    for (int i = 0; i < 8; i++)
+        CHECK(shmring_put(live_prod, &i, sizeof i) == 1);
+    for (int i = 0; i < 8; i++)
+        CHECK(shmring_get(cons, buf, sizeof buf, &len) == 1);
+    /* 3 + 8 + 8 put, of which 3 lost: those count as done for join() */
+    CHECK(shmring_unfinished(r) == 19 - 3);
+
+    /* 3. a dead participant announced a position that a live one actually holds
+     *    (its own CAS lost): the live claim is left alone, the dead entry kept
+     *    until the live one commits */
+    shmring_participant_t *loser;
+    CHECK(shmring_participant_join(r, &loser) == SHMRING_OK);
+    CHECK(shmring_put_claim(live_prod, 1, &span) == 1);
+    atomic_store(&loser->entry->claim_role, SHMRING_CLAIM_PUT);
+    atomic_store(&loser->entry->claim_pos, span.pos);
+    atomic_store(&loser->entry->claim_n, 1);
+    make_dead(loser, gone);
+    CHECK(shmring_recover(r) == 0);
+    CHECK(atomic_load(&shmring__meta(r, span.pos)->seq) == span.pos); /* not a hole */
+    CHECK(SHMRING_PART_STATUS(atomic_load(&loser->entry->state)) == SHMRING_PART_ACTIVE);
+    memcpy(shmring_slot_payload(r, span.pos), "live", 5);
+    shmring_slot_set_len(r, span.pos, 5);
+    shmring_put_commit(live_prod, &span);
+    shmring_recover(r); /* now settled: the dead entry goes */
+    CHECK(SHMRING_PART_STATUS(atomic_load(&loser->entry->state)) == SHMRING_PART_FREE);
+    CHECK(shmring_get(cons, buf, sizeof buf, &len) == 1 && strcmp(buf, "live") == 0);
+
+    /* 4. pid reuse: our own pid with another start time is somebody else, dead;
+     *    a claim larger than maxsize is garbage and ignored */
+    shmring_participant_t *reused;
+    CHECK(shmring_participant_join(r, &reused) == SHMRING_OK);
+    atomic_store(&reused->entry->start_time, atomic_load(&reused->entry->start_time) + 12345);
+    atomic_store(&reused->entry->claim_role, SHMRING_CLAIM_GET);
+    atomic_store(&reused->entry->claim_n, 1000);
+    CHECK(shmring_participants_alive(r) == 2);
+    lost_before = stat_lost(r);
+    shmring_recover(r);
+    CHECK(stat_lost(r) == lost_before);
+    CHECK(SHMRING_PART_STATUS(atomic_load(&reused->entry->state)) == SHMRING_PART_FREE);
+
+    /* still a working queue */
+    CHECK(shmring_put(live_prod, "ok", 3) == 1);
+    CHECK(shmring_get(cons, buf, sizeof buf, &len) == 1 && strcmp(buf, "ok") == 0);
+    shmring_close(r); /* leaves our entries; the recovered ones were freed already */
+    shmring_unlink(ring_name);
+    printf("recovery ok\n");
 }
 
 /* ---- stress ---- */
@@ -368,10 +485,14 @@ int main(int argc, char **argv)
                     strtoull(argv[5], NULL, 10));
         return 0;
     }
+    if (argc == 2 && strcmp(argv[1], "recovery") == 0) {
+        test_recovery();
+        return 0;
+    }
     if (argc == 3 && strcmp(argv[1], "pingpong") == 0) {
         test_pingpong(strtoull(argv[2], NULL, 10));
         return 0;
     }
-    fprintf(stderr, "usage: %s unit | stress P C N MAXSIZE | pingpong N\n", argv[0]);
+    fprintf(stderr, "usage: %s unit | recovery | stress P C N MAXSIZE | pingpong N\n", argv[0]);
     return 2;
 }
