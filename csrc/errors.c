@@ -30,6 +30,8 @@ const char *shmring_strerror(int rc)
     case SHMRING_EOFFSETS: return "segment area offsets do not match its parameters";
     case SHMRING_EMAPSIZE: return "segment mapped size does not match its parameters";
     case SHMRING_EPOSITIONS: return "segment position counters are inconsistent";
+    case SHMRING_ERESERVED: return "segment header has non-zero flags or reserved bytes";
+    case SHMRING_ECREATOR: return "segment creator pid or creation time is implausible";
     default: return "unknown shmring error";
     }
 }

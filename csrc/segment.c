@@ -215,6 +215,18 @@ static int validate(struct shmring_segment *seg, uint64_t real_size, uint32_t ki
 
     if (h->layout_version != SHMRING_LAYOUT_VERSION)
         return SHMRING_EVERSION;
+    if (seg->hdr.flags != 0)
+        return SHMRING_ERESERVED;
+    for (size_t i = 0; i < sizeof seg->hdr.reserved; i++)
+        if (seg->hdr.reserved[i] != 0)
+            return SHMRING_ERESERVED;
+    /* created between 2000 and a day from now, by a positive pid */
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    uint64_t created = seg->hdr.created_unix_ns, now_ns = (uint64_t)now.tv_sec * 1000000000u;
+    if (seg->hdr.creator_pid <= 0 || seg->hdr.creator_pid > INT32_MAX ||
+        created < UINT64_C(946684800) * 1000000000u || created > now_ns + UINT64_C(86400) * 1000000000u)
+        return SHMRING_ECREATOR;
     if (h->kind != kind)
         return SHMRING_EKIND;
     if (h->header_size != sizeof(struct shmring_segment))
@@ -240,17 +252,20 @@ static int validate(struct shmring_segment *seg, uint64_t real_size, uint32_t ki
     if (real_size < L.mapped_size)
         return SHMRING_ETRUNCATED;
 
-    /* Positions: read_pos <= write_pos <= read_pos + maxsize. A busy ring moves
-     * while we look, so only a stable snapshot (write_pos unchanged around the
-     * read_pos load) is judged. relaxed: a plausibility check, nothing is
-     * published through these loads. */
+    /* Counters: read_pos <= write_pos <= read_pos + maxsize, tasks_done and lost
+     * <= write_pos. A busy ring moves while we look, so only a stable snapshot
+     * (write_pos unchanged around the other loads) is judged. */
     for (int attempt = 0; attempt < 8; attempt++) {
-        uint64_t w1 = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
-        uint64_t r = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
+        /* acquire (C2, T2): a live ring then shows read_pos, tasks_done <= write_pos */
+        uint64_t r = atomic_load_explicit(&seg->cons.read_pos, memory_order_acquire);
+        uint64_t done = atomic_load_explicit(&seg->join.tasks_done, memory_order_acquire);
+        uint64_t w1 = atomic_load_explicit(&seg->prod.write_pos, memory_order_acquire);
+        /* relaxed: a statistic, at most what was ever put */
+        uint64_t lost = atomic_load_explicit(&seg->stats.lost, memory_order_relaxed);
         uint64_t w2 = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
         if (w1 != w2)
             continue;
-        if (r > w1 || w1 - r > h->maxsize)
+        if (r > w1 || w1 - r > h->maxsize || done > w1 || lost > w1)
             return SHMRING_EPOSITIONS;
         break;
     }

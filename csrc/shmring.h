@@ -58,6 +58,8 @@ enum {
     SHMRING_EOFFSETS = -30,     /* area offsets inconsistent with the parameters */
     SHMRING_EMAPSIZE = -31,     /* recorded mapped size differs from the layout */
     SHMRING_EPOSITIONS = -32,   /* position counters inconsistent */
+    SHMRING_ERESERVED = -33,    /* flags or reserved header bytes not zero */
+    SHMRING_ECREATOR = -34,     /* creator pid or creation time implausible */
 };
 
 /* Ring kinds recorded in the header. */

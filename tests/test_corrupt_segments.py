@@ -9,7 +9,17 @@ import textwrap
 import pytest
 
 from conftest import child_python_env
-from segments import HEADER, HEADER_FIELDS, READ_POS_OFFSET, WRITE_POS_OFFSET, read_segment, unlink, write_segment
+from segments import (
+    HEADER,
+    HEADER_FIELDS,
+    LOST_OFFSET,
+    READ_POS_OFFSET,
+    TASKS_DONE_OFFSET,
+    WRITE_POS_OFFSET,
+    read_segment,
+    unlink,
+    write_segment,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -55,7 +65,15 @@ CASES = {
     "participant size": (dict(field="participant_size", value=64), "participant table"),
     "meta offset": (dict(field="meta_offset", value=1 << 40), "offsets"),
     "payload offset": (dict(field="payload_offset", value=128), "offsets"),
+    "flags": (dict(field="flags", value=1), "reserved"),
+    "reserved bytes": (dict(at=120, value=7), "reserved"),
+    "creator pid zero": (dict(field="creator_pid", value=0), "creator"),
+    "creator pid negative": (dict(field="creator_pid", value=-5), "creator"),
+    "created at epoch": (dict(field="created_unix_ns", value=0), "creator"),
+    "created in the future": (dict(field="created_unix_ns", value=1 << 63), "creator"),
     "read ahead of write": (dict(at=READ_POS_OFFSET, value=10), "position"),
+    "tasks done ahead of write": (dict(at=TASKS_DONE_OFFSET, value=10), "position"),
+    "lost more than written": (dict(at=LOST_OFFSET, value=10), "position"),
     "write too far ahead": (dict(at=WRITE_POS_OFFSET, value=1 << 50), "position"),
     "truncated body": (dict(size=-65536), "truncated"),  # beyond macOS page rounding
     "truncated header": (dict(size=100), "truncated"),
@@ -68,6 +86,8 @@ def good_segment():
     import shmring
 
     q = shmring.Queue(1000, 64)
+    q.put_many(range(5))   # counters that the cases below push out of line
+    q.get_many(max_items=3)
     raw = read_segment(q.name)
     q.close()
     return raw

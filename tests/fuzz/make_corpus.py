@@ -1,0 +1,46 @@
+"""Regenerate the seed corpus: real segments in interesting states.
+
+    python tests/fuzz/make_corpus.py        (needs shmring importable)
+
+Small rings (a few KiB each) so that mutations hit header fields, counters,
+slot words and participant entries alike.
+"""
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import shmring  # noqa: E402
+from segments import read_segment  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "corpus"
+
+
+def save(name, q):
+    (OUT / name).write_bytes(read_segment(q.name))
+    q.close()
+
+
+def main():
+    OUT.mkdir(exist_ok=True)
+    save("empty", shmring.Queue(4, 8, max_participants=2))
+    q = shmring.Queue(4, 8, max_participants=2)
+    for i in range(3):
+        q.put_bytes(bytes([i]) * (i + 2))
+    save("three-messages", q)
+    q = shmring.Queue(5, 8, max_participants=4)
+    for lap in range(13):  # positions well past the capacity: wrapped slot words
+        q.put_bytes(b"lap%d" % lap)
+        q.get_bytes()
+    q.put_bytes(b"x" * 8)
+    save("wrapped", q)
+    q = shmring.Queue(3, 16, max_participants=2)
+    q.put_many([1, 2, 3])
+    q.get()
+    q.task_done()
+    save("full-then-one-read", q)
+    print("corpus:", sorted(os.listdir(OUT)))
+
+
+if __name__ == "__main__":
+    main()
