@@ -64,7 +64,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
     if (fd < 0)
         return 0;
-    int ok = size == 0 || (ftruncate(fd, (off_t)size) == 0 && write(fd, data, size) == (ssize_t)size);
+    /* mmap, not write(): macOS shared memory objects cannot be written with write() */
+    int ok = size == 0;
+    if (size > 0 && ftruncate(fd, (off_t)size) == 0) {
+        void *m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (m != MAP_FAILED) {
+            memcpy(m, data, size);
+            munmap(m, size);
+            ok = 1;
+        }
+    }
     close(fd);
     shmring_t *r;
     if (ok && shmring_attach(name, SHMRING_KIND_QUEUE, &r) == SHMRING_OK) {
