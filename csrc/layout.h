@@ -98,8 +98,17 @@ enum { SHMRING_PART_FREE = 0, SHMRING_PART_JOINING = 1, SHMRING_PART_ACTIVE = 2 
 #define SHMRING_PART_STATUS(s) ((s) & 0xffu)
 #define SHMRING_PART_GEN(s) ((s) >> 8)
 #define SHMRING_PART_STATE(status, gen) (((uint32_t)(gen) << 8) | (status))
-/* What a participant's announced claim is for. */
-enum { SHMRING_CLAIM_NONE = 0, SHMRING_CLAIM_PUT = 1, SHMRING_CLAIM_GET = 2 };
+/* What a participant's announced claim is for. GET becomes GET_HELD once the
+ * claim CAS succeeded (so recovery knows every announced message was the dead
+ * consumer's, even those it had already released), and GET_COUNTED once a
+ * recoverer has counted them as lost. */
+enum {
+    SHMRING_CLAIM_NONE = 0,
+    SHMRING_CLAIM_PUT = 1,
+    SHMRING_CLAIM_GET = 2,
+    SHMRING_CLAIM_GET_HELD = 3,
+    SHMRING_CLAIM_GET_COUNTED = 4,
+};
 
 /* One thread of one process. Its owner is the only writer of the claim fields:
  * before trying to claim positions [claim_pos, claim_pos + claim_n) it announces
@@ -111,7 +120,7 @@ struct shmring_participant_entry {
     _Atomic uint32_t state;
     _Atomic int32_t pid;
     _Atomic uint64_t start_time;
-    _Atomic uint64_t pid_ns;        /* Linux pid namespace inode; 0 elsewhere */
+    _Atomic uint64_t pid_ns;        /* Linux pid + time namespace identity; 0 elsewhere */
     _Atomic uint64_t claim_pos;
     _Atomic uint32_t claim_n;
     _Atomic uint32_t claim_role;

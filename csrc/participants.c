@@ -33,7 +33,9 @@
 
 #include "internal.h"
 
-/* What the OS says about a pid: its start time and whether it is a zombie. */
+/* What the OS says about a running pid: its start time and whether it is a
+ * zombie. SHMRING_OK, or an error if the OS would not say (no /proc, no file
+ * descriptor left, hidden by hidepid...): the caller must then assume alive. */
 static int process_info(pid_t pid, uint64_t *start_time, int *zombie)
 {
 #if defined(__linux__)
@@ -44,11 +46,11 @@ static int process_info(pid_t pid, uint64_t *start_time, int *zombie)
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return SHMRING_ENOTFOUND;
+        return SHMRING_ESYS;
     ssize_t n = read(fd, buf, sizeof buf - 1);
     close(fd);
     if (n <= 0)
-        return SHMRING_ENOTFOUND;
+        return SHMRING_ESYS;
     buf[n] = '\0';
     char *p = strrchr(buf, ')');
     if (p == NULL || p[1] != ' ')
@@ -60,15 +62,31 @@ static int process_info(pid_t pid, uint64_t *start_time, int *zombie)
             return SHMRING_ESYS;
     }
     *start_time = strtoull(p + 1, NULL, 10);
+    if (*zombie) {
+        /* The state is the main thread's: a process whose main thread exited
+         * while others run shows 'Z' too. Only a single-threaded one is a zombie. */
+        snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return SHMRING_ESYS;
+        char status[4096];
+        n = read(fd, status, sizeof status - 1);
+        close(fd);
+        if (n <= 0)
+            return SHMRING_ESYS;
+        status[n] = '\0';
+        const char *threads = strstr(status, "\nThreads:");
+        if (threads == NULL)
+            return SHMRING_ESYS;
+        *zombie = strtol(threads + 10, NULL, 10) <= 1;
+    }
     return SHMRING_OK;
 #elif defined(__APPLE__)
     int mib[4] = {CTL_KERN, KERN_PROC, KERN_PROC_PID, (int)pid};
     struct kinfo_proc kp;
     size_t len = sizeof kp;
-    if (sysctl(mib, 4, &kp, &len, NULL, 0) != 0)
+    if (sysctl(mib, 4, &kp, &len, NULL, 0) != 0 || len == 0)
         return SHMRING_ESYS;
-    if (len == 0)
-        return SHMRING_ENOTFOUND;
     *zombie = kp.kp_proc.p_stat == SZOMB;
     *start_time = (uint64_t)kp.kp_proc.p_starttime.tv_sec * 1000000u +
                   (uint64_t)kp.kp_proc.p_starttime.tv_usec;
@@ -81,32 +99,38 @@ static int process_info(pid_t pid, uint64_t *start_time, int *zombie)
 #endif
 }
 
-/* Identity of the pid namespace we live in: pids from another one mean nothing here. */
-static uint64_t own_pid_namespace(void)
+/* Identity of the pid and time namespaces we live in: pids, and the start times
+ * /proc reports, mean nothing across them. */
+static uint64_t own_namespaces(void)
 {
+    uint64_t id = 0;
 #if defined(__linux__)
     struct stat st;
     if (stat("/proc/self/ns/pid", &st) == 0)
-        return (uint64_t)st.st_ino;
+        id = (uint64_t)st.st_ino;
+    if (stat("/proc/self/ns/time", &st) == 0)
+        id = id * 1000003u ^ (uint64_t)st.st_ino;
 #endif
-    return 0;
+    return id;
 }
 
 int shmring__process_alive(pid_t pid, uint64_t start_time, uint64_t pid_ns)
 {
-    if (pid_ns != own_pid_namespace())
-        return 1; /* cannot judge a process of another pid namespace: assume alive */
+    /* Only evidence makes a process dead: no such pid, a zombie, or a pid now
+     * carried by a process started at another time. Anything we cannot check
+     * (another namespace, /proc unreadable, out of descriptors) counts as alive:
+     * recovering a live process's claim would corrupt the ring, waiting for a
+     * dead one only delays. */
+    if (pid_ns != own_namespaces())
+        return 1;
     if (pid <= 0)
         return 0;
     if (kill(pid, 0) != 0 && errno == ESRCH)
         return 0;
     uint64_t now_start = 0;
     int zombie = 0;
-    int rc = process_info(pid, &now_start, &zombie);
-    if (rc == SHMRING_ENOTFOUND)
-        return 0;
-    if (rc != SHMRING_OK)
-        return 1; /* the OS would not say: assume alive, never recover wrongly */
+    if (process_info(pid, &now_start, &zombie) != SHMRING_OK)
+        return 1;
     if (zombie)
         return 0; /* killed, not yet reaped by its parent */
     return start_time == 0 || now_start == start_time;
@@ -157,7 +181,7 @@ int shmring_participant_join(shmring_t *r, shmring_participant_t **out)
     int zombie = 0;
     if (process_info(pid, &start_time, &zombie) != SHMRING_OK)
         start_time = 0; /* liveness then falls back to the pid alone */
-    uint64_t pid_ns = own_pid_namespace();
+    uint64_t pid_ns = own_namespaces();
     shmring_participant_t *me = calloc(1, sizeof *me);
     if (me == NULL)
         return SHMRING_ENOMEM;
@@ -176,11 +200,12 @@ int shmring_participant_join(shmring_t *r, shmring_participant_t **out)
             if (pass != 1 && status != SHMRING_PART_FREE)
                 continue;
             if (pass == 1) {
-                /* relaxed: a dead owner writes nothing more; the CAS in
-                 * take_entry fails if the entry changed hands meanwhile */
-                if (status != SHMRING_PART_ACTIVE ||
-                    atomic_load_explicit(&r->parts[i].claim_n, memory_order_relaxed) != 0 ||
-                    shmring__process_alive(v.pid, v.start_time, v.pid_ns))
+                /* Dead first, then its claim: read before the death was
+                 * established, a claim made just before dying could be missed
+                 * and then erased. acquire: pairs with P2 / withdraw (ring.c).
+                 * The CAS in take_entry fails if the entry changed hands. */
+                if (status != SHMRING_PART_ACTIVE || shmring__process_alive(v.pid, v.start_time, v.pid_ns) ||
+                    atomic_load_explicit(&r->parts[i].claim_n, memory_order_acquire) != 0)
                     continue;
             }
             if (take_entry(r, i, v.state, pid, start_time, pid_ns))

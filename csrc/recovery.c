@@ -1,37 +1,56 @@
 /*
  * recovery.c - giving back what participants held when their process died.
  *
- * Every participant announces the positions it is about to claim (ring.c, P2)
- * and withdraws the announcement once it committed or released them. When the
- * process behind an entry is dead (participants.c) and its announcement is still
- * there, for each announced position p:
+ * Every participant announces the positions it is about to claim (ring.c, P2),
+ * marks a successful read claim as held (P5), and withdraws the announcement
+ * once it committed or released. When the process behind an entry is dead
+ * (participants.c) and its announcement is still there:
  *
- *   PUT, p < write_pos, seq == p      claimed, never committed: the slot becomes a
- *                                     hole (seq = p + 2) that consumers skip
- *   GET, p < read_pos,  seq == p + 1  claimed for reading, never released: the slot
- *                                     is released (seq = p + capacity); the message
- *                                     is lost
- *   GET, p < read_pos,  seq == p + 2  a hole it was skipping: released
+ *   PUT       each position p < write_pos whose slot still says p (claimed, never
+ *             committed) becomes a hole (seq = p + 2) that consumers skip; one
+ *             lost message per hole made
+ *   GET_HELD  the claim succeeded: all n messages were the dead consumer's and
+ *             none reached its caller (a get returns only after releasing), so
+ *             all n are lost, counted once by whoever moves the role to
+ *             GET_COUNTED; every slot still unreleased (p + 1, or p + 2 for a hole
+ *             it was skipping) is released (seq = p + capacity)
+ *   GET       died between announcing and marking the claim held: a slot still
+ *             at p + 1 below read_pos is released, one lost message per release,
+ *             unless a live participant announces p (the dead one's CAS may have
+ *             lost to it: then it is looked at again next time and the dead entry
+ *             is kept until nothing of it is pending)
  *
- * unless a live participant also announces p: a dead one's claim CAS may have
- * failed, the live one then holds p (a claimed position is always covered by
- * its claimer's announcement). Such a position is looked at again next time,
- * and the dead entry is kept until none is left. Lost messages count in
- * stats.lost and as done for join(). Each change is a CAS from the exact state
- * seen, so recoverers running at once are harmless and counters count CAS
- * winners. Finally the entry is freed for reuse.
+ * Each change is a CAS from the exact state seen and each count is made by the
+ * winner of a CAS, right after it, so recoverers running at once in several
+ * processes are harmless and a recoverer killed midway loses at most the count
+ * of the one change it just won. Finally the entry is freed for reuse.
  *
  * Atomic pairs:
  *   R1  acquire loads of write_pos / read_pos -> P3 / C2 (ring.c): the announcements
  *       of all claims up to there are visible
- *   R2  acquire load of claim_n -> P2 / withdraw (ring.c): we see the claim, or, if
- *       withdrawn, the commit or release before it (so our CAS on seq then fails)
+ *   R2  acquire loads of the announcement -> P2 / P5 / withdraw (ring.c): we see the
+ *       claim, or, if it moved on, the commit or release before that (so our CAS on
+ *       the slot then fails)
  *   R3  acq_rel CAS on seq -> C1 / P1 (ring.c): whoever takes the slot next sees
  *       the state we wrote, and we saw the state the dead owner left
- *   R4  release CAS of the entry state to FREE -> J1 (participants.c) of the next owner
+ *   R4  acq_rel CAS of the entry state (taking it as if joining) and release store
+ *       of FREE -> J1 (participants.c) of the next owner
  *   R5  release increments of tasks_done -> T2 (ring.c): join() sees them
  */
 #include "internal.h"
+
+struct announcement {
+    uint32_t role, n;
+    uint64_t pos;
+};
+
+static void read_announcement(const struct shmring_participant_entry *e, struct announcement *a)
+{
+    /* R2 */
+    a->n = atomic_load_explicit(&e->claim_n, memory_order_acquire);
+    a->role = atomic_load_explicit(&e->claim_role, memory_order_acquire);
+    a->pos = atomic_load_explicit(&e->claim_pos, memory_order_acquire);
+}
 
 /* Is position p (of this role) announced by a participant we did not find dead? */
 static int covered_by_live(const shmring_t *r, const struct shmring__entry_view *seen,
@@ -41,71 +60,87 @@ static int covered_by_live(const shmring_t *r, const struct shmring__entry_view 
         const struct shmring_participant_entry *e = &r->parts[j];
         /* acquire: pairs with J3/L1, who owns the entry now */
         uint32_t state = atomic_load_explicit(&e->state, memory_order_acquire);
-        if (dead[j] && state == seen[j].state)
-            continue; /* still the dead owner */
-        if (SHMRING_PART_STATUS(state) == SHMRING_PART_FREE)
-            continue;
-        /* R2 */
-        uint32_t n = atomic_load_explicit(&e->claim_n, memory_order_acquire);
-        if (n == 0)
-            continue;
-        /* relaxed: published by the release store of claim_n (P2) */
-        uint32_t their_role = atomic_load_explicit(&e->claim_role, memory_order_relaxed);
-        uint64_t pos = atomic_load_explicit(&e->claim_pos, memory_order_relaxed);
-        if (their_role == role && p - pos < n)
+        if ((dead[j] && state == seen[j].state) || SHMRING_PART_STATUS(state) == SHMRING_PART_FREE)
+            continue; /* still the dead owner, or nobody */
+        struct announcement a;
+        read_announcement(e, &a);
+        uint32_t their_role = a.role == SHMRING_CLAIM_PUT ? SHMRING_CLAIM_PUT : SHMRING_CLAIM_GET;
+        if (a.n != 0 && their_role == role && p - a.pos < a.n)
             return 1;
     }
     return 0;
 }
 
-/* Give back what dead entry i announced; returns the messages lost. *pending is
- * set if a position could not be settled yet (a live participant announces it). */
-static uint64_t recover_claim(shmring_t *r, const struct shmring__entry_view *seen, const uint8_t *dead,
-                              uint32_t i, uint64_t write_pos, uint64_t read_pos, int *pending)
+static void count_lost(struct shmring_segment *seg, uint64_t n)
+{
+    /* relaxed: a statistic */
+    atomic_fetch_add_explicit(&seg->stats.lost, n, memory_order_relaxed);
+    /* R5: lost messages will never get a task_done() */
+    atomic_fetch_add_explicit(&seg->join.tasks_done, n, memory_order_release);
+}
+
+/* R3: move slot seq from `from` to `to`; 1 if we did. */
+static int move_slot(const shmring_t *r, uint64_t p, uint64_t from, uint64_t to)
+{
+    return atomic_compare_exchange_strong_explicit(&shmring__meta(r, p)->seq, &from, to,
+                                                   memory_order_acq_rel, memory_order_relaxed);
+}
+
+/* Give back what dead entry i announced. Returns 1 if it announced a claim
+ * (which this call or another recoverer settled); sets *pending if a position
+ * could not be settled yet. */
+static int recover_claim(shmring_t *r, const struct shmring__entry_view *seen, const uint8_t *dead,
+                         uint32_t i, uint64_t write_pos, uint64_t read_pos, int *pending)
 {
     struct shmring_participant_entry *e = &r->parts[i];
-    /* R2 */
-    uint32_t n = atomic_load_explicit(&e->claim_n, memory_order_acquire);
-    /* relaxed: published by claim_n's release (P2); a dead owner writes no more */
-    uint32_t role = atomic_load_explicit(&e->claim_role, memory_order_relaxed);
-    uint64_t pos = atomic_load_explicit(&e->claim_pos, memory_order_relaxed);
+    struct announcement a;
+    read_announcement(e, &a);
     *pending = 0;
-    /* relaxed: if the entry changed hands while we read, what we read may be the
-     * new owner's; leave it (the new owner is alive). */
+    /* relaxed: if the entry changed hands while we read, the announcement may be
+     * the new, live owner's: leave it. */
     if (atomic_load_explicit(&e->state, memory_order_relaxed) != seen[i].state) {
         *pending = 1;
         return 0;
     }
-    if (n == 0 || n > r->maxsize)
+    if (a.n == 0 || a.n > r->maxsize)
         return 0; /* nothing held, or garbage: no claim is larger than maxsize */
-    uint64_t lost = 0;
-    for (uint32_t k = 0; k < n; k++) {
-        uint64_t p = pos + k;
-        _Atomic uint64_t *seq = &shmring__meta(r, p)->seq;
-        /* the state a slot is stuck in if the dead owner held p */
-        uint64_t stuck = role == SHMRING_CLAIM_PUT ? p : p + 1;
-        uint64_t counter = role == SHMRING_CLAIM_PUT ? write_pos : read_pos;
-        if ((role != SHMRING_CLAIM_PUT && role != SHMRING_CLAIM_GET) || (int64_t)(counter - p) <= 0)
+
+    if (a.role == SHMRING_CLAIM_GET_HELD || a.role == SHMRING_CLAIM_GET_COUNTED) {
+        uint32_t held = SHMRING_CLAIM_GET_HELD;
+        /* R2 (acq_rel): one recoverer counts the claim */
+        if (atomic_compare_exchange_strong_explicit(&e->claim_role, &held, SHMRING_CLAIM_GET_COUNTED,
+                                                    memory_order_acq_rel, memory_order_acquire))
+            count_lost(r->seg, a.n);
+        for (uint32_t k = 0; k < a.n; k++) {
+            uint64_t p = a.pos + k;
+            if (!move_slot(r, p, p + 1, p + r->capacity))
+                move_slot(r, p, p + 2, p + r->capacity); /* a hole it was skipping */
+        }
+        return 1;
+    }
+    if (a.role != SHMRING_CLAIM_PUT && a.role != SHMRING_CLAIM_GET)
+        return 0; /* garbage */
+
+    int put = a.role == SHMRING_CLAIM_PUT;
+    uint64_t counter = put ? write_pos : read_pos;
+    for (uint32_t k = 0; k < a.n; k++) {
+        uint64_t p = a.pos + k;
+        uint64_t stuck = put ? p : p + 1; /* the state if the dead owner held p */
+        if ((int64_t)(counter - p) <= 0)
             continue; /* never claimed: the owner died before its CAS */
-        if (covered_by_live(r, seen, dead, role, p)) {
+        if (covered_by_live(r, seen, dead, a.role, p)) {
             /* relaxed: only decides whether to look again later */
-            uint64_t now = atomic_load_explicit(seq, memory_order_relaxed);
+            uint64_t now = atomic_load_explicit(&shmring__meta(r, p)->seq, memory_order_relaxed);
             if (now == stuck || now == p + 2)
                 *pending = 1;
             continue;
         }
-        uint64_t expected = stuck;
-        /* R3: a PUT slot becomes a hole consumers skip, a GET slot goes back to producers. */
-        if (atomic_compare_exchange_strong_explicit(seq, &expected,
-                                                    role == SHMRING_CLAIM_PUT ? p + 2 : p + r->capacity,
-                                                    memory_order_acq_rel, memory_order_relaxed))
-            lost++;
-        else if (role == SHMRING_CLAIM_GET && expected == p + 2)
-            /* R3: a hole it was skipping (counted when it was made) */
-            atomic_compare_exchange_strong_explicit(seq, &expected, p + r->capacity,
-                                                    memory_order_acq_rel, memory_order_relaxed);
+        if (move_slot(r, p, stuck, put ? p + 2 : p + r->capacity))
+            count_lost(r->seg, 1);
+        else if (!put)
+            move_slot(r, p, p + 2, p + r->capacity); /* a hole it was skipping */
     }
-    return lost;
+    return 1;
 }
 
 int shmring_recover(shmring_t *r)
@@ -129,33 +164,32 @@ int shmring_recover(shmring_t *r)
     uint64_t write_pos = atomic_load_explicit(&seg->prod.write_pos, memory_order_acquire);
     uint64_t read_pos = atomic_load_explicit(&seg->cons.read_pos, memory_order_acquire);
     int recovered = 0;
-    uint64_t lost = 0;
     for (uint32_t i = 0; i < r->max_participants; i++) {
         if (!dead[i])
             continue;
         int pending;
-        uint64_t lost_here = recover_claim(r, seen, dead, i, write_pos, read_pos, &pending);
-        lost += lost_here;
+        int held = recover_claim(r, seen, dead, i, write_pos, read_pos, &pending);
         if (pending)
             continue; /* keep the entry: its announcement is still needed */
-        shmring__clear_sleeper(r, i);
+        /* R4: take the entry as a joiner would, so that nobody else can while we
+         * clear its sleeper bits, then free it. */
         uint32_t expected = seen[i].state;
-        uint32_t free_state = SHMRING_PART_STATE(SHMRING_PART_FREE, SHMRING_PART_GEN(expected));
-        /* R4: pairs with J1 of the next owner. */
-        if (atomic_compare_exchange_strong_explicit(&r->parts[i].state, &expected, free_state,
-                                                    memory_order_release, memory_order_relaxed) &&
-            lost_here > 0)
+        uint32_t gen = SHMRING_PART_GEN(expected) + 1;
+        if (!atomic_compare_exchange_strong_explicit(&r->parts[i].state, &expected,
+                                                     SHMRING_PART_STATE(SHMRING_PART_JOINING, gen),
+                                                     memory_order_acq_rel, memory_order_relaxed))
+            continue; /* another recoverer got there first */
+        shmring__clear_sleeper(r, i);
+        /* relaxed: published by the release store of FREE below */
+        atomic_store_explicit(&r->parts[i].claim_n, 0, memory_order_relaxed);
+        atomic_store_explicit(&r->parts[i].state, SHMRING_PART_STATE(SHMRING_PART_FREE, gen),
+                              memory_order_release);
+        if (held) {
             recovered++;
+            /* relaxed: a statistic */
+            atomic_fetch_add_explicit(&seg->stats.recoveries, 1, memory_order_relaxed);
+        }
     }
-    if (lost > 0) {
-        /* relaxed: a statistic */
-        atomic_fetch_add_explicit(&seg->stats.lost, lost, memory_order_relaxed);
-        /* R5: lost messages will never get a task_done() */
-        atomic_fetch_add_explicit(&seg->join.tasks_done, lost, memory_order_release);
-    }
-    if (recovered > 0)
-        /* relaxed: a statistic */
-        atomic_fetch_add_explicit(&seg->stats.recoveries, (uint64_t)recovered, memory_order_relaxed);
     /* Holes can be skipped, slots reused, join() may be done: wake whoever waits. */
     shmring__notify(r, &seg->not_empty);
     shmring__notify(r, &seg->not_full);

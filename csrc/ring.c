@@ -15,10 +15,11 @@
  * Atomic pairs (label: where, order -> partner, what it makes visible):
  *   P1  put_claim  acquire load of seq   -> C3: the previous reader is done with
  *                                           the payload before we overwrite it
- *   P2  put_claim  announcement: role, pos relaxed, then claim_n release -> acquire
- *                  loads of claim_n by crash recovery; withdrawn (claim_n = 0, release)
- *                  after commit, so a recoverer that sees it withdrawn also sees
- *                  the commit
+ *   P2  put_claim  announcement fields stored with release -> acquire loads by crash
+ *                  recovery; withdrawn (claim_n = 0, release) after commit, so a
+ *                  recoverer that sees it withdrawn also sees the commit
+ *   P5  get_claim  release store of claim_role = GET_HELD after a successful claim ->
+ *                  recovery's acquire load: every announced message was ours
  *   P3  put_claim  release CAS write_pos -> acquire loads of write_pos by crash
  *                                           recovery: a claimed position is always
  *                                           covered by its claimer's announcement
@@ -91,10 +92,12 @@ static inline void prefetch_next_slots(const shmring_participant_t *me, uint64_t
 
 static void announce(struct shmring_participant_entry *e, uint32_t role, uint64_t pos, uint32_t n)
 {
-    /* P2: role and pos relaxed, published by the release store of claim_n; the
-     * owner is the only writer. */
-    atomic_store_explicit(&e->claim_role, role, memory_order_relaxed);
-    atomic_store_explicit(&e->claim_pos, pos, memory_order_relaxed);
+    /* P2: all three release, read with acquire by recovery: a recoverer that sees
+     * any field of this announcement also sees everything we did before it (the
+     * commit or release of our previous claim), so a mix of old and new fields
+     * can never make it take our previous slots for abandoned ones. */
+    atomic_store_explicit(&e->claim_role, role, memory_order_release);
+    atomic_store_explicit(&e->claim_pos, pos, memory_order_release);
     atomic_store_explicit(&e->claim_n, n, memory_order_release);
 }
 
@@ -128,8 +131,10 @@ int shmring_put_claim(shmring_participant_t *me, uint32_t max_n, shmring_span_t 
             used = pos - me->cached_read_pos;
             if ((int64_t)used < 0) { /* our pos is stale: readers are past it */
                 uint64_t now = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
-                if ((int64_t)(me->cached_read_pos - now) > 0)
+                if ((int64_t)(me->cached_read_pos - now) > 0) {
+                    withdraw(me->entry);
                     return SHMRING_ECORRUPT; /* readers ahead of writers */
+                }
                 pos = now;
                 continue;
             }
@@ -154,8 +159,10 @@ int shmring_put_claim(shmring_participant_t *me, uint32_t max_n, shmring_span_t 
              * with whoever wrote seq after claiming). If it has not, the slot
              * says something the counters deny: refuse rather than spin. */
             uint64_t now = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
-            if (now == pos)
+            if (now == pos) {
+                withdraw(me->entry);
                 return SHMRING_ECORRUPT;
+            }
             pos = now;
             continue;
         }
@@ -237,8 +244,10 @@ int shmring_get_claim(shmring_participant_t *me, uint32_t max_n, shmring_span_t 
                  * synchronised with the release of pos). If it has not, the
                  * slot contradicts the counters: refuse rather than spin. */
                 uint64_t now = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
-                if (now == pos)
+                if (now == pos) {
+                    withdraw(me->entry);
                     return SHMRING_ECORRUPT;
+                }
             }
             pos = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
             continue;
@@ -247,6 +256,8 @@ int shmring_get_claim(shmring_participant_t *me, uint32_t max_n, shmring_span_t 
         /* C2: as P3, for the consumer's announcement. */
         if (atomic_compare_exchange_weak_explicit(&seg->cons.read_pos, &pos, pos + n,
                                                   memory_order_release, memory_order_relaxed)) {
+            /* P5 */
+            atomic_store_explicit(&me->entry->claim_role, SHMRING_CLAIM_GET_HELD, memory_order_release);
             span->pos = pos;
             span->n = n;
             hook(SHMRING_HOOK_GET_CLAIMED);
@@ -349,6 +360,29 @@ uint64_t shmring_unfinished(const shmring_t *r)
     /* relaxed: write_pos publishes nothing join() needs */
     uint64_t put = atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed);
     return put > done ? put - done : 0;
+}
+
+int shmring_stuck(const shmring_t *r, int what, uint64_t *pos)
+{
+    struct shmring_segment *seg = r->seg;
+    /* relaxed throughout: a hint that decides whether recovery is worth running */
+    if (what == SHMRING_WAIT_READABLE) {
+        uint64_t rp = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
+        uint64_t seq = atomic_load_explicit(&shmring__meta(r, rp)->seq, memory_order_relaxed);
+        uint64_t wp = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+        *pos = rp;
+        return seq == rp && (int64_t)(wp - rp) > 0; /* claimed by a producer, not committed */
+    }
+    if (what == SHMRING_WAIT_WRITABLE) {
+        uint64_t wp = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+        uint64_t seq = atomic_load_explicit(&shmring__meta(r, wp)->seq, memory_order_relaxed);
+        uint64_t rp = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
+        uint64_t prev = wp - r->capacity; /* the position the slot held last lap */
+        *pos = wp;
+        /* claimed by a consumer (read_pos is past it), not released */
+        return (seq == prev + 1 || seq == prev + 2) && (int64_t)(rp - prev) > 0;
+    }
+    return 0;
 }
 
 static uint32_t count_sleepers(const shmring_t *r, const struct shmring_waitq *q)

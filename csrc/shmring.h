@@ -162,6 +162,12 @@ void shmring_get_stats(const shmring_t *ring, shmring_stats_t *out);
  * waits that have lasted a while. Returns the number of dead participants whose
  * claims were recovered. */
 int shmring_recover(shmring_t *ring);
+/* 1 if what a caller waiting for `what` (READABLE / WRITABLE) waits on is held by
+ * an unfinished claim - the next message was claimed by a producer and not
+ * committed, or the next slot still holds a message a consumer claimed and did
+ * not release - with that position in *pos: only then can a dead participant
+ * be the cause, and recovery be worth its system calls. Cheap: three loads. */
+int shmring_stuck(const shmring_t *ring, int what, uint64_t *pos);
 /* Participants (threads) whose process is alive; makes system calls. */
 uint32_t shmring_participants_alive(const shmring_t *ring);
 

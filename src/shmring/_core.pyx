@@ -157,7 +157,9 @@ cdef class RingQueue:
     cdef bint _unlinked
     cdef bint _closing
     cdef int _active                 # operations in flight (they may be waiting without the GIL)
-    cdef uint64_t _recover_after_ns  # a blocked call looks for dead peers after this long
+    cdef uint64_t _recover_after_ns  # stuck this long behind an unfinished claim: recover
+    cdef uint64_t _stuck_pos[2]      # where readers [0] / writers [1] were last seen stuck
+    cdef uint64_t _stuck_since[2]    # since when (0: not stuck)
     # participant of the first thread that used the queue, then one per other thread
     cdef unsigned long _tid0
     cdef _Participant _part0
@@ -331,36 +333,47 @@ cdef class RingQueue:
             self._finish_close()
 
     cdef int _wait(self, _Participant p, int what, uint64_t deadline, uint32_t spin,
-                   uint64_t *recover_at) except -1:
-        """Wait one slice for `what`. 1: try again; 0: the deadline has passed.
-
-        Once the call has been blocked for recover_after, and again every
-        recover_after, look for dead participants holding what we wait for.
-        """
+                   uint64_t wake_by) except -1:
+        """Wait one slice for `what`, at most until wake_by (0: no bound).
+        1: try again; 0: the deadline has passed."""
         cdef uint64_t now = shmring_now_ns(), slice_ns = SLICE_NS
         cdef shmring_participant_t *me = p.ptr
-        cdef shmring_t *ring = self._ring
-        cdef bint recover
         if deadline == 0 or now >= deadline:
             return 0
-        if recover_at[0] == 0:
-            recover_at[0] = now + self._recover_after_ns
-        recover = now >= recover_at[0]
-        if recover:
-            recover_at[0] = now + self._recover_after_ns
-        if recover_at[0] - now < slice_ns:
-            slice_ns = recover_at[0] - now
         if deadline != UINT64_MAX and deadline - now < slice_ns:
             slice_ns = deadline - now
+        if wake_by != 0:
+            slice_ns = min(slice_ns, wake_by - now if wake_by > now else 0)
         with nogil:
-            if recover and shmring_recover(ring) > 0:
-                spin = 0  # something was freed: look again at once
-            else:
-                shmring_wait(me, what, slice_ns, spin)
+            shmring_wait(me, what, slice_ns, spin)
         PyErr_CheckSignals()
         if self._closing:
             raise QueueClosed(f"queue {self.name!r} was closed while waiting")
         return 1
+
+    cdef bint _recover_if_stuck(self, int what, uint64_t *recheck):
+        """Called when a claim found nothing. If what we wait for is held by an
+        unfinished claim, at the same position for recover_after (across calls:
+        polling counts too), run crash recovery and return True (look again now).
+        Else set *recheck to when to look again (0: not stuck)."""
+        cdef uint64_t pos, now
+        cdef int side = 0 if what == SHMRING_WAIT_READABLE else 1
+        cdef shmring_t *ring = self._ring
+        recheck[0] = 0
+        if not shmring_stuck(ring, what, &pos):
+            self._stuck_since[side] = 0
+            return False
+        now = shmring_now_ns()
+        if self._stuck_since[side] == 0 or self._stuck_pos[side] != pos:
+            self._stuck_pos[side] = pos
+            self._stuck_since[side] = now
+        elif now - self._stuck_since[side] >= self._recover_after_ns:
+            self._stuck_since[side] = now
+            with nogil:
+                shmring_recover(ring)
+            return True
+        recheck[0] = self._stuck_since[side] + self._recover_after_ns
+        return False
 
     # ---- claiming (blocking as asked) ----
 
@@ -373,7 +386,7 @@ cdef class RingQueue:
         cdef claim_fn claim = shmring_put_claim if put else shmring_get_claim
         cdef int what = SHMRING_WAIT_WRITABLE if put else SHMRING_WAIT_READABLE
         cdef uint32_t spin = SPIN
-        cdef uint64_t recover_at = 0
+        cdef uint64_t recheck
         cdef int n = claim(p.ptr, max_n, span)
         if n == 0 and deadline != 0:
             # What arrives within a microsecond or so is cheaper to wait for
@@ -381,7 +394,11 @@ cdef class RingQueue:
             shmring_wait(p.ptr, what, 0, SPIN_WITH_GIL)
             n = claim(p.ptr, max_n, span)
         while n == 0:
-            if not self._wait(p, what, deadline, spin, &recover_at):
+            if self._recover_if_stuck(what, &recheck):
+                n = claim(p.ptr, max_n, span)
+                if n != 0:
+                    break
+            if not self._wait(p, what, deadline, spin, recheck):
                 if put:
                     raise Full(f"queue {self.name!r} is full", done)
                 raise Empty(f"queue {self.name!r} is empty")
@@ -612,15 +629,23 @@ cdef class RingQueue:
         """Block until every message ever put has been marked with task_done().
 
         Works across processes. Returns True, or False if timeout passed first.
+        Messages lost to processes that died holding them count as done.
         """
-        cdef uint64_t deadline, recover_at = 0
+        cdef uint64_t deadline, recover_at
         cdef uint32_t spin = SPIN
         cdef _Participant p
         _deadline(True, timeout, &deadline)
         p = self._enter()
+        recover_at = shmring_now_ns() + self._recover_after_ns
         try:
             while shmring_unfinished(self._ring) != 0:
-                if not self._wait(p, SHMRING_WAIT_JOINED, deadline, spin, &recover_at):
+                # what join waits for can be held anywhere: recover every recover_after
+                if shmring_now_ns() >= recover_at:
+                    with nogil:
+                        shmring_recover(self._ring)
+                    recover_at = shmring_now_ns() + self._recover_after_ns
+                    continue
+                if not self._wait(p, SHMRING_WAIT_JOINED, deadline, spin, recover_at):
                     return False
                 spin = 0
         finally:

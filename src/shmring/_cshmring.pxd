@@ -78,6 +78,7 @@ cdef extern from "shmring.h" nogil:
     void shmring_get_stats(const shmring_t *ring, shmring_stats_t *out)
     uint32_t shmring_participants_alive(const shmring_t *ring)
     int shmring_recover(shmring_t *ring)
+    int shmring_stuck(const shmring_t *ring, int what, uint64_t *pos)
 
     int shmring_wait(shmring_participant_t *me, int what, uint64_t timeout_ns, uint32_t spin)
     void shmring_wake_all(shmring_t *ring)

@@ -279,12 +279,60 @@ static void test_recovery(void)
     CHECK(stat_lost(r) == lost_before);
     CHECK(SHMRING_PART_STATUS(atomic_load(&reused->entry->state)) == SHMRING_PART_FREE);
 
+    /* 5. a consumer dies halfway through releasing a batch: the whole batch was
+     *    its (none reached its caller), all of it counts as lost, once */
+    shmring_participant_t *half;
+    CHECK(shmring_participant_join(r, &half) == SHMRING_OK);
+    for (int i = 0; i < 4; i++)
+        CHECK(shmring_put(live_prod, &i, sizeof i) == 1);
+    CHECK(shmring_get_claim(half, 4, &span) == 4);
+    CHECK(atomic_load(&half->entry->claim_role) == SHMRING_CLAIM_GET_HELD);
+    for (uint32_t i = 0; i < 2; i++) /* the first half released, as mid-release */
+        atomic_store(&shmring__meta(r, span.pos + i)->seq, span.pos + i + r->capacity);
+    make_dead(half, gone);
+    lost_before = stat_lost(r);
+    uint64_t unfinished_before = shmring_unfinished(r);
+    CHECK(shmring_recover(r) == 1);
+    CHECK(stat_lost(r) == lost_before + 4 && shmring_unfinished(r) == unfinished_before - 4);
+    CHECK(shmring_recover(r) == 0 && stat_lost(r) == lost_before + 4); /* counted once */
+    for (uint32_t i = 0; i < 4; i++)
+        CHECK(atomic_load(&shmring__meta(r, span.pos + i)->seq) == span.pos + i + r->capacity);
+
     /* still a working queue */
     CHECK(shmring_put(live_prod, "ok", 3) == 1);
     CHECK(shmring_get(cons, buf, sizeof buf, &len) == 1 && strcmp(buf, "ok") == 0);
     shmring_close(r); /* leaves our entries; the recovered ones were freed already */
     shmring_unlink(ring_name);
     printf("recovery ok\n");
+}
+
+/* A full table: join reuses the entry of a dead process that holds nothing, and
+ * recovers one that holds a claim before reusing it - never erases the claim. */
+static void test_full_table(void)
+{
+    pid_t gone = dead_pid();
+    snprintf(ring_name, sizeof ring_name, "/shmring-ctest-%d", (int)getpid());
+    shmring_unlink(ring_name);
+    shmring_params_t p = {.slot_size = 8, .maxsize = 4, .kind = SHMRING_KIND_QUEUE, .max_participants = 2, .mode = 0600};
+    shmring_t *r;
+    CHECK(shmring_create(ring_name, &p, &r) == SHMRING_OK);
+    shmring_participant_t *holder, *idle, *c, *d;
+    shmring_span_t span;
+    CHECK(shmring_participant_join(r, &holder) == SHMRING_OK);
+    CHECK(shmring_participant_join(r, &idle) == SHMRING_OK);
+    CHECK(shmring_put_claim(holder, 1, &span) == 1); /* claimed, never committed */
+    make_dead(holder, gone);
+    make_dead(idle, gone);
+    CHECK(shmring_participant_join(r, &c) == SHMRING_OK);
+    CHECK(c->entry == idle->entry);                          /* the idle dead one */
+    CHECK(atomic_load(&holder->entry->claim_n) == 1);        /* the claim survives */
+    CHECK(stat_lost(r) == 0);
+    CHECK(shmring_participant_join(r, &d) == SHMRING_OK);    /* recovers, then reuses */
+    CHECK(d->entry == holder->entry && stat_lost(r) == 1);
+    CHECK(shmring_participant_join(r, &holder) == SHMRING_EFULLTABLE);
+    shmring_close(r);
+    shmring_unlink(ring_name);
+    printf("full table ok\n");
 }
 
 /* ---- stress ---- */
@@ -487,6 +535,7 @@ int main(int argc, char **argv)
     }
     if (argc == 2 && strcmp(argv[1], "recovery") == 0) {
         test_recovery();
+        test_full_table();
         return 0;
     }
     if (argc == 3 && strcmp(argv[1], "pingpong") == 0) {
