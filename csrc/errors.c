@@ -32,6 +32,7 @@ const char *shmring_strerror(int rc)
     case SHMRING_EPOSITIONS: return "segment position counters are inconsistent";
     case SHMRING_ERESERVED: return "segment header has non-zero flags or reserved bytes";
     case SHMRING_ECREATOR: return "segment creator pid or creation time is implausible";
+    case SHMRING_ESCHEMA: return "segment record schema is missing, unterminated or unexpected";
     default: return "unknown shmring error";
     }
 }

@@ -17,10 +17,12 @@ struct shmring {
     /* Copies of the validated header: the shared header is never trusted again
      * after attach, so a peer scribbling on it cannot steer our indexing. */
     uint64_t slot_size, capacity, mask, maxsize;
-    uint32_t kind, max_participants;
+    uint32_t kind, flags, max_participants;
+    uint32_t meta_shift;            /* log2 of the slot word stride: 2 records, 3 bytes */
     struct shmring_participant_entry *parts;
-    struct shmring_slot_meta *meta;
+    unsigned char *meta;
     unsigned char *payload;
+    char schema[SHMRING_SCHEMA_MAX];
     char name[SHMRING_NAME_MAX + 2];
     /* This process's participants, so that close can leave them all. */
     pthread_mutex_t members_lock;
@@ -38,9 +40,28 @@ struct shmring_participant {
     shmring_participant_t *prev, *next;
 };
 
-static inline struct shmring_slot_meta *shmring__meta(const shmring_t *r, uint64_t pos)
+/* The sequence word of the slot holding pos (states in layout.h). */
+static inline _Atomic uint32_t *shmring__seq(const shmring_t *r, uint64_t pos)
 {
-    return &r->meta[pos & r->mask];
+    return (_Atomic uint32_t *)(r->meta + ((pos & r->mask) << r->meta_shift));
+}
+
+/* The length word of the slot holding pos: byte rings only. */
+static inline uint32_t *shmring__len(const shmring_t *r, uint64_t pos)
+{
+    return (uint32_t *)(r->meta + ((pos & r->mask) << r->meta_shift) + SHMRING_LEN_OFFSET);
+}
+
+/* A position (or state) as stored in a sequence word. */
+static inline uint32_t shmring__s32(uint64_t v)
+{
+    return (uint32_t)v;
+}
+
+/* seq - v as a signed distance: negative if seq is "before" v. */
+static inline int32_t shmring__seq_diff(uint32_t seq, uint64_t v)
+{
+    return (int32_t)(seq - (uint32_t)v);
 }
 
 /* Layout arithmetic shared by create and attach (segment.c). */
@@ -48,7 +69,7 @@ struct shmring_layout {
     uint64_t capacity, participants_offset, meta_offset, payload_offset, mapped_size;
 };
 int shmring__layout_compute(uint64_t slot_size, uint64_t maxsize, uint32_t max_participants,
-                            struct shmring_layout *out);
+                            uint32_t flags, struct shmring_layout *out);
 
 /* Wake whoever sleeps on q if anybody does (wait.c); called after progress. */
 void shmring__notify(const shmring_t *r, struct shmring_waitq *q);

@@ -12,13 +12,17 @@
  *   640          not_full wait queue  futex word + sleeper bits (writers sleep here)
  *   896          join area            tasks_done + joined wait queue
  *   1152         stats line           counters for crash recovery (lost, recovered)
- *   1280         participants         max_participants x 128 bytes
- *   meta_offset  slot meta            capacity x 16 bytes: seq (64) + len (32)
+ *   1280         schema               what a record is (records rings), NUL-terminated
+ *   2304         participants         max_participants x 128 bytes
+ *   meta_offset  slot meta            capacity x 8 bytes (seq 32 + len 32) in byte rings,
+ *                                     capacity x 4 bytes (seq 32) in records rings
  *   payload_off  payload              capacity x slot_size, slot i at i * slot_size
  *
  * Every area starts on a 128-byte boundary (two 64-byte lines, or one Apple
  * M-series line) so that lines written by producers, consumers and waiters are
- * never shared. Payload slots are contiguous so a run of messages is one memcpy.
+ * never shared. Payload slots are contiguous so a run of messages is one memcpy,
+ * and slot words are dense (16 per line for records) because a batch touches
+ * one word per message: they, not the payload, bound batch throughput.
  */
 #ifndef SHMRING_LAYOUT_H
 #define SHMRING_LAYOUT_H
@@ -29,8 +33,14 @@
 #include <stdint.h>
 
 #define SHMRING_MAGIC UINT64_C(0x31474e49524d4853) /* "SHMRING1", little-endian */
-#define SHMRING_LAYOUT_VERSION 1u
+#define SHMRING_LAYOUT_VERSION 2u
 #define SHMRING_LINE 128u
+#define SHMRING_SCHEMA_MAX 1024u
+
+/* Header flags. RECORDS: every message is exactly slot_size bytes (no length
+ * words) and `schema` says what a record is. */
+enum { SHMRING_FLAG_RECORDS = 1u };
+#define SHMRING_FLAGS_KNOWN SHMRING_FLAG_RECORDS
 
 /* Only lock-free atomics work across processes (a lock inside libatomic is
  * process-local). */
@@ -41,7 +51,7 @@ struct shmring_header {
     _Atomic uint64_t magic;     /* stored last by the creator (release) */
     uint32_t layout_version;
     uint32_t kind;
-    uint32_t flags;             /* reserved, 0 */
+    uint32_t flags;             /* SHMRING_FLAG_* */
     uint32_t header_size;       /* sizeof(struct shmring_segment) */
     uint64_t slot_size;
     uint64_t capacity;          /* power of two >= max(maxsize, 4) */
@@ -87,8 +97,9 @@ struct shmring_segment {
     } join;
     _Alignas(SHMRING_LINE) struct {
         _Atomic uint64_t lost;          /* messages lost to dead participants */
-        _Atomic uint64_t recoveries;    /* slots recovered from dead participants */
+        _Atomic uint64_t recoveries;    /* dead participants whose claims were recovered */
     } stats;
+    _Alignas(SHMRING_LINE) char schema[SHMRING_SCHEMA_MAX];
 };
 
 /* Participant state word: status in the low 8 bits, a generation above it that
@@ -127,15 +138,18 @@ struct shmring_participant_entry {
     uint8_t reserved[SHMRING_LINE - 40];
 };
 
-/* Per-slot metadata, in its own array beside the contiguous payload area. */
-struct shmring_slot_meta {
-    /* For position p held in this slot: p = free for the producer of p,
-     * p + 1 = committed (readable), p + 2 = abandoned by a dead producer (a hole,
-     * skipped by consumers; crash recovery), p + capacity = free for the next lap. */
-    _Atomic uint64_t seq;
-    uint32_t len;                   /* payload bytes, written before seq publishes it */
-    uint32_t reserved;
-};
+/* Per-slot metadata, in its own dense array beside the contiguous payload area:
+ * a 32-bit sequence word, followed in byte rings by a 32-bit payload length
+ * (written before the sequence word publishes it). For the slot holding
+ * position p, the sequence word holds the low 32 bits of:
+ *   p             free: the producer that claims p may fill it
+ *   p + 1         committed (readable)
+ *   p + 2         abandoned by a dead producer: a hole consumers skip
+ *   p + capacity  read and released: free for position p + capacity
+ * Compared modulo 2^32, which is exact because capacity <= 2^30 and a slot
+ * moves through its states lap by lap (positions themselves are 64-bit). */
+#define SHMRING_SEQ_BYTES 4u
+#define SHMRING_LEN_OFFSET 4u
 
 static_assert(sizeof(struct shmring_header) == SHMRING_LINE, "header is one line");
 static_assert(offsetof(struct shmring_header, slot_size) == 24, "layout contract");
@@ -148,8 +162,8 @@ static_assert(offsetof(struct shmring_segment, not_empty) == 384, "reader wait q
 static_assert(offsetof(struct shmring_segment, not_full) == 640, "writer wait queue");
 static_assert(offsetof(struct shmring_segment, join) == 896, "join area");
 static_assert(offsetof(struct shmring_segment, stats) == 1152, "stats line");
-static_assert(sizeof(struct shmring_segment) == 1280, "fixed part of the segment");
+static_assert(offsetof(struct shmring_segment, schema) == 1280, "schema");
+static_assert(sizeof(struct shmring_segment) == 2304, "fixed part of the segment");
 static_assert(sizeof(struct shmring_participant_entry) == SHMRING_LINE, "one line each");
-static_assert(sizeof(struct shmring_slot_meta) == 16, "slot meta");
 
 #endif /* SHMRING_LAYOUT_H */

@@ -79,10 +79,11 @@ static void count_lost(struct shmring_segment *seg, uint64_t n)
     atomic_fetch_add_explicit(&seg->join.tasks_done, n, memory_order_release);
 }
 
-/* R3: move slot seq from `from` to `to`; 1 if we did. */
+/* R3: move the slot word of position p from state `from` to `to`; 1 if we did. */
 static int move_slot(const shmring_t *r, uint64_t p, uint64_t from, uint64_t to)
 {
-    return atomic_compare_exchange_strong_explicit(&shmring__meta(r, p)->seq, &from, to,
+    uint32_t expected = shmring__s32(from);
+    return atomic_compare_exchange_strong_explicit(shmring__seq(r, p), &expected, shmring__s32(to),
                                                    memory_order_acq_rel, memory_order_relaxed);
 }
 
@@ -130,8 +131,8 @@ static int recover_claim(shmring_t *r, const struct shmring__entry_view *seen, c
             continue; /* never claimed: the owner died before its CAS */
         if (covered_by_live(r, seen, dead, a.role, p)) {
             /* relaxed: only decides whether to look again later */
-            uint64_t now = atomic_load_explicit(&shmring__meta(r, p)->seq, memory_order_relaxed);
-            if (now == stuck || now == p + 2)
+            uint32_t now = atomic_load_explicit(shmring__seq(r, p), memory_order_relaxed);
+            if (now == shmring__s32(stuck) || now == shmring__s32(p + 2))
                 *pending = 1;
             continue;
         }

@@ -86,7 +86,7 @@ static inline void prefetch_next_slots(const shmring_participant_t *me, uint64_t
     uint64_t ahead = next + SHMRING_PREFETCH_AHEAD;
     if (ahead - me->cached_read_pos < r->maxsize / 2) {
         prefetch_for_write(shmring_slot_payload(r, ahead));
-        prefetch_for_write(shmring__meta(r, ahead));
+        prefetch_for_write(shmring__seq(r, ahead));
     }
 }
 
@@ -114,7 +114,13 @@ static int no_claim(struct shmring_participant_entry *e)
     return 0;
 }
 
-int shmring_put_claim(shmring_participant_t *me, uint32_t max_n, shmring_span_t *span)
+/* How many positions from pos fit before the end of the payload area. */
+static inline uint64_t to_wrap(const shmring_t *r, uint64_t pos)
+{
+    return r->capacity - (pos & r->mask);
+}
+
+int shmring_put_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span)
 {
     shmring_t *r = me->ring;
     struct shmring_segment *seg = r->seg;
@@ -142,18 +148,20 @@ int shmring_put_claim(shmring_participant_t *me, uint32_t max_n, shmring_span_t 
                 return no_claim(me->entry);
         }
         uint64_t room = r->maxsize - used;
+        if (flags & SHMRING_CLAIM_CONTIGUOUS && to_wrap(r, pos) < room)
+            room = to_wrap(r, pos);
         uint32_t want = room < max_n ? (uint32_t)room : max_n;
         uint32_t n = 0;
-        uint64_t seq = 0;
+        uint32_t seq = 0;
         while (n < want) {
             /* P1: pairs with C3. */
-            seq = atomic_load_explicit(&shmring__meta(r, pos + n)->seq, memory_order_acquire);
-            if (seq != pos + n)
+            seq = atomic_load_explicit(shmring__seq(r, pos + n), memory_order_acquire);
+            if (seq != shmring__s32(pos + n))
                 break;
             n++;
         }
         if (n == 0) {
-            if ((int64_t)(seq - pos) < 0) /* last lap's message is still being read */
+            if (shmring__seq_diff(seq, pos) < 0) /* last lap's message is still being read */
                 return no_claim(me->entry);
             /* Another producer took pos, so write_pos has moved (P1 synchronised
              * with whoever wrote seq after claiming). If it has not, the slot
@@ -179,19 +187,29 @@ int shmring_put_claim(shmring_participant_t *me, uint32_t max_n, shmring_span_t 
     }
 }
 
-void shmring_put_commit(shmring_participant_t *me, const shmring_span_t *span)
+void shmring_put_commit_partial(shmring_participant_t *me, const shmring_span_t *span, uint32_t keep)
 {
     shmring_t *r = me->ring;
+    uint32_t holes = 0;
     for (uint32_t i = 0; i < span->n; i++) {
         uint64_t p = span->pos + i;
         if (i == span->n / 2)
             hook(SHMRING_HOOK_PUT_COMMITTING);
-        /* P4: pairs with C1. */
-        atomic_store_explicit(&shmring__meta(r, p)->seq, p + 1, memory_order_release);
+        /* P4: pairs with C1 (a hole, p + 2, likewise: consumers skip it). */
+        atomic_store_explicit(shmring__seq(r, p), shmring__s32(i < keep ? p + 1 : p + 2), memory_order_release);
+        holes += i >= keep;
     }
+    if (holes)
+        /* T1 (release, as a task_done): holes will never get a task_done() */
+        atomic_fetch_add_explicit(&r->seg->join.tasks_done, holes, memory_order_release);
     withdraw(me->entry);
     prefetch_next_slots(me, span->pos + span->n);
     shmring__notify(r, &r->seg->not_empty);
+}
+
+void shmring_put_commit(shmring_participant_t *me, const shmring_span_t *span)
+{
+    shmring_put_commit_partial(me, span, span->n);
 }
 
 /* Consume the run of holes (slots abandoned by dead producers, marked p + 2 by
@@ -201,7 +219,8 @@ static void skip_holes(shmring_participant_t *me, uint64_t pos)
     shmring_t *r = me->ring;
     uint32_t n = 0;
     /* C1: pairs with the recoverer's acq_rel CAS that made the hole. */
-    while (n < UINT32_MAX && atomic_load_explicit(&shmring__meta(r, pos + n)->seq, memory_order_acquire) == pos + n + 2)
+    while (n < UINT32_MAX &&
+           atomic_load_explicit(shmring__seq(r, pos + n), memory_order_acquire) == shmring__s32(pos + n + 2))
         n++;
     if (n == 0)
         return; /* another consumer skipped them first */
@@ -216,7 +235,7 @@ static void skip_holes(shmring_participant_t *me, uint64_t pos)
     }
 }
 
-int shmring_get_claim(shmring_participant_t *me, uint32_t max_n, shmring_span_t *span)
+int shmring_get_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span)
 {
     shmring_t *r = me->ring;
     struct shmring_segment *seg = r->seg;
@@ -225,19 +244,21 @@ int shmring_get_claim(shmring_participant_t *me, uint32_t max_n, shmring_span_t 
     /* relaxed: a first guess; the CAS (C2) decides. */
     uint64_t pos = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
     for (;;) {
-        uint32_t n = 0;
-        uint64_t seq = 0;
-        while (n < max_n) {
+        uint32_t n = 0, want = max_n;
+        uint32_t seq = 0;
+        if (flags & SHMRING_CLAIM_CONTIGUOUS && to_wrap(r, pos) < want)
+            want = (uint32_t)to_wrap(r, pos);
+        while (n < want) {
             /* C1: pairs with P4. */
-            seq = atomic_load_explicit(&shmring__meta(r, pos + n)->seq, memory_order_acquire);
-            if (seq != pos + n + 1)
+            seq = atomic_load_explicit(shmring__seq(r, pos + n), memory_order_acquire);
+            if (seq != shmring__s32(pos + n + 1))
                 break;
             n++;
         }
         if (n == 0) {
-            if ((int64_t)(seq - (pos + 1)) < 0) /* not committed yet: empty */
+            if (shmring__seq_diff(seq, pos + 1) < 0) /* not committed yet: empty */
                 return no_claim(me->entry);
-            if (seq == pos + 2) {
+            if (seq == shmring__s32(pos + 2)) {
                 skip_holes(me, pos);
             } else {
                 /* Another consumer took pos, so read_pos has moved (C1
@@ -274,7 +295,7 @@ void shmring_get_release(shmring_participant_t *me, const shmring_span_t *span)
         if (i == span->n / 2)
             hook(SHMRING_HOOK_GET_RELEASING);
         /* C3: pairs with P1. */
-        atomic_store_explicit(&shmring__meta(r, p)->seq, p + r->capacity, memory_order_release);
+        atomic_store_explicit(shmring__seq(r, p), shmring__s32(p + r->capacity), memory_order_release);
     }
     withdraw(me->entry);
     shmring__notify(r, &r->seg->not_full);
@@ -287,14 +308,17 @@ unsigned char *shmring_slot_payload(const shmring_t *r, uint64_t pos)
 
 void shmring_slot_set_len(const shmring_t *r, uint64_t pos, uint32_t len)
 {
-    shmring__meta(r, pos)->len = len;
+    if (!(r->flags & SHMRING_FLAG_RECORDS)) /* records are always slot_size long */
+        *shmring__len(r, pos) = len;
 }
 
 int64_t shmring_slot_len(const shmring_t *r, uint64_t pos)
 {
     /* Read once: a peer scribbling on the segment cannot make us copy more
      * than a slot after this check. */
-    uint32_t len = shmring__meta(r, pos)->len;
+    if (r->flags & SHMRING_FLAG_RECORDS)
+        return (int64_t)r->slot_size;
+    uint32_t len = *shmring__len(r, pos);
     return len > r->slot_size ? SHMRING_ECORRUPT : (int64_t)len;
 }
 
@@ -304,7 +328,7 @@ int shmring_put(shmring_participant_t *me, const void *data, size_t len)
     if (len > r->slot_size)
         return SHMRING_ETOOBIG;
     shmring_span_t span;
-    int n = shmring_put_claim(me, 1, &span);
+    int n = shmring_put_claim(me, 1, 0, &span);
     if (n <= 0)
         return n;
     memcpy(shmring_slot_payload(r, span.pos), data, len);
@@ -319,7 +343,7 @@ int shmring_get(shmring_participant_t *me, void *buf, size_t buf_size, size_t *l
     if (buf_size < r->slot_size)
         return SHMRING_EINVAL;
     shmring_span_t span;
-    int n = shmring_get_claim(me, 1, &span);
+    int n = shmring_get_claim(me, 1, 0, &span);
     if (n <= 0)
         return n;
     int64_t l = shmring_slot_len(r, span.pos);
@@ -330,6 +354,41 @@ int shmring_get(shmring_participant_t *me, void *buf, size_t buf_size, size_t *l
         return (int)l;
     *len = (size_t)l;
     return 1;
+}
+
+void shmring_copy_span(const shmring_t *r, const shmring_span_t *span, void *buf, int into_ring)
+{
+    uint64_t n = span->n, first = n < to_wrap(r, span->pos) ? n : to_wrap(r, span->pos);
+    unsigned char *slot = shmring_slot_payload(r, span->pos), *b = buf;
+    if (into_ring) {
+        memcpy(slot, b, first * r->slot_size);
+        memcpy(r->payload, b + first * r->slot_size, (n - first) * r->slot_size);
+    } else {
+        memcpy(b, slot, first * r->slot_size);
+        memcpy(b + first * r->slot_size, r->payload, (n - first) * r->slot_size);
+    }
+}
+
+int64_t shmring_put_records(shmring_participant_t *me, const void *src, uint64_t n)
+{
+    shmring_span_t span;
+    int k = shmring_put_claim(me, n < UINT32_MAX ? (uint32_t)n : UINT32_MAX, 0, &span);
+    if (k > 0) {
+        shmring_copy_span(me->ring, &span, (void *)src, 1);
+        shmring_put_commit(me, &span);
+    }
+    return k;
+}
+
+int64_t shmring_get_records(shmring_participant_t *me, void *dst, uint64_t max_n)
+{
+    shmring_span_t span;
+    int k = shmring_get_claim(me, max_n < UINT32_MAX ? (uint32_t)max_n : UINT32_MAX, 0, &span);
+    if (k > 0) {
+        shmring_copy_span(me->ring, &span, dst, 0);
+        shmring_get_release(me, &span);
+    }
+    return k;
 }
 
 int shmring_task_done(shmring_participant_t *me, uint64_t n)
@@ -368,19 +427,19 @@ int shmring_stuck(const shmring_t *r, int what, uint64_t *pos)
     /* relaxed throughout: a hint that decides whether recovery is worth running */
     if (what == SHMRING_WAIT_READABLE) {
         uint64_t rp = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
-        uint64_t seq = atomic_load_explicit(&shmring__meta(r, rp)->seq, memory_order_relaxed);
+        uint32_t seq = atomic_load_explicit(shmring__seq(r, rp), memory_order_relaxed);
         uint64_t wp = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
         *pos = rp;
-        return seq == rp && (int64_t)(wp - rp) > 0; /* claimed by a producer, not committed */
+        return seq == shmring__s32(rp) && (int64_t)(wp - rp) > 0; /* claimed by a producer, not committed */
     }
     if (what == SHMRING_WAIT_WRITABLE) {
         uint64_t wp = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
-        uint64_t seq = atomic_load_explicit(&shmring__meta(r, wp)->seq, memory_order_relaxed);
+        uint32_t seq = atomic_load_explicit(shmring__seq(r, wp), memory_order_relaxed);
         uint64_t rp = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
         uint64_t prev = wp - r->capacity; /* the position the slot held last lap */
         *pos = wp;
         /* claimed by a consumer (read_pos is past it), not released */
-        return (seq == prev + 1 || seq == prev + 2) && (int64_t)(rp - prev) > 0;
+        return (seq == shmring__s32(prev + 1) || seq == shmring__s32(prev + 2)) && (int64_t)(rp - prev) > 0;
     }
     return 0;
 }

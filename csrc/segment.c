@@ -25,7 +25,7 @@ static uint64_t align_line(uint64_t x)
 }
 
 int shmring__layout_compute(uint64_t slot_size, uint64_t maxsize, uint32_t max_participants,
-                            struct shmring_layout *out)
+                            uint32_t flags, struct shmring_layout *out)
 {
     if (slot_size < 1 || slot_size > SHMRING_SLOT_SIZE_MAX)
         return SHMRING_ESLOTSIZE;
@@ -41,7 +41,8 @@ int shmring__layout_compute(uint64_t slot_size, uint64_t maxsize, uint32_t max_p
     out->participants_offset = sizeof(struct shmring_segment);
     out->meta_offset = align_line(out->participants_offset +
                                   (uint64_t)max_participants * sizeof(struct shmring_participant_entry));
-    out->payload_offset = align_line(out->meta_offset + cap * sizeof(struct shmring_slot_meta));
+    uint64_t meta_bytes = cap << (flags & SHMRING_FLAG_RECORDS ? 2 : 3);
+    out->payload_offset = align_line(out->meta_offset + meta_bytes);
     uint64_t payload_bytes;
     if (__builtin_mul_overflow(cap, slot_size, &payload_bytes) ||
         __builtin_add_overflow(out->payload_offset, payload_bytes, &out->mapped_size) ||
@@ -95,10 +96,15 @@ static int handle_new(const char *name, struct shmring_segment *seg, size_t mapp
     r->mask = h->capacity - 1;
     r->maxsize = h->maxsize;
     r->kind = h->kind;
+    r->flags = h->flags;
+    r->meta_shift = h->flags & SHMRING_FLAG_RECORDS ? 2 : 3;
     r->max_participants = h->max_participants;
     r->parts = (struct shmring_participant_entry *)((unsigned char *)seg + h->participants_offset);
-    r->meta = (struct shmring_slot_meta *)((unsigned char *)seg + h->meta_offset);
+    r->meta = (unsigned char *)seg + h->meta_offset;
     r->payload = (unsigned char *)seg + h->payload_offset;
+    /* a private copy, checked to be terminated: peers cannot change what we parse */
+    memcpy(r->schema, seg->schema, SHMRING_SCHEMA_MAX);
+    r->schema[SHMRING_SCHEMA_MAX - 1] = '\0';
     strcpy(r->name, name);
     pthread_mutex_init(&r->members_lock, NULL);
     *out = r;
@@ -112,9 +118,13 @@ int shmring_create(const char *name, const shmring_params_t *p, shmring_t **out)
         return SHMRING_ENAME;
     if (p->kind != SHMRING_KIND_QUEUE)
         return SHMRING_EINVAL;
+    uint32_t flags = p->records ? SHMRING_FLAG_RECORDS : 0;
+    size_t schema_len = p->schema ? strnlen(p->schema, SHMRING_SCHEMA_MAX) : 0;
+    if (schema_len >= SHMRING_SCHEMA_MAX || (p->records != 0) != (schema_len != 0))
+        return SHMRING_EINVAL; /* records need a schema, byte rings have none */
     uint32_t nparts = p->max_participants ? p->max_participants : SHMRING_PARTICIPANTS_DEFAULT;
     struct shmring_layout L;
-    int rc = shmring__layout_compute(p->slot_size, p->maxsize, nparts, &L);
+    int rc = shmring__layout_compute(p->slot_size, p->maxsize, nparts, flags, &L);
     if (rc != SHMRING_OK)
         return rc == SHMRING_ENOMEM ? rc : SHMRING_EINVAL;
 
@@ -152,7 +162,9 @@ int shmring_create(const char *name, const shmring_params_t *p, shmring_t **out)
     struct shmring_header *h = &seg->hdr;
     h->layout_version = SHMRING_LAYOUT_VERSION;
     h->kind = p->kind;
-    h->flags = 0;
+    h->flags = flags;
+    if (schema_len)
+        memcpy(seg->schema, p->schema, schema_len + 1);
     h->header_size = sizeof(struct shmring_segment);
     h->slot_size = p->slot_size;
     h->capacity = L.capacity;
@@ -168,10 +180,11 @@ int shmring_create(const char *name, const shmring_params_t *p, shmring_t **out)
     clock_gettime(CLOCK_REALTIME, &ts);
     h->created_unix_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 
-    struct shmring_slot_meta *meta = (struct shmring_slot_meta *)((unsigned char *)base + L.meta_offset);
+    unsigned char *meta = (unsigned char *)base + L.meta_offset;
+    uint32_t shift = flags & SHMRING_FLAG_RECORDS ? 2 : 3;
     for (uint64_t i = 0; i < L.capacity; i++)
         /* relaxed: nobody else can see the segment before S1 below */
-        atomic_store_explicit(&meta[i].seq, i, memory_order_relaxed);
+        atomic_store_explicit((_Atomic uint32_t *)(meta + (i << shift)), (uint32_t)i, memory_order_relaxed);
 
     /* S1: publishes the initialised segment; pairs with S2 in validate(). */
     atomic_store_explicit(&h->magic, SHMRING_MAGIC, memory_order_release);
@@ -215,7 +228,8 @@ static int validate(struct shmring_segment *seg, uint64_t real_size, uint32_t ki
 
     if (h->layout_version != SHMRING_LAYOUT_VERSION)
         return SHMRING_EVERSION;
-    if (seg->hdr.flags != 0)
+    h->flags = seg->hdr.flags;
+    if (h->flags & ~(uint32_t)SHMRING_FLAGS_KNOWN)
         return SHMRING_ERESERVED;
     for (size_t i = 0; i < sizeof seg->hdr.reserved; i++)
         if (seg->hdr.reserved[i] != 0)
@@ -238,8 +252,12 @@ static int validate(struct shmring_segment *seg, uint64_t real_size, uint32_t ki
     if (h->max_participants < 1 || h->max_participants > SHMRING_PARTICIPANTS_MAX ||
         h->participant_size != sizeof(struct shmring_participant_entry))
         return SHMRING_EPARTTABLE;
+    /* records rings carry a terminated, non-empty schema; byte rings none at all */
+    size_t schema_len = strnlen(seg->schema, SHMRING_SCHEMA_MAX);
+    if (schema_len == SHMRING_SCHEMA_MAX || (h->flags & SHMRING_FLAG_RECORDS ? schema_len == 0 : schema_len != 0))
+        return SHMRING_ESCHEMA;
     struct shmring_layout L;
-    if (shmring__layout_compute(h->slot_size, h->maxsize, h->max_participants, &L) != SHMRING_OK)
+    if (shmring__layout_compute(h->slot_size, h->maxsize, h->max_participants, h->flags, &L) != SHMRING_OK)
         return SHMRING_EMAPSIZE;
     if (h->capacity != L.capacity)
         return SHMRING_ECAPACITY;
@@ -330,6 +348,8 @@ void shmring_get_params(const shmring_t *r, shmring_params_t *out)
     out->kind = r->kind;
     out->max_participants = r->max_participants;
     out->mode = 0;
+    out->records = (r->flags & SHMRING_FLAG_RECORDS) != 0;
+    out->schema = r->schema;
 }
 
 const char *shmring_name(const shmring_t *r)

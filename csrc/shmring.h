@@ -60,6 +60,7 @@ enum {
     SHMRING_EPOSITIONS = -32,   /* position counters inconsistent */
     SHMRING_ERESERVED = -33,    /* flags or reserved header bytes not zero */
     SHMRING_ECREATOR = -34,     /* creator pid or creation time implausible */
+    SHMRING_ESCHEMA = -35,      /* schema missing, unterminated, or on a byte ring */
 };
 
 /* Ring kinds recorded in the header. */
@@ -72,8 +73,8 @@ enum { SHMRING_WAIT_READABLE = 0, SHMRING_WAIT_WRITABLE = 1, SHMRING_WAIT_JOINED
 #define SHMRING_NAME_MAX 30
 /* Largest message (slot payload) in bytes; lengths are stored in 32 bits. */
 #define SHMRING_SLOT_SIZE_MAX (UINT32_C(1) << 30)
-/* Largest maxsize (messages). */
-#define SHMRING_MAXSIZE_MAX (UINT64_C(1) << 32)
+/* Largest maxsize (messages): capacities stay within 2^30 (32-bit slot words). */
+#define SHMRING_MAXSIZE_MAX (UINT64_C(1) << 30)
 /* Participant table size by default (at most SHMRING_PARTICIPANTS_MAX, 1024). */
 #define SHMRING_PARTICIPANTS_DEFAULT 256
 
@@ -81,11 +82,13 @@ typedef struct shmring shmring_t;
 typedef struct shmring_participant shmring_participant_t;
 
 typedef struct shmring_params {
-    uint64_t slot_size;         /* max payload bytes per message, >= 1 */
+    uint64_t slot_size;         /* max payload bytes per message (records: exact), >= 1 */
     uint64_t maxsize;           /* max messages held at once, >= 1 */
     uint32_t kind;              /* SHMRING_KIND_* */
     uint32_t max_participants;  /* 0: SHMRING_PARTICIPANTS_DEFAULT */
     uint32_t mode;              /* file mode of the segment, e.g. 0600 */
+    uint32_t records;           /* 1: fixed-size records, described by schema */
+    const char *schema;         /* records: what a record is (NUL-terminated, < 1024) */
 } shmring_params_t;
 
 /* A run of consecutive ring positions claimed in one step. */
@@ -116,6 +119,7 @@ int shmring_attach(const char *name, uint32_t kind, shmring_t **out);
 /* Leaves this process's participants and unmaps. Never unlinks. */
 void shmring_close(shmring_t *ring);
 int shmring_unlink(const char *name);
+/* schema points into the handle (valid until shmring_close). */
 void shmring_get_params(const shmring_t *ring, shmring_params_t *out);
 const char *shmring_name(const shmring_t *ring);
 
@@ -126,15 +130,30 @@ void shmring_participant_leave(shmring_participant_t *me);
 
 /* ---- ring protocol (ring.c) ---- */
 
+/* Claim flags: CONTIGUOUS stops a claim at the end of the payload area, so that
+ * the claimed slots are one block of memory (for zero-copy views). */
+enum { SHMRING_CLAIM_CONTIGUOUS = 1 };
+
 /* Claim up to max_n consecutive free slots for writing; returns the number
  * claimed (0: full). Fill them with shmring_slot_payload/shmring_slot_set_len,
  * then publish them all with shmring_put_commit. */
-int shmring_put_claim(shmring_participant_t *me, uint32_t max_n, shmring_span_t *span);
+int shmring_put_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span);
 void shmring_put_commit(shmring_participant_t *me, const shmring_span_t *span);
+/* Publish the first `keep` slots of a claim and turn the rest into holes that
+ * consumers skip (an aborted or partly used reservation). */
+void shmring_put_commit_partial(shmring_participant_t *me, const shmring_span_t *span, uint32_t keep);
 /* Claim up to max_n consecutive committed messages; returns the number claimed
  * (0: empty). Read them, then hand the slots back with shmring_get_release. */
-int shmring_get_claim(shmring_participant_t *me, uint32_t max_n, shmring_span_t *span);
+int shmring_get_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span);
 void shmring_get_release(shmring_participant_t *me, const shmring_span_t *span);
+
+/* Copy the slots of a claimed span to (into_ring = 0) or from buf: at most two
+ * memcpy calls (the span may wrap round the end of the payload area). */
+void shmring_copy_span(const shmring_t *ring, const shmring_span_t *span, void *buf, int into_ring);
+/* Records rings: move up to n records (slot_size bytes each) in one claim, one
+ * memcpy per contiguous run. Return the number moved (0: full / empty) or an error. */
+int64_t shmring_put_records(shmring_participant_t *me, const void *src, uint64_t n);
+int64_t shmring_get_records(shmring_participant_t *me, void *dst, uint64_t max_n);
 
 unsigned char *shmring_slot_payload(const shmring_t *ring, uint64_t pos);
 void shmring_slot_set_len(const shmring_t *ring, uint64_t pos, uint32_t len);

@@ -143,8 +143,8 @@ static int ready(const shmring_t *r, int what)
     struct shmring_segment *seg = r->seg;
     if (what == SHMRING_WAIT_READABLE) {
         uint64_t pos = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
-        uint64_t seq = atomic_load_explicit(&shmring__meta(r, pos)->seq, memory_order_relaxed);
-        return (int64_t)(seq - (pos + 1)) >= 0;
+        uint32_t seq = atomic_load_explicit(shmring__seq(r, pos), memory_order_relaxed);
+        return shmring__seq_diff(seq, pos + 1) >= 0;
     }
     if (what == SHMRING_WAIT_WRITABLE) {
         uint64_t pos = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
@@ -152,8 +152,8 @@ static int ready(const shmring_t *r, int what)
         int64_t used = (int64_t)(pos - rd);
         if (used >= 0 && (uint64_t)used >= r->maxsize)
             return 0;
-        uint64_t seq = atomic_load_explicit(&shmring__meta(r, pos)->seq, memory_order_relaxed);
-        return (int64_t)(seq - pos) >= 0;
+        uint32_t seq = atomic_load_explicit(shmring__seq(r, pos), memory_order_relaxed);
+        return shmring__seq_diff(seq, pos) >= 0;
     }
     return shmring_unfinished(r) == 0;
 }

@@ -17,9 +17,12 @@ HEADER_FIELDS = (
     "creator_pid created_unix_ns"
 ).split()
 MAGIC = 0x31474E49524D4853
-FIXED_PART = 1280         # header + hot lines + wait queues: sizeof(struct shmring_segment)
+FIXED_PART = 2304         # header, hot lines, wait queues, schema: sizeof(struct shmring_segment)
 PARTICIPANT_SIZE = 128
-META_SIZE = 16
+META_SIZE = 8             # per slot in byte rings: seq (32 bit) + length (32 bit)
+RECORD_META_SIZE = 4      # per slot in records rings: seq (32 bit)
+SCHEMA_OFFSET = 1280
+SCHEMA_MAX = 1024
 WRITE_POS_OFFSET = 128
 READ_POS_OFFSET = 256
 TASKS_DONE_OFFSET = 896
@@ -75,7 +78,7 @@ def patch_segment(name, offset, data):
 
 def slot_meta_offset(name, position):
     h = read_header(name)
-    return h["meta_offset"] + (position % h["capacity"]) * META_SIZE
+    return h["meta_offset"] + (position % h["capacity"]) * (RECORD_META_SIZE if h["flags"] & 1 else META_SIZE)
 
 
 def unlink(name):

@@ -49,7 +49,8 @@ CASES = {
     # name: (forge arguments, expected words in the message)
     "magic zero": (dict(field="magic", value=0), "never initialised"),
     "foreign magic": (dict(field="magic", value=0x1234), "not a shmring segment"),
-    "layout version": (dict(field="layout_version", value=2), "layout version"),
+    "older layout version": (dict(field="layout_version", value=1), "layout version"),
+    "newer layout version": (dict(field="layout_version", value=3), "layout version"),
     "kind": (dict(field="kind", value=7), "different kind"),
     "header size": (dict(field="header_size", value=100), "header size"),
     "slot size zero": (dict(field="slot_size", value=0), "slot size"),
@@ -65,7 +66,9 @@ CASES = {
     "participant size": (dict(field="participant_size", value=64), "participant table"),
     "meta offset": (dict(field="meta_offset", value=1 << 40), "offsets"),
     "payload offset": (dict(field="payload_offset", value=128), "offsets"),
-    "flags": (dict(field="flags", value=1), "reserved"),
+    "unknown flags": (dict(field="flags", value=2), "reserved"),
+    "records flag without schema": (dict(field="flags", value=1), "schema"),
+    "schema on a byte ring": (dict(at=1280, value=0x41), "schema"),
     "reserved bytes": (dict(at=120, value=7), "reserved"),
     "creator pid zero": (dict(field="creator_pid", value=0), "creator"),
     "creator pid negative": (dict(field="creator_pid", value=-5), "creator"),
@@ -93,12 +96,35 @@ def good_segment():
     return raw
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_attaching_a_broken_segment_raises_a_python_exception(good_segment, case):
-    forge, expected = CASES[case]
-    name = "shmring-test-bad-" + str(sorted(CASES).index(case))
+@pytest.fixture(scope="module")
+def good_records_segment():
+    import numpy as np
+
+    import shmring
+
+    q = shmring.Queue(100, dtype=np.dtype([("a", "<i8"), ("b", "<f4")]))
+    raw = read_segment(q.name)
+    q.close()
+    return raw
+
+
+def schema_of(raw, text):
+    raw = bytearray(raw)
+    raw[1280:1280 + 1024] = text.ljust(1024, b"\0")[:1024]
+    return bytes(raw)
+
+
+RECORDS_CASES = {
+    "schema not json": (b"{not json", "unreadable record schema"),
+    "schema of another size": (b'{"numpy":"<f8"}', "itemsize"),
+    "schema with objects": (b'{"numpy":"|O"}', "unreadable record schema"),
+    "schema unterminated": (b"x" * 1024, "schema"),
+}
+
+
+def run_attach(name, data):
     unlink(name)
-    write_segment(name, forged(good_segment, **forge))
+    write_segment(name, data)
     try:
         done = subprocess.run([sys.executable, "-c", textwrap.dedent(ATTACH), name],
                               capture_output=True, text=True, timeout=30, env=child_python_env())
@@ -106,17 +132,29 @@ def test_attaching_a_broken_segment_raises_a_python_exception(good_segment, case
         unlink(name)
     assert done.returncode == 0, f"child died (signal {-done.returncode}): {done.stderr}"
     kind, _, message = done.stdout.partition(" | ")
+    return kind, message, done
+
+
+@pytest.mark.parametrize("case", sorted(RECORDS_CASES))
+def test_a_broken_record_schema_raises_a_python_exception(good_records_segment, case):
+    text, expected = RECORDS_CASES[case]
+    kind, message, done = run_attach("shmring-test-badrec-" + str(sorted(RECORDS_CASES).index(case)),
+                                     schema_of(good_records_segment, text))
     assert kind == "SegmentError", done.stdout + done.stderr
     assert expected in message, message
 
 
-def test_the_unbroken_copy_attaches(good_segment):
-    name = "shmring-test-good-copy"
-    unlink(name)
-    write_segment(name, good_segment)
-    try:
-        done = subprocess.run([sys.executable, "-c", textwrap.dedent(ATTACH), name],
-                              capture_output=True, text=True, timeout=30, env=child_python_env())
-    finally:
-        unlink(name)
-    assert done.stdout.strip() == "attached", done.stderr
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_attaching_a_broken_segment_raises_a_python_exception(good_segment, case):
+    forge, expected = CASES[case]
+    kind, message, done = run_attach("shmring-test-bad-" + str(sorted(CASES).index(case)),
+                                     forged(good_segment, **forge))
+    assert kind == "SegmentError", done.stdout + done.stderr
+    assert expected in message, message
+
+
+@pytest.mark.parametrize("which", ["byte ring", "records ring"])
+def test_the_unbroken_copies_attach(good_segment, good_records_segment, which):
+    data = good_segment if which == "byte ring" else good_records_segment
+    kind, _, done = run_attach("shmring-test-good-copy", data)
+    assert kind.strip() == "attached", done.stderr

@@ -10,6 +10,9 @@ from segments import (
     META_SIZE,
     PARTICIPANT_SIZE,
     READ_POS_OFFSET,
+    RECORD_META_SIZE,
+    SCHEMA_MAX,
+    SCHEMA_OFFSET,
     WRITE_POS_OFFSET,
     read_header,
     read_segment,
@@ -27,8 +30,9 @@ def test_fresh_segment_header_matches_the_documented_layout(make_queue, maxsize,
     q = make_queue(maxsize, msg_size)
     h = read_header(q.name)
     assert h["magic"] == MAGIC
-    assert h["layout_version"] == 1
+    assert h["layout_version"] == 2
     assert h["kind"] == 1
+    assert h["flags"] == 0  # a byte ring
     assert h["header_size"] == FIXED_PART
     assert (h["slot_size"], h["maxsize"], h["capacity"]) == (msg_size, maxsize, capacity)
     assert h["creator_pid"] == os.getpid()
@@ -53,8 +57,8 @@ def test_positions_and_slot_sequence_words_move_as_documented(make_queue):
     meta = h["meta_offset"]
 
     def slot(i):
-        seq = int.from_bytes(raw[meta + i * META_SIZE:meta + i * META_SIZE + 8], "little")
-        length = int.from_bytes(raw[meta + i * META_SIZE + 8:meta + i * META_SIZE + 12], "little")
+        seq = int.from_bytes(raw[meta + i * META_SIZE:meta + i * META_SIZE + 4], "little")
+        length = int.from_bytes(raw[meta + i * META_SIZE + 4:meta + i * META_SIZE + 8], "little")
         payload = raw[h["payload_offset"] + i * 8:h["payload_offset"] + i * 8 + length]
         return seq, length, payload
 
@@ -65,3 +69,21 @@ def test_positions_and_slot_sequence_words_move_as_documented(make_queue):
     assert slot(3)[0] == 3
     # payload slots are contiguous: slot i at payload_offset + i * slot_size
     assert raw[h["payload_offset"] + 8:h["payload_offset"] + 10] == b"\x01\x01"
+
+
+def test_a_records_ring_has_a_schema_and_dense_slot_words(make_queue):
+    np = pytest.importorskip("numpy")
+    dt = np.dtype([("ts", "<i8"), ("qty", "<i4")])
+    q = make_queue(10, dtype=dt)
+    h = read_header(q.name)
+    raw = read_segment(q.name)
+    assert h["flags"] == 1 and h["slot_size"] == dt.itemsize == 12
+    schema = raw[SCHEMA_OFFSET:SCHEMA_OFFSET + SCHEMA_MAX].split(b"\0")[0]
+    assert b'"names":["ts","qty"]' in schema
+    assert h["payload_offset"] == align(h["meta_offset"] + h["capacity"] * RECORD_META_SIZE)
+    q.put_array(np.array([(7, 1), (8, 2)], dt))
+    raw = read_segment(q.name)
+    seqs = [int.from_bytes(raw[h["meta_offset"] + 4 * i:h["meta_offset"] + 4 * i + 4], "little") for i in range(3)]
+    assert seqs == [1, 2, 2]  # committed, committed, free
+    payload = raw[h["payload_offset"]:h["payload_offset"] + 24]
+    assert np.frombuffer(payload, dt).tolist() == [(7, 1), (8, 2)]

@@ -8,7 +8,14 @@ and whether the queue was closed, and go round again.
 Policy - defaults, names, pickling of handles, lifetime at exit - lives in
 queue.py, which subclasses RingQueue.
 """
-from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.buffer cimport (
+    PyBUF_C_CONTIGUOUS,
+    PyBUF_SIMPLE,
+    PyBUF_WRITABLE,
+    PyBuffer_FillInfo,
+    PyBuffer_Release,
+    PyObject_GetBuffer,
+)
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport errno
@@ -34,7 +41,7 @@ from shmring.errors import (
 )
 
 
-ctypedef int (*claim_fn)(shmring_participant_t *, uint32_t, shmring_span_t *) noexcept nogil
+ctypedef int (*claim_fn)(shmring_participant_t *, uint32_t, int, shmring_span_t *) noexcept nogil
 
 
 cdef extern from "pythread.h":
@@ -48,6 +55,8 @@ cdef uint64_t SLICE_NS = 50_000_000
 cdef uint32_t SPIN = 2000
 cdef uint32_t SPIN_WITH_GIL = 50
 cdef int PICKLE_PROTOCOL = 5
+# Copies larger than this release the GIL (the claim keeps the slots ours meanwhile).
+cdef uint64_t COPY_WITHOUT_GIL = 256 * 1024
 cdef object _dumps = pickle.dumps
 cdef object _loads = pickle.loads
 
@@ -118,16 +127,43 @@ cdef int _deadline(object block, object timeout, uint64_t *out) except -1:
 
 
 cdef class _Mapping:
-    """This process's mapping of one ring. `ring` is NULL once closed."""
+    """This process's mapping of one ring. `ring` is NULL once closed.
+
+    Numpy views of slots (reserve / view) count as exports: while one lives, the
+    mapping stays (close() is deferred to the last export's release), so a view
+    kept too long shows stale data but never faults.
+    """
     cdef shmring_t *ring
+    cdef int exports
+    cdef bint close_pending
 
     cdef void close(self) noexcept:
-        if self.ring != NULL:
+        if self.exports > 0:
+            self.close_pending = True
+        elif self.ring != NULL:
             shmring_close(self.ring)  # also frees every participant handle
             self.ring = NULL
 
     def __dealloc__(self):
+        self.exports = 0
         self.close()
+
+
+cdef class _SlotBuffer:
+    """Exports claimed slots as a buffer (for numpy), keeping the mapping alive."""
+    cdef _Mapping mapping
+    cdef char *ptr
+    cdef Py_ssize_t size
+    cdef bint readonly
+
+    def __getbuffer__(self, Py_buffer *buffer, int flags):
+        PyBuffer_FillInfo(buffer, self, self.ptr, self.size, self.readonly, flags)
+        self.mapping.exports += 1
+
+    def __releasebuffer__(self, Py_buffer *buffer):
+        self.mapping.exports -= 1
+        if self.mapping.close_pending:
+            self.mapping.close()
 
 
 cdef class _Participant:
@@ -166,15 +202,19 @@ cdef class RingQueue:
     cdef object _local
     # messages this handle took from the ring but has not handed out yet (_decode)
     cdef object _pending
+    cdef bint _records               # fixed-size records of `dtype`
+    cdef readonly object dtype       # numpy dtype of a records queue, else None
     cdef object __weakref__
 
     # ---- opening and closing ----
 
     def _open(self, str name, bint create, uint64_t maxsize=0, uint64_t msg_size=0,
-              uint32_t mode=0o600, uint32_t max_participants=0, double recover_after=0.1):
+              uint32_t mode=0o600, uint32_t max_participants=0, double recover_after=0.1,
+              str schema=None):
         cdef shmring_params_t params
         cdef shmring_t *ring = NULL
         cdef int rc
+        cdef bytes schema_bytes
         if not recover_after > 0:
             raise ValueError("'recover_after' must be a positive number of seconds")
         self._recover_after_ns = <uint64_t>(recover_after * 1e9)
@@ -183,11 +223,14 @@ cdef class RingQueue:
         except UnicodeEncodeError:
             raise ValueError(f"{shmring_strerror(SHMRING_ENAME).decode()}: {name!r}") from None
         if create:
+            schema_bytes = schema.encode() if schema is not None else b""
             params.slot_size = msg_size
             params.maxsize = maxsize
             params.kind = SHMRING_KIND_QUEUE
             params.max_participants = max_participants
             params.mode = mode
+            params.records = schema is not None
+            params.schema = schema_bytes
             rc = shmring_create(cname, &params, &ring)
         else:
             rc = shmring_attach(cname, SHMRING_KIND_QUEUE, &ring)
@@ -199,12 +242,16 @@ cdef class RingQueue:
         shmring_get_params(ring, &params)
         self._slot_size = params.slot_size
         self._maxsize = params.maxsize
+        self._records = params.records
         self._cname = cname
         self._owner = create
         self._creator_pid = getpid()
         self._local = threading.local()
         self._pending = deque()
         try:
+            if self._records:
+                from shmring.records import schema_to_dtype
+                self.dtype = schema_to_dtype(params.schema.decode(), self._slot_size, name)
             self._me_slow()  # register this thread now: attached means present
         except BaseException:
             self._unlink_if_owner()
@@ -322,8 +369,8 @@ cdef class RingQueue:
             p = self._me_slow()
         if p.holding:
             raise RuntimeError(
-                "a shmring queue was used re-entrantly by a thread in the middle of "
-                "taking a message from it (from a finalizer); this is not supported")
+                "this thread holds a claim on the queue (an open reserve() or view(), or "
+                "a message being taken when a finalizer ran): commit or release it first")
         self._active += 1
         return p
 
@@ -378,7 +425,7 @@ cdef class RingQueue:
     # ---- claiming (blocking as asked) ----
 
     cdef int _claim(self, bint put, _Participant p, uint32_t max_n, shmring_span_t *span,
-                    uint64_t deadline, Py_ssize_t done) except -1:
+                    uint64_t deadline, Py_ssize_t done, int flags=0) except -1:
         """Claim 1..max_n slots to write (put) or messages to read, waiting as asked.
 
         Raises Full (with `done` as its count) or Empty when the deadline passes.
@@ -387,15 +434,15 @@ cdef class RingQueue:
         cdef int what = SHMRING_WAIT_WRITABLE if put else SHMRING_WAIT_READABLE
         cdef uint32_t spin = SPIN
         cdef uint64_t recheck
-        cdef int n = claim(p.ptr, max_n, span)
+        cdef int n = claim(p.ptr, max_n, flags, span)
         if n == 0 and deadline != 0:
             # What arrives within a microsecond or so is cheaper to wait for
             # holding the GIL than with a GIL hand-off.
             shmring_wait(p.ptr, what, 0, SPIN_WITH_GIL)
-            n = claim(p.ptr, max_n, span)
+            n = claim(p.ptr, max_n, flags, span)
         while n == 0:
             if self._recover_if_stuck(what, &recheck):
-                n = claim(p.ptr, max_n, span)
+                n = claim(p.ptr, max_n, flags, span)
                 if n != 0:
                     break
             if not self._wait(p, what, deadline, spin, recheck):
@@ -403,7 +450,7 @@ cdef class RingQueue:
                     raise Full(f"queue {self.name!r} is full", done)
                 raise Empty(f"queue {self.name!r} is empty")
             spin = 0
-            n = claim(p.ptr, max_n, span)
+            n = claim(p.ptr, max_n, flags, span)
         if n < 0:
             _raise_rc(n, self.name)
         return n
@@ -514,7 +561,7 @@ cdef class RingQueue:
                 if len(out) >= limit:
                     break
                 # more may have arrived meanwhile: take it in the same call, never wait
-                if shmring_get_claim(p.ptr, <uint32_t>min(limit - len(out), UINT32_MAX), &span) <= 0:
+                if shmring_get_claim(p.ptr, <uint32_t>min(limit - len(out), UINT32_MAX), 0, &span) <= 0:
                     break
         finally:
             self._leave()
@@ -576,35 +623,56 @@ cdef class RingQueue:
         _deadline(block, timeout, &deadline)
         return self._next_raw(deadline)
 
+    cdef bytes _encode(self, obj):
+        """One message: a pickle, or a record of a records queue."""
+        if not self._records:
+            return _dumps(obj, PICKLE_PROTOCOL)
+        import numpy as np
+        if isinstance(obj, (np.ndarray, np.generic)) and obj.dtype != self.dtype:
+            raise TypeError(f"record of dtype {obj.dtype} put into a queue of {self.dtype}")
+        data = np.asarray(obj, dtype=self.dtype).tobytes()
+        if len(data) != self._slot_size:
+            raise ValueError("put() takes one record; use put_array() for many")
+        return data
+
+    cdef object _decode_one(self, bytes raw):
+        if not self._records:
+            return _loads(raw)
+        import numpy as np
+        return np.frombuffer(raw, self.dtype)[0]
+
     def put(self, obj, block=True, timeout=None):
-        """Pickle obj (protocol 5) and put it."""
+        """Put one object (pickled, protocol 5), or one record of a records queue."""
         cdef uint64_t deadline
         _deadline(block, timeout, &deadline)
-        data = _dumps(obj, PICKLE_PROTOCOL)
+        data = self._encode(obj)
         self._put_one(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), deadline)
 
     def get(self, block=True, timeout=None):
-        """Remove and return one object (put with put)."""
+        """Remove and return one object (a numpy scalar from a records queue)."""
         cdef uint64_t deadline
         _deadline(block, timeout, &deadline)
-        return _loads(self._next_raw(deadline))
+        return self._decode_one(self._next_raw(deadline))
 
     def put_nowait(self, obj):
         """put(obj, block=False)."""
-        data = _dumps(obj, PICKLE_PROTOCOL)
+        data = self._encode(obj)
         self._put_one(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), 0)
 
     def get_nowait(self):
         """get(block=False)."""
-        return _loads(self._next_raw(0))
+        return self._decode_one(self._next_raw(0))
 
     def put_many(self, items, block=True, timeout=None):
-        """Pickle and put every item, in order, claiming slots in batches.
+        """Put every item, in order, claiming slots in batches.
 
         If the queue stays full past the timeout, Full is raised and its
         ``count`` says how many leading items were put.
         """
         cdef uint64_t deadline
+        if self._records:
+            import numpy as np
+            return self.put_array(np.array(list(items), dtype=self.dtype), block, timeout)
         _deadline(block, timeout, &deadline)
         self._put_many([_dumps(item, PICKLE_PROTOCOL) for item in items], deadline)
 
@@ -614,8 +682,187 @@ cdef class RingQueue:
         Blocks until at least one is there; returns what is there then.
         """
         cdef uint64_t deadline
+        if self._records:
+            return list(self.get_array(self._maxsize if max_items is None else max_items, block, timeout))
         _deadline(block, timeout, &deadline)
         return self._decode(self._get_raw(self._maxsize if max_items is None else max_items, deadline))
+
+    # ---- records: arrays in, arrays out, zero-copy views ----
+
+    cdef object _records_only(self, what):
+        if not self._records:
+            raise TypeError(f"{what} needs a records queue: Queue(maxsize, dtype=...)")
+
+    cdef object _as_records(self, arr):
+        """arr as a C-contiguous 1-D array of exactly our dtype (copied if not contiguous)."""
+        import numpy as np
+        if not isinstance(arr, np.ndarray):
+            raise TypeError(f"expected a numpy array of {self.dtype}, got {type(arr).__name__}")
+        if arr.dtype != self.dtype:
+            raise TypeError(f"array of dtype {arr.dtype} put into a queue of {self.dtype}")
+        if arr.ndim != 1:
+            raise ValueError(f"expected a 1-D array of records, got {arr.ndim} dimensions")
+        return np.ascontiguousarray(arr)
+
+    cdef void _copy(self, shmring_span_t *span, char *buf, bint into_ring) noexcept:
+        cdef shmring_t *ring = self._ring
+        if span.n * self._slot_size > COPY_WITHOUT_GIL:
+            with nogil:
+                shmring_copy_span(ring, span, buf, into_ring)
+        else:
+            shmring_copy_span(ring, span, buf, into_ring)
+
+    def put_array(self, arr, block=True, timeout=None):
+        """Put every record of a 1-D array of the queue's dtype, in order.
+
+        Any length: an array longer than the queue streams through as space frees.
+        A non-contiguous array is copied first; another dtype is a TypeError, more
+        than one dimension a ValueError. If the queue stays full past the
+        timeout, Full is raised and its ``count`` says how many records were put.
+        """
+        cdef uint64_t deadline
+        cdef Py_buffer view
+        cdef shmring_span_t span
+        cdef Py_ssize_t total, done = 0
+        cdef _Participant p
+        self._records_only("put_array()")
+        _deadline(block, timeout, &deadline)
+        arr = self._as_records(arr)
+        total = len(arr)
+        if total == 0:
+            return
+        PyObject_GetBuffer(arr, &view, PyBUF_C_CONTIGUOUS)
+        try:
+            p = self._enter()
+            try:
+                while done < total:
+                    self._claim(True, p, <uint32_t>min(total - done, UINT32_MAX), &span, deadline, done)
+                    self._copy(&span, <char *>view.buf + done * self._slot_size, True)
+                    shmring_put_commit(p.ptr, &span)
+                    done += span.n
+            finally:
+                self._leave()
+        finally:
+            PyBuffer_Release(&view)
+
+    def get_array(self, max_items=None, block=True, timeout=None, out=None):
+        """Remove 1..max_items records and return them as an array of the dtype.
+
+        With out= (a writable 1-D C-contiguous array of the dtype), fill it from
+        the start instead, allocating nothing, and return the count.
+        """
+        cdef uint64_t deadline
+        cdef Py_buffer view
+        cdef shmring_span_t span
+        cdef Py_ssize_t limit, got = 0
+        cdef _Participant p
+        cdef bint fill = out is not None
+        self._records_only("get_array()")
+        _deadline(block, timeout, &deadline)
+        if fill:
+            if out is not self._as_records(out):
+                raise ValueError("out= must be C-contiguous (it is filled in place)")
+            limit = len(out) if max_items is None else min(max_items, len(out))
+        else:
+            limit = self._maxsize if max_items is None else max_items
+        if limit < 1:
+            raise ValueError("'max_items' (and len(out)) must be at least 1")
+        p = self._enter()
+        try:
+            self._claim(False, p, <uint32_t>min(limit, UINT32_MAX), &span, deadline, 0)
+            p.holding = True  # Python code runs (allocation) while we hold the claim
+            try:
+                if not fill:
+                    import numpy as np
+                    out = np.empty(span.n, self.dtype)
+                PyObject_GetBuffer(out, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+            except BaseException:
+                shmring_get_release(p.ptr, &span)
+                p.holding = False
+                raise
+            try:
+                while True:
+                    self._copy(&span, <char *>view.buf + got * self._slot_size, False)
+                    shmring_get_release(p.ptr, &span)
+                    got += span.n
+                    # out=: fill it further with what else is there, never waiting
+                    if not fill or got >= limit or shmring_get_claim(
+                            p.ptr, <uint32_t>min(limit - got, UINT32_MAX), 0, &span) <= 0:
+                        break
+            finally:
+                PyBuffer_Release(&view)
+                p.holding = False
+        finally:
+            self._leave()
+        return got if fill else out
+
+    cdef object _open_span(self, bint put, Py_ssize_t n, object block, object timeout):
+        """Claim a contiguous run for a reservation or a view; (participant, span, array)."""
+        cdef uint64_t deadline
+        cdef shmring_span_t span
+        cdef _Participant p
+        cdef _SlotBuffer buf
+        _deadline(block, timeout, &deadline)
+        if n < 1:
+            raise ValueError("the number of records must be at least 1")
+        p = self._enter()
+        try:
+            self._claim(put, p, <uint32_t>min(n, UINT32_MAX), &span, deadline, 0, SHMRING_CLAIM_CONTIGUOUS)
+        except BaseException:
+            self._leave()
+            raise
+        p.holding = True
+        try:
+            import numpy as np
+            buf = _SlotBuffer.__new__(_SlotBuffer)
+            buf.mapping = self._map
+            buf.ptr = <char *>shmring_slot_payload(self._ring, span.pos)
+            buf.size = span.n * self._slot_size
+            buf.readonly = not put
+            array = np.frombuffer(buf, self.dtype)
+        except BaseException:
+            self._end_span(p, &span, put, 0)
+            raise
+        return p, span.pos, span.n, array
+
+    cdef void _end_span(self, _Participant p, shmring_span_t *span, bint put, uint32_t keep) noexcept:
+        if put:
+            shmring_put_commit_partial(p.ptr, span, keep)
+        else:
+            shmring_get_release(p.ptr, span)
+        p.holding = False
+        self._leave()
+
+    def reserve(self, n, block=True, timeout=None):
+        """Claim up to n free slots as a writable array (fewer if the ring wraps).
+
+        Fill it and commit: ``with q.reserve(n) as arr: arr[:] = ...`` commits on
+        exit (an exception aborts instead: the slots are skipped); or call
+        ``r = q.reserve(n); ...; r.commit(count)``. Until then this thread can do
+        nothing else with the queue. After commit the array is read-only and no
+        longer the queue's business.
+        """
+        self._records_only("reserve()")
+        p, pos, count, array = self._open_span(True, n, block, timeout)
+        return _Span._make(self, p, pos, count, array, True)
+
+    def view(self, max_items=None, block=True, timeout=None):
+        """Claim up to max_items ready records as a read-only array, without copying.
+
+        ``with q.view(n) as arr: total += arr["qty"].sum()`` releases the records
+        on exit (or call ``v.release()``). Until then this thread can do nothing
+        else with the queue. After release the array still exists but shows
+        whatever the ring holds by then: copy what must outlive it.
+        """
+        self._records_only("view()")
+        p, pos, count, array = self._open_span(False, self._maxsize if max_items is None else max_items,
+                                               block, timeout)
+        return _Span._make(self, p, pos, count, array, False)
+
+    def peek_array(self, max_items=None, block=True, timeout=None):
+        """view() for explicit use: ``v = q.peek_array(n); v.array; v.release()``."""
+        return self.view(max_items, block, timeout)
+
 
     def task_done(self):
         """Mark one message taken with get*() as processed (see join())."""
@@ -684,3 +931,62 @@ cdef class RingQueue:
             "writers_waiting": st.writers_waiting,
             "participants": shmring_participants_alive(self._ring),
         }
+
+
+cdef class _Span:
+    """A reservation (writable, committed at the end) or a view (read-only,
+    released at the end) of consecutive slots of a records queue."""
+    cdef RingQueue queue
+    cdef _Participant p
+    cdef shmring_span_t span
+    cdef bint put, done
+    cdef long pid
+    cdef readonly object array
+
+    @staticmethod
+    cdef _Span _make(RingQueue queue, _Participant p, uint64_t pos, uint32_t n, object array, bint put):
+        cdef _Span s = _Span.__new__(_Span)
+        s.queue, s.p, s.array, s.put, s.pid = queue, p, array, put, getpid()
+        s.span.pos, s.span.n = pos, n
+        return s
+
+    cdef _finish(self, uint32_t keep):
+        if self.done:
+            raise ValueError("already committed" if self.put else "already released")
+        if getpid() != self.pid:
+            raise RuntimeError("a reservation or view belongs to the process that made it")
+        self.done = True
+        if self.put:
+            self.array.flags.writeable = False
+        self.queue._end_span(self.p, &self.span, self.put, keep)
+
+    def commit(self, count=None):
+        """Publish the first `count` records (all by default); the rest are skipped."""
+        if not self.put:
+            raise TypeError("a view is released, not committed")
+        keep = self.span.n if count is None else count
+        if not 0 <= keep <= self.span.n:
+            raise ValueError(f"count must be within 0..{self.span.n}")
+        self._finish(keep)
+
+    def release(self):
+        """Hand the viewed records back to producers."""
+        if self.put:
+            raise TypeError("a reservation is committed, not released")
+        self._finish(0)
+
+    def __len__(self):
+        return self.span.n
+
+    def __enter__(self):
+        return self.array
+
+    def __exit__(self, exc_type, exc, tb):
+        if not self.done:
+            self._finish(self.span.n if exc_type is None else 0)
+
+    def __dealloc__(self):
+        # Forgotten: abort a reservation (its slots are skipped), release a view.
+        if not self.done and self.queue is not None and getpid() == self.pid:
+            self.done = True
+            self.queue._end_span(self.p, &self.span, self.put, 0)

@@ -39,6 +39,8 @@ cdef extern from "shmring.h" nogil:
         uint32_t kind
         uint32_t max_participants
         uint32_t mode
+        uint32_t records
+        const char *schema
 
     ctypedef struct shmring_span_t:
         uint64_t pos
@@ -64,10 +66,14 @@ cdef extern from "shmring.h" nogil:
     int shmring_participant_join(shmring_t *ring, shmring_participant_t **out)
     void shmring_participant_leave(shmring_participant_t *me)
 
-    int shmring_put_claim(shmring_participant_t *me, uint32_t max_n, shmring_span_t *span)
+    enum:
+        SHMRING_CLAIM_CONTIGUOUS
+    int shmring_put_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span)
     void shmring_put_commit(shmring_participant_t *me, const shmring_span_t *span)
-    int shmring_get_claim(shmring_participant_t *me, uint32_t max_n, shmring_span_t *span)
+    void shmring_put_commit_partial(shmring_participant_t *me, const shmring_span_t *span, uint32_t keep)
+    int shmring_get_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span)
     void shmring_get_release(shmring_participant_t *me, const shmring_span_t *span)
+    void shmring_copy_span(const shmring_t *ring, const shmring_span_t *span, void *buf, int into_ring)
     unsigned char *shmring_slot_payload(const shmring_t *ring, uint64_t pos)
     void shmring_slot_set_len(const shmring_t *ring, uint64_t pos, uint32_t len)
     int64_t shmring_slot_len(const shmring_t *ring, uint64_t pos)

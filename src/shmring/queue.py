@@ -10,6 +10,7 @@ import weakref
 
 from shmring._core import RingQueue
 from shmring.errors import SegmentError
+from shmring.records import check_dtype, dtype_to_schema
 
 __all__ = ["Queue", "DEFAULT_MAXSIZE", "DEFAULT_MSG_SIZE", "NAME_PREFIX"]
 
@@ -29,13 +30,16 @@ _created_handles = weakref.WeakSet()
 class Queue(RingQueue):
     """A bounded FIFO of messages in shared memory, usable from many processes.
 
-    ``Queue(maxsize=0, msg_size=1024, *, name=None, mode=0o600, max_participants=256,
-    recover_after=0.1)``
+    ``Queue(maxsize=0, msg_size=1024, *, dtype=None, name=None, mode=0o600,
+    max_participants=256, recover_after=0.1)``
 
     - ``maxsize``: most messages held at once; exact. ``maxsize <= 0`` gives
       ``DEFAULT_MAXSIZE`` (8192), since shared memory is allocated up front.
     - ``msg_size``: largest encoded message in bytes (a pickle for ``put``, the
       raw bytes for ``put_bytes``). Memory used is about ``maxsize * msg_size``.
+    - ``dtype``: make a records queue: every message is one record of this numpy
+      dtype (structured or scalar, no object fields), ``msg_size`` is its itemsize,
+      and ``put_array``/``get_array``/``reserve``/``view`` move many at once.
     - ``name``: segment name (1-30 characters of ``A-Z a-z 0-9 . _ -``); random
       ``shmring-...`` by default. ``mode``: file mode of the segment.
     - ``max_participants``: size of the table of threads (of all processes) that
@@ -51,17 +55,23 @@ class Queue(RingQueue):
     ``Queue.attach(name)``; they never unlink it.
     """
 
-    def __init__(self, maxsize=0, msg_size=DEFAULT_MSG_SIZE, *, name=None, mode=0o600,
+    def __init__(self, maxsize=0, msg_size=None, *, dtype=None, name=None, mode=0o600,
                  max_participants=256, recover_after=0.1):
         maxsize = int(maxsize)
         if maxsize <= 0:
             maxsize = DEFAULT_MAXSIZE
-        msg_size = int(msg_size)
+        schema = None
+        if dtype is not None:
+            dtype = check_dtype(dtype)
+            if msg_size is not None and int(msg_size) != dtype.itemsize:
+                raise ValueError(f"msg_size {msg_size} differs from the itemsize {dtype.itemsize} of {dtype}")
+            msg_size, schema = dtype.itemsize, dtype_to_schema(dtype)
+        msg_size = DEFAULT_MSG_SIZE if msg_size is None else int(msg_size)
         if msg_size < 1:
             raise ValueError(f"msg_size must be at least 1 byte, got {msg_size}")
         if name is None:
             name = NAME_PREFIX + secrets.token_hex(8)
-        self._open(name, True, maxsize, msg_size, mode, max_participants, recover_after)
+        self._open(name, True, maxsize, msg_size, mode, max_participants, recover_after, schema)
         _open_handles.add(self)
         _created_handles.add(self)
 
@@ -76,7 +86,8 @@ class Queue(RingQueue):
     def __reduce__(self):
         if self.closed:
             raise ValueError(f"cannot pickle closed queue {self.name!r}")
-        return (_unpickle_queue, (type(self), self.name, self.maxsize, self.msg_size, self.recover_after))
+        return (_unpickle_queue,
+                (type(self), self.name, self.maxsize, self.msg_size, self.recover_after, self.dtype))
 
     def __enter__(self):
         return self
@@ -88,10 +99,8 @@ class Queue(RingQueue):
         cls = type(self).__qualname__
         if self.closed:
             return f"<shmring.{cls} name={self.name!r} closed>"
-        return (
-            f"<shmring.{cls} name={self.name!r} maxsize={self.maxsize} "
-            f"msg_size={self.msg_size} qsize~{self.qsize()}>"
-        )
+        what = f"dtype={self.dtype}" if self.dtype is not None else f"msg_size={self.msg_size}"
+        return f"<shmring.{cls} name={self.name!r} maxsize={self.maxsize} {what} qsize~{self.qsize()}>"
 
     # multiprocessing.Queue compatibility: there is no feeder thread to join.
     def join_thread(self):
@@ -101,15 +110,15 @@ class Queue(RingQueue):
         """No-op (multiprocessing.Queue compatibility: shmring has no feeder thread)."""
 
 
-def _unpickle_queue(cls, name, maxsize, msg_size, recover_after):
+def _unpickle_queue(cls, name, maxsize, msg_size, recover_after, dtype=None):
     # Attach at once, so that a missing or corrupt segment raises from pickle.loads.
     q = cls.attach(name, recover_after=recover_after)
-    if (q.maxsize, q.msg_size) != (maxsize, msg_size):
-        found = (q.maxsize, q.msg_size)
+    if (q.maxsize, q.msg_size, q.dtype) != (maxsize, msg_size, dtype):
+        found = (q.maxsize, q.msg_size, q.dtype)
         q.close()
         raise SegmentError(
-            f"segment {name!r} has maxsize, msg_size = {found}, the pickled handle "
-            f"expected {(maxsize, msg_size)}: the name was reused by another queue"
+            f"segment {name!r} has maxsize, msg_size, dtype = {found}, the pickled handle "
+            f"expected {(maxsize, msg_size, dtype)}: the name was reused by another queue"
         )
     return q
 

@@ -102,23 +102,23 @@ static void test_unit(void)
 
     /* batch claims take what is there, up to maxsize, in one step */
     shmring_span_t span;
-    CHECK(shmring_put_claim(me, 100, &span) == 5 && span.n == 5);
+    CHECK(shmring_put_claim(me, 100, 0, &span) == 5 && span.n == 5);
     for (uint32_t i = 0; i < span.n; i++)
         shmring_slot_set_len(r, span.pos + i, i);
     shmring_span_t extra;
-    CHECK(shmring_put_claim(me, 1, &extra) == 0); /* claimed slots count towards maxsize */
+    CHECK(shmring_put_claim(me, 1, 0, &extra) == 0); /* claimed slots count towards maxsize */
     shmring_span_t s2;
-    CHECK(shmring_get_claim(me, 10, &s2) == 0); /* claimed but not committed: nothing to read */
+    CHECK(shmring_get_claim(me, 10, 0, &s2) == 0); /* claimed but not committed: nothing to read */
     shmring_put_commit(me, &span);
-    CHECK(shmring_get_claim(me, 3, &s2) == 3);
+    CHECK(shmring_get_claim(me, 3, 0, &s2) == 3);
     CHECK(shmring_slot_len(r, s2.pos + 2) == 2);
     shmring_get_release(me, &s2);
-    CHECK(shmring_get_claim(me, 10, &s2) == 2);
+    CHECK(shmring_get_claim(me, 10, 0, &s2) == 2);
     shmring_get_release(me, &s2);
 
     /* a corrupt length is reported, never copied */
     CHECK(shmring_put(me, buf, 1) == 1);
-    CHECK(shmring_get_claim(me, 1, &s2) == 1);
+    CHECK(shmring_get_claim(me, 1, 0, &s2) == 1);
     shmring_slot_set_len(r, s2.pos, 1000);
     CHECK(shmring_slot_len(r, s2.pos) == SHMRING_ECORRUPT);
     shmring_get_release(me, &s2);
@@ -145,15 +145,15 @@ static void test_unit(void)
     {
         /* the slot at read_pos claims to hold a later lap: corrupt */
         uint64_t rp = st.read_pos, wp = st.write_pos;
-        _Atomic uint64_t *seq = &shmring__meta(r, rp)->seq;
-        uint64_t saved = atomic_load(seq);
-        atomic_store(seq, rp + 3);
+        _Atomic uint32_t *seq = shmring__seq(r, rp);
+        uint32_t saved = atomic_load(seq);
+        atomic_store(seq, (uint32_t)(rp + 3));
         CHECK(shmring_get(me, buf, sizeof buf, &len) == SHMRING_ECORRUPT);
         atomic_store(seq, saved);
         /* the slot at write_pos says it was taken but write_pos never moved */
-        seq = &shmring__meta(r, wp)->seq;
+        seq = shmring__seq(r, wp);
         saved = atomic_load(seq);
-        atomic_store(seq, wp + 1);
+        atomic_store(seq, (uint32_t)(wp + 1));
         CHECK(shmring_put(me, buf, 1) == SHMRING_ECORRUPT);
         atomic_store(seq, saved);
         /* readers ahead of writers */
@@ -166,6 +166,49 @@ static void test_unit(void)
 
     shmring_participant_leave(me);
     CHECK(shmring_participants_alive(r) == 0);
+    shmring_close(r2);
+    shmring_close(r);
+    CHECK(shmring_unlink(ring_name) == SHMRING_OK);
+
+    /* records rings: fixed-size records, a schema, batches in one claim */
+    shmring_params_t rp = {.slot_size = 12, .maxsize = 7, .kind = SHMRING_KIND_QUEUE, .mode = 0600,
+                           .records = 1, .schema = "test-record"};
+    shmring_params_t no_schema = rp;
+    no_schema.schema = NULL;
+    CHECK(shmring_create(ring_name, &no_schema, &r) == SHMRING_EINVAL);
+    CHECK(shmring_create(ring_name, &rp, &r) == SHMRING_OK);
+    CHECK(shmring_attach(ring_name, SHMRING_KIND_QUEUE, &r2) == SHMRING_OK);
+    shmring_get_params(r2, &p);
+    CHECK(p.records == 1 && strcmp(p.schema, "test-record") == 0 && p.slot_size == 12);
+    CHECK(shmring_participant_join(r, &me) == SHMRING_OK);
+    unsigned char recs[20 * 12], back[20 * 12];
+    for (size_t i = 0; i < sizeof recs; i++)
+        recs[i] = (unsigned char)i;
+    uint64_t moved = 0;
+    for (int lap = 0; lap < 9; lap++) { /* 5 at a time through 8 slots: every wrap offset */
+        CHECK(shmring_put_records(me, recs + (lap % 3) * 12, 5) == 5);
+        CHECK(shmring_get_records(me, back, 20) == 5);
+        CHECK(memcmp(back, recs + (lap % 3) * 12, 5 * 12) == 0);
+        moved += 5;
+    }
+    CHECK(shmring_put_records(me, recs, 20) == 7); /* maxsize */
+    CHECK(shmring_put_records(me, recs, 1) == 0);
+    CHECK(shmring_get_records(me, back, 20) == 7 && memcmp(back, recs, 7 * 12) == 0);
+    CHECK(shmring_slot_len(r, 0) == 12);
+    /* a contiguous claim stops at the end of the payload area */
+    shmring_get_stats(r, &st);
+    CHECK((st.write_pos & 7) == 4);
+    CHECK(shmring_put_claim(me, 7, SHMRING_CLAIM_CONTIGUOUS, &span) == 4);
+    /* keep 1, abort 3: the aborted ones are holes, skipped, and count as done */
+    uint64_t undone = shmring_unfinished(r);
+    memcpy(shmring_slot_payload(r, span.pos), recs, 12);
+    shmring_put_commit_partial(me, &span, 1);
+    CHECK(shmring_unfinished(r) == undone - 3);
+    CHECK(shmring_put_records(me, recs + 12, 2) == 2);
+    CHECK(shmring_get_records(me, back, 20) == 1 && memcmp(back, recs, 12) == 0);
+    CHECK(shmring_get_records(me, back, 20) == 2 && memcmp(back, recs + 12, 24) == 0);
+    CHECK(shmring_get_records(me, back, 20) == 0);
+    shmring_participant_leave(me);
     shmring_close(r2);
     shmring_close(r);
     CHECK(shmring_unlink(ring_name) == SHMRING_OK);
@@ -212,7 +255,7 @@ static void test_recovery(void)
     CHECK(shmring_participant_join(r, &live_prod) == SHMRING_OK);
     CHECK(shmring_participant_join(r, &cons) == SHMRING_OK);
     CHECK(shmring_put(dead_prod, "m0", 3) == 1);
-    CHECK(shmring_put_claim(dead_prod, 1, &span) == 1); /* claimed, never committed */
+    CHECK(shmring_put_claim(dead_prod, 1, 0, &span) == 1); /* claimed, never committed */
     CHECK(shmring_put(live_prod, "m2", 3) == 1);
     CHECK(shmring_get(cons, buf, sizeof buf, &len) == 1 && strcmp(buf, "m0") == 0);
     CHECK(shmring_get(cons, buf, sizeof buf, &len) == 0); /* stuck behind the claim */
@@ -231,7 +274,7 @@ static void test_recovery(void)
     CHECK(shmring_participant_join(r, &dead_cons) == SHMRING_OK);
     for (int i = 0; i < 8; i++)
         CHECK(shmring_put(live_prod, &i, sizeof i) == 1);
-    CHECK(shmring_get_claim(dead_cons, 2, &span) == 2); /* claimed, never released */
+    CHECK(shmring_get_claim(dead_cons, 2, 0, &span) == 2); /* claimed, never released */
     for (int i = 0; i < 6; i++)
         CHECK(shmring_get(cons, buf, sizeof buf, &len) == 1);
     CHECK(shmring_put(live_prod, buf, 1) == 0); /* next lap starts at the dead consumer's slots */
@@ -251,13 +294,13 @@ static void test_recovery(void)
      *    until the live one commits */
     shmring_participant_t *loser;
     CHECK(shmring_participant_join(r, &loser) == SHMRING_OK);
-    CHECK(shmring_put_claim(live_prod, 1, &span) == 1);
+    CHECK(shmring_put_claim(live_prod, 1, 0, &span) == 1);
     atomic_store(&loser->entry->claim_role, SHMRING_CLAIM_PUT);
     atomic_store(&loser->entry->claim_pos, span.pos);
     atomic_store(&loser->entry->claim_n, 1);
     make_dead(loser, gone);
     CHECK(shmring_recover(r) == 0);
-    CHECK(atomic_load(&shmring__meta(r, span.pos)->seq) == span.pos); /* not a hole */
+    CHECK(atomic_load(shmring__seq(r, span.pos)) == (uint32_t)span.pos); /* not a hole */
     CHECK(SHMRING_PART_STATUS(atomic_load(&loser->entry->state)) == SHMRING_PART_ACTIVE);
     memcpy(shmring_slot_payload(r, span.pos), "live", 5);
     shmring_slot_set_len(r, span.pos, 5);
@@ -285,10 +328,10 @@ static void test_recovery(void)
     CHECK(shmring_participant_join(r, &half) == SHMRING_OK);
     for (int i = 0; i < 4; i++)
         CHECK(shmring_put(live_prod, &i, sizeof i) == 1);
-    CHECK(shmring_get_claim(half, 4, &span) == 4);
+    CHECK(shmring_get_claim(half, 4, 0, &span) == 4);
     CHECK(atomic_load(&half->entry->claim_role) == SHMRING_CLAIM_GET_HELD);
     for (uint32_t i = 0; i < 2; i++) /* the first half released, as mid-release */
-        atomic_store(&shmring__meta(r, span.pos + i)->seq, span.pos + i + r->capacity);
+        atomic_store(shmring__seq(r, span.pos + i), (uint32_t)(span.pos + i + r->capacity));
     make_dead(half, gone);
     lost_before = stat_lost(r);
     uint64_t unfinished_before = shmring_unfinished(r);
@@ -296,7 +339,7 @@ static void test_recovery(void)
     CHECK(stat_lost(r) == lost_before + 4 && shmring_unfinished(r) == unfinished_before - 4);
     CHECK(shmring_recover(r) == 0 && stat_lost(r) == lost_before + 4); /* counted once */
     for (uint32_t i = 0; i < 4; i++)
-        CHECK(atomic_load(&shmring__meta(r, span.pos + i)->seq) == span.pos + i + r->capacity);
+        CHECK(atomic_load(shmring__seq(r, span.pos + i)) == (uint32_t)(span.pos + i + r->capacity));
 
     /* still a working queue */
     CHECK(shmring_put(live_prod, "ok", 3) == 1);
@@ -320,7 +363,7 @@ static void test_full_table(void)
     shmring_span_t span;
     CHECK(shmring_participant_join(r, &holder) == SHMRING_OK);
     CHECK(shmring_participant_join(r, &idle) == SHMRING_OK);
-    CHECK(shmring_put_claim(holder, 1, &span) == 1); /* claimed, never committed */
+    CHECK(shmring_put_claim(holder, 1, 0, &span) == 1); /* claimed, never committed */
     make_dead(holder, gone);
     make_dead(idle, gone);
     CHECK(shmring_participant_join(r, &c) == SHMRING_OK);
@@ -367,7 +410,7 @@ static void *producer(void *arg)
         if (want > per_producer - next)
             want = (uint32_t)(per_producer - next);
         shmring_span_t span;
-        int n = shmring_put_claim(me, want, &span);
+        int n = shmring_put_claim(me, want, 0, &span);
         CHECK(n >= 0);
         if (n == 0) {
             wait_for(me, SHMRING_WAIT_WRITABLE);
@@ -397,7 +440,7 @@ static void *consumer(void *arg)
     /* relaxed: a progress counter; the final check runs after join */
     while (atomic_load_explicit(&consumed, memory_order_relaxed) < total) {
         shmring_span_t span;
-        int n = shmring_get_claim(me, 1 + (uint32_t)(rand_r(&seed) % 16), &span);
+        int n = shmring_get_claim(me, 1 + (uint32_t)(rand_r(&seed) % 16), 0, &span);
         CHECK(n >= 0);
         if (n == 0) {
             wait_for(me, SHMRING_WAIT_READABLE);

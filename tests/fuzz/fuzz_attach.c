@@ -25,7 +25,7 @@ static void exercise(shmring_t *r)
     if (shmring_participant_join(r, &me) != SHMRING_OK)
         return;
     shmring_span_t span;
-    int n = shmring_get_claim(me, 4, &span);
+    int n = shmring_get_claim(me, 4, 0, &span);
     if (n > 0) {
         unsigned char sink = 0;
         for (uint32_t i = 0; i < span.n; i++) {
@@ -36,7 +36,7 @@ static void exercise(shmring_t *r)
         (void)sink;
         shmring_get_release(me, &span);
     }
-    n = shmring_put_claim(me, 2, &span);
+    n = shmring_put_claim(me, 2, 0, &span);
     if (n > 0) {
         for (uint32_t i = 0; i < span.n; i++) {
             memset(shmring_slot_payload(r, span.pos + i), 0xab, r->slot_size);

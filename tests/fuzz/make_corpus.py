@@ -39,6 +39,13 @@ def main():
     q.get()
     q.task_done()
     save("full-then-one-read", q)
+    import numpy as np
+
+    q = shmring.Queue(6, dtype=np.dtype([("t", "<i4"), ("v", "<f4", (2,))]), max_participants=2)
+    for lap in range(4):
+        q.put_array(np.zeros(3, q.dtype))
+        q.get_array(4)
+    save("records-wrapped", q)
     print("corpus:", sorted(os.listdir(OUT)))
 
 
