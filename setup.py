@@ -1,8 +1,10 @@
 """Build of the C core and its Cython binding (metadata is in pyproject.toml)."""
+import os
 import sys
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
 
 if sys.platform == "win32":
     sys.exit(
@@ -30,7 +32,17 @@ extensions = [
     )
 ]
 
+
+class build_py_with_ceiling(build_py):
+    """Ship bench/c_ceiling.c inside the package: `python -m shmring.bench` builds it."""
+
+    def run(self):
+        super().run()
+        self.copy_file("bench/c_ceiling.c", os.path.join(self.build_lib, "shmring", "bench", "c_ceiling.c"))
+
+
 setup(
+    cmdclass={"build_py": build_py_with_ceiling},
     ext_modules=cythonize(
         extensions,
         include_path=["src"],

@@ -120,6 +120,59 @@ static inline uint64_t to_wrap(const shmring_t *r, uint64_t pos)
     return r->capacity - (pos & r->mask);
 }
 
+/* Slot words are walked run by run (a run ends at the end of the ring), with a
+ * pointer step instead of masking each position: batches touch one word per
+ * message, and these loops, not the payload memcpy, bound batch throughput. */
+static inline _Atomic uint32_t *next_word(const shmring_t *r, _Atomic uint32_t *w)
+{
+    return (_Atomic uint32_t *)((unsigned char *)w + ((size_t)1 << r->meta_shift));
+}
+
+/* How many slots from pos, up to max, hold exactly pos + k + offset (k = 0, 1, ...);
+ * *last is the first word that did not. acquire: P1 (offset 0) / C1 (offset 1). */
+static uint32_t count_states(const shmring_t *r, uint64_t pos, uint32_t max, uint32_t offset, uint32_t *last)
+{
+    uint32_t n = 0;
+    *last = 0;
+    while (n < max) {
+        uint32_t run = (uint32_t)(to_wrap(r, pos + n) < max - n ? to_wrap(r, pos + n) : max - n);
+        _Atomic uint32_t *w = shmring__seq(r, pos + n);
+        uint32_t expect = shmring__s32(pos + n + offset);
+        for (uint32_t k = 0; k < run; k++, w = next_word(r, w), expect++) {
+            uint32_t seq = atomic_load_explicit(w, memory_order_acquire);
+            if (seq != expect) {
+                *last = seq;
+                return n + k;
+            }
+        }
+        n += run;
+    }
+    return n;
+}
+
+/* Store pos + k + offset into the slot words of [pos + from, pos + to), release
+ * (P4 commits with offset 1, holes with 2; C3 releases with capacity). */
+static void store_states(const shmring_t *r, uint64_t pos, uint32_t from, uint32_t to, uint64_t offset)
+{
+    for (uint32_t i = from; i < to;) {
+        uint32_t run = (uint32_t)(to_wrap(r, pos + i) < to - i ? to_wrap(r, pos + i) : to - i);
+        _Atomic uint32_t *w = shmring__seq(r, pos + i);
+        uint32_t value = shmring__s32(pos + i + offset);
+        for (uint32_t k = 0; k < run; k++, w = next_word(r, w), value++)
+            atomic_store_explicit(w, value, memory_order_release);
+        i += run;
+    }
+}
+
+/* P4: commit [pos + from, pos + to): the first `keep` of the claim as messages
+ * (pos + 1), the rest as holes (pos + 2) that consumers skip. Pairs with C1. */
+static void publish(const shmring_t *r, uint64_t pos, uint32_t from, uint32_t to, uint32_t keep)
+{
+    uint32_t split = keep < from ? from : keep > to ? to : keep;
+    store_states(r, pos, from, split, 1);
+    store_states(r, pos, split, to, 2);
+}
+
 int shmring_put_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span)
 {
     shmring_t *r = me->ring;
@@ -151,15 +204,9 @@ int shmring_put_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmr
         if (flags & SHMRING_CLAIM_CONTIGUOUS && to_wrap(r, pos) < room)
             room = to_wrap(r, pos);
         uint32_t want = room < max_n ? (uint32_t)room : max_n;
-        uint32_t n = 0;
-        uint32_t seq = 0;
-        while (n < want) {
-            /* P1: pairs with C3. */
-            seq = atomic_load_explicit(shmring__seq(r, pos + n), memory_order_acquire);
-            if (seq != shmring__s32(pos + n))
-                break;
-            n++;
-        }
+        uint32_t seq;
+        /* P1: pairs with C3 (acquire loads inside). */
+        uint32_t n = count_states(r, pos, want, 0, &seq);
         if (n == 0) {
             if (shmring__seq_diff(seq, pos) < 0) /* last lap's message is still being read */
                 return no_claim(me->entry);
@@ -190,15 +237,10 @@ int shmring_put_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmr
 void shmring_put_commit_partial(shmring_participant_t *me, const shmring_span_t *span, uint32_t keep)
 {
     shmring_t *r = me->ring;
-    uint32_t holes = 0;
-    for (uint32_t i = 0; i < span->n; i++) {
-        uint64_t p = span->pos + i;
-        if (i == span->n / 2)
-            hook(SHMRING_HOOK_PUT_COMMITTING);
-        /* P4: pairs with C1 (a hole, p + 2, likewise: consumers skip it). */
-        atomic_store_explicit(shmring__seq(r, p), shmring__s32(i < keep ? p + 1 : p + 2), memory_order_release);
-        holes += i >= keep;
-    }
+    uint32_t half = span->n / 2, holes = span->n - (keep < span->n ? keep : span->n);
+    publish(r, span->pos, 0, half, keep);
+    hook(SHMRING_HOOK_PUT_COMMITTING);
+    publish(r, span->pos, half, span->n, keep);
     if (holes)
         /* T1 (release, as a task_done): holes will never get a task_done() */
         atomic_fetch_add_explicit(&r->seg->join.tasks_done, holes, memory_order_release);
@@ -244,17 +286,11 @@ int shmring_get_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmr
     /* relaxed: a first guess; the CAS (C2) decides. */
     uint64_t pos = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
     for (;;) {
-        uint32_t n = 0, want = max_n;
-        uint32_t seq = 0;
+        uint32_t want = max_n, seq;
         if (flags & SHMRING_CLAIM_CONTIGUOUS && to_wrap(r, pos) < want)
             want = (uint32_t)to_wrap(r, pos);
-        while (n < want) {
-            /* C1: pairs with P4. */
-            seq = atomic_load_explicit(shmring__seq(r, pos + n), memory_order_acquire);
-            if (seq != shmring__s32(pos + n + 1))
-                break;
-            n++;
-        }
+        /* C1: pairs with P4 (acquire loads inside). */
+        uint32_t n = count_states(r, pos, want, 1, &seq);
         if (n == 0) {
             if (shmring__seq_diff(seq, pos + 1) < 0) /* not committed yet: empty */
                 return no_claim(me->entry);
@@ -290,13 +326,10 @@ int shmring_get_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmr
 void shmring_get_release(shmring_participant_t *me, const shmring_span_t *span)
 {
     shmring_t *r = me->ring;
-    for (uint32_t i = 0; i < span->n; i++) {
-        uint64_t p = span->pos + i;
-        if (i == span->n / 2)
-            hook(SHMRING_HOOK_GET_RELEASING);
-        /* C3: pairs with P1. */
-        atomic_store_explicit(shmring__seq(r, p), shmring__s32(p + r->capacity), memory_order_release);
-    }
+    /* C3: pairs with P1. */
+    store_states(r, span->pos, 0, span->n / 2, r->capacity);
+    hook(SHMRING_HOOK_GET_RELEASING);
+    store_states(r, span->pos, span->n / 2, span->n, r->capacity);
     withdraw(me->entry);
     shmring__notify(r, &r->seg->not_full);
 }
