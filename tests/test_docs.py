@@ -32,3 +32,11 @@ def test_the_readme_example_runs_and_prints_what_it_says():
                           capture_output=True, text=True, timeout=100, env=child_python_env())
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "1000"
+
+
+@pytest.mark.timeout(120)
+def test_the_records_example_aggregates_every_tick():
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "records_pool.py")],
+                          capture_output=True, text=True, timeout=100, env=child_python_env())
+    assert done.returncode == 0, done.stderr  # it checks its totals against numpy itself
+    assert done.stdout.startswith("VWAP buy ")
