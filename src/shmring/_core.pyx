@@ -61,6 +61,18 @@ cdef object _dumps = pickle.dumps
 cdef object _loads = pickle.loads
 
 
+cdef object _numpy = None
+
+
+cdef object numpy():
+    """numpy, imported on first use: only records queues need it."""
+    global _numpy
+    if _numpy is None:
+        import numpy
+        _numpy = numpy
+    return _numpy
+
+
 def _set_wait_slice(seconds):
     """Test knob: the longest single C wait (default 0.05 s). With a long slice
     only a real wake-up (or a signal) ends a wait early, so tests can tell them apart."""
@@ -204,6 +216,7 @@ cdef class RingQueue:
     cdef object _pending
     cdef bint _records               # fixed-size records of `dtype`
     cdef readonly object dtype       # numpy dtype of a records queue, else None
+    cdef object _dtype_ok            # the last array dtype found equal to it (comparing is slow)
     cdef object __weakref__
 
     # ---- opening and closing ----
@@ -627,7 +640,7 @@ cdef class RingQueue:
         """One message: a pickle, or a record of a records queue."""
         if not self._records:
             return _dumps(obj, PICKLE_PROTOCOL)
-        import numpy as np
+        np = numpy()
         if isinstance(obj, (np.ndarray, np.generic)) and obj.dtype != self.dtype:
             raise TypeError(f"record of dtype {obj.dtype} put into a queue of {self.dtype}")
         data = np.asarray(obj, dtype=self.dtype).tobytes()
@@ -638,8 +651,7 @@ cdef class RingQueue:
     cdef object _decode_one(self, bytes raw):
         if not self._records:
             return _loads(raw)
-        import numpy as np
-        return np.frombuffer(raw, self.dtype)[0]
+        return numpy().frombuffer(raw, self.dtype)[0]
 
     def put(self, obj, block=True, timeout=None):
         """Put one object (pickled, protocol 5), or one record of a records queue."""
@@ -671,8 +683,7 @@ cdef class RingQueue:
         """
         cdef uint64_t deadline
         if self._records:
-            import numpy as np
-            return self.put_array(np.array(list(items), dtype=self.dtype), block, timeout)
+            return self.put_array(numpy().array(list(items), dtype=self.dtype), block, timeout)
         _deadline(block, timeout, &deadline)
         self._put_many([_dumps(item, PICKLE_PROTOCOL) for item in items], deadline)
 
@@ -695,11 +706,14 @@ cdef class RingQueue:
 
     cdef object _as_records(self, arr):
         """arr as a C-contiguous 1-D array of exactly our dtype (copied if not contiguous)."""
-        import numpy as np
+        np = numpy()
         if not isinstance(arr, np.ndarray):
             raise TypeError(f"expected a numpy array of {self.dtype}, got {type(arr).__name__}")
-        if arr.dtype != self.dtype:
-            raise TypeError(f"array of dtype {arr.dtype} put into a queue of {self.dtype}")
+        dt = arr.dtype
+        if dt is not self._dtype_ok:
+            if dt != self.dtype:
+                raise TypeError(f"array of dtype {dt} put into a queue of {self.dtype}")
+            self._dtype_ok = dt
         if arr.ndim != 1:
             raise ValueError(f"expected a 1-D array of records, got {arr.ndim} dimensions")
         return np.ascontiguousarray(arr)
@@ -773,8 +787,7 @@ cdef class RingQueue:
             p.holding = True  # Python code runs (allocation) while we hold the claim
             try:
                 if not fill:
-                    import numpy as np
-                    out = np.empty(span.n, self.dtype)
+                    out = numpy().empty(span.n, self.dtype)
                 PyObject_GetBuffer(out, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
             except BaseException:
                 shmring_get_release(p.ptr, &span)
@@ -813,13 +826,12 @@ cdef class RingQueue:
             raise
         p.holding = True
         try:
-            import numpy as np
             buf = _SlotBuffer.__new__(_SlotBuffer)
             buf.mapping = self._map
             buf.ptr = <char *>shmring_slot_payload(self._ring, span.pos)
             buf.size = span.n * self._slot_size
             buf.readonly = not put
-            array = np.frombuffer(buf, self.dtype)
+            array = numpy().frombuffer(buf, self.dtype)
         except BaseException:
             self._end_span(p, &span, put, 0)
             raise
