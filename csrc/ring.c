@@ -524,3 +524,17 @@ uint32_t shmring_participants_alive(const shmring_t *r)
 {
     return shmring__count_alive(r);
 }
+
+void shmring_get_info(const shmring_t *r, shmring_info_t *out)
+{
+    /* written once by the creator before the magic published the segment */
+    out->creator_pid = r->seg->hdr.creator_pid;
+    out->created_unix_ns = r->seg->hdr.created_unix_ns;
+    out->mapped_size = r->mapped_size;
+    out->participants = 0;
+    for (uint32_t i = 0; i < r->max_participants; i++)
+        /* relaxed: a count for display */
+        out->participants += SHMRING_PART_STATUS(atomic_load_explicit(&r->parts[i].state, memory_order_relaxed)) !=
+                             SHMRING_PART_FREE;
+    out->participants_alive = shmring__count_alive(r);
+}

@@ -190,6 +190,16 @@ int shmring_stuck(const shmring_t *ring, int what, uint64_t *pos);
 /* Participants (threads) whose process is alive; makes system calls. */
 uint32_t shmring_participants_alive(const shmring_t *ring);
 
+/* What an operator looks at (shmring ls / stat): identity and table. */
+typedef struct shmring_info {
+    int64_t creator_pid;
+    uint64_t created_unix_ns;
+    uint64_t mapped_size;
+    uint32_t participants;       /* registered entries, alive or not */
+    uint32_t participants_alive; /* of those, whose process runs (system calls) */
+} shmring_info_t;
+void shmring_get_info(const shmring_t *ring, shmring_info_t *out);
+
 /* ---- waiting (wait.c) ---- */
 
 /* Wait until the ring may have become readable / writable / joined, for at most

@@ -73,6 +73,53 @@ cdef object numpy():
     return _numpy
 
 
+def inspect(str name):
+    """What `shmring ls` / `stat` show of a ring, without joining it: a dict.
+
+    Raises like Queue.attach for a missing, foreign or corrupt segment.
+    """
+    cdef shmring_t *ring = NULL
+    cdef shmring_params_t params
+    cdef shmring_stats_t st
+    cdef shmring_info_t info
+    cdef int rc = shmring_attach(("/" + name).encode("ascii"), SHMRING_KIND_QUEUE, &ring)
+    if rc != SHMRING_OK:
+        _raise_rc(rc, name)
+    try:
+        shmring_get_params(ring, &params)
+        shmring_get_stats(ring, &st)
+        shmring_get_info(ring, &info)
+        return {
+            "name": name,
+            "kind": "records" if params.records else "queue",
+            "schema": params.schema.decode() if params.records else None,
+            "maxsize": params.maxsize,
+            "msg_size": params.slot_size,
+            "put": st.write_pos,
+            "got": st.read_pos,
+            "fill": st.write_pos - st.read_pos,
+            "tasks_done": st.tasks_done,
+            "lost": st.lost,
+            "recoveries": st.recoveries,
+            "readers_waiting": st.readers_waiting,
+            "writers_waiting": st.writers_waiting,
+            "creator_pid": info.creator_pid,
+            "created_unix_ns": info.created_unix_ns,
+            "bytes": info.mapped_size,
+            "participants": info.participants,
+            "participants_alive": info.participants_alive,
+        }
+    finally:
+        shmring_close(ring)
+
+
+def _unlink_segment(str name):
+    """Remove a segment's name (shmring rm); mappings that exist stay valid."""
+    cdef int rc = shmring_unlink(("/" + name).encode("ascii"))
+    if rc != SHMRING_OK:
+        _raise_rc(rc, name)
+
+
 def _set_wait_slice(seconds):
     """Test knob: the longest single C wait (default 0.05 s). With a long slice
     only a real wake-up (or a signal) ends a wait early, so tests can tell them apart."""

@@ -83,6 +83,13 @@ cdef extern from "shmring.h" nogil:
     uint64_t shmring_unfinished(const shmring_t *ring)
     void shmring_get_stats(const shmring_t *ring, shmring_stats_t *out)
     uint32_t shmring_participants_alive(const shmring_t *ring)
+    ctypedef struct shmring_info_t:
+        int64_t creator_pid
+        uint64_t created_unix_ns
+        uint64_t mapped_size
+        uint32_t participants
+        uint32_t participants_alive
+    void shmring_get_info(const shmring_t *ring, shmring_info_t *out)
     int shmring_recover(shmring_t *ring)
     int shmring_stuck(const shmring_t *ring, int what, uint64_t *pos)
 

@@ -1,0 +1,91 @@
+"""What the operator commands (shmring ls / stat / rm) know about segments."""
+import os
+import sys
+import time
+
+from shmring._core import inspect as _inspect
+from shmring.errors import SegmentError
+
+# Where POSIX shared memory objects show up as files (Linux; macOS has no such place).
+SHM_DIR = "/dev/shm"
+MAGIC = b"SHMRING1"
+
+
+def inspect(name):
+    return _inspect(name)
+
+
+def list_segments():
+    """Every shmring segment this user can read: dicts from inspect(), or
+    {"name", "error"} for one that is broken or from another layout version."""
+    if not os.path.isdir(SHM_DIR):
+        raise OSError(f"listing segments needs {SHM_DIR} (Linux); on {sys.platform} use "
+                      "`shmring stat NAME` with a name you know")
+    for entry in sorted(os.listdir(SHM_DIR)):
+        try:
+            with open(os.path.join(SHM_DIR, entry), "rb") as f:
+                if f.read(len(MAGIC)) != MAGIC:
+                    continue
+        except OSError:
+            continue  # not ours to read
+        try:
+            yield inspect(entry)
+        except (SegmentError, OSError, ValueError) as e:
+            yield {"name": entry, "error": str(e)}
+
+
+def stale_segments():
+    """Segments whose participants are all dead (their creator killed, say)."""
+    return [r["name"] for r in list_segments() if "error" not in r and r["participants_alive"] == 0]
+
+
+def remove(name, force=False):
+    """(removed, why). A ring some live process still uses is kept unless forced."""
+    from shmring._core import _unlink_segment
+
+    try:
+        info = inspect(name)
+    except FileNotFoundError:
+        return False, "no such segment"
+    except (SegmentError, ValueError) as e:
+        if not force:
+            return False, f"unreadable ({e}); --force removes it anyway"
+        info = None
+    if info is not None and info["participants_alive"] and not force:
+        return False, f"{info['participants_alive']} live participant(s); --force removes it anyway"
+    _unlink_segment(name)
+    alive = info["participants_alive"] if info else "?"
+    return True, f"{alive} live participant(s)" if alive else "no live participant"
+
+
+def human_bytes(n):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def describe(info, previous=None, interval=1.0):
+    """The lines `shmring stat` prints; rates from the previous snapshot if any."""
+    created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["created_unix_ns"] / 1e9))
+    lines = [
+        f"name            {info['name']}",
+        f"kind            {info['kind']}" + (f"  {info['schema']}" if info["schema"] else ""),
+        f"maxsize         {info['maxsize']} messages of up to {info['msg_size']} bytes "
+        f"({human_bytes(info['bytes'])} mapped)",
+        f"created         {created} by pid {info['creator_pid']}",
+        f"fill            {info['fill']} / {info['maxsize']} ({100 * info['fill'] / info['maxsize']:.0f}%)",
+        f"messages in     {info['put']}",
+        f"messages out    {info['got']}",
+    ]
+    if previous is not None:
+        lines.append(f"rate            {(info['put'] - previous['put']) / interval:,.0f} in/s, "
+                     f"{(info['got'] - previous['got']) / interval:,.0f} out/s")
+    lines += [
+        f"tasks done      {info['tasks_done']}",
+        f"waiting         {info['readers_waiting']} readers, {info['writers_waiting']} writers",
+        f"participants    {info['participants_alive']} alive of {info['participants']} registered",
+        f"lost            {info['lost']} messages (held by processes that died), "
+        f"{info['recoveries']} recoveries",
+    ]
+    return "\n".join(lines) + "\n"
