@@ -4,7 +4,10 @@
  * out of in large chunks, with nothing else (no per-record work, no Python).
  * Measured at the consumer, from its first chunk to its last.
  *
- *   c_ceiling RING_BYTES CHUNK_BYTES TOTAL_BYTES  ->  prints "<bytes/s>"
+ *   c_ceiling RING_BYTES CHUNK_BYTES TOTAL_BYTES [CONSUMER_CPU PRODUCER_CPU]
+ *       ->  prints "<bytes/s>"
+ *
+ * With the CPU numbers (Linux), each process is pinned like the shmring rows.
  *
  * Built at run time by `python -m shmring.bench` (records suite) when a C
  * compiler is present, with the same ring and chunk sizes as the shmring rows.
@@ -16,6 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#ifdef __linux__
+#include <sched.h>
+#endif
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,12 +38,27 @@ static double now(void)
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
+/* Pin the calling process to one CPU where the OS can; the number comes from argv. */
+static void pin(const char *cpu)
+{
+#ifdef __linux__
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(atoi(cpu), &set);
+    if (sched_setaffinity(0, sizeof set, &set) != 0)
+        perror("sched_setaffinity");
+#else
+    (void)cpu;
+#endif
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s RING_BYTES CHUNK_BYTES TOTAL_BYTES\n", argv[0]);
+    if (argc != 4 && argc != 6) {
+        fprintf(stderr, "usage: %s RING_BYTES CHUNK_BYTES TOTAL_BYTES [CONSUMER_CPU PRODUCER_CPU]\n", argv[0]);
         return 2;
     }
+    int pinned = argc == 6;
     uint64_t ring = strtoull(argv[1], NULL, 0), chunk = strtoull(argv[2], NULL, 0);
     uint64_t total = strtoull(argv[3], NULL, 0) / chunk * chunk;
     if (chunk == 0 || ring < chunk || ring % chunk != 0 || total < 2 * chunk) {
@@ -55,6 +76,8 @@ int main(int argc, char **argv)
     memset(local, 7, chunk);
     pid_t pid = fork();
     if (pid == 0) { /* producer */
+        if (pinned)
+            pin(argv[5]);
         for (uint64_t w = 0; w < total; w += chunk) {
             /* acquire: pairs with the consumer's release of `read`: it is done with the bytes */
             while (w + chunk - atomic_load_explicit(&c->read, memory_order_acquire) > ring)
@@ -65,6 +88,8 @@ int main(int argc, char **argv)
         }
         _exit(0);
     }
+    if (pinned)
+        pin(argv[4]);
     double t0 = 0;
     for (uint64_t r = 0; r < total; r += chunk) {
         while (atomic_load_explicit(&c->written, memory_order_acquire) < r + chunk)

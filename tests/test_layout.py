@@ -3,7 +3,6 @@ import os
 
 import pytest
 
-import shmring
 from segments import (
     FIXED_PART,
     MAGIC,

@@ -1,16 +1,16 @@
 """Record rows: 1 producer process -> 1 consumer process, a stream of fixed-size
 records in batches, shmring (copying and zero-copy) beside a bare C ceiling and
 the ways people move numpy arrays between processes today."""
+import atexit
 import functools
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import shmring
-from shmring.bench.runner import Row, Timer, context
+from shmring.bench.runner import IpcSocket, PairRow, Row, Timer, context, cpus
 
 BATCH = 4096
 RING = 65536  # records held by the shmring queues; the C ceiling gets the same bytes
@@ -43,14 +43,16 @@ def ceiling_binary():
     source = ceiling_source()
     if source is None or shutil.which(cc) is None:
         return None
-    exe = Path(tempfile.mkdtemp(prefix="shmring-ceiling-")) / "c_ceiling"
+    build = tempfile.mkdtemp(prefix="shmring-ceiling-")
+    atexit.register(shutil.rmtree, build, ignore_errors=True)
+    exe = Path(build) / "c_ceiling"
     done = subprocess.run([cc, "-O2", "-std=c11", str(source), "-o", str(exe)], capture_output=True)
     return exe if done.returncode == 0 else None
 
 
 class CCeiling(Row):
+    scenario = "records"
     unit = "records"
-    requires = None
 
     def __init__(self, dtype_name, count):
         self.dtype_name, self.count = dtype_name, count
@@ -66,12 +68,15 @@ class CCeiling(Row):
 
     def run(self, n):
         size = self.item_bytes
-        done = subprocess.run([str(ceiling_binary()), str(RING * size), str(BATCH * size), str(n * size)],
+        usable = cpus()  # the same CPUs as the Python rows' consumer and producer
+        done = subprocess.run([str(ceiling_binary()), str(RING * size), str(BATCH * size),
+                               str(max(n, 4 * BATCH) * size), str(usable[0]), str(usable[1 % len(usable)])],
                               capture_output=True, text=True, timeout=600, check=True)
-        return float(done.stdout) / size
+        return {"rate": float(done.stdout) / size}
 
 
-class RecordRow(Row):
+class RecordRow(PairRow):
+    scenario = "records"
     unit = "records"
 
     def __init__(self, dtype_name, count):
@@ -81,6 +86,13 @@ class RecordRow(Row):
     def chunk(self):
         import numpy as np
         return np.zeros(BATCH, dtype_of(self.dtype_name))
+
+    def missing(self):
+        try:
+            import numpy  # noqa: F401
+        except ImportError:
+            return "numpy not installed"
+        return super().missing()
 
 
 class ShmringRecords(RecordRow):
@@ -167,22 +179,12 @@ class FasterFifoChunks(ChunkPeer):
         return q.get, lambda: None
 
 
-class ZmqChunks(ChunkPeer):
+class ZmqChunks(IpcSocket, ChunkPeer):
     requires = "zmq"
 
     def __init__(self, dtype_name, count):
         super().__init__(dtype_name, count)
         self.name = f"pyzmq PUSH/PULL send(arr, copy=False), {BATCH}-record arrays"
-
-    def make(self):
-        return os.path.join(tempfile.mkdtemp(prefix="shmring-bench-"), "sock")
-
-    def close(self, path):
-        for remove, p in ((os.remove, path), (os.rmdir, os.path.dirname(path))):
-            try:
-                remove(p)
-            except OSError:
-                pass
 
     def produce(self, path, n):
         import zmq
@@ -236,6 +238,10 @@ def mrec(v):
     return f"{v / 1e6:.0f}M records/s"
 
 
+def rows():
+    return ROWS
+
+
 TARGETS = [
     ("put_array/get_array, 24-byte records, vs the C ceiling (bytes/s)", GET_ARRAY.name, CEILING.name, 0.5, share),
     ("put_array/get_array, 24-byte records", GET_ARRAY.name, None, 30e6, mrec),
@@ -247,11 +253,7 @@ TITLE = (f"1 producer process -> 1 consumer process, records in batches of {BATC
          f"queues of {RING} records, ratio to the C ceiling")
 
 
-def add_best_peer(med):
-    peers = [med[p.name] for p in PEERS if p.name in med]
-    if peers:
-        med[BEST_PEER] = max(peers)
-
-
-if __name__ == "__main__":
-    sys.exit("run: python -m shmring.bench --suite records")
+def best_peer(medians):
+    """The fastest peer's rate, for the "3x the best of them" target."""
+    peers = [medians[p.name] for p in PEERS if p.name in medians]
+    return max(peers) if peers else None

@@ -1,17 +1,18 @@
-"""How every benchmark row is run and reported.
+"""How every benchmark row is run, measured and reported.
 
-A row moves a stream from one producer process to one consumer process and is
-measured at the consumer, from the end of its first batch to the end of its
-last. Each repetition runs in fresh processes, and repetitions are interleaved
-across rows, so that a noisy moment of the machine hits every row alike.
-Results are medians with min and max; ratios are computed from the medians of
-the same run.
+A row moves a stream between processes (producer -> consumer, or back and forth
+for latency) and is measured where the data arrives. Each repetition runs in
+fresh processes pinned to distinct CPUs where the OS allows, and repetitions are
+interleaved across rows, so that a noisy moment of the machine hits every row
+alike. Results are medians with min and max; ratios come from the medians of the
+same run.
 """
 import multiprocessing as mp
 import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 
 import shmring
@@ -22,28 +23,55 @@ def context():
     return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
 
 
-class Row:
-    """One way of moving a stream. Subclasses say how to make the shared handle
-    and what each side does; the runner does the processes and the clock."""
+def cpus():
+    """CPUs this process may run on (all of them where affinity is unknown)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
 
+
+def pin(index):
+    """Pin the calling process to the index-th usable CPU, where the OS supports it."""
+    if hasattr(os, "sched_setaffinity"):
+        usable = cpus()
+        os.sched_setaffinity(0, {usable[index % len(usable)]})
+
+
+class Row:
+    """One way of moving data, measured one way. Subclasses define run(count)
+    -> {metric: value}; most use run_pair() with produce() and consume()."""
+
+    scenario = ""            # which table the row belongs to
     name = ""
-    unit = "msgs"            # what rate() counts
-    count = 1_000_000        # units per repetition (scaled by --quick)
+    unit = "msgs"            # what the rate counts
+    count = 1_000_000        # units per repetition (scaled by --quick / --scale)
     requires = None          # module that must import, else the row is skipped
+    payload = None           # bytes per message, if the row has one
     item_bytes = None        # bytes per unit, to report bytes/s
+    min_cpus = 1             # the row needs this many CPUs, else it is skipped
+
+    def label(self):
+        return self.name if self.payload is None else f"{self.name} [{self.payload} B]"
 
     def missing(self):
         """A one-line reason to skip this row here, or None."""
-        if self.requires is None:
-            return None
-        try:
-            __import__(self.requires)
-        except ImportError:
-            return f"{self.requires} not installed (pip install 'shmring[bench]')"
+        if len(cpus()) < self.min_cpus:
+            return f"needs {self.min_cpus} CPUs, this machine lets us use {len(cpus())}"
+        if self.requires is not None:
+            try:
+                __import__(self.requires)
+            except ImportError:
+                return f"{self.requires} not installed (pip install 'shmring[bench]')"
         return None
 
+    def run(self, count):
+        raise NotImplementedError
+
+
+class PairRow(Row):
+    """A producer process and a consumer process sharing a handle made here."""
+
     def make(self):
-        """The shared handle, made in the parent and passed to both sides."""
         return None
 
     def close(self, handle):
@@ -53,46 +81,75 @@ class Row:
         raise NotImplementedError
 
     def consume(self, handle, n, ready):
-        """Consume n units (ready.set() once able to); return units/s."""
+        """Consume n units (ready.set() once able to); return {metric: value}."""
         raise NotImplementedError
 
-    def run(self, n):
-        """One repetition in fresh processes; returns units/s at the consumer."""
-        ctx = context()
+    def run(self, count):
         handle = self.make()
-        results, ready = ctx.Queue(), ctx.Event()
-        consumer = ctx.Process(target=_consumer_main, args=(self, handle, n, ready, results))
-        producer = ctx.Process(target=_producer_main, args=(self, handle, n, ready))
-        try:
-            consumer.start()
-            producer.start()
-            rate = results.get(timeout=600)
-            producer.join(600)
-            consumer.join(600)
-        finally:
-            for p in (producer, consumer):
-                if p.is_alive():
-                    p.kill()
-            self.close(handle)
-        if isinstance(rate, BaseException):
-            raise rate
-        return rate
+        ready = context().Event()
+        return run_processes(self, handle, (_consumer_main, (self, handle, count, ready)),
+                             (_producer_main, (self, handle, count, ready)))
+
+
+def run_processes(row, handle, reporter, partner):
+    """Run two fresh processes, each (target, args): the reporter's target gets a
+    results queue as its last argument and puts one result or exception on it.
+    Whatever happens, leftovers are killed and row.close(handle) is called."""
+    ctx = context()
+    results = ctx.Queue()
+    procs = [ctx.Process(target=reporter[0], args=(*reporter[1], results)),
+             ctx.Process(target=partner[0], args=partner[1])]
+    try:
+        for p in procs:
+            p.start()
+        result = results.get(timeout=600)
+        for p in procs:
+            p.join(600)
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+        row.close(handle)
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def report(results, row, work, *args):
+    """Put work(*args), or the exception it raised, on results: never leave the parent waiting."""
+    try:
+        results.put(work(*args))
+    except BaseException as e:
+        results.put(RuntimeError(f"{row.label()}: {e!r}"))
 
 
 def _consumer_main(row, handle, n, ready, results):
-    try:
-        results.put(row.consume(handle, n, ready))
-    except BaseException as e:  # report it instead of leaving the parent waiting
-        results.put(RuntimeError(f"{row.name}: {e!r}"))
+    pin(0)
+    report(results, row, row.consume, handle, n, ready)
 
 
 def _producer_main(row, handle, n, ready):
+    pin(1)
     ready.wait(60)
     row.produce(handle, n)
 
 
+class IpcSocket:
+    """Rows whose handle is a fresh ipc:// socket path in a private directory."""
+
+    def make(self):
+        return os.path.join(tempfile.mkdtemp(prefix="shmring-bench-"), "sock")
+
+    def close(self, path):
+        for remove, p in ((os.remove, path), (os.rmdir, os.path.dirname(path))):
+            try:
+                remove(p)
+            except OSError:
+                pass
+
+
 class Timer:
-    """Consumer-side clock: started after the first batch, stopped after the last."""
+    """Consumer-side clock for batches: started by the first batch, stopped after the last."""
 
     def __init__(self):
         self.t0 = None
@@ -105,69 +162,54 @@ class Timer:
             self.counted += units
 
     def rate(self):
-        return self.counted / (time.perf_counter() - self.t0) if self.counted else float("nan")
+        return {"rate": self.counted / (time.perf_counter() - self.t0) if self.counted else float("nan")}
 
 
-def machine_header():
+def time_each(get, n):
+    """Call get() n times; the rate of the last n - 1, timed from the first.
+    Nothing else runs in the loop: a per-call timer would slow the fast rows most."""
+    get()
+    t0 = time.perf_counter()
+    for _ in range(n - 1):
+        get()
+    return {"rate": (n - 1) / (time.perf_counter() - t0) if n > 1 else float("nan")}
+
+
+def machine():
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return (f"CPU: {cpu}, {os.cpu_count()} cores | OS: {platform.system()} {platform.release()} | "
-            f"Python {platform.python_version()} | shmring {shmring.__version__}")
+    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cpus": len(cpus()),
+            "os": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
+            "shmring": shmring.__version__}
+
+
+def header(info):
+    return (f"CPU: {info['cpu']}, {info['cores']} cores ({info['usable_cpus']} usable) | OS: {info['os']} | "
+            f"Python {info['python']} | shmring {info['shmring']}")
 
 
 def measure(rows, repeat, scale, progress=sys.stderr):
-    """Run every row `repeat` times, interleaved; {row name: [units/s, ...]}."""
-    rates = {row.name: [] for row in rows}
+    """Run every row `repeat` times, interleaved; {row: [{metric: value}, ...]}."""
+    samples = {row: [] for row in rows}
     for rep in range(repeat):
         for row in rows:
             if progress:
-                print(f"\r[{rep + 1}/{repeat}] {row.name:<50}", end="", file=progress, flush=True)
-            rates[row.name].append(row.run(max(1000, int(row.count * scale))))
+                print(f"\r[{rep + 1}/{repeat}] {row.label()[:70]:<70}", end="", file=progress, flush=True)
+            samples[row].append(row.run(max(100, int(row.count * scale))))
     if progress:
-        print("\r" + " " * 70 + "\r", end="", file=progress)
-    return rates
+        print("\r" + " " * 80 + "\r", end="", file=progress, flush=True)
+    return samples
 
 
-def available(rows, out=sys.stdout):
-    """The rows that can run here; a one-line note for each skipped one."""
-    kept = []
-    for row in rows:
-        why = row.missing()
-        if why:
-            print(f"skipped: {row.name}: {why}", file=out)
-        else:
-            kept.append(row)
-    return kept
-
-
-def table(rows, rates, baseline, out=sys.stdout):
-    """Medians with min-max, units/s and bytes/s where known, ratio to the baseline row."""
-    med = {name: statistics.median(r) for name, r in rates.items()}
-    base = med.get(baseline)
-    print(f"| {'row':<46} | {'per second (median)':>22} | {'min - max':>27} | {'GB/s':>6} | "
-          f"{'ratio':>7} |", file=out)
-    print(f"|{'-' * 48}|{'-' * 23}:|{'-' * 28}:|{'-' * 7}:|{'-' * 8}:|", file=out)
-    for row in rows:
-        r = rates[row.name]
-        gbs = f"{med[row.name] * row.item_bytes / 1e9:.2f}" if row.item_bytes else "-"
-        ratio = f"{med[row.name] / base:.1f}x" if base else "n/a"
-        per_s = f"{med[row.name]:,.0f} {row.unit}"
-        print(f"| {row.name:<46} | {per_s:>22} | {f'{min(r):,.0f} - {max(r):,.0f}':>27} | {gbs:>6} | "
-              f"{ratio:>7} |", file=out)
-    return med
-
-
-def check_targets(med, targets, out=sys.stdout):
-    """Each target is (label, row, other row or None, needed ratio, unit scale)."""
-    print("Targets (from the medians of this run):", file=out)
-    for label, row, other, need, describe in targets:
-        if row not in med or (other is not None and other not in med):
-            print(f"  {label}: skipped (a row did not run)", file=out)
-            continue
-        value = med[row] / med[other] if other is not None else med[row]
-        verdict = "ok" if value >= need else "MISSED"
-        print(f"  {label}: {describe(value)} (target >= {describe(need)}) {verdict}", file=out)
+def summarize(samples):
+    """{metric: {"median", "min", "max", "samples"}} from a row's repetitions."""
+    out = {}
+    for metric in samples[0]:
+        values = [s[metric] for s in samples]
+        out[metric] = {"median": statistics.median(values), "min": min(values), "max": max(values),
+                       "samples": values}
+    return out

@@ -1,0 +1,241 @@
+"""shmring bench: shmring beside the queues you use today, on this machine.
+
+Throughput (1 producer -> 1 consumer, and N -> M where there are the cores),
+round-trip latency, and numpy records beside a bare C ceiling. Every row runs
+in fresh processes pinned to distinct CPUs where possible, repetitions are
+interleaved across rows, throughput is measured at the consumer, and ratios come
+from the medians of the same run. A peer that is not installed is skipped.
+"""
+import argparse
+import json
+import sys
+
+from shmring.bench import latency, records, throughput
+from shmring.bench.runner import header, machine, measure, summarize
+
+SCENARIOS = {
+    "throughput": "1 producer process -> 1 consumer process",
+    "n-to-m": "N producer processes -> M consumer processes, one queue",
+    "latency": f"round trip of a {latency.PAYLOAD}-byte message between two processes",
+    "records": (f"numpy records in batches of {records.BATCH}, queues of {records.RING} records, "
+                "beside a bare C ring"),
+}
+
+
+def build_rows(payloads):
+    return {
+        "throughput": (throughput.rows(payloads), throughput.BASELINE),
+        "n-to-m": (throughput.nm_rows(payloads), throughput.NM_BASELINE),
+        "latency": (latency.ROWS, latency.BASELINE),
+        "records": (records.rows(), records.BASELINE),
+    }
+
+
+def selected(row, scenario, only):
+    if not only:
+        return True
+    text = f"{scenario} {row.label()}".lower()
+    return any(word.lower() in text for word in only)
+
+
+def baseline_of(results, row, baseline):
+    """The baseline row's result with the same payload (ratios compare like with like)."""
+    for other, result in results.items():
+        if other.name == baseline and other.payload == row.payload and "metrics" in result:
+            return result
+    return None
+
+
+def ratio(result, base):
+    """How many times the baseline: bytes/s over bytes/s where both rows know their
+    bytes per unit (records of different sizes compare fairly), else units/s."""
+    if base is None:
+        return None
+    if "rate" in result["metrics"]:
+        mine, theirs = result["metrics"]["rate"]["median"], base["metrics"]["rate"]["median"]
+        if result["item_bytes"] and base["item_bytes"]:
+            mine, theirs = mine * result["item_bytes"], theirs * base["item_bytes"]
+        return mine / theirs
+    return base["metrics"]["median_us"]["median"] / result["metrics"]["median_us"]["median"]  # x faster
+
+
+def print_table(scenario, results, baseline, out):
+    """A markdown table: paste it into an issue or a README as it is."""
+    if scenario == "latency":
+        head = ("row", "median", "p99", "median min - max", "vs baseline")
+    else:
+        head = ("row", "per second (median)", "min - max", "GB/s", "vs baseline")
+    lines, skipped = [], []
+    for r in results.values():
+        if "skipped" in r:
+            skipped.append(f"skipped {r['label']}: {r['skipped']}")
+            continue
+        m, x = r["metrics"], f"{r['ratio']:.2f}x" if r["ratio"] is not None else "n/a"
+        if scenario == "latency":
+            med = m["median_us"]
+            lines.append((r["label"], f"{med['median']:.1f} us", f"{m['p99_us']['median']:.1f} us",
+                          f"{med['min']:.1f} - {med['max']:.1f}", x))
+        else:
+            rate = m["rate"]
+            gbs = f"{rate['median'] * r['item_bytes'] / 1e9:.2f}" if r["item_bytes"] else "-"
+            lines.append((r["label"], f"{rate['median']:,.0f} {r['unit']}",
+                          f"{rate['min']:,.0f} - {rate['max']:,.0f}", gbs, x))
+    widths = [max(len(cells[i]) for cells in [head, *lines]) for i in range(len(head))]
+    print(f"\n{SCENARIOS[scenario]}\n", file=out)
+    print("| " + " | ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths)))
+          + " |", file=out)
+    print("|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|",
+          file=out)
+    for cells in lines:
+        print("| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+              + " |", file=out)
+    print(file=out)
+    if scenario == "latency":
+        print(f"vs baseline: how many times faster the median round trip is than {baseline}", file=out)
+    else:
+        print(f"vs baseline: throughput (bytes/s where known) divided by that of {baseline}, same payload",
+              file=out)
+    for line in skipped:
+        print(line, file=out)
+
+
+# The project's targets, checked where the rows ran: (label, row, other row, needed ratio)
+TARGETS = [
+    ("put_bytes/get_bytes vs multiprocessing.Queue", throughput.ShmringBytes.name, 64, throughput.MpQueue.name, 20),
+    ("put_bytes/get_bytes vs pyzmq PUSH/PULL", throughput.ShmringBytes.name, 64, throughput.ZmqPushPull.name, 2.5),
+    ("put/get (pickled) vs multiprocessing.Queue", throughput.ShmringObjects.name, 64, throughput.MpQueue.name, 5),
+    ("put/get (pickled) vs faster-fifo put/get", throughput.ShmringObjects.name, 64, throughput.FasterFifo.name, 4),
+    ("put_many/get_many vs faster-fifo put_many/get_many", throughput.ShmringBatch.name, 64,
+     throughput.FasterFifoBatch.name, 10),
+    ("records: put_array/get_array vs the C ceiling", records.GET_ARRAY.name, None, records.CEILING.name, 0.5),
+    ("records: zero-copy view vs get_array", records.VIEW.name, None, records.GET_ARRAY.name, 1.0),
+]
+
+
+def check_targets(all_results, out):
+    rates = {(r["name"], r["payload"]): r["metrics"]["rate"]["median"]
+             for res in all_results.values() for r in res.values() if "metrics" in r and "rate" in r["metrics"]}
+    lines = []
+    for label, row, payload, other, need in TARGETS:
+        if (row, payload) in rates and (other, payload) in rates:
+            value = rates[(row, payload)] / rates[(other, payload)]
+            lines.append({"target": label, "value": value, "needed": need, "met": value >= need})
+    peers = [rates[(p.name, None)] for p in records.PEERS if (p.name, None) in rates]
+    if peers and (records.GET_ARRAY.name, None) in rates:
+        value = rates[(records.GET_ARRAY.name, None)] / max(peers)
+        lines.append({"target": "records: put_array/get_array vs the best peer", "value": value,
+                      "needed": 3, "met": value >= 3})
+    if (records.GET_ARRAY.name, None) in rates:
+        value = rates[(records.GET_ARRAY.name, None)]
+        lines.append({"target": "records: 24-byte records per second", "value": value, "needed": 30e6,
+                      "met": value >= 30e6})
+    if (records.GET_ARRAY_8.name, None) in rates:
+        value = rates[(records.GET_ARRAY_8.name, None)]
+        lines.append({"target": "records: 8-byte records per second", "value": value, "needed": 60e6,
+                      "met": value >= 60e6})
+    if lines:
+        print("\nTargets (from the medians of this run):", file=out)
+        for t in lines:
+            fmt = (lambda v: f"{v / 1e6:.0f}M") if t["needed"] > 1000 else (lambda v: f"{v:.2f}x")
+            print(f"  {t['target']}: {fmt(t['value'])} (target >= {fmt(t['needed'])}) "
+                  f"{'ok' if t['met'] else 'MISSED'}", file=out)
+    return lines
+
+
+def plot(all_results, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [s for s in ("throughput", "latency") if any("metrics" in r for r in all_results.get(s, {}).values())]
+    if not panels:
+        raise SystemExit("--plot: no throughput or latency rows ran")
+    fig, axes = plt.subplots(len(panels), 1, figsize=(12, 5 * len(panels)), squeeze=False)
+    for ax, scenario in zip(axes[:, 0], panels):
+        ran = [r for r in all_results[scenario].values() if "metrics" in r]
+        names = list(dict.fromkeys(r["name"] for r in ran))
+        payloads = sorted({r["payload"] for r in ran}, key=lambda p: p or 0)
+        width = 0.8 / len(payloads)
+        metric = "median_us" if scenario == "latency" else "rate"
+        for k, payload in enumerate(payloads):
+            values = {r["name"]: r["metrics"][metric]["median"] for r in ran if r["payload"] == payload}
+            xs = [i + k * width for i, n in enumerate(names) if n in values]
+            bars = ax.bar(xs, [values[n] for n in names if n in values], width,
+                          label=f"{payload} B" if payload else None)
+            ax.bar_label(bars, fmt="%.3g", fontsize=7, rotation=90, padding=2)
+        ax.set_xticks([i + width * (len(payloads) - 1) / 2 for i in range(len(names))])
+        ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+        ax.set_yscale("log")
+        ax.set_ylabel("round trip, median (us), lower is better" if scenario == "latency"
+                      else "messages per second (median), higher is better")
+        ax.set_title(SCENARIOS[scenario])
+        if len(payloads) > 1:
+            ax.legend(title="payload")
+        ax.grid(axis="y", which="both", alpha=0.3)
+    fig.suptitle(header(machine()), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None, out=sys.stdout):
+    ap = argparse.ArgumentParser(prog="shmring bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true",
+                    help="64-byte payloads, 3 repetitions, a quarter of the work (under a minute on 2 cores)")
+    ap.add_argument("--payloads", default=None, help="payload sizes in bytes, comma-separated (default 64,1024)")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated words: keep rows whose scenario or name contains one "
+                         "(scenarios: " + ", ".join(SCENARIOS) + ")")
+    ap.add_argument("--repeat", type=int, default=None, help="repetitions per row (default 5, --quick 3)")
+    ap.add_argument("--scale", type=float, default=None, help="work per repetition, as a fraction (default 1)")
+    ap.add_argument("--json", metavar="PATH", help="also write every result as JSON")
+    ap.add_argument("--plot", metavar="PATH.png", help="also draw a bar chart (needs matplotlib)")
+    args = ap.parse_args(argv)
+    payloads = [int(p) for p in (args.payloads or ("64" if args.quick else "64,1024")).split(",")]
+    repeat = args.repeat or (3 if args.quick else 5)
+    scale = args.scale if args.scale is not None else (0.25 if args.quick else 1.0)
+    only = [w for w in (args.only or "").split(",") if w]
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            ap.error("--plot needs matplotlib: pip install 'shmring[bench]'")
+
+    info = machine()
+    print(header(info), file=out)
+    print(f"median of {repeat} repetitions (min - max), work scale {scale}", file=out)
+    all_results = {}
+    for scenario, (rows, baseline) in build_rows(payloads).items():
+        rows = [r for r in rows if selected(r, scenario, only)]
+        if not rows:
+            continue
+        results, runnable = {}, []
+        for row in rows:
+            entry = {"name": row.name, "label": row.label(), "payload": row.payload, "unit": row.unit,
+                     "item_bytes": row.item_bytes, "baseline": baseline}
+            why = row.missing()
+            if why:
+                entry["skipped"] = why
+            else:
+                runnable.append(row)
+            results[row] = entry
+        for row, samples in measure(runnable, repeat, scale).items():
+            results[row]["metrics"] = summarize(samples)
+        for row, entry in results.items():
+            if "metrics" in entry:
+                entry["ratio"] = ratio(entry, baseline_of(results, row, baseline))
+        print_table(scenario, results, baseline, out)
+        all_results[scenario] = results
+    targets = check_targets(all_results, out)
+    if args.json:
+        doc = {"machine": info, "argv": sys.argv if argv is None else ["shmring", "bench", *argv],
+               "repeat": repeat, "scale": scale, "payloads": payloads, "targets": targets,
+               "scenarios": {s: {"title": SCENARIOS[s], "rows": list(res.values())}
+                             for s, res in all_results.items()}}
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=1)
+    if args.plot:
+        plot(all_results, args.plot)
+        print(f"\nplot written to {args.plot}", file=out)
+    return 0

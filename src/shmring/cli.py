@@ -1,0 +1,93 @@
+"""The `shmring` command: benchmark, and look inside the rings on this machine.
+
+    shmring bench [--quick] ...      shmring beside the queues you use today
+    shmring ls                       the shmring segments on this machine
+    shmring stat NAME [--watch]      one ring's live counters
+    shmring rm NAME... | --stale     remove segments (refuses a live ring without --force)
+"""
+import argparse
+import json
+import sys
+import time
+
+from shmring import admin
+
+
+def cmd_ls(args, out):
+    rings = list(admin.list_segments())
+    if args.json:
+        json.dump(rings, out, indent=1)
+        print(file=out)
+        return 0
+    if not rings:
+        print("no shmring segments", file=out)
+        return 0
+    print(f"{'NAME':<30} {'KIND':<8} {'MAXSIZE':>8} {'MSG SIZE':>8} {'FILL':>8} {'CREATOR':>8} "
+          f"{'ALIVE':>7} {'SIZE':>10}", file=out)
+    for r in rings:
+        if "error" in r:
+            print(f"{r['name']:<30} unreadable: {r['error']}", file=out)
+            continue
+        print(f"{r['name']:<30} {r['kind']:<8} {r['maxsize']:>8} {r['msg_size']:>8} {r['fill']:>8} "
+              f"{r['creator_pid']:>8} {r['participants_alive']:>3}/{r['participants']:<3} "
+              f"{admin.human_bytes(r['bytes']):>10}", file=out)
+    return 0
+
+
+def cmd_stat(args, out):
+    previous, lines = None, 0
+    for i in range(args.count if args.watch else 1):
+        if i:
+            time.sleep(args.interval)
+        info = admin.inspect(args.name)
+        text = admin.describe(info, previous, args.interval)
+        if lines and out.isatty():
+            out.write(f"\x1b[{lines}F\x1b[J")  # refresh in place
+        elif lines:
+            print(file=out)
+        out.write(text)
+        out.flush()
+        lines, previous = text.count("\n"), info
+    return 0
+
+
+def cmd_rm(args, out):
+    names = admin.stale_segments() if args.stale else args.names
+    status = 0
+    for name in names:
+        removed, why = admin.remove(name, force=args.force)
+        print(f"{'removed' if removed else 'not removed'} {name}: {why}", file=out)
+        status = status or (0 if removed else 1)
+    if args.stale and not names:
+        print("no stale segments", file=out)
+    return status
+
+
+def main(argv=None, out=sys.stdout):
+    ap = argparse.ArgumentParser(prog="shmring", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    sub.add_parser("bench", help="shmring beside the queues you use today", add_help=False)
+    p = sub.add_parser("ls", help="the shmring segments on this machine")
+    p.add_argument("--json", action="store_true", help="as JSON")
+    p = sub.add_parser("stat", help="one ring's live counters")
+    p.add_argument("name")
+    p.add_argument("--watch", action="store_true", help="refresh in place")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
+    p.add_argument("--count", type=int, default=sys.maxsize, help="stop after this many refreshes")
+    p = sub.add_parser("rm", help="remove segments; a live ring only with --force")
+    p.add_argument("names", nargs="*")
+    p.add_argument("--stale", action="store_true", help="every segment whose participants are all dead")
+    p.add_argument("--force", action="store_true", help="also a ring that live processes use")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # its own parser, its own --help
+        from shmring.bench.command import main as bench
+        return bench(argv[1:], out)
+    args = ap.parse_args(argv)
+    if args.command == "rm" and not (args.names or args.stale):
+        ap.error("rm needs segment names or --stale")
+    try:
+        return {"ls": cmd_ls, "stat": cmd_stat, "rm": cmd_rm}[args.command](args, out)
+    except (OSError, ValueError) as e:
+        print(f"shmring {args.command}: {e}", file=sys.stderr)
+        return 1

@@ -1,0 +1,230 @@
+"""The `shmring` command: bench (in a tiny configuration), ls, stat and rm
+against live and dead rings."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+import shmring
+from segments import segment_exists
+from shmring.bench import command
+
+pytestmark = pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="ls/rm list /dev/shm (Linux)")
+
+
+def shmring_cmd(*args, env=None, timeout=60):
+    return subprocess.run([sys.executable, "-m", "shmring", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+# ---- bench ----
+
+@pytest.fixture(scope="module")
+def tiny_bench(tmp_path_factory):
+    """One tiny run of every scenario: a few hundred messages per row, 2 repetitions."""
+    pytest.importorskip("matplotlib")
+    out = tmp_path_factory.mktemp("bench")
+    done = shmring_cmd("bench", "--quick", "--scale", "0.002", "--repeat", "2", "--payloads", "64,512",
+                       "--json", str(out / "bench.json"), "--plot", str(out / "bench.png"), timeout=240)
+    assert done.returncode == 0, done.stderr
+    with open(out / "bench.json") as f:
+        return done.stdout, json.load(f), out / "bench.png"
+
+
+@pytest.mark.timeout(300)
+def test_bench_runs_or_skips_every_row(tiny_bench):
+    stdout, doc, _ = tiny_bench
+    expected = {scenario: [row.label() for row in rows]
+                for scenario, (rows, _) in command.build_rows([64, 512]).items()}
+    assert set(doc["scenarios"]) == set(expected)
+    for scenario, labels in expected.items():
+        rows = doc["scenarios"][scenario]["rows"]
+        assert [r["label"] for r in rows] == labels
+        for r in rows:
+            assert ("metrics" in r) != ("skipped" in r), r
+            if "skipped" in r:
+                assert r["skipped"] and "\n" not in r["skipped"]
+                assert f"skipped {r['label']}: {r['skipped']}" in stdout
+            else:
+                assert r["label"] in stdout
+                samples = next(iter(r["metrics"].values()))["samples"]
+                assert len(samples) == doc["repeat"] == 2
+    # the rows every machine can run did run: shmring, the stdlib peers, latency
+    ran = {r["label"] for s in doc["scenarios"].values() for r in s["rows"] if "metrics" in r}
+    for must in ("shmring put_bytes/get_bytes [64 B]", "multiprocessing.Queue [512 B]",
+                 "multiprocessing.Pipe [64 B]", "multiprocessing.SimpleQueue [64 B]",
+                 "queue.Queue (2 threads) [64 B]"):
+        assert must in ran
+
+
+@pytest.mark.timeout(300)
+def test_bench_ratios_come_from_the_medians(tiny_bench):
+    _, doc, _ = tiny_bench
+    checked = 0
+    for scenario in doc["scenarios"].values():
+        rows = [r for r in scenario["rows"] if "metrics" in r]
+        for r in rows:
+            base = next((b for b in rows if b["name"] == r["baseline"] and b["payload"] == r["payload"]), None)
+            if base is None:
+                assert r["ratio"] is None
+                continue
+            if "rate" in r["metrics"]:
+                mine, theirs = r["metrics"]["rate"]["median"], base["metrics"]["rate"]["median"]
+                if r["item_bytes"] and base["item_bytes"]:
+                    mine, theirs = mine * r["item_bytes"], theirs * base["item_bytes"]
+                assert r["ratio"] == pytest.approx(mine / theirs)
+            else:
+                assert r["ratio"] == pytest.approx(base["metrics"]["median_us"]["median"]
+                                                   / r["metrics"]["median_us"]["median"])
+            m = next(iter(r["metrics"].values()))
+            assert m["min"] <= m["median"] <= m["max"]
+            checked += 1
+    assert checked >= 10
+
+
+@pytest.mark.timeout(300)
+def test_bench_json_schema(tiny_bench):
+    _, doc, _ = tiny_bench
+    assert set(doc) == {"machine", "argv", "repeat", "scale", "payloads", "targets", "scenarios"}
+    assert set(doc["machine"]) == {"cpu", "cores", "usable_cpus", "os", "python", "shmring"}
+    assert doc["machine"]["shmring"] == shmring.__version__
+    assert doc["payloads"] == [64, 512] and doc["scale"] == 0.002
+    for scenario in doc["scenarios"].values():
+        assert scenario["title"]
+        for r in scenario["rows"]:
+            assert {"name", "label", "payload", "unit", "item_bytes", "baseline"} <= set(r)
+    for t in doc["targets"]:
+        assert set(t) == {"target", "value", "needed", "met"} and t["met"] == (t["value"] >= t["needed"])
+
+
+@pytest.mark.timeout(300)
+def test_bench_plot_is_a_png_that_opens(tiny_bench):
+    from PIL import Image
+
+    _, _, png = tiny_bench
+    with Image.open(png) as im:
+        assert im.format == "PNG"
+        assert im.size[0] > 800 and im.size[1] > 800
+        im.load()  # decodes every pixel
+
+
+@pytest.mark.timeout(120)
+def test_bench_missing_peers_are_skipped_with_a_note(tmp_path):
+    # Modules that fail to import, put first on the path, stand in for peers not installed.
+    for module in ("zmq", "faster_fifo"):
+        (tmp_path / f"{module}.py").write_text("raise ImportError('not here')\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), *sys.path]))
+    done = shmring_cmd("bench", "--only", "pyzmq,faster-fifo", "--payloads", "64", "--repeat", "1",
+                       "--json", str(tmp_path / "b.json"), env=env)
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "b.json") as f:
+        rows = [r for s in json.load(f)["scenarios"].values() for r in s["rows"]]
+    assert rows and all("metrics" not in r for r in rows)
+    reasons = {r["skipped"] for r in rows}
+    assert any("zmq not installed" in why for why in reasons)
+    assert any("faster_fifo not installed" in why for why in reasons)
+    assert all("not installed" in why or "CPUs" in why for why in reasons)  # N->M rows may need cores first
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+@pytest.mark.timeout(60)
+def test_bench_only_selects_rows(tmp_path):
+    done = shmring_cmd("bench", "--only", "latency", "--payloads", "64", "--repeat", "1", "--scale", "0.01",
+                       "--json", str(tmp_path / "b.json"))
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "b.json") as f:
+        assert list(json.load(f)["scenarios"]) == ["latency"]
+
+
+# ---- ls / stat / rm ----
+
+def listed(name):
+    done = shmring_cmd("ls", "--json")
+    assert done.returncode == 0, done.stderr
+    return next((r for r in json.loads(done.stdout) if r["name"] == name), None)
+
+
+@pytest.mark.timeout(60)
+def test_ls_and_stat_show_a_live_ring(make_queue):
+    q = make_queue(50, msg_size=100)
+    for i in range(3):
+        q.put_bytes(b"x" * i)
+    q.get_bytes()
+    info = listed(q.name)
+    assert info["kind"] == "queue" and info["maxsize"] == 50 and info["msg_size"] == 100
+    assert info["fill"] == 2 and info["put"] == 3 and info["got"] == 1
+    assert info["creator_pid"] == os.getpid() and info["participants_alive"] == 1
+    assert info["bytes"] >= 50 * 100
+    table = shmring_cmd("ls").stdout
+    assert q.name in table and "ALIVE" in table
+
+    done = shmring_cmd("stat", q.name, "--watch", "--interval", "0.05", "--count", "2")
+    assert done.returncode == 0, done.stderr
+    assert "fill            2 / 50" in done.stdout
+    assert "messages in     3" in done.stdout and "messages out    1" in done.stdout
+    assert done.stdout.count("rate ") == 1  # from the second refresh on
+    assert "participants    1 alive of 1 registered" in done.stdout
+
+
+@pytest.mark.timeout(60)
+def test_ls_shows_records_rings(make_queue):
+    np = pytest.importorskip("numpy")
+    q = make_queue(64, dtype=np.dtype([("t", "<i8"), ("x", "<f4")]))
+    info = listed(q.name)
+    assert info["kind"] == "records" and info["msg_size"] == 12 and "t" in info["schema"]
+
+
+@pytest.mark.timeout(60)
+def test_rm_refuses_a_live_ring_unless_forced(make_queue):
+    q = make_queue(10, msg_size=16)
+    q.put_bytes(b"kept")
+    done = shmring_cmd("rm", q.name)
+    assert done.returncode == 1 and f"not removed {q.name}" in done.stdout and "--force" in done.stdout
+    assert segment_exists(q.name)
+    assert q.get_bytes() == b"kept"  # and the ring still works
+
+    forced = make_queue(10, msg_size=16)
+    done = shmring_cmd("rm", "--force", forced.name)
+    assert done.returncode == 0 and "removed" in done.stdout
+    assert not segment_exists(forced.name)
+    forced.put_bytes(b"still mapped")  # our mapping stays valid; only the name is gone
+    assert forced.get_bytes() == b"still mapped"
+
+
+@pytest.mark.timeout(60)
+def test_rm_stale_removes_a_ring_whose_creator_was_killed(make_queue):
+    live = make_queue(10, msg_size=16)
+    child = subprocess.Popen(
+        [sys.executable, "-c",
+         "import os, shmring\n"
+         "q = shmring.Queue(10, msg_size=16)\n"
+         "q.put_bytes(b'orphan')\n"
+         "print(q.name, flush=True)\n"
+         "os.kill(os.getpid(), 9)\n"],
+        stdout=subprocess.PIPE, text=True)
+    name = child.stdout.readline().strip()
+    assert child.wait(30) == -signal.SIGKILL
+    assert segment_exists(name)  # SIGKILL skips every cleanup
+    info = listed(name)
+    assert info["participants_alive"] == 0 and info["fill"] == 1
+
+    done = shmring_cmd("rm", "--stale")
+    assert done.returncode == 0, done.stderr
+    assert f"removed {name}" in done.stdout
+    assert not segment_exists(name)
+    assert segment_exists(live.name) and live.name not in done.stdout
+
+
+@pytest.mark.timeout(60)
+def test_unknown_names_are_clear_errors():
+    for args in (("stat", "shmring-0000000000000000"), ("rm", "shmring-0000000000000000", "shmring-1")):
+        done = shmring_cmd(*args)
+        assert done.returncode == 1
+        for name in args[1:]:
+            assert f"{name}" in done.stdout + done.stderr
+        assert "Traceback" not in done.stderr
+    done = shmring_cmd("rm")
+    assert done.returncode == 2 and "--stale" in done.stderr
