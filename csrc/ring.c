@@ -128,6 +128,63 @@ static inline uint64_t to_wrap(const shmring_t *r, uint64_t pos)
  * Unrolled by four, which the compiler does not do for atomics (+30% for
  * batches of 4096 24-byte records in C on this project's machine). */
 
+/* Records rings pack their slot words (step 1), so a run of them is checked and
+ * stored 16 bytes at a time: plain vector loads followed by one acquire fence,
+ * one release fence followed by plain vector stores. This is the fence form of
+ * P1/C1 (loads, then fence acquire) and P4/C3 (fence release, then stores), and
+ * what the scalar atomics compile to on x86 anyway; on ARM it is one barrier per
+ * run instead of one per word. Each 32-bit word is aligned, so it is read and
+ * written whole (single-copy atomic) inside the vector access on both. It takes
+ * batches of 4096 24-byte records from ~5 to ~1 instruction per slot word. Under
+ * ThreadSanitizer, which cannot see fences pairing with plain accesses, and where
+ * the compiler lacks vector extensions, the scalar atomic loops below do it all. */
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(__SANITIZE_THREAD__) && \
+    !defined(SHMRING_SCALAR_WORDS)
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SHMRING_SCALAR_WORDS 1
+#endif
+#endif
+#else
+#define SHMRING_SCALAR_WORDS 1
+#endif
+
+#ifndef SHMRING_SCALAR_WORDS
+typedef uint32_t words4 __attribute__((vector_size(16), aligned(4)));
+typedef uint64_t words2 __attribute__((vector_size(16), aligned(4)));
+static const words4 lanes = {0, 1, 2, 3};
+
+/* How many packed words from w, a multiple of 8 up to run, hold expect + k. */
+static uint32_t count_packed(const _Atomic uint32_t *w, uint32_t expect, uint32_t run)
+{
+    const uint32_t *p = (const uint32_t *)(const void *)w;
+    words4 e = expect + lanes;
+    uint32_t k = 0;
+    for (; k + 8 <= run; k += 8, e += 8) {
+        words4 a, b;
+        memcpy(&a, p + k, sizeof a);
+        memcpy(&b, p + k + 4, sizeof b);
+        words2 diff = (words2)((a ^ e) | (b ^ (e + 4)));
+        if ((diff[0] | diff[1]) != 0)
+            break; /* the scalar loop finds which word differs */
+    }
+    /* P1 / C1 for the words read above: pairs with C3 / P4 (either form) */
+    atomic_thread_fence(memory_order_acquire);
+    return k;
+}
+
+/* Store value + k into the first run (a multiple of 4) packed words from w. */
+static void store_packed(_Atomic uint32_t *w, uint32_t value, uint32_t run)
+{
+    uint32_t *p = (uint32_t *)(void *)w;
+    words4 v = value + lanes;
+    /* P4 / C3 for the words stored below: pairs with C1 / P1 (either form) */
+    atomic_thread_fence(memory_order_release);
+    for (uint32_t k = 0; k < run; k += 4, v += 4)
+        memcpy(p + k, &v, sizeof v);
+}
+#endif
+
 /* How many slots from pos, up to max, hold exactly pos + k + offset (k = 0, 1, ...);
  * *last is the first word that did not. acquire: P1 (offset 0) / C1 (offset 1). */
 static uint32_t count_states(const shmring_t *r, uint64_t pos, uint32_t max, uint32_t offset, uint32_t *last)
@@ -140,6 +197,13 @@ static uint32_t count_states(const shmring_t *r, uint64_t pos, uint32_t max, uin
         _Atomic uint32_t *w = shmring__seq(r, pos + n);
         uint32_t expect = shmring__s32(pos + n + offset);
         uint32_t k = 0;
+#ifndef SHMRING_SCALAR_WORDS
+        if (step == 1) {
+            k = count_packed(w, expect, run);
+            w += k;
+            expect += k;
+        }
+#endif
         for (; k + 4 <= run; k += 4, w += 4 * step, expect += 4) {
             uint32_t a = atomic_load_explicit(w, memory_order_acquire);
             uint32_t b = atomic_load_explicit(w + step, memory_order_acquire);
@@ -170,6 +234,14 @@ static void store_states(const shmring_t *r, uint64_t pos, uint32_t from, uint32
         _Atomic uint32_t *w = shmring__seq(r, pos + i);
         uint32_t value = shmring__s32(pos + i + offset);
         uint32_t k = 0;
+#ifndef SHMRING_SCALAR_WORDS
+        if (step == 1) {
+            k = run & ~3u;
+            store_packed(w, value, k);
+            w += k;
+            value += k;
+        }
+#endif
         for (; k + 4 <= run; k += 4, w += 4 * step, value += 4) {
             atomic_store_explicit(w, value, memory_order_release);
             atomic_store_explicit(w + step, value + 1, memory_order_release);

@@ -3,7 +3,8 @@
  * -Wall -Wextra -Werror (plain, ASan+UBSan and ThreadSanitizer builds).
  *
  *   test_ring unit                    single-threaded protocol checks
- *   test_ring stress P C N MAXSIZE    P producer x C consumer threads, N messages
+ *   test_ring stress P C N MAXSIZE [records]
+ *                                     P producer x C consumer threads, N messages
  *                                     each, tagged (producer, sequence): checks no
  *                                     loss, no duplicate, per-producer order, and
  *                                     that no claim ever exceeds maxsize
@@ -35,16 +36,22 @@
 
 static char ring_name[64];
 
-static shmring_t *make_ring(uint64_t slot_size, uint64_t maxsize)
+static shmring_t *make_ring_of(uint64_t slot_size, uint64_t maxsize, int records)
 {
     snprintf(ring_name, sizeof ring_name, "/shmring-ctest-%d", (int)getpid());
     shmring_unlink(ring_name);
     shmring_params_t p = {.slot_size = slot_size, .maxsize = maxsize, .kind = SHMRING_KIND_QUEUE,
-                          .max_participants = 64, .mode = 0600};
+                          .max_participants = 64, .mode = 0600, .records = (uint32_t)records,
+                          .schema = records ? "stress-record" : NULL};
     shmring_t *r = NULL;
     int rc = shmring_create(ring_name, &p, &r);
     CHECK(rc == SHMRING_OK && r != NULL);
     return r;
+}
+
+static shmring_t *make_ring(uint64_t slot_size, uint64_t maxsize)
+{
+    return make_ring_of(slot_size, maxsize, 0);
 }
 
 static void test_unit(void)
@@ -389,6 +396,7 @@ struct msg {
 static shmring_t *stress_ring;
 static uint64_t per_producer;
 static int n_producers;
+static uint32_t max_batch;           /* claims take 1..max_batch positions */
 static unsigned char *seen;          /* [producer][seq], set once per delivery */
 static pthread_mutex_t seen_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic uint64_t consumed;
@@ -406,7 +414,7 @@ static void *producer(void *arg)
     unsigned seed = id * 7919u + 1;
     uint64_t next = 0;
     while (next < per_producer) {
-        uint32_t want = 1 + (uint32_t)(rand_r(&seed) % 16);
+        uint32_t want = 1 + (uint32_t)(rand_r(&seed) % max_batch);
         if (want > per_producer - next)
             want = (uint32_t)(per_producer - next);
         shmring_span_t span;
@@ -440,7 +448,7 @@ static void *consumer(void *arg)
     /* relaxed: a progress counter; the final check runs after join */
     while (atomic_load_explicit(&consumed, memory_order_relaxed) < total) {
         shmring_span_t span;
-        int n = shmring_get_claim(me, 1 + (uint32_t)(rand_r(&seed) % 16), 0, &span);
+        int n = shmring_get_claim(me, 1 + (uint32_t)(rand_r(&seed) % max_batch), 0, &span);
         CHECK(n >= 0);
         if (n == 0) {
             wait_for(me, SHMRING_WAIT_READABLE);
@@ -466,11 +474,13 @@ static void *consumer(void *arg)
     return NULL;
 }
 
-static void test_stress(int np, int nc, uint64_t n, uint64_t maxsize)
+/* records: a records ring (packed slot words, see ring.c), claims of up to 64 */
+static void test_stress(int np, int nc, uint64_t n, uint64_t maxsize, int records)
 {
     n_producers = np;
     per_producer = n;
-    stress_ring = make_ring(sizeof(struct msg), maxsize);
+    max_batch = records ? 64 : 16;
+    stress_ring = make_ring_of(sizeof(struct msg), maxsize, records);
     seen = calloc((size_t)(n * (uint64_t)np), 1);
     pthread_t th[64];
     CHECK(np + nc <= 64);
@@ -490,8 +500,9 @@ static void test_stress(int np, int nc, uint64_t n, uint64_t maxsize)
     free(seen);
     shmring_close(stress_ring);
     shmring_unlink(ring_name);
-    printf("stress ok: %d producers x %d consumers, %llu messages, maxsize %llu\n", np, nc,
-           (unsigned long long)(n * (uint64_t)np), (unsigned long long)maxsize);
+    printf("stress ok: %d producers x %d consumers, %llu %s, maxsize %llu\n", np, nc,
+           (unsigned long long)(n * (uint64_t)np), records ? "records" : "messages",
+           (unsigned long long)maxsize);
 }
 
 /* ---- pingpong: every hand-off needs a wake-up ---- */
@@ -571,9 +582,9 @@ int main(int argc, char **argv)
         test_unit();
         return 0;
     }
-    if (argc == 6 && strcmp(argv[1], "stress") == 0) {
+    if ((argc == 6 || (argc == 7 && strcmp(argv[6], "records") == 0)) && strcmp(argv[1], "stress") == 0) {
         test_stress(atoi(argv[2]), atoi(argv[3]), strtoull(argv[4], NULL, 10),
-                    strtoull(argv[5], NULL, 10));
+                    strtoull(argv[5], NULL, 10), argc == 7);
         return 0;
     }
     if (argc == 2 && strcmp(argv[1], "recovery") == 0) {
@@ -585,6 +596,6 @@ int main(int argc, char **argv)
         test_pingpong(strtoull(argv[2], NULL, 10));
         return 0;
     }
-    fprintf(stderr, "usage: %s unit | recovery | stress P C N MAXSIZE | pingpong N\n", argv[0]);
+    fprintf(stderr, "usage: %s unit | recovery | stress P C N MAXSIZE [records] | pingpong N\n", argv[0]);
     return 2;
 }
