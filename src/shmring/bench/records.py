@@ -223,37 +223,7 @@ GET_ARRAY_8 = ShmringRecords("<f8", 100_000_000, "out")
 PEERS = [MpQueueChunks("tick", 5_000_000), FasterFifoChunks("tick", 10_000_000), ZmqChunks("tick", 10_000_000)]
 ROWS = [CEILING, GET_ARRAY, GET_ARRAY_OUT, VIEW, GET_ARRAY_8] + PEERS
 BASELINE = CEILING.name
-BEST_PEER = "best peer"
-
-
-def share(v):
-    return f"{v:.0%}"
-
-
-def ratio(v):
-    return f"{v:.1f}x"
-
-
-def mrec(v):
-    return f"{v / 1e6:.0f}M records/s"
 
 
 def rows():
     return ROWS
-
-
-TARGETS = [
-    ("put_array/get_array, 24-byte records, vs the C ceiling (bytes/s)", GET_ARRAY.name, CEILING.name, 0.5, share),
-    ("put_array/get_array, 24-byte records", GET_ARRAY.name, None, 30e6, mrec),
-    ("put_array/get_array(out=), 8-byte records", GET_ARRAY_8.name, None, 60e6, mrec),
-    ("put_array/get_array vs the best peer", GET_ARRAY.name, BEST_PEER, 3, ratio),
-    ("zero-copy view vs get_array (same records)", VIEW.name, GET_ARRAY.name, 1.0, ratio),
-]
-TITLE = (f"1 producer process -> 1 consumer process, records in batches of {BATCH}, "
-         f"queues of {RING} records, ratio to the C ceiling")
-
-
-def best_peer(medians):
-    """The fastest peer's rate, for the "3x the best of them" target."""
-    peers = [medians[p.name] for p in PEERS if p.name in medians]
-    return max(peers) if peers else None
