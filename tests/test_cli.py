@@ -67,7 +67,8 @@ def test_bench_ratios_come_from_the_medians(tiny_bench):
     for scenario in doc["scenarios"].values():
         rows = [r for r in scenario["rows"] if "metrics" in r]
         for r in rows:
-            base = next((b for b in rows if b["name"] == r["baseline"] and b["payload"] == r["payload"]), None)
+            base = next((b for b in rows if b["name"] == r["baseline"] and b["payload"] == r["payload"]
+                         and b["shape"] == r["shape"]), None)
             if base is None:
                 assert r["ratio"] is None
                 continue
@@ -95,7 +96,7 @@ def test_bench_json_schema(tiny_bench):
     for scenario in doc["scenarios"].values():
         assert scenario["title"]
         for r in scenario["rows"]:
-            assert {"name", "label", "payload", "unit", "item_bytes", "baseline"} <= set(r)
+            assert {"name", "label", "payload", "shape", "unit", "item_bytes", "baseline"} <= set(r)
     for t in doc["targets"]:
         assert set(t) == {"target", "value", "needed", "met"} and t["met"] == (t["value"] >= t["needed"])
 

@@ -39,9 +39,10 @@ def selected(row, scenario, only):
 
 
 def baseline_of(results, row, baseline):
-    """The baseline row's result with the same payload (ratios compare like with like)."""
+    """The baseline row's result with the same payload and shape (ratios compare like with like)."""
     for other, result in results.items():
-        if other.name == baseline and other.payload == row.payload and "metrics" in result:
+        if (other.name == baseline and other.payload == row.payload and other.shape == row.shape
+                and "metrics" in result):
             return result
     return None
 
@@ -149,9 +150,10 @@ def plot(all_results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [s for s in ("throughput", "latency") if any("metrics" in r for r in all_results.get(s, {}).values())]
+    panels = [s for s in ("throughput", "latency", "records")
+              if any("metrics" in r for r in all_results.get(s, {}).values())]
     if not panels:
-        raise SystemExit("--plot: no throughput or latency rows ran")
+        raise SystemExit("--plot: no throughput, latency or records rows ran")
     fig, axes = plt.subplots(len(panels), 1, figsize=(12, 5 * len(panels)), squeeze=False)
     for ax, scenario in zip(axes[:, 0], panels):
         ran = [r for r in all_results[scenario].values() if "metrics" in r]
@@ -168,8 +170,11 @@ def plot(all_results, path):
         ax.set_xticks([i + width * (len(payloads) - 1) / 2 for i in range(len(names))])
         ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
         ax.set_yscale("log")
-        ax.set_ylabel("round trip, median (us), lower is better" if scenario == "latency"
-                      else "messages per second (median), higher is better")
+        low, high = ax.get_ylim()
+        ax.set_ylim(low, high * 4)  # room for the bar labels
+        ax.set_ylabel({"latency": "round trip, median (us), lower is better",
+                       "records": "records per second (median), higher is better"}.get(
+                           scenario, "messages per second (median), higher is better"))
         ax.set_title(SCENARIOS[scenario])
         if len(payloads) > 1:
             ax.legend(title="payload")
@@ -214,8 +219,8 @@ def main(argv=None, out=sys.stdout):
             continue
         results, runnable = {}, []
         for row in rows:
-            entry = {"name": row.name, "label": row.label(), "payload": row.payload, "unit": row.unit,
-                     "item_bytes": row.item_bytes, "baseline": baseline}
+            entry = {"name": row.name, "label": row.label(), "payload": row.payload, "shape": row.shape,
+                     "unit": row.unit, "item_bytes": row.item_bytes, "baseline": baseline}
             why = row.missing()
             if why:
                 entry["skipped"] = why

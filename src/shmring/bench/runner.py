@@ -49,6 +49,7 @@ class Row:
     payload = None           # bytes per message, if the row has one
     item_bytes = None        # bytes per unit, to report bytes/s
     min_cpus = 1             # the row needs this many CPUs, else it is skipped
+    shape = None             # e.g. "4->4": compared only with rows of the same shape
 
     def label(self):
         return self.name if self.payload is None else f"{self.name} [{self.payload} B]"

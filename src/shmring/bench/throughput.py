@@ -281,17 +281,18 @@ class ManyToMany(Row):
 
     scenario = "n-to-m"
     unit = "msgs"
-    producers = consumers = 2
     stop = None              # what tells a consumer to stop
     batch = None
 
-    def __init__(self, payload):
+    def __init__(self, payload, producers, consumers):
         self.payload = self.item_bytes = payload
         self.count = scaled(self.base_count, payload)
-        self.min_cpus = self.producers + self.consumers
+        self.producers, self.consumers = producers, consumers
+        self.shape = f"{producers}->{consumers}"
+        self.min_cpus = producers + consumers
 
     def label(self):
-        return f"{self.name} {self.producers}->{self.consumers} [{self.payload} B]"
+        return f"{self.name} {self.shape} [{self.payload} B]"
 
     def run(self, count):
         ctx = context()
@@ -425,5 +426,8 @@ NM_ROW_TYPES = [NMShmringObjects, NMShmringBytes, NMShmringBatch, NMMpQueue, NMF
 NM_BASELINE = NMMpQueue.name
 
 
+NM_SHAPES = [(2, 2), (4, 4), (8, 8)]  # each runs where the machine has a CPU per process
+
+
 def nm_rows(payloads):
-    return [row_type(p) for p in payloads for row_type in NM_ROW_TYPES]
+    return [row_type(p, n, m) for n, m in NM_SHAPES for p in payloads for row_type in NM_ROW_TYPES]
