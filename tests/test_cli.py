@@ -86,6 +86,21 @@ def test_bench_ratios_come_from_the_medians(tiny_bench):
     assert checked >= 10
 
 
+def test_bench_targets_compare_one_to_one_rows_only():
+    """N -> M rows share names with the 1 -> 1 rows; a target must not read them."""
+    from shmring.bench import throughput
+
+    def row(name, rate, shape=None):
+        return {"name": name, "payload": 64, "shape": shape, "metrics": {"rate": {"median": rate}}}
+    results = {"throughput": {1: row(throughput.ShmringBytes.name, 3000.0), 2: row(throughput.MpQueue.name, 100.0)},
+               "n-to-m": {3: row(throughput.ShmringBytes.name, 1000.0, "8->8"),
+                          4: row(throughput.MpQueue.name, 100.0, "8->8")}}
+    with open(os.devnull, "w") as out:
+        lines = command.check_targets(results, out)
+    vs_mpq = next(t for t in lines if t["target"] == "put_bytes/get_bytes vs multiprocessing.Queue")
+    assert vs_mpq["value"] == pytest.approx(30.0) and vs_mpq["met"]
+
+
 @pytest.mark.timeout(300)
 def test_bench_json_schema(tiny_bench):
     _, doc, _ = tiny_bench
