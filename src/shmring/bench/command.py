@@ -66,10 +66,10 @@ def print_table(scenario, results, baseline, out):
         head = ("row", "median", "p99", "median min - max", "vs baseline")
     else:
         head = ("row", "per second (median)", "min - max", "GB/s", "vs baseline")
-    lines, skipped = [], []
+    lines, skipped = [], {}
     for r in results.values():
         if "skipped" in r:
-            skipped.append(f"skipped {r['label']}: {r['skipped']}")
+            skipped.setdefault(r["skipped"], []).append(r["label"])
             continue
         m, x = r["metrics"], f"{r['ratio']:.2f}x" if r["ratio"] is not None else "n/a"
         if scenario == "latency":
@@ -81,23 +81,24 @@ def print_table(scenario, results, baseline, out):
             gbs = f"{rate['median'] * r['item_bytes'] / 1e9:.2f}" if r["item_bytes"] else "-"
             lines.append((r["label"], f"{rate['median']:,.0f} {r['unit']}",
                           f"{rate['min']:,.0f} - {rate['max']:,.0f}", gbs, x))
-    widths = [max(len(cells[i]) for cells in [head, *lines]) for i in range(len(head))]
     print(f"\n{SCENARIOS[scenario]}\n", file=out)
-    print("| " + " | ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths)))
-          + " |", file=out)
-    print("|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|",
-          file=out)
-    for cells in lines:
-        print("| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-              + " |", file=out)
-    print(file=out)
-    if scenario == "latency":
-        print(f"vs baseline: how many times faster the median round trip is than {baseline}", file=out)
-    else:
-        print(f"vs baseline: throughput (bytes/s where known) divided by that of {baseline}, same payload",
-              file=out)
-    for line in skipped:
-        print(line, file=out)
+    if lines:
+        widths = [max(len(cells[i]) for cells in [head, *lines]) for i in range(len(head))]
+        for cells in [head, None, *lines]:  # None: the separator row
+            if cells is None:
+                print("|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths))
+                      + "|", file=out)
+                continue
+            print("| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+                  + " |", file=out)
+        print(file=out)
+        if scenario == "latency":
+            print(f"vs baseline: how many times faster the median round trip is than {baseline}", file=out)
+        else:
+            print(f"vs baseline: throughput (bytes/s where known) divided by that of {baseline}, same payload",
+                  file=out)
+    for why, labels in skipped.items():  # one line per reason
+        print(f"skipped ({why}): {'; '.join(labels)}", file=out)
 
 
 # The project's targets, checked where the rows ran: (label, row, other row, needed ratio)
