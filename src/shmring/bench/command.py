@@ -3,11 +3,13 @@
 Throughput (1 producer -> 1 consumer, and N -> M where there are the cores),
 round-trip latency, and numpy records beside a bare C ceiling. Every row runs
 in fresh processes pinned to distinct CPUs where possible, repetitions are
-interleaved across rows, throughput is measured at the consumer, and ratios come
-from the medians of the same run. A peer that is not installed is skipped.
+interleaved across rows, throughput is measured at the consumer, and a ratio is
+the median over repetitions of the two rows' ratio within each round. A peer that
+is not installed is skipped.
 """
 import argparse
 import json
+import statistics
 import sys
 
 from shmring.bench import latency, records, throughput
@@ -47,17 +49,27 @@ def baseline_of(results, row, baseline):
     return None
 
 
+def paired_ratio(mine, theirs):
+    """The median over repetitions of mine[k] / theirs[k]. Repetition k of every row
+    runs in the same round, minutes apart at most from its partner rather than across
+    the whole run, so a machine whose speed shifts between rounds (a VM whose vCPUs
+    move) shifts both sides of each ratio together."""
+    return statistics.median(a / b for a, b in zip(mine, theirs))
+
+
 def ratio(result, base):
     """How many times the baseline: bytes/s over bytes/s where both rows know their
-    bytes per unit (records of different sizes compare fairly), else units/s."""
+    bytes per unit (records of different sizes compare fairly), else units/s; for
+    latency, how many times shorter the median round trip is."""
     if base is None:
         return None
     if "rate" in result["metrics"]:
-        mine, theirs = result["metrics"]["rate"]["median"], base["metrics"]["rate"]["median"]
+        mine, theirs = result["metrics"]["rate"]["samples"], base["metrics"]["rate"]["samples"]
         if result["item_bytes"] and base["item_bytes"]:
-            mine, theirs = mine * result["item_bytes"], theirs * base["item_bytes"]
-        return mine / theirs
-    return base["metrics"]["median_us"]["median"] / result["metrics"]["median_us"]["median"]  # x faster
+            mine = [v * result["item_bytes"] for v in mine]
+            theirs = [v * base["item_bytes"] for v in theirs]
+        return paired_ratio(mine, theirs)
+    return paired_ratio(base["metrics"]["median_us"]["samples"], result["metrics"]["median_us"]["samples"])
 
 
 def print_table(scenario, results, baseline, out):
@@ -93,9 +105,11 @@ def print_table(scenario, results, baseline, out):
                   + " |", file=out)
         print(file=out)
         if scenario == "latency":
-            print(f"vs baseline: how many times faster the median round trip is than {baseline}", file=out)
+            print(f"vs baseline: how many times shorter the median round trip is than {baseline}'s "
+                  "(median over repetitions, each compared within its round)", file=out)
         else:
-            print(f"vs baseline: throughput (bytes/s where known) divided by that of {baseline}, same payload",
+            print(f"vs baseline: throughput (bytes/s where known) over {baseline}'s, same payload "
+                  "(median over repetitions, each compared within its round)",
                   file=out)
     for why, labels in skipped.items():  # one line per reason
         print(f"skipped ({why}): {'; '.join(labels)}", file=out)
@@ -118,29 +132,27 @@ TARGETS = [
 
 def check_targets(all_results, out):
     # the targets are 1 -> 1: rows with a shape (N -> M) share names but not the measure
-    rates = {(r["name"], r["payload"]): r["metrics"]["rate"]["median"]
+    rates = {(r["name"], r["payload"]): r["metrics"]["rate"]["samples"]
              for res in all_results.values() for r in res.values()
              if "metrics" in r and "rate" in r["metrics"] and r["shape"] is None}
     lines = []
+
+    def add(target, value, needed):
+        lines.append({"target": target, "value": value, "needed": needed, "met": value >= needed})
     for label, row, payload, other, need in TARGETS:
         if (row, payload) in rates and (other, payload) in rates:
-            value = rates[(row, payload)] / rates[(other, payload)]
-            lines.append({"target": label, "value": value, "needed": need, "met": value >= need})
+            add(label, paired_ratio(rates[(row, payload)], rates[(other, payload)]), need)
     peers = [rates[(p.name, None)] for p in records.PEERS if (p.name, None) in rates]
     if peers and (records.GET_ARRAY.name, None) in rates:
-        value = rates[(records.GET_ARRAY.name, None)] / max(peers)
-        lines.append({"target": "records: put_array/get_array vs the best peer", "value": value,
-                      "needed": 3, "met": value >= 3})
+        best = [max(round_) for round_ in zip(*peers)]  # the fastest peer of each round
+        add("records: put_array/get_array vs the best peer",
+            paired_ratio(rates[(records.GET_ARRAY.name, None)], best), 3)
     if (records.GET_ARRAY.name, None) in rates:
-        value = rates[(records.GET_ARRAY.name, None)]
-        lines.append({"target": "records: 24-byte records per second", "value": value, "needed": 30e6,
-                      "met": value >= 30e6})
+        add("records: 24-byte records per second", statistics.median(rates[(records.GET_ARRAY.name, None)]), 30e6)
     if (records.GET_ARRAY_8.name, None) in rates:
-        value = rates[(records.GET_ARRAY_8.name, None)]
-        lines.append({"target": "records: 8-byte records per second", "value": value, "needed": 60e6,
-                      "met": value >= 60e6})
+        add("records: 8-byte records per second", statistics.median(rates[(records.GET_ARRAY_8.name, None)]), 60e6)
     if lines:
-        print("\nTargets (from the medians of this run):", file=out)
+        print("\nTargets (ratios: the median over repetitions of each round's ratio; rates: medians):", file=out)
         for t in lines:
             fmt = (lambda v: f"{v / 1e6:.0f}M") if t["needed"] > 1000 else (lambda v: f"{v:.2f}x")
             print(f"  {t['target']}: {fmt(t['value'])} (target >= {fmt(t['needed'])}) "

@@ -4,8 +4,8 @@ A row moves a stream between processes (producer -> consumer, or back and forth
 for latency) and is measured where the data arrives. Each repetition runs in
 fresh processes pinned to distinct CPUs where the OS allows, and repetitions are
 interleaved across rows, so that a noisy moment of the machine hits every row
-alike. Results are medians with min and max; ratios come from the medians of the
-same run.
+alike. Results are medians with min and max; a ratio is the median over
+repetitions of the two rows' ratio within each round (see command.paired_ratio).
 """
 import multiprocessing as mp
 import os
