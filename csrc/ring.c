@@ -128,28 +128,31 @@ static inline uint64_t to_wrap(const shmring_t *r, uint64_t pos)
  * Unrolled by four, which the compiler does not do for atomics (+30% for
  * batches of 4096 24-byte records in C on this project's machine). */
 
-/* Records rings pack their slot words (step 1), so a run of them is checked and
- * stored 16 bytes at a time: plain vector loads followed by one acquire fence,
- * one release fence followed by plain vector stores. This is the fence form of
- * P1/C1 (loads, then fence acquire) and P4/C3 (fence release, then stores), and
- * what the scalar atomics compile to on x86 anyway; on ARM it is one barrier per
- * run instead of one per word. Each 32-bit word is aligned, so it is read and
- * written whole (single-copy atomic) inside the vector access on both. It takes
- * batches of 4096 24-byte records from ~5 to ~1 instruction per slot word. Under
- * ThreadSanitizer, which cannot see fences pairing with plain accesses, and where
- * the compiler lacks vector extensions, the scalar atomic loops below do it all. */
-#if (defined(__GNUC__) || defined(__clang__)) && !defined(__SANITIZE_THREAD__) && \
+/* Records rings pack their slot words (step 1), so on x86-64 a run of them is
+ * checked and stored 16 bytes at a time: plain vector loads followed by one
+ * acquire fence, one release fence followed by plain vector stores. This is the
+ * fence form of P1/C1 (loads, then fence acquire) and P4/C3 (fence release,
+ * then stores), and what the per-word atomics compile to on x86 anyway (plain
+ * moves; the fences only stop the compiler). x86 reads and writes each aligned
+ * 32-bit word of a vector access whole. It takes batches of 4096 24-byte
+ * records from ~5 to ~1 instruction per slot word. In C11 terms these plain
+ * accesses race with the atomics; that they work rests on x86 and on GCC and
+ * clang treating the fences as compiler barriers, which is why the path is
+ * limited to them. Elsewhere (aarch64: a 16-byte access at a 4-byte aligned
+ * address is not promised whole 32-bit words before LSE2), under
+ * ThreadSanitizer (it cannot pair fences with plain accesses) and with
+ * -DSHMRING_SCALAR_WORDS, the per-word atomic loops below do it all. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__SANITIZE_THREAD__) && \
     !defined(SHMRING_SCALAR_WORDS)
+#define SHMRING_PACKED_VECTORS 1
 #if defined(__has_feature)
 #if __has_feature(thread_sanitizer)
-#define SHMRING_SCALAR_WORDS 1
+#undef SHMRING_PACKED_VECTORS
 #endif
 #endif
-#else
-#define SHMRING_SCALAR_WORDS 1
 #endif
 
-#ifndef SHMRING_SCALAR_WORDS
+#ifdef SHMRING_PACKED_VECTORS
 typedef uint32_t words4 __attribute__((vector_size(16), aligned(4)));
 typedef uint64_t words2 __attribute__((vector_size(16), aligned(4)));
 static const words4 lanes = {0, 1, 2, 3};
@@ -197,7 +200,7 @@ static uint32_t count_states(const shmring_t *r, uint64_t pos, uint32_t max, uin
         _Atomic uint32_t *w = shmring__seq(r, pos + n);
         uint32_t expect = shmring__s32(pos + n + offset);
         uint32_t k = 0;
-#ifndef SHMRING_SCALAR_WORDS
+#ifdef SHMRING_PACKED_VECTORS
         if (step == 1) {
             k = count_packed(w, expect, run);
             w += k;
@@ -234,7 +237,7 @@ static void store_states(const shmring_t *r, uint64_t pos, uint32_t from, uint32
         _Atomic uint32_t *w = shmring__seq(r, pos + i);
         uint32_t value = shmring__s32(pos + i + offset);
         uint32_t k = 0;
-#ifndef SHMRING_SCALAR_WORDS
+#ifdef SHMRING_PACKED_VECTORS
         if (step == 1) {
             k = run & ~3u;
             store_packed(w, value, k);

@@ -167,7 +167,8 @@ static int ready(const shmring_t *r, int what)
  * messages/s (runs of 8: ~10.5M, 32: ~13.5M, 128: ~14M, 1024: ~13M). Only the spin waits
  * for the run: the check before sleeping is exact, so nobody sleeps while
  * there is room (that would cost the consumer a wake call per release).
- * Latency is untouched: a producer facing a full ring waits anyway. */
+ * A producer facing a full ring waits anyway; at most it waits out the spin
+ * when fewer than a run's slots come free. */
 #define SHMRING_SPIN_ROOM 128u
 
 static uint64_t spin_room(const shmring_t *r)
@@ -177,16 +178,23 @@ static uint64_t spin_room(const shmring_t *r)
 }
 
 /* Is there room for `room` messages from write_pos on? relaxed loads: a hint,
- * as in ready(). Room for position p + room - 1 means the message maxsize
- * positions before it has been read and released. */
+ * as in ready(). The count: position pos + room - 1 is within maxsize once the
+ * message maxsize positions before it was claimed, and we see that it was when
+ * it has been released (read_pos stays untouched: the consumer writes it for
+ * every message). The slot at pos itself must be free too: with several
+ * consumers an earlier message may still be held after a later one's release. */
 static int has_room(const shmring_t *r, uint64_t room)
 {
-    uint64_t last = atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed) + room - 1;
-    if (last < r->maxsize)
-        return 1;
-    uint64_t gate = last - r->maxsize;
-    uint32_t seq = atomic_load_explicit(shmring__seq(r, gate), memory_order_relaxed);
-    return shmring__seq_diff(seq, gate + r->capacity) >= 0;
+    uint64_t pos = atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed);
+    uint64_t last = pos + room - 1;
+    if (last >= r->maxsize) {
+        uint64_t gate = last - r->maxsize;
+        uint32_t seq = atomic_load_explicit(shmring__seq(r, gate), memory_order_relaxed);
+        if (shmring__seq_diff(seq, gate + r->capacity) < 0)
+            return 0;
+    }
+    uint32_t seq = atomic_load_explicit(shmring__seq(r, pos), memory_order_relaxed);
+    return shmring__seq_diff(seq, pos) >= 0;
 }
 
 static struct shmring_waitq *waitq_for(const shmring_t *r, int what)

@@ -54,6 +54,36 @@ static shmring_t *make_ring(uint64_t slot_size, uint64_t maxsize)
     return make_ring_of(slot_size, maxsize, 0);
 }
 
+/* A producer waiting on a full ring spins for room for a run (wait.c); the spin
+ * must still see that the slot at write_pos is held, as it is when one consumer
+ * keeps the oldest message while another has released all later ones. */
+static void test_full_ring_wait(void)
+{
+    shmring_t *r = make_ring(16, 64);
+    shmring_participant_t *prod, *a, *b;
+    CHECK(shmring_participant_join(r, &prod) == SHMRING_OK);
+    CHECK(shmring_participant_join(r, &a) == SHMRING_OK);
+    CHECK(shmring_participant_join(r, &b) == SHMRING_OK);
+    char msg[16] = {0};
+    for (int i = 0; i < 64; i++)
+        CHECK(shmring_put(prod, msg, 1) == 1);
+    shmring_span_t held, rest;
+    CHECK(shmring_get_claim(a, 1, 0, &held) == 1);
+    CHECK(shmring_get_claim(b, 63, 0, &rest) == 63);
+    shmring_get_release(b, &rest);
+    CHECK(shmring_put(prod, msg, 1) == 0);
+    /* no room: the spin gives up and the wait times out (before: returned 1 at once) */
+    CHECK(shmring_wait(prod, SHMRING_WAIT_WRITABLE, 2000000, 1000) == 0);
+    shmring_get_release(a, &held);
+    CHECK(shmring_wait(prod, SHMRING_WAIT_WRITABLE, 2000000, 1000) == 1);
+    CHECK(shmring_put(prod, msg, 1) == 1);
+    shmring_participant_leave(a);
+    shmring_participant_leave(b);
+    shmring_participant_leave(prod);
+    shmring_close(r);
+    CHECK(shmring_unlink(ring_name) == SHMRING_OK);
+}
+
 static void test_unit(void)
 {
     shmring_t *r = make_ring(16, 5); /* capacity 8, maxsize exactly 5 */
@@ -219,6 +249,7 @@ static void test_unit(void)
     shmring_close(r2);
     shmring_close(r);
     CHECK(shmring_unlink(ring_name) == SHMRING_OK);
+    test_full_ring_wait();
     printf("unit ok\n");
 }
 
