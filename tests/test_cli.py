@@ -13,7 +13,8 @@ import shmring
 from segments import segment_exists
 from shmring.bench import command
 
-pytestmark = pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="ls/rm list /dev/shm (Linux)")
+# ls and rm --stale list /dev/shm, and these tests look there: Linux only (macOS has no such place)
+needs_dev_shm = pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="ls/rm list /dev/shm (Linux)")
 
 
 def shmring_cmd(*args, env=None, timeout=60):
@@ -167,6 +168,7 @@ def listed(name):
     return next((r for r in json.loads(done.stdout) if r["name"] == name), None)
 
 
+@needs_dev_shm
 @pytest.mark.timeout(60)
 def test_ls_and_stat_show_a_live_ring(make_queue):
     q = make_queue(50, msg_size=100)
@@ -189,6 +191,7 @@ def test_ls_and_stat_show_a_live_ring(make_queue):
     assert "participants    1 alive of 1 registered" in done.stdout
 
 
+@needs_dev_shm
 @pytest.mark.timeout(60)
 def test_ls_shows_records_rings(make_queue):
     np = pytest.importorskip("numpy")
@@ -214,6 +217,7 @@ def test_rm_refuses_a_live_ring_unless_forced(make_queue):
     assert forced.get_bytes() == b"still mapped"
 
 
+@needs_dev_shm
 @pytest.mark.timeout(60)
 def test_rm_stale_removes_a_ring_whose_creator_was_killed(make_queue):
     live = make_queue(10, msg_size=16)

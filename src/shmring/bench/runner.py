@@ -19,8 +19,9 @@ import shmring
 
 
 def context():
-    """fork where there is one (cheap fresh processes), else spawn."""
-    return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    """fork on Linux (cheap fresh processes); spawn elsewhere: on macOS a forked
+    child of a process that loaded system frameworks (numpy, matplotlib) may crash."""
+    return mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
 
 
 def cpus():
