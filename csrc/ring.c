@@ -120,6 +120,12 @@ static inline uint64_t to_wrap(const shmring_t *r, uint64_t pos)
     return r->capacity - (pos & r->mask);
 }
 
+/* The first run of up to n positions from pos: it stops at the end of the payload area. */
+static inline uint32_t run_at(const shmring_t *r, uint64_t pos, uint32_t n)
+{
+    return to_wrap(r, pos) < n ? (uint32_t)to_wrap(r, pos) : n;
+}
+
 /* Slot words are walked run by run (a run ends at the end of the ring), with a
  * pointer step instead of masking each position: batches touch one word per
  * message, and these loops, not the payload memcpy, bound batch throughput.
@@ -196,7 +202,7 @@ static uint32_t count_states(const shmring_t *r, uint64_t pos, uint32_t max, uin
     uint32_t n = 0;
     *last = 0;
     while (n < max) {
-        uint32_t run = (uint32_t)(to_wrap(r, pos + n) < max - n ? to_wrap(r, pos + n) : max - n);
+        uint32_t run = run_at(r, pos + n, max - n);
         _Atomic uint32_t *w = shmring__seq(r, pos + n);
         uint32_t expect = shmring__s32(pos + n + offset);
         uint32_t k = 0;
@@ -233,7 +239,7 @@ static void store_states(const shmring_t *r, uint64_t pos, uint32_t from, uint32
 {
     const size_t step = (size_t)1 << (r->meta_shift - 2);
     for (uint32_t i = from; i < to;) {
-        uint32_t run = (uint32_t)(to_wrap(r, pos + i) < to - i ? to_wrap(r, pos + i) : to - i);
+        uint32_t run = run_at(r, pos + i, to - i);
         _Atomic uint32_t *w = shmring__seq(r, pos + i);
         uint32_t value = shmring__s32(pos + i + offset);
         uint32_t k = 0;
@@ -380,8 +386,8 @@ int shmring_get_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmr
     uint64_t pos = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
     for (;;) {
         uint32_t want = max_n, seq;
-        if (flags & SHMRING_CLAIM_CONTIGUOUS && to_wrap(r, pos) < want)
-            want = (uint32_t)to_wrap(r, pos);
+        if (flags & SHMRING_CLAIM_CONTIGUOUS)
+            want = run_at(r, pos, want);
         /* C1: pairs with P4 (acquire loads inside). */
         uint32_t n = count_states(r, pos, want, 1, &seq);
         if (n == 0) {
@@ -484,7 +490,7 @@ int shmring_get(shmring_participant_t *me, void *buf, size_t buf_size, size_t *l
 
 void shmring_copy_span(const shmring_t *r, const shmring_span_t *span, void *buf, int into_ring)
 {
-    uint64_t n = span->n, first = n < to_wrap(r, span->pos) ? n : to_wrap(r, span->pos);
+    uint64_t n = span->n, first = run_at(r, span->pos, span->n);
     unsigned char *slot = shmring_slot_payload(r, span->pos), *b = buf;
     if (into_ring) {
         memcpy(slot, b, first * r->slot_size);

@@ -135,6 +135,14 @@ void shmring__clear_sleeper(const shmring_t *r, uint32_t i)
                                   memory_order_relaxed);
 }
 
+/* Is the slot for position pos free to be written (read and released a lap ago)? */
+static int slot_free(const shmring_t *r, uint64_t pos)
+{
+    /* relaxed: a hint for waiters; the claim re-reads it with acquire (P1) */
+    uint32_t seq = atomic_load_explicit(shmring__seq(r, pos), memory_order_relaxed);
+    return shmring__seq_diff(seq, pos) >= 0;
+}
+
 /* Could the operation we wait for succeed now? relaxed loads throughout: a
  * hint only, the operation itself re-reads with the right orders; F1 orders
  * these loads after our waiter registration. */
@@ -152,8 +160,7 @@ static int ready(const shmring_t *r, int what)
         int64_t used = (int64_t)(pos - rd);
         if (used >= 0 && (uint64_t)used >= r->maxsize)
             return 0;
-        uint32_t seq = atomic_load_explicit(shmring__seq(r, pos), memory_order_relaxed);
-        return shmring__seq_diff(seq, pos) >= 0;
+        return slot_free(r, pos);
     }
     return shmring_unfinished(r) == 0;
 }
@@ -193,8 +200,7 @@ static int has_room(const shmring_t *r, uint64_t room)
         if (shmring__seq_diff(seq, gate + r->capacity) < 0)
             return 0;
     }
-    uint32_t seq = atomic_load_explicit(shmring__seq(r, pos), memory_order_relaxed);
-    return shmring__seq_diff(seq, pos) >= 0;
+    return slot_free(r, pos);
 }
 
 static struct shmring_waitq *waitq_for(const shmring_t *r, int what)

@@ -3,16 +3,12 @@ import os
 import sys
 import time
 
-from shmring._core import inspect as _inspect
+from shmring._core import _unlink_segment, inspect
 from shmring.errors import SegmentError
 
 # Where POSIX shared memory objects show up as files (Linux; macOS has no such place).
 SHM_DIR = "/dev/shm"
 MAGIC = b"SHMRING1"
-
-
-def inspect(name):
-    return _inspect(name)
 
 
 def list_segments():
@@ -41,8 +37,6 @@ def stale_segments():
 
 def remove(name, force=False):
     """(removed, why). A ring some live process still uses is kept unless forced."""
-    from shmring._core import _unlink_segment
-
     try:
         info = inspect(name)
     except FileNotFoundError:

@@ -93,14 +93,14 @@ class PairRow(Row):
                              (_producer_main, (self, handle, count, ready)))
 
 
-def run_processes(row, handle, reporter, partner):
-    """Run two fresh processes, each (target, args): the reporter's target gets a
+def run_processes(row, handle, reporter, *partners):
+    """Run fresh processes, each (target, args): the reporter's target gets a
     results queue as its last argument and puts one result or exception on it.
     Whatever happens, leftovers are killed and row.close(handle) is called."""
     ctx = context()
     results = ctx.Queue()
     procs = [ctx.Process(target=reporter[0], args=(*reporter[1], results)),
-             ctx.Process(target=partner[0], args=partner[1])]
+             *(ctx.Process(target=target, args=args) for target, args in partners)]
     try:
         for p in procs:
             p.start()

@@ -7,7 +7,7 @@ import threading
 import time
 
 import shmring
-from shmring.bench.runner import IpcSocket, PairRow, Row, Timer, context, pin, report, time_each
+from shmring.bench.runner import IpcSocket, PairRow, Row, Timer, context, pin, report, run_processes, time_each
 
 BATCH = 256
 
@@ -118,19 +118,11 @@ class ThreadQueue(MessageRow):
     base_count = 300_000
 
     def run(self, count):
-        ctx = context()
-        results = ctx.Queue()
-        p = ctx.Process(target=report, args=(results, self, _thread_queue, self, count))
-        p.start()
-        try:
-            result = results.get(timeout=600)
-            p.join(600)
-        finally:
-            if p.is_alive():
-                p.kill()
-        if isinstance(result, BaseException):
-            raise result
-        return result
+        return run_processes(self, None, (_thread_queue_main, (self, count)))
+
+
+def _thread_queue_main(row, n, results):
+    report(results, row, _thread_queue, row, n)
 
 
 def _thread_queue(row, n):
