@@ -6,6 +6,7 @@
 #define SHMRING_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/types.h>
 
 #include "layout.h"
@@ -18,7 +19,9 @@ struct shmring {
      * after attach, so a peer scribbling on it cannot steer our indexing. */
     uint64_t slot_size, capacity, mask, maxsize;
     uint32_t kind, flags, max_participants;
-    uint32_t meta_shift;            /* log2 of the slot word stride: 2 records, 3 bytes */
+    uint32_t meta_shift;            /* log2 of the slot meta stride: 1 or 2 records, 3 bytes */
+    uint32_t seq_bytes, seq_mask;   /* slot word width (2 or 4 bytes) and its value mask */
+    uint32_t cap_shift;             /* log2(capacity): position >> cap_shift is its lap */
     struct shmring_participant_entry *parts;
     unsigned char *meta;
     unsigned char *payload;
@@ -40,28 +43,64 @@ struct shmring_participant {
     shmring_participant_t *prev, *next;
 };
 
-/* The sequence word of the slot holding pos (states in layout.h). */
-static inline _Atomic uint32_t *shmring__seq(const shmring_t *r, uint64_t pos)
+/* Slot words (states in layout.h). A word is 16 or 32 bits wide (r->seq_bytes);
+ * these helpers hide which, so that the protocol reads the same for both. The
+ * memory order is always a constant after inlining. */
+static inline void *shmring__seq(const shmring_t *r, uint64_t pos)
 {
-    return (_Atomic uint32_t *)(r->meta + ((pos & r->mask) << r->meta_shift));
+    return r->meta + ((pos & r->mask) << r->meta_shift);
+}
+
+/* The word a slot holds when its position p is in state `code`
+ * (SHMRING_SEQ_FREE, _COMMITTED or _HOLE): p's lap, then the code. */
+static inline uint32_t shmring__state(const shmring_t *r, uint64_t p, uint32_t code)
+{
+    return (uint32_t)(((p >> r->cap_shift) << SHMRING_SEQ_CODE_BITS) | code) & r->seq_mask;
+}
+
+/* word - state as a signed distance in the word's width: negative if the
+ * slot is "before" that state (an earlier lap, or an earlier state of it). */
+static inline int32_t shmring__seq_diff(const shmring_t *r, uint32_t word, uint32_t state)
+{
+    uint32_t d = (word - state) & r->seq_mask;
+    return d > (r->seq_mask >> 1) ? (int32_t)(d - r->seq_mask - 1) : (int32_t)d;
+}
+
+static inline __attribute__((always_inline)) uint32_t
+shmring__seq_load(const shmring_t *r, uint64_t pos, memory_order order)
+{
+    void *w = shmring__seq(r, pos);
+    return r->seq_bytes == 2 ? atomic_load_explicit((_Atomic uint16_t *)w, order)
+                             : atomic_load_explicit((_Atomic uint32_t *)w, order);
+}
+
+static inline __attribute__((always_inline)) void
+shmring__seq_store(const shmring_t *r, uint64_t pos, uint32_t state, memory_order order)
+{
+    void *w = shmring__seq(r, pos);
+    if (r->seq_bytes == 2)
+        atomic_store_explicit((_Atomic uint16_t *)w, (uint16_t)state, order);
+    else
+        atomic_store_explicit((_Atomic uint32_t *)w, state, order);
+}
+
+/* acq_rel CAS of the slot word from `from` to `to`; 1 if it was `from`. */
+static inline int shmring__seq_cas(const shmring_t *r, uint64_t pos, uint32_t from, uint32_t to)
+{
+    void *w = shmring__seq(r, pos);
+    if (r->seq_bytes == 2) {
+        uint16_t expected = (uint16_t)from;
+        return atomic_compare_exchange_strong_explicit((_Atomic uint16_t *)w, &expected, (uint16_t)to,
+                                                       memory_order_acq_rel, memory_order_relaxed);
+    }
+    return atomic_compare_exchange_strong_explicit((_Atomic uint32_t *)w, &from, to, memory_order_acq_rel,
+                                                   memory_order_relaxed);
 }
 
 /* The length word of the slot holding pos: byte rings only. */
 static inline uint32_t *shmring__len(const shmring_t *r, uint64_t pos)
 {
     return (uint32_t *)(r->meta + ((pos & r->mask) << r->meta_shift) + SHMRING_LEN_OFFSET);
-}
-
-/* A position (or state) as stored in a sequence word. */
-static inline uint32_t shmring__s32(uint64_t v)
-{
-    return (uint32_t)v;
-}
-
-/* seq - v as a signed distance: negative if seq is "before" v. */
-static inline int32_t shmring__seq_diff(uint32_t seq, uint64_t v)
-{
-    return (int32_t)(seq - (uint32_t)v);
 }
 
 /* Layout arithmetic shared by create and attach (segment.c). */

@@ -15,14 +15,15 @@
  *   1280         schema               what a record is (records rings), NUL-terminated
  *   2304         participants         max_participants x 128 bytes
  *   meta_offset  slot meta            capacity x 8 bytes (seq 32 + len 32) in byte rings,
- *                                     capacity x 4 bytes (seq 32) in records rings
+ *                                     capacity x 4 bytes (seq 32) in records rings, or
+ *                                     capacity x 2 bytes (seq 16) from 65536 slots on
  *   payload_off  payload              capacity x slot_size, slot i at i * slot_size
  *
  * Every area starts on a 128-byte boundary (two 64-byte lines, or one Apple
  * M-series line) so that lines written by producers, consumers and waiters are
  * never shared. Payload slots are contiguous so a run of messages is one memcpy,
- * and slot words are dense (16 per line for records) because a batch touches
- * one word per message: they, not the payload, bound batch throughput.
+ * and slot words are dense (16 or 32 per line for records) because a batch
+ * touches one word per message: they, not the payload, bound batch throughput.
  */
 #ifndef SHMRING_LAYOUT_H
 #define SHMRING_LAYOUT_H
@@ -33,7 +34,7 @@
 #include <stdint.h>
 
 #define SHMRING_MAGIC UINT64_C(0x31474e49524d4853) /* "SHMRING1", little-endian */
-#define SHMRING_LAYOUT_VERSION 2u
+#define SHMRING_LAYOUT_VERSION 3u
 #define SHMRING_LINE 128u
 #define SHMRING_SCHEMA_MAX 1024u
 
@@ -139,17 +140,38 @@ struct shmring_participant_entry {
 };
 
 /* Per-slot metadata, in its own dense array beside the contiguous payload area:
- * a 32-bit sequence word, followed in byte rings by a 32-bit payload length
- * (written before the sequence word publishes it). For the slot holding
- * position p, the sequence word holds the low 32 bits of:
- *   p             free: the producer that claims p may fill it
- *   p + 1         committed (readable)
- *   p + 2         abandoned by a dead producer: a hole consumers skip
- *   p + capacity  read and released: free for position p + capacity
- * Compared modulo 2^32, which is exact because capacity <= 2^30 and a slot
- * moves through its states lap by lap (positions themselves are 64-bit). */
-#define SHMRING_SEQ_BYTES 4u
+ * a sequence word, followed in byte rings by a 32-bit payload length (written
+ * before the sequence word publishes it). The word of the slot that holds
+ * position p says, as (lap of p) << 2 | code, with lap = p / capacity:
+ *   lap | 0          free: the producer that claims p may fill it
+ *   lap | 1          committed (readable)
+ *   lap | 2          abandoned by a dead producer: a hole consumers skip
+ *   (lap + 1) | 0    read and released: free for position p + capacity
+ * truncated to the word's width and compared as a signed difference in it.
+ * Every word of a run (consecutive positions up to the end of the ring) holds
+ * the same value, so a batch compares and stores one repeated pattern.
+ *
+ * The width trades bytes per message against how far a stale reader may lag.
+ * A claim decides on words it read while write_pos / read_pos still held the
+ * position it then CASes, so what it reads is at most a lap old and any width
+ * works. Crash recovery CASes a word from a state it saw earlier, so a
+ * recoverer stalled for 2^(width - 2) laps could mistake a later lap for it:
+ * the margin, capacity << (width - 2) messages, is kept at 2^30 or more.
+ * Records rings of SHMRING_SEQ16_MIN_CAPACITY slots and more therefore use
+ * 16-bit words (half the bytes of slot words a batch moves between cores), the
+ * others 32-bit words. Byte rings keep 32 bits beside their length word. */
+#define SHMRING_SEQ_CODE_BITS 2u
+enum { SHMRING_SEQ_FREE = 0, SHMRING_SEQ_COMMITTED = 1, SHMRING_SEQ_HOLE = 2 };
+#define SHMRING_SEQ16_MIN_CAPACITY (UINT64_C(1) << 16)
 #define SHMRING_LEN_OFFSET 4u
+
+/* log2 of the bytes of slot meta per slot: 3 in byte rings (seq + len), else the word. */
+static inline uint32_t shmring_meta_shift(uint32_t flags, uint64_t capacity)
+{
+    if (!(flags & SHMRING_FLAG_RECORDS))
+        return 3;
+    return capacity >= SHMRING_SEQ16_MIN_CAPACITY ? 1 : 2;
+}
 
 static_assert(sizeof(struct shmring_header) == SHMRING_LINE, "header is one line");
 static_assert(offsetof(struct shmring_header, slot_size) == 24, "layout contract");

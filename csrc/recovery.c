@@ -6,16 +6,16 @@
  * once it committed or released. When the process behind an entry is dead
  * (participants.c) and its announcement is still there:
  *
- *   PUT       each position p < write_pos whose slot still says p (claimed, never
- *             committed) becomes a hole (seq = p + 2) that consumers skip; one
+ *   PUT       each position p < write_pos whose slot is still free for p (claimed,
+ *             never committed) becomes a hole that consumers skip; one
  *             lost message per hole made
  *   GET_HELD  the claim succeeded: all n messages were the dead consumer's and
  *             none reached its caller (a get returns only after releasing), so
  *             all n are lost, counted once by whoever moves the role to
- *             GET_COUNTED; every slot still unreleased (p + 1, or p + 2 for a hole
- *             it was skipping) is released (seq = p + capacity)
+ *             GET_COUNTED; every slot still unreleased (committed, or a hole it
+ *             was skipping) is released (free for the next lap)
  *   GET       died between announcing and marking the claim held: a slot still
- *             at p + 1 below read_pos is released, one lost message per release,
+ *             committed below read_pos is released, one lost message per release,
  *             unless a live participant announces p (the dead one's CAS may have
  *             lost to it: then it is looked at again next time and the dead entry
  *             is kept until nothing of it is pending)
@@ -79,12 +79,12 @@ static void count_lost(struct shmring_segment *seg, uint64_t n)
     atomic_fetch_add_explicit(&seg->join.tasks_done, n, memory_order_release);
 }
 
-/* R3: move the slot word of position p from state `from` to `to`; 1 if we did. */
-static int move_slot(const shmring_t *r, uint64_t p, uint64_t from, uint64_t to)
+/* R3: move the slot word of position p from `from` to `to` (as shmring__state
+ * makes them); 1 if we did. The width of the words keeps a stalled recoverer
+ * from mistaking a later lap for the one it saw (layout.h). */
+static int move_slot(const shmring_t *r, uint64_t p, uint32_t from, uint32_t to)
 {
-    uint32_t expected = shmring__s32(from);
-    return atomic_compare_exchange_strong_explicit(shmring__seq(r, p), &expected, shmring__s32(to),
-                                                   memory_order_acq_rel, memory_order_relaxed);
+    return shmring__seq_cas(r, p, from, to);
 }
 
 /* Give back what dead entry i announced. Returns 1 if it announced a claim
@@ -114,8 +114,9 @@ static int recover_claim(shmring_t *r, const struct shmring__entry_view *seen, c
             count_lost(r->seg, a.n);
         for (uint32_t k = 0; k < a.n; k++) {
             uint64_t p = a.pos + k;
-            if (!move_slot(r, p, p + 1, p + r->capacity))
-                move_slot(r, p, p + 2, p + r->capacity); /* a hole it was skipping */
+            uint32_t released = shmring__state(r, p + r->capacity, SHMRING_SEQ_FREE);
+            if (!move_slot(r, p, shmring__state(r, p, SHMRING_SEQ_COMMITTED), released))
+                move_slot(r, p, shmring__state(r, p, SHMRING_SEQ_HOLE), released); /* a hole it was skipping */
         }
         return 1;
     }
@@ -126,20 +127,23 @@ static int recover_claim(shmring_t *r, const struct shmring__entry_view *seen, c
     uint64_t counter = put ? write_pos : read_pos;
     for (uint32_t k = 0; k < a.n; k++) {
         uint64_t p = a.pos + k;
-        uint64_t stuck = put ? p : p + 1; /* the state if the dead owner held p */
+        /* the state if the dead owner held p, and what it becomes */
+        uint32_t stuck = shmring__state(r, p, put ? SHMRING_SEQ_FREE : SHMRING_SEQ_COMMITTED);
+        uint32_t hole = shmring__state(r, p, SHMRING_SEQ_HOLE);
+        uint32_t released = shmring__state(r, p + r->capacity, SHMRING_SEQ_FREE);
         if ((int64_t)(counter - p) <= 0)
             continue; /* never claimed: the owner died before its CAS */
         if (covered_by_live(r, seen, dead, a.role, p)) {
             /* relaxed: only decides whether to look again later */
-            uint32_t now = atomic_load_explicit(shmring__seq(r, p), memory_order_relaxed);
-            if (now == shmring__s32(stuck) || now == shmring__s32(p + 2))
+            uint32_t now = shmring__seq_load(r, p, memory_order_relaxed);
+            if (now == stuck || now == hole)
                 *pending = 1;
             continue;
         }
-        if (move_slot(r, p, stuck, put ? p + 2 : p + r->capacity))
+        if (move_slot(r, p, stuck, put ? hole : released))
             count_lost(r->seg, 1);
         else if (!put)
-            move_slot(r, p, p + 2, p + r->capacity); /* a hole it was skipping */
+            move_slot(r, p, hole, released); /* a hole it was skipping */
     }
     return 1;
 }

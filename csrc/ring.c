@@ -3,10 +3,11 @@
  * with batch claims: a producer or consumer takes k consecutive positions with
  * one CAS on write_pos / read_pos.
  *
- * Slot states (seq of the slot holding position p, see layout.h):
- *   p             free: the producer that claims p may fill it
- *   p + 1         committed: the consumer that claims p may read it
- *   p + capacity  read and released: free for position p + capacity
+ * Slot states (the word of the slot holding position p, see layout.h):
+ *   free          the producer that claims p may fill it
+ *   committed     the consumer that claims p may read it
+ *   hole          abandoned by a dead producer: consumers skip it
+ *   next lap free read and released: free for position p + capacity
  *
  * maxsize is exact even though capacity is a power of two: a producer claims
  * position p only while p - read_pos < maxsize (read_pos is advanced when a
@@ -23,12 +24,12 @@
  *   P3  put_claim  release CAS write_pos -> acquire loads of write_pos by crash
  *                                           recovery: a claimed position is always
  *                                           covered by its claimer's announcement
- *   P4  put_commit release store seq=p+1 -> C1: payload and len are visible
+ *   P4  put_commit release store of committed -> C1: payload and len are visible
  *   C1  get_claim  acquire load of seq   -> P4
  *   C2  get_claim  release CAS read_pos  -> as P3, for consumers' announcements;
  *                                           also the acquire reload of read_pos by a
  *                                           producer that must trust read_pos <= write_pos
- *   C3  get_release release store seq=p+capacity -> P1
+ *   C3  get_release release store of next-lap free -> P1
  *   T1  task_done  release CAS tasks_done -> T2: a returning join() sees the work
  *   T2  joined / task_done  acquire load tasks_done -> T1: then write_pos, loaded
  *                  after it, is at least tasks_done (so put - done cannot wrap)
@@ -126,28 +127,25 @@ static inline uint32_t run_at(const shmring_t *r, uint64_t pos, uint32_t n)
     return to_wrap(r, pos) < n ? (uint32_t)to_wrap(r, pos) : n;
 }
 
-/* Slot words are walked run by run (a run ends at the end of the ring), with a
- * pointer step instead of masking each position: batches touch one word per
- * message, and these loops, not the payload memcpy, bound batch throughput.
- * The step is read once: after an acquire load the compiler may not reuse a
- * field it read before, so r->meta_shift inside the loop would be reloaded.
- * Unrolled by four, which the compiler does not do for atomics (+30% for
- * batches of 4096 24-byte records in C on this project's machine). */
+/* Slot words are walked run by run (a run ends at the end of the ring): every
+ * word of a run is expected to hold, or is given, the same value (layout.h).
+ * Batches touch one word per message: these loops, not the payload memcpy,
+ * bound batch throughput. */
 
-/* Records rings pack their slot words (step 1), so on x86-64 a run of them is
- * checked and stored 16 bytes at a time: plain vector loads followed by one
- * acquire fence, one release fence followed by plain vector stores. This is the
- * fence form of P1/C1 (loads, then fence acquire) and P4/C3 (fence release,
+/* Records rings pack their slot words (2 or 4 bytes), so on x86-64 a run of
+ * them is checked and stored 16 bytes at a time: plain vector loads followed by
+ * one acquire fence, one release fence followed by plain vector stores. This is
+ * the fence form of P1/C1 (loads, then fence acquire) and P4/C3 (fence release,
  * then stores), and what the per-word atomics compile to on x86 anyway (plain
  * moves; the fences only stop the compiler). x86 reads and writes each aligned
- * 32-bit word of a vector access whole. It takes batches of 4096 24-byte
- * records from ~5 to ~1 instruction per slot word. In C11 terms these plain
+ * word of a vector access whole. For batches of 4096 24-byte records it takes
+ * ~5 instructions per slot word to well under one. In C11 terms these plain
  * accesses race with the atomics; that they work rests on x86 and on GCC and
  * clang treating the fences as compiler barriers, which is why the path is
- * limited to them. Elsewhere (aarch64: a 16-byte access at a 4-byte aligned
- * address is not promised whole 32-bit words before LSE2), under
- * ThreadSanitizer (it cannot pair fences with plain accesses) and with
- * -DSHMRING_SCALAR_WORDS, the per-word atomic loops below do it all. */
+ * limited to them. Elsewhere (aarch64: a 16-byte access at a 2-byte aligned
+ * address is not promised whole words before LSE2), under ThreadSanitizer (it
+ * cannot pair fences with plain accesses) and with -DSHMRING_SCALAR_WORDS, the
+ * per-word atomic loops below do it all. */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__SANITIZE_THREAD__) && \
     !defined(SHMRING_SCALAR_WORDS)
 #define SHMRING_PACKED_VECTORS 1
@@ -159,21 +157,27 @@ static inline uint32_t run_at(const shmring_t *r, uint64_t pos, uint32_t n)
 #endif
 
 #ifdef SHMRING_PACKED_VECTORS
-typedef uint32_t words4 __attribute__((vector_size(16), aligned(4)));
-typedef uint64_t words2 __attribute__((vector_size(16), aligned(4)));
-static const words4 lanes = {0, 1, 2, 3};
+typedef uint64_t words2 __attribute__((vector_size(16), aligned(2)));
 
-/* How many packed words from w, a multiple of 8 up to run, hold expect + k. */
-static uint32_t count_packed(const _Atomic uint32_t *w, uint32_t expect, uint32_t run)
+/* 16 bytes of `value` repeated in words of the ring's width. */
+static inline words2 pattern(const shmring_t *r, uint32_t value)
 {
-    const uint32_t *p = (const uint32_t *)(const void *)w;
-    words4 e = expect + lanes;
+    uint64_t lane = value * (r->seq_bytes == 2 ? UINT64_C(0x0001000100010001) : UINT64_C(0x0000000100000001));
+    return (words2){lane, lane};
+}
+
+/* How many packed words from w, a multiple of 32 bytes' worth up to run, hold expect. */
+static uint32_t count_packed(const shmring_t *r, const void *w, uint32_t expect, uint32_t run)
+{
+    const unsigned char *p = w;
+    const words2 e = pattern(r, expect);
+    const uint32_t per = 32 / r->seq_bytes;
     uint32_t k = 0;
-    for (; k + 8 <= run; k += 8, e += 8) {
-        words4 a, b;
-        memcpy(&a, p + k, sizeof a);
-        memcpy(&b, p + k + 4, sizeof b);
-        words2 diff = (words2)((a ^ e) | (b ^ (e + 4)));
+    for (; k + per <= run; k += per) {
+        words2 a, b;
+        memcpy(&a, p + k * r->seq_bytes, sizeof a);
+        memcpy(&b, p + k * r->seq_bytes + sizeof a, sizeof b);
+        words2 diff = (a ^ e) | (b ^ e);
         if ((diff[0] | diff[1]) != 0)
             break; /* the scalar loop finds which word differs */
     }
@@ -182,47 +186,37 @@ static uint32_t count_packed(const _Atomic uint32_t *w, uint32_t expect, uint32_
     return k;
 }
 
-/* Store value + k into the first run (a multiple of 4) packed words from w. */
-static void store_packed(_Atomic uint32_t *w, uint32_t value, uint32_t run)
+/* Store value into the packed words from w, 16 bytes at a time up to run; how many it stored. */
+static uint32_t store_packed(const shmring_t *r, void *w, uint32_t value, uint32_t run)
 {
-    uint32_t *p = (uint32_t *)(void *)w;
-    words4 v = value + lanes;
+    unsigned char *p = w;
+    const words2 v = pattern(r, value);
+    const uint32_t per = 16 / r->seq_bytes;
+    uint32_t k = 0;
     /* P4 / C3 for the words stored below: pairs with C1 / P1 (either form) */
     atomic_thread_fence(memory_order_release);
-    for (uint32_t k = 0; k < run; k += 4, v += 4)
-        memcpy(p + k, &v, sizeof v);
+    for (; k + per <= run; k += per)
+        memcpy(p + k * r->seq_bytes, &v, sizeof v);
+    return k;
 }
 #endif
 
-/* How many slots from pos, up to max, hold exactly pos + k + offset (k = 0, 1, ...);
- * *last is the first word that did not. acquire: P1 (offset 0) / C1 (offset 1). */
-static uint32_t count_states(const shmring_t *r, uint64_t pos, uint32_t max, uint32_t offset, uint32_t *last)
+/* How many slots from pos, up to max, are in state `code` for their position;
+ * *last is the first word that was not. acquire: P1 (free) / C1 (committed). */
+static uint32_t count_states(const shmring_t *r, uint64_t pos, uint32_t max, uint32_t code, uint32_t *last)
 {
-    const size_t step = (size_t)1 << (r->meta_shift - 2); /* in 32-bit words */
     uint32_t n = 0;
     *last = 0;
     while (n < max) {
         uint32_t run = run_at(r, pos + n, max - n);
-        _Atomic uint32_t *w = shmring__seq(r, pos + n);
-        uint32_t expect = shmring__s32(pos + n + offset);
+        uint32_t expect = shmring__state(r, pos + n, code);
         uint32_t k = 0;
 #ifdef SHMRING_PACKED_VECTORS
-        if (step == 1) {
-            k = count_packed(w, expect, run);
-            w += k;
-            expect += k;
-        }
+        if (r->meta_shift != 3)
+            k = count_packed(r, shmring__seq(r, pos + n), expect, run);
 #endif
-        for (; k + 4 <= run; k += 4, w += 4 * step, expect += 4) {
-            uint32_t a = atomic_load_explicit(w, memory_order_acquire);
-            uint32_t b = atomic_load_explicit(w + step, memory_order_acquire);
-            uint32_t c = atomic_load_explicit(w + 2 * step, memory_order_acquire);
-            uint32_t d = atomic_load_explicit(w + 3 * step, memory_order_acquire);
-            if (((a ^ expect) | (b ^ (expect + 1)) | (c ^ (expect + 2)) | (d ^ (expect + 3))) != 0)
-                break; /* one of these four differs: find it one by one below */
-        }
-        for (; k < run; k++, w += step, expect++) {
-            uint32_t seq = atomic_load_explicit(w, memory_order_acquire);
+        for (; k < run; k++) {
+            uint32_t seq = shmring__seq_load(r, pos + n + k, memory_order_acquire);
             if (seq != expect) {
                 *last = seq;
                 return n + k;
@@ -233,43 +227,33 @@ static uint32_t count_states(const shmring_t *r, uint64_t pos, uint32_t max, uin
     return n;
 }
 
-/* Store pos + k + offset into the slot words of [pos + from, pos + to), release
- * (P4 commits with offset 1, holes with 2; C3 releases with capacity). */
-static void store_states(const shmring_t *r, uint64_t pos, uint32_t from, uint32_t to, uint64_t offset)
+/* Put the slots of [pos + from, pos + to) in state `code` for their position
+ * plus `ahead` (0, or capacity for the next lap), release: P4 commits, holes,
+ * C3 releases. */
+static void store_states(const shmring_t *r, uint64_t pos, uint32_t from, uint32_t to, uint64_t ahead,
+                         uint32_t code)
 {
-    const size_t step = (size_t)1 << (r->meta_shift - 2);
     for (uint32_t i = from; i < to;) {
         uint32_t run = run_at(r, pos + i, to - i);
-        _Atomic uint32_t *w = shmring__seq(r, pos + i);
-        uint32_t value = shmring__s32(pos + i + offset);
+        uint32_t value = shmring__state(r, pos + i + ahead, code);
         uint32_t k = 0;
 #ifdef SHMRING_PACKED_VECTORS
-        if (step == 1) {
-            k = run & ~3u;
-            store_packed(w, value, k);
-            w += k;
-            value += k;
-        }
+        if (r->meta_shift != 3)
+            k = store_packed(r, shmring__seq(r, pos + i), value, run);
 #endif
-        for (; k + 4 <= run; k += 4, w += 4 * step, value += 4) {
-            atomic_store_explicit(w, value, memory_order_release);
-            atomic_store_explicit(w + step, value + 1, memory_order_release);
-            atomic_store_explicit(w + 2 * step, value + 2, memory_order_release);
-            atomic_store_explicit(w + 3 * step, value + 3, memory_order_release);
-        }
-        for (; k < run; k++, w += step, value++)
-            atomic_store_explicit(w, value, memory_order_release);
+        for (; k < run; k++)
+            shmring__seq_store(r, pos + i + k, value, memory_order_release);
         i += run;
     }
 }
 
-/* P4: commit [pos + from, pos + to): the first `keep` of the claim as messages
- * (pos + 1), the rest as holes (pos + 2) that consumers skip. Pairs with C1. */
+/* P4: commit [pos + from, pos + to): the first `keep` of the claim as messages,
+ * the rest as holes that consumers skip. Pairs with C1. */
 static void publish(const shmring_t *r, uint64_t pos, uint32_t from, uint32_t to, uint32_t keep)
 {
     uint32_t split = keep < from ? from : keep > to ? to : keep;
-    store_states(r, pos, from, split, 1);
-    store_states(r, pos, split, to, 2);
+    store_states(r, pos, from, split, 0, SHMRING_SEQ_COMMITTED);
+    store_states(r, pos, split, to, 0, SHMRING_SEQ_HOLE);
 }
 
 int shmring_put_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span)
@@ -305,10 +289,12 @@ int shmring_put_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmr
         uint32_t want = room < max_n ? (uint32_t)room : max_n;
         uint32_t seq;
         /* P1: pairs with C3 (acquire loads inside). */
-        uint32_t n = count_states(r, pos, want, 0, &seq);
+        uint32_t n = count_states(r, pos, want, SHMRING_SEQ_FREE, &seq);
         if (n == 0) {
-            if (shmring__seq_diff(seq, pos) < 0) /* last lap's message is still being read */
+            /* last lap's message is still being read */
+            if (shmring__seq_diff(r, seq, shmring__state(r, pos, SHMRING_SEQ_FREE)) < 0) {
                 return no_claim(me->entry);
+            }
             /* Another producer took pos, so write_pos has moved (P1 synchronised
              * with whoever wrote seq after claiming). If it has not, the slot
              * says something the counters deny: refuse rather than spin. */
@@ -361,7 +347,7 @@ static void skip_holes(shmring_participant_t *me, uint64_t pos)
     uint32_t n = 0;
     /* C1: pairs with the recoverer's acq_rel CAS that made the hole. */
     while (n < UINT32_MAX &&
-           atomic_load_explicit(shmring__seq(r, pos + n), memory_order_acquire) == shmring__s32(pos + n + 2))
+           shmring__seq_load(r, pos + n, memory_order_acquire) == shmring__state(r, pos + n, SHMRING_SEQ_HOLE))
         n++;
     if (n == 0)
         return; /* another consumer skipped them first */
@@ -389,11 +375,12 @@ int shmring_get_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmr
         if (flags & SHMRING_CLAIM_CONTIGUOUS)
             want = run_at(r, pos, want);
         /* C1: pairs with P4 (acquire loads inside). */
-        uint32_t n = count_states(r, pos, want, 1, &seq);
+        uint32_t n = count_states(r, pos, want, SHMRING_SEQ_COMMITTED, &seq);
         if (n == 0) {
-            if (shmring__seq_diff(seq, pos + 1) < 0) /* not committed yet: empty */
+            /* not committed yet: empty */
+            if (shmring__seq_diff(r, seq, shmring__state(r, pos, SHMRING_SEQ_COMMITTED)) < 0)
                 return no_claim(me->entry);
-            if (seq == shmring__s32(pos + 2)) {
+            if (seq == shmring__state(r, pos, SHMRING_SEQ_HOLE)) {
                 skip_holes(me, pos);
             } else {
                 /* Another consumer took pos, so read_pos has moved (C1
@@ -426,9 +413,9 @@ void shmring_get_release(shmring_participant_t *me, const shmring_span_t *span)
 {
     shmring_t *r = me->ring;
     /* C3: pairs with P1. */
-    store_states(r, span->pos, 0, span->n / 2, r->capacity);
+    store_states(r, span->pos, 0, span->n / 2, r->capacity, SHMRING_SEQ_FREE);
     hook(SHMRING_HOOK_GET_RELEASING);
-    store_states(r, span->pos, span->n / 2, span->n, r->capacity);
+    store_states(r, span->pos, span->n / 2, span->n, r->capacity, SHMRING_SEQ_FREE);
     withdraw(me->entry);
     shmring__notify(r, &r->seg->not_full);
 }
@@ -559,19 +546,22 @@ int shmring_stuck(const shmring_t *r, int what, uint64_t *pos)
     /* relaxed throughout: a hint that decides whether recovery is worth running */
     if (what == SHMRING_WAIT_READABLE) {
         uint64_t rp = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
-        uint32_t seq = atomic_load_explicit(shmring__seq(r, rp), memory_order_relaxed);
+        uint32_t seq = shmring__seq_load(r, rp, memory_order_relaxed);
         uint64_t wp = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
         *pos = rp;
-        return seq == shmring__s32(rp) && (int64_t)(wp - rp) > 0; /* claimed by a producer, not committed */
+        /* claimed by a producer, not committed */
+        return seq == shmring__state(r, rp, SHMRING_SEQ_FREE) && (int64_t)(wp - rp) > 0;
     }
     if (what == SHMRING_WAIT_WRITABLE) {
         uint64_t wp = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
-        uint32_t seq = atomic_load_explicit(shmring__seq(r, wp), memory_order_relaxed);
+        uint32_t seq = shmring__seq_load(r, wp, memory_order_relaxed);
         uint64_t rp = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
         uint64_t prev = wp - r->capacity; /* the position the slot held last lap */
         *pos = wp;
         /* claimed by a consumer (read_pos is past it), not released */
-        return (seq == shmring__s32(prev + 1) || seq == shmring__s32(prev + 2)) && (int64_t)(rp - prev) > 0;
+        return (seq == shmring__state(r, prev, SHMRING_SEQ_COMMITTED) ||
+                seq == shmring__state(r, prev, SHMRING_SEQ_HOLE)) &&
+               (int64_t)(rp - prev) > 0;
     }
     return 0;
 }

@@ -33,7 +33,7 @@ int shmring__layout_compute(uint64_t slot_size, uint64_t maxsize, uint32_t max_p
         return SHMRING_EMAXSIZE;
     if (max_participants < 1 || max_participants > SHMRING_PARTICIPANTS_MAX)
         return SHMRING_EPARTTABLE;
-    /* At least 4 slots so that the seq states p, p+1, p+2 and p+capacity differ. */
+    /* At least 4 slots (a bound older layouts needed; kept for the tests that use it). */
     uint64_t cap = 4;
     while (cap < maxsize)
         cap <<= 1;
@@ -41,7 +41,7 @@ int shmring__layout_compute(uint64_t slot_size, uint64_t maxsize, uint32_t max_p
     out->participants_offset = sizeof(struct shmring_segment);
     out->meta_offset = align_line(out->participants_offset +
                                   (uint64_t)max_participants * sizeof(struct shmring_participant_entry));
-    uint64_t meta_bytes = cap << (flags & SHMRING_FLAG_RECORDS ? 2 : 3);
+    uint64_t meta_bytes = cap << shmring_meta_shift(flags, cap);
     out->payload_offset = align_line(out->meta_offset + meta_bytes);
     uint64_t payload_bytes;
     if (__builtin_mul_overflow(cap, slot_size, &payload_bytes) ||
@@ -97,7 +97,10 @@ static int handle_new(const char *name, struct shmring_segment *seg, size_t mapp
     r->maxsize = h->maxsize;
     r->kind = h->kind;
     r->flags = h->flags;
-    r->meta_shift = h->flags & SHMRING_FLAG_RECORDS ? 2 : 3;
+    r->meta_shift = shmring_meta_shift(h->flags, h->capacity);
+    r->seq_bytes = r->meta_shift == 1 ? 2 : 4;
+    r->seq_mask = r->seq_bytes == 2 ? UINT16_MAX : UINT32_MAX;
+    r->cap_shift = (uint32_t)__builtin_ctzll(h->capacity);
     r->max_participants = h->max_participants;
     r->parts = (struct shmring_participant_entry *)((unsigned char *)seg + h->participants_offset);
     r->meta = (unsigned char *)seg + h->meta_offset;
@@ -180,11 +183,9 @@ int shmring_create(const char *name, const shmring_params_t *p, shmring_t **out)
     clock_gettime(CLOCK_REALTIME, &ts);
     h->created_unix_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 
-    unsigned char *meta = (unsigned char *)base + L.meta_offset;
-    uint32_t shift = flags & SHMRING_FLAG_RECORDS ? 2 : 3;
-    for (uint64_t i = 0; i < L.capacity; i++)
-        /* relaxed: nobody else can see the segment before S1 below */
-        atomic_store_explicit((_Atomic uint32_t *)(meta + (i << shift)), (uint32_t)i, memory_order_relaxed);
+    /* Slot words start at lap 0, free (all zero: a fresh segment already is).
+     * Nobody else can see the segment before S1 below. */
+    memset((unsigned char *)base + L.meta_offset, 0, L.payload_offset - L.meta_offset);
 
     /* S1: publishes the initialised segment; pairs with S2 in validate(). */
     atomic_store_explicit(&h->magic, SHMRING_MAGIC, memory_order_release);

@@ -139,8 +139,8 @@ void shmring__clear_sleeper(const shmring_t *r, uint32_t i)
 static int slot_free(const shmring_t *r, uint64_t pos)
 {
     /* relaxed: a hint for waiters; the claim re-reads it with acquire (P1) */
-    uint32_t seq = atomic_load_explicit(shmring__seq(r, pos), memory_order_relaxed);
-    return shmring__seq_diff(seq, pos) >= 0;
+    uint32_t seq = shmring__seq_load(r, pos, memory_order_relaxed);
+    return shmring__seq_diff(r, seq, shmring__state(r, pos, SHMRING_SEQ_FREE)) >= 0;
 }
 
 /* Could the operation we wait for succeed now? relaxed loads throughout: a
@@ -151,8 +151,8 @@ static int ready(const shmring_t *r, int what)
     struct shmring_segment *seg = r->seg;
     if (what == SHMRING_WAIT_READABLE) {
         uint64_t pos = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
-        uint32_t seq = atomic_load_explicit(shmring__seq(r, pos), memory_order_relaxed);
-        return shmring__seq_diff(seq, pos + 1) >= 0;
+        uint32_t seq = shmring__seq_load(r, pos, memory_order_relaxed);
+        return shmring__seq_diff(r, seq, shmring__state(r, pos, SHMRING_SEQ_COMMITTED)) >= 0;
     }
     if (what == SHMRING_WAIT_WRITABLE) {
         uint64_t pos = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
@@ -196,8 +196,8 @@ static int has_room(const shmring_t *r, uint64_t room)
     uint64_t last = pos + room - 1;
     if (last >= r->maxsize) {
         uint64_t gate = last - r->maxsize;
-        uint32_t seq = atomic_load_explicit(shmring__seq(r, gate), memory_order_relaxed);
-        if (shmring__seq_diff(seq, gate + r->capacity) < 0)
+        uint32_t seq = shmring__seq_load(r, gate, memory_order_relaxed);
+        if (shmring__seq_diff(r, seq, shmring__state(r, gate + r->capacity, SHMRING_SEQ_FREE)) < 0)
             return 0;
     }
     return slot_free(r, pos);

@@ -19,8 +19,10 @@ HEADER_FIELDS = (
 MAGIC = 0x31474E49524D4853
 FIXED_PART = 2304         # header, hot lines, wait queues, schema: sizeof(struct shmring_segment)
 PARTICIPANT_SIZE = 128
+LAYOUT_VERSION = 3
 META_SIZE = 8             # per slot in byte rings: seq (32 bit) + length (32 bit)
-RECORD_META_SIZE = 4      # per slot in records rings: seq (32 bit)
+SEQ16_MIN_CAPACITY = 1 << 16  # records rings this large have 16-bit slot words, smaller ones 32-bit
+FREE, COMMITTED, HOLE = 0, 1, 2  # slot word codes (csrc/layout.h)
 SCHEMA_OFFSET = 1280
 SCHEMA_MAX = 1024
 WRITE_POS_OFFSET = 128
@@ -76,9 +78,27 @@ def patch_segment(name, offset, data):
         os.close(fd)
 
 
+def meta_size(h):
+    """Bytes of slot meta per slot in the ring whose header is h."""
+    if not h["flags"] & 1:
+        return META_SIZE
+    return 2 if h["capacity"] >= SEQ16_MIN_CAPACITY else 4
+
+
+def slot_state(h, position, code):
+    """The slot word that says `position` is in state `code`: its lap, then the code."""
+    return ((position // h["capacity"]) << 2 | code) % (1 << (8 * min(meta_size(h), 4)))
+
+
+def slot_word(raw, h, slot):
+    """The sequence word of slot index `slot` in the segment bytes raw."""
+    at = h["meta_offset"] + slot * meta_size(h)
+    return int.from_bytes(raw[at:at + min(meta_size(h), 4)], "little")
+
+
 def slot_meta_offset(name, position):
     h = read_header(name)
-    return h["meta_offset"] + (position % h["capacity"]) * (RECORD_META_SIZE if h["flags"] & 1 else META_SIZE)
+    return h["meta_offset"] + (position % h["capacity"]) * meta_size(h)
 
 
 def unlink(name):

@@ -4,17 +4,22 @@ import os
 import pytest
 
 from segments import (
+    COMMITTED,
     FIXED_PART,
+    FREE,
+    LAYOUT_VERSION,
     MAGIC,
     META_SIZE,
     PARTICIPANT_SIZE,
     READ_POS_OFFSET,
-    RECORD_META_SIZE,
     SCHEMA_MAX,
     SCHEMA_OFFSET,
+    SEQ16_MIN_CAPACITY,
     WRITE_POS_OFFSET,
     read_header,
     read_segment,
+    slot_state,
+    slot_word,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -29,7 +34,7 @@ def test_fresh_segment_header_matches_the_documented_layout(make_queue, maxsize,
     q = make_queue(maxsize, msg_size)
     h = read_header(q.name)
     assert h["magic"] == MAGIC
-    assert h["layout_version"] == 2
+    assert h["layout_version"] == LAYOUT_VERSION == 3
     assert h["kind"] == 1
     assert h["flags"] == 0  # a byte ring
     assert h["header_size"] == FIXED_PART
@@ -56,16 +61,17 @@ def test_positions_and_slot_sequence_words_move_as_documented(make_queue):
     meta = h["meta_offset"]
 
     def slot(i):
-        seq = int.from_bytes(raw[meta + i * META_SIZE:meta + i * META_SIZE + 4], "little")
+        seq = slot_word(raw, h, i)
         length = int.from_bytes(raw[meta + i * META_SIZE + 4:meta + i * META_SIZE + 8], "little")
         payload = raw[h["payload_offset"] + i * 8:h["payload_offset"] + i * 8 + length]
         return seq, length, payload
 
-    # slot 0 was read: free for position 0 + capacity; slots 1, 2 committed; 3 free
-    assert slot(0)[0] == 0 + h["capacity"]
-    assert slot(1) == (2, 2, b"\x01\x01")
-    assert slot(2) == (3, 3, b"\x02\x02\x02")
-    assert slot(3)[0] == 3
+    # a word is (lap << 2 | code): slot 0 was read, so it is free for position
+    # 0 + capacity (lap 1); slots 1, 2 are committed in lap 0; slot 3 is free
+    assert slot(0)[0] == slot_state(h, h["capacity"], FREE) == 4
+    assert slot(1) == (COMMITTED, 2, b"\x01\x01")
+    assert slot(2) == (COMMITTED, 3, b"\x02\x02\x02")
+    assert slot(3)[0] == FREE
     # payload slots are contiguous: slot i at payload_offset + i * slot_size
     assert raw[h["payload_offset"] + 8:h["payload_offset"] + 10] == b"\x01\x01"
 
@@ -79,10 +85,27 @@ def test_a_records_ring_has_a_schema_and_dense_slot_words(make_queue):
     assert h["flags"] == 1 and h["slot_size"] == dt.itemsize == 12
     schema = raw[SCHEMA_OFFSET:SCHEMA_OFFSET + SCHEMA_MAX].split(b"\0")[0]
     assert b'"names":["ts","qty"]' in schema
-    assert h["payload_offset"] == align(h["meta_offset"] + h["capacity"] * RECORD_META_SIZE)
+    assert h["payload_offset"] == align(h["meta_offset"] + h["capacity"] * 4)  # 32-bit words
     q.put_array(np.array([(7, 1), (8, 2)], dt))
     raw = read_segment(q.name)
-    seqs = [int.from_bytes(raw[h["meta_offset"] + 4 * i:h["meta_offset"] + 4 * i + 4], "little") for i in range(3)]
-    assert seqs == [1, 2, 2]  # committed, committed, free
+    assert [slot_word(raw, h, i) for i in range(3)] == [COMMITTED, COMMITTED, FREE]
     payload = raw[h["payload_offset"]:h["payload_offset"] + 24]
     assert np.frombuffer(payload, dt).tolist() == [(7, 1), (8, 2)]
+
+
+def test_a_large_records_ring_has_16_bit_slot_words_that_count_laps(make_queue):
+    np = pytest.importorskip("numpy")
+    q = make_queue(SEQ16_MIN_CAPACITY, dtype=np.dtype("<u2"))
+    h = read_header(q.name)
+    assert h["capacity"] == SEQ16_MIN_CAPACITY
+    assert h["payload_offset"] == align(h["meta_offset"] + h["capacity"] * 2)
+    lap = np.arange(h["capacity"], dtype="<u2")
+    q.put_array(lap)
+    assert q.get_array(out=np.empty_like(lap)) == len(lap)
+    q.put_array(lap[:2])
+    q.get_array(1)
+    raw = read_segment(q.name)
+    # slot 0: read in lap 1, free for lap 2; slot 1: committed in lap 1; slot 2: read in lap 0
+    words = [slot_word(raw, h, i) for i in range(3)]
+    assert words == [slot_state(h, 2 * h["capacity"], FREE), slot_state(h, h["capacity"] + 1, COMMITTED),
+                     slot_state(h, h["capacity"] + 2, FREE)] == [8, 5, 4]

@@ -10,7 +10,7 @@ import pytest
 
 import shmring
 from conftest import wait_until
-from segments import READ_POS_OFFSET, patch_segment, segment_exists, slot_meta_offset
+from segments import COMMITTED, READ_POS_OFFSET, patch_segment, read_header, segment_exists, slot_meta_offset, slot_state
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -210,7 +210,9 @@ def test_counters_contradicting_the_slots_raise_instead_of_spinning(make_queue, 
     q = make_queue(4)
     q.put(1)
     if where == "seq":
-        patch_segment(q.name, slot_meta_offset(q.name, 0), (7).to_bytes(4, "little"))
+        h = read_header(q.name)
+        later = slot_state(h, h["capacity"], COMMITTED)  # committed, but a lap later
+        patch_segment(q.name, slot_meta_offset(q.name, 0), later.to_bytes(4, "little"))
         with pytest.raises(shmring.SegmentError, match="corrupt"):
             q.get_nowait()
     else:

@@ -84,6 +84,46 @@ static void test_full_ring_wait(void)
     CHECK(shmring_unlink(ring_name) == SHMRING_OK);
 }
 
+/* Slot words count laps in 16 or 32 bits (layout.h) and the count wraps. Start
+ * a ring two laps before it does, as if 2^14 (16-bit) or 2^30 (32-bit) laps had
+ * passed, and stream batches through the wrap: every record arrives, in order. */
+static void test_lap_count_wraps(uint64_t maxsize, uint32_t seq_bytes)
+{
+    shmring_t *r = make_ring_of(sizeof(uint64_t), maxsize, 1);
+    CHECK(r->seq_bytes == seq_bytes);
+    shmring_participant_t *me;
+    CHECK(shmring_participant_join(r, &me) == SHMRING_OK);
+    uint64_t laps = UINT64_C(1) << (8 * seq_bytes - SHMRING_SEQ_CODE_BITS);
+    uint64_t start = (laps - 2) * r->capacity;
+    atomic_store(&r->seg->prod.write_pos, start);
+    atomic_store(&r->seg->cons.read_pos, start);
+    atomic_store(&r->seg->join.tasks_done, start);
+    me->cached_read_pos = start;
+    for (uint64_t i = 0; i < r->capacity; i++)
+        shmring__seq_store(r, start + i, shmring__state(r, start + i, SHMRING_SEQ_FREE), memory_order_relaxed);
+    /* fill until full, drain until empty: both refusals read a word of another lap */
+    enum { BATCH = 777 };
+    uint64_t buf[BATCH], put = 0, got = 0, total = 5 * r->capacity;
+    while (got < total) {
+        int64_t k;
+        do {
+            for (uint32_t i = 0; i < BATCH; i++)
+                buf[i] = put + i;
+            CHECK((k = shmring_put_records(me, buf, BATCH)) >= 0);
+            put += (uint64_t)k;
+        } while (k > 0);
+        CHECK(put - got == r->maxsize);
+        while ((k = shmring_get_records(me, buf, BATCH)) > 0)
+            for (int64_t i = 0; i < k; i++)
+                CHECK(buf[i] == got++);
+        CHECK(k == 0 && got == put);
+    }
+    CHECK(shmring__state(r, start + total, SHMRING_SEQ_FREE) < shmring__state(r, start, SHMRING_SEQ_FREE));
+    shmring_participant_leave(me);
+    shmring_close(r);
+    CHECK(shmring_unlink(ring_name) == SHMRING_OK);
+}
+
 static void test_unit(void)
 {
     shmring_t *r = make_ring(16, 5); /* capacity 8, maxsize exactly 5 */
@@ -182,17 +222,15 @@ static void test_unit(void)
     {
         /* the slot at read_pos claims to hold a later lap: corrupt */
         uint64_t rp = st.read_pos, wp = st.write_pos;
-        _Atomic uint32_t *seq = shmring__seq(r, rp);
-        uint32_t saved = atomic_load(seq);
-        atomic_store(seq, (uint32_t)(rp + 3));
+        uint32_t saved = shmring__seq_load(r, rp, memory_order_relaxed);
+        shmring__seq_store(r, rp, shmring__state(r, rp + r->capacity, SHMRING_SEQ_COMMITTED), memory_order_relaxed);
         CHECK(shmring_get(me, buf, sizeof buf, &len) == SHMRING_ECORRUPT);
-        atomic_store(seq, saved);
+        shmring__seq_store(r, rp, saved, memory_order_relaxed);
         /* the slot at write_pos says it was taken but write_pos never moved */
-        seq = shmring__seq(r, wp);
-        saved = atomic_load(seq);
-        atomic_store(seq, (uint32_t)(wp + 1));
+        saved = shmring__seq_load(r, wp, memory_order_relaxed);
+        shmring__seq_store(r, wp, shmring__state(r, wp, SHMRING_SEQ_COMMITTED), memory_order_relaxed);
         CHECK(shmring_put(me, buf, 1) == SHMRING_ECORRUPT);
-        atomic_store(seq, saved);
+        shmring__seq_store(r, wp, saved, memory_order_relaxed);
         /* readers ahead of writers */
         atomic_store(&r->seg->cons.read_pos, wp + 3);
         me->cached_read_pos = 0;
@@ -221,12 +259,10 @@ static void test_unit(void)
     unsigned char recs[20 * 12], back[20 * 12];
     for (size_t i = 0; i < sizeof recs; i++)
         recs[i] = (unsigned char)i;
-    uint64_t moved = 0;
     for (int lap = 0; lap < 9; lap++) { /* 5 at a time through 8 slots: every wrap offset */
         CHECK(shmring_put_records(me, recs + (lap % 3) * 12, 5) == 5);
         CHECK(shmring_get_records(me, back, 20) == 5);
         CHECK(memcmp(back, recs + (lap % 3) * 12, 5 * 12) == 0);
-        moved += 5;
     }
     CHECK(shmring_put_records(me, recs, 20) == 7); /* maxsize */
     CHECK(shmring_put_records(me, recs, 1) == 0);
@@ -250,6 +286,8 @@ static void test_unit(void)
     shmring_close(r);
     CHECK(shmring_unlink(ring_name) == SHMRING_OK);
     test_full_ring_wait();
+    test_lap_count_wraps(1000, 4);
+    test_lap_count_wraps(SHMRING_SEQ16_MIN_CAPACITY, 2);
     printf("unit ok\n");
 }
 
@@ -338,7 +376,7 @@ static void test_recovery(void)
     atomic_store(&loser->entry->claim_n, 1);
     make_dead(loser, gone);
     CHECK(shmring_recover(r) == 0);
-    CHECK(atomic_load(shmring__seq(r, span.pos)) == (uint32_t)span.pos); /* not a hole */
+    CHECK(shmring__seq_load(r, span.pos, memory_order_relaxed) == shmring__state(r, span.pos, SHMRING_SEQ_FREE)); /* not a hole */
     CHECK(SHMRING_PART_STATUS(atomic_load(&loser->entry->state)) == SHMRING_PART_ACTIVE);
     memcpy(shmring_slot_payload(r, span.pos), "live", 5);
     shmring_slot_set_len(r, span.pos, 5);
@@ -369,7 +407,8 @@ static void test_recovery(void)
     CHECK(shmring_get_claim(half, 4, 0, &span) == 4);
     CHECK(atomic_load(&half->entry->claim_role) == SHMRING_CLAIM_GET_HELD);
     for (uint32_t i = 0; i < 2; i++) /* the first half released, as mid-release */
-        atomic_store(shmring__seq(r, span.pos + i), (uint32_t)(span.pos + i + r->capacity));
+        shmring__seq_store(r, span.pos + i, shmring__state(r, span.pos + i + r->capacity, SHMRING_SEQ_FREE),
+                           memory_order_release);
     make_dead(half, gone);
     lost_before = stat_lost(r);
     uint64_t unfinished_before = shmring_unfinished(r);
@@ -377,7 +416,8 @@ static void test_recovery(void)
     CHECK(stat_lost(r) == lost_before + 4 && shmring_unfinished(r) == unfinished_before - 4);
     CHECK(shmring_recover(r) == 0 && stat_lost(r) == lost_before + 4); /* counted once */
     for (uint32_t i = 0; i < 4; i++)
-        CHECK(atomic_load(shmring__seq(r, span.pos + i)) == (uint32_t)(span.pos + i + r->capacity));
+        CHECK(shmring__seq_load(r, span.pos + i, memory_order_relaxed) ==
+              shmring__state(r, span.pos + i + r->capacity, SHMRING_SEQ_FREE));
 
     /* still a working queue */
     CHECK(shmring_put(live_prod, "ok", 3) == 1);
