@@ -47,6 +47,7 @@ enum { SHMRING_FLAG_RECORDS = 1u };
  * process-local). */
 static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
 static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
+static_assert(ATOMIC_SHORT_LOCK_FREE == 2, "16-bit atomics must be lock-free");
 
 struct shmring_header {
     _Atomic uint64_t magic;     /* stored last by the creator (release) */
@@ -154,9 +155,12 @@ struct shmring_participant_entry {
  * The width trades bytes per message against how far a stale reader may lag.
  * A claim decides on words it read while write_pos / read_pos still held the
  * position it then CASes, so what it reads is at most a lap old and any width
- * works. Crash recovery CASes a word from a state it saw earlier, so a
- * recoverer stalled for 2^(width - 2) laps could mistake a later lap for it:
- * the margin, capacity << (width - 2) messages, is kept at 2^30 or more.
+ * works; before refusing (full, empty) it checks that the counter has not
+ * moved. Crash recovery CASes a word from a state it expects, for a position
+ * the counters it loaded just before say may still be held (recovery.c,
+ * settled): a recoverer stalled 2^(width - 2) laps between the two could
+ * mistake a later lap for it. That margin, capacity << (width - 2) messages,
+ * is kept at 2^30 or more.
  * Records rings of SHMRING_SEQ16_MIN_CAPACITY slots and more therefore use
  * 16-bit words (half the bytes of slot words a batch moves between cores), the
  * others 32-bit words. Byte rings keep 32 bits beside their length word. */

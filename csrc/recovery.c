@@ -79,9 +79,21 @@ static void count_lost(struct shmring_segment *seg, uint64_t n)
     atomic_fetch_add_explicit(&seg->join.tasks_done, n, memory_order_release);
 }
 
+/* Can nobody hold position p in this role any more? A slot a dead producer
+ * never committed keeps consumers from passing it, and one a dead consumer
+ * never released keeps producers from taking it a lap later. An announcement
+ * left by a participant that died after its commit or release may be looked at
+ * laps later, when the slot words have come round to the same values
+ * (layout.h): the counters, not the word, say whether p is still held. */
+static int settled(const shmring_t *r, int put, uint64_t p, uint64_t write_pos, uint64_t read_pos)
+{
+    return put ? (int64_t)(read_pos - p) > 0 : (int64_t)(write_pos - (p + r->capacity)) > 0;
+}
+
 /* R3: move the slot word of position p from `from` to `to` (as shmring__state
- * makes them); 1 if we did. The width of the words keeps a stalled recoverer
- * from mistaking a later lap for the one it saw (layout.h). */
+ * makes them); 1 if we did. Only for positions not settled() by counters loaded
+ * just before: the width of the words covers a recoverer that stalls in between
+ * (layout.h). */
 static int move_slot(const shmring_t *r, uint64_t p, uint32_t from, uint32_t to)
 {
     return shmring__seq_cas(r, p, from, to);
@@ -114,6 +126,8 @@ static int recover_claim(shmring_t *r, const struct shmring__entry_view *seen, c
             count_lost(r->seg, a.n);
         for (uint32_t k = 0; k < a.n; k++) {
             uint64_t p = a.pos + k;
+            if (settled(r, 0, p, write_pos, read_pos))
+                continue;
             uint32_t released = shmring__state(r, p + r->capacity, SHMRING_SEQ_FREE);
             if (!move_slot(r, p, shmring__state(r, p, SHMRING_SEQ_COMMITTED), released))
                 move_slot(r, p, shmring__state(r, p, SHMRING_SEQ_HOLE), released); /* a hole it was skipping */
@@ -133,6 +147,8 @@ static int recover_claim(shmring_t *r, const struct shmring__entry_view *seen, c
         uint32_t released = shmring__state(r, p + r->capacity, SHMRING_SEQ_FREE);
         if ((int64_t)(counter - p) <= 0)
             continue; /* never claimed: the owner died before its CAS */
+        if (settled(r, put, p, write_pos, read_pos))
+            continue; /* committed or released, whoever held it */
         if (covered_by_live(r, seen, dead, a.role, p)) {
             /* relaxed: only decides whether to look again later */
             uint32_t now = shmring__seq_load(r, p, memory_order_relaxed);

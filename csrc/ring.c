@@ -291,9 +291,14 @@ int shmring_put_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmr
         /* P1: pairs with C3 (acquire loads inside). */
         uint32_t n = count_states(r, pos, want, SHMRING_SEQ_FREE, &seq);
         if (n == 0) {
-            /* last lap's message is still being read */
+            /* last lap's message is still being read, unless pos went stale
+             * meanwhile (then the word may be laps ahead of it): look again */
             if (shmring__seq_diff(r, seq, shmring__state(r, pos, SHMRING_SEQ_FREE)) < 0) {
-                return no_claim(me->entry);
+                uint64_t now = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+                if (now == pos)
+                    return no_claim(me->entry);
+                pos = now;
+                continue;
             }
             /* Another producer took pos, so write_pos has moved (P1 synchronised
              * with whoever wrote seq after claiming). If it has not, the slot
@@ -339,13 +344,14 @@ void shmring_put_commit(shmring_participant_t *me, const shmring_span_t *span)
     shmring_put_commit_partial(me, span, span->n);
 }
 
-/* Consume the run of holes (slots abandoned by dead producers, marked p + 2 by
- * crash recovery) starting at pos: claim them like messages, release them at once. */
+/* Consume the run of holes (slots abandoned by dead producers, marked by crash
+ * recovery, or by an aborted reservation's commit) starting at pos: claim them
+ * like messages, release them at once. */
 static void skip_holes(shmring_participant_t *me, uint64_t pos)
 {
     shmring_t *r = me->ring;
     uint32_t n = 0;
-    /* C1: pairs with the recoverer's acq_rel CAS that made the hole. */
+    /* C1: pairs with the recoverer's acq_rel CAS or the producer's P4 that made the hole. */
     while (n < UINT32_MAX &&
            shmring__seq_load(r, pos + n, memory_order_acquire) == shmring__state(r, pos + n, SHMRING_SEQ_HOLE))
         n++;
@@ -377,9 +383,14 @@ int shmring_get_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmr
         /* C1: pairs with P4 (acquire loads inside). */
         uint32_t n = count_states(r, pos, want, SHMRING_SEQ_COMMITTED, &seq);
         if (n == 0) {
-            /* not committed yet: empty */
-            if (shmring__seq_diff(r, seq, shmring__state(r, pos, SHMRING_SEQ_COMMITTED)) < 0)
-                return no_claim(me->entry);
+            /* not committed yet: empty, unless pos went stale meanwhile */
+            if (shmring__seq_diff(r, seq, shmring__state(r, pos, SHMRING_SEQ_COMMITTED)) < 0) {
+                uint64_t now = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
+                if (now == pos)
+                    return no_claim(me->entry);
+                pos = now;
+                continue;
+            }
             if (seq == shmring__state(r, pos, SHMRING_SEQ_HOLE)) {
                 skip_holes(me, pos);
             } else {

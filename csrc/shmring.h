@@ -73,7 +73,7 @@ enum { SHMRING_WAIT_READABLE = 0, SHMRING_WAIT_WRITABLE = 1, SHMRING_WAIT_JOINED
 #define SHMRING_NAME_MAX 30
 /* Largest message (slot payload) in bytes; lengths are stored in 32 bits. */
 #define SHMRING_SLOT_SIZE_MAX (UINT32_C(1) << 30)
-/* Largest maxsize (messages): capacities stay within 2^30 (32-bit slot words). */
+/* Largest maxsize (messages): capacities stay within 2^30, claims within 32 bits. */
 #define SHMRING_MAXSIZE_MAX (UINT64_C(1) << 30)
 /* Participant table size by default (at most SHMRING_PARTICIPANTS_MAX, 1024). */
 #define SHMRING_PARTICIPANTS_DEFAULT 256

@@ -3,11 +3,13 @@
  * -Wall -Wextra -Werror (plain, ASan+UBSan and ThreadSanitizer builds).
  *
  *   test_ring unit                    single-threaded protocol checks
- *   test_ring stress P C N MAXSIZE [records]
+ *   test_ring stress P C N MAXSIZE [records | records-wrap]
  *                                     P producer x C consumer threads, N messages
  *                                     each, tagged (producer, sequence): checks no
  *                                     loss, no duplicate, per-producer order, and
- *                                     that no claim ever exceeds maxsize
+ *                                     that no claim ever exceeds maxsize;
+ *                                     records-wrap starts two laps before the
+ *                                     slot words' lap count wraps
  *   test_ring recovery                white-box crash recovery: claims set up by hand,
  *                                     owners marked dead, then recovered
  *   test_ring pingpong N              two threads hand N messages back and forth
@@ -84,26 +86,40 @@ static void test_full_ring_wait(void)
     CHECK(shmring_unlink(ring_name) == SHMRING_OK);
 }
 
-/* Slot words count laps in 16 or 32 bits (layout.h) and the count wraps. Start
- * a ring two laps before it does, as if 2^14 (16-bit) or 2^30 (32-bit) laps had
- * passed, and stream batches through the wrap: every record arrives, in order. */
-static void test_lap_count_wraps(uint64_t maxsize, uint32_t seq_bytes)
+/* Move an idle ring's counters to position `start`, as if the laps before it
+ * had run, its slot words free for their positions there. */
+static void jump_to(shmring_t *r, uint64_t start)
 {
-    shmring_t *r = make_ring_of(sizeof(uint64_t), maxsize, 1);
-    CHECK(r->seq_bytes == seq_bytes);
-    shmring_participant_t *me;
-    CHECK(shmring_participant_join(r, &me) == SHMRING_OK);
-    uint64_t laps = UINT64_C(1) << (8 * seq_bytes - SHMRING_SEQ_CODE_BITS);
-    uint64_t start = (laps - 2) * r->capacity;
     atomic_store(&r->seg->prod.write_pos, start);
     atomic_store(&r->seg->cons.read_pos, start);
     atomic_store(&r->seg->join.tasks_done, start);
-    me->cached_read_pos = start;
     for (uint64_t i = 0; i < r->capacity; i++)
         shmring__seq_store(r, start + i, shmring__state(r, start + i, SHMRING_SEQ_FREE), memory_order_relaxed);
-    /* fill until full, drain until empty: both refusals read a word of another lap */
+}
+
+/* Laps a slot word can count before its count wraps (layout.h). */
+static uint64_t lap_count(const shmring_t *r)
+{
+    return UINT64_C(1) << (8 * r->seq_bytes - SHMRING_SEQ_CODE_BITS);
+}
+
+/* Slot words count laps in 16 or 32 bits (layout.h) and the count wraps. Start
+ * a ring two laps before it does, as if 2^14 (16-bit) or 2^30 (32-bit) laps had
+ * passed, and stream batches through the wrap: every record arrives, in order.
+ * One record of each fill is held unreleased, so that a put finds last lap's
+ * word at write_pos (full) and a get finds it at read_pos (empty): both
+ * refusals compare words of different laps. */
+static void test_lap_count_wraps(uint64_t capacity, uint32_t seq_bytes)
+{
+    shmring_t *r = make_ring_of(sizeof(uint64_t), capacity, 1);
+    CHECK(r->seq_bytes == seq_bytes && r->capacity == capacity);
+    shmring_participant_t *me, *holder;
+    CHECK(shmring_participant_join(r, &me) == SHMRING_OK);
+    CHECK(shmring_participant_join(r, &holder) == SHMRING_OK);
+    uint64_t start = (lap_count(r) - 2) * capacity;
+    jump_to(r, start);
     enum { BATCH = 777 };
-    uint64_t buf[BATCH], put = 0, got = 0, total = 5 * r->capacity;
+    uint64_t buf[BATCH], put = 0, got = 0, total = 5 * capacity;
     while (got < total) {
         int64_t k;
         do {
@@ -112,13 +128,19 @@ static void test_lap_count_wraps(uint64_t maxsize, uint32_t seq_bytes)
             CHECK((k = shmring_put_records(me, buf, BATCH)) >= 0);
             put += (uint64_t)k;
         } while (k > 0);
-        CHECK(put - got == r->maxsize);
+        CHECK(put - got == capacity);
+        shmring_span_t held;
+        CHECK(shmring_get_claim(holder, 1, 0, &held) == 1);
+        CHECK(*(uint64_t *)shmring_slot_payload(r, held.pos) == got++);
+        CHECK(shmring_put_records(me, buf, 1) == 0); /* full: the held slot is last lap's */
         while ((k = shmring_get_records(me, buf, BATCH)) > 0)
             for (int64_t i = 0; i < k; i++)
                 CHECK(buf[i] == got++);
-        CHECK(k == 0 && got == put);
+        CHECK(k == 0 && got == put); /* empty: read_pos is at the held slot, last lap's */
+        shmring_get_release(holder, &held);
     }
     CHECK(shmring__state(r, start + total, SHMRING_SEQ_FREE) < shmring__state(r, start, SHMRING_SEQ_FREE));
+    shmring_participant_leave(holder);
     shmring_participant_leave(me);
     shmring_close(r);
     CHECK(shmring_unlink(ring_name) == SHMRING_OK);
@@ -286,7 +308,7 @@ static void test_unit(void)
     shmring_close(r);
     CHECK(shmring_unlink(ring_name) == SHMRING_OK);
     test_full_ring_wait();
-    test_lap_count_wraps(1000, 4);
+    test_lap_count_wraps(1024, 4);
     test_lap_count_wraps(SHMRING_SEQ16_MIN_CAPACITY, 2);
     printf("unit ok\n");
 }
@@ -315,6 +337,47 @@ static uint64_t stat_lost(shmring_t *r)
     shmring_stats_t st;
     shmring_get_stats(r, &st);
     return st.lost;
+}
+
+/* A participant that dies after its commit (or release) but before withdrawing
+ * leaves an announcement nobody needs to act on, and nothing is stuck, so it may
+ * be recovered only much later: after the slot words have come round to the
+ * values it announced. Recovery must go by the counters and leave the live
+ * messages (and free slots) there alone. */
+static void test_old_announcements_after_the_lap_count_wrapped(pid_t gone)
+{
+    shmring_t *r = make_ring_of(sizeof(uint64_t), SHMRING_SEQ16_MIN_CAPACITY, 1);
+    shmring_participant_t *live, *dead_cons, *dead_prod;
+    CHECK(shmring_participant_join(r, &live) == SHMRING_OK);
+    CHECK(shmring_participant_join(r, &dead_cons) == SHMRING_OK);
+    CHECK(shmring_participant_join(r, &dead_prod) == SHMRING_OK);
+    uint64_t buf[4] = {11, 22, 33, 44};
+    shmring_span_t span;
+    /* a consumer released 4 messages at positions 0..3 and died before withdrawing */
+    CHECK(shmring_put_records(live, buf, 4) == 4);
+    CHECK(shmring_get_claim(dead_cons, 4, 0, &span) == 4 && span.pos == 0);
+    shmring_get_release(dead_cons, &span);
+    atomic_store(&dead_cons->entry->claim_n, 4); /* as if killed before its withdraw */
+    /* a producer committed position 4 and died before withdrawing */
+    CHECK(shmring_put_claim(dead_prod, 1, 0, &span) == 1 && span.pos == 4);
+    shmring_put_commit(dead_prod, &span);
+    atomic_store(&dead_prod->entry->claim_n, 1);
+    CHECK(shmring_get_records(live, buf, 4) == 1);
+    make_dead(dead_cons, gone);
+    make_dead(dead_prod, gone);
+    /* the ring runs on until the words of positions 0..4 hold those values again */
+    jump_to(r, lap_count(r) * r->capacity);
+    CHECK(shmring__state(r, r->seg->prod.write_pos, SHMRING_SEQ_FREE) == shmring__state(r, 0, SHMRING_SEQ_FREE));
+    uint64_t in[4] = {55, 66, 77, 88};
+    CHECK(shmring_put_records(live, in, 4) == 4); /* live messages where the old ones were */
+    uint64_t lost_before = stat_lost(r);
+    CHECK(shmring_recover(r) == 2);
+    CHECK(stat_lost(r) == lost_before + 4); /* the dead consumer's 4 never reached its caller */
+    CHECK(shmring_get_records(live, buf, 4) == 4 && buf[0] == 55 && buf[3] == 88);
+    CHECK(shmring_put_records(live, in, 1) == 1); /* position 4 of this lap was not made a hole */
+    CHECK(shmring_get_records(live, buf, 4) == 1 && buf[0] == 55);
+    shmring_close(r);
+    CHECK(shmring_unlink(ring_name) == SHMRING_OK);
 }
 
 static void test_recovery(void)
@@ -424,6 +487,7 @@ static void test_recovery(void)
     CHECK(shmring_get(cons, buf, sizeof buf, &len) == 1 && strcmp(buf, "ok") == 0);
     shmring_close(r); /* leaves our entries; the recovered ones were freed already */
     shmring_unlink(ring_name);
+    test_old_announcements_after_the_lap_count_wrapped(gone);
     printf("recovery ok\n");
 }
 
@@ -545,13 +609,16 @@ static void *consumer(void *arg)
     return NULL;
 }
 
-/* records: a records ring (packed slot words, see ring.c), claims of up to 64 */
-static void test_stress(int np, int nc, uint64_t n, uint64_t maxsize, int records)
+/* records: a records ring (packed slot words, see ring.c), claims of up to 64;
+ * wrap: start two laps before the slot words' lap count wraps */
+static void test_stress(int np, int nc, uint64_t n, uint64_t maxsize, int records, int wrap)
 {
     n_producers = np;
     per_producer = n;
     max_batch = records ? 64 : 16;
     stress_ring = make_ring_of(sizeof(struct msg), maxsize, records);
+    uint64_t start = wrap ? (lap_count(stress_ring) - 2) * stress_ring->capacity : 0;
+    jump_to(stress_ring, start);
     seen = calloc((size_t)(n * (uint64_t)np), 1);
     pthread_t th[64];
     CHECK(np + nc <= 64);
@@ -565,15 +632,15 @@ static void test_stress(int np, int nc, uint64_t n, uint64_t maxsize, int record
         CHECK(seen[i] == 1); /* no loss */
     shmring_stats_t st;
     shmring_get_stats(stress_ring, &st);
-    CHECK(st.write_pos == n * (uint64_t)np && st.read_pos == st.write_pos);
+    CHECK(st.write_pos == start + n * (uint64_t)np && st.read_pos == st.write_pos);
     CHECK(shmring_participants_alive(stress_ring) == 0);
     CHECK(st.readers_waiting == 0 && st.writers_waiting == 0);
     free(seen);
     shmring_close(stress_ring);
     shmring_unlink(ring_name);
-    printf("stress ok: %d producers x %d consumers, %llu %s, maxsize %llu\n", np, nc,
+    printf("stress ok: %d producers x %d consumers, %llu %s, maxsize %llu%s\n", np, nc,
            (unsigned long long)(n * (uint64_t)np), records ? "records" : "messages",
-           (unsigned long long)maxsize);
+           (unsigned long long)maxsize, wrap ? ", across the lap count's wrap" : "");
 }
 
 /* ---- pingpong: every hand-off needs a wake-up ---- */
@@ -653,9 +720,10 @@ int main(int argc, char **argv)
         test_unit();
         return 0;
     }
-    if ((argc == 6 || (argc == 7 && strcmp(argv[6], "records") == 0)) && strcmp(argv[1], "stress") == 0) {
+    int wrap = argc == 7 && strcmp(argv[6], "records-wrap") == 0;
+    if ((argc == 6 || (argc == 7 && (wrap || strcmp(argv[6], "records") == 0))) && strcmp(argv[1], "stress") == 0) {
         test_stress(atoi(argv[2]), atoi(argv[3]), strtoull(argv[4], NULL, 10),
-                    strtoull(argv[5], NULL, 10), argc == 7);
+                    strtoull(argv[5], NULL, 10), argc == 7, wrap);
         return 0;
     }
     if (argc == 2 && strcmp(argv[1], "recovery") == 0) {
@@ -667,6 +735,7 @@ int main(int argc, char **argv)
         test_pingpong(strtoull(argv[2], NULL, 10));
         return 0;
     }
-    fprintf(stderr, "usage: %s unit | recovery | stress P C N MAXSIZE [records] | pingpong N\n", argv[0]);
+    fprintf(stderr, "usage: %s unit | recovery | stress P C N MAXSIZE [records | records-wrap] | pingpong N\n",
+            argv[0]);
     return 2;
 }
