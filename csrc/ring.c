@@ -115,6 +115,17 @@ static int no_claim(struct shmring_participant_entry *e)
     return 0;
 }
 
+/* Has the counter moved on from *pos? If so, *pos takes its value. relaxed: a
+ * guess for the next try, which the claim's CAS decides. */
+static int moved_on(_Atomic uint64_t *counter, uint64_t *pos)
+{
+    uint64_t now = atomic_load_explicit(counter, memory_order_relaxed);
+    if (now == *pos)
+        return 0;
+    *pos = now;
+    return 1;
+}
+
 /* How many positions from pos fit before the end of the payload area. */
 static inline uint64_t to_wrap(const shmring_t *r, uint64_t pos)
 {
@@ -294,22 +305,17 @@ int shmring_put_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmr
             /* last lap's message is still being read, unless pos went stale
              * meanwhile (then the word may be laps ahead of it): look again */
             if (shmring__seq_diff(r, seq, shmring__state(r, pos, SHMRING_SEQ_FREE)) < 0) {
-                uint64_t now = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
-                if (now == pos)
-                    return no_claim(me->entry);
-                pos = now;
-                continue;
+                if (moved_on(&seg->prod.write_pos, &pos))
+                    continue;
+                return no_claim(me->entry);
             }
             /* Another producer took pos, so write_pos has moved (P1 synchronised
              * with whoever wrote seq after claiming). If it has not, the slot
              * says something the counters deny: refuse rather than spin. */
-            uint64_t now = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
-            if (now == pos) {
-                withdraw(me->entry);
-                return SHMRING_ECORRUPT;
-            }
-            pos = now;
-            continue;
+            if (moved_on(&seg->prod.write_pos, &pos))
+                continue;
+            withdraw(me->entry);
+            return SHMRING_ECORRUPT;
         }
         announce(me->entry, SHMRING_CLAIM_PUT, pos, n);
         /* P3: release publishes the announcement with the claim. On failure pos
@@ -385,11 +391,9 @@ int shmring_get_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmr
         if (n == 0) {
             /* not committed yet: empty, unless pos went stale meanwhile */
             if (shmring__seq_diff(r, seq, shmring__state(r, pos, SHMRING_SEQ_COMMITTED)) < 0) {
-                uint64_t now = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
-                if (now == pos)
-                    return no_claim(me->entry);
-                pos = now;
-                continue;
+                if (moved_on(&seg->cons.read_pos, &pos))
+                    continue;
+                return no_claim(me->entry);
             }
             if (seq == shmring__state(r, pos, SHMRING_SEQ_HOLE)) {
                 skip_holes(me, pos);

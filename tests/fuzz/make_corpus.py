@@ -3,7 +3,8 @@
     python tests/fuzz/make_corpus.py        (needs shmring importable)
 
 Small rings (a few KiB each) so that mutations hit header fields, counters,
-slot words and participant entries alike.
+slot words and participant entries alike; one records ring is as small as 16-bit
+slot words allow (65536 slots, ~200 KiB).
 """
 import os
 import sys
@@ -46,6 +47,13 @@ def main():
         q.put_array(np.zeros(3, q.dtype))
         q.get_array(4)
     save("records-wrapped", q)
+    # the smallest records ring with 16-bit slot words (65536 slots), a lap and a bit in
+    q = shmring.Queue(1 << 16, dtype=np.dtype("u1"), max_participants=2)
+    q.put_array(np.zeros(1 << 16, q.dtype))
+    q.get_array(1 << 16)
+    q.put_array(np.arange(5, dtype=q.dtype))
+    q.get_array(2)
+    save("records-16-bit-words", q)
     print("corpus:", sorted(os.listdir(OUT)))
 
 
