@@ -298,10 +298,11 @@ def _consume_hash(q, n, results, chunk):
     results.put(h.hexdigest())
 
 
-@pytest.mark.parametrize("dtype_name", sorted(DTYPES))
-def test_a_million_records_cross_processes_exactly(dtype_name):
+# 65536: the smallest records ring with 16-bit slot words (csrc/layout.h)
+@pytest.mark.parametrize("dtype_name, maxsize", [(name, 4096) for name in sorted(DTYPES)] + [("structured", 65536)])
+def test_a_million_records_cross_processes_exactly(dtype_name, maxsize):
     n, seed = 1_000_000, 7
-    q = shmring.Queue(4096, dtype=DTYPES[dtype_name])
+    q = shmring.Queue(maxsize, dtype=DTYPES[dtype_name])
     results = CTX.Queue()
     procs = [CTX.Process(target=_produce, args=(q, dtype_name, n, seed, 4096)),
              CTX.Process(target=_consume_hash, args=(q, n, results, 3000))]
@@ -359,9 +360,10 @@ def _stress_consume(q, stop, results, n_producers, count):
     results.put((errors, seen))
 
 
-def test_mpmc_stress_with_record_batches_no_loss_no_duplicate_in_order():
+@pytest.mark.parametrize("maxsize", [512, 65536])
+def test_mpmc_stress_with_record_batches_no_loss_no_duplicate_in_order(maxsize):
     n_producers, n_consumers, count = 3, 3, 100_000
-    q = shmring.Queue(512, dtype=RECORD)
+    q = shmring.Queue(maxsize, dtype=RECORD)
     stop, results = CTX.Event(), CTX.Queue()
     producers = [CTX.Process(target=_stress_produce, args=(q, p, count, p)) for p in range(n_producers)]
     consumers = [CTX.Process(target=_stress_consume, args=(q, stop, results, n_producers, count))
