@@ -11,13 +11,11 @@
  *
  * The consumer starts once the producer has filled the ring, so the ring runs
  * full, as shmring's does under the same load (its consumer is the slower side).
- * Started empty, this ring could instead settle about half full at about half
- * the rate, a regime it then kept for the whole run: on this project's 2-vCPU
- * VM, 3 runs of 10 gave 35-44 GB/s against 60-65 for the others; with the head
- * start, 10 of 10 gave 64-65.
- *
- * Built at run time by `python -m shmring.bench` (records suite) when a C
- * compiler is present, with the same ring and chunk sizes as the shmring rows.
+ * Even so a run can fall into a regime where the producer's copies slow down,
+ * the ring drains to 40-70% full and the rate halves, and stay there: on this
+ * project's 2-vCPU VM, 4 runs of 12 (33-47 GB/s against 59-66; started empty,
+ * 3 of 10). shmring's rows did not show it in the same rounds, so the records
+ * suite takes the best of a few runs per repetition as the ceiling.
  */
 #define _GNU_SOURCE
 #include <stdatomic.h>

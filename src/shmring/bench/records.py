@@ -14,6 +14,9 @@ from shmring.bench.runner import IpcSocket, PairRow, Row, Timer, context, cpus
 
 BATCH = 4096
 RING = 65536  # records held by the shmring queues; the C ceiling gets the same bytes
+# The bare ring has a slow regime of its own (bench/c_ceiling.c): a repetition of
+# the ceiling is the best of this many runs, so that it stays a ceiling.
+CEILING_TRIES = 3
 
 
 @functools.lru_cache(maxsize=None)
@@ -69,10 +72,11 @@ class CCeiling(Row):
     def run(self, n):
         size = self.item_bytes
         usable = cpus()  # the same CPUs as the Python rows' consumer and producer
-        done = subprocess.run([str(ceiling_binary()), str(RING * size), str(BATCH * size),
-                               str(max(n, 4 * BATCH) * size), str(usable[0]), str(usable[1 % len(usable)])],
-                              capture_output=True, text=True, timeout=600, check=True)
-        return {"rate": float(done.stdout) / size}
+        command = [str(ceiling_binary()), str(RING * size), str(BATCH * size), str(max(n, 4 * BATCH) * size),
+                   str(usable[0]), str(usable[1 % len(usable)])]
+        best = max(float(subprocess.run(command, capture_output=True, text=True, timeout=600, check=True).stdout)
+                   for _ in range(CEILING_TRIES))
+        return {"rate": best / size}
 
 
 class RecordRow(PairRow):
