@@ -20,6 +20,9 @@
  *             lost to it: then it is looked at again next time and the dead entry
  *             is kept until nothing of it is pending)
  *
+ * Dead GET_HELD entries go first: a dead consumer whose claim CAS lost to one of
+ * them then finds those messages released already, so nothing is counted twice.
+ *
  * Each change is a CAS from the exact state seen and each count is made by the
  * winner of a CAS, right after it, so recoverers running at once in several
  * processes are harmless and a recoverer killed midway loses at most the count
@@ -27,7 +30,8 @@
  *
  * Atomic pairs:
  *   R1  acquire loads of write_pos / read_pos -> P3 / C2 (ring.c): the announcements
- *       of all claims up to there are visible
+ *       of all claims up to there are visible. Loaded afresh for each position,
+ *       just before deciding on it (load_counters).
  *   R2  acquire loads of the announcement -> P2 / P5 / withdraw (ring.c): we see the
  *       claim, or, if it moved on, the commit or release before that (so our CAS on
  *       the slot then fails)
@@ -79,6 +83,13 @@ static void count_lost(struct shmring_segment *seg, uint64_t n)
     atomic_fetch_add_explicit(&seg->join.tasks_done, n, memory_order_release);
 }
 
+/* R1: the counters now, read before deciding on one position. */
+static void load_counters(const shmring_t *r, uint64_t *write_pos, uint64_t *read_pos)
+{
+    *write_pos = atomic_load_explicit(&r->seg->prod.write_pos, memory_order_acquire);
+    *read_pos = atomic_load_explicit(&r->seg->cons.read_pos, memory_order_acquire);
+}
+
 /* Can nobody hold position p in this role any more? A slot a dead producer
  * never committed keeps consumers from passing it, and one a dead consumer
  * never released keeps producers from taking it a lap later. An announcement
@@ -92,8 +103,8 @@ static int settled(const shmring_t *r, int put, uint64_t p, uint64_t write_pos, 
 
 /* R3: move the slot word of position p from `from` to `to` (as shmring__state
  * makes them); 1 if we did. Only for positions not settled() by counters loaded
- * just before: the width of the words covers a recoverer that stalls in between
- * (layout.h). */
+ * just before (load_counters): the width of the words covers a recoverer that
+ * stalls in between (layout.h). */
 static int move_slot(const shmring_t *r, uint64_t p, uint32_t from, uint32_t to)
 {
     return shmring__seq_cas(r, p, from, to);
@@ -103,8 +114,9 @@ static int move_slot(const shmring_t *r, uint64_t p, uint32_t from, uint32_t to)
  * (which this call or another recoverer settled); sets *pending if a position
  * could not be settled yet. */
 static int recover_claim(shmring_t *r, const struct shmring__entry_view *seen, const uint8_t *dead,
-                         uint32_t i, uint64_t write_pos, uint64_t read_pos, int *pending)
+                         uint32_t i, int *pending)
 {
+    uint64_t write_pos, read_pos;
     struct shmring_participant_entry *e = &r->parts[i];
     struct announcement a;
     read_announcement(e, &a);
@@ -126,6 +138,7 @@ static int recover_claim(shmring_t *r, const struct shmring__entry_view *seen, c
             count_lost(r->seg, a.n);
         for (uint32_t k = 0; k < a.n; k++) {
             uint64_t p = a.pos + k;
+            load_counters(r, &write_pos, &read_pos);
             if (settled(r, 0, p, write_pos, read_pos))
                 continue;
             uint32_t released = shmring__state(r, p + r->capacity, SHMRING_SEQ_FREE);
@@ -138,9 +151,10 @@ static int recover_claim(shmring_t *r, const struct shmring__entry_view *seen, c
         return 0; /* garbage */
 
     int put = a.role == SHMRING_CLAIM_PUT;
-    uint64_t counter = put ? write_pos : read_pos;
     for (uint32_t k = 0; k < a.n; k++) {
         uint64_t p = a.pos + k;
+        load_counters(r, &write_pos, &read_pos);
+        uint64_t counter = put ? write_pos : read_pos;
         /* the state if the dead owner held p, and what it becomes */
         uint32_t stuck = shmring__state(r, p, put ? SHMRING_SEQ_FREE : SHMRING_SEQ_COMMITTED);
         uint32_t hole = shmring__state(r, p, SHMRING_SEQ_HOLE);
@@ -164,11 +178,47 @@ static int recover_claim(shmring_t *r, const struct shmring__entry_view *seen, c
     return 1;
 }
 
+/* Does dead entry e announce a read claim it held (GET_HELD, or GET_COUNTED by a
+ * recoverer)? acquire: as R2. */
+static int held_read_claim(const struct shmring_participant_entry *e)
+{
+    uint32_t role = atomic_load_explicit(&e->claim_role, memory_order_acquire);
+    return atomic_load_explicit(&e->claim_n, memory_order_acquire) != 0 &&
+           (role == SHMRING_CLAIM_GET_HELD || role == SHMRING_CLAIM_GET_COUNTED);
+}
+
+/* Recover dead entry i and free it unless some of its claim is still pending.
+ * 1 if it held a claim and this call freed it. */
+static int recover_entry(shmring_t *r, const struct shmring__entry_view *seen, const uint8_t *dead, uint32_t i)
+{
+    int pending;
+    int held = recover_claim(r, seen, dead, i, &pending);
+    if (pending)
+        return 0; /* keep the entry: its announcement is still needed */
+    /* R4: take the entry as a joiner would, so that nobody else can while we
+     * clear its sleeper bits, then free it. */
+    uint32_t expected = seen[i].state;
+    uint32_t gen = SHMRING_PART_GEN(expected) + 1;
+    if (!atomic_compare_exchange_strong_explicit(&r->parts[i].state, &expected,
+                                                 SHMRING_PART_STATE(SHMRING_PART_JOINING, gen),
+                                                 memory_order_acq_rel, memory_order_relaxed))
+        return 0; /* another recoverer got there first */
+    shmring__clear_sleeper(r, i);
+    /* relaxed: published by the release store of FREE below */
+    atomic_store_explicit(&r->parts[i].claim_n, 0, memory_order_relaxed);
+    atomic_store_explicit(&r->parts[i].state, SHMRING_PART_STATE(SHMRING_PART_FREE, gen), memory_order_release);
+    if (!held)
+        return 0;
+    /* relaxed: a statistic */
+    atomic_fetch_add_explicit(&r->seg->stats.recoveries, 1, memory_order_relaxed);
+    return 1;
+}
+
 int shmring_recover(shmring_t *r)
 {
     struct shmring_segment *seg = r->seg;
     struct shmring__entry_view seen[SHMRING_PARTICIPANTS_MAX];
-    uint8_t dead[SHMRING_PARTICIPANTS_MAX] = {0};
+    uint8_t dead[SHMRING_PARTICIPANTS_MAX] = {0}, held[SHMRING_PARTICIPANTS_MAX] = {0};
     int found = 0;
     for (uint32_t i = 0; i < r->max_participants; i++) {
         if (!shmring__entry_snapshot(&r->parts[i], &seen[i]))
@@ -176,41 +226,20 @@ int shmring_recover(shmring_t *r)
         if (SHMRING_PART_STATUS(seen[i].state) == SHMRING_PART_ACTIVE &&
             !shmring__process_alive(seen[i].pid, seen[i].start_time, seen[i].pid_ns)) {
             dead[i] = 1;
+            held[i] = (uint8_t)held_read_claim(&r->parts[i]);
             found = 1;
         }
     }
     if (!found)
         return 0;
-    /* R1 */
-    uint64_t write_pos = atomic_load_explicit(&seg->prod.write_pos, memory_order_acquire);
-    uint64_t read_pos = atomic_load_explicit(&seg->cons.read_pos, memory_order_acquire);
     int recovered = 0;
-    for (uint32_t i = 0; i < r->max_participants; i++) {
-        if (!dead[i])
-            continue;
-        int pending;
-        int held = recover_claim(r, seen, dead, i, write_pos, read_pos, &pending);
-        if (pending)
-            continue; /* keep the entry: its announcement is still needed */
-        /* R4: take the entry as a joiner would, so that nobody else can while we
-         * clear its sleeper bits, then free it. */
-        uint32_t expected = seen[i].state;
-        uint32_t gen = SHMRING_PART_GEN(expected) + 1;
-        if (!atomic_compare_exchange_strong_explicit(&r->parts[i].state, &expected,
-                                                     SHMRING_PART_STATE(SHMRING_PART_JOINING, gen),
-                                                     memory_order_acq_rel, memory_order_relaxed))
-            continue; /* another recoverer got there first */
-        shmring__clear_sleeper(r, i);
-        /* relaxed: published by the release store of FREE below */
-        atomic_store_explicit(&r->parts[i].claim_n, 0, memory_order_relaxed);
-        atomic_store_explicit(&r->parts[i].state, SHMRING_PART_STATE(SHMRING_PART_FREE, gen),
-                              memory_order_release);
-        if (held) {
-            recovered++;
-            /* relaxed: a statistic */
-            atomic_fetch_add_explicit(&seg->stats.recoveries, 1, memory_order_relaxed);
-        }
-    }
+    /* Dead consumers that held their claim first: they count all of it lost and
+     * release it, so that a dead consumer whose CAS for the same positions lost
+     * to theirs then finds nothing to release, and nothing is counted twice. */
+    for (int pass = 0; pass < 2; pass++)
+        for (uint32_t i = 0; i < r->max_participants; i++)
+            if (dead[i] && held[i] == (pass == 0))
+                recovered += recover_entry(r, seen, dead, i);
     /* Holes can be skipped, slots reused, join() may be done: wake whoever waits. */
     shmring__notify(r, &seg->not_empty);
     shmring__notify(r, &seg->not_full);

@@ -380,6 +380,67 @@ static void test_old_announcements_after_the_lap_count_wrapped(pid_t gone)
     CHECK(shmring_unlink(ring_name) == SHMRING_OK);
 }
 
+/* As above, for a consumer whose claim CAS lost (its announcement never held
+ * anything): laps later the messages at those slots are live and must stay. */
+static void test_old_read_announcement_after_the_lap_count_wrapped(pid_t gone)
+{
+    shmring_t *r = make_ring_of(sizeof(uint64_t), SHMRING_SEQ16_MIN_CAPACITY, 1);
+    shmring_participant_t *live, *loser;
+    CHECK(shmring_participant_join(r, &live) == SHMRING_OK);
+    CHECK(shmring_participant_join(r, &loser) == SHMRING_OK);
+    uint64_t buf[3] = {1, 2, 3};
+    CHECK(shmring_put_records(live, buf, 3) == 3);
+    atomic_store(&loser->entry->claim_role, SHMRING_CLAIM_GET);
+    atomic_store(&loser->entry->claim_pos, 0);
+    atomic_store(&loser->entry->claim_n, 3); /* announced, then lost the CAS to live */
+    CHECK(shmring_get_records(live, buf, 3) == 3);
+    make_dead(loser, gone);
+    jump_to(r, lap_count(r) * r->capacity);
+    uint64_t in[3] = {55, 66, 77};
+    CHECK(shmring_put_records(live, in, 3) == 3); /* committed words equal to lap 0's */
+    uint64_t lost_before = stat_lost(r);
+    shmring_recover(r);
+    CHECK(stat_lost(r) == lost_before);
+    CHECK(SHMRING_PART_STATUS(atomic_load(&loser->entry->state)) == SHMRING_PART_FREE);
+    CHECK(shmring_get_records(live, buf, 3) == 3 && buf[0] == 55 && buf[2] == 77);
+    shmring_close(r);
+    CHECK(shmring_unlink(ring_name) == SHMRING_OK);
+}
+
+/* Two dead consumers announced the same messages: one held them (its CAS won),
+ * the other's CAS lost. Whichever comes first in the table, the messages are
+ * counted lost once and released once. */
+static void test_two_dead_consumers_on_the_same_messages_count_them_once(pid_t gone)
+{
+    shmring_t *r = make_ring(16, 8);
+    shmring_participant_t *loser, *holder, *live;
+    CHECK(shmring_participant_join(r, &loser) == SHMRING_OK); /* first in the table */
+    CHECK(shmring_participant_join(r, &holder) == SHMRING_OK);
+    CHECK(shmring_participant_join(r, &live) == SHMRING_OK);
+    CHECK(loser->index < holder->index);
+    for (int i = 0; i < 2; i++)
+        CHECK(shmring_put(live, &i, sizeof i) == 1);
+    shmring_span_t span;
+    CHECK(shmring_get_claim(holder, 2, 0, &span) == 2);
+    atomic_store(&loser->entry->claim_role, SHMRING_CLAIM_GET);
+    atomic_store(&loser->entry->claim_pos, span.pos);
+    atomic_store(&loser->entry->claim_n, 2);
+    make_dead(loser, gone);
+    make_dead(holder, gone);
+    uint64_t lost_before = stat_lost(r), unfinished_before = shmring_unfinished(r);
+    CHECK(shmring_recover(r) == 2);
+    CHECK(stat_lost(r) == lost_before + 2 && shmring_unfinished(r) == unfinished_before - 2);
+    for (uint32_t i = 0; i < 2; i++)
+        CHECK(shmring__seq_load(r, span.pos + i, memory_order_relaxed) ==
+              shmring__state(r, span.pos + i + r->capacity, SHMRING_SEQ_FREE));
+    CHECK(shmring_put(live, "ok", 3) == 1);
+    char buf[16];
+    size_t len;
+    CHECK(shmring_get(live, buf, sizeof buf, &len) == 1 && strcmp(buf, "ok") == 0);
+    shmring_close(r);
+    CHECK(shmring_unlink(ring_name) == SHMRING_OK);
+}
+
 static void test_recovery(void)
 {
     char buf[16];
@@ -488,6 +549,8 @@ static void test_recovery(void)
     shmring_close(r); /* leaves our entries; the recovered ones were freed already */
     shmring_unlink(ring_name);
     test_old_announcements_after_the_lap_count_wrapped(gone);
+    test_old_read_announcement_after_the_lap_count_wrapped(gone);
+    test_two_dead_consumers_on_the_same_messages_count_them_once(gone);
     printf("recovery ok\n");
 }
 
