@@ -66,22 +66,33 @@ static inline int32_t shmring__seq_diff(const shmring_t *r, uint32_t word, uint3
     return d > (r->seq_mask >> 1) ? (int32_t)(d - r->seq_mask - 1) : (int32_t)d;
 }
 
+/* The slot word at w (a pointer into the meta array), in the ring's width. */
 static inline __attribute__((always_inline)) uint32_t
-shmring__seq_load(const shmring_t *r, uint64_t pos, memory_order order)
+shmring__word_load(const shmring_t *r, const void *w, memory_order order)
 {
-    void *w = shmring__seq(r, pos);
     return r->seq_bytes == 2 ? atomic_load_explicit((_Atomic uint16_t *)w, order)
                              : atomic_load_explicit((_Atomic uint32_t *)w, order);
 }
 
 static inline __attribute__((always_inline)) void
-shmring__seq_store(const shmring_t *r, uint64_t pos, uint32_t state, memory_order order)
+shmring__word_store(const shmring_t *r, void *w, uint32_t state, memory_order order)
 {
-    void *w = shmring__seq(r, pos);
     if (r->seq_bytes == 2)
         atomic_store_explicit((_Atomic uint16_t *)w, (uint16_t)state, order);
     else
         atomic_store_explicit((_Atomic uint32_t *)w, state, order);
+}
+
+static inline __attribute__((always_inline)) uint32_t
+shmring__seq_load(const shmring_t *r, uint64_t pos, memory_order order)
+{
+    return shmring__word_load(r, shmring__seq(r, pos), order);
+}
+
+static inline __attribute__((always_inline)) void
+shmring__seq_store(const shmring_t *r, uint64_t pos, uint32_t state, memory_order order)
+{
+    shmring__word_store(r, shmring__seq(r, pos), state, order);
 }
 
 /* acq_rel CAS of the slot word from `from` to `to`; 1 if it was `from`. */

@@ -221,13 +221,14 @@ static uint32_t count_states(const shmring_t *r, uint64_t pos, uint32_t max, uin
     while (n < max) {
         uint32_t run = run_at(r, pos + n, max - n);
         uint32_t expect = shmring__state(r, pos + n, code);
+        const unsigned char *w = shmring__seq(r, pos + n);
         uint32_t k = 0;
 #ifdef SHMRING_PACKED_VECTORS
         if (r->meta_shift != 3)
-            k = count_packed(r, shmring__seq(r, pos + n), expect, run);
+            k = count_packed(r, w, expect, run);
 #endif
         for (; k < run; k++) {
-            uint32_t seq = shmring__seq_load(r, pos + n + k, memory_order_acquire);
+            uint32_t seq = shmring__word_load(r, w + ((size_t)k << r->meta_shift), memory_order_acquire);
             if (seq != expect) {
                 *last = seq;
                 return n + k;
@@ -247,13 +248,14 @@ static void store_states(const shmring_t *r, uint64_t pos, uint32_t from, uint32
     for (uint32_t i = from; i < to;) {
         uint32_t run = run_at(r, pos + i, to - i);
         uint32_t value = shmring__state(r, pos + i + ahead, code);
+        unsigned char *w = shmring__seq(r, pos + i);
         uint32_t k = 0;
 #ifdef SHMRING_PACKED_VECTORS
         if (r->meta_shift != 3)
-            k = store_packed(r, shmring__seq(r, pos + i), value, run);
+            k = store_packed(r, w, value, run);
 #endif
         for (; k < run; k++)
-            shmring__seq_store(r, pos + i + k, value, memory_order_release);
+            shmring__word_store(r, w + ((size_t)k << r->meta_shift), value, memory_order_release);
         i += run;
     }
 }

@@ -53,13 +53,20 @@ def ceiling_binary():
     return exe if done.returncode == 0 else None
 
 
-class CCeiling(Row):
+class RecordsOf:
+    """A records row: `count` records of the dtype named dtype_name per repetition."""
+
     scenario = "records"
     unit = "records"
 
     def __init__(self, dtype_name, count):
         self.dtype_name, self.count = dtype_name, count
         self.item_bytes = dtype_of(dtype_name).itemsize
+
+
+class CCeiling(RecordsOf, Row):
+    def __init__(self, dtype_name, count):
+        super().__init__(dtype_name, count)
         self.name = f"C ceiling: SPSC byte ring, {self.item_bytes}-byte records"
 
     def missing(self):
@@ -79,14 +86,7 @@ class CCeiling(Row):
         return {"rate": best / size}
 
 
-class RecordRow(PairRow):
-    scenario = "records"
-    unit = "records"
-
-    def __init__(self, dtype_name, count):
-        self.dtype_name, self.count = dtype_name, count
-        self.item_bytes = dtype_of(dtype_name).itemsize
-
+class RecordRow(RecordsOf, PairRow):
     def chunk(self):
         import numpy as np
         return np.zeros(BATCH, dtype_of(self.dtype_name))
