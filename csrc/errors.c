@@ -7,7 +7,7 @@ const char *shmring_strerror(int rc)
     case SHMRING_OK: return "success";
     case SHMRING_ESYS: return "system call failed";
     case SHMRING_EINVAL: return "invalid argument";
-    case SHMRING_ENAME: return "invalid segment name (1-30 characters of A-Z a-z 0-9 . _ -)";
+    case SHMRING_ENAME: return "invalid segment name (1-30 characters of A-Z a-z 0-9 . _ -, not . or ..)";
     case SHMRING_ENOTFOUND: return "no such shared-memory segment";
     case SHMRING_EEXIST: return "a shared-memory segment of that name already exists";
     case SHMRING_EPERM: return "permission denied";
@@ -33,6 +33,9 @@ const char *shmring_strerror(int rc)
     case SHMRING_ERESERVED: return "segment header has non-zero flags or reserved bytes";
     case SHMRING_ECREATOR: return "segment creator pid or creation time is implausible";
     case SHMRING_ESCHEMA: return "segment record schema is missing, unterminated or unexpected";
+    case SHMRING_EFILETYPE: return "not a shmring segment (not a regular file)";
+    case SHMRING_EUNTRUSTED: return "segment is writable by every user and owned by another user: whoever wrote it "
+                                    "decides what this process decodes";
     default: return "unknown shmring error";
     }
 }

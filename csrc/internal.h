@@ -27,6 +27,17 @@ struct shmring {
     unsigned char *payload;
     char schema[SHMRING_SCHEMA_MAX];
     char name[SHMRING_NAME_MAX + 2];
+    int readonly;                   /* attached with SHMRING_ATTACH_READONLY: look, never join */
+    /* Liveness (participants.c). probe_fd, the descriptor the segment was opened
+     * with, asks the kernel whether an entry's lock is held; lock_fd, an open
+     * file description of this process's own, holds the locks of its
+     * participants. A forked child shares its parent's descriptions, so it must
+     * not keep lock_fd (shmring_after_fork): opened by lock_pid, -1 until needed. */
+    int probe_fd, lock_fd;
+    pid_t lock_pid;
+    /* When a wake call found no sleeper behind a sleeper bit, recovery may next
+     * look for dead sleepers (wait.c); relaxed, process-local. */
+    _Atomic uint64_t reap_after_ns;
     /* This process's participants, so that close can leave them all. */
     pthread_mutex_t members_lock;
     shmring_participant_t *members;
@@ -37,6 +48,7 @@ struct shmring_participant {
     struct shmring_participant_entry *entry;
     uint32_t index;                 /* of entry in the table, and of our sleeper bit */
     pid_t pid;                      /* the process that joined; a forked child is not it */
+    uint32_t state;                 /* the entry's state word while it is ours (ACTIVE + generation) */
     /* Producer-side copy of cons.read_pos. read_pos only grows, so a stale copy
      * is a lower bound and can only make the maxsize check stricter. */
     uint64_t cached_read_pos;
@@ -121,22 +133,26 @@ struct shmring_layout {
 int shmring__layout_compute(uint64_t slot_size, uint64_t maxsize, uint32_t max_participants,
                             uint32_t flags, struct shmring_layout *out);
 
-/* Wake whoever sleeps on q if anybody does (wait.c); called after progress. */
-void shmring__notify(const shmring_t *r, struct shmring_waitq *q);
+/* Wake whoever sleeps on q if anybody does (wait.c); called after progress.
+ * Now and then it runs crash recovery, for sleepers that died asleep. */
+void shmring__notify(shmring_t *r, struct shmring_waitq *q);
 /* Clear participant i's sleeper bit in every wait queue (wait.c). */
 void shmring__clear_sleeper(const shmring_t *r, uint32_t i);
 
 /* A consistent copy of an entry's identity (participants.c). */
 struct shmring__entry_view {
-    uint32_t state;
+    uint32_t state, liveness;
     int32_t pid;
     uint64_t start_time, pid_ns;
 };
 /* 1 if the copy is consistent (the entry did not change hands while read). */
 int shmring__entry_snapshot(const struct shmring_participant_entry *e, struct shmring__entry_view *v);
-/* 1 if that process runs (or cannot be judged), 0 if it exited, is a zombie,
- * or its pid now belongs to a process started at another time. */
-int shmring__process_alive(pid_t pid, uint64_t start_time, uint64_t pid_ns);
+/* 0 only on evidence that the owner of entry i (as seen in v) is dead: its lock
+ * is free (LOCK), or (PID) its pid is gone, a zombie, or now another process's.
+ * 1 if it runs or cannot be judged. */
+int shmring__entry_alive(const shmring_t *r, uint32_t i, const struct shmring__entry_view *v);
 uint32_t shmring__count_alive(const shmring_t *r);
+/* Count n messages that will never reach a caller as lost (and done for join). */
+void shmring__count_lost(struct shmring_segment *seg, uint64_t n);
 
 #endif /* SHMRING_INTERNAL_H */

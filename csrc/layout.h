@@ -34,7 +34,7 @@
 #include <stdint.h>
 
 #define SHMRING_MAGIC UINT64_C(0x31474e49524d4853) /* "SHMRING1", little-endian */
-#define SHMRING_LAYOUT_VERSION 3u
+#define SHMRING_LAYOUT_VERSION 4u
 #define SHMRING_LINE 128u
 #define SHMRING_SCHEMA_MAX 1024u
 
@@ -123,12 +123,21 @@ enum {
     SHMRING_CLAIM_GET_COUNTED = 4,
 };
 
+/* How the death of an entry's process is established (participants.c).
+ * LOCK: the owner holds a write lock on the entry's first byte through an open
+ * file description of its own (Linux OFD lock); the kernel drops it when the
+ * process dies, in whatever pid namespace, under emulation too.
+ * PID: the fallback where such locks do not exist (macOS) or could not be taken:
+ * pid + start time + namespace identity, and only evidence of death counts. */
+enum { SHMRING_LIVENESS_PID = 1, SHMRING_LIVENESS_LOCK = 2 };
+
 /* One thread of one process. Its owner is the only writer of the claim fields:
  * before trying to claim positions [claim_pos, claim_pos + claim_n) it announces
  * them here, and withdraws them (claim_n = 0) once committed or released, so that
  * crash recovery can tell a slot held by a dead process from one held by a live
  * one (a claimed position is always covered by its owner's announcement).
- * pid + start_time (+ pid namespace) identify the process against pid reuse. */
+ * liveness says how to tell whether the owner lives; pid + start_time (+ pid
+ * namespace) identify its process for the PID fallback and for display. */
 struct shmring_participant_entry {
     _Atomic uint32_t state;
     _Atomic int32_t pid;
@@ -137,7 +146,8 @@ struct shmring_participant_entry {
     _Atomic uint64_t claim_pos;
     _Atomic uint32_t claim_n;
     _Atomic uint32_t claim_role;
-    uint8_t reserved[SHMRING_LINE - 40];
+    _Atomic uint32_t liveness;      /* SHMRING_LIVENESS_* */
+    uint8_t reserved[SHMRING_LINE - 44];
 };
 
 /* Per-slot metadata, in its own dense array beside the contiguous payload area:
@@ -191,5 +201,6 @@ static_assert(offsetof(struct shmring_segment, stats) == 1152, "stats line");
 static_assert(offsetof(struct shmring_segment, schema) == 1280, "schema");
 static_assert(sizeof(struct shmring_segment) == 2304, "fixed part of the segment");
 static_assert(sizeof(struct shmring_participant_entry) == SHMRING_LINE, "one line each");
+static_assert(offsetof(struct shmring_participant_entry, liveness) == 40, "layout contract");
 
 #endif /* SHMRING_LAYOUT_H */

@@ -3,19 +3,33 @@
  * whether the process behind an entry is still alive.
  *
  * Each thread that operates on a ring holds one entry; the entry records the
- * owning process (pid + start time + pid namespace, robust against pid reuse)
- * and the claim the thread is making, which crash recovery needs to tell dead
- * holders from live ones.
+ * claim the thread is making, which crash recovery needs to tell dead holders
+ * from live ones, and how its death can be established (layout.h):
+ *
+ *   LOCK  (Linux) the owner holds a write lock on the entry's first byte of the
+ *         segment file, an open-file-description lock (F_OFD_SETLK) taken
+ *         through lock_fd, a description only its process holds. The kernel
+ *         drops it when the process dies, whatever its pid namespace and under
+ *         qemu-user too; a prober asks with F_OFD_GETLK through its own
+ *         description (probe_fd). A free lock on an ACTIVE entry: dead, or
+ *         leaving after it withdrew everything.
+ *   PID   where such locks do not exist (macOS) or could not be taken: pid +
+ *         start time + pid/time namespace identity, where only evidence of
+ *         death counts and anything that cannot be checked is alive.
  *
  * Atomic pairs in this file:
  *   J1 (join: acq_rel CAS of state to JOINING) pairs with L1 (leave: release
- *      store of FREE): the previous owner is done with the entry before reuse.
+ *      CAS of ACTIVE to FREE): the previous owner is done with the entry before reuse.
  *   J2 (join: release stores of the identity fields, after J1) pairs with the
  *      acquire loads of those fields by readers that re-check `state` after them
  *      (seqlock style, entry_snapshot): a reader that saw a new field also sees
  *      the state J1 wrote, so it knows the fields changed hands.
  *   J3 (join: release store ACTIVE) pairs with acquire loads of `state` by
- *      table readers: they see pid/start_time/pid_ns of the new owner.
+ *      table readers: they see the identity fields of the new owner, and the
+ *      lock was taken before it (a system call that returned before J3).
+ *   L0 (leave: release store claim_n = 0, before the lock is dropped) pairs
+ *      with recovery's acquire load of claim_n (recovery.c R2): a prober that
+ *      finds the lock free, by a system call after ours, sees the withdrawal.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -30,6 +44,7 @@
 #ifdef __APPLE__
 #include <sys/sysctl.h>
 #endif
+#include <sys/mman.h>
 
 #include "internal.h"
 
@@ -114,13 +129,13 @@ static uint64_t own_namespaces(void)
     return id;
 }
 
-int shmring__process_alive(pid_t pid, uint64_t start_time, uint64_t pid_ns)
+/* PID liveness: only evidence makes a process dead: no such pid, a zombie, or
+ * a pid now carried by a process started at another time. Anything we cannot
+ * check (another namespace, /proc unreadable, out of descriptors) counts as
+ * alive: recovering a live process's claim would corrupt the ring, waiting for
+ * a dead one only delays. */
+static int process_alive(pid_t pid, uint64_t start_time, uint64_t pid_ns)
 {
-    /* Only evidence makes a process dead: no such pid, a zombie, or a pid now
-     * carried by a process started at another time. Anything we cannot check
-     * (another namespace, /proc unreadable, out of descriptors) counts as alive:
-     * recovering a live process's claim would corrupt the ring, waiting for a
-     * dead one only delays. */
     if (pid_ns != own_namespaces())
         return 1;
     if (pid <= 0)
@@ -136,6 +151,135 @@ int shmring__process_alive(pid_t pid, uint64_t start_time, uint64_t pid_ns)
     return start_time == 0 || now_start == start_time;
 }
 
+#if defined(F_OFD_SETLK) && defined(F_OFD_GETLK)
+#define SHMRING_HAVE_OFD_LOCKS 1
+
+/* The byte of the segment file whose lock says that entry i's owner lives. */
+static off_t lock_offset(const shmring_t *r, uint32_t i)
+{
+    return (off_t)((const unsigned char *)&r->parts[i] - (const unsigned char *)r->seg);
+}
+
+static int ofd_lock(int fd, int cmd, short type, off_t at, short *found)
+{
+    struct flock fl;
+    memset(&fl, 0, sizeof fl); /* l_pid must be 0 for OFD locks */
+    fl.l_type = type;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = at;
+    fl.l_len = 1;
+    int rc = fcntl(fd, cmd, &fl);
+    if (found)
+        *found = fl.l_type;
+    return rc;
+}
+
+/* 1 if some description holds entry i's write lock, 0 if none does, -1 if the
+ * kernel would not say. A read-lock probe conflicts only with write locks,
+ * which need write access, so a reader cannot fake a participant's life. */
+static int lock_held(const shmring_t *r, uint32_t i)
+{
+    short found;
+    if (ofd_lock(r->probe_fd, F_OFD_GETLK, F_RDLCK, lock_offset(r, i), &found) != 0)
+        return -1;
+    return found != F_UNLCK;
+}
+
+static int same_file(int a, int b)
+{
+    struct stat sa, sb;
+    return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* This process's own open file description of the segment, for its locks
+ * (called with members_lock held). A description inherited across fork is the
+ * parent's too, and its locks would live as long as either process: it is
+ * dropped and the file opened again, through /proc (works after the name was
+ * unlinked) or by name if that is still the same file. -1 if neither works. */
+static int own_lock_fd(shmring_t *r)
+{
+    pid_t pid = getpid();
+    if (r->lock_fd >= 0 && r->lock_pid == pid)
+        return r->lock_fd;
+    if (r->lock_fd >= 0)
+        close(r->lock_fd);
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", r->probe_fd);
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        fd = shm_open(r->name, O_RDWR | O_NONBLOCK, 0);
+        if (fd >= 0 && !same_file(fd, r->probe_fd)) {
+            close(fd);
+            fd = -1;
+        }
+    }
+    r->lock_fd = fd;
+    r->lock_pid = pid;
+    return fd;
+}
+#endif
+
+int shmring__entry_alive(const shmring_t *r, uint32_t i, const struct shmring__entry_view *v)
+{
+    if (v->liveness == SHMRING_LIVENESS_PID)
+        return process_alive(v->pid, v->start_time, v->pid_ns);
+#ifdef SHMRING_HAVE_OFD_LOCKS
+    if (v->liveness == SHMRING_LIVENESS_LOCK)
+        return lock_held(r, i) != 0;
+#else
+    (void)r;
+    (void)i;
+#endif
+    return 1; /* a lock we cannot probe here, or garbage: no evidence of death */
+}
+
+/* Make entry i (which we hold JOINING) say how our death will be known:
+ * SHMRING_LIVENESS_LOCK once our lock on it is taken, _PID where locks are not
+ * available; 0 if another description holds its lock already (not ours to take). */
+static uint32_t claim_liveness(shmring_t *r, uint32_t i)
+{
+#ifdef SHMRING_HAVE_OFD_LOCKS
+    pthread_mutex_lock(&r->members_lock);
+    int fd = own_lock_fd(r);
+    int rc = fd < 0 ? -1 : ofd_lock(fd, F_OFD_SETLK, F_WRLCK, lock_offset(r, i), NULL);
+    int err = errno;
+    pthread_mutex_unlock(&r->members_lock);
+    if (rc == 0)
+        return SHMRING_LIVENESS_LOCK;
+    if (fd >= 0 && (err == EAGAIN || err == EACCES))
+        return 0;
+#else
+    (void)r;
+    (void)i;
+#endif
+    return SHMRING_LIVENESS_PID; /* no OFD locks here (old kernel, emulator), or no descriptor */
+}
+
+static void release_liveness(shmring_t *r, uint32_t i)
+{
+#ifdef SHMRING_HAVE_OFD_LOCKS
+    pthread_mutex_lock(&r->members_lock);
+    if (r->lock_fd >= 0 && r->lock_pid == getpid())
+        ofd_lock(r->lock_fd, F_OFD_SETLK, F_UNLCK, lock_offset(r, i), NULL);
+    pthread_mutex_unlock(&r->members_lock);
+#else
+    (void)r;
+    (void)i;
+#endif
+}
+
+void shmring_after_fork(shmring_t *r)
+{
+    /* Another thread of the parent may have held the lock at fork: start afresh. */
+    pthread_mutex_init(&r->members_lock, NULL);
+#ifdef SHMRING_HAVE_OFD_LOCKS
+    if (r->lock_fd >= 0 && r->lock_pid != getpid()) {
+        close(r->lock_fd); /* the parent's locks stay with the parent */
+        r->lock_fd = -1;
+    }
+#endif
+}
+
 int shmring__entry_snapshot(const struct shmring_participant_entry *e, struct shmring__entry_view *v)
 {
     /* acquire: pairs with J3 and L1: the state says who owns the fields */
@@ -144,38 +288,49 @@ int shmring__entry_snapshot(const struct shmring_participant_entry *e, struct sh
     v->pid = atomic_load_explicit(&e->pid, memory_order_acquire);
     v->start_time = atomic_load_explicit(&e->start_time, memory_order_acquire);
     v->pid_ns = atomic_load_explicit(&e->pid_ns, memory_order_acquire);
+    v->liveness = atomic_load_explicit(&e->liveness, memory_order_acquire);
     /* relaxed: ordered after the field loads by their acquire */
     return atomic_load_explicit(&e->state, memory_order_relaxed) == v->state;
 }
 
-/* Take entry i whose state word is `expected`; 1 if we got it. */
-static int take_entry(shmring_t *r, uint32_t i, uint32_t expected, pid_t pid, uint64_t start_time,
+/* Take entry i whose state word is `expected`; its new state word if we got
+ * it (never 0: ACTIVE), else 0. */
+static uint32_t take_entry(shmring_t *r, uint32_t i, uint32_t expected, pid_t pid, uint64_t start_time,
                       uint64_t pid_ns)
 {
     struct shmring_participant_entry *e = &r->parts[i];
-    uint32_t joining = SHMRING_PART_STATE(SHMRING_PART_JOINING, SHMRING_PART_GEN(expected) + 1);
+    uint32_t gen = SHMRING_PART_GEN(expected) + 1;
     /* J1: pairs with L1. */
-    if (!atomic_compare_exchange_strong_explicit(&e->state, &expected, joining, memory_order_acq_rel,
-                                                 memory_order_relaxed))
+    if (!atomic_compare_exchange_strong_explicit(&e->state, &expected, SHMRING_PART_STATE(SHMRING_PART_JOINING, gen),
+                                                 memory_order_acq_rel, memory_order_relaxed))
         return 0;
+    uint32_t liveness = claim_liveness(r, i);
+    if (liveness == 0) {
+        /* release: as L1; the entry holds no claim (join takes no other) */
+        atomic_store_explicit(&e->state, SHMRING_PART_STATE(SHMRING_PART_FREE, gen), memory_order_release);
+        return 0;
+    }
+    uint32_t active = SHMRING_PART_STATE(SHMRING_PART_ACTIVE, gen);
     /* J2 */
     atomic_store_explicit(&e->pid, (int32_t)pid, memory_order_release);
     atomic_store_explicit(&e->start_time, start_time, memory_order_release);
     atomic_store_explicit(&e->pid_ns, pid_ns, memory_order_release);
+    atomic_store_explicit(&e->liveness, liveness, memory_order_release);
     /* relaxed: published by J3 */
     atomic_store_explicit(&e->claim_n, 0, memory_order_relaxed);
     atomic_store_explicit(&e->claim_role, SHMRING_CLAIM_NONE, memory_order_relaxed);
     /* A previous owner killed in its sleep may have left its sleeper bits set. */
     shmring__clear_sleeper(r, i);
     /* J3: pairs with acquire loads of state by table readers. */
-    atomic_store_explicit(&e->state, SHMRING_PART_STATE(SHMRING_PART_ACTIVE, SHMRING_PART_GEN(joining)),
-                          memory_order_release);
-    return 1;
+    atomic_store_explicit(&e->state, active, memory_order_release);
+    return active;
 }
 
 int shmring_participant_join(shmring_t *r, shmring_participant_t **out)
 {
     *out = NULL;
+    if (r->readonly)
+        return SHMRING_EPERM; /* attached to look, not to take part */
     pid_t pid = getpid();
     uint64_t start_time = 0;
     int zombie = 0;
@@ -186,6 +341,7 @@ int shmring_participant_join(shmring_t *r, shmring_participant_t **out)
     if (me == NULL)
         return SHMRING_ENOMEM;
     int got = -1;
+    uint32_t state = 0;
     /* First a free entry; failing that, the entry of a process that died
      * holding no claim; failing that, recover what dead processes hold (which
      * frees their entries) and look once more. */
@@ -204,11 +360,11 @@ int shmring_participant_join(shmring_t *r, shmring_participant_t **out)
                  * established, a claim made just before dying could be missed
                  * and then erased. acquire: pairs with P2 / withdraw (ring.c).
                  * The CAS in take_entry fails if the entry changed hands. */
-                if (status != SHMRING_PART_ACTIVE || shmring__process_alive(v.pid, v.start_time, v.pid_ns) ||
+                if (status != SHMRING_PART_ACTIVE || shmring__entry_alive(r, i, &v) ||
                     atomic_load_explicit(&r->parts[i].claim_n, memory_order_acquire) != 0)
                     continue;
             }
-            if (take_entry(r, i, v.state, pid, start_time, pid_ns))
+            if ((state = take_entry(r, i, v.state, pid, start_time, pid_ns)) != 0)
                 got = (int)i;
         }
     }
@@ -220,6 +376,7 @@ int shmring_participant_join(shmring_t *r, shmring_participant_t **out)
     me->index = (uint32_t)got;
     me->entry = &r->parts[got];
     me->pid = pid;
+    me->state = state;
     /* relaxed: any value is a valid lower bound of read_pos */
     me->cached_read_pos = atomic_load_explicit(&r->seg->cons.read_pos, memory_order_relaxed);
     pthread_mutex_lock(&r->members_lock);
@@ -248,13 +405,16 @@ void shmring_participant_leave(shmring_participant_t *me)
     /* A forked child inherits its parent's handles but not its entries. */
     if (me->pid == getpid()) {
         struct shmring_participant_entry *e = me->entry;
-        /* relaxed: ordered before the entry's release by L1 */
-        atomic_store_explicit(&e->claim_n, 0, memory_order_relaxed);
+        /* L0: a prober that finds our lock free below sees nothing announced */
+        atomic_store_explicit(&e->claim_n, 0, memory_order_release);
         shmring__clear_sleeper(r, me->index);
-        uint32_t state = atomic_load_explicit(&e->state, memory_order_relaxed);
-        /* L1: pairs with J1 of the next owner. Keeps the generation. */
-        atomic_store_explicit(&e->state, SHMRING_PART_STATE(SHMRING_PART_FREE, SHMRING_PART_GEN(state)),
-                              memory_order_release);
+        release_liveness(r, me->index);
+        /* L1: pairs with J1 of the next owner. Keeps the generation. A CAS, as
+         * a recoverer or joiner that found our lock free may own the entry now. */
+        uint32_t active = me->state;
+        atomic_compare_exchange_strong_explicit(&e->state, &active,
+                                                SHMRING_PART_STATE(SHMRING_PART_FREE, SHMRING_PART_GEN(active)),
+                                                memory_order_release, memory_order_relaxed);
     }
     free(me);
 }
@@ -268,7 +428,7 @@ uint32_t shmring__count_alive(const shmring_t *r)
             alive++; /* changing hands right now: someone is there */
         else if (SHMRING_PART_STATUS(v.state) == SHMRING_PART_JOINING ||
                  (SHMRING_PART_STATUS(v.state) == SHMRING_PART_ACTIVE &&
-                  shmring__process_alive(v.pid, v.start_time, v.pid_ns)))
+                  shmring__entry_alive(r, i, &v)))
             alive++;
     }
     return alive;

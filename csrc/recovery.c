@@ -75,12 +75,18 @@ static int covered_by_live(const shmring_t *r, const struct shmring__entry_view 
     return 0;
 }
 
-static void count_lost(struct shmring_segment *seg, uint64_t n)
+void shmring__count_lost(struct shmring_segment *seg, uint64_t n)
 {
     /* relaxed: a statistic */
     atomic_fetch_add_explicit(&seg->stats.lost, n, memory_order_relaxed);
     /* R5: lost messages will never get a task_done() */
     atomic_fetch_add_explicit(&seg->join.tasks_done, n, memory_order_release);
+}
+
+void shmring_count_lost(shmring_t *r, uint64_t n)
+{
+    shmring__count_lost(r->seg, n);
+    shmring__notify(r, &r->seg->join.joined); /* join() may be done now */
 }
 
 /* R1: the counters now, read before deciding on one position. */
@@ -135,7 +141,7 @@ static int recover_claim(shmring_t *r, const struct shmring__entry_view *seen, c
         /* R2 (acq_rel): one recoverer counts the claim */
         if (atomic_compare_exchange_strong_explicit(&e->claim_role, &held, SHMRING_CLAIM_GET_COUNTED,
                                                     memory_order_acq_rel, memory_order_acquire))
-            count_lost(r->seg, a.n);
+            shmring__count_lost(r->seg, a.n);
         for (uint32_t k = 0; k < a.n; k++) {
             uint64_t p = a.pos + k;
             load_counters(r, &write_pos, &read_pos);
@@ -171,7 +177,7 @@ static int recover_claim(shmring_t *r, const struct shmring__entry_view *seen, c
             continue;
         }
         if (move_slot(r, p, stuck, put ? hole : released))
-            count_lost(r->seg, 1);
+            shmring__count_lost(r->seg, 1);
         else if (!put)
             move_slot(r, p, hole, released); /* a hole it was skipping */
     }
@@ -224,7 +230,7 @@ int shmring_recover(shmring_t *r)
         if (!shmring__entry_snapshot(&r->parts[i], &seen[i]))
             continue; /* changing hands right now: alive */
         if (SHMRING_PART_STATUS(seen[i].state) == SHMRING_PART_ACTIVE &&
-            !shmring__process_alive(seen[i].pid, seen[i].start_time, seen[i].pid_ns)) {
+            !shmring__entry_alive(r, i, &seen[i])) {
             dead[i] = 1;
             held[i] = (uint8_t)held_read_claim(&r->parts[i]);
             found = 1;

@@ -56,8 +56,8 @@ static int name_is_valid(const char *name)
     if (name == NULL || name[0] != '/')
         return 0;
     size_t n = strlen(name + 1);
-    if (n < 1 || n > SHMRING_NAME_MAX)
-        return 0;
+    if (n < 1 || n > SHMRING_NAME_MAX || strcmp(name, "/.") == 0 || strcmp(name, "/..") == 0)
+        return 0; /* "." and ".." would name /dev/shm itself or its parent */
     for (const char *c = name + 1; *c; c++) {
         int ok = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
                  (*c >= '0' && *c <= '9') || *c == '_' || *c == '-' || *c == '.';
@@ -82,14 +82,23 @@ static int open_error(int err)
     }
 }
 
+/* Our descriptors of a segment never leak into programs this process execs. */
+static void close_on_exec(int fd)
+{
+    fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) | FD_CLOEXEC);
+}
+
 /* Build the process-local handle around a validated mapping. */
 static int handle_new(const char *name, struct shmring_segment *seg, size_t mapped_size,
-                      const struct shmring_header *h, shmring_t **out)
+                      const struct shmring_header *h, int fd, int readonly, shmring_t **out)
 {
     shmring_t *r = calloc(1, sizeof *r);
     if (r == NULL)
         return SHMRING_ENOMEM;
     r->seg = seg;
+    r->probe_fd = fd;
+    r->lock_fd = -1;
+    r->readonly = readonly;
     r->mapped_size = mapped_size;
     r->slot_size = h->slot_size;
     r->capacity = h->capacity;
@@ -119,8 +128,8 @@ int shmring_create(const char *name, const shmring_params_t *p, shmring_t **out)
     *out = NULL;
     if (!name_is_valid(name))
         return SHMRING_ENAME;
-    if (p->kind != SHMRING_KIND_QUEUE)
-        return SHMRING_EINVAL;
+    if (p->kind != SHMRING_KIND_QUEUE || (p->mode & ~(uint32_t)0777) != 0)
+        return SHMRING_EINVAL; /* a mode is permission bits only */
     uint32_t flags = p->records ? SHMRING_FLAG_RECORDS : 0;
     size_t schema_len = p->schema ? strnlen(p->schema, SHMRING_SCHEMA_MAX) : 0;
     if (schema_len >= SHMRING_SCHEMA_MAX || (p->records != 0) != (schema_len != 0))
@@ -129,12 +138,13 @@ int shmring_create(const char *name, const shmring_params_t *p, shmring_t **out)
     struct shmring_layout L;
     int rc = shmring__layout_compute(p->slot_size, p->maxsize, nparts, flags, &L);
     if (rc != SHMRING_OK)
-        return rc == SHMRING_ENOMEM ? rc : SHMRING_EINVAL;
+        return rc; /* which parameter is out of range */
 
-    mode_t mode = p->mode ? (mode_t)p->mode : 0600;
+    mode_t mode = (mode_t)p->mode;
     int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, mode);
     if (fd < 0)
         return open_error(errno);
+    close_on_exec(fd);
     /* shm_open's mode is filtered by the umask; sharing with other users needs
      * the exact mode (macOS refuses fchmod on shm objects, where umask rules). */
     if (fchmod(fd, mode) != 0 && errno != EINVAL) {
@@ -159,7 +169,6 @@ int shmring_create(const char *name, const shmring_params_t *p, shmring_t **out)
         rc = open_error(errno);
         goto fail_fd;
     }
-    close(fd);
 
     struct shmring_segment *seg = base;
     struct shmring_header *h = &seg->hdr;
@@ -190,10 +199,10 @@ int shmring_create(const char *name, const shmring_params_t *p, shmring_t **out)
     /* S1: publishes the initialised segment; pairs with S2 in validate(). */
     atomic_store_explicit(&h->magic, SHMRING_MAGIC, memory_order_release);
 
-    rc = handle_new(name, seg, L.mapped_size, h, out);
+    rc = handle_new(name, seg, L.mapped_size, h, fd, 0, out);
     if (rc != SHMRING_OK) {
         munmap(base, L.mapped_size);
-        shm_unlink(name);
+        goto fail_fd;
     }
     return rc;
 
@@ -291,36 +300,49 @@ static int validate(struct shmring_segment *seg, uint64_t real_size, uint32_t ki
     return SHMRING_OK;
 }
 
-int shmring_attach(const char *name, uint32_t kind, shmring_t **out)
+int shmring_attach(const char *name, uint32_t kind, int flags, shmring_t **out)
 {
     *out = NULL;
     if (!name_is_valid(name))
         return SHMRING_ENAME;
-    int fd = shm_open(name, O_RDWR, 0);
+    int readonly = (flags & SHMRING_ATTACH_READONLY) != 0;
+    int oflag = readonly ? O_RDONLY : O_RDWR;
+#ifdef __linux__
+    oflag |= O_NONBLOCK; /* a FIFO planted in /dev/shm must not block us (regular files ignore it) */
+#endif
+    int fd = shm_open(name, oflag, 0);
     if (fd < 0)
         return open_error(errno);
+    close_on_exec(fd);
     struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int rc = open_error(errno);
+    int rc = SHMRING_OK;
+    if (fstat(fd, &st) != 0)
+        rc = open_error(errno);
+    else if (!S_ISREG(st.st_mode))
+        rc = SHMRING_EFILETYPE;
+    else if (!readonly && (st.st_mode & S_IWOTH) && st.st_uid != geteuid() && !(flags & SHMRING_ATTACH_TRUST_WRITABLE))
+        rc = SHMRING_EUNTRUSTED; /* any user could plant what this process would read (and unpickle) */
+    else if (st.st_size < (off_t)sizeof(struct shmring_segment))
+        rc = SHMRING_ETRUNCATED;
+    if (rc != SHMRING_OK) {
         close(fd);
         return rc;
     }
-    if (st.st_size < (off_t)sizeof(struct shmring_segment)) {
-        close(fd);
-        return SHMRING_ETRUNCATED;
-    }
     size_t size = (size_t)st.st_size;
-    void *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    int err = errno;
-    close(fd);
-    if (base == MAP_FAILED)
-        return open_error(err);
+    void *base = mmap(NULL, size, readonly ? PROT_READ : PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED) {
+        rc = open_error(errno);
+        close(fd);
+        return rc;
+    }
     struct shmring_header h;
-    int rc = validate(base, size, kind, &h);
+    rc = validate(base, size, kind, &h);
     if (rc == SHMRING_OK)
-        rc = handle_new(name, base, size, &h, out);
-    if (rc != SHMRING_OK)
+        rc = handle_new(name, base, size, &h, fd, readonly, out);
+    if (rc != SHMRING_OK) {
         munmap(base, size);
+        close(fd);
+    }
     return rc;
 }
 
@@ -331,6 +353,9 @@ void shmring_close(shmring_t *r)
     while (r->members != NULL)
         shmring_participant_leave(r->members);
     munmap(r->seg, r->mapped_size);
+    close(r->probe_fd);
+    if (r->lock_fd >= 0)
+        close(r->lock_fd); /* drops the locks of every participant left above */
     pthread_mutex_destroy(&r->members_lock);
     free(r);
 }

@@ -61,6 +61,8 @@ enum {
     SHMRING_ERESERVED = -33,    /* flags or reserved header bytes not zero */
     SHMRING_ECREATOR = -34,     /* creator pid or creation time implausible */
     SHMRING_ESCHEMA = -35,      /* schema missing, unterminated, or on a byte ring */
+    SHMRING_EFILETYPE = -36,    /* not a regular file (a FIFO, a directory...) */
+    SHMRING_EUNTRUSTED = -37,   /* world-writable and owned by another user */
 };
 
 /* Ring kinds recorded in the header. */
@@ -112,10 +114,17 @@ const char *shmring_strerror(int rc);
 
 /* ---- segment lifetime (segment.c) ---- */
 
-/* name: "/something", at most SHMRING_NAME_MAX characters after the slash. */
+/* name: "/something", at most SHMRING_NAME_MAX characters of A-Z a-z 0-9 . _ -
+ * after the slash, not "." or "..". params->mode: permission bits (0600: yours
+ * alone), applied exactly whatever the umask (except on macOS). */
 int shmring_create(const char *name, const shmring_params_t *params, shmring_t **out);
+/* Attach flags. READONLY: map for reading only, to inspect (ls / stat): such a
+ * handle cannot join. TRUST_WRITABLE: accept a segment that every user may
+ * write although another user owns it; by default that is SHMRING_EUNTRUSTED,
+ * since whoever can write a segment controls what its readers decode. */
+enum { SHMRING_ATTACH_READONLY = 1, SHMRING_ATTACH_TRUST_WRITABLE = 2 };
 /* Validates everything in the header against the real mapping before use. */
-int shmring_attach(const char *name, uint32_t kind, shmring_t **out);
+int shmring_attach(const char *name, uint32_t kind, int flags, shmring_t **out);
 /* Leaves this process's participants and unmaps. Never unlinks. */
 void shmring_close(shmring_t *ring);
 int shmring_unlink(const char *name);
@@ -127,6 +136,11 @@ const char *shmring_name(const shmring_t *ring);
 
 int shmring_participant_join(shmring_t *ring, shmring_participant_t **out);
 void shmring_participant_leave(shmring_participant_t *me);
+/* In a child after fork(), before it uses the ring: stop sharing the parent's
+ * open file description, whose liveness locks would otherwise keep the parent
+ * looking alive as long as the child runs (and reset the handle's mutex). The
+ * child's own participants join afresh; the parent's handles leave nothing. */
+void shmring_after_fork(shmring_t *ring);
 
 /* ---- ring protocol (ring.c) ---- */
 
@@ -168,6 +182,9 @@ int shmring_get(shmring_participant_t *me, void *buf, size_t buf_size, size_t *l
 
 /* task_done()/join() accounting: tasks_done may not overtake write_pos. */
 int shmring_task_done(shmring_participant_t *me, uint64_t n);
+/* n messages a caller claimed and released but could not hand out (it was
+ * interrupted, or out of memory): count them lost, and done for join(). */
+void shmring_count_lost(shmring_t *ring, uint64_t n);
 uint64_t shmring_unfinished(const shmring_t *ring);
 
 void shmring_get_stats(const shmring_t *ring, shmring_stats_t *out);

@@ -94,16 +94,40 @@ static int os_wait(_Atomic uint32_t *word, uint32_t expected, uint64_t timeout_n
 #endif
 }
 
-static void os_wake_all(_Atomic uint32_t *word)
+/* Wake every sleeper on word: 1 if one was woken, 0 if nobody was asleep
+ * there, -1 if the OS does not say. */
+static int os_wake_all(_Atomic uint32_t *word)
 {
 #if defined(__linux__)
-    syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+    long woken = syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+    return woken < 0 ? -1 : woken > 0;
 #elif defined(SHMRING_HAVE_OS_SYNC)
-    if (__builtin_available(macOS 14.4, *))
-        os_sync_wake_by_address_all((void *)word, sizeof(uint32_t), OS_SYNC_WAKE_BY_ADDRESS_SHARED);
+    if (__builtin_available(macOS 14.4, *)) {
+        if (os_sync_wake_by_address_all((void *)word, sizeof(uint32_t), OS_SYNC_WAKE_BY_ADDRESS_SHARED) == 0)
+            return 1;
+        return errno == ENOENT ? 0 : -1;
+    }
+    return -1;
 #else
     (void)word; /* sleepers poll */
+    return -1;
 #endif
+}
+
+/* A sleeper bit with nobody asleep behind it is a waiter between setting it
+ * and sleeping, or one killed in its sleep, whose bit would make every later
+ * notify a system call. The second is for recovery, which frees the dead
+ * entry and clears its bits; asked at most every SHMRING_REAP_NS per handle. */
+#define SHMRING_REAP_NS 100000000u
+
+static void reap_sleepers(shmring_t *r)
+{
+    uint64_t now = shmring_now_ns();
+    /* relaxed: a process-local rate limit; a race only recovers twice */
+    if (now < atomic_load_explicit(&r->reap_after_ns, memory_order_relaxed))
+        return;
+    atomic_store_explicit(&r->reap_after_ns, now + SHMRING_REAP_NS, memory_order_relaxed);
+    shmring_recover(r);
 }
 
 static uint32_t sleeper_words(const shmring_t *r)
@@ -111,7 +135,7 @@ static uint32_t sleeper_words(const shmring_t *r)
     return (r->max_participants + 63) / 64;
 }
 
-void shmring__notify(const shmring_t *r, struct shmring_waitq *q)
+void shmring__notify(shmring_t *r, struct shmring_waitq *q)
 {
     /* F2: pairs with F1. */
     atomic_thread_fence(memory_order_seq_cst);
@@ -120,7 +144,8 @@ void shmring__notify(const shmring_t *r, struct shmring_waitq *q)
         if (atomic_load_explicit(&q->sleepers[w], memory_order_relaxed) != 0) {
             /* N2: pairs with W2. */
             atomic_fetch_add_explicit(&q->futex, 1, memory_order_release);
-            os_wake_all(&q->futex);
+            if (os_wake_all(&q->futex) == 0)
+                reap_sleepers(r);
             return;
         }
     }

@@ -68,7 +68,7 @@ def need(binaries, name):
 
 
 @pytest.mark.parametrize("build", ["plain", "asan", "tsan"])
-@pytest.mark.parametrize("suite", ["unit", "recovery"])
+@pytest.mark.parametrize("suite", ["unit", "recovery", "liveness"])
 def test_c_white_box(binaries, build, suite):
     done = run_program(need(binaries, build), suite)
     assert done.returncode == 0, done.stdout + done.stderr

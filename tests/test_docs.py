@@ -40,3 +40,25 @@ def test_the_records_example_aggregates_every_tick():
                           capture_output=True, text=True, timeout=100, env=child_python_env())
     assert done.returncode == 0, done.stderr  # it checks its totals against numpy itself
     assert done.stdout.startswith("VWAP buy ")
+
+
+@pytest.mark.timeout(120)
+def test_the_readme_records_examples_run_and_the_reserve_loop_writes_exactly_n():
+    blocks = re.findall(r"```python\n(.*?)\n```", (ROOT / "README.md").read_text(), re.S)
+    records, loop = blocks[1], blocks[2]
+    assert "q.reserve(left)" in loop
+    check = "\nassert q.qsize() == 10_000 - 4096 - 4096 + 100 + 100, q.qsize()\nprint('ok')\n"
+    done = subprocess.run([sys.executable, "-c", records + "\n" + loop + check],
+                          capture_output=True, text=True, timeout=100, env=child_python_env())
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
+
+
+def test_the_readme_memory_figure_is_what_a_queue_takes():
+    import shmring
+
+    q = shmring.Queue(10_000)
+    try:
+        taken = shmring._core.inspect(q.name)["bytes"]
+    finally:
+        q.close()
+    assert f"`Queue(10_000)` takes {taken / 1e6:.1f} MB, not 10" in (ROOT / "README.md").read_text()

@@ -182,22 +182,26 @@ def test_get_many_hands_out_messages_around_one_that_cannot_be_unpickled(make_qu
     q.put("a")
     q.put_bytes(b"not a pickle")
     q.put_many(["c", "d"])
-    assert q.get_many() == ["a"]
+    assert q.get_many() == ["a", "c", "d"]  # the others are delivered at once ...
+    assert q.empty() and q.qsize() == 0     # ... and nothing is held back outside the ring
     with pytest.raises(pickle.UnpicklingError):
-        q.get_many()
-    assert q.get() == "c"          # the rest is still delivered, in order
-    assert q.get_many() == ["d"]
-    assert q.empty()
+        q.get_many()                        # the bad one raises in the next call
+    with pytest.raises(shmring.Empty):
+        q.get_many(block=False)
+    q.put_bytes(b"alone and bad")
+    with pytest.raises(pickle.UnpicklingError):
+        q.get_many()                        # alone in its batch: at once
+    assert q.stats()["lost"] == 0
 
 
 def test_get_many_hands_out_messages_around_a_corrupt_slot(make_queue):
     q = make_queue(10)
     q.put_many(["a", "b", "c"])
     patch_segment(q.name, slot_meta_offset(q.name, 1) + 4, (10**6).to_bytes(4, "little"))  # its length word
-    assert q.get_many() == ["a"]
+    assert q.get_many() == ["a", "c"]
     with pytest.raises(shmring.SegmentError, match="length"):
         q.get_many()
-    assert q.get_many() == ["c"]
+    assert q.empty()
     q.put("still usable")
     assert q.get() == "still usable"
 

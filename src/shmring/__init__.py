@@ -13,6 +13,7 @@ from shmring.errors import (
     SegmentError,
     SegmentNotFound,
     TooManyParticipants,
+    UntrustedSegment,
 )
 from shmring.queue import DEFAULT_MAXSIZE, DEFAULT_MSG_SIZE, Queue
 
@@ -27,6 +28,7 @@ __all__ = [
     "SegmentError",
     "SegmentNotFound",
     "TooManyParticipants",
+    "UntrustedSegment",
     "DEFAULT_MAXSIZE",
     "DEFAULT_MSG_SIZE",
     "__version__",

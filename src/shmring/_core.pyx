@@ -23,12 +23,14 @@ from libc.stdint cimport UINT32_MAX, UINT64_MAX, int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 from posix.unistd cimport getpid
 
+cimport cython
+
 from shmring._cshmring cimport *
 
+import math
 import os
 import pickle
 import threading
-from collections import deque
 
 from shmring.errors import (
     Empty,
@@ -38,6 +40,7 @@ from shmring.errors import (
     SegmentError,
     SegmentNotFound,
     TooManyParticipants,
+    UntrustedSegment,
 )
 
 
@@ -82,7 +85,11 @@ def inspect(str name):
     cdef shmring_params_t params
     cdef shmring_stats_t st
     cdef shmring_info_t info
-    cdef int rc = shmring_attach(("/" + name).encode("ascii"), SHMRING_KIND_QUEUE, &ring)
+    cdef bytes cname = _segment_name(name)
+    cdef const char *c_name = cname
+    cdef int rc
+    with nogil:  # opening can wait on the file system
+        rc = shmring_attach(c_name, SHMRING_KIND_QUEUE, SHMRING_ATTACH_READONLY, &ring)
     if rc != SHMRING_OK:
         _raise_rc(rc, name)
     try:
@@ -92,7 +99,8 @@ def inspect(str name):
         return {
             "name": name,
             "kind": "records" if params.records else "queue",
-            "schema": params.schema.decode() if params.records else None,
+            # for display: a schema that is not UTF-8 shows as escapes, whatever it holds
+            "schema": params.schema.decode("utf-8", "backslashreplace") if params.records else None,
             "maxsize": params.maxsize,
             "msg_size": params.slot_size,
             "put": st.write_pos,
@@ -115,9 +123,19 @@ def inspect(str name):
 
 def _unlink_segment(str name):
     """Remove a segment's name (shmring rm); mappings that exist stay valid."""
-    cdef int rc = shmring_unlink(("/" + name).encode("ascii"))
+    cdef int rc = shmring_unlink(_segment_name(name))
     if rc != SHMRING_OK:
         _raise_rc(rc, name)
+
+
+cdef bytes _segment_name(object name):
+    """b"/name" for the C layer, which checks length and characters; what a C
+    string cannot carry (a NUL would cut the name short) is refused here."""
+    if not isinstance(name, str):
+        raise TypeError(f"a segment name is a str, got {type(name).__name__}")
+    if "\0" in name or not name.isascii():
+        raise ValueError(f"{shmring_strerror(SHMRING_ENAME).decode()}: {name!r}")
+    return ("/" + name).encode("ascii")
 
 
 def _set_wait_slice(seconds):
@@ -161,6 +179,8 @@ cdef int _raise_rc(int rc, object name) except -1:
         raise MemoryError(what)
     if rc == SHMRING_EFULLTABLE:
         raise TooManyParticipants(what)
+    if rc == SHMRING_EUNTRUSTED:
+        raise UntrustedSegment(f"{what}; attach with allow_world_writable=True to trust it anyway")
     if rc == SHMRING_ECORRUPT or rc <= SHMRING_ETRUNCATED:
         raise SegmentError(what)
     raise ValueError(what)
@@ -185,12 +205,24 @@ cdef int _deadline(object block, object timeout, uint64_t *out) except -1:
     return 0
 
 
+# recover_after: above 0, at most a day (a longer one would never act).
+cdef double RECOVER_AFTER_MAX = 86400.0
+
+
+cdef uint64_t _recover_after_ns(object seconds) except? 0:
+    cdef double t = seconds
+    if not (0 < t <= RECOVER_AFTER_MAX):  # also refuses NaN and infinities
+        raise ValueError(f"'recover_after' must be a number of seconds above 0 and at most "
+                         f"{RECOVER_AFTER_MAX:.0f}, got {seconds!r}")
+    return <uint64_t>(t * 1e9)
+
+
 cdef class _Mapping:
     """This process's mapping of one ring. `ring` is NULL once closed.
 
-    Numpy views of slots (reserve / view) count as exports: while one lives, the
-    mapping stays (close() is deferred to the last export's release), so a view
-    kept too long shows stale data but never faults.
+    Arrays over slots (reserve / view) keep it: while one lives, the mapping
+    stays (close() is deferred until the last is gone), so an array kept too
+    long shows stale data but never faults.
     """
     cdef shmring_t *ring
     cdef int exports
@@ -208,23 +240,45 @@ cdef class _Mapping:
         self.close()
 
 
+# Never collected as part of a cycle (it refers to nothing but the mapping), so
+# its mapping is still there when it dies.
+@cython.no_gc
 cdef class _SlotBuffer:
-    """Exports claimed slots as a buffer (for numpy), keeping the mapping alive."""
+    """The base of a numpy array over claimed slots (reserve / view).
+
+    The array is made from __array_interface__ and keeps this object as its
+    base, so the mapping stays as long as the array or any view of it lives;
+    there is no buffer a user could release early.
+    """
     cdef _Mapping mapping
     cdef char *ptr
     cdef Py_ssize_t size
     cdef bint readonly
 
-    def __getbuffer__(self, Py_buffer *buffer, int flags):
-        PyBuffer_FillInfo(buffer, self, self.ptr, self.size, self.readonly, flags)
-        self.mapping.exports += 1
+    @staticmethod
+    cdef _SlotBuffer _make(_Mapping mapping):
+        cdef _SlotBuffer b = _SlotBuffer.__new__(_SlotBuffer)
+        b.mapping = mapping
+        mapping.exports += 1
+        return b
 
-    def __releasebuffer__(self, Py_buffer *buffer):
-        self.mapping.exports -= 1
-        if self.mapping.close_pending:
-            self.mapping.close()
+    @property
+    def __array_interface__(self):
+        if self.mapping is None:
+            raise TypeError("not an array of a queue's slots")
+        return {"version": 3, "shape": (self.size,), "typestr": "|u1",
+                "data": (<size_t>self.ptr, bool(self.readonly))}
+
+    def __dealloc__(self):
+        if self.mapping is not None:
+            self.mapping.exports -= 1
+            if self.mapping.close_pending:
+                self.mapping.close()
 
 
+# Fields stay for __dealloc__ when a cycle is collected (Cython's tp_clear would
+# clear them first): a participant must leave, a handle close, a span end.
+@cython.no_gc_clear
 cdef class _Participant:
     """One thread's entry in the ring's participant table."""
     cdef shmring_participant_t *ptr
@@ -233,6 +287,14 @@ cdef class _Participant:
     # finalizer run by that allocation must not start a second claim, which
     # would overwrite the announcement crash recovery relies on.
     cdef bint holding
+    # Errors of messages of a batch that could not be decoded, raised by this
+    # thread's next calls (the messages around them were handed out).
+    cdef list deferred
+
+    cdef int raise_deferred(self) except -1:
+        if self.deferred:
+            raise self.deferred.pop(0)
+        return 0
 
     def __dealloc__(self):
         # After the mapping closed, the handle was already freed by shmring_close.
@@ -240,6 +302,7 @@ cdef class _Participant:
             shmring_participant_leave(self.ptr)
 
 
+@cython.no_gc_clear
 cdef class RingQueue:
     """The hot paths of shmring.Queue (see queue.py for the documented API)."""
     cdef _Mapping _map
@@ -259,8 +322,7 @@ cdef class RingQueue:
     cdef unsigned long _tid0
     cdef _Participant _part0
     cdef object _local
-    # messages this handle took from the ring but has not handed out yet (_decode)
-    cdef object _pending
+    cdef long _pid                   # the process whose participants these are (fork moves it)
     cdef bint _records               # fixed-size records of `dtype`
     cdef readonly object dtype       # numpy dtype of a records queue, else None
     cdef object _dtype_ok            # the last array dtype found equal to it (comparing is slow)
@@ -269,19 +331,16 @@ cdef class RingQueue:
     # ---- opening and closing ----
 
     def _open(self, str name, bint create, uint64_t maxsize=0, uint64_t msg_size=0,
-              uint32_t mode=0o600, uint32_t max_participants=0, double recover_after=0.1,
-              str schema=None):
+              uint32_t mode=0o600, uint32_t max_participants=0, recover_after=0.1,
+              str schema=None, bint trust_writable=False):
         cdef shmring_params_t params
         cdef shmring_t *ring = NULL
         cdef int rc
         cdef bytes schema_bytes
-        if not recover_after > 0:
-            raise ValueError("'recover_after' must be a positive number of seconds")
-        self._recover_after_ns = <uint64_t>(recover_after * 1e9)
-        try:
-            cname = ("/" + name).encode("ascii")
-        except UnicodeEncodeError:
-            raise ValueError(f"{shmring_strerror(SHMRING_ENAME).decode()}: {name!r}") from None
+        cdef bytes cname = _segment_name(name)
+        if self._map is not None:
+            raise RuntimeError(f"queue {self.name!r} is open already: a handle opens one ring, once")
+        self._recover_after_ns = _recover_after_ns(recover_after)
         if create:
             schema_bytes = schema.encode() if schema is not None else b""
             params.slot_size = msg_size
@@ -293,7 +352,8 @@ cdef class RingQueue:
             params.schema = schema_bytes
             rc = shmring_create(cname, &params, &ring)
         else:
-            rc = shmring_attach(cname, SHMRING_KIND_QUEUE, &ring)
+            rc = shmring_attach(cname, SHMRING_KIND_QUEUE, SHMRING_ATTACH_TRUST_WRITABLE if trust_writable else 0,
+                                &ring)
         if rc != SHMRING_OK:
             _raise_rc(rc, name)
         self._map = _Mapping()
@@ -305,13 +365,12 @@ cdef class RingQueue:
         self._records = params.records
         self._cname = cname
         self._owner = create
-        self._creator_pid = getpid()
+        self._creator_pid = self._pid = getpid()
         self._local = threading.local()
-        self._pending = deque()
         try:
             if self._records:
                 from shmring.records import schema_to_dtype
-                self.dtype = schema_to_dtype(params.schema.decode(), self._slot_size, name)
+                self.dtype = schema_to_dtype(params.schema, self._slot_size, name)
             self._me_slow()  # register this thread now: attached means present
         except BaseException:
             self._unlink_if_owner()
@@ -351,12 +410,17 @@ cdef class RingQueue:
         self._unlink_if_owner()
 
     def _after_fork_in_child(self):
-        # The child shares the mapping but not the parent's threads or table entries.
+        # The child shares the mapping but not the parent's threads, table entries
+        # or liveness locks. Only in a new process: the parent's threads may be busy.
+        if getpid() == self._pid:
+            return
+        self._pid = getpid()
         self._active = 0
         self._tid0 = 0
         self._part0 = None
         if self._ring == NULL:
             return
+        shmring_after_fork(self._ring)
         self._local = threading.local()
         if self._closing:
             self._finish_close()
@@ -418,15 +482,18 @@ cdef class RingQueue:
             self._local.participant = p
         return p
 
+    cdef inline _Participant _me(self):
+        """This thread's participant (joining at first use)."""
+        if PyThread_get_thread_ident() == self._tid0:
+            return self._part0
+        return self._me_slow()
+
     cdef inline _Participant _enter(self):
         """Start an operation: this thread's participant; close() waits for us."""
         cdef _Participant p
         if self._closing or self._ring == NULL:
             raise QueueClosed(f"queue {self.name!r} is closed")
-        if PyThread_get_thread_ident() == self._tid0:
-            p = self._part0
-        else:
-            p = self._me_slow()
+        p = self._me()
         if p.holding:
             raise RuntimeError(
                 "this thread holds a claim on the queue (an open reserve() or view(), or "
@@ -561,32 +628,47 @@ cdef class RingQueue:
             self._leave()
         return 0
 
-    cdef bytes _get_one(self, uint64_t deadline):
+    cdef inline void _count_lost(self, uint64_t n) noexcept:
+        """Messages this process took and could not hand out (out of memory, Ctrl-C):
+        lost, for stats() and join() to see, as if a consumer had died holding them."""
+        if n and self._ring != NULL:
+            shmring_count_lost(self._ring, n)
+
+    cdef object _get_one(self, uint64_t deadline):
+        """One message as bytes (None marks a corrupt slot: *rc says why)."""
         cdef shmring_span_t span
         cdef _Participant p = self._enter()
-        cdef int64_t size
+        cdef int64_t size = 0
+        cdef object raw = None
         try:
+            p.raise_deferred()
             self._claim(False, p, 1, &span, deadline, 0)
             p.holding = True
             try:
                 size = shmring_slot_len(self._ring, span.pos)
-                if size < 0:
-                    _raise_rc(<int>size, self.name)
-                return PyBytes_FromStringAndSize(<char *>shmring_slot_payload(self._ring, span.pos), size)
+                if size >= 0:
+                    raw = PyBytes_FromStringAndSize(<char *>shmring_slot_payload(self._ring, span.pos), size)
             finally:
                 shmring_get_release(p.ptr, &span)
                 p.holding = False
+                if raw is None and size >= 0:
+                    self._count_lost(1)  # the copy failed: out of memory
         finally:
             self._leave()
+        if size < 0:
+            _raise_rc(<int>size, self.name)  # this message's turn: the others are intact
+        return raw
 
     cdef int _take(self, _Participant p, shmring_span_t *span, list out) except -1:
         """Copy the claimed messages into new bytes objects, then release the slots.
 
         A slot with an impossible length becomes a SegmentError in `out`, raised
-        when its turn comes (see _decode), so the messages around it survive.
+        in its turn (see _decode), so the messages around it survive. If copying
+        fails (out of memory), what this call took is counted lost.
         """
         cdef uint32_t k
         cdef int64_t size
+        cdef Py_ssize_t before = len(out)
         p.holding = True
         try:
             for k in range(span.n):
@@ -596,25 +678,25 @@ cdef class RingQueue:
                 else:
                     out.append(PyBytes_FromStringAndSize(
                         <char *>shmring_slot_payload(self._ring, span.pos + k), size))
-        finally:
+        except BaseException:
             shmring_get_release(p.ptr, span)
             p.holding = False
+            self._count_lost(before + span.n)
+            raise
+        shmring_get_release(p.ptr, span)
+        p.holding = False
         return 0
 
     cdef list _get_raw(self, Py_ssize_t limit, uint64_t deadline):
-        """1..limit messages as bytes (or SegmentError markers): first those this
-        handle already holds, else claimed from the ring, waiting as asked."""
+        """1..limit messages as bytes (or SegmentError markers), waiting as asked."""
         cdef shmring_span_t span
         cdef _Participant p
         cdef list out = []
         if limit < 1:
-            raise ValueError("'max_items' must be at least 1")
-        while self._pending and len(out) < limit:
-            out.append(self._pending.popleft())
-        if out:
-            return out
+            raise ValueError(f"'max_items' must be at least 1, got {limit}")
         p = self._enter()
         try:
+            p.raise_deferred()
             self._claim(False, p, <uint32_t>min(limit, UINT32_MAX), &span, deadline, 0)
             while True:
                 self._take(p, &span, out)
@@ -627,20 +709,13 @@ cdef class RingQueue:
             self._leave()
         return out
 
-    cdef object _next_raw(self, uint64_t deadline):
-        """One message as bytes: one this handle already holds, else from the ring."""
-        if self._pending:
-            item = self._pending.popleft()
-            if isinstance(item, BaseException):
-                raise item
-            return item
-        return self._get_one(deadline)
-
     cdef list _decode(self, list raw):
-        """Unpickle in order, handing messages out as get() would one by one: if
-        one fails, those before it are returned now, its error is raised by the
-        next call, and those after it come after that."""
-        cdef list out = []
+        """Unpickle a batch in order. A message that fails is not fatal to the
+        others: they are returned, and its error is raised by this thread's next
+        get call (at once if it was the only one). Nothing is kept but errors. An
+        interruption (Ctrl-C) is raised at once, and the messages of the batch it
+        would have returned are counted lost (they are out of the ring)."""
+        cdef list out = [], errors = []
         cdef Py_ssize_t i
         for i in range(len(raw)):
             item = raw[i]
@@ -648,13 +723,28 @@ cdef class RingQueue:
                 if isinstance(item, BaseException):
                     raise item
                 out.append(_loads(item))
+            except Exception as e:
+                errors.append(e)
             except BaseException:
-                if out:
-                    self._pending.extendleft(reversed(raw[i:]))
-                    return out
-                self._pending.extendleft(reversed(raw[i + 1:]))
+                self._defer(errors)
+                self._count_lost(len(raw) - len(errors))
                 raise
+        if errors:
+            if not out:
+                first = errors.pop(0)
+                self._defer(errors)
+                raise first
+            self._defer(errors)
         return out
+
+    cdef int _defer(self, list errors) except -1:
+        cdef _Participant p
+        if errors and self._ring != NULL:
+            p = self._me()
+            if p.deferred is None:
+                p.deferred = []
+            p.deferred.extend(errors)
+        return 0
 
     # ---- the public operations ----
 
@@ -681,7 +771,7 @@ cdef class RingQueue:
         """Remove and return one message as bytes (put with put_bytes)."""
         cdef uint64_t deadline
         _deadline(block, timeout, &deadline)
-        return self._next_raw(deadline)
+        return self._get_one(deadline)
 
     cdef bytes _encode(self, obj):
         """One message: a pickle, or a record of a records queue."""
@@ -696,9 +786,17 @@ cdef class RingQueue:
         return data
 
     cdef object _decode_one(self, bytes raw):
-        if not self._records:
-            return _loads(raw)
-        return numpy().frombuffer(raw, self.dtype)[0]
+        """The object of one message taken from the ring: an error in decoding
+        is this message's, raised in its turn; an interruption loses it (counted)."""
+        try:
+            if not self._records:
+                return _loads(raw)
+            return numpy().frombuffer(raw, self.dtype)[0]
+        except Exception:
+            raise
+        except BaseException:
+            self._count_lost(1)
+            raise
 
     def put(self, obj, block=True, timeout=None):
         """Put one object (pickled, protocol 5), or one record of a records queue."""
@@ -711,7 +809,7 @@ cdef class RingQueue:
         """Remove and return one object (a numpy scalar from a records queue)."""
         cdef uint64_t deadline
         _deadline(block, timeout, &deadline)
-        return self._decode_one(self._next_raw(deadline))
+        return self._decode_one(self._get_one(deadline))
 
     def put_nowait(self, obj):
         """put(obj, block=False)."""
@@ -720,7 +818,7 @@ cdef class RingQueue:
 
     def get_nowait(self):
         """get(block=False)."""
-        return self._decode_one(self._next_raw(0))
+        return self._decode_one(self._get_one(0))
 
     def put_many(self, items, block=True, timeout=None):
         """Put every item, in order, claiming slots in batches.
@@ -741,7 +839,12 @@ cdef class RingQueue:
         """
         cdef uint64_t deadline
         if self._records:
-            return list(self.get_array(self._maxsize if max_items is None else max_items, block, timeout))
+            arr = self.get_array(self._maxsize if max_items is None else max_items, block, timeout)
+            try:
+                return list(arr)
+            except BaseException:
+                self._count_lost(len(arr))
+                raise
         _deadline(block, timeout, &deadline)
         return self._decode(self._get_raw(self._maxsize if max_items is None else max_items, deadline))
 
@@ -820,6 +923,7 @@ cdef class RingQueue:
         cdef bint fill = out is not None
         self._records_only("get_array()")
         _deadline(block, timeout, &deadline)
+        # Everything that can fail is done before claiming: nothing is taken then.
         if fill:
             if out is not self._as_records(out):
                 raise ValueError("out= must be C-contiguous (it is filled in place)")
@@ -827,20 +931,17 @@ cdef class RingQueue:
         else:
             limit = self._maxsize if max_items is None else max_items
         if limit < 1:
-            raise ValueError("'max_items' (and len(out)) must be at least 1")
-        p = self._enter()
+            raise ValueError(f"'max_items' (and len(out)) must be at least 1, got {limit}")
+        if not fill:  # a claim takes at most maxsize: room for that, trimmed after
+            out = numpy().empty(min(limit, self._maxsize), self.dtype)
         try:
-            self._claim(False, p, <uint32_t>min(limit, UINT32_MAX), &span, deadline, 0)
-            p.holding = True  # Python code runs (allocation) while we hold the claim
+            PyObject_GetBuffer(out, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+        except (BufferError, ValueError):
+            raise ValueError("out= must be a writable array (it is filled in place)") from None
+        try:
+            p = self._enter()
             try:
-                if not fill:
-                    out = numpy().empty(span.n, self.dtype)
-                PyObject_GetBuffer(out, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
-            except BaseException:
-                shmring_get_release(p.ptr, &span)
-                p.holding = False
-                raise
-            try:
+                self._claim(False, p, <uint32_t>min(limit, UINT32_MAX), &span, deadline, 0)
                 while True:
                     self._copy(&span, <char *>view.buf + got * self._slot_size, False)
                     shmring_get_release(p.ptr, &span)
@@ -850,11 +951,18 @@ cdef class RingQueue:
                             p.ptr, <uint32_t>min(limit - got, UINT32_MAX), 0, &span) <= 0:
                         break
             finally:
-                PyBuffer_Release(&view)
-                p.holding = False
+                self._leave()
         finally:
-            self._leave()
-        return got if fill else out
+            PyBuffer_Release(&view)
+        if fill:
+            return got
+        if got < len(out):
+            try:
+                out.resize(got, refcheck=False)  # gives back the unused room; the records are in it
+            except BaseException:
+                self._count_lost(got)
+                raise
+        return out
 
     cdef object _open_span(self, bint put, Py_ssize_t n, object block, object timeout):
         """Claim a contiguous run for a reservation or a view; (participant, span, array)."""
@@ -864,7 +972,9 @@ cdef class RingQueue:
         cdef _SlotBuffer buf
         _deadline(block, timeout, &deadline)
         if n < 1:
-            raise ValueError("the number of records must be at least 1")
+            raise ValueError(f"the number of records must be at least 1, got {n}")
+        dtype, frombase = self.dtype, numpy().asarray
+        buf = _SlotBuffer._make(self._map)
         p = self._enter()
         try:
             self._claim(put, p, <uint32_t>min(n, UINT32_MAX), &span, deadline, 0, SHMRING_CLAIM_CONTIGUOUS)
@@ -872,15 +982,15 @@ cdef class RingQueue:
             self._leave()
             raise
         p.holding = True
+        buf.ptr = <char *>shmring_slot_payload(self._ring, span.pos)
+        buf.size = span.n * self._slot_size
+        buf.readonly = not put
         try:
-            buf = _SlotBuffer.__new__(_SlotBuffer)
-            buf.mapping = self._map
-            buf.ptr = <char *>shmring_slot_payload(self._ring, span.pos)
-            buf.size = span.n * self._slot_size
-            buf.readonly = not put
-            array = numpy().frombuffer(buf, self.dtype)
-        except BaseException:
+            array = frombase(buf).view(dtype)
+        except BaseException:  # out of memory: a reservation is aborted, a view's records are lost
             self._end_span(p, &span, put, 0)
+            if not put:
+                self._count_lost(span.n)
             raise
         return p, span.pos, span.n, array
 
@@ -992,6 +1102,7 @@ cdef class RingQueue:
         }
 
 
+@cython.no_gc_clear
 cdef class _Span:
     """A reservation (writable, committed at the end) or a view (read-only,
     released at the end) of consecutive slots of a records queue."""
@@ -1010,6 +1121,8 @@ cdef class _Span:
         return s
 
     cdef _finish(self, uint32_t keep):
+        if self.queue is None:
+            raise TypeError("not a reservation or view made by a queue")
         if self.done:
             raise ValueError("already committed" if self.put else "already released")
         if getpid() != self.pid:

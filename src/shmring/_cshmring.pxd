@@ -20,6 +20,9 @@ cdef extern from "shmring.h" nogil:
         SHMRING_EINTR
         SHMRING_ETRUNCATED
         SHMRING_EPOSITIONS
+        SHMRING_EUNTRUSTED
+        SHMRING_ATTACH_READONLY
+        SHMRING_ATTACH_TRUST_WRITABLE
         SHMRING_KIND_QUEUE
         SHMRING_WAIT_READABLE
         SHMRING_WAIT_WRITABLE
@@ -57,7 +60,7 @@ cdef extern from "shmring.h" nogil:
 
     const char *shmring_strerror(int rc)
     int shmring_create(const char *name, const shmring_params_t *params, shmring_t **out)
-    int shmring_attach(const char *name, uint32_t kind, shmring_t **out)
+    int shmring_attach(const char *name, uint32_t kind, int flags, shmring_t **out)
     void shmring_close(shmring_t *ring)
     int shmring_unlink(const char *name)
     void shmring_get_params(const shmring_t *ring, shmring_params_t *out)
@@ -65,6 +68,7 @@ cdef extern from "shmring.h" nogil:
 
     int shmring_participant_join(shmring_t *ring, shmring_participant_t **out)
     void shmring_participant_leave(shmring_participant_t *me)
+    void shmring_after_fork(shmring_t *ring)
 
     enum:
         SHMRING_CLAIM_CONTIGUOUS
@@ -80,6 +84,7 @@ cdef extern from "shmring.h" nogil:
     int shmring_put(shmring_participant_t *me, const void *data, size_t len)
 
     int shmring_task_done(shmring_participant_t *me, uint64_t n)
+    void shmring_count_lost(shmring_t *ring, uint64_t n)
     uint64_t shmring_unfinished(const shmring_t *ring)
     void shmring_get_stats(const shmring_t *ring, shmring_stats_t *out)
     uint32_t shmring_participants_alive(const shmring_t *ring)

@@ -14,6 +14,7 @@ __all__ = [
     "SegmentError",
     "SegmentNotFound",
     "TooManyParticipants",
+    "UntrustedSegment",
 ]
 
 
@@ -59,3 +60,9 @@ class SegmentNotFound(FileNotFoundError):
 
 class TooManyParticipants(RuntimeError):
     """The ring's participant table (one entry per thread per process) is full."""
+
+
+class UntrustedSegment(PermissionError):
+    """Attach refused a segment that every user may write and another user owns:
+    whoever can write a segment decides what its readers unpickle, that is, what
+    code they run. ``Queue.attach(name, allow_world_writable=True)`` trusts it."""

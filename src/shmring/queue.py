@@ -6,6 +6,7 @@ fork and at exit); the hot paths are in the Cython base class RingQueue.
 import atexit
 import os
 import secrets
+import sys
 import weakref
 
 from shmring._core import RingQueue
@@ -20,6 +21,11 @@ DEFAULT_MAXSIZE = 8192
 DEFAULT_MSG_SIZE = 1024
 #: Prefix of generated segment names (/dev/shm/shmring-...).
 NAME_PREFIX = "shmring-"
+# Bounds the C core sets (csrc/shmring.h): slot sizes and maxsize up to 2**30,
+# up to 1024 participants.
+MSG_SIZE_MAX = 1 << 30
+MAXSIZE_MAX = 1 << 30
+PARTICIPANTS_MAX = 1024
 
 # Every open handle of this process, to repair them after fork; and those this
 # process created, to unlink them when the interpreter exits.
@@ -40,13 +46,17 @@ class Queue(RingQueue):
     - ``dtype``: make a records queue: every message is one record of this numpy
       dtype (structured or scalar, no object fields), ``msg_size`` is its itemsize,
       and ``put_array``/``get_array``/``reserve``/``view`` move many at once.
-    - ``name``: segment name (1-30 characters of ``A-Z a-z 0-9 . _ -``); random
-      ``shmring-...`` by default. ``mode``: file mode of the segment.
+    - ``name``: segment name (1-30 characters of ``A-Z a-z 0-9 . _ -``, not ``.``
+      or ``..``); random ``shmring-...`` by default. ``mode``: permission bits of
+      the segment (0o600: yours alone; 0o660 shares it with your group, and
+      whoever can write it can run code in processes that unpickle from it, and
+      truncate it to kill every peer with SIGBUS).
     - ``max_participants``: size of the table of threads (of all processes) that
-      use the queue at once, at most 1024. Entries of exited processes are reused.
+      use the queue at once, 1 to 1024. Entries of exited processes are reused.
     - ``recover_after``: seconds a blocked call of this handle waits before it
       looks for processes that died holding what it waits for (a slot claimed but
-      never filled, messages taken but never released) and recovers them.
+      never filled, messages taken but never released) and recovers them;
+      above 0 and at most 86400.
 
     The creating process owns the segment: it is unlinked when the creator calls
     ``close()``, when the handle is garbage collected, or when the creator's
@@ -57,37 +67,48 @@ class Queue(RingQueue):
 
     def __init__(self, maxsize=0, msg_size=None, *, dtype=None, name=None, mode=0o600,
                  max_participants=256, recover_after=0.1):
-        maxsize = int(maxsize)
+        maxsize = _integer("maxsize", maxsize)
         if maxsize <= 0:
             maxsize = DEFAULT_MAXSIZE
+        _within("maxsize", maxsize, 1, MAXSIZE_MAX, "messages")
+        _within("max_participants", _integer("max_participants", max_participants), 1, PARTICIPANTS_MAX)
+        if not 0 <= _integer("mode", mode) <= 0o777:
+            raise ValueError(f"mode must be permission bits, 0o000 to 0o777, got {mode!r}")
         schema = None
         if dtype is not None:
             dtype = check_dtype(dtype)
             if msg_size is not None and int(msg_size) != dtype.itemsize:
                 raise ValueError(f"msg_size {msg_size} differs from the itemsize {dtype.itemsize} of {dtype}")
             msg_size, schema = dtype.itemsize, dtype_to_schema(dtype)
-        msg_size = DEFAULT_MSG_SIZE if msg_size is None else int(msg_size)
-        if msg_size < 1:
-            raise ValueError(f"msg_size must be at least 1 byte, got {msg_size}")
+        msg_size = DEFAULT_MSG_SIZE if msg_size is None else _integer("msg_size", msg_size)
+        _within("msg_size", msg_size, 1, MSG_SIZE_MAX, "bytes")
         if name is None:
             name = NAME_PREFIX + secrets.token_hex(8)
         self._open(name, True, maxsize, msg_size, mode, max_participants, recover_after, schema)
+        self._trust_writable = False
         _open_handles.add(self)
         _created_handles.add(self)
+        _unlink_when_multiprocessing_ends()
 
     @classmethod
-    def attach(cls, name, *, recover_after=0.1):
-        """Open a handle on an existing queue by segment name."""
+    def attach(cls, name, *, recover_after=0.1, allow_world_writable=False):
+        """Open a handle on an existing queue by segment name.
+
+        A segment that every user may write and another user owns is refused
+        (``UntrustedSegment``): anyone could have put the pickles this process
+        would load. ``allow_world_writable=True`` trusts it anyway.
+        """
         self = cls.__new__(cls)
-        self._open(name, False, recover_after=recover_after)
+        self._open(name, False, recover_after=recover_after, trust_writable=bool(allow_world_writable))
+        self._trust_writable = bool(allow_world_writable)
         _open_handles.add(self)
         return self
 
     def __reduce__(self):
         if self.closed:
             raise ValueError(f"cannot pickle closed queue {self.name!r}")
-        return (_unpickle_queue,
-                (type(self), self.name, self.maxsize, self.msg_size, self.recover_after, self.dtype))
+        return (_unpickle_queue, (type(self), self.name, self.maxsize, self.msg_size, self.recover_after,
+                                  self.dtype, self._trust_writable))
 
     def __enter__(self):
         return self
@@ -110,9 +131,20 @@ class Queue(RingQueue):
         """No-op (multiprocessing.Queue compatibility: shmring has no feeder thread)."""
 
 
-def _unpickle_queue(cls, name, maxsize, msg_size, recover_after, dtype=None):
+def _integer(what, value):
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise TypeError(f"{what} must be an integer, got {value!r}")
+    return value.__index__()
+
+
+def _within(what, value, low, high, unit=""):
+    if not low <= value <= high:
+        raise ValueError(f"{what} must be {low} to {high}{' ' + unit if unit else ''}, got {value}")
+
+
+def _unpickle_queue(cls, name, maxsize, msg_size, recover_after, dtype=None, trust_writable=False):
     # Attach at once, so that a missing or corrupt segment raises from pickle.loads.
-    q = cls.attach(name, recover_after=recover_after)
+    q = cls.attach(name, recover_after=recover_after, allow_world_writable=trust_writable)
     if (q.maxsize, q.msg_size, q.dtype) != (maxsize, msg_size, dtype):
         found = (q.maxsize, q.msg_size, q.dtype)
         q.close()
@@ -132,6 +164,21 @@ def _unlink_created_at_exit():
     # Unlink only: threads may still be blocked on the mapping during shutdown.
     for q in list(_created_handles):
         q._unlink()
+
+
+_exit_hook_pid = None
+
+
+def _unlink_when_multiprocessing_ends():
+    """A multiprocessing child started by fork or forkserver ends with os._exit,
+    which skips atexit, after running multiprocessing's own finalizers: unlink
+    from there too. Once per process; a child imports multiprocessing before
+    any of its code runs, so it is in sys.modules when its queues are made."""
+    global _exit_hook_pid
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None and _exit_hook_pid != os.getpid():
+        _exit_hook_pid = os.getpid()
+        util.Finalize(None, _unlink_created_at_exit, exitpriority=0)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

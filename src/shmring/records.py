@@ -57,12 +57,33 @@ def dtype_to_schema(dt):
     return json.dumps({"numpy": _encode(dt)}, separators=(",", ":"))
 
 
+# How deep a schema may nest (a record of arrays of records...): far beyond any
+# real dtype, and far below what would exhaust the stack parsing it.
+SCHEMA_DEPTH_MAX = 32
+
+
+def _depth(obj, limit):
+    """How deep obj nests, counting no further than limit + 1."""
+    if limit < 0 or not isinstance(obj, (dict, list)):
+        return 0
+    children = obj.values() if isinstance(obj, dict) else obj
+    return 1 + max((_depth(c, limit - 1) for c in children), default=0)
+
+
 def schema_to_dtype(schema, itemsize, name):
-    """The dtype a segment's schema describes; SegmentError if it makes no sense."""
+    """The dtype a segment's schema (bytes) describes; SegmentError if it makes no sense.
+
+    The schema comes from shared memory that any process able to write the
+    segment may have written: whatever it holds is a SegmentError, never another
+    exception (not UTF-8, not JSON, nested too deep, not a dtype).
+    """
     try:
-        dt = check_dtype(_decode(json.loads(schema)["numpy"]))
-    except (ValueError, TypeError, KeyError, AttributeError) as e:
-        raise SegmentError(f"segment {name!r} has an unreadable record schema: {e}") from None
+        obj = json.loads(schema.decode("utf-8"))
+        if _depth(obj, SCHEMA_DEPTH_MAX) > SCHEMA_DEPTH_MAX:
+            raise ValueError(f"nested more than {SCHEMA_DEPTH_MAX} levels deep")
+        dt = check_dtype(_decode(obj["numpy"]))
+    except Exception as e:  # anything a crafted schema can provoke
+        raise SegmentError(f"segment {name!r} has an unreadable record schema: {type(e).__name__}: {e}") from None
     if dt.itemsize != itemsize:
         raise SegmentError(f"segment {name!r}: schema itemsize {dt.itemsize} != slot size {itemsize}")
     return dt

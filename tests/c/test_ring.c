@@ -19,7 +19,11 @@
  * Asserts stay on in every build (CHECK, not assert).
  */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,14 +158,14 @@ static void test_unit(void)
 
     /* attach validates and sees the same parameters */
     shmring_t *r2;
-    CHECK(shmring_attach(ring_name, SHMRING_KIND_QUEUE, &r2) == SHMRING_OK);
+    CHECK(shmring_attach(ring_name, SHMRING_KIND_QUEUE, 0, &r2) == SHMRING_OK);
     shmring_params_t p;
     shmring_get_params(r2, &p);
     CHECK(p.slot_size == 16 && p.maxsize == 5);
     shmring_t *bad;
-    CHECK(shmring_attach(ring_name, 99, &bad) == SHMRING_EKIND);
-    CHECK(shmring_attach("/shmring-ctest-none", SHMRING_KIND_QUEUE, &bad) == SHMRING_ENOTFOUND);
-    CHECK(shmring_attach("no-slash", SHMRING_KIND_QUEUE, &bad) == SHMRING_ENAME);
+    CHECK(shmring_attach(ring_name, 99, 0, &bad) == SHMRING_EKIND);
+    CHECK(shmring_attach("/shmring-ctest-none", SHMRING_KIND_QUEUE, 0, &bad) == SHMRING_ENOTFOUND);
+    CHECK(shmring_attach("no-slash", SHMRING_KIND_QUEUE, 0, &bad) == SHMRING_ENAME);
     shmring_params_t dup = {.slot_size = 16, .maxsize = 5, .kind = SHMRING_KIND_QUEUE};
     CHECK(shmring_create(ring_name, &dup, &bad) == SHMRING_EEXIST);
 
@@ -274,7 +278,7 @@ static void test_unit(void)
     no_schema.schema = NULL;
     CHECK(shmring_create(ring_name, &no_schema, &r) == SHMRING_EINVAL);
     CHECK(shmring_create(ring_name, &rp, &r) == SHMRING_OK);
-    CHECK(shmring_attach(ring_name, SHMRING_KIND_QUEUE, &r2) == SHMRING_OK);
+    CHECK(shmring_attach(ring_name, SHMRING_KIND_QUEUE, 0, &r2) == SHMRING_OK);
     shmring_get_params(r2, &p);
     CHECK(p.records == 1 && strcmp(p.schema, "test-record") == 0 && p.slot_size == 12);
     CHECK(shmring_participant_join(r, &me) == SHMRING_OK);
@@ -327,8 +331,17 @@ static pid_t dead_pid(void)
     return pid;
 }
 
+/* What a participant leaves when its process dies: no lock on its entry (the
+ * kernel drops it), and for the PID fallback a pid that names nobody. */
 static void make_dead(shmring_participant_t *p, pid_t pid)
 {
+#ifdef F_OFD_SETLK
+    if (atomic_load(&p->entry->liveness) == SHMRING_LIVENESS_LOCK) {
+        struct flock fl = {.l_type = F_UNLCK, .l_whence = SEEK_SET, .l_len = 1,
+                           .l_start = (off_t)((char *)p->entry - (char *)p->ring->seg)};
+        CHECK(fcntl(p->ring->lock_fd, F_OFD_SETLK, &fl) == 0);
+    }
+#endif
     atomic_store(&p->entry->pid, pid);
 }
 
@@ -513,6 +526,7 @@ static void test_recovery(void)
      *    a claim larger than maxsize is garbage and ignored */
     shmring_participant_t *reused;
     CHECK(shmring_participant_join(r, &reused) == SHMRING_OK);
+    atomic_store(&reused->entry->liveness, SHMRING_LIVENESS_PID); /* the fallback (macOS) */
     atomic_store(&reused->entry->start_time, atomic_load(&reused->entry->start_time) + 12345);
     atomic_store(&reused->entry->claim_role, SHMRING_CLAIM_GET);
     atomic_store(&reused->entry->claim_n, 1000);
@@ -581,6 +595,218 @@ static void test_full_table(void)
     shmring_close(r);
     shmring_unlink(ring_name);
     printf("full table ok\n");
+}
+
+/* ---- liveness across processes ---- */
+
+static shmring_t *attach_ring(void)
+{
+    shmring_t *r = NULL;
+    CHECK(shmring_attach(ring_name, SHMRING_KIND_QUEUE, 0, &r) == SHMRING_OK);
+    return r;
+}
+
+/* A child process that attaches, joins, tells us (one byte on `ready`) and then
+ * does `what` until it is killed or its pipe `hold` closes. */
+enum { CHILD_IDLE, CHILD_SLEEP_ON_EMPTY, CHILD_FORK_AND_KEEP };
+
+static pid_t start_child(int what, pid_t *grandchild)
+{
+    int ready[2], hold[2];
+    CHECK(pipe(ready) == 0 && pipe(hold) == 0);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        close(ready[0]);
+        close(hold[1]);
+        shmring_t *r = attach_ring();
+        shmring_participant_t *me;
+        CHECK(shmring_participant_join(r, &me) == SHMRING_OK);
+        pid_t g = 0;
+        if (what == CHILD_FORK_AND_KEEP) {
+            /* a grandchild that lives on with the ring: it must not keep us alive */
+            int joined[2];
+            CHECK(pipe(joined) == 0);
+            g = fork();
+            CHECK(g >= 0);
+            if (g == 0) {
+                shmring_after_fork(r);
+                shmring_participant_t *mine;
+                CHECK(shmring_participant_join(r, &mine) == SHMRING_OK);
+                char c = 'g';
+                CHECK(write(joined[1], &c, 1) == 1);
+                CHECK(read(hold[0], &c, 1) >= 0);
+                _exit(0);
+            }
+            char c;
+            CHECK(read(joined[0], &c, 1) == 1 && c == 'g');
+        }
+        CHECK(write(ready[1], &g, sizeof g) == (ssize_t)sizeof g);
+        if (what == CHILD_SLEEP_ON_EMPTY)
+            for (;;)
+                shmring_wait(me, SHMRING_WAIT_READABLE, UINT64_C(10) * 1000000000u, 0);
+        char c;
+        CHECK(read(hold[0], &c, 1) >= 0);
+        _exit(0);
+    }
+    close(ready[1]);
+    close(hold[0]); /* the child's hold pipe stays open on our side until we exit */
+    pid_t g = 0;
+    CHECK(read(ready[0], &g, sizeof g) == (ssize_t)sizeof g);
+    close(ready[0]);
+    if (grandchild)
+        *grandchild = g;
+    return pid;
+}
+
+static void kill_and_reap(pid_t pid)
+{
+    CHECK(kill(pid, SIGKILL) == 0);
+    CHECK(waitpid(pid, NULL, 0) == pid);
+}
+
+/* Poll f(r) == want for at most 5 s: a liveness change is a system call away,
+ * a reap at most a few 100 ms (wait.c). */
+static int eventually(shmring_t *r, uint32_t (*f)(shmring_t *), uint32_t want)
+{
+    uint64_t until = shmring_now_ns() + UINT64_C(5000000000);
+    while (f(r) != want) {
+        if (shmring_now_ns() > until)
+            return 0;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    return 1;
+}
+
+static uint32_t alive(shmring_t *r)
+{
+    return shmring_participants_alive(r);
+}
+
+static uint32_t readers_waiting(shmring_t *r)
+{
+    /* each round also puts and gets a message: notify runs, and may reap */
+    shmring_participant_t *me = r->members;
+    char buf[16];
+    size_t len;
+    CHECK(shmring_put(me, "tick", 5) == 1);
+    CHECK(shmring_get(me, buf, sizeof buf, &len) == 1);
+    shmring_stats_t st;
+    shmring_get_stats(r, &st);
+    return st.readers_waiting;
+}
+
+static void test_liveness(void)
+{
+    shmring_t *r = make_ring(16, 8);
+    shmring_participant_t *me;
+    CHECK(shmring_participant_join(r, &me) == SHMRING_OK);
+#ifdef F_OFD_SETLK
+    CHECK(atomic_load(&me->entry->liveness) == SHMRING_LIVENESS_LOCK);
+#endif
+
+    /* a live process in another entry is alive, whatever /proc says of it (under
+     * qemu-user /proc/self/stat is the emulator's); killed, it is dead at once */
+    pid_t child = start_child(CHILD_IDLE, NULL);
+    CHECK(alive(r) == 2);
+    CHECK(shmring_recover(r) == 0);
+    kill_and_reap(child);
+    CHECK(alive(r) == 1);
+
+    /* killed but not reaped yet (a zombie): dead too */
+    child = start_child(CHILD_IDLE, NULL);
+    CHECK(alive(r) == 2);
+    CHECK(kill(child, SIGKILL) == 0);
+    CHECK(eventually(r, alive, 1));
+    CHECK(waitpid(child, NULL, 0) == child);
+
+    /* a grandchild forked after its parent joined (shmring_after_fork) does not
+     * keep its parent looking alive */
+    pid_t grandchild;
+    child = start_child(CHILD_FORK_AND_KEEP, &grandchild);
+    CHECK(alive(r) == 3);
+    kill_and_reap(child);
+    CHECK(alive(r) == 2);
+    kill(grandchild, SIGKILL); /* not our child: reaped by init */
+    CHECK(eventually(r, alive, 1));
+
+    /* a sleeper killed in its sleep: its bit goes, and notifies stop calling the kernel */
+    child = start_child(CHILD_SLEEP_ON_EMPTY, NULL);
+    shmring_stats_t st;
+    uint64_t until = shmring_now_ns() + UINT64_C(5000000000);
+    do {
+        CHECK(shmring_now_ns() < until);
+        shmring_get_stats(r, &st);
+    } while (st.readers_waiting != 1);
+    kill_and_reap(child);
+    CHECK(eventually(r, readers_waiting, 0));
+    uint32_t futex = atomic_load(&r->seg->not_empty.futex);
+    for (int i = 0; i < 100; i++)
+        readers_waiting(r);
+    CHECK(atomic_load(&r->seg->not_empty.futex) == futex); /* no wake: no system call */
+
+    /* a handle attached to look cannot take part */
+    shmring_t *look;
+    CHECK(shmring_attach(ring_name, SHMRING_KIND_QUEUE, SHMRING_ATTACH_READONLY, &look) == SHMRING_OK);
+    shmring_participant_t *no;
+    CHECK(shmring_participant_join(look, &no) == SHMRING_EPERM);
+    CHECK(shmring_participants_alive(look) == 1);
+    shmring_close(look);
+    shmring_close(r);
+    shmring_unlink(ring_name);
+    printf("liveness ok\n");
+}
+
+/* Names and modes that are refused, files that are not segments, segments that are
+ * not to be trusted: an error code each, and nothing created or blocked on. */
+static void test_refusals(void)
+{
+    shmring_params_t p = {.slot_size = 8, .maxsize = 4, .kind = SHMRING_KIND_QUEUE, .mode = 0600};
+    shmring_t *r;
+    CHECK(shmring_create("/.", &p, &r) == SHMRING_ENAME);
+    CHECK(shmring_create("/..", &p, &r) == SHMRING_ENAME);
+    CHECK(shmring_attach("/..", SHMRING_KIND_QUEUE, 0, &r) == SHMRING_ENAME);
+    snprintf(ring_name, sizeof ring_name, "/shmring-ctest-%d", (int)getpid());
+    shmring_unlink(ring_name);
+    p.mode = 04600;
+    CHECK(shmring_create(ring_name, &p, &r) == SHMRING_EINVAL);
+    p.mode = 0600;
+    p.maxsize = SHMRING_MAXSIZE_MAX + 1;
+    CHECK(shmring_create(ring_name, &p, &r) == SHMRING_EMAXSIZE);
+    p.maxsize = 4;
+    p.max_participants = 5000;
+    CHECK(shmring_create(ring_name, &p, &r) == SHMRING_EPARTTABLE);
+    p.max_participants = 0;
+#ifdef __linux__
+    /* a FIFO where a segment should be: refused at once, never waited on */
+    char fifo[96];
+    snprintf(fifo, sizeof fifo, "/dev/shm%s", ring_name);
+    if (mkfifo(fifo, 0600) == 0) {
+        CHECK(shmring_attach(ring_name, SHMRING_KIND_QUEUE, 0, &r) == SHMRING_EFILETYPE);
+        CHECK(shmring_attach(ring_name, SHMRING_KIND_QUEUE, SHMRING_ATTACH_READONLY, &r) == SHMRING_EFILETYPE);
+        unlink(fifo);
+    }
+#endif
+    /* world-writable and another user's: only when trusted explicitly */
+    CHECK(shmring_create(ring_name, &p, &r) == SHMRING_OK);
+    int fd = shm_open(ring_name, O_RDWR, 0);
+    CHECK(fd >= 0);
+    if (geteuid() == 0 && fchown(fd, 65534, 65534) == 0 && fchmod(fd, 0666) == 0) {
+        shmring_t *r2;
+        CHECK(shmring_attach(ring_name, SHMRING_KIND_QUEUE, 0, &r2) == SHMRING_EUNTRUSTED);
+        CHECK(shmring_attach(ring_name, SHMRING_KIND_QUEUE, SHMRING_ATTACH_READONLY, &r2) == SHMRING_OK);
+        shmring_close(r2);
+        CHECK(shmring_attach(ring_name, SHMRING_KIND_QUEUE, SHMRING_ATTACH_TRUST_WRITABLE, &r2) == SHMRING_OK);
+        shmring_close(r2);
+        CHECK(fchmod(fd, 0660) == 0); /* group sharing: trusted as documented */
+        CHECK(shmring_attach(ring_name, SHMRING_KIND_QUEUE, 0, &r2) == SHMRING_OK);
+        shmring_close(r2);
+    }
+    close(fd);
+    shmring_close(r);
+    shmring_unlink(ring_name);
+    printf("refusals ok\n");
 }
 
 /* ---- stress ---- */
@@ -794,11 +1020,16 @@ int main(int argc, char **argv)
         test_full_table();
         return 0;
     }
+    if (argc == 2 && strcmp(argv[1], "liveness") == 0) {
+        test_liveness();
+        test_refusals();
+        return 0;
+    }
     if (argc == 3 && strcmp(argv[1], "pingpong") == 0) {
         test_pingpong(strtoull(argv[2], NULL, 10));
         return 0;
     }
-    fprintf(stderr, "usage: %s unit | recovery | stress P C N MAXSIZE [records | records-wrap] | pingpong N\n",
+    fprintf(stderr, "usage: %s unit | recovery | liveness | stress P C N MAXSIZE [records | records-wrap] | pingpong N\n",
             argv[0]);
     return 2;
 }

@@ -76,7 +76,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     close(fd);
     shmring_t *r;
-    if (ok && shmring_attach(name, SHMRING_KIND_QUEUE, &r) == SHMRING_OK) {
+    /* what `shmring ls` / `stat` do: look without joining, through a read-only mapping */
+    if (ok && shmring_attach(name, SHMRING_KIND_QUEUE, SHMRING_ATTACH_READONLY, &r) == SHMRING_OK) {
+        shmring_info_t info;
+        shmring_stats_t st;
+        shmring_get_info(r, &info);
+        shmring_get_stats(r, &st);
+        shmring_close(r);
+    }
+    if (ok && shmring_attach(name, SHMRING_KIND_QUEUE, 0, &r) == SHMRING_OK) {
         exercise(r);
         shmring_close(r);
     }
