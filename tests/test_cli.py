@@ -3,14 +3,17 @@ against live and dead rings."""
 import json
 import os
 import signal
+import stat
 import statistics
 import subprocess
 import sys
+import uuid
 
 import pytest
 
 import shmring
-from segments import segment_exists
+from segments import segment_exists, unlink, write_segment
+from shmring import admin
 from shmring.bench import command
 
 # ls and rm --stale list /dev/shm, and these tests look there: Linux only (macOS has no such place)
@@ -252,3 +255,43 @@ def test_unknown_names_are_clear_errors():
         assert "Traceback" not in done.stderr
     done = shmring_cmd("rm")
     assert done.returncode == 2 and "--stale" in done.stderr
+
+
+# ---- files in /dev/shm that are not shmring's ----
+
+@pytest.fixture
+def foreign_name():
+    """A fresh segment name; whatever the test makes under it is removed after."""
+    name = f"shmring-test-{uuid.uuid4().hex[:12]}"
+    try:
+        yield name
+    finally:
+        unlink(name)  # shm_unlink: on Linux, unlink() in /dev/shm, so a FIFO or a link goes too
+
+
+@needs_dev_shm
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", ["fifo", "symlink"])
+def test_a_fifo_or_link_in_dev_shm_is_skipped_never_opened(foreign_name, make_queue, kind):
+    path = os.path.join("/dev/shm", foreign_name)
+    if kind == "fifo":
+        os.mkfifo(path, 0o600)
+    else:  # a link to a live ring: still not a file of ours to read or remove
+        os.symlink(os.path.join("/dev/shm", make_queue(10, msg_size=16).name), path)
+    for args in (("ls", "--json"), ("rm", "--stale")):  # a plain open() of the FIFO never returns
+        done = shmring_cmd(*args, timeout=20)
+        assert done.returncode == 0, done.stderr
+        assert foreign_name not in done.stdout
+    done = shmring_cmd("stat", foreign_name, timeout=20)
+    assert done.returncode == 1 and "not a shmring segment (not a regular file)" in done.stderr
+    assert (stat.S_ISFIFO if kind == "fifo" else stat.S_ISLNK)(os.lstat(path).st_mode)
+
+
+@pytest.mark.parametrize("data", [b"SHMRING1" + bytes(100), b"NOTOURS!", b"SHM", b""])
+def test_read_magic_where_there_is_no_dev_shm(foreign_name, monkeypatch, data):
+    """macOS has no /dev/shm: the magic is read through shm_open and a mapping instead."""
+    write_segment(foreign_name, data)
+    monkeypatch.setattr(admin, "SHM_DIR", "/nonexistent-shmring-dir")
+    assert admin.read_magic(foreign_name) == data[:8]
+    with pytest.raises(FileNotFoundError):
+        admin.read_magic("shmring-0000000000000000")
