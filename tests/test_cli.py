@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 import shmring
-from segments import segment_exists, unlink, write_segment
+from segments import read_segment, segment_exists, unlink, write_segment
 from shmring import admin
 from shmring.bench import command
 
@@ -257,6 +257,14 @@ def test_unknown_names_are_clear_errors():
     assert done.returncode == 2 and "--stale" in done.stderr
 
 
+@pytest.mark.timeout(60)
+def test_rm_an_invalid_name_is_not_offered_force():
+    done = shmring_cmd("rm", "--force", "a/b", "shmring-0000000000000000")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stdout.splitlines() == ["not removed a/b: invalid segment name: 'a/b'",
+                                        "not removed shmring-0000000000000000: no such segment"]
+
+
 # ---- files in /dev/shm that are not shmring's ----
 
 @pytest.fixture
@@ -282,9 +290,39 @@ def test_a_fifo_or_link_in_dev_shm_is_skipped_never_opened(foreign_name, make_qu
         done = shmring_cmd(*args, timeout=20)
         assert done.returncode == 0, done.stderr
         assert foreign_name not in done.stdout
+    for args in (("rm", foreign_name), ("rm", "--force", foreign_name)):
+        done = shmring_cmd(*args, timeout=20)
+        assert done.returncode == 1 and done.stdout == f"not removed {foreign_name}: not a shmring segment\n"
     done = shmring_cmd("stat", foreign_name, timeout=20)
     assert done.returncode == 1 and "not a shmring segment (not a regular file)" in done.stderr
     assert (stat.S_ISFIFO if kind == "fifo" else stat.S_ISLNK)(os.lstat(path).st_mode)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("data", [b"NOTOURS!" + bytes(4088), b"SHMRING", b""], ids=["other magic", "short", "empty"])
+def test_rm_force_never_removes_a_segment_that_is_not_shmring(foreign_name, data):
+    write_segment(foreign_name, data)
+    for args in (("rm", foreign_name), ("rm", "--force", foreign_name)):
+        done = shmring_cmd(*args)
+        assert done.returncode == 1 and done.stdout == f"not removed {foreign_name}: not a shmring segment\n"
+    assert segment_exists(foreign_name)
+    if os.path.isdir("/dev/shm"):
+        assert listed(foreign_name) is None
+
+
+@pytest.mark.timeout(60)
+def test_rm_force_removes_a_shmring_segment_of_another_layout(foreign_name):
+    q = shmring.Queue(10, msg_size=16)
+    raw = bytearray(read_segment(q.name))
+    q.close()
+    raw[8:12] = (int.from_bytes(raw[8:12], "little") + 1).to_bytes(4, "little")  # the layout version
+    write_segment(foreign_name, bytes(raw))
+    done = shmring_cmd("rm", foreign_name)
+    assert done.returncode == 1 and "incompatible layout version" in done.stdout and "--force" in done.stdout
+    assert segment_exists(foreign_name)
+    done = shmring_cmd("rm", "--force", foreign_name)
+    assert done.returncode == 0 and done.stdout.startswith(f"removed {foreign_name}")
+    assert not segment_exists(foreign_name)
 
 
 @pytest.mark.parametrize("data", [b"SHMRING1" + bytes(100), b"NOTOURS!", b"SHM", b""])

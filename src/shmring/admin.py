@@ -83,15 +83,21 @@ def stale_segments():
 
 
 def remove(name, force=False):
-    """(removed, why). A ring some live process still uses is kept unless forced."""
+    """(removed, why). Only a segment that starts with MAGIC is ever removed; one
+    that some live process still uses, or that fails validation (another layout
+    version, say), only if forced."""
     try:
+        if read_magic(name) != MAGIC:
+            return False, "not a shmring segment"
         info = _core.inspect(name)
     except FileNotFoundError:
         return False, "no such segment"
-    except (SegmentError, ValueError) as e:
+    except SegmentError as e:
         if not force:
             return False, f"unreadable ({e}); --force removes it anyway"
         info = None
+    except ValueError as e:  # an invalid name: --force cannot help
+        return False, str(e)
     if info is not None and info["participants_alive"] and not force:
         return False, f"{info['participants_alive']} live participant(s); --force removes it anyway"
     _core._unlink_segment(name)
