@@ -257,6 +257,31 @@ def test_unknown_names_are_clear_errors():
     assert done.returncode == 2 and "--stale" in done.stderr
 
 
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("args, error", [
+    (("--watch", "--interval", "-1"), "argument --interval: '-1' is not a positive finite number"),
+    (("--watch", "--interval", "0"), "argument --interval: '0' is not a positive finite number"),
+    (("--watch", "--interval", "nan"), "argument --interval: 'nan' is not a positive finite number"),
+    (("--watch", "--interval", "1e10"), "argument --interval: '1e10' seconds is more than a day (86400)"),
+    (("--watch", "--count", "0"), "argument --count: '0' is not a positive integer"),
+    (("--watch", "--count", "x"), "argument --count: 'x' is not a positive integer"),
+    (("--count", "3"), "--interval and --count need --watch"),
+    (("--interval", "0.1"), "--interval and --count need --watch"),
+])
+def test_stat_refuses_bad_arguments_before_printing(make_queue, args, error):
+    q = make_queue(10, msg_size=16)
+    done = shmring_cmd("stat", q.name, *args, *(() if "--count" in args else ("--count", "2")))
+    assert done.returncode == 2 and done.stdout == "", done.stdout + done.stderr
+    assert done.stderr.strip().splitlines()[-1] == f"shmring stat: error: {error}"
+
+
+@pytest.mark.timeout(60)
+def test_rm_takes_names_or_stale_not_both():
+    done = shmring_cmd("rm", "--stale", "shmring-0000000000000000")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines()[-1] == "shmring rm: error: segment names or --stale, not both"
+
+
 @pytest.mark.timeout(60)
 def test_rm_an_invalid_name_is_not_offered_force():
     done = shmring_cmd("rm", "--force", "a/b", "shmring-0000000000000000")
