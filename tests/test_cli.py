@@ -154,6 +154,51 @@ def test_bench_missing_peers_are_skipped_with_a_note(tmp_path):
     assert "Traceback" not in done.stdout + done.stderr
 
 
+TINY = ("--only", "latency", "--payloads", "64", "--repeat", "1", "--scale", "0.01")
+
+
+def bench_refusal(*args):
+    """Run bench with bad arguments (otherwise a tiny run, should they be taken); its error line."""
+    done = shmring_cmd("bench", *TINY, *args, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout == "" and "Traceback" not in done.stderr  # refused before anything ran
+    return done.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("option, value, rule", [
+    ("--payloads", "abc", "'abc' is not a positive integer"),
+    ("--payloads", "0", "'0' is not a positive integer"),
+    ("--payloads", "-5", "'-5' is not a positive integer"),
+    ("--payloads", "64,,", "'64,,' has an empty item"),
+    ("--payloads", "64,64", "'64,64': 64 is given twice"),
+    ("--payloads", "64,100000", "'64,100000': 100000 is more than 65536 bytes"),
+    ("--only", ",", "',' has an empty item"),
+    ("--repeat", "0", "'0' is not a positive integer"),
+    ("--repeat", "-2", "'-2' is not a positive integer"),
+    ("--scale", "0", "'0' is not a positive finite number"),
+    ("--scale", "-1", "'-1' is not a positive finite number"),
+    ("--scale", "nan", "'nan' is not a positive finite number"),
+    ("--scale", "inf", "'inf' is not a positive finite number"),
+    ("--json", "/nonexistent-shmring-dir/b.json",
+     "'/nonexistent-shmring-dir/b.json' cannot be written: no directory /nonexistent-shmring-dir"),
+    ("--plot", "/nonexistent-shmring-dir/b.png",
+     "'/nonexistent-shmring-dir/b.png' cannot be written: no directory /nonexistent-shmring-dir"),
+    ("--json", "/", "'/' is a directory"),
+])
+def test_bench_refuses_bad_arguments(option, value, rule):
+    assert bench_refusal(option, value) == f"shmring bench: error: argument {option}: {rule}"
+
+
+@pytest.mark.timeout(60)
+def test_bench_refuses_a_selection_of_nothing():
+    line = bench_refusal("--only", "nonsense")
+    assert line.startswith("shmring bench: error: --only nonsense selects no row")
+    assert all(scenario in line for scenario in command.SCENARIOS)
+    line = bench_refusal("--only", "n-to-m", "--plot", os.devnull)
+    assert line.startswith("shmring bench: error: --plot draws") and "n-to-m" in line
+
+
 @pytest.mark.timeout(60)
 def test_bench_only_selects_rows(tmp_path):
     done = shmring_cmd("bench", "--only", "latency", "--payloads", "64", "--repeat", "1", "--scale", "0.01",
