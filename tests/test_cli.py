@@ -1,5 +1,6 @@
 """The `shmring` command: bench (in a tiny configuration), ls, stat and rm
 against live and dead rings."""
+import io
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ import pytest
 import shmring
 from segments import read_segment, segment_exists, unlink, write_segment
 from shmring import admin
-from shmring.bench import command
+from shmring.bench import command, runner
 
 # ls and rm --stale list /dev/shm, and these tests look there: Linux only (macOS has no such place)
 needs_dev_shm = pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="ls/rm list /dev/shm (Linux)")
@@ -155,6 +156,38 @@ def test_bench_missing_peers_are_skipped_with_a_note(tmp_path):
 
 
 TINY = ("--only", "latency", "--payloads", "64", "--repeat", "1", "--scale", "0.01")
+
+
+@pytest.mark.timeout(60)
+def test_bench_progress_in_a_log_is_a_line_per_row():
+    done = shmring_cmd("bench", *TINY)  # stderr is a pipe here, not a terminal
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stderr
+    progress = [line for line in done.stderr.split("\n") if line.startswith("[1/1] ")]
+    runnable = [row.label() for row in command.build_rows([64])["latency"][0] if not row.missing()]
+    assert runnable and progress == [f"[1/1] {label}" for label in runnable]
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+class Instant(runner.Row):
+    name = "instant"
+
+    def run(self, count):
+        return {"rate": 1.0}
+
+
+@pytest.mark.parametrize("stream, in_place", [(Terminal(), True), (io.StringIO(), False)], ids=["tty", "log"])
+def test_bench_progress_is_in_place_only_on_a_terminal(stream, in_place):
+    runner.measure([Instant(), Instant()], 2, 1.0, progress=stream)
+    text = stream.getvalue()
+    if in_place:  # one line, rewritten, and blanked at the end
+        assert text.startswith("\r[1/2] instant ") and text.endswith("\r") and "\n" not in text
+    else:
+        assert text == "[1/2] instant\n" * 2 + "[2/2] instant\n" * 2
 
 
 def bench_refusal(*args):
