@@ -354,6 +354,20 @@ def test_stat_refuses_bad_arguments_before_printing(make_queue, args, error):
 
 
 @pytest.mark.timeout(60)
+def test_stat_watch_ends_quietly_on_ctrl_c(make_queue):
+    q = make_queue(10, msg_size=16)
+    child = subprocess.Popen([sys.executable, "-m", "shmring", "stat", q.name, "--watch", "--interval", "0.05"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == f"name            {q.name}\n"  # it is watching
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=30)
+    finally:
+        child.kill()
+    assert child.returncode == 130 and err == ""
+
+
+@pytest.mark.timeout(60)
 def test_rm_takes_names_or_stale_not_both():
     done = shmring_cmd("rm", "--stale", "shmring-0000000000000000")
     assert done.returncode == 2 and done.stdout == ""

@@ -131,3 +131,5 @@ def main(argv=None, out=sys.stdout):
     except (OSError, ValueError) as e:
         print(f"shmring {args.command}: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # how stat --watch is usually ended: no traceback
+        return 130
