@@ -376,9 +376,11 @@ def test_rm_takes_names_or_stale_not_both():
 
 @pytest.mark.timeout(60)
 def test_rm_an_invalid_name_is_not_offered_force():
-    done = shmring_cmd("rm", "--force", "a/b", "shmring-0000000000000000")
+    long = "x" * 300  # more than a file name can be
+    done = shmring_cmd("rm", "--force", "a/b", long, "shmring-0000000000000000")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stdout.splitlines() == ["not removed a/b: invalid segment name: 'a/b'",
+                                        f"not removed {long}: invalid segment name (too long): '{long}'",
                                         "not removed shmring-0000000000000000: no such segment"]
 
 

@@ -30,6 +30,8 @@ def read_magic(name):
     except OSError as e:
         if e.errno in (errno.ELOOP, errno.ENXIO):  # a symbolic link; a socket
             return None
+        if e.errno == errno.ENAMETOOLONG:
+            raise ValueError(f"invalid segment name (too long): {name!r}") from None
         raise
     try:
         return os.read(fd, len(MAGIC)) if stat.S_ISREG(os.fstat(fd).st_mode) else None
