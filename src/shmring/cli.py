@@ -114,7 +114,9 @@ def main(argv=None, out=sys.stdout):
     rm = sub.add_parser("rm", help="remove segments; a live ring only with --force")
     rm.add_argument("names", nargs="*")
     rm.add_argument("--stale", action="store_true", help="every segment whose participants are all dead")
-    rm.add_argument("--force", action="store_true", help="also a ring that live processes use")
+    rm.add_argument("--force", action="store_true",
+                    help="also a ring that live processes use, or one of ours that fails validation "
+                         "(another layout version); never a file that is not a shmring segment")
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:  # its own parser, its own --help
         from shmring.bench.command import main as bench
