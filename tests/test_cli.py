@@ -1,17 +1,21 @@
 """The `shmring` command: bench (in a tiny configuration), ls, stat and rm
 against live and dead rings."""
+import io
 import json
 import os
 import signal
+import stat
 import statistics
 import subprocess
 import sys
+import uuid
 
 import pytest
 
 import shmring
-from segments import segment_exists
-from shmring.bench import command
+from segments import read_segment, segment_exists, unlink, write_segment
+from shmring import admin
+from shmring.bench import command, runner
 
 # ls and rm --stale list /dev/shm, and these tests look there: Linux only (macOS has no such place)
 needs_dev_shm = pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="ls/rm list /dev/shm (Linux)")
@@ -151,6 +155,83 @@ def test_bench_missing_peers_are_skipped_with_a_note(tmp_path):
     assert "Traceback" not in done.stdout + done.stderr
 
 
+TINY = ("--only", "latency", "--payloads", "64", "--repeat", "1", "--scale", "0.01")
+
+
+@pytest.mark.timeout(60)
+def test_bench_progress_in_a_log_is_a_line_per_row():
+    done = shmring_cmd("bench", *TINY)  # stderr is a pipe here, not a terminal
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stderr
+    progress = [line for line in done.stderr.split("\n") if line.startswith("[1/1] ")]
+    runnable = [row.label() for row in command.build_rows([64])["latency"][0] if not row.missing()]
+    assert runnable and progress == [f"[1/1] {label}" for label in runnable]
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+class Instant(runner.Row):
+    name = "instant"
+
+    def run(self, count):
+        return {"rate": 1.0}
+
+
+@pytest.mark.parametrize("stream, in_place", [(Terminal(), True), (io.StringIO(), False)], ids=["tty", "log"])
+def test_bench_progress_is_in_place_only_on_a_terminal(stream, in_place):
+    runner.measure([Instant(), Instant()], 2, 1.0, progress=stream)
+    text = stream.getvalue()
+    if in_place:  # one line, rewritten, and blanked at the end
+        assert text.startswith("\r[1/2] instant ") and text.endswith("\r") and "\n" not in text
+    else:
+        assert text == "[1/2] instant\n" * 2 + "[2/2] instant\n" * 2
+
+
+def bench_refusal(*args):
+    """Run bench with bad arguments (otherwise a tiny run, should they be taken); its error line."""
+    done = shmring_cmd("bench", *TINY, *args, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout == "" and "Traceback" not in done.stderr  # refused before anything ran
+    return done.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("option, value, rule", [
+    ("--payloads", "abc", "'abc' is not a positive integer"),
+    ("--payloads", "0", "'0' is not a positive integer"),
+    ("--payloads", "-5", "'-5' is not a positive integer"),
+    ("--payloads", "64,,", "'64,,' has an empty item"),
+    ("--payloads", "64,64", "'64,64': 64 is given twice"),
+    ("--payloads", "64,100000", "'64,100000': 100000 is more than 65536 bytes"),
+    ("--only", ",", "',' has an empty item"),
+    ("--repeat", "0", "'0' is not a positive integer"),
+    ("--repeat", "-2", "'-2' is not a positive integer"),
+    ("--scale", "0", "'0' is not a positive finite number"),
+    ("--scale", "-1", "'-1' is not a positive finite number"),
+    ("--scale", "nan", "'nan' is not a positive finite number"),
+    ("--scale", "inf", "'inf' is not a positive finite number"),
+    ("--json", "/nonexistent-shmring-dir/b.json",
+     "'/nonexistent-shmring-dir/b.json' cannot be written: no directory /nonexistent-shmring-dir"),
+    ("--plot", "/nonexistent-shmring-dir/b.png",
+     "'/nonexistent-shmring-dir/b.png' cannot be written: no directory /nonexistent-shmring-dir"),
+    ("--json", "/", "'/' is a directory"),
+])
+def test_bench_refuses_bad_arguments(option, value, rule):
+    assert bench_refusal(option, value) == f"shmring bench: error: argument {option}: {rule}"
+
+
+@pytest.mark.timeout(60)
+def test_bench_refuses_a_selection_of_nothing():
+    line = bench_refusal("--only", "nonsense")
+    assert line.startswith("shmring bench: error: --only nonsense selects no row")
+    assert all(scenario in line for scenario in command.SCENARIOS)
+    line = bench_refusal("--only", "n-to-m", "--plot", os.devnull)
+    assert line.startswith("shmring bench: error: --plot draws") and "n-to-m" in line
+
+
 @pytest.mark.timeout(60)
 def test_bench_only_selects_rows(tmp_path):
     done = shmring_cmd("bench", "--only", "latency", "--payloads", "64", "--repeat", "1", "--scale", "0.01",
@@ -252,3 +333,122 @@ def test_unknown_names_are_clear_errors():
         assert "Traceback" not in done.stderr
     done = shmring_cmd("rm")
     assert done.returncode == 2 and "--stale" in done.stderr
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("args, error", [
+    (("--watch", "--interval", "-1"), "argument --interval: '-1' is not a positive finite number"),
+    (("--watch", "--interval", "0"), "argument --interval: '0' is not a positive finite number"),
+    (("--watch", "--interval", "nan"), "argument --interval: 'nan' is not a positive finite number"),
+    (("--watch", "--interval", "1e10"), "argument --interval: '1e10' seconds is more than a day (86400)"),
+    (("--watch", "--count", "0"), "argument --count: '0' is not a positive integer"),
+    (("--watch", "--count", "x"), "argument --count: 'x' is not a positive integer"),
+    (("--count", "3"), "--interval and --count need --watch"),
+    (("--interval", "0.1"), "--interval and --count need --watch"),
+])
+def test_stat_refuses_bad_arguments_before_printing(make_queue, args, error):
+    q = make_queue(10, msg_size=16)
+    done = shmring_cmd("stat", q.name, *args, *(() if "--count" in args else ("--count", "2")))
+    assert done.returncode == 2 and done.stdout == "", done.stdout + done.stderr
+    assert done.stderr.strip().splitlines()[-1] == f"shmring stat: error: {error}"
+
+
+@pytest.mark.timeout(60)
+def test_stat_watch_ends_quietly_on_ctrl_c(make_queue):
+    q = make_queue(10, msg_size=16)
+    child = subprocess.Popen([sys.executable, "-m", "shmring", "stat", q.name, "--watch", "--interval", "0.05"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == f"name            {q.name}\n"  # it is watching
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=30)
+    finally:
+        child.kill()
+    assert child.returncode == 130 and err == ""
+
+
+@pytest.mark.timeout(60)
+def test_rm_takes_names_or_stale_not_both():
+    done = shmring_cmd("rm", "--stale", "shmring-0000000000000000")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines()[-1] == "shmring rm: error: segment names or --stale, not both"
+
+
+@pytest.mark.timeout(60)
+def test_rm_an_invalid_name_is_not_offered_force():
+    long = "x" * 300  # more than a file name can be
+    done = shmring_cmd("rm", "--force", "a/b", long, "shmring-0000000000000000")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stdout.splitlines() == ["not removed a/b: invalid segment name: 'a/b'",
+                                        f"not removed {long}: invalid segment name (too long): '{long}'",
+                                        "not removed shmring-0000000000000000: no such segment"]
+
+
+# ---- files in /dev/shm that are not shmring's ----
+
+@pytest.fixture
+def foreign_name():
+    """A fresh segment name; whatever the test makes under it is removed after."""
+    name = f"shmring-test-{uuid.uuid4().hex[:12]}"
+    try:
+        yield name
+    finally:
+        unlink(name)  # shm_unlink: on Linux, unlink() in /dev/shm, so a FIFO or a link goes too
+
+
+@needs_dev_shm
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", ["fifo", "symlink"])
+def test_a_fifo_or_link_in_dev_shm_is_skipped_never_opened(foreign_name, make_queue, kind):
+    path = os.path.join("/dev/shm", foreign_name)
+    if kind == "fifo":
+        os.mkfifo(path, 0o600)
+    else:  # a link to a live ring: still not a file of ours to read or remove
+        os.symlink(os.path.join("/dev/shm", make_queue(10, msg_size=16).name), path)
+    for args in (("ls", "--json"), ("rm", "--stale")):  # a plain open() of the FIFO never returns
+        done = shmring_cmd(*args, timeout=20)
+        assert done.returncode == 0, done.stderr
+        assert foreign_name not in done.stdout
+    for args in (("rm", foreign_name), ("rm", "--force", foreign_name)):
+        done = shmring_cmd(*args, timeout=20)
+        assert done.returncode == 1 and done.stdout == f"not removed {foreign_name}: not a shmring segment\n"
+    done = shmring_cmd("stat", foreign_name, timeout=20)
+    assert done.returncode == 1 and "not a shmring segment (not a regular file)" in done.stderr
+    assert (stat.S_ISFIFO if kind == "fifo" else stat.S_ISLNK)(os.lstat(path).st_mode)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("data", [b"NOTOURS!" + bytes(4088), b"SHMRING", b""], ids=["other magic", "short", "empty"])
+def test_rm_force_never_removes_a_segment_that_is_not_shmring(foreign_name, data):
+    write_segment(foreign_name, data)
+    for args in (("rm", foreign_name), ("rm", "--force", foreign_name)):
+        done = shmring_cmd(*args)
+        assert done.returncode == 1 and done.stdout == f"not removed {foreign_name}: not a shmring segment\n"
+    assert segment_exists(foreign_name)
+    if os.path.isdir("/dev/shm"):
+        assert listed(foreign_name) is None
+
+
+@pytest.mark.timeout(60)
+def test_rm_force_removes_a_shmring_segment_of_another_layout(foreign_name):
+    q = shmring.Queue(10, msg_size=16)
+    raw = bytearray(read_segment(q.name))
+    q.close()
+    raw[8:12] = (int.from_bytes(raw[8:12], "little") + 1).to_bytes(4, "little")  # the layout version
+    write_segment(foreign_name, bytes(raw))
+    done = shmring_cmd("rm", foreign_name)
+    assert done.returncode == 1 and "incompatible layout version" in done.stdout and "--force" in done.stdout
+    assert segment_exists(foreign_name)
+    done = shmring_cmd("rm", "--force", foreign_name)
+    assert done.returncode == 0 and done.stdout.startswith(f"removed {foreign_name}")
+    assert not segment_exists(foreign_name)
+
+
+@pytest.mark.parametrize("data", [b"SHMRING1" + bytes(100), b"NOTOURS!", b"SHM", b""])
+def test_read_magic_where_there_is_no_dev_shm(foreign_name, monkeypatch, data):
+    """macOS has no /dev/shm: the magic is read through shm_open and a mapping instead."""
+    write_segment(foreign_name, data)
+    monkeypatch.setattr(admin, "SHM_DIR", "/nonexistent-shmring-dir")
+    assert admin.read_magic(foreign_name) == data[:8]
+    with pytest.raises(FileNotFoundError):
+        admin.read_magic("shmring-0000000000000000")

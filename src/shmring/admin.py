@@ -1,14 +1,64 @@
 """What the operator commands (shmring ls / stat / rm) know about segments."""
+import errno
+import mmap
 import os
+import stat
 import sys
 import time
 
-from shmring._core import _unlink_segment, inspect
+import _posixshmem
+
+from shmring import _core
 from shmring.errors import SegmentError
 
 # Where POSIX shared memory objects show up as files (Linux; macOS has no such place).
 SHM_DIR = "/dev/shm"
 MAGIC = b"SHMRING1"
+
+
+def read_magic(name):
+    """The first len(MAGIC) bytes of segment `name` (fewer where it is shorter), or
+    None where it is not a regular file. Never blocks and never follows a link:
+    anyone may put a FIFO or a symbolic link in /dev/shm, and a plain open() of a
+    FIFO waits for a writer forever."""
+    if "/" in name:  # never a segment's name; in SHM_DIR, a way out of it
+        raise ValueError(f"invalid segment name: {name!r}")
+    if not os.path.isdir(SHM_DIR):
+        return _mapped_magic(name)
+    try:
+        fd = os.open(os.path.join(SHM_DIR, name), os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENXIO):  # a symbolic link; a socket
+            return None
+        if e.errno == errno.ENAMETOOLONG:
+            raise ValueError(f"invalid segment name (too long): {name!r}") from None
+        raise
+    try:
+        return os.read(fd, len(MAGIC)) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+    finally:
+        os.close(fd)
+
+
+def _mapped_magic(name):
+    """read_magic where there is no SHM_DIR (macOS): there a shared memory object
+    cannot be read(), only mapped, and the namespace holds nothing but such objects."""
+    fd = _posixshmem.shm_open("/" + name, os.O_RDONLY, 0)
+    try:
+        size = min(os.fstat(fd).st_size, len(MAGIC))
+        if not size:
+            return b""
+        with mmap.mmap(fd, size, prot=mmap.PROT_READ) as m:
+            return m[:]
+    finally:
+        os.close(fd)
+
+
+def inspect(name):
+    """_core.inspect, but a name that is not a regular file is refused before the
+    C attach opens it (it must never wait on a FIFO)."""
+    if read_magic(name) is None:
+        raise SegmentError(f"not a shmring segment (not a regular file): {name!r}")
+    return _core.inspect(name)
 
 
 def list_segments():
@@ -19,13 +69,12 @@ def list_segments():
                       "`shmring stat NAME` with a name you know")
     for entry in sorted(os.listdir(SHM_DIR)):
         try:
-            with open(os.path.join(SHM_DIR, entry), "rb") as f:
-                if f.read(len(MAGIC)) != MAGIC:
-                    continue
+            if read_magic(entry) != MAGIC:
+                continue
         except OSError:
             continue  # not ours to read
         try:
-            yield inspect(entry)
+            yield _core.inspect(entry)
         except (SegmentError, OSError, ValueError) as e:
             yield {"name": entry, "error": str(e)}
 
@@ -36,18 +85,24 @@ def stale_segments():
 
 
 def remove(name, force=False):
-    """(removed, why). A ring some live process still uses is kept unless forced."""
+    """(removed, why). Only a segment that starts with MAGIC is ever removed; one
+    that some live process still uses, or that fails validation (another layout
+    version, say), only if forced."""
     try:
-        info = inspect(name)
+        if read_magic(name) != MAGIC:
+            return False, "not a shmring segment"
+        info = _core.inspect(name)
     except FileNotFoundError:
         return False, "no such segment"
-    except (SegmentError, ValueError) as e:
+    except SegmentError as e:
         if not force:
             return False, f"unreadable ({e}); --force removes it anyway"
         info = None
+    except ValueError as e:  # an invalid name: --force cannot help
+        return False, str(e)
     if info is not None and info["participants_alive"] and not force:
         return False, f"{info['participants_alive']} live participant(s); --force removes it anyway"
-    _unlink_segment(name)
+    _core._unlink_segment(name)
     alive = info["participants_alive"] if info else "?"
     return True, f"{alive} live participant(s)" if alive else "no live participant"
 

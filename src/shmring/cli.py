@@ -7,10 +7,43 @@
 """
 import argparse
 import json
+import math
 import sys
 import time
 
 from shmring import admin
+
+DAY = 86400.0  # the longest --interval: time.sleep overflows near 1e10 seconds
+
+
+def positive_int(text):
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def positive_float(text):
+    """An argparse type: a finite number > 0 (float() also takes nan and inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive finite number")
+    return value
+
+
+def seconds(text):
+    """An argparse type: an interval in seconds, > 0 and at most a day."""
+    value = positive_float(text)
+    if value > DAY:
+        raise argparse.ArgumentTypeError(f"{text!r} seconds is more than a day ({DAY:.0f})")
+    return value
 
 
 def cmd_ls(args, out):
@@ -36,11 +69,13 @@ def cmd_ls(args, out):
 
 def cmd_stat(args, out):
     previous, lines = None, 0
-    for i in range(args.count if args.watch else 1):
+    interval = 1.0 if args.interval is None else args.interval
+    count = sys.maxsize if args.count is None else args.count
+    for i in range(count if args.watch else 1):
         if i:
-            time.sleep(args.interval)
+            time.sleep(interval)
         info = admin.inspect(args.name)
-        text = admin.describe(info, previous, args.interval)
+        text = admin.describe(info, previous, interval)
         if lines and out.isatty():
             out.write(f"\x1b[{lines}F\x1b[J")  # refresh in place
         elif lines:
@@ -70,24 +105,33 @@ def main(argv=None, out=sys.stdout):
     sub.add_parser("bench", help="shmring beside the queues you use today", add_help=False)
     p = sub.add_parser("ls", help="the shmring segments on this machine")
     p.add_argument("--json", action="store_true", help="as JSON")
-    p = sub.add_parser("stat", help="one ring's live counters")
-    p.add_argument("name")
-    p.add_argument("--watch", action="store_true", help="refresh in place")
-    p.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
-    p.add_argument("--count", type=int, default=sys.maxsize, help="stop after this many refreshes")
-    p = sub.add_parser("rm", help="remove segments; a live ring only with --force")
-    p.add_argument("names", nargs="*")
-    p.add_argument("--stale", action="store_true", help="every segment whose participants are all dead")
-    p.add_argument("--force", action="store_true", help="also a ring that live processes use")
+    stat = sub.add_parser("stat", help="one ring's live counters")
+    stat.add_argument("name")
+    stat.add_argument("--watch", action="store_true", help="refresh in place")
+    # None where not given: without --watch, either one is an error, not ignored
+    stat.add_argument("--interval", type=seconds, help="with --watch: seconds between refreshes (default 1)")
+    stat.add_argument("--count", type=positive_int, help="with --watch: stop after this many refreshes")
+    rm = sub.add_parser("rm", help="remove segments; a live ring only with --force")
+    rm.add_argument("names", nargs="*")
+    rm.add_argument("--stale", action="store_true", help="every segment whose participants are all dead")
+    rm.add_argument("--force", action="store_true",
+                    help="also a ring that live processes use, or one of ours that fails validation "
+                         "(another layout version); never a file that is not a shmring segment")
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:  # its own parser, its own --help
         from shmring.bench.command import main as bench
         return bench(argv[1:], out)
     args = ap.parse_args(argv)
     if args.command == "rm" and not (args.names or args.stale):
-        ap.error("rm needs segment names or --stale")
+        rm.error("needs segment names or --stale")
+    if args.command == "rm" and args.names and args.stale:
+        rm.error("segment names or --stale, not both")
+    if args.command == "stat" and not args.watch and (args.interval, args.count) != (None, None):
+        stat.error("--interval and --count need --watch")
     try:
         return {"ls": cmd_ls, "stat": cmd_stat, "rm": cmd_rm}[args.command](args, out)
     except (OSError, ValueError) as e:
         print(f"shmring {args.command}: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # how stat --watch is usually ended: no traceback
+        return 130

@@ -9,11 +9,13 @@ is not installed is skipped.
 """
 import argparse
 import json
+import os
 import statistics
 import sys
 
 from shmring.bench import latency, records, throughput
 from shmring.bench.runner import header, machine, measure, summarize
+from shmring.cli import positive_float, positive_int
 
 SCENARIOS = {
     "throughput": "1 producer process -> 1 consumer process",
@@ -22,6 +24,50 @@ SCENARIOS = {
     "records": (f"numpy records in batches of {records.BATCH}, queues of {records.RING} records, "
                 "beside a bare C ring"),
 }
+
+
+PLOTTED = ("throughput", "latency", "records")  # the scenarios --plot draws
+MAX_PAYLOAD = 1 << 16  # a shmring row's ring holds 8192 of these: 512 MiB of /dev/shm
+
+
+def payload_size(text):
+    """An argparse type: bytes per message, 1 to MAX_PAYLOAD."""
+    size = positive_int(text)
+    if size > MAX_PAYLOAD:
+        raise argparse.ArgumentTypeError(f"{size} is more than {MAX_PAYLOAD} bytes")
+    return size
+
+
+def comma_list(item):
+    """An argparse type: comma-separated values, each parsed by item; none empty, none twice."""
+    def parse(text):
+        words = text.split(",")
+        if not all(word.strip() for word in words):
+            raise argparse.ArgumentTypeError(f"{text!r} has an empty item")
+        try:
+            values = [item(word) for word in words]
+        except argparse.ArgumentTypeError as e:  # which item, and in what
+            raise argparse.ArgumentTypeError(str(e) if len(words) == 1 else f"{text!r}: {e}") from None
+        twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+        if twice is not None:
+            raise argparse.ArgumentTypeError(f"{text!r}: {twice} is given twice")
+        return values
+    return parse
+
+
+def output_path(text):
+    """An argparse type for --json and --plot: a file the run can write at its end,
+    checked before minutes of measuring rather than after."""
+    folder = os.path.dirname(os.path.abspath(text))
+    if os.path.isdir(text):
+        why = "is a directory"
+    elif not os.path.isdir(folder):
+        why = f"cannot be written: no directory {folder}"
+    elif not os.access(text if os.path.exists(text) else folder, os.W_OK):
+        why = "cannot be written: permission denied"
+    else:
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} {why}")
 
 
 def build_rows(payloads):
@@ -165,7 +211,7 @@ def plot(all_results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [s for s in ("throughput", "latency", "records")
+    panels = [s for s in PLOTTED
               if any("metrics" in r for r in all_results.get(s, {}).values())]
     if not panels:
         raise SystemExit("--plot: no throughput, latency or records rows ran")
@@ -205,20 +251,28 @@ def main(argv=None, out=sys.stdout):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
                     help="64-byte payloads, 3 repetitions, a quarter of the work (under a minute on 2 cores)")
-    ap.add_argument("--payloads", default=None, help="payload sizes in bytes, comma-separated (default 64,1024)")
-    ap.add_argument("--only", default=None,
+    ap.add_argument("--payloads", type=comma_list(payload_size), default=None,
+                    help=f"payload sizes in bytes (1 to {MAX_PAYLOAD}), comma-separated (default 64,1024)")
+    ap.add_argument("--only", type=comma_list(str.strip), default=[],
                     help="comma-separated words: keep rows whose scenario or name contains one "
                          "(scenarios: " + ", ".join(SCENARIOS) + ")")
-    ap.add_argument("--repeat", type=int, default=None, help="repetitions per row (default 5, --quick 3)")
-    ap.add_argument("--scale", type=float, default=None, help="work per repetition, as a fraction (default 1)")
-    ap.add_argument("--json", metavar="PATH", help="also write every result as JSON")
-    ap.add_argument("--plot", metavar="PATH.png", help="also draw a bar chart (needs matplotlib)")
+    ap.add_argument("--repeat", type=positive_int, default=None, help="repetitions per row (default 5, --quick 3)")
+    ap.add_argument("--scale", type=positive_float, default=None,
+                    help="work per repetition, as a fraction (default 1, --quick 0.25)")
+    ap.add_argument("--json", metavar="PATH", type=output_path, help="also write every result as JSON")
+    ap.add_argument("--plot", metavar="PATH.png", type=output_path, help="also draw a bar chart (needs matplotlib)")
     args = ap.parse_args(argv)
-    payloads = [int(p) for p in (args.payloads or ("64" if args.quick else "64,1024")).split(",")]
-    repeat = args.repeat or (3 if args.quick else 5)
+    payloads = args.payloads if args.payloads is not None else ([64] if args.quick else [64, 1024])
+    repeat = args.repeat if args.repeat is not None else (3 if args.quick else 5)
     scale = args.scale if args.scale is not None else (0.25 if args.quick else 1.0)
-    only = [w for w in (args.only or "").split(",") if w]
+    chosen = {scenario: ([r for r in rows if selected(r, scenario, args.only)], baseline)
+              for scenario, (rows, baseline) in build_rows(payloads).items()}
+    if not any(rows for rows, _ in chosen.values()):
+        ap.error(f"--only {','.join(args.only)} selects no row: its words match scenarios "
+                 f"({', '.join(SCENARIOS)}) or parts of row names")
     if args.plot:
+        if not any(chosen[s][0] for s in PLOTTED):
+            ap.error(f"--plot draws {', '.join(PLOTTED)} rows; --only {','.join(args.only)} selects none")
         try:
             import matplotlib  # noqa: F401
         except ImportError:
@@ -228,8 +282,7 @@ def main(argv=None, out=sys.stdout):
     print(header(info), file=out)
     print(f"median of {repeat} repetitions (min - max), work scale {scale}", file=out)
     all_results = {}
-    for scenario, (rows, baseline) in build_rows(payloads).items():
-        rows = [r for r in rows if selected(r, scenario, only)]
+    for scenario, (rows, baseline) in chosen.items():
         if not rows:
             continue
         results, runnable = {}, []

@@ -197,12 +197,16 @@ def header(info):
 def measure(rows, repeat, scale, progress=sys.stderr):
     """Run every row `repeat` times, interleaved; {row: [{metric: value}, ...]}."""
     samples = {row: [] for row in rows}
+    # on a terminal one line rewritten in place; in a log or a pipe, a line per row
+    in_place = bool(progress) and progress.isatty()
     for rep in range(repeat):
         for row in rows:
-            if progress:
+            if in_place:
                 print(f"\r[{rep + 1}/{repeat}] {row.label()[:70]:<70}", end="", file=progress, flush=True)
+            elif progress:
+                print(f"[{rep + 1}/{repeat}] {row.label()}", file=progress, flush=True)
             samples[row].append(row.run(max(100, int(row.count * scale))))
-    if progress:
+    if in_place:
         print("\r" + " " * 80 + "\r", end="", file=progress, flush=True)
     return samples
 
