@@ -76,6 +76,7 @@ static int open_error(int err)
     case EPERM: return SHMRING_EPERM;
     case ENOSPC:
     case ENOMEM: return SHMRING_ENOMEM;
+    case ELOOP: return SHMRING_EFILETYPE; /* a symbolic link (shm_open does not follow them) */
     case ENAMETOOLONG:
     case EINVAL: return SHMRING_ENAME;
     default: errno = err; return SHMRING_ESYS;

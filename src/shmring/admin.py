@@ -8,7 +8,7 @@ import time
 
 import _posixshmem
 
-from shmring import _core
+from shmring._core import _unlink_segment, inspect  # inspect: a FIFO or a link is a SegmentError, never a wait
 from shmring.errors import SegmentError
 
 # Where POSIX shared memory objects show up as files (Linux; macOS has no such place).
@@ -53,14 +53,6 @@ def _mapped_magic(name):
         os.close(fd)
 
 
-def inspect(name):
-    """_core.inspect, but a name that is not a regular file is refused before the
-    C attach opens it (it must never wait on a FIFO)."""
-    if read_magic(name) is None:
-        raise SegmentError(f"not a shmring segment (not a regular file): {name!r}")
-    return _core.inspect(name)
-
-
 def list_segments():
     """Every shmring segment this user can read: dicts from inspect(), or
     {"name", "error"} for one that is broken or from another layout version."""
@@ -74,7 +66,7 @@ def list_segments():
         except OSError:
             continue  # not ours to read
         try:
-            yield _core.inspect(entry)
+            yield inspect(entry)
         except (SegmentError, OSError, ValueError) as e:
             yield {"name": entry, "error": str(e)}
 
@@ -91,7 +83,7 @@ def remove(name, force=False):
     try:
         if read_magic(name) != MAGIC:
             return False, "not a shmring segment"
-        info = _core.inspect(name)
+        info = inspect(name)
     except FileNotFoundError:
         return False, "no such segment"
     except SegmentError as e:
@@ -102,7 +94,7 @@ def remove(name, force=False):
         return False, str(e)
     if info is not None and info["participants_alive"] and not force:
         return False, f"{info['participants_alive']} live participant(s); --force removes it anyway"
-    _core._unlink_segment(name)
+    _unlink_segment(name)
     alive = info["participants_alive"] if info else "?"
     return True, f"{alive} live participant(s)" if alive else "no live participant"
 
