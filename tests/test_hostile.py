@@ -412,3 +412,31 @@ def test_memory_is_what_the_readme_says(make_queue):
         slot = q.msg_size + (8 if dtype is None else (2 if capacity >= 65536 else 4))
         expected = capacity * slot + 2304 + 256 * 128               # README: capacity x (msg_size + 8) + 34 KiB
         assert shmring._core.inspect(q.name)["bytes"] == pytest.approx(expected, abs=256)
+
+
+# ---- ls / stat on a ring one may only read ----
+
+READ_ONLY_LOOK = """
+    import gettext, io, json, locale, os, shutil, sys, shmring   # imported first: 'nobody' may not read
+    from shmring import cli                              # our files (argparse wants gettext)
+    os.setgid(65534); os.setuid(65534)
+    out = io.StringIO()
+    assert cli.main(["stat", sys.argv[1]], out) == 0, out.getvalue()
+    print(out.getvalue())
+    if os.path.isdir("/dev/shm"):
+        out = io.StringIO()
+        assert cli.main(["ls", "--json"], out) == 0
+        print([r for r in json.loads(out.getvalue()) if r["name"] == sys.argv[1]])
+"""
+
+
+def test_stat_and_ls_read_a_ring_the_caller_may_only_read(make_queue):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as another user")
+    q = make_queue(8, 64, mode=0o644)
+    q.put_bytes(b"one")
+    done = run_python(READ_ONLY_LOOK, q.name)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "fill            1 / 8" in done.stdout and "1 alive of 1 registered" in done.stdout
+    if os.path.isdir("/dev/shm"):
+        assert "'participants_alive': 1" in done.stdout
