@@ -65,6 +65,9 @@ class Queue(RingQueue):
     ``Queue.attach(name)``; they never unlink it.
     """
 
+    # attached with allow_world_writable=True (pickled handles keep it)
+    _trust_writable = False
+
     def __init__(self, maxsize=0, msg_size=None, *, dtype=None, name=None, mode=0o600,
                  max_participants=256, recover_after=0.1):
         maxsize = _integer("maxsize", maxsize)
@@ -85,7 +88,6 @@ class Queue(RingQueue):
         if name is None:
             name = NAME_PREFIX + secrets.token_hex(8)
         self._open(name, True, maxsize, msg_size, mode, max_participants, recover_after, schema)
-        self._trust_writable = False
         _open_handles.add(self)
         _created_handles.add(self)
         _unlink_when_multiprocessing_ends()
