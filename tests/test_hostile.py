@@ -440,3 +440,18 @@ def test_stat_and_ls_read_a_ring_the_caller_may_only_read(make_queue):
     assert "fill            1 / 8" in done.stdout and "1 alive of 1 registered" in done.stdout
     if os.path.isdir("/dev/shm"):
         assert "'participants_alive': 1" in done.stdout
+
+
+@pytest.mark.parametrize("bad, error", [(0, ValueError), (-1, ValueError), (2.5, TypeError), ("8", TypeError),
+                                        (True, TypeError)])
+def test_counts_are_integers_of_at_least_one_and_nothing_is_taken(make_queue, bad, error):
+    q = make_queue(8, 64)
+    r = make_queue(8, dtype=TICK)
+    q.put("kept")
+    r.put_array(np.zeros(2, TICK))
+    for call in (lambda: q.get_many(max_items=bad), lambda: r.get_array(bad), lambda: r.view(bad),
+                 lambda: r.reserve(bad), lambda: r.get_many(max_items=bad)):
+        with pytest.raises(error, match=repr(bad) if error is TypeError else str(bad)):
+            call()
+    assert q.qsize() == 1 and r.qsize() == 2
+    assert len(r.get_array(2**70)) == 2  # a huge count is just "as many as there are"

@@ -21,6 +21,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport errno
 from libc.stdint cimport UINT32_MAX, UINT64_MAX, int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from posix.unistd cimport getpid
 
 cimport cython
@@ -628,6 +629,17 @@ cdef class RingQueue:
             self._leave()
         return 0
 
+    cdef Py_ssize_t _how_many(self, object n, str what) except -1:
+        """A count of messages asked for: an integer of at least 1 (None: maxsize)."""
+        if n is None:
+            return self._maxsize
+        if isinstance(n, bool) or not hasattr(n, "__index__"):
+            raise TypeError(f"'{what}' must be an integer, got {n!r}")
+        n = n.__index__()
+        if n < 1:
+            raise ValueError(f"'{what}' must be at least 1, got {n}")
+        return min(n, PY_SSIZE_T_MAX)
+
     cdef inline void _count_lost(self, uint64_t n) noexcept:
         """Messages this process took and could not hand out (out of memory, Ctrl-C):
         lost, for stats() and join() to see, as if a consumer had died holding them."""
@@ -692,8 +704,6 @@ cdef class RingQueue:
         cdef shmring_span_t span
         cdef _Participant p
         cdef list out = []
-        if limit < 1:
-            raise ValueError(f"'max_items' must be at least 1, got {limit}")
         p = self._enter()
         try:
             p.raise_deferred()
@@ -839,14 +849,14 @@ cdef class RingQueue:
         """
         cdef uint64_t deadline
         if self._records:
-            arr = self.get_array(self._maxsize if max_items is None else max_items, block, timeout)
+            arr = self.get_array(max_items, block, timeout)
             try:
                 return list(arr)
             except BaseException:
                 self._count_lost(len(arr))
                 raise
         _deadline(block, timeout, &deadline)
-        return self._decode(self._get_raw(self._maxsize if max_items is None else max_items, deadline))
+        return self._decode(self._get_raw(self._how_many(max_items, "max_items"), deadline))
 
     # ---- records: arrays in, arrays out, zero-copy views ----
 
@@ -927,9 +937,9 @@ cdef class RingQueue:
         if fill:
             if out is not self._as_records(out):
                 raise ValueError("out= must be C-contiguous (it is filled in place)")
-            limit = len(out) if max_items is None else min(max_items, len(out))
+            limit = len(out) if max_items is None else min(self._how_many(max_items, "max_items"), len(out))
         else:
-            limit = self._maxsize if max_items is None else max_items
+            limit = self._how_many(max_items, "max_items")
         if limit < 1:
             raise ValueError(f"'max_items' (and len(out)) must be at least 1, got {limit}")
         if not fill:  # a claim takes at most maxsize: room for that, trimmed after
@@ -971,8 +981,6 @@ cdef class RingQueue:
         cdef _Participant p
         cdef _SlotBuffer buf
         _deadline(block, timeout, &deadline)
-        if n < 1:
-            raise ValueError(f"the number of records must be at least 1, got {n}")
         dtype, frombase = self.dtype, numpy().asarray
         buf = _SlotBuffer._make(self._map)
         p = self._enter()
@@ -1012,7 +1020,7 @@ cdef class RingQueue:
         longer the queue's business.
         """
         self._records_only("reserve()")
-        p, pos, count, array = self._open_span(True, n, block, timeout)
+        p, pos, count, array = self._open_span(True, self._how_many(n, "n"), block, timeout)
         return _Span._make(self, p, pos, count, array, True)
 
     def view(self, max_items=None, block=True, timeout=None):
@@ -1024,7 +1032,7 @@ cdef class RingQueue:
         whatever the ring holds by then: copy what must outlive it.
         """
         self._records_only("view()")
-        p, pos, count, array = self._open_span(False, self._maxsize if max_items is None else max_items,
+        p, pos, count, array = self._open_span(False, self._how_many(max_items, "max_items"),
                                                block, timeout)
         return _Span._make(self, p, pos, count, array, False)
 
