@@ -134,6 +134,9 @@ const char *shmring_name(const shmring_t *ring);
 
 /* ---- participants (participants.c) ---- */
 
+/* Take an entry for the calling thread (SHMRING_EPERM on a READONLY handle). On
+ * Linux it holds a lock on the entry for as long as it is joined: the kernel
+ * drops it when the process dies, which is how others know (participants.c). */
 int shmring_participant_join(shmring_t *ring, shmring_participant_t **out);
 void shmring_participant_leave(shmring_participant_t *me);
 /* In a child after fork(), before it uses the ring: stop sharing the parent's
