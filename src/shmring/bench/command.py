@@ -123,6 +123,7 @@ TARGETS = [
     ("put/get (pickled) vs faster-fifo put/get", throughput.ShmringObjects.name, 64, throughput.FasterFifo.name, 4),
     ("put_many/get_many vs faster-fifo put_many/get_many", throughput.ShmringBatch.name, 64,
      throughput.FasterFifoBatch.name, 10),
+    ("put_bytes/get_bytes vs zeroq put/get", throughput.ShmringBytes.name, 64, throughput.Zeroq.name, 2),
     # streaming readers reuse one array (out=); get_array's new arrays are in the table beside it
     ("records: put_array/get_array(out=) vs the C ceiling", records.GET_ARRAY_OUT.name, None,
      records.CEILING.name, 0.5),
