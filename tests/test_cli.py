@@ -1,6 +1,7 @@
 """The `shmring` command: bench (in a tiny configuration), ls, stat and rm
 against live and dead rings."""
 import json
+import math
 import os
 import signal
 import statistics
@@ -11,7 +12,8 @@ import pytest
 
 import shmring
 from segments import segment_exists
-from shmring.bench import command
+from shmring.bench import command, recovery
+from shmring.bench.runner import summarize
 
 # ls and rm --stale list /dev/shm, and these tests look there: Linux only (macOS has no such place)
 needs_dev_shm = pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="ls/rm list /dev/shm (Linux)")
@@ -60,7 +62,7 @@ def test_bench_runs_or_skips_every_row(tiny_bench):
     ran = {r["label"] for s in doc["scenarios"].values() for r in s["rows"] if "metrics" in r}
     for must in ("shmring put_bytes/get_bytes [64 B]", "multiprocessing.Queue [512 B]",
                  "multiprocessing.Pipe [64 B]", "multiprocessing.SimpleQueue [64 B]",
-                 "queue.Queue (2 threads) [64 B]"):
+                 "queue.Queue (2 threads) [64 B]", "shmring put_bytes/get_bytes [8 MiB]"):
         assert must in ran
 
 
@@ -104,6 +106,42 @@ def test_bench_targets_compare_one_to_one_rows_only():
         lines = command.check_targets(results, out)
     vs_mpq = next(t for t in lines if t["target"] == "put_bytes/get_bytes vs multiprocessing.Queue")
     assert vs_mpq["value"] == pytest.approx(30.0) and vs_mpq["met"]
+
+
+@pytest.mark.timeout(300)
+def test_bench_recovery_rows_record_each_kill(tiny_bench):
+    _, doc, _ = tiny_bench
+    for r in doc["scenarios"]["recovery"]["rows"]:
+        if "metrics" in r:
+            m = r["metrics"]
+            for took, arrived, in_put in zip(*(m[k]["samples"] for k in ("recovery_s", "recovered", "in_put"))):
+                assert took > 0 and arrived == float(math.isfinite(took)) and in_put in (0.0, 1.0)
+
+
+def test_bench_recovery_cells_say_never_within_the_wait():
+    assert recovery.seconds(0.1234, 10.0) == "0.123 s"
+    assert recovery.seconds(math.inf, 10.0) == "never within 10 s"
+    assert recovery.seconds(math.inf, 0.5) == "never within 0.5 s"
+
+    def kill(seconds, in_put=1.0):
+        return {"recovery_s": seconds, "recovered": float(math.isfinite(seconds)), "in_put": in_put,
+                "kill_after_ms": 1.0, "wait_s": 10.0}
+    assert recovery.cells(summarize([kill(0.2), kill(0.3, 0.0), kill(0.1)])) == ("0.200 s", "0.100 - 0.300",
+                                                                                 "3/3", "2/3")
+    assert recovery.cells(summarize([kill(0.2), kill(math.inf), kill(math.inf)])) == (
+        "never within 10 s", "0.200 - never", "1/3", "3/3")
+
+
+def test_bench_recovery_target_is_shmring_within_a_second():
+    def target(*seconds):
+        row = {"name": recovery.ShmringBytes.name, "metrics": summarize([{"recovery_s": s} for s in seconds])}
+        with open(os.devnull, "w") as out:
+            lines = command.check_targets({"recovery": {1: row}}, out)
+        return next(t for t in lines if "kill -9" in t["target"])
+    fast, slow, never = target(0.1, 0.25, 2.0), target(0.5, 1.5, math.inf), target(math.inf, math.inf, 0.1)
+    assert fast["value"] == pytest.approx(4.0) and fast["met"]
+    assert slow["value"] == pytest.approx(1 / 1.5) and not slow["met"]
+    assert never["value"] == 0.0 and not never["met"]
 
 
 @pytest.mark.timeout(300)
