@@ -179,7 +179,7 @@ class Cloudtoid(Recovery):
         return self.slots * throughput.queue_msg_size(self.payload)
 
     def make(self):
-        return "shmring-bench-" + secrets.token_hex(8), tempfile.mkdtemp(prefix="shmring-bench-")
+        return "bench-cloudtoid-" + secrets.token_hex(8), tempfile.mkdtemp(prefix="shmring-bench-")
 
     def close(self, handle):
         name, path = handle

@@ -197,7 +197,7 @@ class Zeroq(MessageRow):
 
     def make(self):
         import zeroq
-        name = "shmring-bench-" + secrets.token_hex(8)
+        name = "bench-zeroq-" + secrets.token_hex(8)  # shmring-... names are shmring's own rings
         self.made[name] = zeroq.Queue(name, element_size=self.payload, capacity=self.slots)
         return name
 
