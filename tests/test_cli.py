@@ -2,6 +2,7 @@
 against live and dead rings."""
 import io
 import json
+import math
 import os
 import signal
 import stat
@@ -15,7 +16,8 @@ import pytest
 import shmring
 from segments import read_segment, segment_exists, unlink, write_segment
 from shmring import admin
-from shmring.bench import command, runner
+from shmring.bench import command, recovery, runner
+from shmring.bench.runner import summarize
 
 # ls and rm --stale list /dev/shm, and these tests look there: Linux only (macOS has no such place)
 needs_dev_shm = pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="ls/rm list /dev/shm (Linux)")
@@ -64,7 +66,7 @@ def test_bench_runs_or_skips_every_row(tiny_bench):
     ran = {r["label"] for s in doc["scenarios"].values() for r in s["rows"] if "metrics" in r}
     for must in ("shmring put_bytes/get_bytes [64 B]", "multiprocessing.Queue [512 B]",
                  "multiprocessing.Pipe [64 B]", "multiprocessing.SimpleQueue [64 B]",
-                 "queue.Queue (2 threads) [64 B]"):
+                 "queue.Queue (2 threads) [64 B]", "shmring put_bytes/get_bytes [8 MiB]"):
         assert must in ran
 
 
@@ -111,6 +113,42 @@ def test_bench_targets_compare_one_to_one_rows_only():
 
 
 @pytest.mark.timeout(300)
+def test_bench_recovery_rows_record_each_kill(tiny_bench):
+    _, doc, _ = tiny_bench
+    for r in doc["scenarios"]["recovery"]["rows"]:
+        if "metrics" in r:
+            m = r["metrics"]
+            for took, arrived, in_put in zip(*(m[k]["samples"] for k in ("recovery_s", "recovered", "in_put"))):
+                assert took > 0 and arrived == float(math.isfinite(took)) and in_put in (0.0, 1.0)
+
+
+def test_bench_recovery_cells_say_never_within_the_wait():
+    assert recovery.seconds(0.1234, 10.0) == "0.123 s"
+    assert recovery.seconds(math.inf, 10.0) == "never within 10 s"
+    assert recovery.seconds(math.inf, 0.5) == "never within 0.5 s"
+
+    def kill(seconds, in_put=1.0):
+        return {"recovery_s": seconds, "recovered": float(math.isfinite(seconds)), "in_put": in_put,
+                "kill_after_ms": 1.0, "wait_s": 10.0}
+    assert recovery.cells(summarize([kill(0.2), kill(0.3, 0.0), kill(0.1)])) == ("0.200 s", "0.100 - 0.300",
+                                                                                 "3/3", "2/3")
+    assert recovery.cells(summarize([kill(0.2), kill(math.inf), kill(math.inf)])) == (
+        "never within 10 s", "0.200 - never", "1/3", "3/3")
+
+
+def test_bench_recovery_target_is_shmring_within_a_second():
+    def target(*seconds):
+        row = {"name": recovery.ShmringBytes.name, "metrics": summarize([{"recovery_s": s} for s in seconds])}
+        with open(os.devnull, "w") as out:
+            lines = command.check_targets({"recovery": {1: row}}, out)
+        return next(t for t in lines if "kill -9" in t["target"])
+    fast, slow, never = target(0.1, 0.25, 2.0), target(0.5, 1.5, math.inf), target(math.inf, math.inf, 0.1)
+    assert fast["value"] == pytest.approx(4.0) and fast["met"]
+    assert slow["value"] == pytest.approx(1 / 1.5) and not slow["met"]
+    assert never["value"] == 0.0 and not never["met"]
+
+
+@pytest.mark.timeout(300)
 def test_bench_json_schema(tiny_bench):
     _, doc, _ = tiny_bench
     assert set(doc) == {"machine", "argv", "repeat", "scale", "payloads", "targets", "scenarios"}
@@ -139,10 +177,10 @@ def test_bench_plot_is_a_png_that_opens(tiny_bench):
 @pytest.mark.timeout(120)
 def test_bench_missing_peers_are_skipped_with_a_note(tmp_path):
     # Modules that fail to import, put first on the path, stand in for peers not installed.
-    for module in ("zmq", "faster_fifo"):
+    for module in ("zmq", "faster_fifo", "zeroq", "cloudtoid_interprocess"):
         (tmp_path / f"{module}.py").write_text("raise ImportError('not here')\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), *sys.path]))
-    done = shmring_cmd("bench", "--only", "pyzmq,faster-fifo", "--payloads", "64", "--repeat", "1",
+    done = shmring_cmd("bench", "--only", "pyzmq,faster-fifo,zeroq,cloudtoid", "--payloads", "64", "--repeat", "1",
                        "--json", str(tmp_path / "b.json"), env=env)
     assert done.returncode == 0, done.stderr
     with open(tmp_path / "b.json") as f:
@@ -151,6 +189,8 @@ def test_bench_missing_peers_are_skipped_with_a_note(tmp_path):
     reasons = {r["skipped"] for r in rows}
     assert any("zmq not installed" in why for why in reasons)
     assert any("faster_fifo not installed" in why for why in reasons)
+    assert any("zeroq not installed" in why for why in reasons)
+    assert any("cloudtoid_interprocess not installed" in why for why in reasons)
     assert all("not installed" in why or "CPUs" in why for why in reasons)  # N->M rows may need cores first
     assert "Traceback" not in done.stdout + done.stderr
 

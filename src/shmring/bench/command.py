@@ -13,7 +13,7 @@ import os
 import statistics
 import sys
 
-from shmring.bench import latency, records, throughput
+from shmring.bench import latency, records, recovery, throughput
 from shmring.bench.runner import header, machine, measure, summarize
 from shmring.cli import positive_float, positive_int
 
@@ -23,6 +23,8 @@ SCENARIOS = {
     "latency": f"round trip of a {latency.PAYLOAD}-byte message between two processes",
     "records": (f"numpy records in batches of {records.BATCH}, queues of {records.RING} records, "
                 "beside a bare C ring"),
+    "recovery": (f"recovery after kill -9: a producer killed inside a put ({recovery.MESSAGE >> 20} MiB messages), "
+                 "until a fresh producer's message reaches the consumer"),
 }
 
 
@@ -76,6 +78,7 @@ def build_rows(payloads):
         "n-to-m": (throughput.nm_rows(payloads), throughput.NM_BASELINE),
         "latency": (latency.ROWS, latency.BASELINE),
         "records": (records.rows(), records.BASELINE),
+        "recovery": (recovery.ROWS, None),  # no ratios: a queue that wedges has no time to divide
     }
 
 
@@ -122,6 +125,8 @@ def print_table(scenario, results, baseline, out):
     """A markdown table: paste it into an issue or a README as it is."""
     if scenario == "latency":
         head = ("row", "median", "p99", "median min - max", "vs baseline")
+    elif scenario == "recovery":
+        head = recovery.HEAD
     else:
         head = ("row", "per second (median)", "min - max", "GB/s", "vs baseline")
     lines, skipped = [], {}
@@ -134,6 +139,8 @@ def print_table(scenario, results, baseline, out):
             med = m["median_us"]
             lines.append((r["label"], f"{med['median']:.1f} us", f"{m['p99_us']['median']:.1f} us",
                           f"{med['min']:.1f} - {med['max']:.1f}", x))
+        elif scenario == "recovery":
+            lines.append((r["label"], *recovery.cells(m)))
         else:
             rate = m["rate"]
             gbs = f"{rate['median'] * r['item_bytes'] / 1e9:.2f}" if r["item_bytes"] else "-"
@@ -153,6 +160,11 @@ def print_table(scenario, results, baseline, out):
         if scenario == "latency":
             print(f"vs baseline: how many times shorter the median round trip is than {baseline}'s "
                   "(median over repetitions, each compared within its round)", file=out)
+        elif scenario == "recovery":
+            print("to recovery: seconds from the SIGKILL until the fresh producer's message reached the consumer, "
+                  "which kept waiting in get; never within N s: not by the end of the wait, after which every "
+                  "process was killed. killed inside put: repetitions where the victim died inside a put call "
+                  "(multiprocessing.Queue's put only hands the message to a feeder thread)", file=out)
         else:
             print(f"vs baseline: throughput (bytes/s where known) over {baseline}'s, same payload "
                   "(median over repetitions, each compared within its round)",
@@ -169,6 +181,7 @@ TARGETS = [
     ("put/get (pickled) vs faster-fifo put/get", throughput.ShmringObjects.name, 64, throughput.FasterFifo.name, 4),
     ("put_many/get_many vs faster-fifo put_many/get_many", throughput.ShmringBatch.name, 64,
      throughput.FasterFifoBatch.name, 10),
+    ("put_bytes/get_bytes vs zeroq put/get", throughput.ShmringBytes.name, 64, throughput.Zeroq.name, 2),
     # streaming readers reuse one array (out=); get_array's new arrays are in the table beside it
     ("records: put_array/get_array(out=) vs the C ceiling", records.GET_ARRAY_OUT.name, None,
      records.CEILING.name, 0.5),
@@ -197,6 +210,10 @@ def check_targets(all_results, out):
         add("records: 24-byte records per second", statistics.median(rates[(records.GET_ARRAY.name, None)]), 30e6)
     if (records.GET_ARRAY_8.name, None) in rates:
         add("records: 8-byte records per second", statistics.median(rates[(records.GET_ARRAY_8.name, None)]), 60e6)
+    for r in all_results.get("recovery", {}).values():
+        if r["name"] == recovery.ShmringBytes.name and "metrics" in r:  # an at-most target, as a ratio
+            add("recovery: shmring within 1 s of a kill -9 (1 s / median seconds to recovery)",
+                1.0 / r["metrics"]["recovery_s"]["median"], 1.0)
     if lines:
         print("\nTargets (ratios: the median over repetitions of each round's ratio; rates: medians):", file=out)
         for t in lines:

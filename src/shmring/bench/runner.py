@@ -93,9 +93,11 @@ class PairRow(Row):
                              (_producer_main, (self, handle, count, ready)))
 
 
-def run_processes(row, handle, reporter, *partners):
+def run_processes(row, handle, reporter, *partners, drive=None, wait=600):
     """Run fresh processes, each (target, args): the reporter's target gets a
     results queue as its last argument and puts one result or exception on it.
+    drive(processes), if given, runs here once they have all started. The result
+    is awaited `wait` seconds (then queue.Empty is raised), each process as long.
     Whatever happens, leftovers are killed and row.close(handle) is called."""
     ctx = context()
     results = ctx.Queue()
@@ -104,9 +106,11 @@ def run_processes(row, handle, reporter, *partners):
     try:
         for p in procs:
             p.start()
-        result = results.get(timeout=600)
+        if drive is not None:
+            drive(procs)
+        result = results.get(timeout=wait)
         for p in procs:
-            p.join(600)
+            p.join(wait)
     finally:
         for p in procs:
             if p.is_alive():

@@ -3,6 +3,7 @@ and batch calls) beside the queues people use today, for several payload sizes;
 1 producer -> 1 consumer, and N -> M where the machine has the cores."""
 import functools
 import queue as stdlib_queue
+import secrets
 import threading
 import time
 
@@ -183,6 +184,32 @@ class FasterFifoBatch(FasterFifo):
         return faster_fifo.Queue(max_size_bytes=max(200_000, 4 * BATCH * (self.payload + 64)))
 
 
+class Zeroq(MessageRow):
+    """zeroq takes messages of exactly its element size, and unlinks a queue when
+    the handle that made it goes: this process makes it and holds that handle (the
+    children open it by name), so the segment goes even where a child was killed."""
+
+    name = "zeroq put/get"
+    base_count = 1_000_000
+    requires = "zeroq"
+    slots = shmring.DEFAULT_MAXSIZE  # messages held, as many as in shmring's queue
+    made = {}  # segment name -> the handle that made it
+
+    def make(self):
+        import zeroq
+        name = "bench-zeroq-" + secrets.token_hex(8)  # shmring-... names are shmring's own rings
+        self.made[name] = zeroq.Queue(name, element_size=self.payload, capacity=self.slots)
+        return name
+
+    def close(self, name):
+        self.made.pop(name).close()
+
+    def endpoint(self, name, side):
+        import zeroq
+        q = zeroq.Queue(name, create=False)
+        return (q.put if side == "put" else q.get), q.close
+
+
 class ZmqRow(IpcSocket, MessageRow):
     requires = "zmq"
 
@@ -259,7 +286,7 @@ class ZmqPubSub(ZmqRow):
 
 
 ROW_TYPES = [ShmringObjects, ShmringBytes, ShmringBatch, ThreadQueue, MpQueue, MpSimpleQueue, MpPipe,
-             FasterFifo, FasterFifoBatch, ZmqPushPull, ZmqPubSub]
+             FasterFifo, FasterFifoBatch, Zeroq, ZmqPushPull, ZmqPubSub]
 BASELINE = MpQueue.name
 
 
