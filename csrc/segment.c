@@ -379,6 +379,11 @@ void shmring_get_params(const shmring_t *r, shmring_params_t *out)
     out->schema = r->schema;
 }
 
+uint64_t shmring_capacity(const shmring_t *r)
+{
+    return r->capacity;
+}
+
 const char *shmring_name(const shmring_t *r)
 {
     return r->name;

@@ -130,6 +130,9 @@ void shmring_close(shmring_t *ring);
 int shmring_unlink(const char *name);
 /* schema points into the handle (valid until shmring_close). */
 void shmring_get_params(const shmring_t *ring, shmring_params_t *out);
+/* Slots in the ring (maxsize rounded up to a power of two, at least 4): slot i
+ * of the payload area starts at shmring_slot_payload(ring, 0) + i * slot_size. */
+uint64_t shmring_capacity(const shmring_t *ring);
 const char *shmring_name(const shmring_t *ring);
 
 /* ---- participants (participants.c) ---- */

@@ -245,11 +245,12 @@ cdef class _Mapping:
 # its mapping is still there when it dies.
 @cython.no_gc
 cdef class _SlotBuffer:
-    """The base of a numpy array over claimed slots (reserve / view).
+    """The payload area of a records ring as a buffer, for the numpy arrays over
+    it that reserve() and view() slice.
 
-    The array is made from __array_interface__ and keeps this object as its
-    base, so the mapping stays as long as the array or any view of it lives;
-    there is no buffer a user could release early.
+    numpy keeps this object as the base of such an array (and holds no buffer
+    export: it releases its view at once), so the mapping stays as long as any
+    array over it lives; there is nothing a user could release early.
     """
     cdef _Mapping mapping
     cdef char *ptr
@@ -257,18 +258,16 @@ cdef class _SlotBuffer:
     cdef bint readonly
 
     @staticmethod
-    cdef _SlotBuffer _make(_Mapping mapping):
+    cdef _SlotBuffer _make(_Mapping mapping, char *ptr, Py_ssize_t size, bint readonly):
         cdef _SlotBuffer b = _SlotBuffer.__new__(_SlotBuffer)
-        b.mapping = mapping
+        b.mapping, b.ptr, b.size, b.readonly = mapping, ptr, size, readonly
         mapping.exports += 1
         return b
 
-    @property
-    def __array_interface__(self):
+    def __getbuffer__(self, Py_buffer *buffer, int flags):
         if self.mapping is None:
-            raise TypeError("not an array of a queue's slots")
-        return {"version": 3, "shape": (self.size,), "typestr": "|u1",
-                "data": (<size_t>self.ptr, bool(self.readonly))}
+            raise BufferError("not the slots of a queue")
+        PyBuffer_FillInfo(buffer, self, self.ptr, self.size, self.readonly, flags)
 
     def __dealloc__(self):
         if self.mapping is not None:
@@ -327,6 +326,8 @@ cdef class RingQueue:
     cdef bint _records               # fixed-size records of `dtype`
     cdef readonly object dtype       # numpy dtype of a records queue, else None
     cdef object _dtype_ok            # the last array dtype found equal to it (comparing is slow)
+    cdef object _view_slots          # records: arrays over the whole payload area,
+    cdef object _reserve_slots       # read-only for view(), writable for reserve()
     cdef object __weakref__
 
     # ---- opening and closing ----
@@ -388,6 +389,7 @@ cdef class RingQueue:
         self._tid0 = 0
         self._part0 = None
         self._local = None
+        self._view_slots = self._reserve_slots = None  # arrays handed out keep the mapping themselves
         if self._map is not None:
             self._map.close()
 
@@ -974,15 +976,30 @@ cdef class RingQueue:
                 raise
         return out
 
+    cdef object _slot_array(self, bint writable):
+        """The payload area as one array of records (made once per handle): the
+        arrays of reservations and views are slices of it, cheaper to make than
+        an array each (a view of 4096 records costs about as much as copying them)."""
+        cdef object slots = self._reserve_slots if writable else self._view_slots
+        if slots is None:
+            capacity = shmring_capacity(self._ring)
+            buf = _SlotBuffer._make(self._map, <char *>shmring_slot_payload(self._ring, 0),
+                                    capacity * self._slot_size, not writable)
+            slots = numpy().ndarray((capacity,), self.dtype, buffer=buf)
+            if writable:
+                self._reserve_slots = slots
+            else:
+                self._view_slots = slots
+        return slots
+
     cdef object _open_span(self, bint put, Py_ssize_t n, object block, object timeout):
         """Claim a contiguous run for a reservation or a view; (participant, span, array)."""
         cdef uint64_t deadline
         cdef shmring_span_t span
         cdef _Participant p
-        cdef _SlotBuffer buf
+        cdef Py_ssize_t first
         _deadline(block, timeout, &deadline)
-        dtype, frombase = self.dtype, numpy().asarray
-        buf = _SlotBuffer._make(self._map)
+        slots = self._slot_array(put)
         p = self._enter()
         try:
             self._claim(put, p, <uint32_t>min(n, UINT32_MAX), &span, deadline, 0, SHMRING_CLAIM_CONTIGUOUS)
@@ -990,11 +1007,9 @@ cdef class RingQueue:
             self._leave()
             raise
         p.holding = True
-        buf.ptr = <char *>shmring_slot_payload(self._ring, span.pos)
-        buf.size = span.n * self._slot_size
-        buf.readonly = not put
+        first = (shmring_slot_payload(self._ring, span.pos) - shmring_slot_payload(self._ring, 0)) // self._slot_size
         try:
-            array = frombase(buf).view(dtype)
+            array = slots[first:first + span.n]  # the claim does not wrap (CONTIGUOUS)
         except BaseException:  # out of memory: a reservation is aborted, a view's records are lost
             self._end_span(p, &span, put, 0)
             if not put:

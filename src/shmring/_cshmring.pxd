@@ -64,6 +64,7 @@ cdef extern from "shmring.h" nogil:
     void shmring_close(shmring_t *ring)
     int shmring_unlink(const char *name)
     void shmring_get_params(const shmring_t *ring, shmring_params_t *out)
+    uint64_t shmring_capacity(const shmring_t *ring)
     const char *shmring_name(const shmring_t *ring)
 
     int shmring_participant_join(shmring_t *ring, shmring_participant_t **out)
