@@ -234,8 +234,7 @@ int shmring__entry_alive(const shmring_t *r, uint32_t i, const struct shmring__e
 }
 
 /* Make entry i (which we hold JOINING) say how our death will be known:
- * SHMRING_LIVENESS_LOCK once our lock on it is taken, _PID where locks are not
- * available; 0 if another description holds its lock already (not ours to take). */
+ * SHMRING_LIVENESS_LOCK once our lock on it is taken, _PID where that fails. */
 static uint32_t claim_liveness(shmring_t *r, uint32_t i)
 {
 #ifdef SHMRING_HAVE_OFD_LOCKS
@@ -244,10 +243,12 @@ static uint32_t claim_liveness(shmring_t *r, uint32_t i)
     int rc = fd < 0 ? -1 : ofd_lock(fd, F_OFD_SETLK, F_WRLCK, lock_offset(r, i), NULL);
     int err = errno;
     pthread_mutex_unlock(&r->members_lock);
+    (void)err;
     if (rc == 0)
         return SHMRING_LIVENESS_LOCK;
-    if (fd >= 0 && (err == EAGAIN || err == EACCES))
-        return 0;
+    /* Another description holds a lock on the byte: nobody who owns the entry
+     * (we do: joiners CAS it first, leavers unlock before freeing it), so a
+     * squatter, e.g. a reader holding a read lock. The fallback still works. */
 #else
     (void)r;
     (void)i;
@@ -272,8 +273,14 @@ void shmring_after_fork(shmring_t *r)
 {
     /* Another thread of the parent may have held the lock at fork: start afresh. */
     pthread_mutex_init(&r->members_lock, NULL);
+    /* The participants inherited are the parent's: leaving them must not touch
+     * their entries. Not by pid: a child in a new pid namespace may have its
+     * parent's pid number (both 1, say). */
+    for (shmring_participant_t *m = r->members; m != NULL; m = m->next)
+        m->pid = 0;
+    r->lock_pid = 0;
 #ifdef SHMRING_HAVE_OFD_LOCKS
-    if (r->lock_fd >= 0 && r->lock_pid != getpid()) {
+    if (r->lock_fd >= 0) {
         close(r->lock_fd); /* the parent's locks stay with the parent */
         r->lock_fd = -1;
     }
@@ -305,11 +312,6 @@ static uint32_t take_entry(shmring_t *r, uint32_t i, uint32_t expected, pid_t pi
                                                  memory_order_acq_rel, memory_order_relaxed))
         return 0;
     uint32_t liveness = claim_liveness(r, i);
-    if (liveness == 0) {
-        /* release: as L1; the entry holds no claim (join takes no other) */
-        atomic_store_explicit(&e->state, SHMRING_PART_STATE(SHMRING_PART_FREE, gen), memory_order_release);
-        return 0;
-    }
     uint32_t active = SHMRING_PART_STATE(SHMRING_PART_ACTIVE, gen);
     /* J2 */
     atomic_store_explicit(&e->pid, (int32_t)pid, memory_order_release);

@@ -41,6 +41,8 @@
  *       of FREE -> J1 (participants.c) of the next owner
  *   R5  release increments of tasks_done -> T2 (ring.c): join() sees them
  */
+#include <stdlib.h>
+
 #include "internal.h"
 
 struct announcement {
@@ -85,6 +87,8 @@ void shmring__count_lost(struct shmring_segment *seg, uint64_t n)
 
 void shmring_count_lost(shmring_t *r, uint64_t n)
 {
+    if (r->readonly)
+        return;
     shmring__count_lost(r->seg, n);
     shmring__notify(r, &r->seg->join.joined); /* join() may be done now */
 }
@@ -223,8 +227,15 @@ static int recover_entry(shmring_t *r, const struct shmring__entry_view *seen, c
 int shmring_recover(shmring_t *r)
 {
     struct shmring_segment *seg = r->seg;
-    struct shmring__entry_view seen[SHMRING_PARTICIPANTS_MAX];
-    uint8_t dead[SHMRING_PARTICIPANTS_MAX] = {0}, held[SHMRING_PARTICIPANTS_MAX] = {0};
+    if (r->readonly)
+        return 0; /* a handle that only looks changes nothing */
+    /* On the heap: 34 KiB for a full table, and this also runs inside a put or
+     * get (wait.c, reap_sleepers), on whatever stack the caller's thread has. */
+    uint32_t n = r->max_participants;
+    struct shmring__entry_view *seen = calloc(n, sizeof *seen + 2);
+    if (seen == NULL)
+        return 0; /* tried again at the next stuck wait */
+    uint8_t *dead = (uint8_t *)(seen + n), *held = dead + n;
     int found = 0;
     for (uint32_t i = 0; i < r->max_participants; i++) {
         if (!shmring__entry_snapshot(&r->parts[i], &seen[i]))
@@ -236,9 +247,9 @@ int shmring_recover(shmring_t *r)
             found = 1;
         }
     }
-    if (!found)
-        return 0;
     int recovered = 0;
+    if (!found)
+        goto done;
     /* Dead consumers that held their claim first: they count all of it lost and
      * release it, so that a dead consumer whose CAS for the same positions lost
      * to theirs then finds nothing to release, and nothing is counted twice. */
@@ -250,5 +261,7 @@ int shmring_recover(shmring_t *r)
     shmring__notify(r, &seg->not_empty);
     shmring__notify(r, &seg->not_full);
     shmring__notify(r, &seg->join.joined);
+done:
+    free(seen);
     return recovered;
 }

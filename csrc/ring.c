@@ -560,6 +560,8 @@ uint64_t shmring_unfinished(const shmring_t *r)
 int shmring_stuck(const shmring_t *r, int what, uint64_t *pos)
 {
     struct shmring_segment *seg = r->seg;
+    if (r->readonly)
+        return 0; /* it has no slots to look at (segment.c, snapshot) */
     /* relaxed throughout: a hint that decides whether recovery is worth running */
     if (what == SHMRING_WAIT_READABLE) {
         uint64_t rp = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);

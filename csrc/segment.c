@@ -113,8 +113,9 @@ static int handle_new(const char *name, struct shmring_segment *seg, size_t mapp
     r->cap_shift = (uint32_t)__builtin_ctzll(h->capacity);
     r->max_participants = h->max_participants;
     r->parts = (struct shmring_participant_entry *)((unsigned char *)seg + h->participants_offset);
-    r->meta = (unsigned char *)seg + h->meta_offset;
-    r->payload = (unsigned char *)seg + h->payload_offset;
+    /* a READONLY handle holds a copy of the header and table only (snapshot) */
+    r->meta = readonly ? NULL : (unsigned char *)seg + h->meta_offset;
+    r->payload = readonly ? NULL : (unsigned char *)seg + h->payload_offset;
     /* a private copy, checked to be terminated: peers cannot change what we parse */
     memcpy(r->schema, seg->schema, SHMRING_SCHEMA_MAX);
     r->schema[SHMRING_SCHEMA_MAX - 1] = '\0';
@@ -301,6 +302,52 @@ static int validate(struct shmring_segment *seg, uint64_t real_size, uint32_t ki
     return SHMRING_OK;
 }
 
+/* A handle that only looks (READONLY) reads a copy of the segment up to the end
+ * of the largest participant table, never a mapping: a peer that truncates the
+ * file cannot make an inspector fault (SIGBUS). On Linux; macOS cannot read()
+ * shared memory objects, so there it maps them read-only. MAP_FAILED on error. */
+static size_t snapshot_bytes(size_t size)
+{
+    size_t most = sizeof(struct shmring_segment) + SHMRING_PARTICIPANTS_MAX * sizeof(struct shmring_participant_entry);
+    return size < most ? size : most;
+}
+
+static void *snapshot(int fd, size_t size)
+{
+#ifdef __linux__
+    size_t want = snapshot_bytes(size), got = 0;
+    unsigned char *copy = calloc(1, want);
+    if (copy == NULL) {
+        errno = ENOMEM;
+        return MAP_FAILED;
+    }
+    while (got < want) {
+        ssize_t n = pread(fd, copy + got, want - got, (off_t)got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break; /* shorter now: validate() or the table check refuses it */
+        got += (size_t)n;
+    }
+    return copy;
+#else
+    return mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+#endif
+}
+
+static void release(void *base, size_t size, int readonly)
+{
+#ifdef __linux__
+    if (readonly) {
+        free(base);
+        return;
+    }
+#else
+    (void)readonly;
+#endif
+    munmap(base, size);
+}
+
 int shmring_attach(const char *name, uint32_t kind, int flags, shmring_t **out)
 {
     *out = NULL;
@@ -330,7 +377,7 @@ int shmring_attach(const char *name, uint32_t kind, int flags, shmring_t **out)
         return rc;
     }
     size_t size = (size_t)st.st_size;
-    void *base = mmap(NULL, size, readonly ? PROT_READ : PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    void *base = readonly ? snapshot(fd, size) : mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (base == MAP_FAILED) {
         rc = open_error(errno);
         close(fd);
@@ -338,10 +385,13 @@ int shmring_attach(const char *name, uint32_t kind, int flags, shmring_t **out)
     }
     struct shmring_header h;
     rc = validate(base, size, kind, &h);
+    if (rc == SHMRING_OK && readonly && h.participants_offset + (uint64_t)h.max_participants * h.participant_size >
+                                            snapshot_bytes(size))
+        rc = SHMRING_ETRUNCATED; /* shrunk while we read it */
     if (rc == SHMRING_OK)
         rc = handle_new(name, base, size, &h, fd, readonly, out);
     if (rc != SHMRING_OK) {
-        munmap(base, size);
+        release(base, size, readonly);
         close(fd);
     }
     return rc;
@@ -353,7 +403,7 @@ void shmring_close(shmring_t *r)
         return;
     while (r->members != NULL)
         shmring_participant_leave(r->members);
-    munmap(r->seg, r->mapped_size);
+    release(r->seg, r->mapped_size, r->readonly);
     close(r->probe_fd);
     if (r->lock_fd >= 0)
         close(r->lock_fd); /* drops the locks of every participant left above */

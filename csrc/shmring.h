@@ -118,8 +118,10 @@ const char *shmring_strerror(int rc);
  * after the slash, not "." or "..". params->mode: permission bits (0600: yours
  * alone), applied exactly whatever the umask (except on macOS). */
 int shmring_create(const char *name, const shmring_params_t *params, shmring_t **out);
-/* Attach flags. READONLY: map for reading only, to inspect (ls / stat): such a
- * handle cannot join. TRUST_WRITABLE: accept a segment that every user may
+/* Attach flags. READONLY: to inspect (ls / stat): opened for reading, a copy of
+ * the header, counters and participant table (Linux; a read-only mapping on
+ * macOS), so a peer truncating the file cannot fault us; such a handle cannot
+ * join, and calls that would write (wake_all, recover, count_lost) do nothing. TRUST_WRITABLE: accept a segment that every user may
  * write although another user owns it; by default that is SHMRING_EUNTRUSTED,
  * since whoever can write a segment controls what its readers decode. */
 enum { SHMRING_ATTACH_READONLY = 1, SHMRING_ATTACH_TRUST_WRITABLE = 2 };

@@ -265,6 +265,8 @@ int shmring_wait(shmring_participant_t *me, int what, uint64_t timeout_ns, uint3
 
 void shmring_wake_all(shmring_t *r)
 {
+    if (r->readonly)
+        return; /* nobody waits on a handle that only looks */
     struct shmring_waitq *qs[3] = {&r->seg->not_empty, &r->seg->not_full, &r->seg->join.joined};
     for (int i = 0; i < 3; i++) {
         /* release: as N2 */

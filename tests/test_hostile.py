@@ -455,3 +455,129 @@ def test_counts_are_integers_of_at_least_one_and_nothing_is_taken(make_queue, ba
             call()
     assert q.qsize() == 1 and r.qsize() == 2
     assert len(r.get_array(2**70)) == 2  # a huge count is just "as many as there are"
+
+
+# ---- what the hostile review of this hardening found ----
+
+OVERFLOW = """
+    import struct, sys, numpy as np, shmring
+    from segments import patch_segment, read_header, slot_state, COMMITTED
+    dt = np.dtype([("x", "u1", (65536,))])      # big records: an overflow would run far
+    q = shmring.Queue(5, dtype=dt)             # maxsize 5, capacity 8
+    q.put_array(np.zeros(5, dt))
+    h = read_header(q.name)
+    for p in range(5, 8):                      # a writer marks 3 more slots committed
+        patch_segment(q.name, h["meta_offset"] + 4 * p, struct.pack("<I", slot_state(h, p, COMMITTED)))
+    print(len(q.get_array(max_items=8)))       # room for what is there: 5, never more
+"""
+
+
+def test_get_array_never_takes_more_than_it_made_room_for():
+    done = run_python(OVERFLOW)
+    assert done.returncode == 0 and done.stdout.split() == ["5"], done.stdout + done.stderr
+
+
+def test_records_of_a_subarray_dtype_keep_their_shape_everywhere(make_queue):
+    q = make_queue(8, dtype=np.dtype((np.float64, 3)))
+    for rec in ([1, 2, 3], [4, 5, 6], [7, 8, 9]):
+        q.put_bytes(np.array(rec, dtype=np.float64).tobytes())
+    with q.view(2) as v:
+        assert v.tolist() == [[1, 2, 3], [4, 5, 6]]
+    with q.reserve(1) as a:
+        a[:] = 10
+    out = q.get_array()
+    assert out.shape == (2, 3) and out.tolist() == [[7, 8, 9], [10, 10, 10]]
+    assert q.stats()["lost"] == 0 and q.qsize() == 0
+
+
+def test_get_array_on_a_large_ring_allocates_for_what_is_there(make_queue):
+    q = make_queue(1 << 20, dtype=np.dtype("<i8"))   # 8 MiB of records
+    q.put(7)
+    done = run_python("""
+        import resource, sys, shmring
+        q = shmring.Queue.attach(sys.argv[1])
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        with open("/proc/self/statm") as f:
+            size = int(f.read().split()[0]) * resource.getpagesize()
+        resource.setrlimit(resource.RLIMIT_AS, (size + (4 << 20), hard))  # less than the ring
+        print(q.get_array().tolist())
+    """, q.name)
+    if "statm" in done.stderr:
+        pytest.skip("needs /proc/self/statm")
+    assert done.returncode == 0 and done.stdout.strip() == "[7]", done.stdout + done.stderr
+
+
+SMALL_STACK = """
+    import os, signal, sys, threading, shmring
+    from conftest import wait_until
+    q = shmring.Queue(64, 64)
+    pid = os.fork()
+    if pid == 0:
+        q.get(); os._exit(0)
+    wait_until(lambda: q.stats()["readers_waiting"] == 1, what="the child asleep")
+    os.kill(pid, signal.SIGKILL); os.waitpid(pid, 0)   # its sleeper bit stays set
+    threading.stack_size(32768)                        # recovery runs inside this put
+    t = threading.Thread(target=lambda: print(q.put("x") or "ok")); t.start(); t.join()
+"""
+
+
+def test_a_put_that_reaps_a_dead_sleeper_runs_on_a_small_thread_stack():
+    done = run_python(SMALL_STACK)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
+
+
+READ_LOCKS = """
+    import fcntl, os, struct, sys, threading, shmring
+    name = sys.argv[1]
+    r, w = os.pipe()
+    hold, _ = os.pipe()                            # never written: the reader waits on it until killed
+    pid = os.fork()
+    if pid == 0:                                   # a user who may only read the ring
+        os.setgid(65534); os.setuid(65534)
+        fd = os.open("/dev/shm/" + name, os.O_RDONLY)
+        for i in range(4):                         # read-locks every entry's lock byte
+            try:
+                fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_RDLCK, 0, 2304 + 128 * i, 1, 0))
+            except OSError:
+                pass                               # the creator's own entry
+        os.write(w, b"x"); os.read(hold, 1); os._exit(0)
+    os.read(r, 1)
+    q = shmring.Queue.attach(name)                 # joins all the same
+    t = threading.Thread(target=q.put, args=("from a new thread",)); t.start(); t.join()
+    print(q.get(), q.stats()["participants"])
+    os.kill(pid, 9)
+"""
+
+
+def test_read_locks_of_a_reader_cannot_keep_anyone_from_joining(make_queue):
+    if os.geteuid() != 0 or not hasattr(__import__("fcntl"), "F_OFD_SETLK"):
+        pytest.skip("needs root (to act as another user) and OFD locks")
+    q = make_queue(8, 64, max_participants=4, mode=0o644)
+    done = run_python(READ_LOCKS, q.name)
+    assert done.returncode == 0 and done.stdout.strip() == "from a new thread 2", done.stdout + done.stderr
+
+
+NEW_PID_NAMESPACE_CHILD = """
+    import ctypes, os, sys, shmring
+    assert os.getpid() == 1
+    q = shmring.Queue(8)
+    q.put("parent's")
+    assert ctypes.CDLL(None, use_errno=True).unshare(0x20000000) == 0  # CLONE_NEWPID
+    if os.fork() == 0:                         # pid 1 as well, in the new namespace
+        q.put("child's")
+        q.close()
+        os._exit(0)
+    os.wait()
+    print(os.path.exists("/dev/shm/" + q.name), q.stats()["participants"], q.get(), q.get())
+"""
+
+
+def test_a_child_with_its_parents_pid_is_still_a_child(tmp_path):
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        pytest.skip("needs Linux and root to make pid namespaces")
+    done = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c",
+                           textwrap.dedent(NEW_PID_NAMESPACE_CHILD)],
+                          capture_output=True, text=True, timeout=60, env=child_python_env())
+    if done.returncode != 0 and "unshare" in done.stderr and "Traceback" not in done.stderr:
+        pytest.skip(f"cannot make a pid namespace here: {done.stderr.strip()}")
+    assert done.stdout.split() == ["True", "1", "parent's", "child's"], done.stdout + done.stderr

@@ -61,11 +61,26 @@ cdef uint32_t SPIN_WITH_GIL = 50
 cdef int PICKLE_PROTOCOL = 5
 # Copies larger than this release the GIL (the claim keeps the slots ours meanwhile).
 cdef uint64_t COPY_WITHOUT_GIL = 256 * 1024
+# get_array allocates room for at least this many bytes of records before it claims.
+cdef uint64_t ROOM_BYTES = 64 * 1024
 cdef object _dumps = pickle.dumps
 cdef object _loads = pickle.loads
 
 
 cdef object _numpy = None
+
+# Forks this process descends through. "Is this still the process that made
+# it?" is asked of this, not of the pid: a child in a new pid namespace can have
+# its parent's pid (both 1). Counted before any handle's own fork hook runs.
+cdef long _forks = 0
+
+
+def _count_fork():
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_count_fork)
 
 
 cdef object numpy():
@@ -322,7 +337,7 @@ cdef class RingQueue:
     cdef unsigned long _tid0
     cdef _Participant _part0
     cdef object _local
-    cdef long _pid                   # the process whose participants these are (fork moves it)
+    cdef long _fork                  # _forks when this process got the handle (a child's fork hook moves it)
     cdef bint _records               # fixed-size records of `dtype`
     cdef readonly object dtype       # numpy dtype of a records queue, else None
     cdef object _dtype_ok            # the last array dtype found equal to it (comparing is slow)
@@ -367,7 +382,8 @@ cdef class RingQueue:
         self._records = params.records
         self._cname = cname
         self._owner = create
-        self._creator_pid = self._pid = getpid()
+        self._creator_pid = getpid()
+        self._fork = _forks
         self._local = threading.local()
         try:
             if self._records:
@@ -415,15 +431,18 @@ cdef class RingQueue:
     def _after_fork_in_child(self):
         # The child shares the mapping but not the parent's threads, table entries
         # or liveness locks. Only in a new process: the parent's threads may be busy.
-        if getpid() == self._pid:
+        if self._fork == _forks:
             return
-        self._pid = getpid()
+        self._fork = _forks
+        self._owner = False  # only the creating process unlinks
+        if self._ring != NULL:
+            # first: the parent's participants are dropped below, and must leave nothing
+            shmring_after_fork(self._ring)
         self._active = 0
         self._tid0 = 0
         self._part0 = None
         if self._ring == NULL:
             return
-        shmring_after_fork(self._ring)
         self._local = threading.local()
         if self._closing:
             self._finish_close()
@@ -944,8 +963,9 @@ cdef class RingQueue:
             limit = self._how_many(max_items, "max_items")
         if limit < 1:
             raise ValueError(f"'max_items' (and len(out)) must be at least 1, got {limit}")
-        if not fill:  # a claim takes at most maxsize: room for that, trimmed after
-            out = numpy().empty(min(limit, self._maxsize), self.dtype)
+        if not fill:  # room for what is there (some at least, to wait for), trimmed after
+            out = numpy().empty(self._room_for(limit), self.dtype)
+            limit = len(out)  # never claim more than there is room for
         try:
             PyObject_GetBuffer(out, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
         except (BufferError, ValueError):
@@ -970,11 +990,24 @@ cdef class RingQueue:
             return got
         if got < len(out):
             try:
-                out.resize(got, refcheck=False)  # gives back the unused room; the records are in it
+                # gives back the unused room; the records are in it (subarray dtypes: more dimensions)
+                out.resize((got,) + out.shape[1:], refcheck=False)
             except BaseException:
                 self._count_lost(got)
                 raise
         return out
+
+    cdef Py_ssize_t _room_for(self, Py_ssize_t limit) except -1:
+        """How many records get_array allocates for before claiming: what the queue
+        holds now (it may grow meanwhile: a claim takes at most this), and at least
+        64 KiB worth, so that a consumer waiting on an empty queue still takes batches."""
+        cdef shmring_stats_t st
+        if self._ring == NULL:
+            raise QueueClosed(f"queue {self.name!r} is closed")
+        shmring_get_stats(self._ring, &st)
+        cdef uint64_t there = st.write_pos - st.read_pos if st.write_pos > st.read_pos else 0
+        cdef uint64_t least = max(<uint64_t>1, ROOM_BYTES // self._slot_size)
+        return <Py_ssize_t>min(<uint64_t>limit, self._maxsize, max(there, least))
 
     cdef object _slot_array(self, bint writable):
         """The payload area as one array of records (made once per handle): the
@@ -1133,13 +1166,13 @@ cdef class _Span:
     cdef _Participant p
     cdef shmring_span_t span
     cdef bint put, done
-    cdef long pid
+    cdef long fork                   # _forks of the process that made it
     cdef readonly object array
 
     @staticmethod
     cdef _Span _make(RingQueue queue, _Participant p, uint64_t pos, uint32_t n, object array, bint put):
         cdef _Span s = _Span.__new__(_Span)
-        s.queue, s.p, s.array, s.put, s.pid = queue, p, array, put, getpid()
+        s.queue, s.p, s.array, s.put, s.fork = queue, p, array, put, _forks
         s.span.pos, s.span.n = pos, n
         return s
 
@@ -1148,7 +1181,7 @@ cdef class _Span:
             raise TypeError("not a reservation or view made by a queue")
         if self.done:
             raise ValueError("already committed" if self.put else "already released")
-        if getpid() != self.pid:
+        if self.fork != _forks:
             raise RuntimeError("a reservation or view belongs to the process that made it")
         self.done = True
         if self.put:
@@ -1182,6 +1215,6 @@ cdef class _Span:
 
     def __dealloc__(self):
         # Forgotten: abort a reservation (its slots are skipped), release a view.
-        if not self.done and self.queue is not None and getpid() == self.pid:
+        if not self.done and self.queue is not None and self.fork == _forks:
             self.done = True
             self.queue._end_span(self.p, &self.span, self.put, 0)
