@@ -752,6 +752,12 @@ static void test_liveness(void)
     shmring_participant_t *no;
     CHECK(shmring_participant_join(look, &no) == SHMRING_EPERM);
     CHECK(shmring_participants_alive(look) == 1);
+    /* calls that would write do nothing through it */
+    uint64_t lost = stat_lost(r);
+    shmring_wake_all(look);
+    shmring_count_lost(look, 1);
+    CHECK(shmring_recover(look) == 0);
+    CHECK(stat_lost(r) == lost);
     shmring_close(look);
     shmring_close(r);
     shmring_unlink(ring_name);
