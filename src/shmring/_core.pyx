@@ -1064,8 +1064,8 @@ cdef class RingQueue:
         Fill it and commit: ``with q.reserve(n) as arr: arr[:] = ...`` commits on
         exit (an exception aborts instead: the slots are skipped); or call
         ``r = q.reserve(n); ...; r.commit(count)``. Until then this thread can do
-        nothing else with the queue. After commit the array is read-only and no
-        longer the queue's business.
+        nothing else with the queue. After commit the array is marked read-only
+        and no longer the queue's business (do not write through its base).
         """
         self._records_only("reserve()")
         p, pos, count, array = self._open_span(True, self._how_many(n, "n"), block, timeout)
