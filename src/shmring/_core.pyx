@@ -613,7 +613,8 @@ cdef class RingQueue:
             raise MessageTooLarge(size, self._slot_size)
         p = self._enter()
         try:
-            self._claim(True, p, 1, &span, deadline, 0)
+            if shmring_put_claim(p.ptr, 1, 0, &span) <= 0:  # the common case without a call: room now
+                self._claim(True, p, 1, &span, deadline, 0)
             memcpy(shmring_slot_payload(self._ring, span.pos), data, size)
             shmring_slot_set_len(self._ring, span.pos, <uint32_t>size)
             shmring_put_commit(p.ptr, &span)
@@ -668,14 +669,16 @@ cdef class RingQueue:
             shmring_count_lost(self._ring, n)
 
     cdef object _get_one(self, uint64_t deadline):
-        """One message as bytes (None marks a corrupt slot: *rc says why)."""
+        """One message as bytes (a corrupt slot's SegmentError is raised in its turn)."""
         cdef shmring_span_t span
         cdef _Participant p = self._enter()
         cdef int64_t size = 0
         cdef object raw = None
         try:
-            p.raise_deferred()
-            self._claim(False, p, 1, &span, deadline, 0)
+            if p.deferred:
+                p.raise_deferred()
+            if shmring_get_claim(p.ptr, 1, 0, &span) <= 0:  # the common case without a call: one is there
+                self._claim(False, p, 1, &span, deadline, 0)
             p.holding = True
             try:
                 size = shmring_slot_len(self._ring, span.pos)
