@@ -265,8 +265,10 @@ static void store_states(const shmring_t *r, uint64_t pos, uint32_t from, uint32
 static void publish(const shmring_t *r, uint64_t pos, uint32_t from, uint32_t to, uint32_t keep)
 {
     uint32_t split = keep < from ? from : keep > to ? to : keep;
-    store_states(r, pos, from, split, 0, SHMRING_SEQ_COMMITTED);
-    store_states(r, pos, split, to, 0, SHMRING_SEQ_HOLE);
+    if (from < split) /* the common single message: one call, not four (the halves, the holes) */
+        store_states(r, pos, from, split, 0, SHMRING_SEQ_COMMITTED);
+    if (split < to)
+        store_states(r, pos, split, to, 0, SHMRING_SEQ_HOLE);
 }
 
 int shmring_put_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span)
@@ -430,7 +432,8 @@ void shmring_get_release(shmring_participant_t *me, const shmring_span_t *span)
 {
     shmring_t *r = me->ring;
     /* C3: pairs with P1. */
-    store_states(r, span->pos, 0, span->n / 2, r->capacity, SHMRING_SEQ_FREE);
+    if (span->n > 1)
+        store_states(r, span->pos, 0, span->n / 2, r->capacity, SHMRING_SEQ_FREE);
     hook(SHMRING_HOOK_GET_RELEASING);
     store_states(r, span->pos, span->n / 2, span->n, r->capacity, SHMRING_SEQ_FREE);
     withdraw(me->entry);
