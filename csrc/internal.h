@@ -32,9 +32,10 @@ struct shmring {
      * with, asks the kernel whether an entry's lock is held; lock_fd, an open
      * file description of this process's own, holds the locks of its
      * participants. A forked child shares its parent's descriptions, so it must
-     * not keep lock_fd (shmring_after_fork): opened by lock_pid, -1 until needed. */
+     * not keep lock_fd (shmring_after_fork): opened in lock_process (a count of
+     * forks, shmring__process), -1 until needed. */
     int probe_fd, lock_fd;
-    pid_t lock_pid;
+    unsigned long lock_process;
     /* When a wake call found no sleeper behind a sleeper bit, recovery may next
      * look for dead sleepers (wait.c); relaxed, process-local. */
     _Atomic uint64_t reap_after_ns;
@@ -47,7 +48,7 @@ struct shmring_participant {
     shmring_t *ring;
     struct shmring_participant_entry *entry;
     uint32_t index;                 /* of entry in the table, and of our sleeper bit */
-    pid_t pid;                      /* the process that joined; a forked child is not it */
+    unsigned long process;          /* shmring__process() of who joined; a forked child is not it */
     uint32_t state;                 /* the entry's state word while it is ours (ACTIVE + generation) */
     /* Producer-side copy of cons.read_pos. read_pos only grows, so a stale copy
      * is a lower bound and can only make the maxsize check stricter. */
@@ -152,6 +153,9 @@ int shmring__entry_snapshot(const struct shmring_participant_entry *e, struct sh
  * 1 if it runs or cannot be judged. */
 int shmring__entry_alive(const shmring_t *r, uint32_t i, const struct shmring__entry_view *v);
 uint32_t shmring__count_alive(const shmring_t *r);
+/* Which process this is, as a count of the forks it descends through: what a
+ * participant and a lock description remember, since pids can repeat. */
+unsigned long shmring__process(void);
 /* Count n messages that will never reach a caller as lost (and done for join). */
 void shmring__count_lost(struct shmring_segment *seg, uint64_t n);
 

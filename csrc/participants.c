@@ -129,6 +129,33 @@ static uint64_t own_namespaces(void)
     return id;
 }
 
+/* Forks this address space went through, counted in the child by a
+ * pthread_atfork handler (registered at the first create or attach), which runs
+ * inside fork() before anything else in the child (CPython frees other threads'
+ * objects then, and their participants leave). "Is this still the process that
+ * joined?" asks this, not the pid: a child in a new pid namespace can carry its
+ * parent's pid number (both 1). */
+static _Atomic unsigned long forks;
+static pthread_once_t counting_forks = PTHREAD_ONCE_INIT;
+
+static void count_fork(void)
+{
+    /* relaxed: the child is single-threaded here; later loads are its own */
+    atomic_fetch_add_explicit(&forks, 1, memory_order_relaxed);
+}
+
+static void count_forks(void)
+{
+    pthread_atfork(NULL, NULL, count_fork);
+}
+
+unsigned long shmring__process(void)
+{
+    pthread_once(&counting_forks, count_forks);
+    /* relaxed: only this process's own handler writes it (see count_fork) */
+    return atomic_load_explicit(&forks, memory_order_relaxed);
+}
+
 /* PID liveness: only evidence makes a process dead: no such pid, a zombie, or
  * a pid now carried by a process started at another time. Anything we cannot
  * check (another namespace, /proc unreadable, out of descriptors) counts as
@@ -198,8 +225,8 @@ static int same_file(int a, int b)
  * unlinked) or by name if that is still the same file. -1 if neither works. */
 static int own_lock_fd(shmring_t *r)
 {
-    pid_t pid = getpid();
-    if (r->lock_fd >= 0 && r->lock_pid == pid)
+    unsigned long process = shmring__process();
+    if (r->lock_fd >= 0 && r->lock_process == process)
         return r->lock_fd;
     if (r->lock_fd >= 0)
         close(r->lock_fd);
@@ -214,7 +241,7 @@ static int own_lock_fd(shmring_t *r)
         }
     }
     r->lock_fd = fd;
-    r->lock_pid = pid;
+    r->lock_process = process;
     return fd;
 }
 #endif
@@ -260,7 +287,7 @@ static void release_liveness(shmring_t *r, uint32_t i)
 {
 #ifdef SHMRING_HAVE_OFD_LOCKS
     pthread_mutex_lock(&r->members_lock);
-    if (r->lock_fd >= 0 && r->lock_pid == getpid())
+    if (r->lock_fd >= 0 && r->lock_process == shmring__process())
         ofd_lock(r->lock_fd, F_OFD_SETLK, F_UNLCK, lock_offset(r, i), NULL);
     pthread_mutex_unlock(&r->members_lock);
 #else
@@ -273,12 +300,6 @@ void shmring_after_fork(shmring_t *r)
 {
     /* Another thread of the parent may have held the lock at fork: start afresh. */
     pthread_mutex_init(&r->members_lock, NULL);
-    /* The participants inherited are the parent's: leaving them must not touch
-     * their entries. Not by pid: a child in a new pid namespace may have its
-     * parent's pid number (both 1, say). */
-    for (shmring_participant_t *m = r->members; m != NULL; m = m->next)
-        m->pid = 0;
-    r->lock_pid = 0;
 #ifdef SHMRING_HAVE_OFD_LOCKS
     if (r->lock_fd >= 0) {
         close(r->lock_fd); /* the parent's locks stay with the parent */
@@ -377,7 +398,7 @@ int shmring_participant_join(shmring_t *r, shmring_participant_t **out)
     me->ring = r;
     me->index = (uint32_t)got;
     me->entry = &r->parts[got];
-    me->pid = pid;
+    me->process = shmring__process();
     me->state = state;
     /* relaxed: any value is a valid lower bound of read_pos */
     me->cached_read_pos = atomic_load_explicit(&r->seg->cons.read_pos, memory_order_relaxed);
@@ -405,7 +426,7 @@ void shmring_participant_leave(shmring_participant_t *me)
         me->next->prev = me->prev;
     pthread_mutex_unlock(&r->members_lock);
     /* A forked child inherits its parent's handles but not its entries. */
-    if (me->pid == getpid()) {
+    if (me->process == shmring__process()) {
         struct shmring_participant_entry *e = me->entry;
         /* L0: a prober that finds our lock free below sees nothing announced */
         atomic_store_explicit(&e->claim_n, 0, memory_order_release);

@@ -99,6 +99,7 @@ static int handle_new(const char *name, struct shmring_segment *seg, size_t mapp
     r->seg = seg;
     r->probe_fd = fd;
     r->lock_fd = -1;
+    r->lock_process = shmring__process(); /* also starts counting forks, before any */
     r->readonly = readonly;
     r->mapped_size = mapped_size;
     r->slot_size = h->slot_size;
@@ -325,8 +326,11 @@ static void *snapshot(int fd, size_t size)
         ssize_t n = pread(fd, copy + got, want - got, (off_t)got);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0)
-            break; /* shorter now: validate() or the table check refuses it */
+        if (n <= 0) { /* shrunk since fstat: refuse, rather than show zeros */
+            free(copy);
+            errno = EBUSY;
+            return MAP_FAILED;
+        }
         got += (size_t)n;
     }
     return copy;
@@ -379,7 +383,7 @@ int shmring_attach(const char *name, uint32_t kind, int flags, shmring_t **out)
     size_t size = (size_t)st.st_size;
     void *base = readonly ? snapshot(fd, size) : mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (base == MAP_FAILED) {
-        rc = open_error(errno);
+        rc = errno == EBUSY ? SHMRING_ETRUNCATED : open_error(errno); /* EBUSY: snapshot() read short */
         close(fd);
         return rc;
     }

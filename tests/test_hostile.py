@@ -104,6 +104,17 @@ def test_arrays_of_a_closed_queue_stay_mapped_whatever_is_done_to_their_base():
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stdout + done.stderr
 
 
+def test_reserve_and_view_on_a_closed_queue_raise(make_queue):
+    q = make_queue(8, dtype=TICK)
+    q.put_array(np.zeros(2, TICK))
+    with q.view(1):
+        pass                                   # the handle has made its arrays once
+    q.close()
+    for call in (q.view, q.reserve):
+        with pytest.raises(shmring.QueueClosed):
+            call(1)
+
+
 def test_a_view_array_cannot_be_made_writable(make_queue):
     q = make_queue(8, dtype=TICK)
     q.put_array(np.zeros(2, TICK))
@@ -558,17 +569,22 @@ def test_read_locks_of_a_reader_cannot_keep_anyone_from_joining(make_queue):
 
 
 NEW_PID_NAMESPACE_CHILD = """
-    import ctypes, os, sys, shmring
+    import ctypes, os, sys, threading, shmring
     assert os.getpid() == 1
     q = shmring.Queue(8)
     q.put("parent's")
+    joined, stop = threading.Event(), threading.Event()
+    def worker():                              # a second participant, in another thread
+        q.put("thread's"); joined.set(); stop.wait()
+    t = threading.Thread(target=worker); t.start(); joined.wait()
     assert ctypes.CDLL(None, use_errno=True).unshare(0x20000000) == 0  # CLONE_NEWPID
     if os.fork() == 0:                         # pid 1 as well, in the new namespace
         q.put("child's")
         q.close()
         os._exit(0)
     os.wait()
-    print(os.path.exists("/dev/shm/" + q.name), q.stats()["participants"], q.get(), q.get())
+    print(os.path.exists("/dev/shm/" + q.name), q.stats()["participants"], q.get(), q.get(), q.get())
+    stop.set(); t.join()
 """
 
 
@@ -580,4 +596,4 @@ def test_a_child_with_its_parents_pid_is_still_a_child(tmp_path):
                           capture_output=True, text=True, timeout=60, env=child_python_env())
     if done.returncode != 0 and "unshare" in done.stderr and "Traceback" not in done.stderr:
         pytest.skip(f"cannot make a pid namespace here: {done.stderr.strip()}")
-    assert done.stdout.split() == ["True", "1", "parent's", "child's"], done.stdout + done.stderr
+    assert done.stdout.split() == ["True", "2", "parent's", "thread's", "child's"], done.stdout + done.stderr

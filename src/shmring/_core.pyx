@@ -1018,6 +1018,8 @@ cdef class RingQueue:
         an array each (a view of 4096 records costs about as much as copying them)."""
         cdef object slots = self._reserve_slots if writable else self._view_slots
         if slots is None:
+            if self._closing or self._ring == NULL:
+                raise QueueClosed(f"queue {self.name!r} is closed")
             capacity = shmring_capacity(self._ring)
             buf = _SlotBuffer._make(self._map, <char *>shmring_slot_payload(self._ring, 0),
                                     capacity * self._slot_size, not writable)
