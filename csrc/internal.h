@@ -36,6 +36,7 @@ struct shmring {
      * forks, shmring__process), -1 until needed. */
     int probe_fd, lock_fd;
     unsigned long lock_process;
+    uint64_t locked[SHMRING_SLEEPER_WORDS]; /* entries whose lock lock_fd holds (members_lock) */
     /* When a wake call found no sleeper behind a sleeper bit, recovery may next
      * look for dead sleepers (wait.c); relaxed, process-local. */
     _Atomic uint64_t reap_after_ns;
@@ -156,6 +157,8 @@ uint32_t shmring__count_alive(const shmring_t *r);
 /* Which process this is, as a count of the forks it descends through: what a
  * participant and a lock description remember, since pids can repeat. */
 unsigned long shmring__process(void);
+/* Test hook point reached (ring.c): stall there if a test asked for it. */
+void shmring__hook(int point);
 /* Count n messages that will never reach a caller as lost (and done for join). */
 void shmring__count_lost(struct shmring_segment *seg, uint64_t n);
 

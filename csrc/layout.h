@@ -107,7 +107,11 @@ struct shmring_segment {
 /* Participant state word: status in the low 8 bits, a generation above it that
  * join increments, so that whoever inspects a dead entry can tell if it was
  * reused in the meantime. */
-enum { SHMRING_PART_FREE = 0, SHMRING_PART_JOINING = 1, SHMRING_PART_ACTIVE = 2 };
+/* JOINING_LOCKED: joining, and already holding the entry's lock (LOCK liveness),
+ * so a joiner killed before it is ACTIVE is known dead once its lock is gone.
+ * Plain JOINING (a joiner without the lock, or a recoverer freeing the entry) is
+ * counted alive. */
+enum { SHMRING_PART_FREE = 0, SHMRING_PART_JOINING = 1, SHMRING_PART_ACTIVE = 2, SHMRING_PART_JOINING_LOCKED = 3 };
 #define SHMRING_PART_STATUS(s) ((s) & 0xffu)
 #define SHMRING_PART_GEN(s) ((s) >> 8)
 #define SHMRING_PART_STATE(status, gen) (((uint32_t)(gen) << 8) | (status))

@@ -230,6 +230,7 @@ static int own_lock_fd(shmring_t *r)
         return r->lock_fd;
     if (r->lock_fd >= 0)
         close(r->lock_fd);
+    memset(r->locked, 0, sizeof r->locked); /* a new description holds nothing */
     char path[64];
     snprintf(path, sizeof path, "/proc/self/fd/%d", r->probe_fd);
     int fd = open(path, O_RDWR | O_CLOEXEC);
@@ -248,6 +249,12 @@ static int own_lock_fd(shmring_t *r)
 
 int shmring__entry_alive(const shmring_t *r, uint32_t i, const struct shmring__entry_view *v)
 {
+#ifdef SHMRING_HAVE_OFD_LOCKS
+    if (SHMRING_PART_STATUS(v->state) == SHMRING_PART_JOINING_LOCKED)
+        return lock_held(r, i) != 0; /* its liveness field is not written yet */
+#endif
+    if (SHMRING_PART_STATUS(v->state) == SHMRING_PART_JOINING)
+        return 1;
     if (v->liveness == SHMRING_LIVENESS_PID)
         return process_alive(v->pid, v->start_time, v->pid_ns);
 #ifdef SHMRING_HAVE_OFD_LOCKS
@@ -260,40 +267,49 @@ int shmring__entry_alive(const shmring_t *r, uint32_t i, const struct shmring__e
     return 1; /* a lock we cannot probe here, or garbage: no evidence of death */
 }
 
-/* Make entry i (which we hold JOINING) say how our death will be known:
- * SHMRING_LIVENESS_LOCK once our lock on it is taken, _PID where that fails. */
-static uint32_t claim_liveness(shmring_t *r, uint32_t i)
+/* Lock entry i's byte through our description, before taking the entry (called
+ * with members_lock held): 1 if locked, 0 if not (no OFD locks here, no
+ * descriptor, or a squatter holds a lock on it: the PID fallback then), -1 if our
+ * description holds it already (another thread of ours has just taken the entry:
+ * unlocking it after a failed CAS would drop that thread's lock). */
+static int lock_entry(shmring_t *r, uint32_t i)
 {
 #ifdef SHMRING_HAVE_OFD_LOCKS
-    pthread_mutex_lock(&r->members_lock);
+    uint64_t bit = UINT64_C(1) << (i % 64);
     int fd = own_lock_fd(r);
-    int rc = fd < 0 ? -1 : ofd_lock(fd, F_OFD_SETLK, F_WRLCK, lock_offset(r, i), NULL);
-    int err = errno;
-    pthread_mutex_unlock(&r->members_lock);
-    (void)err;
-    if (rc == 0)
-        return SHMRING_LIVENESS_LOCK;
-    /* Another description holds a lock on the byte: nobody who owns the entry
-     * (we do: joiners CAS it first, leavers unlock before freeing it), so a
-     * squatter, e.g. a reader holding a read lock. The fallback still works. */
+    if (fd >= 0 && (r->locked[i / 64] & bit))
+        return -1;
+    if (fd >= 0 && ofd_lock(fd, F_OFD_SETLK, F_WRLCK, lock_offset(r, i), NULL) == 0) {
+        r->locked[i / 64] |= bit;
+        return 1;
+    }
 #else
     (void)r;
     (void)i;
 #endif
-    return SHMRING_LIVENESS_PID; /* no OFD locks here (old kernel, emulator), or no descriptor */
+    return 0;
+}
+
+/* Drop our lock on entry i, if we hold it (members_lock held). */
+static void unlock_entry(shmring_t *r, uint32_t i)
+{
+#ifdef SHMRING_HAVE_OFD_LOCKS
+    uint64_t bit = UINT64_C(1) << (i % 64);
+    if (r->lock_fd >= 0 && r->lock_process == shmring__process() && (r->locked[i / 64] & bit)) {
+        ofd_lock(r->lock_fd, F_OFD_SETLK, F_UNLCK, lock_offset(r, i), NULL);
+        r->locked[i / 64] &= ~bit;
+    }
+#else
+    (void)r;
+    (void)i;
+#endif
 }
 
 static void release_liveness(shmring_t *r, uint32_t i)
 {
-#ifdef SHMRING_HAVE_OFD_LOCKS
     pthread_mutex_lock(&r->members_lock);
-    if (r->lock_fd >= 0 && r->lock_process == shmring__process())
-        ofd_lock(r->lock_fd, F_OFD_SETLK, F_UNLCK, lock_offset(r, i), NULL);
+    unlock_entry(r, i);
     pthread_mutex_unlock(&r->members_lock);
-#else
-    (void)r;
-    (void)i;
-#endif
 }
 
 void shmring_after_fork(shmring_t *r)
@@ -305,6 +321,7 @@ void shmring_after_fork(shmring_t *r)
         close(r->lock_fd); /* the parent's locks stay with the parent */
         r->lock_fd = -1;
     }
+    memset(r->locked, 0, sizeof r->locked);
 #endif
 }
 
@@ -328,11 +345,25 @@ static uint32_t take_entry(shmring_t *r, uint32_t i, uint32_t expected, pid_t pi
 {
     struct shmring_participant_entry *e = &r->parts[i];
     uint32_t gen = SHMRING_PART_GEN(expected) + 1;
+    /* The lock first, then the entry: a joiner killed in between leaves an entry
+     * whose death shows (JOINING_LOCKED, lock gone), never one stuck JOINING. */
+    pthread_mutex_lock(&r->members_lock);
+    int locked = lock_entry(r, i);
+    int taken = locked >= 0;
     /* J1: pairs with L1. */
-    if (!atomic_compare_exchange_strong_explicit(&e->state, &expected, SHMRING_PART_STATE(SHMRING_PART_JOINING, gen),
-                                                 memory_order_acq_rel, memory_order_relaxed))
+    if (taken && !atomic_compare_exchange_strong_explicit(
+                     &e->state, &expected,
+                     SHMRING_PART_STATE(locked ? SHMRING_PART_JOINING_LOCKED : SHMRING_PART_JOINING, gen),
+                     memory_order_acq_rel, memory_order_relaxed)) {
+        if (locked)
+            unlock_entry(r, i);
+        taken = 0;
+    }
+    pthread_mutex_unlock(&r->members_lock);
+    if (!taken)
         return 0;
-    uint32_t liveness = claim_liveness(r, i);
+    shmring__hook(SHMRING_HOOK_JOINING);
+    uint32_t liveness = locked ? SHMRING_LIVENESS_LOCK : SHMRING_LIVENESS_PID;
     uint32_t active = SHMRING_PART_STATE(SHMRING_PART_ACTIVE, gen);
     /* J2 */
     atomic_store_explicit(&e->pid, (int32_t)pid, memory_order_release);
@@ -383,7 +414,8 @@ int shmring_participant_join(shmring_t *r, shmring_participant_t **out)
                  * established, a claim made just before dying could be missed
                  * and then erased. acquire: pairs with P2 / withdraw (ring.c).
                  * The CAS in take_entry fails if the entry changed hands. */
-                if (status != SHMRING_PART_ACTIVE || shmring__entry_alive(r, i, &v) ||
+                if ((status != SHMRING_PART_ACTIVE && status != SHMRING_PART_JOINING_LOCKED) ||
+                    shmring__entry_alive(r, i, &v) ||
                     atomic_load_explicit(&r->parts[i].claim_n, memory_order_acquire) != 0)
                     continue;
             }
@@ -449,9 +481,7 @@ uint32_t shmring__count_alive(const shmring_t *r)
         struct shmring__entry_view v;
         if (!shmring__entry_snapshot(&r->parts[i], &v))
             alive++; /* changing hands right now: someone is there */
-        else if (SHMRING_PART_STATUS(v.state) == SHMRING_PART_JOINING ||
-                 (SHMRING_PART_STATUS(v.state) == SHMRING_PART_ACTIVE &&
-                  shmring__entry_alive(r, i, &v)))
+        else if (SHMRING_PART_STATUS(v.state) != SHMRING_PART_FREE && shmring__entry_alive(r, i, &v))
             alive++;
     }
     return alive;

@@ -240,8 +240,9 @@ int shmring_recover(shmring_t *r)
     for (uint32_t i = 0; i < r->max_participants; i++) {
         if (!shmring__entry_snapshot(&r->parts[i], &seen[i]))
             continue; /* changing hands right now: alive */
-        if (SHMRING_PART_STATUS(seen[i].state) == SHMRING_PART_ACTIVE &&
-            !shmring__entry_alive(r, i, &seen[i])) {
+        uint32_t status = SHMRING_PART_STATUS(seen[i].state);
+        if ((status == SHMRING_PART_ACTIVE || status == SHMRING_PART_JOINING_LOCKED) &&
+            !shmring__entry_alive(r, i, &seen[i])) { /* a joiner killed joining holds no claim */
             dead[i] = 1;
             held[i] = (uint8_t)held_read_claim(&r->parts[i]);
             found = 1;

@@ -63,6 +63,11 @@ static inline void hook(int point)
     }
 }
 
+void shmring__hook(int point)
+{
+    hook(point);
+}
+
 /* Ask for the lines of the slot a few positions ahead with intent to write, so
  * that taking them from the consumer's cache overlaps with the work between two
  * puts instead of stalling the next put's fence. This is what keeps single-message

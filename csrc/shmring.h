@@ -242,13 +242,14 @@ uint64_t shmring_now_ns(void);
 
 /* Points inside operations where a test can make this process stall, so that
  * it can be killed there: after a put claim, halfway through a (batch) commit,
- * after a get claim, halfway through a release. */
+ * after a get claim, halfway through a release, while joining. */
 enum {
     SHMRING_HOOK_NONE = 0,
     SHMRING_HOOK_PUT_CLAIMED = 1,
     SHMRING_HOOK_PUT_COMMITTING = 2,
     SHMRING_HOOK_GET_CLAIMED = 3,
     SHMRING_HOOK_GET_RELEASING = 4,
+    SHMRING_HOOK_JOINING = 5,       /* an entry taken, not yet ACTIVE */
 };
 /* Test-only: stall ns nanoseconds each time the process passes `point`
  * (SHMRING_HOOK_NONE turns it off). Costs one relaxed load per operation. */

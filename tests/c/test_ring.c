@@ -340,6 +340,7 @@ static void make_dead(shmring_participant_t *p, pid_t pid)
         struct flock fl = {.l_type = F_UNLCK, .l_whence = SEEK_SET, .l_len = 1,
                            .l_start = (off_t)((char *)p->entry - (char *)p->ring->seg)};
         CHECK(fcntl(p->ring->lock_fd, F_OFD_SETLK, &fl) == 0);
+        p->ring->locked[p->index / 64] &= ~(UINT64_C(1) << (p->index % 64));
     }
 #endif
     atomic_store(&p->entry->pid, pid);
@@ -608,7 +609,7 @@ static shmring_t *attach_ring(void)
 
 /* A child process that attaches, joins, tells us (one byte on `ready`) and then
  * does `what` until it is killed or its pipe `hold` closes. */
-enum { CHILD_IDLE, CHILD_SLEEP_ON_EMPTY, CHILD_FORK_AND_KEEP };
+enum { CHILD_IDLE, CHILD_SLEEP_ON_EMPTY, CHILD_FORK_AND_KEEP, CHILD_STALL_JOINING };
 
 static pid_t start_child(int what, pid_t *grandchild)
 {
@@ -621,6 +622,11 @@ static pid_t start_child(int what, pid_t *grandchild)
         close(hold[1]);
         shmring_t *r = attach_ring();
         shmring_participant_t *me;
+        if (what == CHILD_STALL_JOINING) { /* tell, then stall inside join until killed */
+            pid_t none = 0;
+            CHECK(write(ready[1], &none, sizeof none) == (ssize_t)sizeof none);
+            shmring_debug_set_hook(SHMRING_HOOK_JOINING, UINT64_C(60) * 1000000000u);
+        }
         CHECK(shmring_participant_join(r, &me) == SHMRING_OK);
         pid_t g = 0;
         if (what == CHILD_FORK_AND_KEEP) {
@@ -730,6 +736,24 @@ static void test_liveness(void)
     CHECK(alive(r) == 2);
     kill(grandchild, SIGKILL); /* not our child: reaped by init */
     CHECK(eventually(r, alive, 1));
+
+    /* a process killed while joining: its entry is freed, not stuck JOINING */
+#ifdef F_OFD_SETLK
+    child = start_child(CHILD_STALL_JOINING, NULL);
+    uint64_t deadline = shmring_now_ns() + UINT64_C(5000000000);
+    uint32_t stalled = r->max_participants;
+    while (stalled == r->max_participants) {
+        CHECK(shmring_now_ns() < deadline);
+        for (uint32_t i = 0; i < r->max_participants; i++)
+            if (SHMRING_PART_STATUS(atomic_load(&r->parts[i].state)) == SHMRING_PART_JOINING_LOCKED)
+                stalled = i;
+    }
+    CHECK(alive(r) == 2);
+    kill_and_reap(child);
+    CHECK(alive(r) == 1);
+    shmring_recover(r);
+    CHECK(SHMRING_PART_STATUS(atomic_load(&r->parts[stalled].state)) == SHMRING_PART_FREE);
+#endif
 
     /* a sleeper killed in its sleep: its bit goes, and notifies stop calling the kernel */
     child = start_child(CHILD_SLEEP_ON_EMPTY, NULL);
