@@ -249,10 +249,14 @@ static int own_lock_fd(shmring_t *r)
 
 int shmring__entry_alive(const shmring_t *r, uint32_t i, const struct shmring__entry_view *v)
 {
+    if (SHMRING_PART_STATUS(v->state) == SHMRING_PART_JOINING_LOCKED) {
+        /* its liveness field is not written yet: only the lock can tell */
 #ifdef SHMRING_HAVE_OFD_LOCKS
-    if (SHMRING_PART_STATUS(v->state) == SHMRING_PART_JOINING_LOCKED)
-        return lock_held(r, i) != 0; /* its liveness field is not written yet */
+        return lock_held(r, i) != 0;
+#else
+        return 1;
 #endif
+    }
     if (SHMRING_PART_STATUS(v->state) == SHMRING_PART_JOINING)
         return 1;
     if (v->liveness == SHMRING_LIVENESS_PID)
@@ -268,10 +272,11 @@ int shmring__entry_alive(const shmring_t *r, uint32_t i, const struct shmring__e
 }
 
 /* Lock entry i's byte through our description, before taking the entry (called
- * with members_lock held): 1 if locked, 0 if not (no OFD locks here, no
- * descriptor, or a squatter holds a lock on it: the PID fallback then), -1 if our
- * description holds it already (another thread of ours has just taken the entry:
- * unlocking it after a failed CAS would drop that thread's lock). */
+ * with members_lock held): 1 if locked; 0 if not (no OFD locks here, no
+ * descriptor, or a reader's read lock on it: the PID fallback then); -1 if the
+ * entry is not ours to take: another description holds its write lock (a joiner
+ * racing us), or ours does (another thread of this handle has just taken it, and
+ * unlocking after a failed CAS would drop that thread's lock). */
 static int lock_entry(shmring_t *r, uint32_t i)
 {
 #ifdef SHMRING_HAVE_OFD_LOCKS
@@ -279,9 +284,19 @@ static int lock_entry(shmring_t *r, uint32_t i)
     int fd = own_lock_fd(r);
     if (fd >= 0 && (r->locked[i / 64] & bit))
         return -1;
-    if (fd >= 0 && ofd_lock(fd, F_OFD_SETLK, F_WRLCK, lock_offset(r, i), NULL) == 0) {
-        r->locked[i / 64] |= bit;
-        return 1;
+    for (int attempt = 0; fd >= 0 && attempt < 2; attempt++) {
+        if (ofd_lock(fd, F_OFD_SETLK, F_WRLCK, lock_offset(r, i), NULL) == 0) {
+            r->locked[i / 64] |= bit;
+            return 1;
+        }
+        /* What is in the way? A write lock: another joiner (or an owner) has the
+         * entry, not ours to take. Nothing any more: try again. A read lock: a
+         * reader squatting, which only the PID fallback gets past. */
+        short found = F_UNLCK;
+        if (ofd_lock(fd, F_OFD_GETLK, F_WRLCK, lock_offset(r, i), &found) != 0 || found == F_RDLCK)
+            break;
+        if (found == F_WRLCK)
+            return -1;
     }
 #else
     (void)r;
@@ -458,7 +473,10 @@ void shmring_participant_leave(shmring_participant_t *me)
         me->next->prev = me->prev;
     pthread_mutex_unlock(&r->members_lock);
     /* A forked child inherits its parent's handles but not its entries. */
-    if (me->process == shmring__process()) {
+    /* Only an entry still ours: one recovered meanwhile (its owner judged dead)
+     * may have a new owner, whose announcement and lock must stay. Nobody takes
+     * it from us between this load and our unlock, as our lock is still held. */
+    if (me->process == shmring__process() && atomic_load_explicit(&me->entry->state, memory_order_relaxed) == me->state) {
         struct shmring_participant_entry *e = me->entry;
         /* L0: a prober that finds our lock free below sees nothing announced */
         atomic_store_explicit(&e->claim_n, 0, memory_order_release);

@@ -21,6 +21,7 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -788,6 +789,69 @@ static void test_liveness(void)
     printf("liveness ok\n");
 }
 
+/* Joiners of several processes racing for the same free entries: each one ends
+ * with its own lock (a joiner that finds another's write lock moves on instead of
+ * taking the entry without one). */
+static void test_racing_joiners(void)
+{
+    enum { JOINERS = 8, ROUNDS = 20 };
+    _Atomic int *sync = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(sync != MAP_FAILED); /* [0] go, [1] attached, [2] joined, [3] done */
+    for (int round = 0; round < ROUNDS; round++) {
+        shmring_t *r = make_ring(16, 8);
+        for (int k = 0; k < 4; k++)
+            atomic_store(&sync[k], 0);
+        for (int k = 0; k < JOINERS; k++) {
+            pid_t pid = fork();
+            CHECK(pid >= 0);
+            if (pid == 0) {
+                shmring_t *c = attach_ring();
+                shmring_participant_t *me;
+                atomic_fetch_add(&sync[1], 1);
+                while (!atomic_load(&sync[0]))
+                    ; /* all at once */
+                CHECK(shmring_participant_join(c, &me) == SHMRING_OK);
+                atomic_fetch_add(&sync[2], 1);
+                while (!atomic_load(&sync[3]))
+                    sched_yield();
+                _exit(0);
+            }
+        }
+        while (atomic_load(&sync[1]) != JOINERS)
+            sched_yield();
+        atomic_store(&sync[0], 1);
+        while (atomic_load(&sync[2]) != JOINERS)
+            sched_yield();
+        for (uint32_t i = 0; i < r->max_participants; i++)
+            if (SHMRING_PART_STATUS(atomic_load(&r->parts[i].state)) == SHMRING_PART_ACTIVE)
+                CHECK(atomic_load(&r->parts[i].liveness) == SHMRING_LIVENESS_LOCK);
+        atomic_store(&sync[3], 1);
+        for (int k = 0; k < JOINERS; k++)
+            CHECK(wait(NULL) > 0);
+        shmring_close(r);
+        shmring_unlink(ring_name);
+    }
+    munmap((void *)sync, 4096);
+}
+
+/* A participant whose entry was recovered and taken by another (as if it had been
+ * judged dead) leaves nothing of the new owner's: not its lock, not its claim. */
+static void test_stale_leave(void)
+{
+    shmring_t *r = make_ring(16, 8);
+    shmring_participant_t *stale, *owner;
+    CHECK(shmring_participant_join(r, &stale) == SHMRING_OK);
+    make_dead(stale, dead_pid());
+    CHECK(shmring_recover(r) == 0); /* frees its entry (it held no claim) */
+    CHECK(shmring_participant_join(r, &owner) == SHMRING_OK);
+    CHECK(owner->entry == stale->entry);
+    shmring_participant_leave(stale);
+    CHECK(atomic_load(&owner->entry->state) == owner->state);
+    CHECK(shmring_participants_alive(r) == 1);
+    shmring_close(r);
+    shmring_unlink(ring_name);
+}
+
 /* Names and modes that are refused, files that are not segments, segments that are
  * not to be trusted: an error code each, and nothing created or blocked on. */
 static void test_refusals(void)
@@ -1052,6 +1116,10 @@ int main(int argc, char **argv)
     }
     if (argc == 2 && strcmp(argv[1], "liveness") == 0) {
         test_liveness();
+#ifdef F_OFD_SETLK
+        test_racing_joiners();
+        test_stale_leave();
+#endif
         test_refusals();
         return 0;
     }
