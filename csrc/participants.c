@@ -474,9 +474,11 @@ void shmring_participant_leave(shmring_participant_t *me)
     pthread_mutex_unlock(&r->members_lock);
     /* A forked child inherits its parent's handles but not its entries. */
     /* Only an entry still ours: one recovered meanwhile (its owner judged dead)
-     * may have a new owner, whose announcement and lock must stay. Nobody takes
-     * it from us between this load and our unlock, as our lock is still held. */
-    if (me->process == shmring__process() && atomic_load_explicit(&me->entry->state, memory_order_relaxed) == me->state) {
+     * may have a new owner, whose announcement and lock must stay. relaxed: the
+     * state only says whose the entry is, and nobody takes it from us between
+     * this load and our unlock, as our lock is still held (L1 then decides). */
+    if (me->process == shmring__process() &&
+        atomic_load_explicit(&me->entry->state, memory_order_relaxed) == me->state) {
         struct shmring_participant_entry *e = me->entry;
         /* L0: a prober that finds our lock free below sees nothing announced */
         atomic_store_explicit(&e->claim_n, 0, memory_order_release);
