@@ -28,7 +28,6 @@ cimport cython
 
 from shmring._cshmring cimport *
 
-import math
 import os
 import pickle
 import threading
@@ -675,8 +674,7 @@ cdef class RingQueue:
         cdef int64_t size = 0
         cdef object raw = None
         try:
-            if p.deferred:
-                p.raise_deferred()
+            p.raise_deferred()
             if shmring_get_claim(p.ptr, 1, 0, &span) <= 0:  # the common case without a call: one is there
                 self._claim(False, p, 1, &span, deadline, 0)
             p.holding = True
