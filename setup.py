@@ -14,6 +14,7 @@ if sys.platform == "win32":
 
 C_SOURCES = [
     "csrc/errors.c",
+    "csrc/liveness.c",
     "csrc/participants.c",
     "csrc/recovery.c",
     "csrc/ring.c",

@@ -36,6 +36,8 @@ const char *shmring_strerror(int rc)
     case SHMRING_EFILETYPE: return "not a shmring segment (not a regular file)";
     case SHMRING_EUNTRUSTED: return "segment is writable by every user and owned by another user: whoever wrote it "
                                     "decides what this process decodes";
+    case SHMRING_ELOCKFILE: return "the ring's lock file (/dev/shm/NAME~lock) exists and is another user's, or not a "
+                                   "file";
     default: return "unknown shmring error";
     }
 }

@@ -7,10 +7,14 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "layout.h"
 #include "shmring.h"
+
+/* "/NAME~lock" and its NUL */
+#define SHMRING_LOCK_NAME_SIZE (SHMRING_NAME_MAX + 1 + sizeof SHMRING_LOCK_SUFFIX)
 
 struct shmring {
     struct shmring_segment *seg;
@@ -28,9 +32,9 @@ struct shmring {
     char schema[SHMRING_SCHEMA_MAX];
     char name[SHMRING_NAME_MAX + 2];
     int readonly;                   /* attached with SHMRING_ATTACH_READONLY: look, never join */
-    /* Liveness (participants.c). probe_fd, the descriptor the segment was opened
-     * with, asks the kernel whether an entry's lock is held; lock_fd, an open
-     * file description of this process's own, holds the locks of its
+    /* Liveness (liveness.c). probe_fd, a descriptor of the ring's lock file (-1
+     * without one), asks the kernel whether an entry's lock is held; lock_fd, an
+     * open file description of this process's own, holds the locks of its
      * participants. A forked child shares its parent's descriptions, so it must
      * not keep lock_fd (shmring_after_fork): opened in lock_process (a count of
      * forks, shmring__process), -1 until needed. */
@@ -149,11 +153,35 @@ struct shmring__entry_view {
 };
 /* 1 if the copy is consistent (the entry did not change hands while read). */
 int shmring__entry_snapshot(const struct shmring_participant_entry *e, struct shmring__entry_view *v);
+uint32_t shmring__count_alive(const shmring_t *r);
+
+/* Liveness (liveness.c). */
 /* 0 only on evidence that the owner of entry i (as seen in v) is dead: its lock
  * is free (LOCK), or (PID) its pid is gone, a zombie, or now another process's.
  * 1 if it runs or cannot be judged. */
 int shmring__entry_alive(const shmring_t *r, uint32_t i, const struct shmring__entry_view *v);
-uint32_t shmring__count_alive(const shmring_t *r);
+/* Lock entry i's byte through our description, before taking the entry (called
+ * with members_lock held): 1 if locked; 0 if not (no OFD locks here, no lock
+ * file, or a read lock on it: the PID fallback then); -1 if the entry is not
+ * ours to take: another description holds its write lock (a joiner racing us),
+ * or ours does (another thread of this handle has just taken it, and unlocking
+ * after a failed CAS would drop that thread's lock). */
+int shmring__lock_entry(shmring_t *r, uint32_t i);
+/* Drop our lock on entry i, if we hold it (members_lock held). */
+void shmring__unlock_entry(shmring_t *r, uint32_t i);
+/* The lock file of segment `name` (a "/..." name): made by the creator before
+ * the segment is published, with read and write for exactly those the segment
+ * mode lets write. SHMRING_OK with its descriptor and inode (kept in the
+ * header), or -1 and 0 where there are no OFD locks; else a SHMRING_E* code. */
+int shmring__lock_file_create(const char *name, mode_t segment_mode, int *fd, uint64_t *ino);
+/* A descriptor of the lock file the header names (inode ino, on segment's
+ * file system, of segment's owner), or -1 if there is none we may open. */
+int shmring__lock_file_open(const char *name, uint64_t ino, const struct stat *segment, int readonly);
+void shmring__lock_file_unlink(const char *name);
+/* Who we are, for PID liveness: the OS's start time of a pid (SHMRING_OK, or
+ * an error when the OS would not say) and our pid/time namespaces' identity. */
+int shmring__process_info(pid_t pid, uint64_t *start_time, int *zombie);
+uint64_t shmring__namespaces(void);
 /* Which process this is, as a count of the forks it descends through: what a
  * participant and a lock description remember, since pids can repeat. */
 unsigned long shmring__process(void);

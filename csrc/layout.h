@@ -34,7 +34,7 @@
 #include <stdint.h>
 
 #define SHMRING_MAGIC UINT64_C(0x31474e49524d4853) /* "SHMRING1", little-endian */
-#define SHMRING_LAYOUT_VERSION 4u
+#define SHMRING_LAYOUT_VERSION 5u
 #define SHMRING_LINE 128u
 #define SHMRING_SCHEMA_MAX 1024u
 
@@ -66,8 +66,13 @@ struct shmring_header {
     uint64_t payload_offset;
     int64_t creator_pid;
     uint64_t created_unix_ns;
-    uint8_t reserved[24];
+    uint64_t lock_ino;          /* inode of the lock file NAME~lock (liveness.c); 0: none */
+    uint8_t reserved[16];
 };
+
+/* The lock file of segment NAME is NAME followed by this, beside it in the same
+ * namespace; a name of a segment (A-Z a-z 0-9 . _ -) never contains '~'. */
+#define SHMRING_LOCK_SUFFIX "~lock"
 
 /* Participant table bound; one sleeper bit per participant in each wait queue. */
 #define SHMRING_PARTICIPANTS_MAX 1024u
@@ -127,10 +132,10 @@ enum {
     SHMRING_CLAIM_GET_COUNTED = 4,
 };
 
-/* How the death of an entry's process is established (participants.c).
- * LOCK: the owner holds a write lock on the entry's first byte through an open
- * file description of its own (Linux OFD lock); the kernel drops it when the
- * process dies, in whatever pid namespace, under emulation too.
+/* How the death of an entry's process is established (liveness.c).
+ * LOCK: the owner of entry i holds a write lock on byte i of the ring's lock file
+ * through an open file description of its own (Linux OFD lock); the kernel drops
+ * it when the process dies, in whatever pid namespace, under emulation too.
  * PID: the fallback where such locks do not exist (macOS) or could not be taken:
  * pid + start time + namespace identity, and only evidence of death counts. */
 enum { SHMRING_LIVENESS_PID = 1, SHMRING_LIVENESS_LOCK = 2 };
@@ -196,6 +201,7 @@ static_assert(offsetof(struct shmring_header, slot_size) == 24, "layout contract
 static_assert(offsetof(struct shmring_header, mapped_size) == 48, "layout contract");
 static_assert(offsetof(struct shmring_header, max_participants) == 64, "layout contract");
 static_assert(offsetof(struct shmring_header, creator_pid) == 88, "layout contract");
+static_assert(offsetof(struct shmring_header, lock_ino) == 104, "layout contract");
 static_assert(offsetof(struct shmring_segment, prod.write_pos) == 128, "producer line");
 static_assert(offsetof(struct shmring_segment, cons.read_pos) == 256, "consumer line");
 static_assert(offsetof(struct shmring_segment, not_empty) == 384, "reader wait queue");

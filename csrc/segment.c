@@ -91,13 +91,13 @@ static void close_on_exec(int fd)
 
 /* Build the process-local handle around a validated mapping. */
 static int handle_new(const char *name, struct shmring_segment *seg, size_t mapped_size,
-                      const struct shmring_header *h, int fd, int readonly, shmring_t **out)
+                      const struct shmring_header *h, int lock_file, int readonly, shmring_t **out)
 {
     shmring_t *r = calloc(1, sizeof *r);
     if (r == NULL)
         return SHMRING_ENOMEM;
     r->seg = seg;
-    r->probe_fd = fd;
+    r->probe_fd = lock_file;
     r->lock_fd = -1;
     r->lock_process = shmring__process(); /* also starts counting forks, before any */
     r->readonly = readonly;
@@ -172,6 +172,15 @@ int shmring_create(const char *name, const shmring_params_t *p, shmring_t **out)
         rc = open_error(errno);
         goto fail_fd;
     }
+    close(fd); /* the mapping is what we use; liveness asks the lock file */
+    fd = -1;
+    int lock_file;
+    uint64_t lock_ino;
+    rc = shmring__lock_file_create(name, mode, &lock_file, &lock_ino);
+    if (rc != SHMRING_OK) {
+        munmap(base, L.mapped_size);
+        goto fail_fd;
+    }
 
     struct shmring_segment *seg = base;
     struct shmring_header *h = &seg->hdr;
@@ -194,6 +203,7 @@ int shmring_create(const char *name, const shmring_params_t *p, shmring_t **out)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     h->created_unix_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    h->lock_ino = lock_ino;
 
     /* Slot words start at lap 0, free (all zero: a fresh segment already is).
      * Nobody else can see the segment before S1 below. */
@@ -202,15 +212,19 @@ int shmring_create(const char *name, const shmring_params_t *p, shmring_t **out)
     /* S1: publishes the initialised segment; pairs with S2 in validate(). */
     atomic_store_explicit(&h->magic, SHMRING_MAGIC, memory_order_release);
 
-    rc = handle_new(name, seg, L.mapped_size, h, fd, 0, out);
+    rc = handle_new(name, seg, L.mapped_size, h, lock_file, 0, out);
     if (rc != SHMRING_OK) {
         munmap(base, L.mapped_size);
+        if (lock_file >= 0)
+            close(lock_file);
+        shmring__lock_file_unlink(name);
         goto fail_fd;
     }
     return rc;
 
 fail_fd:
-    close(fd);
+    if (fd >= 0)
+        close(fd);
     shm_unlink(name);
     return rc;
 }
@@ -238,6 +252,7 @@ static int validate(struct shmring_segment *seg, uint64_t real_size, uint32_t ki
     h->participant_size = seg->hdr.participant_size;
     h->meta_offset = seg->hdr.meta_offset;
     h->payload_offset = seg->hdr.payload_offset;
+    h->lock_ino = seg->hdr.lock_ino;
 
     if (h->layout_version != SHMRING_LAYOUT_VERSION)
         return SHMRING_EVERSION;
@@ -392,11 +407,14 @@ int shmring_attach(const char *name, uint32_t kind, int flags, shmring_t **out)
     if (rc == SHMRING_OK && readonly && h.participants_offset + (uint64_t)h.max_participants * h.participant_size >
                                             snapshot_bytes(size))
         rc = SHMRING_ETRUNCATED; /* shrunk while we read it */
+    close(fd); /* what we read is mapped or copied; liveness asks the lock file */
+    int lock_file = rc == SHMRING_OK ? shmring__lock_file_open(name, h.lock_ino, &st, readonly) : -1;
     if (rc == SHMRING_OK)
-        rc = handle_new(name, base, size, &h, fd, readonly, out);
+        rc = handle_new(name, base, size, &h, lock_file, readonly, out);
     if (rc != SHMRING_OK) {
         release(base, size, readonly);
-        close(fd);
+        if (lock_file >= 0)
+            close(lock_file);
     }
     return rc;
 }
@@ -408,7 +426,8 @@ void shmring_close(shmring_t *r)
     while (r->members != NULL)
         shmring_participant_leave(r->members);
     release(r->seg, r->mapped_size, r->readonly);
-    close(r->probe_fd);
+    if (r->probe_fd >= 0)
+        close(r->probe_fd);
     if (r->lock_fd >= 0)
         close(r->lock_fd); /* drops the locks of every participant left above */
     pthread_mutex_destroy(&r->members_lock);
@@ -419,7 +438,10 @@ int shmring_unlink(const char *name)
 {
     if (!name_is_valid(name))
         return SHMRING_ENAME;
-    return shm_unlink(name) == 0 ? SHMRING_OK : open_error(errno);
+    if (shm_unlink(name) != 0)
+        return open_error(errno);
+    shmring__lock_file_unlink(name); /* after: an attacher never finds the segment without it */
+    return SHMRING_OK;
 }
 
 void shmring_get_params(const shmring_t *r, shmring_params_t *out)

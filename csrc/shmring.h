@@ -63,6 +63,7 @@ enum {
     SHMRING_ESCHEMA = -35,      /* schema missing, unterminated, or on a byte ring */
     SHMRING_EFILETYPE = -36,    /* not a regular file (a FIFO, a directory...) */
     SHMRING_EUNTRUSTED = -37,   /* world-writable and owned by another user */
+    SHMRING_ELOCKFILE = -38,    /* the ring's lock file exists and is another user's */
 };
 
 /* Ring kinds recorded in the header. */

@@ -33,7 +33,7 @@ def make_queue():
     yield make
     for q in made:
         q.close()
-    left = [q.name for q in made if segment_exists(q.name)]
+    left = [name for q in made for name in (q.name, q.name + "~lock") if segment_exists(name)]
     assert not left, f"segments left behind: {left}"
 
 

@@ -10,16 +10,16 @@ import struct
 import _posixshmem
 
 # struct formats of the header, mirroring csrc/layout.h (which static_asserts the offsets)
-HEADER = struct.Struct("<QIIIIQQQQQIIQQqQ24x")
+HEADER = struct.Struct("<QIIIIQQQQQIIQQqQQ16x")
 HEADER_FIELDS = (
     "magic layout_version kind flags header_size slot_size capacity maxsize mapped_size "
     "participants_offset max_participants participant_size meta_offset payload_offset "
-    "creator_pid created_unix_ns"
+    "creator_pid created_unix_ns lock_ino"
 ).split()
 MAGIC = 0x31474E49524D4853
 FIXED_PART = 2304         # header, hot lines, wait queues, schema: sizeof(struct shmring_segment)
 PARTICIPANT_SIZE = 128
-LAYOUT_VERSION = 4
+LAYOUT_VERSION = 5
 META_SIZE = 8             # per slot in byte rings: seq (32 bit) + length (32 bit)
 SEQ16_MIN_CAPACITY = 1 << 16  # records rings this large have 16-bit slot words, smaller ones 32-bit
 FREE, COMMITTED, HOLE = 0, 1, 2  # slot word codes (csrc/layout.h)

@@ -352,14 +352,15 @@ def test_rm_stale_removes_a_ring_whose_creator_was_killed(make_queue):
         stdout=subprocess.PIPE, text=True)
     name = child.stdout.readline().strip()
     assert child.wait(30) == -signal.SIGKILL
-    assert segment_exists(name)  # SIGKILL skips every cleanup
+    assert segment_exists(name) and segment_exists(name + "~lock")  # SIGKILL skips every cleanup
+    assert listed(name + "~lock") is None  # not a ring of its own
     info = listed(name)
     assert info["participants_alive"] == 0 and info["fill"] == 1
 
     done = shmring_cmd("rm", "--stale")
     assert done.returncode == 0, done.stderr
     assert f"removed {name}" in done.stdout
-    assert not segment_exists(name)
+    assert not segment_exists(name) and not segment_exists(name + "~lock")
     assert segment_exists(live.name) and live.name not in done.stdout
 
 

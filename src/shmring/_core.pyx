@@ -186,7 +186,7 @@ cdef int _raise_rc(int rc, object name) except -1:
         raise OSError(err, f"{os.strerror(err)} ({what})")
     if rc == SHMRING_ENOTFOUND:
         raise SegmentNotFound(what)
-    if rc == SHMRING_EEXIST:
+    if rc == SHMRING_EEXIST or rc == SHMRING_ELOCKFILE:
         raise FileExistsError(what)
     if rc == SHMRING_EPERM:
         raise PermissionError(what)

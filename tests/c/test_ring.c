@@ -339,7 +339,7 @@ static void make_dead(shmring_participant_t *p, pid_t pid)
 #ifdef F_OFD_SETLK
     if (atomic_load(&p->entry->liveness) == SHMRING_LIVENESS_LOCK) {
         struct flock fl = {.l_type = F_UNLCK, .l_whence = SEEK_SET, .l_len = 1,
-                           .l_start = (off_t)((char *)p->entry - (char *)p->ring->seg)};
+                           .l_start = (off_t)p->index};
         CHECK(fcntl(p->ring->lock_fd, F_OFD_SETLK, &fl) == 0);
         p->ring->locked[p->index / 64] &= ~(UINT64_C(1) << (p->index % 64));
     }
