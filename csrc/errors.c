@@ -36,8 +36,7 @@ const char *shmring_strerror(int rc)
     case SHMRING_EFILETYPE: return "not a shmring segment (not a regular file)";
     case SHMRING_EUNTRUSTED: return "segment is writable by every user and owned by another user: whoever wrote it "
                                     "decides what this process decodes";
-    case SHMRING_ELOCKFILE: return "the ring's lock file (/dev/shm/NAME~lock) exists and is another user's, or not a "
-                                   "file";
+    case SHMRING_ELOCKFILE: return "no fresh name for the ring's lock file (8 random names were all taken)";
     default: return "unknown shmring error";
     }
 }

@@ -13,8 +13,8 @@
 #include "layout.h"
 #include "shmring.h"
 
-/* "/NAME~lock" and its NUL */
-#define SHMRING_LOCK_NAME_SIZE (SHMRING_NAME_MAX + 1 + sizeof SHMRING_LOCK_SUFFIX)
+/* "/NAME~" + 16 hex digits + NUL: a lock file's name (a segment's never holds '~') */
+#define SHMRING_LOCK_NAME_SIZE (1 + SHMRING_NAME_MAX + 1 + 16 + 1)
 
 struct shmring {
     struct shmring_segment *seg;
@@ -31,6 +31,8 @@ struct shmring {
     unsigned char *payload;
     char schema[SHMRING_SCHEMA_MAX];
     char name[SHMRING_NAME_MAX + 2];
+    dev_t seg_dev;                  /* the segment file we mapped, to unlink only it */
+    ino_t seg_ino;
     int readonly;                   /* attached with SHMRING_ATTACH_READONLY: look, never join */
     /* Liveness (liveness.c). probe_fd, a descriptor of the ring's lock file (-1
      * without one), asks the kernel whether an entry's lock is held; lock_fd, an
@@ -39,6 +41,8 @@ struct shmring {
      * not keep lock_fd (shmring_after_fork): opened in lock_process (a count of
      * forks, shmring__process), -1 until needed. */
     int probe_fd, lock_fd;
+    char lock_name[SHMRING_LOCK_NAME_SIZE]; /* "" without a lock file */
+    uint64_t lock_ino;
     unsigned long lock_process;
     uint64_t locked[SHMRING_SLEEPER_WORDS]; /* entries whose lock lock_fd holds (members_lock) */
     /* When a wake call found no sleeper behind a sleeper bit, recovery may next
@@ -154,6 +158,14 @@ struct shmring__entry_view {
 /* 1 if the copy is consistent (the entry did not change hands while read). */
 int shmring__entry_snapshot(const struct shmring_participant_entry *e, struct shmring__entry_view *v);
 uint32_t shmring__count_alive(const shmring_t *r);
+/* Take entry i, whose state word was `expected`, as a joiner or a recoverer
+ * does: its lock first where it can be had, then the state to JOINING_LOCKED
+ * (JOINING without the lock). The state word now, or 0 if the entry changed
+ * hands or another description holds its lock. */
+uint32_t shmring__entry_take(shmring_t *r, uint32_t i, uint32_t expected);
+/* Give back entry i, ours as `state`: withdraw its announcement, clear its
+ * sleeper bits, drop our lock, then FREE it (unless it changed hands). */
+void shmring__entry_free(shmring_t *r, uint32_t i, uint32_t state);
 
 /* Liveness (liveness.c). */
 /* 0 only on evidence that the owner of entry i (as seen in v) is dead: its lock
@@ -170,14 +182,20 @@ int shmring__lock_entry(shmring_t *r, uint32_t i);
 /* Drop our lock on entry i, if we hold it (members_lock held). */
 void shmring__unlock_entry(shmring_t *r, uint32_t i);
 /* The lock file of segment `name` (a "/..." name): made by the creator before
- * the segment is published, with read and write for exactly those the segment
- * mode lets write. SHMRING_OK with its descriptor and inode (kept in the
- * header), or -1 and 0 where there are no OFD locks; else a SHMRING_E* code. */
-int shmring__lock_file_create(const char *name, mode_t segment_mode, int *fd, uint64_t *ino);
-/* A descriptor of the lock file the header names (inode ino, on segment's
- * file system, of segment's owner), or -1 if there is none we may open. */
-int shmring__lock_file_open(const char *name, uint64_t ino, const struct stat *segment, int readonly);
-void shmring__lock_file_unlink(const char *name);
+ * the segment is published, under a fresh random name, with read and write for
+ * its owner and for exactly those the segment mode lets write. SHMRING_OK with
+ * its descriptor, inode and token (kept in the header), or -1, 0 and 0 where
+ * there are no OFD locks; else a SHMRING_E* code. */
+int shmring__lock_file_create(const char *name, mode_t segment_mode, int *fd, uint64_t *ino, uint64_t *token);
+void shmring__lock_file_name(char out[SHMRING_LOCK_NAME_SIZE], const char *name, uint64_t token);
+/* A descriptor of the lock file lock_name if it is the one the header names
+ * (inode ino, on segment's file system, of segment's owner), or -1 if there is
+ * none we may open. */
+int shmring__lock_file_open(const char *lock_name, uint64_t ino, const struct stat *segment, int readonly);
+/* Unlink lock_name if it is still the file of inode ino. */
+void shmring__lock_file_remove(const char *lock_name, uint64_t ino);
+/* A SHMRING_E* code for the errno of a failed open (segment.c). */
+int shmring__open_error(int err);
 /* Who we are, for PID liveness: the OS's start time of a pid (SHMRING_OK, or
  * an error when the OS would not say) and our pid/time namespaces' identity. */
 int shmring__process_info(pid_t pid, uint64_t *start_time, int *zombie);

@@ -66,13 +66,10 @@ struct shmring_header {
     uint64_t payload_offset;
     int64_t creator_pid;
     uint64_t created_unix_ns;
-    uint64_t lock_ino;          /* inode of the lock file NAME~lock (liveness.c); 0: none */
-    uint8_t reserved[16];
+    uint64_t lock_ino;          /* inode of the lock file (liveness.c); 0: none */
+    uint64_t lock_token;        /* its name: NAME~ and this in 16 hex digits */
+    uint8_t reserved[8];
 };
-
-/* The lock file of segment NAME is NAME followed by this, beside it in the same
- * namespace; a name of a segment (A-Z a-z 0-9 . _ -) never contains '~'. */
-#define SHMRING_LOCK_SUFFIX "~lock"
 
 /* Participant table bound; one sleeper bit per participant in each wait queue. */
 #define SHMRING_PARTICIPANTS_MAX 1024u
@@ -202,6 +199,7 @@ static_assert(offsetof(struct shmring_header, mapped_size) == 48, "layout contra
 static_assert(offsetof(struct shmring_header, max_participants) == 64, "layout contract");
 static_assert(offsetof(struct shmring_header, creator_pid) == 88, "layout contract");
 static_assert(offsetof(struct shmring_header, lock_ino) == 104, "layout contract");
+static_assert(offsetof(struct shmring_header, lock_token) == 112, "layout contract");
 static_assert(offsetof(struct shmring_segment, prod.write_pos) == 128, "producer line");
 static_assert(offsetof(struct shmring_segment, cons.read_pos) == 256, "consumer line");
 static_assert(offsetof(struct shmring_segment, not_empty) == 384, "reader wait queue");

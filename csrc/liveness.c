@@ -3,7 +3,8 @@
  * established so that neither pids nor other users can fool it.
  *
  *   LOCK  (Linux) the owner holds a write lock on byte i (its entry's index) of
- *         the ring's lock file, "/dev/shm/NAME~lock": an open-file-description
+ *         the ring's lock file, "/dev/shm/NAME~TOKEN" (TOKEN: 16 random hex
+ *         digits, recorded in the header): an open-file-description
  *         lock (F_OFD_SETLK) taken through lock_fd, a description only its
  *         process holds. The kernel drops it when the process dies, whatever
  *         its pid namespace and under qemu-user too; a prober asks with
@@ -28,8 +29,12 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#ifdef __linux__
+#include <sys/random.h>
+#endif
 #ifdef __APPLE__
 #include <sys/sysctl.h>
 #endif
@@ -166,74 +171,72 @@ static int process_alive(pid_t pid, uint64_t start_time, uint64_t pid_ns)
     return start_time == 0 || now_start == start_time;
 }
 
+void shmring__lock_file_name(char out[SHMRING_LOCK_NAME_SIZE], const char *name, uint64_t token)
+{
+    snprintf(out, SHMRING_LOCK_NAME_SIZE, "%s~%016llx", name, (unsigned long long)token);
+}
+
 #if defined(F_OFD_SETLK) && defined(F_OFD_GETLK)
 #define SHMRING_HAVE_OFD_LOCKS 1
 
-static void lock_file_name(char out[SHMRING_LOCK_NAME_SIZE], const char *name)
-{
-    snprintf(out, SHMRING_LOCK_NAME_SIZE, "%s" SHMRING_LOCK_SUFFIX, name);
-}
-
-/* Read for exactly those the segment's mode lets write: a reader of the ring
- * must not be able to open it (and read-lock it). */
+/* Read and write for the owner and for exactly those the segment's mode lets
+ * write: a reader of the ring must not be able to open it (and read-lock it). */
 static mode_t lock_file_mode(mode_t segment_mode)
 {
     mode_t writers = segment_mode & 0222;
-    return writers | (writers << 1);
+    return 0600 | writers | (writers << 1);
 }
 
-int shmring__lock_file_create(const char *name, mode_t segment_mode, int *fd_out, uint64_t *ino)
+static uint64_t random_token(void)
 {
-    char path[SHMRING_LOCK_NAME_SIZE];
-    lock_file_name(path, name);
+    uint64_t token = 0;
+    if (getrandom(&token, sizeof token, GRND_NONBLOCK) != (ssize_t)sizeof token) {
+        struct timespec ts; /* no entropy yet (early boot): unique, if guessable */
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        token ^= (uint64_t)ts.tv_nsec * UINT64_C(0x9E3779B97F4A7C15) ^ (uint64_t)ts.tv_sec << 20 ^ (uint64_t)getpid();
+    }
+    return token;
+}
+
+int shmring__lock_file_create(const char *name, mode_t segment_mode, int *fd_out, uint64_t *ino, uint64_t *token)
+{
     mode_t mode = lock_file_mode(segment_mode);
-    for (int attempt = 0; attempt < 2; attempt++) {
+    /* A name nobody can guess before it exists: a fixed one could be taken by
+     * anyone watching /dev/shm between our segment appearing and this. */
+    for (int attempt = 0; attempt < 8; attempt++) {
+        char path[SHMRING_LOCK_NAME_SIZE];
+        *token = random_token();
+        shmring__lock_file_name(path, name, *token);
         int fd = shm_open(path, O_RDWR | O_CREAT | O_EXCL, mode);
-        if (fd >= 0) {
-            struct stat st;
-            fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) | FD_CLOEXEC);
-            /* the exact mode, as for the segment: shm_open's is filtered by the umask */
-            if (fchmod(fd, mode) != 0 || fstat(fd, &st) != 0) {
-                int err = errno;
-                close(fd);
-                shm_unlink(path);
-                errno = err;
-                return SHMRING_ESYS;
-            }
-            *fd_out = fd;
-            *ino = (uint64_t)st.st_ino;
-            return SHMRING_OK;
-        }
-        if (errno != EEXIST)
-            return errno == EACCES || errno == EPERM ? SHMRING_EPERM : SHMRING_ESYS;
-        /* Left behind by a ring of ours whose segment went another way (removed
-         * by hand, or its creator killed while creating): nobody can attach to
-         * it by name any more, as we hold that name now. Another user's (or not
-         * a file) is not ours to remove. */
+        if (fd < 0 && errno == EEXIST)
+            continue;
+        if (fd < 0)
+            return shmring__open_error(errno);
         struct stat st;
-        int old = shm_open(path, O_RDONLY | O_NONBLOCK, 0);
-        int ours = old >= 0 && fstat(old, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid();
-        if (old >= 0)
-            close(old);
-        if (!ours || shm_unlink(path) != 0)
-            break;
+        /* the exact mode, as for the segment: shm_open's is filtered by the umask */
+        if (fchmod(fd, mode) != 0 || fstat(fd, &st) != 0) {
+            int rc = shmring__open_error(errno);
+            close(fd);
+            shm_unlink(path);
+            return rc;
+        }
+        *fd_out = fd;
+        *ino = (uint64_t)st.st_ino;
+        return SHMRING_OK;
     }
     return SHMRING_ELOCKFILE;
 }
 
-int shmring__lock_file_open(const char *name, uint64_t ino, const struct stat *segment, int readonly)
+int shmring__lock_file_open(const char *lock_name, uint64_t ino, const struct stat *segment, int readonly)
 {
     if (ino == 0)
         return -1; /* made where there are no such locks */
-    char path[SHMRING_LOCK_NAME_SIZE];
-    lock_file_name(path, name);
     /* O_NONBLOCK: whatever sits under that name, opening it never waits */
-    int fd = shm_open(path, (readonly ? O_RDONLY : O_RDWR) | O_NONBLOCK, 0);
+    int fd = shm_open(lock_name, (readonly ? O_RDONLY : O_RDWR) | O_NONBLOCK, 0);
     if (fd < 0 && !readonly && (errno == EACCES || errno == EPERM))
-        fd = shm_open(path, O_RDONLY | O_NONBLOCK, 0); /* to probe, at least */
+        fd = shm_open(lock_name, O_RDONLY | O_NONBLOCK, 0); /* to probe, at least */
     if (fd < 0)
         return -1;
-    fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) | FD_CLOEXEC);
     /* The file the segment names, made by its owner: a prober that asked
      * another file would find no locks on it, and recover live participants. */
     struct stat st;
@@ -245,11 +248,16 @@ int shmring__lock_file_open(const char *name, uint64_t ino, const struct stat *s
     return fd;
 }
 
-void shmring__lock_file_unlink(const char *name)
+void shmring__lock_file_remove(const char *lock_name, uint64_t ino)
 {
-    char path[SHMRING_LOCK_NAME_SIZE];
-    lock_file_name(path, name);
-    shm_unlink(path);
+    int fd = shm_open(lock_name, O_RDONLY | O_NONBLOCK, 0);
+    if (fd < 0)
+        return;
+    struct stat st;
+    int same = fstat(fd, &st) == 0 && (uint64_t)st.st_ino == ino;
+    close(fd);
+    if (same)
+        shm_unlink(lock_name);
 }
 
 static int ofd_lock(int fd, int cmd, short type, off_t at, short *found)
@@ -301,9 +309,7 @@ static int own_lock_fd(shmring_t *r)
         snprintf(path, sizeof path, "/proc/self/fd/%d", r->probe_fd);
         fd = open(path, O_RDWR | O_CLOEXEC | O_NONBLOCK);
         if (fd < 0) {
-            char name[SHMRING_LOCK_NAME_SIZE];
-            lock_file_name(name, r->name);
-            fd = shm_open(name, O_RDWR | O_NONBLOCK, 0);
+            fd = shm_open(r->lock_name, O_RDWR | O_NONBLOCK, 0);
             if (fd >= 0 && !same_file(fd, r->probe_fd)) {
                 close(fd);
                 fd = -1;
@@ -315,27 +321,28 @@ static int own_lock_fd(shmring_t *r)
     return fd;
 }
 #else
-int shmring__lock_file_create(const char *name, mode_t segment_mode, int *fd_out, uint64_t *ino)
+int shmring__lock_file_create(const char *name, mode_t segment_mode, int *fd_out, uint64_t *ino, uint64_t *token)
 {
     (void)name;
     (void)segment_mode;
     *fd_out = -1;
-    *ino = 0; /* none: every entry has PID liveness */
+    *ino = *token = 0; /* none: every entry has PID liveness */
     return SHMRING_OK;
 }
 
-int shmring__lock_file_open(const char *name, uint64_t ino, const struct stat *segment, int readonly)
+int shmring__lock_file_open(const char *lock_name, uint64_t ino, const struct stat *segment, int readonly)
 {
-    (void)name;
+    (void)lock_name;
     (void)ino;
     (void)segment;
     (void)readonly;
     return -1;
 }
 
-void shmring__lock_file_unlink(const char *name)
+void shmring__lock_file_remove(const char *lock_name, uint64_t ino)
 {
-    (void)name;
+    (void)lock_name;
+    (void)ino;
 }
 #endif
 

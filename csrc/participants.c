@@ -7,8 +7,9 @@
  * liveness.c). Joining takes the entry's lock first, then the entry.
  *
  * Atomic pairs in this file:
- *   J1 (join: acq_rel CAS of state to JOINING) pairs with L1 (leave: release
- *      CAS of ACTIVE to FREE): the previous owner is done with the entry before reuse.
+ *   J1 (take: acq_rel CAS of state to JOINING[_LOCKED]) pairs with L1 (free:
+ *      release CAS to FREE): the previous owner is done with the entry before
+ *      reuse. A recoverer takes and frees a dead entry the same way.
  *   J2 (join: release stores of the identity fields, after J1) pairs with the
  *      acquire loads of those fields by readers that re-check `state` after them
  *      (seqlock style, entry_snapshot): a reader that saw a new field also sees
@@ -16,7 +17,7 @@
  *   J3 (join: release store ACTIVE) pairs with acquire loads of `state` by
  *      table readers: they see the identity fields of the new owner, and the
  *      lock was taken before it (a system call that returned before J3).
- *   L0 (leave: release store claim_n = 0, before the lock is dropped) pairs
+ *   L0 (free: release store claim_n = 0, before the lock is dropped) pairs
  *      with recovery's acquire load of claim_n (recovery.c R2): a prober that
  *      finds the lock free, by a system call after ours, sees the withdrawal.
  */
@@ -38,33 +39,54 @@ int shmring__entry_snapshot(const struct shmring_participant_entry *e, struct sh
     return atomic_load_explicit(&e->state, memory_order_relaxed) == v->state;
 }
 
-/* Take entry i whose state word is `expected`; its new state word if we got
- * it (never 0: ACTIVE), else 0. */
-static uint32_t take_entry(shmring_t *r, uint32_t i, uint32_t expected, pid_t pid, uint64_t start_time,
-                      uint64_t pid_ns)
+uint32_t shmring__entry_take(shmring_t *r, uint32_t i, uint32_t expected)
 {
-    struct shmring_participant_entry *e = &r->parts[i];
     uint32_t gen = SHMRING_PART_GEN(expected) + 1;
-    /* The lock first, then the entry: a joiner killed in between leaves an entry
-     * whose death shows (JOINING_LOCKED, lock gone), never one stuck JOINING. */
+    /* The lock first, then the entry: whoever is killed in between leaves an
+     * entry whose death shows (JOINING_LOCKED, lock gone), never one stuck JOINING. */
     pthread_mutex_lock(&r->members_lock);
     int locked = shmring__lock_entry(r, i);
-    int taken = locked >= 0;
+    uint32_t taken = SHMRING_PART_STATE(locked ? SHMRING_PART_JOINING_LOCKED : SHMRING_PART_JOINING, gen);
     /* J1: pairs with L1. */
-    if (taken && !atomic_compare_exchange_strong_explicit(
-                     &e->state, &expected,
-                     SHMRING_PART_STATE(locked ? SHMRING_PART_JOINING_LOCKED : SHMRING_PART_JOINING, gen),
-                     memory_order_acq_rel, memory_order_relaxed)) {
-        if (locked)
+    if (locked < 0 || !atomic_compare_exchange_strong_explicit(&r->parts[i].state, &expected, taken,
+                                                                 memory_order_acq_rel, memory_order_relaxed)) {
+        if (locked > 0)
             shmring__unlock_entry(r, i);
         taken = 0;
     }
     pthread_mutex_unlock(&r->members_lock);
-    if (!taken)
+    return taken;
+}
+
+void shmring__entry_free(shmring_t *r, uint32_t i, uint32_t state)
+{
+    struct shmring_participant_entry *e = &r->parts[i];
+    /* L0: a prober that finds our lock free below sees nothing announced */
+    atomic_store_explicit(&e->claim_n, 0, memory_order_release);
+    shmring__clear_sleeper(r, i);
+    pthread_mutex_lock(&r->members_lock);
+    shmring__unlock_entry(r, i);
+    pthread_mutex_unlock(&r->members_lock);
+    /* L1: pairs with J1 of the next owner. Keeps the generation. A CAS, as a
+     * recoverer or joiner that found our lock free may own the entry now. */
+    atomic_compare_exchange_strong_explicit(&e->state, &state,
+                                            SHMRING_PART_STATE(SHMRING_PART_FREE, SHMRING_PART_GEN(state)),
+                                            memory_order_release, memory_order_relaxed);
+}
+
+/* Take entry i whose state word is `expected` and make it ours; its new state
+ * word if we got it (never 0: ACTIVE), else 0. */
+static uint32_t join_entry(shmring_t *r, uint32_t i, uint32_t expected, pid_t pid, uint64_t start_time,
+                           uint64_t pid_ns)
+{
+    struct shmring_participant_entry *e = &r->parts[i];
+    uint32_t taken = shmring__entry_take(r, i, expected);
+    if (taken == 0)
         return 0;
     shmring__hook(SHMRING_HOOK_JOINING);
-    uint32_t liveness = locked ? SHMRING_LIVENESS_LOCK : SHMRING_LIVENESS_PID;
-    uint32_t active = SHMRING_PART_STATE(SHMRING_PART_ACTIVE, gen);
+    uint32_t liveness = SHMRING_PART_STATUS(taken) == SHMRING_PART_JOINING_LOCKED ? SHMRING_LIVENESS_LOCK
+                                                                                 : SHMRING_LIVENESS_PID;
+    uint32_t active = SHMRING_PART_STATE(SHMRING_PART_ACTIVE, SHMRING_PART_GEN(taken));
     /* J2 */
     atomic_store_explicit(&e->pid, (int32_t)pid, memory_order_release);
     atomic_store_explicit(&e->start_time, start_time, memory_order_release);
@@ -119,7 +141,7 @@ int shmring_participant_join(shmring_t *r, shmring_participant_t **out)
                     atomic_load_explicit(&r->parts[i].claim_n, memory_order_acquire) != 0)
                     continue;
             }
-            if ((state = take_entry(r, i, v.state, pid, start_time, pid_ns)) != 0)
+            if ((state = join_entry(r, i, v.state, pid, start_time, pid_ns)) != 0)
                 got = (int)i;
         }
     }
@@ -163,21 +185,8 @@ void shmring_participant_leave(shmring_participant_t *me)
      * state only says whose the entry is, and nobody takes it from us between
      * this load and our unlock, as our lock is still held (L1 then decides). */
     if (me->process == shmring__process() &&
-        atomic_load_explicit(&me->entry->state, memory_order_relaxed) == me->state) {
-        struct shmring_participant_entry *e = me->entry;
-        /* L0: a prober that finds our lock free below sees nothing announced */
-        atomic_store_explicit(&e->claim_n, 0, memory_order_release);
-        shmring__clear_sleeper(r, me->index);
-        pthread_mutex_lock(&r->members_lock);
-        shmring__unlock_entry(r, me->index);
-        pthread_mutex_unlock(&r->members_lock);
-        /* L1: pairs with J1 of the next owner. Keeps the generation. A CAS, as
-         * a recoverer or joiner that found our lock free may own the entry now. */
-        uint32_t active = me->state;
-        atomic_compare_exchange_strong_explicit(&e->state, &active,
-                                                SHMRING_PART_STATE(SHMRING_PART_FREE, SHMRING_PART_GEN(active)),
-                                                memory_order_release, memory_order_relaxed);
-    }
+        atomic_load_explicit(&me->entry->state, memory_order_relaxed) == me->state)
+        shmring__entry_free(r, me->index, me->state);
     free(me);
 }
 

@@ -37,8 +37,7 @@
  *       the slot then fails)
  *   R3  acq_rel CAS on seq -> C1 / P1 (ring.c): whoever takes the slot next sees
  *       the state we wrote, and we saw the state the dead owner left
- *   R4  acq_rel CAS of the entry state (taking it as if joining) and release store
- *       of FREE -> J1 (participants.c) of the next owner
+ *   R4  taking the entry as if joining (J1) and freeing it (L0, L1: participants.c)
  *   R5  release increments of tasks_done -> T2 (ring.c): join() sees them
  */
 #include <stdlib.h>
@@ -205,18 +204,13 @@ static int recover_entry(shmring_t *r, const struct shmring__entry_view *seen, c
     int held = recover_claim(r, seen, dead, i, &pending);
     if (pending)
         return 0; /* keep the entry: its announcement is still needed */
-    /* R4: take the entry as a joiner would, so that nobody else can while we
-     * clear its sleeper bits, then free it. */
-    uint32_t expected = seen[i].state;
-    uint32_t gen = SHMRING_PART_GEN(expected) + 1;
-    if (!atomic_compare_exchange_strong_explicit(&r->parts[i].state, &expected,
-                                                 SHMRING_PART_STATE(SHMRING_PART_JOINING, gen),
-                                                 memory_order_acq_rel, memory_order_relaxed))
-        return 0; /* another recoverer got there first */
-    shmring__clear_sleeper(r, i);
-    /* relaxed: published by the release store of FREE below */
-    atomic_store_explicit(&r->parts[i].claim_n, 0, memory_order_relaxed);
-    atomic_store_explicit(&r->parts[i].state, SHMRING_PART_STATE(SHMRING_PART_FREE, gen), memory_order_release);
+    /* R4: take the entry as a joiner would (with its lock: killed before the
+     * entry is free, we leave it JOINING_LOCKED, whose death shows), so that
+     * nobody else can while we clear its sleeper bits, then free it. */
+    uint32_t taken = shmring__entry_take(r, i, seen[i].state);
+    if (taken == 0)
+        return 0; /* another recoverer, or a joiner, got there first */
+    shmring__entry_free(r, i, taken);
     if (!held)
         return 0;
     /* relaxed: a statistic */

@@ -67,7 +67,7 @@ static int name_is_valid(const char *name)
     return 1;
 }
 
-static int open_error(int err)
+int shmring__open_error(int err)
 {
     switch (err) {
     case ENOENT: return SHMRING_ENOTFOUND;
@@ -91,14 +91,20 @@ static void close_on_exec(int fd)
 
 /* Build the process-local handle around a validated mapping. */
 static int handle_new(const char *name, struct shmring_segment *seg, size_t mapped_size,
-                      const struct shmring_header *h, int lock_file, int readonly, shmring_t **out)
+                      const struct shmring_header *h, const struct stat *file, int lock_file, int readonly,
+                      shmring_t **out)
 {
     shmring_t *r = calloc(1, sizeof *r);
     if (r == NULL)
         return SHMRING_ENOMEM;
     r->seg = seg;
+    r->seg_dev = file->st_dev;
+    r->seg_ino = file->st_ino;
     r->probe_fd = lock_file;
     r->lock_fd = -1;
+    r->lock_ino = h->lock_ino;
+    if (h->lock_ino != 0)
+        shmring__lock_file_name(r->lock_name, name, h->lock_token);
     r->lock_process = shmring__process(); /* also starts counting forks, before any */
     r->readonly = readonly;
     r->mapped_size = mapped_size;
@@ -146,16 +152,16 @@ int shmring_create(const char *name, const shmring_params_t *p, shmring_t **out)
     mode_t mode = (mode_t)p->mode;
     int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, mode);
     if (fd < 0)
-        return open_error(errno);
+        return shmring__open_error(errno);
     close_on_exec(fd);
     /* shm_open's mode is filtered by the umask; sharing with other users needs
      * the exact mode (macOS refuses fchmod on shm objects, where umask rules). */
     if (fchmod(fd, mode) != 0 && errno != EINVAL) {
-        rc = open_error(errno);
+        rc = shmring__open_error(errno);
         goto fail_fd;
     }
     if (ftruncate(fd, (off_t)L.mapped_size) != 0) {
-        rc = open_error(errno);
+        rc = shmring__open_error(errno);
         goto fail_fd;
     }
 #ifdef __linux__
@@ -163,24 +169,26 @@ int shmring_create(const char *name, const shmring_params_t *p, shmring_t **out)
      * is then an error here rather than a SIGBUS on some later put. */
     rc = posix_fallocate(fd, 0, (off_t)L.mapped_size);
     if (rc != 0 && rc != EOPNOTSUPP && rc != EINVAL) {
-        rc = open_error(rc);
+        rc = shmring__open_error(rc);
         goto fail_fd;
     }
 #endif
     void *base = mmap(NULL, L.mapped_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (base == MAP_FAILED) {
-        rc = open_error(errno);
+        rc = shmring__open_error(errno);
         goto fail_fd;
     }
-    close(fd); /* the mapping is what we use; liveness asks the lock file */
-    fd = -1;
+    struct stat file;
     int lock_file;
-    uint64_t lock_ino;
-    rc = shmring__lock_file_create(name, mode, &lock_file, &lock_ino);
+    uint64_t lock_ino, lock_token;
+    rc = fstat(fd, &file) == 0 ? shmring__lock_file_create(name, mode, &lock_file, &lock_ino, &lock_token)
+                               : shmring__open_error(errno);
     if (rc != SHMRING_OK) {
         munmap(base, L.mapped_size);
         goto fail_fd;
     }
+    close(fd); /* the mapping is what we use; liveness asks the lock file */
+    fd = -1;
 
     struct shmring_segment *seg = base;
     struct shmring_header *h = &seg->hdr;
@@ -204,6 +212,7 @@ int shmring_create(const char *name, const shmring_params_t *p, shmring_t **out)
     clock_gettime(CLOCK_REALTIME, &ts);
     h->created_unix_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
     h->lock_ino = lock_ino;
+    h->lock_token = lock_token;
 
     /* Slot words start at lap 0, free (all zero: a fresh segment already is).
      * Nobody else can see the segment before S1 below. */
@@ -212,12 +221,14 @@ int shmring_create(const char *name, const shmring_params_t *p, shmring_t **out)
     /* S1: publishes the initialised segment; pairs with S2 in validate(). */
     atomic_store_explicit(&h->magic, SHMRING_MAGIC, memory_order_release);
 
-    rc = handle_new(name, seg, L.mapped_size, h, lock_file, 0, out);
+    rc = handle_new(name, seg, L.mapped_size, h, &file, lock_file, 0, out);
     if (rc != SHMRING_OK) {
-        munmap(base, L.mapped_size);
+        char lock_name[SHMRING_LOCK_NAME_SIZE];
+        shmring__lock_file_name(lock_name, name, lock_token);
+        shmring__lock_file_remove(lock_name, lock_ino);
         if (lock_file >= 0)
             close(lock_file);
-        shmring__lock_file_unlink(name);
+        munmap(base, L.mapped_size);
         goto fail_fd;
     }
     return rc;
@@ -253,6 +264,7 @@ static int validate(struct shmring_segment *seg, uint64_t real_size, uint32_t ki
     h->meta_offset = seg->hdr.meta_offset;
     h->payload_offset = seg->hdr.payload_offset;
     h->lock_ino = seg->hdr.lock_ino;
+    h->lock_token = seg->hdr.lock_token;
 
     if (h->layout_version != SHMRING_LAYOUT_VERSION)
         return SHMRING_EVERSION;
@@ -379,12 +391,12 @@ int shmring_attach(const char *name, uint32_t kind, int flags, shmring_t **out)
 #endif
     int fd = shm_open(name, oflag, 0);
     if (fd < 0)
-        return open_error(errno);
+        return shmring__open_error(errno);
     close_on_exec(fd);
     struct stat st;
     int rc = SHMRING_OK;
     if (fstat(fd, &st) != 0)
-        rc = open_error(errno);
+        rc = shmring__open_error(errno);
     else if (!S_ISREG(st.st_mode))
         rc = SHMRING_EFILETYPE;
     else if (!readonly && (st.st_mode & S_IWOTH) && st.st_uid != geteuid() && !(flags & SHMRING_ATTACH_TRUST_WRITABLE))
@@ -398,7 +410,7 @@ int shmring_attach(const char *name, uint32_t kind, int flags, shmring_t **out)
     size_t size = (size_t)st.st_size;
     void *base = readonly ? snapshot(fd, size) : mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (base == MAP_FAILED) {
-        rc = errno == EBUSY ? SHMRING_ETRUNCATED : open_error(errno); /* EBUSY: snapshot() read short */
+        rc = errno == EBUSY ? SHMRING_ETRUNCATED : shmring__open_error(errno); /* EBUSY: snapshot() read short */
         close(fd);
         return rc;
     }
@@ -408,9 +420,13 @@ int shmring_attach(const char *name, uint32_t kind, int flags, shmring_t **out)
                                             snapshot_bytes(size))
         rc = SHMRING_ETRUNCATED; /* shrunk while we read it */
     close(fd); /* what we read is mapped or copied; liveness asks the lock file */
-    int lock_file = rc == SHMRING_OK ? shmring__lock_file_open(name, h.lock_ino, &st, readonly) : -1;
-    if (rc == SHMRING_OK)
-        rc = handle_new(name, base, size, &h, lock_file, readonly, out);
+    int lock_file = -1;
+    if (rc == SHMRING_OK) {
+        char lock_name[SHMRING_LOCK_NAME_SIZE];
+        shmring__lock_file_name(lock_name, name, h.lock_token);
+        lock_file = shmring__lock_file_open(lock_name, h.lock_ino, &st, readonly);
+        rc = handle_new(name, base, size, &h, &st, lock_file, readonly, out);
+    }
     if (rc != SHMRING_OK) {
         release(base, size, readonly);
         if (lock_file >= 0)
@@ -438,10 +454,47 @@ int shmring_unlink(const char *name)
 {
     if (!name_is_valid(name))
         return SHMRING_ENAME;
+    /* Which lock file is this segment's: read before the name goes, as far as
+     * this is a readable shmring segment of our layout (else there is none). */
+    struct shmring_header h;
+    memset(&h, 0, sizeof h);
+    int fd = shm_open(name, O_RDONLY | O_NONBLOCK, 0);
+    struct stat st;
+    if (fd >= 0) {
+        if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || pread(fd, &h, sizeof h, 0) != (ssize_t)sizeof h ||
+            h.magic != SHMRING_MAGIC || h.layout_version != SHMRING_LAYOUT_VERSION)
+            h.lock_ino = 0;
+        close(fd);
+    }
     if (shm_unlink(name) != 0)
-        return open_error(errno);
-    shmring__lock_file_unlink(name); /* after: an attacher never finds the segment without it */
+        return shmring__open_error(errno);
+    if (h.lock_ino != 0) {
+        char lock_name[SHMRING_LOCK_NAME_SIZE];
+        shmring__lock_file_name(lock_name, name, h.lock_token);
+        shmring__lock_file_remove(lock_name, h.lock_ino);
+    }
     return SHMRING_OK;
+}
+
+int shmring_remove(shmring_t *r)
+{
+    /* The name only if it still names our segment: after someone removed it,
+     * it may name a ring made since, which is not ours to remove. */
+    int fd = shm_open(r->name, O_RDONLY | O_NONBLOCK, 0);
+    struct stat st;
+    int ours = fd >= 0 ? fstat(fd, &st) == 0 && st.st_dev == r->seg_dev && st.st_ino == r->seg_ino
+                       : errno == EACCES; /* a mode without read for us: cannot tell, as before */
+    if (fd >= 0)
+        close(fd);
+    int rc = ours ? shm_unlink(r->name) == 0 ? SHMRING_OK : shmring__open_error(errno) : SHMRING_ENOTFOUND;
+    if (r->lock_ino != 0)
+        shmring__lock_file_remove(r->lock_name, r->lock_ino); /* after: attachers find both or neither */
+    return rc;
+}
+
+const char *shmring_lock_file(const shmring_t *r)
+{
+    return r->lock_ino != 0 ? r->lock_name : NULL;
 }
 
 void shmring_get_params(const shmring_t *r, shmring_params_t *out)

@@ -63,7 +63,7 @@ enum {
     SHMRING_ESCHEMA = -35,      /* schema missing, unterminated, or on a byte ring */
     SHMRING_EFILETYPE = -36,    /* not a regular file (a FIFO, a directory...) */
     SHMRING_EUNTRUSTED = -37,   /* world-writable and owned by another user */
-    SHMRING_ELOCKFILE = -38,    /* the ring's lock file exists and is another user's */
+    SHMRING_ELOCKFILE = -38,    /* no fresh name for the ring's lock file */
 };
 
 /* Ring kinds recorded in the header. */
@@ -130,7 +130,15 @@ enum { SHMRING_ATTACH_READONLY = 1, SHMRING_ATTACH_TRUST_WRITABLE = 2 };
 int shmring_attach(const char *name, uint32_t kind, int flags, shmring_t **out);
 /* Leaves this process's participants and unmaps. Never unlinks. */
 void shmring_close(shmring_t *ring);
+/* Remove segment `name` and its lock file (the one its header names). */
 int shmring_unlink(const char *name);
+/* Remove this ring's names: its segment's, if that name still names the segment
+ * this handle maps (SHMRING_ENOTFOUND if not: someone removed it, and the name
+ * may be another ring's now), and its lock file. */
+int shmring_remove(shmring_t *ring);
+/* "/NAME~TOKEN", the file whose locks tell which participants live, or NULL
+ * where there is none (no OFD locks). Valid until shmring_close. */
+const char *shmring_lock_file(const shmring_t *ring);
 /* schema points into the handle (valid until shmring_close). */
 void shmring_get_params(const shmring_t *ring, shmring_params_t *out);
 /* Slots in the ring (maxsize rounded up to a power of two, at least 4): slot i

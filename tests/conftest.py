@@ -5,6 +5,7 @@ import pytest
 
 import shmring
 from segments import segment_exists
+from shmring._core import inspect
 
 
 def wait_until(predicate, timeout=10.0, what="condition"):
@@ -27,13 +28,13 @@ def make_queue():
 
     def make(*args, **kwargs):
         q = shmring.Queue(*args, **kwargs)
-        made.append(q)
+        made.append((q, inspect(q.name)["lock_file"]))
         return q
 
     yield make
-    for q in made:
+    for q, _ in made:
         q.close()
-    left = [name for q in made for name in (q.name, q.name + "~lock") if segment_exists(name)]
+    left = [name for q, lock_file in made for name in (q.name, lock_file) if name and segment_exists(name)]
     assert not left, f"segments left behind: {left}"
 
 

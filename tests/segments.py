@@ -10,11 +10,11 @@ import struct
 import _posixshmem
 
 # struct formats of the header, mirroring csrc/layout.h (which static_asserts the offsets)
-HEADER = struct.Struct("<QIIIIQQQQQIIQQqQQ16x")
+HEADER = struct.Struct("<QIIIIQQQQQIIQQqQQQ8x")
 HEADER_FIELDS = (
     "magic layout_version kind flags header_size slot_size capacity maxsize mapped_size "
     "participants_offset max_participants participant_size meta_offset payload_offset "
-    "creator_pid created_unix_ns lock_ino"
+    "creator_pid created_unix_ns lock_ino lock_token"
 ).split()
 MAGIC = 0x31474E49524D4853
 FIXED_PART = 2304         # header, hot lines, wait queues, schema: sizeof(struct shmring_segment)

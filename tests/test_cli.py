@@ -352,16 +352,45 @@ def test_rm_stale_removes_a_ring_whose_creator_was_killed(make_queue):
         stdout=subprocess.PIPE, text=True)
     name = child.stdout.readline().strip()
     assert child.wait(30) == -signal.SIGKILL
-    assert segment_exists(name) and segment_exists(name + "~lock")  # SIGKILL skips every cleanup
-    assert listed(name + "~lock") is None  # not a ring of its own
     info = listed(name)
+    lock_file = info["lock_file"]
+    assert segment_exists(name) and segment_exists(lock_file)  # SIGKILL skips every cleanup
+    assert listed(lock_file) is None  # not a ring of its own
     assert info["participants_alive"] == 0 and info["fill"] == 1
 
     done = shmring_cmd("rm", "--stale")
     assert done.returncode == 0, done.stderr
     assert f"removed {name}" in done.stdout
-    assert not segment_exists(name) and not segment_exists(name + "~lock")
+    assert not segment_exists(name) and not segment_exists(lock_file)
     assert segment_exists(live.name) and live.name not in done.stdout
+
+
+@needs_dev_shm
+@pytest.mark.timeout(60)
+def test_rm_stale_removes_lock_files_of_no_ring_and_keeps_those_of_rings(make_queue):
+    live = make_queue(10, msg_size=16)
+    own = listed(live.name)["lock_file"]
+    child = subprocess.Popen(
+        [sys.executable, "-c",
+         "import os, shmring\n"
+         "q = shmring.Queue(10, msg_size=16)\n"
+         "print(q.name, flush=True)\n"
+         "os.kill(os.getpid(), 9)\n"],
+        stdout=subprocess.PIPE, text=True)
+    name = child.stdout.readline().strip()
+    assert child.wait(30) == -signal.SIGKILL
+    orphan = listed(name)["lock_file"]
+    os.unlink(f"/dev/shm/{name}")                   # its segment removed by hand
+    foreign = f"{live.name}~0123456789abcdef"      # named like one of the live ring's, but not it
+    open(f"/dev/shm/{foreign}", "w").close()
+    done = shmring_cmd("rm", "--stale")
+    assert done.returncode == 0, done.stderr
+    assert f"removed {orphan}: lock file of no ring" in done.stdout
+    assert f"removed {foreign}: lock file of no ring" in done.stdout
+    assert not segment_exists(orphan) and not segment_exists(foreign)
+    assert segment_exists(own) and own not in done.stdout
+    live.put_bytes(b"still alive")
+    assert live.get_bytes() == b"still alive"
 
 
 @pytest.mark.timeout(60)

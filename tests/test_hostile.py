@@ -537,37 +537,6 @@ def test_a_put_that_reaps_a_dead_sleeper_runs_on_a_small_thread_stack():
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
 
 
-READ_LOCKS = """
-    import fcntl, os, struct, sys, threading, shmring
-    name = sys.argv[1]
-    r, w = os.pipe()
-    hold, _ = os.pipe()                            # never written: the reader waits on it until killed
-    pid = os.fork()
-    if pid == 0:                                   # a user who may only read the ring
-        os.setgid(65534); os.setuid(65534)
-        fd = os.open("/dev/shm/" + name, os.O_RDONLY)
-        for i in range(4):                         # read-locks every entry's lock byte
-            try:
-                fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_RDLCK, 0, 2304 + 128 * i, 1, 0))
-            except OSError:
-                pass                               # the creator's own entry
-        os.write(w, b"x"); os.read(hold, 1); os._exit(0)
-    os.read(r, 1)
-    q = shmring.Queue.attach(name)                 # joins all the same
-    t = threading.Thread(target=q.put, args=("from a new thread",)); t.start(); t.join()
-    print(q.get(), q.stats()["participants"])
-    os.kill(pid, 9)
-"""
-
-
-def test_read_locks_of_a_reader_cannot_keep_anyone_from_joining(make_queue):
-    if os.geteuid() != 0 or not hasattr(__import__("fcntl"), "F_OFD_SETLK"):
-        pytest.skip("needs root (to act as another user) and OFD locks")
-    q = make_queue(8, 64, max_participants=4, mode=0o644)
-    done = run_python(READ_LOCKS, q.name)
-    assert done.returncode == 0 and done.stdout.strip() == "from a new thread 2", done.stdout + done.stderr
-
-
 NEW_PID_NAMESPACE_CHILD = """
     import ctypes, os, sys, threading, shmring
     assert os.getpid() == 1

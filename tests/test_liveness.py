@@ -28,7 +28,7 @@ ACTIVE = 2
 
 
 def lock_path(name):
-    return f"/dev/shm/{name}~lock"
+    return "/dev/shm/" + inspect(name)["lock_file"]
 
 
 def active_liveness(name):
@@ -48,21 +48,34 @@ def needs_root():
 
 
 @pytest.mark.parametrize("mode, lock_mode", [(0o600, 0o600), (0o644, 0o600), (0o640, 0o600), (0o660, 0o660),
-                                             (0o664, 0o660), (0o666, 0o666)])
+                                             (0o664, 0o660), (0o666, 0o666), (0o444, 0o600), (0o622, 0o666)])
 def test_the_lock_file_opens_to_exactly_the_rings_writers_and_goes_with_it(make_queue, mode, lock_mode):
     q = make_queue(4, 8, mode=mode)
-    st = os.stat(lock_path(q.name))
-    assert st.st_mode & 0o7777 == lock_mode
-    assert read_header(q.name)["lock_ino"] == st.st_ino
+    path = lock_path(q.name)
+    h = read_header(q.name)
+    assert path == f"/dev/shm/{q.name}~{h['lock_token']:016x}"
+    st = os.stat(path)
+    assert st.st_mode & 0o7777 == lock_mode and h["lock_ino"] == st.st_ino
     q.put_bytes(b"x")
     assert active_liveness(q.name) == [LIVENESS_LOCK]
     q.close()
-    assert not os.path.exists(lock_path(q.name))
+    assert not os.path.exists(path)
+
+
+def test_each_ring_of_a_name_gets_a_lock_file_nobody_could_name_before(make_queue):
+    """A name fixed by the ring's name could be taken by anyone watching /dev/shm
+    between the segment appearing and the lock file being made."""
+    names = set()
+    for _ in range(3):
+        q = make_queue(4, 8, name="shmring-test-relock")
+        names.add(lock_path(q.name))
+        q.close()
+    assert len(names) == 3
 
 
 READER = """
     import errno, fcntl, os, struct, sys, threading, shmring
-    name = sys.argv[1]
+    name, lock_path = sys.argv[1:]
     r, w = os.pipe()
     hold, _ = os.pipe()                            # never written: the reader waits on it until killed
     pid = os.fork()
@@ -71,11 +84,12 @@ READER = """
         fd = os.open("/dev/shm/" + name, os.O_RDONLY)
         fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_RDLCK, 0, 0, 0, 0))  # every byte
         try:
-            os.open("/dev/shm/" + name + "~lock", os.O_RDONLY)
+            os.open(lock_path, os.O_RDONLY)
             os.write(w, b"opened the lock file")
         except PermissionError:
             os.write(w, b"x")
         os.read(hold, 1); os._exit(0)
+    os.close(w)                                    # a child that fails says nothing: b""
     said = os.read(r, 100)
     q = shmring.Queue.attach(name)
     t = threading.Thread(target=q.put, args=("from a new thread",)); t.start(); t.join()
@@ -87,7 +101,7 @@ READER = """
 def test_a_reader_cannot_push_joiners_off_kernel_lock_liveness(make_queue):
     needs_root()
     q = make_queue(8, 64, max_participants=4, mode=0o644)
-    done = run_python(READER, q.name)
+    done = run_python(READER, q.name, lock_path(q.name))
     assert done.returncode == 0 and done.stdout.split() == ["x", "from", "a", "new", "thread"], \
         done.stdout + done.stderr
     # the creator and the attacher's thread joined with locks despite the reader's read locks
@@ -109,8 +123,9 @@ def test_a_lock_file_swapped_under_the_ring_cannot_make_live_participants_look_d
     under that name has no locks, and would make every live participant dead."""
     q = make_queue(8, 64)
     q.put("creator's")                             # the creator holds entry 0's lock
-    os.unlink(lock_path(q.name))
-    os.close(os.open(lock_path(q.name), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+    planted = lock_path(q.name)
+    os.unlink(planted)
+    os.close(os.open(planted, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
     assert inspect(q.name)["participants_alive"] == 1
     peer = shmring.Queue.attach(q.name)
     assert peer.get() == "creator's"
@@ -119,31 +134,22 @@ def test_a_lock_file_swapped_under_the_ring_cannot_make_live_participants_look_d
     assert peer.stats()["participants"] == 2 and len(active_liveness(q.name)) == 2
     peer.close()
     assert inspect(q.name)["participants_alive"] == 1
+    q.close()
+    assert os.path.exists(planted)                 # not the ring's: close leaves it
+    os.unlink(planted)
 
 
-def test_a_lock_file_of_ours_left_behind_is_replaced(make_queue):
-    name = "shmring-test-stale-lock-%d" % os.getpid()
-    os.close(os.open(lock_path(name), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
-    stale = os.stat(lock_path(name)).st_ino
-    q = make_queue(4, 8, name=name)
-    assert os.stat(lock_path(name)).st_ino == read_header(name)["lock_ino"] != stale
-    q.put_bytes(b"x")
-    assert active_liveness(name) == [LIVENESS_LOCK]
-
-
-def test_a_lock_file_of_another_user_is_refused_and_nothing_is_made(make_queue):
-    needs_root()
-    name = "shmring-test-planted-lock-%d" % os.getpid()
-    fd = os.open(lock_path(name), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o666)
-    os.fchown(fd, 65534, 65534)
-    os.close(fd)
-    try:
-        with pytest.raises(FileExistsError, match="lock file"):
-            make_queue(4, 8, name=name)
-        assert not os.path.exists("/dev/shm/" + name)
-        assert os.stat(lock_path(name)).st_uid == 65534
-    finally:
-        os.unlink(lock_path(name))
+def test_closing_a_ring_whose_name_was_taken_by_another_removes_only_its_own_files(make_queue):
+    first = make_queue(4, 8, name="shmring-test-renamed")
+    first_lock = lock_path(first.name)
+    os.unlink("/dev/shm/" + first.name)              # removed by hand; the name is free again
+    second = make_queue(4, 16, name="shmring-test-renamed")
+    second_lock = lock_path(second.name)
+    first.close()
+    assert not os.path.exists(first_lock)
+    assert os.path.exists("/dev/shm/" + second.name) and os.path.exists(second_lock)
+    second.put_bytes(b"still here")
+    assert shmring.Queue.attach(second.name).get_bytes() == b"still here"
 
 
 def test_a_peer_killed_with_its_lock_is_dead_at_once_for_every_writer(make_queue):

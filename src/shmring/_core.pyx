@@ -131,9 +131,15 @@ def inspect(str name):
             "bytes": info.mapped_size,
             "participants": info.participants,
             "participants_alive": info.participants_alive,
+            "lock_file": _lock_file_name(ring),
         }
     finally:
         shmring_close(ring)
+
+
+cdef object _lock_file_name(const shmring_t *ring):
+    cdef const char *lock = shmring_lock_file(ring)
+    return None if lock == NULL else lock[1:].decode()
 
 
 def _unlink_segment(str name):
@@ -395,8 +401,8 @@ cdef class RingQueue:
             raise
 
     cdef void _unlink_if_owner(self) noexcept:
-        if self._owner and not self._unlinked and getpid() == self._creator_pid:
-            shmring_unlink(self._cname)
+        if self._owner and not self._unlinked and getpid() == self._creator_pid and self._ring != NULL:
+            shmring_remove(self._ring)  # only our segment: its name may be another ring's by now
             self._unlinked = True
 
     cdef void _finish_close(self) noexcept:

@@ -64,6 +64,8 @@ cdef extern from "shmring.h" nogil:
     int shmring_attach(const char *name, uint32_t kind, int flags, shmring_t **out)
     void shmring_close(shmring_t *ring)
     int shmring_unlink(const char *name)
+    int shmring_remove(shmring_t *ring)
+    const char *shmring_lock_file(const shmring_t *ring)
     void shmring_get_params(const shmring_t *ring, shmring_params_t *out)
     uint64_t shmring_capacity(const shmring_t *ring)
     const char *shmring_name(const shmring_t *ring)

@@ -2,6 +2,7 @@
 import errno
 import mmap
 import os
+import re
 import stat
 import sys
 import time
@@ -14,6 +15,8 @@ from shmring.errors import SegmentError
 # Where POSIX shared memory objects show up as files (Linux; macOS has no such place).
 SHM_DIR = "/dev/shm"
 MAGIC = b"SHMRING1"
+# A ring's lock file (csrc/liveness.c): its segment's name, "~", 16 random hex digits.
+LOCK_FILE = re.compile(r"([A-Za-z0-9._-]{1,30})~[0-9a-f]{16}")
 
 
 def read_magic(name):
@@ -74,6 +77,37 @@ def list_segments():
 def stale_segments():
     """Segments whose participants are all dead (their creator killed, say)."""
     return [r["name"] for r in list_segments() if "error" not in r and r["participants_alive"] == 0]
+
+
+def orphaned_lock_files():
+    """Lock files whose ring is gone (removed by hand, or its creator killed while
+    it made the ring): those whose segment is missing, or names another lock
+    file. A segment not ready yet (being created) or unreadable keeps its own."""
+    if not os.path.isdir(SHM_DIR):
+        return []
+    orphans = []
+    for entry in sorted(os.listdir(SHM_DIR)):
+        match = LOCK_FILE.fullmatch(entry)
+        if not match or not os.path.isfile(os.path.join(SHM_DIR, entry)):
+            continue
+        try:
+            if read_magic(match[1]) != MAGIC or inspect(match[1])["lock_file"] == entry:
+                continue
+        except FileNotFoundError:
+            pass  # no segment at all
+        except (SegmentError, OSError, ValueError):
+            continue
+        orphans.append(entry)
+    return orphans
+
+
+def remove_lock_file(entry):
+    """(removed, why) for an entry of orphaned_lock_files()."""
+    try:
+        os.unlink(os.path.join(SHM_DIR, entry))
+    except OSError as e:
+        return False, e.strerror
+    return True, "lock file of no ring"
 
 
 def remove(name, force=False):

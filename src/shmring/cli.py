@@ -6,6 +6,7 @@
     shmring rm NAME... | --stale     remove segments (refuses a live ring without --force)
 """
 import argparse
+import functools
 import json
 import math
 import sys
@@ -88,12 +89,15 @@ def cmd_stat(args, out):
 
 def cmd_rm(args, out):
     names = admin.stale_segments() if args.stale else args.names
+    removals = [(name, functools.partial(admin.remove, name, force=args.force)) for name in names]
+    if args.stale:  # and what crashed creators and hand removals left of lock files
+        removals += [(entry, functools.partial(admin.remove_lock_file, entry)) for entry in admin.orphaned_lock_files()]
     status = 0
-    for name in names:
-        removed, why = admin.remove(name, force=args.force)
+    for name, remove in removals:
+        removed, why = remove()
         print(f"{'removed' if removed else 'not removed'} {name}: {why}", file=out)
         status = status or (0 if removed else 1)
-    if args.stale and not names:
+    if args.stale and not removals:
         print("no stale segments", file=out)
     return status
 
