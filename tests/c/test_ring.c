@@ -762,6 +762,26 @@ static void test_liveness(void)
     CHECK(alive(r) == 1);
     shmring_recover(r);
     CHECK(SHMRING_PART_STATUS(atomic_load(&r->parts[stalled].state)) == SHMRING_PART_FREE);
+
+    /* a recoverer killed between taking a dead entry and freeing it: the entry
+     * is JOINING_LOCKED, dead once the recoverer's lock is gone, and freed */
+    shmring_participant_t *dead;
+    CHECK(shmring_participant_join(r, &dead) == SHMRING_OK);
+    drop_lock(dead);
+    pid_t recoverer = fork();
+    CHECK(recoverer >= 0);
+    if (recoverer == 0) {
+        shmring_t *mine = attach_ring();
+        CHECK(shmring__entry_take(mine, dead->index, atomic_load(&mine->parts[dead->index].state)) != 0);
+        _exit(0); /* before shmring__entry_free */
+    }
+    CHECK(waitpid(recoverer, NULL, 0) == recoverer);
+    CHECK(SHMRING_PART_STATUS(atomic_load(&dead->entry->state)) == SHMRING_PART_JOINING_LOCKED);
+    CHECK(alive(r) == 1);
+    shmring_recover(r);
+    CHECK(SHMRING_PART_STATUS(atomic_load(&dead->entry->state)) == SHMRING_PART_FREE);
+    shmring_participant_leave(dead); /* no longer its entry: leaves it alone */
+    CHECK(SHMRING_PART_STATUS(atomic_load(&r->parts[stalled].state)) == SHMRING_PART_FREE);
 #endif
 
     /* a sleeper killed in its sleep: its bit goes, and notifies stop calling the kernel */
