@@ -28,7 +28,9 @@ extensions = [
         sources=["src/shmring/_core.pyx"] + C_SOURCES,
         include_dirs=["csrc"],
         depends=["csrc/shmring.h", "csrc/layout.h", "csrc/internal.h", "src/shmring/_cshmring.pxd"],
-        extra_compile_args=["-O3", "-std=c11"],
+        # hidden: only PyInit__core is exported (PyMODINIT_FUNC), so calls into the
+        # C core bind directly (no PLT) and ring.c can inline its own API functions
+        extra_compile_args=["-O3", "-std=c11", "-fvisibility=hidden"],
         libraries=["rt"] if sys.platform.startswith("linux") else [],
     )
 ]

@@ -218,8 +218,9 @@ static uint32_t store_packed(const shmring_t *r, void *w, uint32_t value, uint32
 #endif
 
 /* How many slots from pos, up to max, are in state `code` for their position;
- * *last is the first word that was not. acquire: P1 (free) / C1 (committed). */
-static uint32_t count_states(const shmring_t *r, uint64_t pos, uint32_t max, uint32_t code, uint32_t *last)
+ * *last is the first word that was not (when fewer than max). acquire: P1
+ * (free) / C1 (committed). */
+static uint32_t count_runs(const shmring_t *r, uint64_t pos, uint32_t max, uint32_t code, uint32_t *last)
 {
     uint32_t n = 0;
     *last = 0;
@@ -244,11 +245,21 @@ static uint32_t count_states(const shmring_t *r, uint64_t pos, uint32_t max, uin
     return n;
 }
 
+static inline uint32_t count_states(const shmring_t *r, uint64_t pos, uint32_t max, uint32_t code,
+                                    uint32_t *last)
+{
+    if (max == 1) { /* a single message: its word alone, inlined */
+        *last = shmring__seq_load(r, pos, memory_order_acquire);
+        return *last == shmring__state(r, pos, code);
+    }
+    return count_runs(r, pos, max, code, last);
+}
+
 /* Put the slots of [pos + from, pos + to) in state `code` for their position
  * plus `ahead` (0, or capacity for the next lap), release: P4 commits, holes,
  * C3 releases. */
-static void store_states(const shmring_t *r, uint64_t pos, uint32_t from, uint32_t to, uint64_t ahead,
-                         uint32_t code)
+static void store_runs(const shmring_t *r, uint64_t pos, uint32_t from, uint32_t to, uint64_t ahead,
+                       uint32_t code)
 {
     for (uint32_t i = from; i < to;) {
         uint32_t run = run_at(r, pos + i, to - i);
@@ -263,6 +274,15 @@ static void store_states(const shmring_t *r, uint64_t pos, uint32_t from, uint32
             shmring__word_store(r, w + ((size_t)k << r->meta_shift), value, memory_order_release);
         i += run;
     }
+}
+
+static inline void store_states(const shmring_t *r, uint64_t pos, uint32_t from, uint32_t to, uint64_t ahead,
+                                uint32_t code)
+{
+    if (to - from == 1) /* a single message: its word alone, inlined */
+        shmring__seq_store(r, pos + from, shmring__state(r, pos + from + ahead, code), memory_order_release);
+    else
+        store_runs(r, pos, from, to, ahead, code);
 }
 
 /* P4: commit [pos + from, pos + to): the first `keep` of the claim as messages,

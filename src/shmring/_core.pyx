@@ -207,8 +207,15 @@ cdef int _raise_rc(int rc, object name) except -1:
     raise ValueError(what)
 
 
-cdef int _deadline(object block, object timeout, uint64_t *out) except -1:
+cdef inline int _deadline(object block, object timeout, uint64_t *out) except -1:
     """0: do not block; UINT64_MAX: block forever; else a CLOCK_MONOTONIC ns deadline."""
+    if block is True and timeout is None:  # the default: no truth test, no call
+        out[0] = UINT64_MAX
+        return 0
+    return _deadline_of(block, timeout, out)
+
+
+cdef int _deadline_of(object block, object timeout, uint64_t *out) except -1:
     cdef double t
     if not block:
         out[0] = 0
@@ -299,6 +306,7 @@ cdef class _SlotBuffer:
 # Fields stay for __dealloc__ when a cycle is collected (Cython's tp_clear would
 # clear them first): a participant must leave, a handle close, a span end.
 @cython.no_gc_clear
+@cython.final
 cdef class _Participant:
     """One thread's entry in the ring's participant table."""
     cdef shmring_participant_t *ptr
@@ -311,7 +319,7 @@ cdef class _Participant:
     # thread's next calls (the messages around them were handed out).
     cdef list deferred
 
-    cdef int raise_deferred(self) except -1:
+    cdef inline int raise_deferred(self) except -1:
         if self.deferred:
             raise self.deferred.pop(0)
         return 0
@@ -517,6 +525,15 @@ cdef class RingQueue:
 
     cdef inline _Participant _enter(self):
         """Start an operation: this thread's participant; close() waits for us."""
+        cdef _Participant p = self._part0
+        # the common case, inlined: the first thread, open, holding no claim
+        if (not self._closing and self._ring != NULL and p is not None
+                and PyThread_get_thread_ident() == self._tid0 and not p.holding):
+            self._active += 1
+            return p
+        return self._enter_checked()
+
+    cdef _Participant _enter_checked(self):
         cdef _Participant p
         if self._closing or self._ring == NULL:
             raise QueueClosed(f"queue {self.name!r} is closed")
@@ -611,6 +628,7 @@ cdef class RingQueue:
 
     # ---- moving bytes ----
 
+    @cython.final
     cdef int _put_one(self, const char *data, Py_ssize_t size, uint64_t deadline) except -1:
         cdef shmring_span_t span
         cdef _Participant p
@@ -618,11 +636,12 @@ cdef class RingQueue:
             raise MessageTooLarge(size, self._slot_size)
         p = self._enter()
         try:
-            if shmring_put_claim(p.ptr, 1, 0, &span) <= 0:  # the common case without a call: room now
+            # the common case in one C call: room now, claimed, filled and committed
+            if shmring_put(p.ptr, data, size) <= 0:
                 self._claim(True, p, 1, &span, deadline, 0)
-            memcpy(shmring_slot_payload(self._ring, span.pos), data, size)
-            shmring_slot_set_len(self._ring, span.pos, <uint32_t>size)
-            shmring_put_commit(p.ptr, &span)
+                memcpy(shmring_slot_payload(self._ring, span.pos), data, size)
+                shmring_slot_set_len(self._ring, span.pos, <uint32_t>size)
+                shmring_put_commit(p.ptr, &span)
         finally:
             self._leave()
         return 0
@@ -673,6 +692,7 @@ cdef class RingQueue:
         if n and self._ring != NULL:
             shmring_count_lost(self._ring, n)
 
+    @cython.final
     cdef object _get_one(self, uint64_t deadline):
         """One message as bytes (a corrupt slot's SegmentError is raised in its turn)."""
         cdef shmring_span_t span
