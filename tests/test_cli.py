@@ -338,10 +338,8 @@ def test_rm_refuses_a_live_ring_unless_forced(make_queue):
     assert forced.get_bytes() == b"still mapped"
 
 
-@needs_dev_shm
-@pytest.mark.timeout(60)
-def test_rm_stale_removes_a_ring_whose_creator_was_killed(make_queue):
-    live = make_queue(10, msg_size=16)
+def ring_of_a_killed_creator():
+    """The name of a ring holding one message whose creator was SIGKILLed."""
     child = subprocess.Popen(
         [sys.executable, "-c",
          "import os, shmring\n"
@@ -352,6 +350,14 @@ def test_rm_stale_removes_a_ring_whose_creator_was_killed(make_queue):
         stdout=subprocess.PIPE, text=True)
     name = child.stdout.readline().strip()
     assert child.wait(30) == -signal.SIGKILL
+    return name
+
+
+@needs_dev_shm
+@pytest.mark.timeout(60)
+def test_rm_stale_removes_a_ring_whose_creator_was_killed(make_queue):
+    live = make_queue(10, msg_size=16)
+    name = ring_of_a_killed_creator()
     info = listed(name)
     lock_file = info["lock_file"]
     assert segment_exists(name) and segment_exists(lock_file)  # SIGKILL skips every cleanup
@@ -370,15 +376,7 @@ def test_rm_stale_removes_a_ring_whose_creator_was_killed(make_queue):
 def test_rm_stale_removes_lock_files_of_no_ring_and_keeps_those_of_rings(make_queue):
     live = make_queue(10, msg_size=16)
     own = listed(live.name)["lock_file"]
-    child = subprocess.Popen(
-        [sys.executable, "-c",
-         "import os, shmring\n"
-         "q = shmring.Queue(10, msg_size=16)\n"
-         "print(q.name, flush=True)\n"
-         "os.kill(os.getpid(), 9)\n"],
-        stdout=subprocess.PIPE, text=True)
-    name = child.stdout.readline().strip()
-    assert child.wait(30) == -signal.SIGKILL
+    name = ring_of_a_killed_creator()
     orphan = listed(name)["lock_file"]
     os.unlink(f"/dev/shm/{name}")                   # its segment removed by hand
     foreign = f"{live.name}~0123456789abcdef"      # named like one of the live ring's, but not it
