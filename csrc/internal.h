@@ -183,7 +183,8 @@ int shmring__lock_entry(shmring_t *r, uint32_t i);
 void shmring__unlock_entry(shmring_t *r, uint32_t i);
 /* The lock file of segment `name` (a "/..." name): made by the creator before
  * the segment is published, under a fresh random name, with read and write for
- * its owner and for exactly those the segment mode lets write. SHMRING_OK with
+ * its owner and for exactly those the segment mode lets write, its CREATING
+ * byte locked by the descriptor returned. SHMRING_OK with
  * its descriptor, inode and token (kept in the header), or -1, 0 and 0 where
  * there are no OFD locks; else a SHMRING_E* code. */
 int shmring__lock_file_create(const char *name, mode_t segment_mode, int *fd, uint64_t *ino, uint64_t *token);
@@ -192,6 +193,10 @@ void shmring__lock_file_name(char out[SHMRING_LOCK_NAME_SIZE], const char *name,
  * (inode ino, on segment's file system, of segment's owner), or -1 if there is
  * none we may open. */
 int shmring__lock_file_open(const char *lock_name, uint64_t ino, const struct stat *segment, int readonly);
+/* The creator drops the CREATING lock it took with the file, once the segment
+ * is published; 1 if fd's file is still held so (or that cannot be told). */
+void shmring__lock_file_published(int fd);
+int shmring__lock_file_creating(int fd);
 /* Unlink lock_name if it is still the file of inode ino. */
 void shmring__lock_file_remove(const char *lock_name, uint64_t ino);
 /* A SHMRING_E* code for the errno of a failed open (segment.c). */

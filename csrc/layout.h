@@ -74,6 +74,9 @@ struct shmring_header {
 /* Participant table bound; one sleeper bit per participant in each wait queue. */
 #define SHMRING_PARTICIPANTS_MAX 1024u
 #define SHMRING_SLEEPER_WORDS (SHMRING_PARTICIPANTS_MAX / 64u)
+/* The lock file's bytes: byte i is locked by the owner of participant entry i;
+ * byte SHMRING_LOCK_CREATING by the creator until the segment is published. */
+#define SHMRING_LOCK_CREATING SHMRING_PARTICIPANTS_MAX
 
 /* A place to sleep: the futex word is bumped by whoever makes progress, and the
  * sleeper bits let that party skip the wake system call when nobody sleeps.

@@ -179,6 +179,20 @@ void shmring__lock_file_name(char out[SHMRING_LOCK_NAME_SIZE], const char *name,
 #if defined(F_OFD_SETLK) && defined(F_OFD_GETLK)
 #define SHMRING_HAVE_OFD_LOCKS 1
 
+static int ofd_lock(int fd, int cmd, short type, off_t at, short *found)
+{
+    struct flock fl;
+    memset(&fl, 0, sizeof fl); /* l_pid must be 0 for OFD locks */
+    fl.l_type = type;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = at;
+    fl.l_len = 1;
+    int rc = fcntl(fd, cmd, &fl);
+    if (found)
+        *found = fl.l_type;
+    return rc;
+}
+
 /* Read and write for the owner and for exactly those the segment's mode lets
  * write: a reader of the ring must not be able to open it (and read-lock it). */
 static mode_t lock_file_mode(mode_t segment_mode)
@@ -212,9 +226,12 @@ int shmring__lock_file_create(const char *name, mode_t segment_mode, int *fd_out
             continue;
         if (fd < 0)
             return shmring__open_error(errno);
+        fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) | FD_CLOEXEC);
         struct stat st;
-        /* the exact mode, as for the segment: shm_open's is filtered by the umask */
-        if (fchmod(fd, mode) != 0 || fstat(fd, &st) != 0) {
+        /* the exact mode, as for the segment: shm_open's is filtered by the
+         * umask. CREATING held until the segment is published (or we die). */
+        if (fchmod(fd, mode) != 0 || fstat(fd, &st) != 0 ||
+            ofd_lock(fd, F_OFD_SETLK, F_WRLCK, SHMRING_LOCK_CREATING, NULL) != 0) {
             int rc = shmring__open_error(errno);
             close(fd);
             shm_unlink(path);
@@ -237,6 +254,7 @@ int shmring__lock_file_open(const char *lock_name, uint64_t ino, const struct st
         fd = shm_open(lock_name, O_RDONLY | O_NONBLOCK, 0); /* to probe, at least */
     if (fd < 0)
         return -1;
+    fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) | FD_CLOEXEC);
     /* The file the segment names, made by its owner: a prober that asked
      * another file would find no locks on it, and recover live participants. */
     struct stat st;
@@ -246,6 +264,18 @@ int shmring__lock_file_open(const char *lock_name, uint64_t ino, const struct st
         return -1;
     }
     return fd;
+}
+
+void shmring__lock_file_published(int fd)
+{
+    if (fd >= 0)
+        ofd_lock(fd, F_OFD_SETLK, F_UNLCK, SHMRING_LOCK_CREATING, NULL);
+}
+
+int shmring__lock_file_creating(int fd)
+{
+    short found;
+    return ofd_lock(fd, F_OFD_GETLK, F_RDLCK, SHMRING_LOCK_CREATING, &found) != 0 || found != F_UNLCK;
 }
 
 void shmring__lock_file_remove(const char *lock_name, uint64_t ino)
@@ -258,20 +288,6 @@ void shmring__lock_file_remove(const char *lock_name, uint64_t ino)
     close(fd);
     if (same)
         shm_unlink(lock_name);
-}
-
-static int ofd_lock(int fd, int cmd, short type, off_t at, short *found)
-{
-    struct flock fl;
-    memset(&fl, 0, sizeof fl); /* l_pid must be 0 for OFD locks */
-    fl.l_type = type;
-    fl.l_whence = SEEK_SET;
-    fl.l_start = at;
-    fl.l_len = 1;
-    int rc = fcntl(fd, cmd, &fl);
-    if (found)
-        *found = fl.l_type;
-    return rc;
 }
 
 /* 1 if some description holds entry i's write lock, 0 if none does, -1 if the
@@ -337,6 +353,17 @@ int shmring__lock_file_open(const char *lock_name, uint64_t ino, const struct st
     (void)segment;
     (void)readonly;
     return -1;
+}
+
+void shmring__lock_file_published(int fd)
+{
+    (void)fd;
+}
+
+int shmring__lock_file_creating(int fd)
+{
+    (void)fd;
+    return 1; /* cannot tell */
 }
 
 void shmring__lock_file_remove(const char *lock_name, uint64_t ino)

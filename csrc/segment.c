@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -154,15 +155,31 @@ int shmring_create(const char *name, const shmring_params_t *p, shmring_t **out)
     if (fd < 0)
         return shmring__open_error(errno);
     close_on_exec(fd);
+    /* The lock file next, its CREATING byte held until the magic is out, and
+     * named in the header at once: a creator killed before the magic leaves a
+     * segment that tells which lock file is its own and that its maker is gone
+     * (shmring_create_died), rather than one nothing may remove. */
+    int lock_file;
+    uint64_t lock_ino, lock_token;
+    rc = shmring__lock_file_create(name, mode, &lock_file, &lock_ino, &lock_token);
+    if (rc != SHMRING_OK)
+        goto fail_fd;
+    if (pwrite(fd, &lock_ino, sizeof lock_ino, offsetof(struct shmring_header, lock_ino)) != sizeof lock_ino ||
+        pwrite(fd, &lock_token, sizeof lock_token, offsetof(struct shmring_header, lock_token)) !=
+            sizeof lock_token) {
+        rc = shmring__open_error(errno);
+        goto fail_lock;
+    }
+    shmring__hook(SHMRING_HOOK_CREATING);
     /* shm_open's mode is filtered by the umask; sharing with other users needs
      * the exact mode (macOS refuses fchmod on shm objects, where umask rules). */
     if (fchmod(fd, mode) != 0 && errno != EINVAL) {
         rc = shmring__open_error(errno);
-        goto fail_fd;
+        goto fail_lock;
     }
     if (ftruncate(fd, (off_t)L.mapped_size) != 0) {
         rc = shmring__open_error(errno);
-        goto fail_fd;
+        goto fail_lock;
     }
 #ifdef __linux__
     /* Reserve the pages now: a too-small /dev/shm (e.g. a container's 64 MiB)
@@ -170,22 +187,18 @@ int shmring_create(const char *name, const shmring_params_t *p, shmring_t **out)
     rc = posix_fallocate(fd, 0, (off_t)L.mapped_size);
     if (rc != 0 && rc != EOPNOTSUPP && rc != EINVAL) {
         rc = shmring__open_error(rc);
-        goto fail_fd;
+        goto fail_lock;
     }
 #endif
+    struct stat file;
+    if (fstat(fd, &file) != 0) {
+        rc = shmring__open_error(errno);
+        goto fail_lock;
+    }
     void *base = mmap(NULL, L.mapped_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (base == MAP_FAILED) {
         rc = shmring__open_error(errno);
-        goto fail_fd;
-    }
-    struct stat file;
-    int lock_file;
-    uint64_t lock_ino, lock_token;
-    rc = fstat(fd, &file) == 0 ? shmring__lock_file_create(name, mode, &lock_file, &lock_ino, &lock_token)
-                               : shmring__open_error(errno);
-    if (rc != SHMRING_OK) {
-        munmap(base, L.mapped_size);
-        goto fail_fd;
+        goto fail_lock;
     }
     close(fd); /* the mapping is what we use; liveness asks the lock file */
     fd = -1;
@@ -220,19 +233,21 @@ int shmring_create(const char *name, const shmring_params_t *p, shmring_t **out)
 
     /* S1: publishes the initialised segment; pairs with S2 in validate(). */
     atomic_store_explicit(&h->magic, SHMRING_MAGIC, memory_order_release);
+    shmring__lock_file_published(lock_file);
 
     rc = handle_new(name, seg, L.mapped_size, h, &file, lock_file, 0, out);
-    if (rc != SHMRING_OK) {
+    if (rc == SHMRING_OK)
+        return rc;
+    munmap(base, L.mapped_size);
+
+fail_lock:
+    if (lock_ino != 0) {
         char lock_name[SHMRING_LOCK_NAME_SIZE];
         shmring__lock_file_name(lock_name, name, lock_token);
         shmring__lock_file_remove(lock_name, lock_ino);
-        if (lock_file >= 0)
-            close(lock_file);
-        munmap(base, L.mapped_size);
-        goto fail_fd;
     }
-    return rc;
-
+    if (lock_file >= 0)
+        close(lock_file);
 fail_fd:
     if (fd >= 0)
         close(fd);
@@ -450,42 +465,86 @@ void shmring_close(shmring_t *r)
     free(r);
 }
 
+/* What a segment's header says of its lock file, read as bytes (no mapping: the
+ * file may be anything): 1 and its name and inode if it is a regular file
+ * holding a header of our layout, or all zeros but for the lock file fields
+ * (never published: see shmring_create); *published says which; else 0. */
+static int lock_file_of(const char *name, char lock_name[SHMRING_LOCK_NAME_SIZE], uint64_t *ino,
+                        struct stat *st, int *published)
+{
+    unsigned char h[sizeof(struct shmring_header)] = {0};
+    /* up to the lock file fields: all an unpublished segment may hold so far */
+    const ssize_t least = offsetof(struct shmring_header, lock_token) + sizeof(uint64_t);
+    int fd = shm_open(name, O_RDONLY | O_NONBLOCK, 0);
+    if (fd < 0)
+        return 0;
+    int ok = fstat(fd, st) == 0 && S_ISREG(st->st_mode) && pread(fd, h, sizeof h, 0) >= least;
+    close(fd);
+    if (!ok)
+        return 0;
+    uint64_t magic, token;
+    uint32_t version;
+    memcpy(&magic, h + offsetof(struct shmring_header, magic), sizeof magic);
+    memcpy(&version, h + offsetof(struct shmring_header, layout_version), sizeof version);
+    memcpy(ino, h + offsetof(struct shmring_header, lock_ino), sizeof *ino);
+    memcpy(&token, h + offsetof(struct shmring_header, lock_token), sizeof token);
+    *published = magic != 0;
+    if ((*published && (magic != SHMRING_MAGIC || version != SHMRING_LAYOUT_VERSION)) || *ino == 0)
+        return 0;
+    shmring__lock_file_name(lock_name, name, token);
+    return 1;
+}
+
 int shmring_unlink(const char *name)
 {
     if (!name_is_valid(name))
         return SHMRING_ENAME;
-    /* Which lock file is this segment's: read before the name goes, as far as
-     * this is a readable shmring segment of our layout (else there is none). */
-    struct shmring_header h;
-    memset(&h, 0, sizeof h);
-    int fd = shm_open(name, O_RDONLY | O_NONBLOCK, 0);
+    /* which lock file is this segment's: read before the name goes */
+    char lock_name[SHMRING_LOCK_NAME_SIZE];
+    uint64_t lock_ino;
     struct stat st;
-    if (fd >= 0) {
-        if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || pread(fd, &h, sizeof h, 0) != (ssize_t)sizeof h ||
-            h.magic != SHMRING_MAGIC || h.layout_version != SHMRING_LAYOUT_VERSION)
-            h.lock_ino = 0;
-        close(fd);
-    }
+    int published, has_lock = lock_file_of(name, lock_name, &lock_ino, &st, &published);
     if (shm_unlink(name) != 0)
         return shmring__open_error(errno);
-    if (h.lock_ino != 0) {
-        char lock_name[SHMRING_LOCK_NAME_SIZE];
-        shmring__lock_file_name(lock_name, name, h.lock_token);
-        shmring__lock_file_remove(lock_name, h.lock_ino);
-    }
+    if (has_lock)
+        shmring__lock_file_remove(lock_name, lock_ino);
     return SHMRING_OK;
+}
+
+int shmring_create_died(const char *name)
+{
+    if (!name_is_valid(name))
+        return SHMRING_ENAME;
+    char lock_name[SHMRING_LOCK_NAME_SIZE];
+    uint64_t lock_ino;
+    struct stat st;
+    int published;
+    if (!lock_file_of(name, lock_name, &lock_ino, &st, &published) || published)
+        return 0;
+    int fd = shmring__lock_file_open(lock_name, lock_ino, &st, 1);
+    if (fd < 0)
+        return 0; /* not ours to look at, or not the file it names */
+    int died = !shmring__lock_file_creating(fd);
+    close(fd);
+    return died;
 }
 
 int shmring_remove(shmring_t *r)
 {
     /* The name only if it still names our segment: after someone removed it,
      * it may name a ring made since, which is not ours to remove. */
-    int fd = shm_open(r->name, O_RDONLY | O_NONBLOCK, 0);
     struct stat st;
-    int ours = fd >= 0 ? fstat(fd, &st) == 0 && st.st_dev == r->seg_dev && st.st_ino == r->seg_ino
-                       : errno == EACCES; /* a mode without read for us: cannot tell, as before */
+    int fd = shm_open(r->name, O_RDONLY | O_NONBLOCK, 0);
+    int found = fd >= 0 && fstat(fd, &st) == 0;
     if (fd >= 0)
         close(fd);
+#ifdef __linux__
+    char path[SHMRING_NAME_MAX + 16];
+    snprintf(path, sizeof path, "/dev/shm%s", r->name);
+    if (!found) /* a mode without read for us: the directory entry still tells */
+        found = lstat(path, &st) == 0;
+#endif
+    int ours = found && st.st_dev == r->seg_dev && st.st_ino == r->seg_ino;
     int rc = ours ? shm_unlink(r->name) == 0 ? SHMRING_OK : shmring__open_error(errno) : SHMRING_ENOTFOUND;
     if (r->lock_ino != 0)
         shmring__lock_file_remove(r->lock_name, r->lock_ino); /* after: attachers find both or neither */

@@ -136,6 +136,10 @@ int shmring_unlink(const char *name);
  * this handle maps (SHMRING_ENOTFOUND if not: someone removed it, and the name
  * may be another ring's now), and its lock file. */
 int shmring_remove(shmring_t *ring);
+/* 1 if segment `name` was never published because its creator died making it
+ * (no magic, and the lock file it names no longer held by a creator): safe to
+ * unlink. 0 if published, being made, or that cannot be told; <0 on error. */
+int shmring_create_died(const char *name);
 /* "/NAME~TOKEN", the file whose locks tell which participants live, or NULL
  * where there is none (no OFD locks). Valid until shmring_close. */
 const char *shmring_lock_file(const shmring_t *ring);
@@ -259,6 +263,7 @@ enum {
     SHMRING_HOOK_GET_CLAIMED = 3,
     SHMRING_HOOK_GET_RELEASING = 4,
     SHMRING_HOOK_JOINING = 5,       /* an entry taken, not yet ACTIVE */
+    SHMRING_HOOK_CREATING = 6,      /* a segment and its lock file made, not yet published */
 };
 /* Test-only: stall ns nanoseconds each time the process passes `point`
  * (SHMRING_HOOK_NONE turns it off). Costs one relaxed load per operation. */

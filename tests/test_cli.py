@@ -14,6 +14,7 @@ import uuid
 import pytest
 
 import shmring
+from conftest import child_python_env, wait_until
 from segments import read_segment, segment_exists, unlink, write_segment
 from shmring import admin
 from shmring.bench import command, recovery, runner
@@ -379,16 +380,52 @@ def test_rm_stale_removes_lock_files_of_no_ring_and_keeps_those_of_rings(make_qu
     name = ring_of_a_killed_creator()
     orphan = listed(name)["lock_file"]
     os.unlink(f"/dev/shm/{name}")                   # its segment removed by hand
-    foreign = f"{live.name}~0123456789abcdef"      # named like one of the live ring's, but not it
-    open(f"/dev/shm/{foreign}", "w").close()
-    done = shmring_cmd("rm", "--stale")
-    assert done.returncode == 0, done.stderr
-    assert f"removed {orphan}: lock file of no ring" in done.stdout
-    assert f"removed {foreign}: lock file of no ring" in done.stdout
-    assert not segment_exists(orphan) and not segment_exists(foreign)
+    foreign = f"{live.name}~0123456789abcdef"      # named and made like one of the live ring's, but not it
+    os.close(os.open(f"/dev/shm/{foreign}", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    data = "appdata~00000000deadbeef"                # only named like a lock file: another program's
+    with open(f"/dev/shm/{data}", "w") as f:
+        f.write("not ours")
+    try:
+        done = shmring_cmd("rm", "--stale")
+        assert done.returncode == 0, done.stderr
+        assert f"removed {orphan}: lock file of no ring" in done.stdout
+        assert f"removed {foreign}: lock file of no ring" in done.stdout
+        assert not segment_exists(orphan) and not segment_exists(foreign)
+        assert segment_exists(data) and data not in done.stdout
+    finally:
+        os.unlink(f"/dev/shm/{data}")
     assert segment_exists(own) and own not in done.stdout
     live.put_bytes(b"still alive")
     assert live.get_bytes() == b"still alive"
+
+
+MAKER = """
+import shmring, sys
+shmring._core._set_test_hook("creating", 60)      # stalls with the segment and lock file made
+shmring.Queue(10, msg_size=16, name=sys.argv[1])
+"""
+
+
+@needs_dev_shm
+@pytest.mark.timeout(60)
+def test_rm_removes_a_ring_whose_creator_died_making_it_and_never_one_being_made():
+    name = "shmring-test-maker-%d" % os.getpid()
+    maker = subprocess.Popen([sys.executable, "-c", MAKER, name], env=child_python_env())
+    try:
+        wait_until(lambda: any(e.startswith(name + "~") for e in os.listdir("/dev/shm")), what="the lock file")
+        lock_file = next(e for e in os.listdir("/dev/shm") if e.startswith(name + "~"))
+        for args in (("rm", "--stale"), ("rm", name), ("rm", "--force", name)):
+            done = shmring_cmd(*args)
+            assert not any(line.startswith(f"removed {name}") for line in done.stdout.splitlines()), args
+        assert segment_exists(name) and segment_exists(lock_file)
+        assert maker.poll() is None                # still making it
+    finally:
+        maker.kill()
+        maker.wait(30)
+    done = shmring_cmd("rm", "--stale")
+    assert done.returncode == 0, done.stderr
+    assert f"removed {name}: its creator died while making it" in done.stdout
+    assert not segment_exists(name) and not segment_exists(lock_file)
 
 
 @pytest.mark.timeout(60)

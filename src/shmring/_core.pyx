@@ -142,6 +142,15 @@ cdef object _lock_file_name(const shmring_t *ring):
     return None if lock == NULL else lock[1:].decode()
 
 
+def _create_died(str name):
+    """Whether segment `name` was left unpublished by a creator that died making
+    it (shmring rm): only then may a segment without our magic be removed."""
+    cdef int rc = shmring_create_died(_segment_name(name))
+    if rc < 0:
+        _raise_rc(rc, name)
+    return rc == 1
+
+
 def _unlink_segment(str name):
     """Remove a segment's name (shmring rm); mappings that exist stay valid."""
     cdef int rc = shmring_unlink(_segment_name(name))
@@ -172,12 +181,14 @@ _HOOKS = {
     "put_committing": SHMRING_HOOK_PUT_COMMITTING,
     "get_claimed": SHMRING_HOOK_GET_CLAIMED,
     "get_releasing": SHMRING_HOOK_GET_RELEASING,
+    "creating": SHMRING_HOOK_CREATING,
 }
 
 
 def _set_test_hook(point, seconds=0.0):
     """Test knob: stall this process `seconds` each time it passes `point` inside
-    an operation ("put_claimed", "put_committing", "get_claimed", "get_releasing";
+    an operation ("put_claimed", "put_committing", "get_claimed", "get_releasing",
+    or "creating": a new segment and its lock file made, before it is published;
     None turns it off), so that a test can kill it there."""
     shmring_debug_set_hook(_HOOKS[point], <uint64_t>(seconds * 1e9))
 

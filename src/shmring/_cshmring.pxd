@@ -65,6 +65,7 @@ cdef extern from "shmring.h" nogil:
     void shmring_close(shmring_t *ring)
     int shmring_unlink(const char *name)
     int shmring_remove(shmring_t *ring)
+    int shmring_create_died(const char *name)
     const char *shmring_lock_file(const shmring_t *ring)
     void shmring_get_params(const shmring_t *ring, shmring_params_t *out)
     uint64_t shmring_capacity(const shmring_t *ring)
@@ -112,4 +113,5 @@ cdef extern from "shmring.h" nogil:
         SHMRING_HOOK_PUT_COMMITTING
         SHMRING_HOOK_GET_CLAIMED
         SHMRING_HOOK_GET_RELEASING
+        SHMRING_HOOK_CREATING
     void shmring_debug_set_hook(int point, uint64_t ns)

@@ -9,12 +9,13 @@ import time
 
 import _posixshmem
 
-from shmring._core import _unlink_segment, inspect  # inspect: a FIFO or a link is a SegmentError, never a wait
+from shmring._core import _create_died, _unlink_segment, inspect  # inspect: a FIFO or a link is a SegmentError, never a wait
 from shmring.errors import SegmentError
 
 # Where POSIX shared memory objects show up as files (Linux; macOS has no such place).
 SHM_DIR = "/dev/shm"
 MAGIC = b"SHMRING1"
+UNPUBLISHED = bytes(len(MAGIC))  # a segment whose creator has not written the magic (yet)
 # A ring's lock file (csrc/liveness.c): its segment's name, "~", 16 random hex digits.
 LOCK_FILE = re.compile(r"([A-Za-z0-9._-]{1,30})~[0-9a-f]{16}")
 
@@ -75,20 +76,44 @@ def list_segments():
 
 
 def stale_segments():
-    """Segments whose participants are all dead (their creator killed, say)."""
-    return [r["name"] for r in list_segments() if "error" not in r and r["participants_alive"] == 0]
+    """Segments whose participants are all dead (their creator killed, say), and
+    those whose creator died before publishing them."""
+    stale = [r["name"] for r in list_segments() if "error" not in r and r["participants_alive"] == 0]
+    return sorted(stale + [name for name in os.listdir(SHM_DIR) if _died_creating(name)])
+
+
+def _died_creating(name):
+    try:
+        return read_magic(name) == UNPUBLISHED and _create_died(name)
+    except (OSError, ValueError):
+        return False
+
+
+def _is_lock_file(entry):
+    """Named like a lock file and made like one, by this user: an empty regular
+    file of one link, read-write for its owner and for groups and others either
+    read-write or nothing. Anything else of that name is not ours to remove."""
+    try:
+        st = os.lstat(os.path.join(SHM_DIR, entry))
+    except OSError:
+        return False
+    mode = stat.S_IMODE(st.st_mode)
+    return (LOCK_FILE.fullmatch(entry) is not None and stat.S_ISREG(st.st_mode) and st.st_size == 0
+            and st.st_nlink == 1 and st.st_uid == os.geteuid() and mode >> 6 == 6
+            and (mode >> 3) & 7 in (0, 6) and mode & 7 in (0, 6))
 
 
 def orphaned_lock_files():
-    """Lock files whose ring is gone (removed by hand, or its creator killed while
-    it made the ring): those whose segment is missing, or names another lock
-    file. A segment not ready yet (being created) or unreadable keeps its own."""
+    """This user's lock files whose ring is gone (its segment removed by hand):
+    those whose segment is missing, or names another lock file. A segment being
+    made or unreadable keeps its own; a creator that died making its ring is
+    stale_segments()'s, which removes both."""
     if not os.path.isdir(SHM_DIR):
         return []
     orphans = []
     for entry in sorted(os.listdir(SHM_DIR)):
         match = LOCK_FILE.fullmatch(entry)
-        if not match or not os.path.isfile(os.path.join(SHM_DIR, entry)):
+        if not _is_lock_file(entry):
             continue
         try:
             if read_magic(match[1]) != MAGIC or inspect(match[1])["lock_file"] == entry:
@@ -115,7 +140,11 @@ def remove(name, force=False):
     that some live process still uses, or that fails validation (another layout
     version, say), only if forced."""
     try:
-        if read_magic(name) != MAGIC:
+        magic = read_magic(name)
+        if magic == UNPUBLISHED and _create_died(name):
+            _unlink_segment(name)
+            return True, "its creator died while making it"
+        if magic != MAGIC:
             return False, "not a shmring segment"
         info = inspect(name)
     except FileNotFoundError:
