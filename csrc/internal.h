@@ -194,9 +194,10 @@ void shmring__lock_file_name(char out[SHMRING_LOCK_NAME_SIZE], const char *name,
  * none we may open. */
 int shmring__lock_file_open(const char *lock_name, uint64_t ino, const struct stat *segment, int readonly);
 /* The creator drops the CREATING lock it took with the file, once the segment
- * is published; 1 if fd's file is still held so (or that cannot be told). */
+ * is published. 1 if some description holds a lock on fd's file, CREATING or
+ * an entry's (or that cannot be told). */
 void shmring__lock_file_published(int fd);
-int shmring__lock_file_creating(int fd);
+int shmring__lock_file_held(int fd);
 /* Unlink lock_name if it is still the file of inode ino. */
 void shmring__lock_file_remove(const char *lock_name, uint64_t ino);
 /* A SHMRING_E* code for the errno of a failed open (segment.c). */

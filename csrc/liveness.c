@@ -272,10 +272,15 @@ void shmring__lock_file_published(int fd)
         ofd_lock(fd, F_OFD_SETLK, F_UNLCK, SHMRING_LOCK_CREATING, NULL);
 }
 
-int shmring__lock_file_creating(int fd)
+int shmring__lock_file_held(int fd)
 {
-    short found;
-    return ofd_lock(fd, F_OFD_GETLK, F_RDLCK, SHMRING_LOCK_CREATING, &found) != 0 || found != F_UNLCK;
+    struct flock fl;
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = F_RDLCK; /* conflicts with every write lock */
+    fl.l_whence = SEEK_SET;
+    fl.l_start = 0;
+    fl.l_len = SHMRING_LOCK_CREATING + 1; /* every entry's byte and CREATING */
+    return fcntl(fd, F_OFD_GETLK, &fl) != 0 || fl.l_type != F_UNLCK;
 }
 
 void shmring__lock_file_remove(const char *lock_name, uint64_t ino)
@@ -360,7 +365,7 @@ void shmring__lock_file_published(int fd)
     (void)fd;
 }
 
-int shmring__lock_file_creating(int fd)
+int shmring__lock_file_held(int fd)
 {
     (void)fd;
     return 1; /* cannot tell */

@@ -515,8 +515,8 @@ int shmring_create_died(const char *name)
 {
     if (!name_is_valid(name))
         return SHMRING_ENAME;
-    char lock_name[SHMRING_LOCK_NAME_SIZE];
-    uint64_t lock_ino;
+    char lock_name[SHMRING_LOCK_NAME_SIZE], again[SHMRING_LOCK_NAME_SIZE];
+    uint64_t lock_ino, ino_again;
     struct stat st;
     int published;
     if (!lock_file_of(name, lock_name, &lock_ino, &st, &published) || published)
@@ -524,9 +524,15 @@ int shmring_create_died(const char *name)
     int fd = shmring__lock_file_open(lock_name, lock_ino, &st, 1);
     if (fd < 0)
         return 0; /* not ours to look at, or not the file it names */
-    int died = !shmring__lock_file_creating(fd);
+    /* No lock on the file at all: neither a creator (CREATING) nor a participant
+     * (a ring whose magic a writer erased). Then the header once more: the
+     * creator stores the magic before it drops CREATING, and the kernel orders
+     * that drop before our look at the lock, so a creator that got as far as
+     * publishing shows its magic now. */
+    int held = shmring__lock_file_held(fd);
     close(fd);
-    return died;
+    return !held && lock_file_of(name, again, &ino_again, &st, &published) && !published && ino_again == lock_ino &&
+           strcmp(again, lock_name) == 0;
 }
 
 int shmring_remove(shmring_t *r)

@@ -136,9 +136,11 @@ int shmring_unlink(const char *name);
  * this handle maps (SHMRING_ENOTFOUND if not: someone removed it, and the name
  * may be another ring's now), and its lock file. */
 int shmring_remove(shmring_t *ring);
-/* 1 if segment `name` was never published because its creator died making it
- * (no magic, and the lock file it names no longer held by a creator): safe to
- * unlink. 0 if published, being made, or that cannot be told; <0 on error. */
+/* 1 if segment `name` was never published because its creator died making it:
+ * no magic, before and after finding no lock at all on the lock file it names
+ * (neither the creator's CREATING nor a participant's). 0 if published, being
+ * made, or that cannot be told; <0 on error. Goes by name, as unlinking does:
+ * a remove and a create of that name by others in between are not seen. */
 int shmring_create_died(const char *name);
 /* "/NAME~TOKEN", the file whose locks tell which participants live, or NULL
  * where there is none (no OFD locks). Valid until shmring_close. */

@@ -15,7 +15,7 @@ import pytest
 
 import shmring
 from conftest import child_python_env, wait_until
-from segments import read_segment, segment_exists, unlink, write_segment
+from segments import patch_segment, read_segment, segment_exists, unlink, write_segment
 from shmring import admin
 from shmring.bench import command, recovery, runner
 from shmring.bench.runner import summarize
@@ -426,6 +426,18 @@ def test_rm_removes_a_ring_whose_creator_died_making_it_and_never_one_being_made
     assert done.returncode == 0, done.stderr
     assert f"removed {name}: its creator died while making it" in done.stdout
     assert not segment_exists(name) and not segment_exists(lock_file)
+
+
+@needs_dev_shm
+@pytest.mark.timeout(60)
+def test_a_live_ring_whose_magic_a_writer_erased_is_never_taken_for_a_dead_create(make_queue):
+    q = make_queue(10, msg_size=16)
+    q.put_bytes(b"kept")                            # the creator's entry holds its lock
+    patch_segment(q.name, 0, bytes(8))
+    for args in (("rm", "--stale"), ("rm", q.name)):
+        done = shmring_cmd(*args)
+        assert not any(line.startswith(f"removed {q.name}") for line in done.stdout.splitlines()), args
+    assert segment_exists(q.name) and q.get_bytes() == b"kept"
 
 
 @pytest.mark.timeout(60)
