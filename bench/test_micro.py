@@ -81,6 +81,20 @@ def test_put_get_bytes(benchmark, ring):
     assert benchmark(once) == PAYLOAD
 
 
+def test_put_get_bytes_zeroq(benchmark):
+    zeroq = pytest.importorskip("zeroq")
+    import secrets
+    q = zeroq.Queue("bench-zeroq-" + secrets.token_hex(8), element_size=len(PAYLOAD), capacity=8192)
+    try:
+        def once():
+            q.put(PAYLOAD)
+            return q.get()
+
+        assert bytes(benchmark(once)) == PAYLOAD
+    finally:
+        q.close()
+
+
 # ---- batches ----
 
 def test_put_many_get_many(benchmark, ring):
