@@ -202,6 +202,8 @@ int shmring__lock_file_held(int fd);
 void shmring__lock_file_remove(const char *lock_name, uint64_t ino);
 /* A SHMRING_E* code for the errno of a failed open (segment.c). */
 int shmring__open_error(int err);
+/* Our descriptors of a ring never leak into programs this process execs (segment.c). */
+void shmring__close_on_exec(int fd);
 /* Who we are, for PID liveness: the OS's start time of a pid (SHMRING_OK, or
  * an error when the OS would not say) and our pid/time namespaces' identity. */
 int shmring__process_info(pid_t pid, uint64_t *start_time, int *zombie);

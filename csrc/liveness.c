@@ -226,7 +226,7 @@ int shmring__lock_file_create(const char *name, mode_t segment_mode, int *fd_out
             continue;
         if (fd < 0)
             return shmring__open_error(errno);
-        fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) | FD_CLOEXEC);
+        shmring__close_on_exec(fd);
         struct stat st;
         /* the exact mode, as for the segment: shm_open's is filtered by the
          * umask. CREATING held until the segment is published (or we die). */
@@ -254,7 +254,7 @@ int shmring__lock_file_open(const char *lock_name, uint64_t ino, const struct st
         fd = shm_open(lock_name, O_RDONLY | O_NONBLOCK, 0); /* to probe, at least */
     if (fd < 0)
         return -1;
-    fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) | FD_CLOEXEC);
+    shmring__close_on_exec(fd);
     /* The file the segment names, made by its owner: a prober that asked
      * another file would find no locks on it, and recover live participants. */
     struct stat st;

@@ -85,15 +85,14 @@ int shmring__open_error(int err)
 }
 
 /* Our descriptors of a segment never leak into programs this process execs. */
-static void close_on_exec(int fd)
+void shmring__close_on_exec(int fd)
 {
     fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) | FD_CLOEXEC);
 }
 
 /* Build the process-local handle around a validated mapping. */
 static int handle_new(const char *name, struct shmring_segment *seg, size_t mapped_size,
-                      const struct shmring_header *h, const struct stat *file, int lock_file, int readonly,
-                      shmring_t **out)
+                      const struct shmring_header *h, const struct stat *file, int readonly, shmring_t **out)
 {
     shmring_t *r = calloc(1, sizeof *r);
     if (r == NULL)
@@ -101,7 +100,7 @@ static int handle_new(const char *name, struct shmring_segment *seg, size_t mapp
     r->seg = seg;
     r->seg_dev = file->st_dev;
     r->seg_ino = file->st_ino;
-    r->probe_fd = lock_file;
+    r->probe_fd = -1; /* the lock file's, set by the caller */
     r->lock_fd = -1;
     r->lock_ino = h->lock_ino;
     if (h->lock_ino != 0)
@@ -154,7 +153,7 @@ int shmring_create(const char *name, const shmring_params_t *p, shmring_t **out)
     int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, mode);
     if (fd < 0)
         return shmring__open_error(errno);
-    close_on_exec(fd);
+    shmring__close_on_exec(fd);
     /* The lock file next, its CREATING byte held until the magic is out, and
      * named in the header at once: a creator killed before the magic leaves a
      * segment that tells which lock file is its own and that its maker is gone
@@ -164,9 +163,11 @@ int shmring_create(const char *name, const shmring_params_t *p, shmring_t **out)
     rc = shmring__lock_file_create(name, mode, &lock_file, &lock_ino, &lock_token);
     if (rc != SHMRING_OK)
         goto fail_fd;
-    if (pwrite(fd, &lock_ino, sizeof lock_ino, offsetof(struct shmring_header, lock_ino)) != sizeof lock_ino ||
-        pwrite(fd, &lock_token, sizeof lock_token, offsetof(struct shmring_header, lock_token)) !=
-            sizeof lock_token) {
+    /* (only with a lock file: macOS, which has none, cannot write() shm objects) */
+    if (lock_ino != 0 &&
+        (pwrite(fd, &lock_ino, sizeof lock_ino, offsetof(struct shmring_header, lock_ino)) != sizeof lock_ino ||
+         pwrite(fd, &lock_token, sizeof lock_token, offsetof(struct shmring_header, lock_token)) !=
+             sizeof lock_token)) {
         rc = shmring__open_error(errno);
         goto fail_lock;
     }
@@ -224,8 +225,7 @@ int shmring_create(const char *name, const shmring_params_t *p, shmring_t **out)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     h->created_unix_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-    h->lock_ino = lock_ino;
-    h->lock_token = lock_token;
+    /* lock_ino and lock_token: already there, by the pwrite above */
 
     /* Slot words start at lap 0, free (all zero: a fresh segment already is).
      * Nobody else can see the segment before S1 below. */
@@ -235,9 +235,11 @@ int shmring_create(const char *name, const shmring_params_t *p, shmring_t **out)
     atomic_store_explicit(&h->magic, SHMRING_MAGIC, memory_order_release);
     shmring__lock_file_published(lock_file);
 
-    rc = handle_new(name, seg, L.mapped_size, h, &file, lock_file, 0, out);
-    if (rc == SHMRING_OK)
+    rc = handle_new(name, seg, L.mapped_size, h, &file, 0, out);
+    if (rc == SHMRING_OK) {
+        (*out)->probe_fd = lock_file;
         return rc;
+    }
     munmap(base, L.mapped_size);
 
 fail_lock:
@@ -407,7 +409,7 @@ int shmring_attach(const char *name, uint32_t kind, int flags, shmring_t **out)
     int fd = shm_open(name, oflag, 0);
     if (fd < 0)
         return shmring__open_error(errno);
-    close_on_exec(fd);
+    shmring__close_on_exec(fd);
     struct stat st;
     int rc = SHMRING_OK;
     if (fstat(fd, &st) != 0)
@@ -435,18 +437,13 @@ int shmring_attach(const char *name, uint32_t kind, int flags, shmring_t **out)
                                             snapshot_bytes(size))
         rc = SHMRING_ETRUNCATED; /* shrunk while we read it */
     close(fd); /* what we read is mapped or copied; liveness asks the lock file */
-    int lock_file = -1;
-    if (rc == SHMRING_OK) {
-        char lock_name[SHMRING_LOCK_NAME_SIZE];
-        shmring__lock_file_name(lock_name, name, h.lock_token);
-        lock_file = shmring__lock_file_open(lock_name, h.lock_ino, &st, readonly);
-        rc = handle_new(name, base, size, &h, &st, lock_file, readonly, out);
-    }
+    if (rc == SHMRING_OK)
+        rc = handle_new(name, base, size, &h, &st, readonly, out);
     if (rc != SHMRING_OK) {
         release(base, size, readonly);
-        if (lock_file >= 0)
-            close(lock_file);
+        return rc;
     }
+    (*out)->probe_fd = shmring__lock_file_open((*out)->lock_name, h.lock_ino, &st, readonly);
     return rc;
 }
 

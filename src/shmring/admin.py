@@ -89,17 +89,16 @@ def _died_creating(name):
         return False
 
 
-def _is_lock_file(entry):
-    """Named like a lock file and made like one, by this user: an empty regular
-    file of one link, read-write for its owner and for groups and others either
-    read-write or nothing. Anything else of that name is not ours to remove."""
+def _made_like_a_lock_file(entry):
+    """Made like a lock file, by this user: an empty regular file of one link,
+    read-write for its owner and for groups and others either read-write or
+    nothing. Anything else of a lock file's name is not ours to remove."""
     try:
         st = os.lstat(os.path.join(SHM_DIR, entry))
     except OSError:
         return False
     mode = stat.S_IMODE(st.st_mode)
-    return (LOCK_FILE.fullmatch(entry) is not None and stat.S_ISREG(st.st_mode) and st.st_size == 0
-            and st.st_nlink == 1 and st.st_uid == os.geteuid() and mode >> 6 == 6
+    return (stat.S_ISREG(st.st_mode) and st.st_size == 0 and st.st_nlink == 1 and st.st_uid == os.geteuid() and mode >> 6 == 6
             and (mode >> 3) & 7 in (0, 6) and mode & 7 in (0, 6))
 
 
@@ -113,7 +112,7 @@ def orphaned_lock_files():
     orphans = []
     for entry in sorted(os.listdir(SHM_DIR)):
         match = LOCK_FILE.fullmatch(entry)
-        if not _is_lock_file(entry):
+        if not match or not _made_like_a_lock_file(entry):
             continue
         try:
             if read_magic(match[1]) != MAGIC or inspect(match[1])["lock_file"] == entry:
