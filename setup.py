@@ -14,11 +14,13 @@ if sys.platform == "win32":
 
 C_SOURCES = [
     "csrc/errors.c",
+    "csrc/hooks.c",
     "csrc/liveness.c",
     "csrc/participants.c",
     "csrc/recovery.c",
     "csrc/ring.c",
     "csrc/segment.c",
+    "csrc/slots.c",
     "csrc/wait.c",
 ]
 
@@ -27,7 +29,7 @@ extensions = [
         "shmring._core",
         sources=["src/shmring/_core.pyx"] + C_SOURCES,
         include_dirs=["csrc"],
-        depends=["csrc/shmring.h", "csrc/layout.h", "csrc/internal.h", "src/shmring/_cshmring.pxd"],
+        depends=["csrc/shmring.h", "csrc/layout.h", "csrc/internal.h", "csrc/slots.h", "src/shmring/_cshmring.pxd"],
         # hidden: only PyInit__core is exported (PyMODINIT_FUNC), so calls into the
         # C core bind directly (no PLT) and ring.c can inline its own API functions
         extra_compile_args=["-O3", "-std=c11", "-fvisibility=hidden"],

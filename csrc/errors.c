@@ -1,5 +1,7 @@
-/* errors.c - names for the SHMRING_E* result codes. */
-#include "shmring.h"
+/* errors.c - names for the SHMRING_E* result codes, and the code for a system error. */
+#include <errno.h>
+
+#include "internal.h"
 
 const char *shmring_strerror(int rc)
 {
@@ -38,5 +40,21 @@ const char *shmring_strerror(int rc)
                                     "decides what this process decodes";
     case SHMRING_ELOCKFILE: return "no fresh name for the ring's lock file (8 random names were all taken)";
     default: return "unknown shmring error";
+    }
+}
+
+int shmring__open_error(int err)
+{
+    switch (err) {
+    case ENOENT: return SHMRING_ENOTFOUND;
+    case EEXIST: return SHMRING_EEXIST;
+    case EACCES:
+    case EPERM: return SHMRING_EPERM;
+    case ENOSPC:
+    case ENOMEM: return SHMRING_ENOMEM;
+    case ELOOP: return SHMRING_EFILETYPE; /* a symbolic link (shm_open does not follow them) */
+    case ENAMETOOLONG:
+    case EINVAL: return SHMRING_ENAME;
+    default: errno = err; return SHMRING_ESYS;
     }
 }

@@ -65,77 +65,6 @@ struct shmring_participant {
     shmring_participant_t *prev, *next;
 };
 
-/* Slot words (states in layout.h). A word is 16 or 32 bits wide (r->seq_bytes);
- * these helpers hide which, so that the protocol reads the same for both. The
- * memory order is always a constant after inlining. */
-static inline void *shmring__seq(const shmring_t *r, uint64_t pos)
-{
-    return r->meta + ((pos & r->mask) << r->meta_shift);
-}
-
-/* The word a slot holds when its position p is in state `code`
- * (SHMRING_SEQ_FREE, _COMMITTED or _HOLE): p's lap, then the code. */
-static inline uint32_t shmring__state(const shmring_t *r, uint64_t p, uint32_t code)
-{
-    return (uint32_t)(((p >> r->cap_shift) << SHMRING_SEQ_CODE_BITS) | code) & r->seq_mask;
-}
-
-/* word - state as a signed distance in the word's width: negative if the
- * slot is "before" that state (an earlier lap, or an earlier state of it). */
-static inline int32_t shmring__seq_diff(const shmring_t *r, uint32_t word, uint32_t state)
-{
-    uint32_t d = (word - state) & r->seq_mask;
-    return d > (r->seq_mask >> 1) ? (int32_t)(d - r->seq_mask - 1) : (int32_t)d;
-}
-
-/* The slot word at w (a pointer into the meta array), in the ring's width. */
-static inline __attribute__((always_inline)) uint32_t
-shmring__word_load(const shmring_t *r, const void *w, memory_order order)
-{
-    return r->seq_bytes == 2 ? atomic_load_explicit((_Atomic uint16_t *)w, order)
-                             : atomic_load_explicit((_Atomic uint32_t *)w, order);
-}
-
-static inline __attribute__((always_inline)) void
-shmring__word_store(const shmring_t *r, void *w, uint32_t state, memory_order order)
-{
-    if (r->seq_bytes == 2)
-        atomic_store_explicit((_Atomic uint16_t *)w, (uint16_t)state, order);
-    else
-        atomic_store_explicit((_Atomic uint32_t *)w, state, order);
-}
-
-static inline __attribute__((always_inline)) uint32_t
-shmring__seq_load(const shmring_t *r, uint64_t pos, memory_order order)
-{
-    return shmring__word_load(r, shmring__seq(r, pos), order);
-}
-
-static inline __attribute__((always_inline)) void
-shmring__seq_store(const shmring_t *r, uint64_t pos, uint32_t state, memory_order order)
-{
-    shmring__word_store(r, shmring__seq(r, pos), state, order);
-}
-
-/* acq_rel CAS of the slot word from `from` to `to`; 1 if it was `from`. */
-static inline int shmring__seq_cas(const shmring_t *r, uint64_t pos, uint32_t from, uint32_t to)
-{
-    void *w = shmring__seq(r, pos);
-    if (r->seq_bytes == 2) {
-        uint16_t expected = (uint16_t)from;
-        return atomic_compare_exchange_strong_explicit((_Atomic uint16_t *)w, &expected, (uint16_t)to,
-                                                       memory_order_acq_rel, memory_order_relaxed);
-    }
-    return atomic_compare_exchange_strong_explicit((_Atomic uint32_t *)w, &from, to, memory_order_acq_rel,
-                                                   memory_order_relaxed);
-}
-
-/* The length word of the slot holding pos: byte rings only. */
-static inline uint32_t *shmring__len(const shmring_t *r, uint64_t pos)
-{
-    return (uint32_t *)(r->meta + ((pos & r->mask) << r->meta_shift) + SHMRING_LEN_OFFSET);
-}
-
 /* Layout arithmetic shared by create and attach (segment.c). */
 struct shmring_layout {
     uint64_t capacity, participants_offset, meta_offset, payload_offset, mapped_size;
@@ -200,9 +129,9 @@ void shmring__lock_file_published(int fd);
 int shmring__lock_file_held(int fd);
 /* Unlink lock_name if it is still the file of inode ino. */
 void shmring__lock_file_remove(const char *lock_name, uint64_t ino);
-/* A SHMRING_E* code for the errno of a failed open (segment.c). */
+/* A SHMRING_E* code for the errno of a failed open (errors.c). */
 int shmring__open_error(int err);
-/* Our descriptors of a ring never leak into programs this process execs (segment.c). */
+/* Our descriptors of a ring never leak into programs this process execs (liveness.c). */
 void shmring__close_on_exec(int fd);
 /* Who we are, for PID liveness: the OS's start time of a pid (SHMRING_OK, or
  * an error when the OS would not say) and our pid/time namespaces' identity. */
@@ -211,9 +140,18 @@ uint64_t shmring__namespaces(void);
 /* Which process this is, as a count of the forks it descends through: what a
  * participant and a lock description remember, since pids can repeat. */
 unsigned long shmring__process(void);
-/* Test hook point reached (ring.c): stall there if a test asked for it. */
-void shmring__hook(int point);
+/* Test hook point reached: stall there if a test asked for it (hooks.c).
+ * relaxed: test configuration, set before the operations it affects. */
+extern _Atomic int shmring__hook_point;
+void shmring__hook_stall(void);
+static inline void shmring__hook(int point)
+{
+    if (__builtin_expect(atomic_load_explicit(&shmring__hook_point, memory_order_relaxed) == point, 0))
+        shmring__hook_stall();
+}
 /* Count n messages that will never reach a caller as lost (and done for join). */
 void shmring__count_lost(struct shmring_segment *seg, uint64_t n);
+
+#include "slots.h"
 
 #endif /* SHMRING_INTERNAL_H */

@@ -38,35 +38,8 @@
  */
 #define _GNU_SOURCE
 #include <string.h>
-#include <time.h>
 
 #include "internal.h"
-
-/* ---- test hooks ---- */
-
-/* relaxed: test configuration, set before the operations it affects */
-static _Atomic int hook_point;
-static _Atomic uint64_t hook_ns;
-
-void shmring_debug_set_hook(int point, uint64_t ns)
-{
-    atomic_store_explicit(&hook_ns, ns, memory_order_relaxed);
-    atomic_store_explicit(&hook_point, point, memory_order_relaxed);
-}
-
-static inline void hook(int point)
-{
-    if (__builtin_expect(atomic_load_explicit(&hook_point, memory_order_relaxed) == point, 0)) {
-        uint64_t ns = atomic_load_explicit(&hook_ns, memory_order_relaxed);
-        struct timespec ts = {(time_t)(ns / 1000000000u), (long)(ns % 1000000000u)};
-        nanosleep(&ts, NULL);
-    }
-}
-
-void shmring__hook(int point)
-{
-    hook(point);
-}
 
 /* Ask for the lines of the slot a few positions ahead with intent to write, so
  * that taking them from the consumer's cache overlaps with the work between two
@@ -91,7 +64,7 @@ static inline void prefetch_next_slots(const shmring_participant_t *me, uint64_t
     const shmring_t *r = me->ring;
     uint64_t ahead = next + SHMRING_PREFETCH_AHEAD;
     if (ahead - me->cached_read_pos < r->maxsize / 2) {
-        prefetch_for_write(shmring_slot_payload(r, ahead));
+        prefetch_for_write(shmring__slot_payload(r, ahead));
         prefetch_for_write(shmring__seq(r, ahead));
     }
 }
@@ -131,169 +104,15 @@ static int moved_on(_Atomic uint64_t *counter, uint64_t *pos)
     return 1;
 }
 
-/* How many positions from pos fit before the end of the payload area. */
-static inline uint64_t to_wrap(const shmring_t *r, uint64_t pos)
-{
-    return r->capacity - (pos & r->mask);
-}
-
-/* The first run of up to n positions from pos: it stops at the end of the payload area. */
-static inline uint32_t run_at(const shmring_t *r, uint64_t pos, uint32_t n)
-{
-    return to_wrap(r, pos) < n ? (uint32_t)to_wrap(r, pos) : n;
-}
-
-/* Slot words are walked run by run (a run ends at the end of the ring): every
- * word of a run is expected to hold, or is given, the same value (layout.h).
- * Batches touch one word per message: these loops, not the payload memcpy,
- * bound batch throughput. */
-
-/* Records rings pack their slot words (2 or 4 bytes), so on x86-64 a run of
- * them is checked and stored 16 bytes at a time: plain vector loads followed by
- * one acquire fence, one release fence followed by plain vector stores. This is
- * the fence form of P1/C1 (loads, then fence acquire) and P4/C3 (fence release,
- * then stores), and what the per-word atomics compile to on x86 anyway (plain
- * moves; the fences only stop the compiler). x86 reads and writes each aligned
- * word of a vector access whole. For batches of 4096 24-byte records it takes
- * ~5 instructions per slot word to well under one. In C11 terms these plain
- * accesses race with the atomics; that they work rests on x86 and on GCC and
- * clang treating the fences as compiler barriers, which is why the path is
- * limited to them. Elsewhere (aarch64: a 16-byte access at a 2-byte aligned
- * address is not promised whole words before LSE2), under ThreadSanitizer (it
- * cannot pair fences with plain accesses) and with -DSHMRING_SCALAR_WORDS, the
- * per-word atomic loops below do it all. */
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__SANITIZE_THREAD__) && \
-    !defined(SHMRING_SCALAR_WORDS)
-#define SHMRING_PACKED_VECTORS 1
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#undef SHMRING_PACKED_VECTORS
-#endif
-#endif
-#endif
-
-#ifdef SHMRING_PACKED_VECTORS
-typedef uint64_t words2 __attribute__((vector_size(16), aligned(2)));
-
-/* 16 bytes of `value` repeated in words of the ring's width. */
-static inline words2 pattern(const shmring_t *r, uint32_t value)
-{
-    uint64_t lane = value * (r->seq_bytes == 2 ? UINT64_C(0x0001000100010001) : UINT64_C(0x0000000100000001));
-    return (words2){lane, lane};
-}
-
-/* How many packed words from w, a multiple of 32 bytes' worth up to run, hold expect. */
-static uint32_t count_packed(const shmring_t *r, const void *w, uint32_t expect, uint32_t run)
-{
-    const unsigned char *p = w;
-    const words2 e = pattern(r, expect);
-    const uint32_t per = 32 / r->seq_bytes;
-    uint32_t k = 0;
-    for (; k + per <= run; k += per) {
-        words2 a, b;
-        memcpy(&a, p + k * r->seq_bytes, sizeof a);
-        memcpy(&b, p + k * r->seq_bytes + sizeof a, sizeof b);
-        words2 diff = (a ^ e) | (b ^ e);
-        if ((diff[0] | diff[1]) != 0)
-            break; /* the scalar loop finds which word differs */
-    }
-    /* P1 / C1 for the words read above: pairs with C3 / P4 (either form) */
-    atomic_thread_fence(memory_order_acquire);
-    return k;
-}
-
-/* Store value into the packed words from w, 16 bytes at a time up to run; how many it stored. */
-static uint32_t store_packed(const shmring_t *r, void *w, uint32_t value, uint32_t run)
-{
-    unsigned char *p = w;
-    const words2 v = pattern(r, value);
-    const uint32_t per = 16 / r->seq_bytes;
-    uint32_t k = 0;
-    /* P4 / C3 for the words stored below: pairs with C1 / P1 (either form) */
-    atomic_thread_fence(memory_order_release);
-    for (; k + per <= run; k += per)
-        memcpy(p + k * r->seq_bytes, &v, sizeof v);
-    return k;
-}
-#endif
-
-/* How many slots from pos, up to max, are in state `code` for their position;
- * *last is the first word that was not (when fewer than max). acquire: P1
- * (free) / C1 (committed). */
-static uint32_t count_runs(const shmring_t *r, uint64_t pos, uint32_t max, uint32_t code, uint32_t *last)
-{
-    uint32_t n = 0;
-    *last = 0;
-    while (n < max) {
-        uint32_t run = run_at(r, pos + n, max - n);
-        uint32_t expect = shmring__state(r, pos + n, code);
-        const unsigned char *w = shmring__seq(r, pos + n);
-        uint32_t k = 0;
-#ifdef SHMRING_PACKED_VECTORS
-        if (r->meta_shift != 3)
-            k = count_packed(r, w, expect, run);
-#endif
-        for (; k < run; k++) {
-            uint32_t seq = shmring__word_load(r, w + ((size_t)k << r->meta_shift), memory_order_acquire);
-            if (seq != expect) {
-                *last = seq;
-                return n + k;
-            }
-        }
-        n += run;
-    }
-    return n;
-}
-
-static inline uint32_t count_states(const shmring_t *r, uint64_t pos, uint32_t max, uint32_t code,
-                                    uint32_t *last)
-{
-    if (max == 1) { /* a single message: its word alone, inlined */
-        *last = shmring__seq_load(r, pos, memory_order_acquire);
-        return *last == shmring__state(r, pos, code);
-    }
-    return count_runs(r, pos, max, code, last);
-}
-
-/* Put the slots of [pos + from, pos + to) in state `code` for their position
- * plus `ahead` (0, or capacity for the next lap), release: P4 commits, holes,
- * C3 releases. */
-static void store_runs(const shmring_t *r, uint64_t pos, uint32_t from, uint32_t to, uint64_t ahead,
-                       uint32_t code)
-{
-    for (uint32_t i = from; i < to;) {
-        uint32_t run = run_at(r, pos + i, to - i);
-        uint32_t value = shmring__state(r, pos + i + ahead, code);
-        unsigned char *w = shmring__seq(r, pos + i);
-        uint32_t k = 0;
-#ifdef SHMRING_PACKED_VECTORS
-        if (r->meta_shift != 3)
-            k = store_packed(r, w, value, run);
-#endif
-        for (; k < run; k++)
-            shmring__word_store(r, w + ((size_t)k << r->meta_shift), value, memory_order_release);
-        i += run;
-    }
-}
-
-static inline void store_states(const shmring_t *r, uint64_t pos, uint32_t from, uint32_t to, uint64_t ahead,
-                                uint32_t code)
-{
-    if (to - from == 1) /* a single message: its word alone, inlined */
-        shmring__seq_store(r, pos + from, shmring__state(r, pos + from + ahead, code), memory_order_release);
-    else
-        store_runs(r, pos, from, to, ahead, code);
-}
-
 /* P4: commit [pos + from, pos + to): the first `keep` of the claim as messages,
  * the rest as holes that consumers skip. Pairs with C1. */
 static void publish(const shmring_t *r, uint64_t pos, uint32_t from, uint32_t to, uint32_t keep)
 {
     uint32_t split = keep < from ? from : keep > to ? to : keep;
     if (from < split) /* the common single message: one call, not four (the halves, the holes) */
-        store_states(r, pos, from, split, 0, SHMRING_SEQ_COMMITTED);
+        shmring__store_states(r, pos, from, split, 0, SHMRING_SEQ_COMMITTED);
     if (split < to)
-        store_states(r, pos, split, to, 0, SHMRING_SEQ_HOLE);
+        shmring__store_states(r, pos, split, to, 0, SHMRING_SEQ_HOLE);
 }
 
 int shmring_put_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span)
@@ -324,12 +143,12 @@ int shmring_put_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmr
                 return no_claim(me->entry);
         }
         uint64_t room = r->maxsize - used;
-        if (flags & SHMRING_CLAIM_CONTIGUOUS && to_wrap(r, pos) < room)
-            room = to_wrap(r, pos);
+        if (flags & SHMRING_CLAIM_CONTIGUOUS && shmring__to_wrap(r, pos) < room)
+            room = shmring__to_wrap(r, pos);
         uint32_t want = room < max_n ? (uint32_t)room : max_n;
         uint32_t seq;
         /* P1: pairs with C3 (acquire loads inside). */
-        uint32_t n = count_states(r, pos, want, SHMRING_SEQ_FREE, &seq);
+        uint32_t n = shmring__count_states(r, pos, want, SHMRING_SEQ_FREE, &seq);
         if (n == 0) {
             /* last lap's message is still being read, unless pos went stale
              * meanwhile (then the word may be laps ahead of it): look again */
@@ -353,7 +172,7 @@ int shmring_put_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmr
                                                   memory_order_release, memory_order_relaxed)) {
             span->pos = pos;
             span->n = n;
-            hook(SHMRING_HOOK_PUT_CLAIMED);
+            shmring__hook(SHMRING_HOOK_PUT_CLAIMED);
             return (int)n;
         }
     }
@@ -364,7 +183,7 @@ void shmring_put_commit_partial(shmring_participant_t *me, const shmring_span_t 
     shmring_t *r = me->ring;
     uint32_t half = span->n / 2, holes = span->n - (keep < span->n ? keep : span->n);
     publish(r, span->pos, 0, half, keep);
-    hook(SHMRING_HOOK_PUT_COMMITTING);
+    shmring__hook(SHMRING_HOOK_PUT_COMMITTING);
     publish(r, span->pos, half, span->n, keep);
     if (holes)
         /* T1 (release, as a task_done): holes will never get a task_done() */
@@ -414,9 +233,9 @@ int shmring_get_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmr
     for (;;) {
         uint32_t want = max_n, seq;
         if (flags & SHMRING_CLAIM_CONTIGUOUS)
-            want = run_at(r, pos, want);
+            want = shmring__run_at(r, pos, want);
         /* C1: pairs with P4 (acquire loads inside). */
-        uint32_t n = count_states(r, pos, want, SHMRING_SEQ_COMMITTED, &seq);
+        uint32_t n = shmring__count_states(r, pos, want, SHMRING_SEQ_COMMITTED, &seq);
         if (n == 0) {
             /* not committed yet: empty, unless pos went stale meanwhile */
             if (shmring__seq_diff(r, seq, shmring__state(r, pos, SHMRING_SEQ_COMMITTED)) < 0) {
@@ -447,7 +266,7 @@ int shmring_get_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmr
             atomic_store_explicit(&me->entry->claim_role, SHMRING_CLAIM_GET_HELD, memory_order_release);
             span->pos = pos;
             span->n = n;
-            hook(SHMRING_HOOK_GET_CLAIMED);
+            shmring__hook(SHMRING_HOOK_GET_CLAIMED);
             return (int)n;
         }
     }
@@ -458,32 +277,11 @@ void shmring_get_release(shmring_participant_t *me, const shmring_span_t *span)
     shmring_t *r = me->ring;
     /* C3: pairs with P1. */
     if (span->n > 1)
-        store_states(r, span->pos, 0, span->n / 2, r->capacity, SHMRING_SEQ_FREE);
-    hook(SHMRING_HOOK_GET_RELEASING);
-    store_states(r, span->pos, span->n / 2, span->n, r->capacity, SHMRING_SEQ_FREE);
+        shmring__store_states(r, span->pos, 0, span->n / 2, r->capacity, SHMRING_SEQ_FREE);
+    shmring__hook(SHMRING_HOOK_GET_RELEASING);
+    shmring__store_states(r, span->pos, span->n / 2, span->n, r->capacity, SHMRING_SEQ_FREE);
     withdraw(me->entry);
     shmring__notify(r, &r->seg->not_full);
-}
-
-unsigned char *shmring_slot_payload(const shmring_t *r, uint64_t pos)
-{
-    return r->payload + (pos & r->mask) * r->slot_size;
-}
-
-void shmring_slot_set_len(const shmring_t *r, uint64_t pos, uint32_t len)
-{
-    if (!(r->flags & SHMRING_FLAG_RECORDS)) /* records are always slot_size long */
-        *shmring__len(r, pos) = len;
-}
-
-int64_t shmring_slot_len(const shmring_t *r, uint64_t pos)
-{
-    /* Read once: a peer scribbling on the segment cannot make us copy more
-     * than a slot after this check. */
-    if (r->flags & SHMRING_FLAG_RECORDS)
-        return (int64_t)r->slot_size;
-    uint32_t len = *shmring__len(r, pos);
-    return len > r->slot_size ? SHMRING_ECORRUPT : (int64_t)len;
 }
 
 int shmring_put(shmring_participant_t *me, const void *data, size_t len)
@@ -495,7 +293,7 @@ int shmring_put(shmring_participant_t *me, const void *data, size_t len)
     int n = shmring_put_claim(me, 1, 0, &span);
     if (n <= 0)
         return n;
-    memcpy(shmring_slot_payload(r, span.pos), data, len);
+    memcpy(shmring__slot_payload(r, span.pos), data, len);
     shmring_slot_set_len(r, span.pos, (uint32_t)len);
     shmring_put_commit(me, &span);
     return 1;
@@ -512,25 +310,12 @@ int shmring_get(shmring_participant_t *me, void *buf, size_t buf_size, size_t *l
         return n;
     int64_t l = shmring_slot_len(r, span.pos);
     if (l >= 0)
-        memcpy(buf, shmring_slot_payload(r, span.pos), (size_t)l);
+        memcpy(buf, shmring__slot_payload(r, span.pos), (size_t)l);
     shmring_get_release(me, &span);
     if (l < 0)
         return (int)l;
     *len = (size_t)l;
     return 1;
-}
-
-void shmring_copy_span(const shmring_t *r, const shmring_span_t *span, void *buf, int into_ring)
-{
-    uint64_t n = span->n, first = run_at(r, span->pos, span->n);
-    unsigned char *slot = shmring_slot_payload(r, span->pos), *b = buf;
-    if (into_ring) {
-        memcpy(slot, b, first * r->slot_size);
-        memcpy(r->payload, b + first * r->slot_size, (n - first) * r->slot_size);
-    } else {
-        memcpy(b, slot, first * r->slot_size);
-        memcpy(b + first * r->slot_size, r->payload, (n - first) * r->slot_size);
-    }
 }
 
 int64_t shmring_put_records(shmring_participant_t *me, const void *src, uint64_t n)

@@ -68,28 +68,6 @@ static int name_is_valid(const char *name)
     return 1;
 }
 
-int shmring__open_error(int err)
-{
-    switch (err) {
-    case ENOENT: return SHMRING_ENOTFOUND;
-    case EEXIST: return SHMRING_EEXIST;
-    case EACCES:
-    case EPERM: return SHMRING_EPERM;
-    case ENOSPC:
-    case ENOMEM: return SHMRING_ENOMEM;
-    case ELOOP: return SHMRING_EFILETYPE; /* a symbolic link (shm_open does not follow them) */
-    case ENAMETOOLONG:
-    case EINVAL: return SHMRING_ENAME;
-    default: errno = err; return SHMRING_ESYS;
-    }
-}
-
-/* Our descriptors of a segment never leak into programs this process execs. */
-void shmring__close_on_exec(int fd)
-{
-    fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) | FD_CLOEXEC);
-}
-
 /* Build the process-local handle around a validated mapping. */
 static int handle_new(const char *name, struct shmring_segment *seg, size_t mapped_size,
                       const struct shmring_header *h, const struct stat *file, int readonly, shmring_t **out)
