@@ -15,9 +15,17 @@
 
 /* "/NAME~" + 16 hex digits + NUL: a lock file's name (a segment's never holds '~') */
 #define SHMRING_LOCK_NAME_SIZE (1 + SHMRING_NAME_MAX + 1 + 16 + 1)
+/* Wait queues a kind may have (kind.h). */
+#define SHMRING_WAITQS_MAX 4
+
+struct shmring_kind;
 
 struct shmring {
     struct shmring_segment *seg;
+    const struct shmring_kind *ops; /* the ring kind's operations (kind.h, kinds.c) */
+    /* The kind's wait queues in this mapping, by SHMRING_WAIT_* (kind.h). */
+    struct shmring_waitq *waitqs[SHMRING_WAITQS_MAX];
+    uint32_t n_waitqs;
     size_t mapped_size;
     /* Copies of the validated header: the shared header is never trusted again
      * after attach, so a peer scribbling on it cannot steer our indexing. */
@@ -46,7 +54,7 @@ struct shmring {
     unsigned long lock_process;
     uint64_t locked[SHMRING_SLEEPER_WORDS]; /* entries whose lock lock_fd holds (members_lock) */
     /* When a wake call found no sleeper behind a sleeper bit, recovery may next
-     * look for dead sleepers (wait.c); relaxed, process-local. */
+     * look for dead sleepers (recovery.c, reap_sleepers); relaxed, process-local. */
     _Atomic uint64_t reap_after_ns;
     /* This process's participants, so that close can leave them all. */
     pthread_mutex_t members_lock;
@@ -72,11 +80,41 @@ struct shmring_layout {
 int shmring__layout_compute(uint64_t slot_size, uint64_t maxsize, uint32_t max_participants,
                             uint32_t flags, struct shmring_layout *out);
 
-/* Wake whoever sleeps on q if anybody does (wait.c); called after progress.
- * Now and then it runs crash recovery, for sleepers that died asleep. */
-void shmring__notify(shmring_t *r, struct shmring_waitq *q);
-/* Clear participant i's sleeper bit in every wait queue (wait.c). */
+/* Waiting (wait.c). */
+/* Wake whoever sleeps on q if anybody does; called after progress. 1 if a
+ * sleeper bit was set but the OS woke nobody: maybe a sleeper that died asleep,
+ * and the caller then asks for recovery (shmring__reap_sleepers); else 0. */
+int shmring__notify(const shmring_t *r, struct shmring_waitq *q);
+/* Announce me asleep on the kind's queue for `what`, re-check the kind's
+ * readiness (ops->ready) and sleep at most timeout_ns unless ready: 1 ready or
+ * woken, 0 timed out, SHMRING_EINTR. */
+int shmring__sleep(shmring_participant_t *me, int what, uint64_t timeout_ns);
+/* Clear participant i's sleeper bit in every wait queue. */
 void shmring__clear_sleeper(const shmring_t *r, uint32_t i);
+/* Sleeper bits set on q (a snapshot for display). */
+uint32_t shmring__sleepers(const shmring_t *r, const struct shmring_waitq *q);
+
+static inline void shmring__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield" ::: "memory");
+#endif
+}
+
+/* Recovery (recovery.c). */
+/* shmring__notify found a sleeper bit with nobody asleep behind it: run
+ * recovery for dead sleepers, at most every so often per handle. */
+void shmring__reap_sleepers(shmring_t *r);
+
+/* After progress a kind makes: wake whoever sleeps on q, and if a sleeper bit
+ * had nobody behind it, let recovery look for dead sleepers. */
+static inline void shmring__wake(shmring_t *r, struct shmring_waitq *q)
+{
+    if (shmring__notify(r, q))
+        shmring__reap_sleepers(r);
+}
 
 /* A consistent copy of an entry's identity (participants.c). */
 struct shmring__entry_view {
@@ -149,8 +187,6 @@ static inline void shmring__hook(int point)
     if (__builtin_expect(atomic_load_explicit(&shmring__hook_point, memory_order_relaxed) == point, 0))
         shmring__hook_stall();
 }
-/* Count n messages that will never reach a caller as lost (and done for join). */
-void shmring__count_lost(struct shmring_segment *seg, uint64_t n);
 
 #include "slots.h"
 

@@ -1,6 +1,7 @@
 /*
  * segment.c - creating, attaching (with full validation), closing and
- * unlinking the shared-memory segment that holds one ring.
+ * unlinking the shared-memory segment that holds one ring: the common header
+ * and the slot arrays' layout; the ring kind (kind.h) checks its own counters.
  *
  * Atomic pairs in this file:
  *   S1 (create: release store of hdr.magic after everything is initialised)
@@ -18,7 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "kind.h"
 
 static uint64_t align_line(uint64_t x)
 {
@@ -76,6 +77,10 @@ static int handle_new(const char *name, struct shmring_segment *seg, size_t mapp
     if (r == NULL)
         return SHMRING_ENOMEM;
     r->seg = seg;
+    r->ops = shmring__kind(h->kind); /* validated: a kind we know */
+    r->n_waitqs = r->ops->n_waitqs;
+    for (uint32_t k = 0; k < r->n_waitqs; k++)
+        r->waitqs[k] = (struct shmring_waitq *)((unsigned char *)seg + r->ops->waitq_offsets[k]);
     r->seg_dev = file->st_dev;
     r->seg_ino = file->st_ino;
     r->probe_fd = -1; /* the lock file's, set by the caller */
@@ -115,7 +120,8 @@ int shmring_create(const char *name, const shmring_params_t *p, shmring_t **out)
     *out = NULL;
     if (!name_is_valid(name))
         return SHMRING_ENAME;
-    if (p->kind != SHMRING_KIND_QUEUE || (p->mode & ~(uint32_t)0777) != 0)
+    const struct shmring_kind *ops = shmring__kind(p->kind);
+    if (ops == NULL || (p->mode & ~(uint32_t)0777) != 0)
         return SHMRING_EINVAL; /* a mode is permission bits only */
     uint32_t flags = p->records ? SHMRING_FLAG_RECORDS : 0;
     size_t schema_len = p->schema ? strnlen(p->schema, SHMRING_SCHEMA_MAX) : 0;
@@ -123,7 +129,7 @@ int shmring_create(const char *name, const shmring_params_t *p, shmring_t **out)
         return SHMRING_EINVAL; /* records need a schema, byte rings have none */
     uint32_t nparts = p->max_participants ? p->max_participants : SHMRING_PARTICIPANTS_DEFAULT;
     struct shmring_layout L;
-    int rc = shmring__layout_compute(p->slot_size, p->maxsize, nparts, flags, &L);
+    int rc = ops->layout(p->slot_size, p->maxsize, nparts, flags, &L);
     if (rc != SHMRING_OK)
         return rc; /* which parameter is out of range */
 
@@ -276,7 +282,8 @@ static int validate(struct shmring_segment *seg, uint64_t real_size, uint32_t ki
     if (seg->hdr.creator_pid <= 0 || seg->hdr.creator_pid > INT32_MAX ||
         created < UINT64_C(946684800) * 1000000000u || created > now_ns + UINT64_C(86400) * 1000000000u)
         return SHMRING_ECREATOR;
-    if (h->kind != kind)
+    const struct shmring_kind *ops = shmring__kind(kind);
+    if (h->kind != kind || ops == NULL)
         return SHMRING_EKIND;
     if (h->header_size != sizeof(struct shmring_segment))
         return SHMRING_EHEADER;
@@ -292,7 +299,7 @@ static int validate(struct shmring_segment *seg, uint64_t real_size, uint32_t ki
     if (schema_len == SHMRING_SCHEMA_MAX || (h->flags & SHMRING_FLAG_RECORDS ? schema_len == 0 : schema_len != 0))
         return SHMRING_ESCHEMA;
     struct shmring_layout L;
-    if (shmring__layout_compute(h->slot_size, h->maxsize, h->max_participants, h->flags, &L) != SHMRING_OK)
+    if (ops->layout(h->slot_size, h->maxsize, h->max_participants, h->flags, &L) != SHMRING_OK)
         return SHMRING_EMAPSIZE;
     if (h->capacity != L.capacity)
         return SHMRING_ECAPACITY;
@@ -305,24 +312,7 @@ static int validate(struct shmring_segment *seg, uint64_t real_size, uint32_t ki
     if (real_size < L.mapped_size)
         return SHMRING_ETRUNCATED;
 
-    /* Counters: read_pos <= write_pos <= read_pos + maxsize, tasks_done and lost
-     * <= write_pos. A busy ring moves while we look, so only a stable snapshot
-     * (write_pos unchanged around the other loads) is judged. */
-    for (int attempt = 0; attempt < 8; attempt++) {
-        /* acquire (C2, T2): a live ring then shows read_pos, tasks_done <= write_pos */
-        uint64_t r = atomic_load_explicit(&seg->cons.read_pos, memory_order_acquire);
-        uint64_t done = atomic_load_explicit(&seg->join.tasks_done, memory_order_acquire);
-        uint64_t w1 = atomic_load_explicit(&seg->prod.write_pos, memory_order_acquire);
-        /* relaxed: a statistic, at most what was ever put */
-        uint64_t lost = atomic_load_explicit(&seg->stats.lost, memory_order_relaxed);
-        uint64_t w2 = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
-        if (w1 != w2)
-            continue;
-        if (r > w1 || w1 - r > h->maxsize || done > w1 || lost > w1)
-            return SHMRING_EPOSITIONS;
-        break;
-    }
-    return SHMRING_OK;
+    return ops->validate(seg, h); /* the kind's counters */
 }
 
 /* A handle that only looks (READONLY) reads a copy of the segment up to the end

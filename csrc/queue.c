@@ -1,5 +1,5 @@
 /*
- * ring.c - the bounded MPMC ring protocol (after Vyukov's bounded MPMC queue),
+ * queue.c - the bounded MPMC queue protocol (after Vyukov's bounded MPMC queue),
  * with batch claims: a producer or consumer takes k consecutive positions with
  * one CAS on write_pos / read_pos.
  *
@@ -39,7 +39,7 @@
 #define _GNU_SOURCE
 #include <string.h>
 
-#include "internal.h"
+#include "queue.h"
 
 /* Ask for the lines of the slot a few positions ahead with intent to write, so
  * that taking them from the consumer's cache overlaps with the work between two
@@ -190,7 +190,7 @@ void shmring_put_commit_partial(shmring_participant_t *me, const shmring_span_t 
         atomic_fetch_add_explicit(&r->seg->join.tasks_done, holes, memory_order_release);
     withdraw(me->entry);
     prefetch_next_slots(me, span->pos + span->n);
-    shmring__notify(r, &r->seg->not_empty);
+    shmring__wake(r, &r->seg->not_empty);
 }
 
 void shmring_put_commit(shmring_participant_t *me, const shmring_span_t *span)
@@ -281,7 +281,7 @@ void shmring_get_release(shmring_participant_t *me, const shmring_span_t *span)
     shmring__hook(SHMRING_HOOK_GET_RELEASING);
     shmring__store_states(r, span->pos, span->n / 2, span->n, r->capacity, SHMRING_SEQ_FREE);
     withdraw(me->entry);
-    shmring__notify(r, &r->seg->not_full);
+    shmring__wake(r, &r->seg->not_full);
 }
 
 int shmring_put(shmring_participant_t *me, const void *data, size_t len)
@@ -356,7 +356,7 @@ int shmring_task_done(shmring_participant_t *me, uint64_t n)
     } while (!atomic_compare_exchange_weak_explicit(&seg->join.tasks_done, &done, done + n,
                                                     memory_order_release, memory_order_acquire));
     if (done + n == put)
-        shmring__notify(r, &seg->join.joined);
+        shmring__wake(r, &seg->join.joined);
     return SHMRING_OK;
 }
 
@@ -370,43 +370,6 @@ uint64_t shmring_unfinished(const shmring_t *r)
     return put > done ? put - done : 0;
 }
 
-int shmring_stuck(const shmring_t *r, int what, uint64_t *pos)
-{
-    struct shmring_segment *seg = r->seg;
-    if (r->readonly)
-        return 0; /* it has no slots to look at (segment.c, snapshot) */
-    /* relaxed throughout: a hint that decides whether recovery is worth running */
-    if (what == SHMRING_WAIT_READABLE) {
-        uint64_t rp = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
-        uint32_t seq = shmring__seq_load(r, rp, memory_order_relaxed);
-        uint64_t wp = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
-        *pos = rp;
-        /* claimed by a producer, not committed */
-        return seq == shmring__state(r, rp, SHMRING_SEQ_FREE) && (int64_t)(wp - rp) > 0;
-    }
-    if (what == SHMRING_WAIT_WRITABLE) {
-        uint64_t wp = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
-        uint32_t seq = shmring__seq_load(r, wp, memory_order_relaxed);
-        uint64_t rp = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
-        uint64_t prev = wp - r->capacity; /* the position the slot held last lap */
-        *pos = wp;
-        /* claimed by a consumer (read_pos is past it), not released */
-        return (seq == shmring__state(r, prev, SHMRING_SEQ_COMMITTED) ||
-                seq == shmring__state(r, prev, SHMRING_SEQ_HOLE)) &&
-               (int64_t)(rp - prev) > 0;
-    }
-    return 0;
-}
-
-static uint32_t count_sleepers(const shmring_t *r, const struct shmring_waitq *q)
-{
-    uint32_t n = 0;
-    for (uint32_t w = 0; w < (r->max_participants + 63) / 64; w++)
-        /* relaxed: a snapshot for display */
-        n += (uint32_t)__builtin_popcountll(atomic_load_explicit(&q->sleepers[w], memory_order_relaxed));
-    return n;
-}
-
 void shmring_get_stats(const shmring_t *r, shmring_stats_t *out)
 {
     struct shmring_segment *seg = r->seg;
@@ -416,28 +379,133 @@ void shmring_get_stats(const shmring_t *r, shmring_stats_t *out)
     out->read_pos = atomic_load_explicit(&seg->cons.read_pos, memory_order_acquire);
     out->tasks_done = atomic_load_explicit(&seg->join.tasks_done, memory_order_acquire);
     out->write_pos = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
-    out->readers_waiting = count_sleepers(r, &seg->not_empty);
-    out->writers_waiting = count_sleepers(r, &seg->not_full);
+    out->readers_waiting = shmring__sleepers(r, &seg->not_empty);
+    out->writers_waiting = shmring__sleepers(r, &seg->not_full);
     /* relaxed: counters for display */
     out->lost = atomic_load_explicit(&seg->stats.lost, memory_order_relaxed);
     out->recoveries = atomic_load_explicit(&seg->stats.recoveries, memory_order_relaxed);
 }
 
-uint32_t shmring_participants_alive(const shmring_t *r)
+/* ---- waiting ---- */
+
+/* Is the slot for position pos free to be written (read and released a lap ago)? */
+static int slot_free(const shmring_t *r, uint64_t pos)
 {
-    return shmring__count_alive(r);
+    /* relaxed: a hint for waiters; the claim re-reads it with acquire (P1) */
+    uint32_t seq = shmring__seq_load(r, pos, memory_order_relaxed);
+    return shmring__seq_diff(r, seq, shmring__state(r, pos, SHMRING_SEQ_FREE)) >= 0;
 }
 
-void shmring_get_info(const shmring_t *r, shmring_info_t *out)
+/* Could the operation we wait for succeed now? relaxed loads throughout: a
+ * hint only, the operation itself re-reads with the right orders; F1 orders
+ * these loads after our waiter registration. */
+static int ready(const shmring_t *r, int what)
 {
-    /* written once by the creator before the magic published the segment */
-    out->creator_pid = r->seg->hdr.creator_pid;
-    out->created_unix_ns = r->seg->hdr.created_unix_ns;
-    out->mapped_size = r->mapped_size;
-    out->participants = 0;
-    for (uint32_t i = 0; i < r->max_participants; i++)
-        /* relaxed: a count for display */
-        out->participants += SHMRING_PART_STATUS(atomic_load_explicit(&r->parts[i].state, memory_order_relaxed)) !=
-                             SHMRING_PART_FREE;
-    out->participants_alive = shmring__count_alive(r);
+    struct shmring_segment *seg = r->seg;
+    if (what == SHMRING_WAIT_READABLE) {
+        uint64_t pos = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
+        uint32_t seq = shmring__seq_load(r, pos, memory_order_relaxed);
+        return shmring__seq_diff(r, seq, shmring__state(r, pos, SHMRING_SEQ_COMMITTED)) >= 0;
+    }
+    if (what == SHMRING_WAIT_WRITABLE) {
+        uint64_t pos = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+        uint64_t rd = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
+        int64_t used = (int64_t)(pos - rd);
+        if (used >= 0 && (uint64_t)used >= r->maxsize)
+            return 0;
+        return slot_free(r, pos);
+    }
+    return shmring_unfinished(r) == 0;
 }
+
+/* A producer that finds the ring full spins until there is room for a run of
+ * messages, not for one. Resuming at the first freed slot keeps producer and
+ * consumer in lockstep at the full end: every put then re-reads read_pos and
+ * the slot word the consumer has just written, and the consumer pays for each
+ * steal of its lines. Measured on this project's 2-core VM with a ring held
+ * full, 64-byte put_bytes/get_bytes went from about 7 to 11-14 million
+ * messages/s (runs of 8: ~10.5M, 32: ~13.5M, 128: ~14M, 1024: ~13M). Only the spin waits
+ * for the run: the check before sleeping is exact, so nobody sleeps while
+ * there is room (that would cost the consumer a wake call per release).
+ * A producer facing a full ring waits anyway; at most it waits out the spin
+ * when fewer than a run's slots come free. */
+#define SHMRING_SPIN_ROOM 128u
+
+static uint64_t spin_room(const shmring_t *r)
+{
+    uint64_t room = r->maxsize / 8 < SHMRING_SPIN_ROOM ? r->maxsize / 8 : SHMRING_SPIN_ROOM;
+    return room ? room : 1;
+}
+
+/* Is there room for `room` messages from write_pos on? relaxed loads: a hint,
+ * as in ready(). The count: position pos + room - 1 is within maxsize once the
+ * message maxsize positions before it was claimed, and we see that it was when
+ * it has been released (read_pos stays untouched: the consumer writes it for
+ * every message). The slot at pos itself must be free too: with several
+ * consumers an earlier message may still be held after a later one's release. */
+static int has_room(const shmring_t *r, uint64_t room)
+{
+    uint64_t pos = atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed);
+    uint64_t last = pos + room - 1;
+    if (last >= r->maxsize) {
+        uint64_t gate = last - r->maxsize;
+        uint32_t seq = shmring__seq_load(r, gate, memory_order_relaxed);
+        if (shmring__seq_diff(r, seq, shmring__state(r, gate + r->capacity, SHMRING_SEQ_FREE)) < 0)
+            return 0;
+    }
+    return slot_free(r, pos);
+}
+
+int shmring_wait(shmring_participant_t *me, int what, uint64_t timeout_ns, uint32_t spin)
+{
+    shmring_t *r = me->ring;
+    if (what != SHMRING_WAIT_READABLE && what != SHMRING_WAIT_WRITABLE)
+        what = SHMRING_WAIT_JOINED;
+    uint64_t room = what == SHMRING_WAIT_WRITABLE ? spin_room(r) : 0;
+    for (uint32_t i = 0; i < spin; i++) {
+        if (room ? has_room(r, room) : ready(r, what))
+            return 1;
+        shmring__cpu_relax();
+    }
+    if (timeout_ns == 0)
+        return ready(r, what);
+    return shmring__sleep(me, what, timeout_ns); /* re-checks ready() after F1 (wait.c) */
+}
+
+/* ---- the queue as a ring kind (kind.h) ---- */
+
+/* Attach: the counters of a ring that passed every header check. */
+static int validate(struct shmring_segment *seg, const struct shmring_header *h)
+{
+    /* Counters: read_pos <= write_pos <= read_pos + maxsize, tasks_done and lost
+     * <= write_pos. A busy ring moves while we look, so only a stable snapshot
+     * (write_pos unchanged around the other loads) is judged. */
+    for (int attempt = 0; attempt < 8; attempt++) {
+        /* acquire (C2, T2): a live ring then shows read_pos, tasks_done <= write_pos */
+        uint64_t r = atomic_load_explicit(&seg->cons.read_pos, memory_order_acquire);
+        uint64_t done = atomic_load_explicit(&seg->join.tasks_done, memory_order_acquire);
+        uint64_t w1 = atomic_load_explicit(&seg->prod.write_pos, memory_order_acquire);
+        /* relaxed: a statistic, at most what was ever put */
+        uint64_t lost = atomic_load_explicit(&seg->stats.lost, memory_order_relaxed);
+        uint64_t w2 = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+        if (w1 != w2)
+            continue;
+        if (r > w1 || w1 - r > h->maxsize || done > w1 || lost > w1)
+            return SHMRING_EPOSITIONS;
+        break;
+    }
+    return SHMRING_OK;
+}
+
+const struct shmring_kind shmring__queue_kind = {
+    .kind = SHMRING_KIND_QUEUE,
+    .layout = shmring__layout_compute,
+    .validate = validate,
+    .n_waitqs = 3,
+    .waitq_offsets = {[SHMRING_WAIT_READABLE] = offsetof(struct shmring_segment, not_empty),
+                      [SHMRING_WAIT_WRITABLE] = offsetof(struct shmring_segment, not_full),
+                      [SHMRING_WAIT_JOINED] = offsetof(struct shmring_segment, join.joined)},
+    .ready = ready,
+    .first_pass = shmring__queue_first_pass,
+    .settle = shmring__queue_settle,
+};
