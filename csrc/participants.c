@@ -91,7 +91,7 @@ uint32_t shmring_participants_alive(const shmring_t *r)
     return shmring__count_alive(r);
 }
 
-void shmring_get_info(const shmring_t *r, shmring_info_t *out)
+void shmring_info(const shmring_t *r, shmring_info_t *out)
 {
     /* written once by the creator before the magic published the segment */
     out->creator_pid = r->seg->hdr.creator_pid;

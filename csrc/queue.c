@@ -115,7 +115,7 @@ static void publish(const shmring_t *r, uint64_t pos, uint32_t from, uint32_t to
         shmring__store_states(r, pos, split, to, 0, SHMRING_SEQ_HOLE);
 }
 
-int shmring_put_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span)
+int shmring_queue_put_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span)
 {
     shmring_t *r = me->ring;
     struct shmring_segment *seg = r->seg;
@@ -178,7 +178,7 @@ int shmring_put_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmr
     }
 }
 
-void shmring_put_commit_partial(shmring_participant_t *me, const shmring_span_t *span, uint32_t keep)
+void shmring_queue_put_commit_partial(shmring_participant_t *me, const shmring_span_t *span, uint32_t keep)
 {
     shmring_t *r = me->ring;
     uint32_t half = span->n / 2, holes = span->n - (keep < span->n ? keep : span->n);
@@ -193,9 +193,9 @@ void shmring_put_commit_partial(shmring_participant_t *me, const shmring_span_t 
     shmring__wake(r, &r->seg->not_empty);
 }
 
-void shmring_put_commit(shmring_participant_t *me, const shmring_span_t *span)
+void shmring_queue_put_commit(shmring_participant_t *me, const shmring_span_t *span)
 {
-    shmring_put_commit_partial(me, span, span->n);
+    shmring_queue_put_commit_partial(me, span, span->n);
 }
 
 /* Consume the run of holes (slots abandoned by dead producers, marked by crash
@@ -216,13 +216,13 @@ static void skip_holes(shmring_participant_t *me, uint64_t pos)
     if (atomic_compare_exchange_strong_explicit(&r->seg->cons.read_pos, &pos, pos + n,
                                                 memory_order_release, memory_order_relaxed)) {
         shmring_span_t span = {pos, n};
-        shmring_get_release(me, &span);
+        shmring_queue_get_release(me, &span);
     } else {
         withdraw(me->entry);
     }
 }
 
-int shmring_get_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span)
+int shmring_queue_get_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span)
 {
     shmring_t *r = me->ring;
     struct shmring_segment *seg = r->seg;
@@ -272,7 +272,7 @@ int shmring_get_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmr
     }
 }
 
-void shmring_get_release(shmring_participant_t *me, const shmring_span_t *span)
+void shmring_queue_get_release(shmring_participant_t *me, const shmring_span_t *span)
 {
     shmring_t *r = me->ring;
     /* C3: pairs with P1. */
@@ -284,63 +284,22 @@ void shmring_get_release(shmring_participant_t *me, const shmring_span_t *span)
     shmring__wake(r, &r->seg->not_full);
 }
 
-int shmring_put(shmring_participant_t *me, const void *data, size_t len)
+int shmring_queue_put(shmring_participant_t *me, const void *data, size_t len)
 {
     shmring_t *r = me->ring;
     if (len > r->slot_size)
         return SHMRING_ETOOBIG;
     shmring_span_t span;
-    int n = shmring_put_claim(me, 1, 0, &span);
+    int n = shmring_queue_put_claim(me, 1, 0, &span);
     if (n <= 0)
         return n;
     memcpy(shmring__slot_payload(r, span.pos), data, len);
     shmring_slot_set_len(r, span.pos, (uint32_t)len);
-    shmring_put_commit(me, &span);
+    shmring_queue_put_commit(me, &span);
     return 1;
 }
 
-int shmring_get(shmring_participant_t *me, void *buf, size_t buf_size, size_t *len)
-{
-    shmring_t *r = me->ring;
-    if (buf_size < r->slot_size)
-        return SHMRING_EINVAL;
-    shmring_span_t span;
-    int n = shmring_get_claim(me, 1, 0, &span);
-    if (n <= 0)
-        return n;
-    int64_t l = shmring_slot_len(r, span.pos);
-    if (l >= 0)
-        memcpy(buf, shmring__slot_payload(r, span.pos), (size_t)l);
-    shmring_get_release(me, &span);
-    if (l < 0)
-        return (int)l;
-    *len = (size_t)l;
-    return 1;
-}
-
-int64_t shmring_put_records(shmring_participant_t *me, const void *src, uint64_t n)
-{
-    shmring_span_t span;
-    int k = shmring_put_claim(me, n < UINT32_MAX ? (uint32_t)n : UINT32_MAX, 0, &span);
-    if (k > 0) {
-        shmring_copy_span(me->ring, &span, (void *)src, 1);
-        shmring_put_commit(me, &span);
-    }
-    return k;
-}
-
-int64_t shmring_get_records(shmring_participant_t *me, void *dst, uint64_t max_n)
-{
-    shmring_span_t span;
-    int k = shmring_get_claim(me, max_n < UINT32_MAX ? (uint32_t)max_n : UINT32_MAX, 0, &span);
-    if (k > 0) {
-        shmring_copy_span(me->ring, &span, dst, 0);
-        shmring_get_release(me, &span);
-    }
-    return k;
-}
-
-int shmring_task_done(shmring_participant_t *me, uint64_t n)
+int shmring_queue_task_done(shmring_participant_t *me, uint64_t n)
 {
     shmring_t *r = me->ring;
     struct shmring_segment *seg = r->seg;
@@ -360,7 +319,7 @@ int shmring_task_done(shmring_participant_t *me, uint64_t n)
     return SHMRING_OK;
 }
 
-uint64_t shmring_unfinished(const shmring_t *r)
+uint64_t shmring_queue_unfinished(const shmring_t *r)
 {
     /* T2: pairs with T1. Load tasks_done first: tasks_done <= write_pos at every
      * instant, so done >= put below means both were equal in between. */
@@ -370,7 +329,7 @@ uint64_t shmring_unfinished(const shmring_t *r)
     return put > done ? put - done : 0;
 }
 
-void shmring_get_stats(const shmring_t *r, shmring_stats_t *out)
+void shmring_queue_stats(const shmring_t *r, shmring_stats_t *out)
 {
     struct shmring_segment *seg = r->seg;
     /* A snapshot for display and qsize(), documented as approximate. read_pos
@@ -415,7 +374,7 @@ static int ready(const shmring_t *r, int what)
             return 0;
         return slot_free(r, pos);
     }
-    return shmring_unfinished(r) == 0;
+    return shmring_queue_unfinished(r) == 0;
 }
 
 /* A producer that finds the ring full spins until there is room for a run of
@@ -456,7 +415,7 @@ static int has_room(const shmring_t *r, uint64_t room)
     return slot_free(r, pos);
 }
 
-int shmring_wait(shmring_participant_t *me, int what, uint64_t timeout_ns, uint32_t spin)
+int shmring_queue_wait(shmring_participant_t *me, int what, uint64_t timeout_ns, uint32_t spin)
 {
     shmring_t *r = me->ring;
     if (what != SHMRING_WAIT_READABLE && what != SHMRING_WAIT_WRITABLE)

@@ -84,7 +84,7 @@ void shmring__count_lost(struct shmring_segment *seg, uint64_t n)
     atomic_fetch_add_explicit(&seg->join.tasks_done, n, memory_order_release);
 }
 
-void shmring_count_lost(shmring_t *r, uint64_t n)
+void shmring_queue_count_lost(shmring_t *r, uint64_t n)
 {
     if (r->readonly)
         return;
@@ -198,7 +198,7 @@ int shmring__queue_first_pass(const struct shmring_participant_entry *e)
            (role == SHMRING_CLAIM_GET_HELD || role == SHMRING_CLAIM_GET_COUNTED);
 }
 
-int shmring_stuck(const shmring_t *r, int what, uint64_t *pos)
+int shmring_queue_stuck(const shmring_t *r, int what, uint64_t *pos)
 {
     struct shmring_segment *seg = r->seg;
     if (r->readonly)

@@ -527,7 +527,7 @@ const char *shmring_lock_file(const shmring_t *r)
     return r->lock_ino != 0 ? r->lock_name : NULL;
 }
 
-void shmring_get_params(const shmring_t *r, shmring_params_t *out)
+void shmring_params(const shmring_t *r, shmring_params_t *out)
 {
     out->slot_size = r->slot_size;
     out->maxsize = r->maxsize;
@@ -541,9 +541,4 @@ void shmring_get_params(const shmring_t *r, shmring_params_t *out)
 uint64_t shmring_capacity(const shmring_t *r)
 {
     return r->capacity;
-}
-
-const char *shmring_name(const shmring_t *r)
-{
-    return r->name;
 }
