@@ -56,6 +56,14 @@ struct shmring {
     /* When a wake call found no sleeper behind a sleeper bit, recovery may next
      * look for dead sleepers (recovery.c, reap_sleepers); relaxed, process-local. */
     _Atomic uint64_t reap_after_ns;
+    /* Recovery timing (shmring_queue_unstick): how long a waiter may see what it
+     * waits for held by an unfinished claim at one position before recovery
+     * runs, and per side (readers [0], writers [1]) where and since when
+     * (0: not stuck) this handle saw it. Process-local and shared by the
+     * handle's threads: relaxed throughout, since two threads that both find
+     * recovery due only run it twice, which is harmless. */
+    _Atomic uint64_t recover_after_ns;
+    _Atomic uint64_t stuck_pos[2], stuck_since[2];
     /* This process's participants, so that close can leave them all. */
     pthread_mutex_t members_lock;
     shmring_participant_t *members;

@@ -225,3 +225,31 @@ int shmring_queue_stuck(const shmring_t *r, int what, uint64_t *pos)
     }
     return 0;
 }
+
+int shmring_queue_unstick(shmring_t *r, int what, uint64_t now, uint64_t *recheck_ns)
+{
+    uint64_t pos;
+    int side = what == SHMRING_WAIT_READABLE ? 0 : 1;
+    /* relaxed throughout: process-local timing shared by the handle's threads,
+     * where a race at worst runs recovery twice (internal.h, stuck_since) */
+    *recheck_ns = 0;
+    if (!shmring_queue_stuck(r, what, &pos)) {
+        atomic_store_explicit(&r->stuck_since[side], 0, memory_order_relaxed);
+        return 0;
+    }
+    if (now == 0)
+        now = shmring_now_ns();
+    uint64_t after = atomic_load_explicit(&r->recover_after_ns, memory_order_relaxed);
+    uint64_t since = atomic_load_explicit(&r->stuck_since[side], memory_order_relaxed);
+    if (since == 0 || atomic_load_explicit(&r->stuck_pos[side], memory_order_relaxed) != pos) {
+        atomic_store_explicit(&r->stuck_pos[side], pos, memory_order_relaxed);
+        since = now; /* stuck from now on, here */
+        atomic_store_explicit(&r->stuck_since[side], since, memory_order_relaxed);
+    } else if (now - since >= after) {
+        atomic_store_explicit(&r->stuck_since[side], now, memory_order_relaxed);
+        shmring_recover(r);
+        return 1;
+    }
+    *recheck_ns = since + after;
+    return 0;
+}

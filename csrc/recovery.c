@@ -92,3 +92,9 @@ void shmring__reap_sleepers(shmring_t *r)
     atomic_store_explicit(&r->reap_after_ns, now + SHMRING_REAP_NS, memory_order_relaxed);
     shmring_recover(r);
 }
+
+void shmring_set_recover_after(shmring_t *r, uint64_t ns)
+{
+    /* relaxed: process-local configuration (internal.h, recover_after_ns) */
+    atomic_store_explicit(&r->recover_after_ns, ns ? ns : SHMRING_RECOVER_AFTER_DEFAULT_NS, memory_order_relaxed);
+}

@@ -90,6 +90,7 @@ static int handle_new(const char *name, struct shmring_segment *seg, size_t mapp
         shmring__lock_file_name(r->lock_name, name, h->lock_token);
     r->lock_process = shmring__process(); /* also starts counting forks, before any */
     r->readonly = readonly;
+    atomic_init(&r->recover_after_ns, SHMRING_RECOVER_AFTER_DEFAULT_NS); /* until the caller sets it */
     r->mapped_size = mapped_size;
     r->slot_size = h->slot_size;
     r->capacity = h->capacity;

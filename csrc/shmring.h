@@ -220,6 +220,19 @@ int shmring_recover(shmring_t *ring);
  * not release - with that position in *pos: only then can a dead participant
  * be the cause, and recovery be worth its system calls. Cheap: three loads. */
 int shmring_queue_stuck(const shmring_t *ring, int what, uint64_t *pos);
+/* How long a waiter may find what it waits for held by an unfinished claim at
+ * the same position (shmring_queue_stuck) before shmring_queue_unstick runs
+ * recovery: ns nanoseconds, 0 for the default, SHMRING_RECOVER_AFTER_DEFAULT_NS. */
+#define SHMRING_RECOVER_AFTER_DEFAULT_NS UINT64_C(100000000)
+void shmring_set_recover_after(shmring_t *ring, uint64_t ns);
+/* Call when a claim for `what` (READABLE / WRITABLE) found nothing, and between
+ * wait slices. If what the caller waits for has been held by an unfinished
+ * claim at the same position for the handle's recover_after (looks of every
+ * thread of this handle count, across calls, polling ones too), runs
+ * shmring_recover and returns 1: claim again now. Else 0, with *recheck_ns the
+ * shmring_now_ns() time at which to look again (0: not stuck, nothing to time).
+ * now_ns: the caller's shmring_now_ns(), or 0 to have it read here. */
+int shmring_queue_unstick(shmring_t *ring, int what, uint64_t now_ns, uint64_t *recheck_ns);
 /* Participants (threads) whose process is alive; makes system calls. */
 uint32_t shmring_participants_alive(const shmring_t *ring);
 

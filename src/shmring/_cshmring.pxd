@@ -103,6 +103,10 @@ cdef extern from "shmring.h" nogil:
     void shmring_get_info "shmring_info"(const shmring_t *ring, shmring_info_t *out)
     int shmring_recover(shmring_t *ring)
     int shmring_stuck "shmring_queue_stuck"(const shmring_t *ring, int what, uint64_t *pos)
+    enum:
+        SHMRING_RECOVER_AFTER_DEFAULT_NS
+    void shmring_set_recover_after(shmring_t *ring, uint64_t ns)
+    int shmring_queue_unstick(shmring_t *ring, int what, uint64_t now_ns, uint64_t *recheck_ns)
 
     int shmring_wait "shmring_queue_wait"(shmring_participant_t *me, int what, uint64_t timeout_ns, uint32_t spin)
     void shmring_wake_all(shmring_t *ring)

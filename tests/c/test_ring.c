@@ -581,6 +581,68 @@ static void test_recovery(void)
 
 /* A full table: join reuses the entry of a dead process that holds nothing, and
  * recovers one that holds a claim before reusing it - never erases the claim. */
+/* Recovery timing (shmring_queue_unstick): recovery runs once what a waiter
+ * waits for was held by an unfinished claim at one position for recover_after,
+ * counted across calls; a move of the position starts the count again. */
+static void test_unstick(void)
+{
+    const uint64_t after = 1000, t0 = 5000;
+    uint64_t recheck = 7;
+    pid_t gone = dead_pid();
+    shmring_t *r = make_ring(16, 4);
+    shmring_participant_t *prod, *dead_prod, *cons;
+    shmring_span_t span;
+    CHECK(shmring_participant_join(r, &prod) == SHMRING_OK);
+    CHECK(shmring_participant_join(r, &dead_prod) == SHMRING_OK);
+    CHECK(shmring_participant_join(r, &cons) == SHMRING_OK);
+    CHECK(atomic_load(&r->recover_after_ns) == SHMRING_RECOVER_AFTER_DEFAULT_NS);
+    shmring_set_recover_after(r, after);
+    /* empty, nothing claimed: not stuck, nothing to time */
+    CHECK(shmring_queue_unstick(r, SHMRING_WAIT_READABLE, t0, &recheck) == 0 && recheck == 0);
+    CHECK(shmring_queue_put_claim(prod, 1, 0, &span) == 1); /* a live claim: stuck, not dead */
+    CHECK(shmring_queue_unstick(r, SHMRING_WAIT_READABLE, t0, &recheck) == 0 && recheck == t0 + after);
+    CHECK(shmring_queue_unstick(r, SHMRING_WAIT_READABLE, t0 + after - 1, &recheck) == 0 &&
+          recheck == t0 + after);
+    /* due: recovery runs (and finds its owner alive), the count starts again */
+    CHECK(shmring_queue_unstick(r, SHMRING_WAIT_READABLE, t0 + after, &recheck) == 1);
+    CHECK(shmring_queue_unstick(r, SHMRING_WAIT_READABLE, t0 + after + 1, &recheck) == 0 &&
+          recheck == t0 + 2 * after);
+    shmring_queue_put_commit(prod, &span);
+    CHECK(shmring_queue_get_claim(cons, 1, 0, &span) == 1);
+    shmring_queue_get_release(cons, &span);
+    /* not stuck any more: the count is forgotten */
+    CHECK(shmring_queue_unstick(r, SHMRING_WAIT_READABLE, t0 + 3 * after, &recheck) == 0 && recheck == 0);
+    /* a dead producer's claim at the next position: recovered once due */
+    CHECK(shmring_queue_put_claim(dead_prod, 1, 0, &span) == 1);
+    make_dead(dead_prod, gone);
+    uint64_t t1 = t0 + 10 * after;
+    CHECK(shmring_queue_unstick(r, SHMRING_WAIT_READABLE, t1, &recheck) == 0 && recheck == t1 + after);
+    CHECK(shmring_queue_unstick(r, SHMRING_WAIT_READABLE, t1 + after, &recheck) == 1);
+    CHECK(stat_lost(r) == 1);
+    CHECK(shmring_queue_get_claim(cons, 1, 0, &span) == 0); /* the hole skipped: empty */
+    CHECK(shmring_queue_unstick(r, SHMRING_WAIT_READABLE, t1 + 2 * after, &recheck) == 0 && recheck == 0);
+    /* writers: a consumer that holds the message whose slot a producer needs */
+    for (int i = 0; i < 4; i++)
+        CHECK(shmring_queue_put(prod, &i, sizeof i) == 1);
+    CHECK(shmring_queue_get_claim(cons, 1, 0, &span) == 1);
+    CHECK(shmring_queue_unstick(r, SHMRING_WAIT_WRITABLE, t1, &recheck) == 0 && recheck == t1 + after);
+    /* the position moved (the message released, another put): timed from then */
+    shmring_queue_get_release(cons, &span);
+    CHECK(shmring_queue_put(prod, "x", 1) == 1);
+    CHECK(shmring_queue_get_claim(cons, 1, 0, &span) == 1);
+    CHECK(shmring_queue_unstick(r, SHMRING_WAIT_WRITABLE, t1 + after, &recheck) == 0 &&
+          recheck == t1 + 2 * after);
+    CHECK(shmring_queue_unstick(r, SHMRING_WAIT_WRITABLE, 0, &recheck) == 1); /* now_ns 0: the clock, long after */
+    shmring_queue_get_release(cons, &span);
+    shmring_set_recover_after(r, 0);
+    CHECK(atomic_load(&r->recover_after_ns) == SHMRING_RECOVER_AFTER_DEFAULT_NS);
+    shmring_participant_leave(prod);
+    shmring_participant_leave(cons);
+    shmring_close(r);
+    shmring_unlink(ring_name);
+    printf("unstick ok\n");
+}
+
 static void test_full_table(void)
 {
     pid_t gone = dead_pid();
@@ -1140,6 +1202,7 @@ int main(int argc, char **argv)
     }
     if (argc == 2 && strcmp(argv[1], "recovery") == 0) {
         test_recovery();
+        test_unstick();
         test_full_table();
         return 0;
     }
