@@ -1,5 +1,11 @@
-/* errors.c - names for the SHMRING_E* result codes, and the code for a system error. */
+/*
+ * errors.c - names for the SHMRING_E* result codes, the code for a system
+ * error, and the detail of the last validation failure of this thread.
+ * No shared-memory atomics here.
+ */
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 
 #include "internal.h"
 
@@ -57,4 +63,27 @@ int shmring__open_error(int err)
     case EINVAL: return SHMRING_ENAME;
     default: errno = err; return SHMRING_ESYS;
     }
+}
+
+/* What the last failed create / attach / unlink / remove of this thread found
+ * wrong, "" when nothing (shmring__clear_detail at the start of each). */
+static _Thread_local char detail[SHMRING_DETAIL_MAX];
+
+const char *shmring_error_detail(void)
+{
+    return detail;
+}
+
+void shmring__clear_detail(void)
+{
+    detail[0] = '\0';
+}
+
+int shmring__fail(int rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    return rc;
 }

@@ -175,6 +175,13 @@ void shmring__lock_file_published(int fd);
 int shmring__lock_file_held(int fd);
 /* Unlink lock_name if it is still the file of inode ino. */
 void shmring__lock_file_remove(const char *lock_name, uint64_t ino);
+/* Errors (errors.c). shmring__fail sets this thread's detail (what is wrong,
+ * naming the value and the limit, e.g. "maxsize 0 is out of range 1..1073741824")
+ * and returns rc; the public create / attach / unlink / remove calls clear it
+ * first (shmring__clear_detail). */
+#define SHMRING_DETAIL_MAX 200
+int shmring__fail(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void shmring__clear_detail(void);
 /* A SHMRING_E* code for the errno of a failed open (errors.c). */
 int shmring__open_error(int err);
 /* Our descriptors of a ring never leak into programs this process execs (liveness.c). */

@@ -450,7 +450,10 @@ static int validate(struct shmring_segment *seg, const struct shmring_header *h)
         if (w1 != w2)
             continue;
         if (r > w1 || w1 - r > h->maxsize || done > w1 || lost > w1)
-            return SHMRING_EPOSITIONS;
+            return shmring__fail(SHMRING_EPOSITIONS,
+                                 "counters inconsistent: read_pos %llu, write_pos %llu, tasks_done %llu, lost %llu, maxsize %llu",
+                                 (unsigned long long)r, (unsigned long long)w1, (unsigned long long)done,
+                                 (unsigned long long)lost, (unsigned long long)h->maxsize);
         break;
     }
     return SHMRING_OK;

@@ -112,6 +112,12 @@ typedef struct shmring_stats {
 } shmring_stats_t;
 
 const char *shmring_strerror(int rc);
+/* What the last failed shmring_create / _attach / _unlink / _remove of the
+ * calling thread found wrong, naming the value and the limit (e.g. "maxsize 0
+ * in the header is out of range 1..1073741824"): set for every SHMRING_EINVAL
+ * and every validation failure, "" when there is none (each of those calls
+ * clears it first). Thread-local, valid until this thread's next such call. */
+const char *shmring_error_detail(void);
 
 /* ---- segment lifetime (segment.c) ---- */
 

@@ -62,6 +62,7 @@ cdef extern from "shmring.h" nogil:
         uint32_t writers_waiting
 
     const char *shmring_strerror(int rc)
+    const char *shmring_error_detail()
     int shmring_create(const char *name, const shmring_params_t *params, shmring_t **out)
     int shmring_attach(const char *name, uint32_t kind, int flags, shmring_t **out)
     void shmring_close(shmring_t *ring)

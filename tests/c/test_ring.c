@@ -152,6 +152,91 @@ static void test_lap_count_wraps(uint64_t capacity, uint32_t seq_bytes)
     CHECK(shmring_unlink(ring_name) == SHMRING_OK);
 }
 
+/* Every EINVAL and attach validation failure says what was wrong, naming the
+ * value and the limit (shmring_error_detail); each call clears it first, and
+ * it is the calling thread's. */
+static int refuse_create(uint64_t slot_size, uint64_t maxsize, uint32_t parts, uint32_t mode, uint32_t kind,
+                         uint32_t records)
+{
+    shmring_params_t p = {.slot_size = slot_size, .maxsize = maxsize, .kind = kind, .max_participants = parts,
+                          .mode = mode, .records = records};
+    shmring_t *r = NULL;
+    int rc = shmring_create(ring_name, &p, &r);
+    CHECK(rc != SHMRING_OK && r == NULL);
+    return rc;
+}
+
+static void *detail_elsewhere(void *arg)
+{
+    (void)arg;
+    return (void *)shmring_error_detail();
+}
+
+static void check_attach_detail(const char *want, int want_rc)
+{
+    shmring_t *a = NULL;
+    CHECK(shmring_attach(ring_name, SHMRING_KIND_QUEUE, 0, &a) == want_rc && a == NULL);
+    if (strcmp(shmring_error_detail(), want) != 0) {
+        fprintf(stderr, "detail: '%s', expected '%s'\n", shmring_error_detail(), want);
+        CHECK(0);
+    }
+}
+
+static void test_details(void)
+{
+    shmring_t *r = make_ring(16, 8);
+    shmring_close(r);
+    shmring_unlink(ring_name);
+    CHECK(strcmp(shmring_error_detail(), "") == 0);
+    CHECK(refuse_create(UINT64_C(1) << 31, 8, 0, 0600, SHMRING_KIND_QUEUE, 0) == SHMRING_ESLOTSIZE);
+    CHECK(strcmp(shmring_error_detail(), "msg_size 2147483648 is over the largest slot, 1073741824 bytes") == 0);
+    CHECK(refuse_create(0, 8, 0, 0600, SHMRING_KIND_QUEUE, 0) == SHMRING_ESLOTSIZE);
+    CHECK(strcmp(shmring_error_detail(), "msg_size 0 is out of range 1..1073741824") == 0);
+    CHECK(refuse_create(16, UINT64_C(1) << 40, 0, 0600, SHMRING_KIND_QUEUE, 0) == SHMRING_EMAXSIZE);
+    CHECK(strcmp(shmring_error_detail(), "maxsize 1099511627776 is out of range 1..1073741824") == 0);
+    CHECK(refuse_create(16, 8, 5000, 0600, SHMRING_KIND_QUEUE, 0) == SHMRING_EPARTTABLE);
+    CHECK(strcmp(shmring_error_detail(), "max_participants 5000 is over the table's limit, 1024") == 0);
+    CHECK(refuse_create(16, 8, 0, 01600, SHMRING_KIND_QUEUE, 0) == SHMRING_EINVAL);
+    CHECK(strcmp(shmring_error_detail(), "mode 01600 has bits beyond the permissions, 0777") == 0);
+    CHECK(refuse_create(16, 8, 0, 0600, 9, 0) == SHMRING_EINVAL);
+    CHECK(strcmp(shmring_error_detail(), "kind 9 is not a ring kind this build knows") == 0);
+    CHECK(refuse_create(16, 8, 0, 0600, SHMRING_KIND_QUEUE, 1) == SHMRING_EINVAL);
+    CHECK(strcmp(shmring_error_detail(), "a records ring needs a schema") == 0);
+    pthread_t t;
+    void *other;
+    CHECK(pthread_create(&t, NULL, detail_elsewhere, NULL) == 0 && pthread_join(t, &other) == 0);
+    CHECK(strcmp(other, "") == 0); /* another thread's detail is its own */
+    CHECK(shmring_unlink(ring_name) == SHMRING_ENOTFOUND);
+    CHECK(strcmp(shmring_error_detail(), "") == 0); /* cleared; not a validation failure */
+
+    /* attach: what the header says against the limits and the layout */
+    r = make_ring(16, 8);
+    struct shmring_header *h = &r->seg->hdr;
+    h->maxsize = 0;
+    check_attach_detail("maxsize 0 in the header is out of range 1..1073741824", SHMRING_EMAXSIZE);
+    h->maxsize = 8;
+    h->max_participants = 5000;
+    check_attach_detail("max_participants 5000 in the header is out of range 1..1024", SHMRING_EPARTTABLE);
+    h->max_participants = 64;
+    h->capacity = 16;
+    check_attach_detail("capacity 16 in the header, maxsize 8 needs 8", SHMRING_ECAPACITY);
+    h->capacity = 8;
+    h->layout_version = 4;
+    check_attach_detail("layout version 4 in the header, this build's is 5", SHMRING_EVERSION);
+    h->layout_version = SHMRING_LAYOUT_VERSION;
+    atomic_store(&r->seg->prod.write_pos, 20);
+    check_attach_detail("counters inconsistent: read_pos 0, write_pos 20, tasks_done 0, lost 0, maxsize 8",
+                        SHMRING_EPOSITIONS);
+    atomic_store(&r->seg->prod.write_pos, 0);
+    shmring_t *a = NULL;
+    CHECK(shmring_attach(ring_name, SHMRING_KIND_QUEUE, 0, &a) == SHMRING_OK);
+    CHECK(strcmp(shmring_error_detail(), "") == 0);
+    shmring_close(a);
+    shmring_close(r);
+    shmring_unlink(ring_name);
+    printf("details ok\n");
+}
+
 static void test_unit(void)
 {
     shmring_t *r = make_ring(16, 5); /* capacity 8, maxsize exactly 5 */
@@ -1192,6 +1277,7 @@ int main(int argc, char **argv)
     atexit(remove_ring);
     if (argc >= 2 && strcmp(argv[1], "unit") == 0) {
         test_unit();
+        test_details();
         return 0;
     }
     int wrap = argc == 7 && strcmp(argv[6], "records-wrap") == 0;
