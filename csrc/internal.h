@@ -132,7 +132,6 @@ struct shmring__entry_view {
 };
 /* 1 if the copy is consistent (the entry did not change hands while read). */
 int shmring__entry_snapshot(const struct shmring_participant_entry *e, struct shmring__entry_view *v);
-uint32_t shmring__count_alive(const shmring_t *r);
 /* Take entry i, whose state word was `expected`, as a joiner or a recoverer
  * does: its lock first where it can be had, then the state to JOINING_LOCKED
  * (JOINING without the lock). The state word now, or 0 if the entry changed

@@ -22,6 +22,7 @@
  *   L0 (free: release store claim_n = 0, before the lock is dropped) pairs
  *      with recovery's acquire load of claim_n (queue_recovery.c R2): a prober that
  *      finds the lock free, by a system call after ours, sees the withdrawal.
+ *   shmring_info's count of entries: relaxed loads, a count for display.
  */
 #include "internal.h"
 
@@ -73,7 +74,8 @@ void shmring__entry_free(shmring_t *r, uint32_t i, uint32_t state)
                                             memory_order_release, memory_order_relaxed);
 }
 
-uint32_t shmring__count_alive(const shmring_t *r)
+/* Entries whose process is alive (or changing hands); makes system calls. */
+static uint32_t count_alive(const shmring_t *r)
 {
     uint32_t alive = 0;
     for (uint32_t i = 0; i < r->max_participants; i++) {
@@ -88,7 +90,7 @@ uint32_t shmring__count_alive(const shmring_t *r)
 
 uint32_t shmring_participants_alive(const shmring_t *r)
 {
-    return shmring__count_alive(r);
+    return count_alive(r);
 }
 
 void shmring_info(const shmring_t *r, shmring_info_t *out)
@@ -102,5 +104,5 @@ void shmring_info(const shmring_t *r, shmring_info_t *out)
         /* relaxed: a count for display */
         out->participants += SHMRING_PART_STATUS(atomic_load_explicit(&r->parts[i].state, memory_order_relaxed)) !=
                              SHMRING_PART_FREE;
-    out->participants_alive = shmring__count_alive(r);
+    out->participants_alive = count_alive(r);
 }

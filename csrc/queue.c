@@ -19,12 +19,12 @@
  *   P2  put_claim  announcement fields stored with release -> acquire loads by crash
  *                  recovery; withdrawn (claim_n = 0, release) after commit, so a
  *                  recoverer that sees it withdrawn also sees the commit
- *   P5  get_claim  release store of claim_role = GET_HELD after a successful claim ->
- *                  recovery's acquire load: every announced message was ours
  *   P3  put_claim  release CAS write_pos -> acquire loads of write_pos by crash
  *                                           recovery: a claimed position is always
  *                                           covered by its claimer's announcement
  *   P4  put_commit release store of committed -> C1: payload and len are visible
+ *   P5  get_claim  release store of claim_role = GET_HELD after a successful claim ->
+ *                  recovery's acquire load: every announced message was ours
  *   C1  get_claim  acquire load of seq   -> P4
  *   C2  get_claim  release CAS read_pos  -> as P3, for consumers' announcements;
  *                                           also the acquire reload of read_pos by a
@@ -33,8 +33,17 @@
  *   T1  task_done  release CAS tasks_done -> T2: a returning join() sees the work
  *   T2  joined / task_done  acquire load tasks_done -> T1: then write_pos, loaded
  *                  after it, is at least tasks_done (so put - done cannot wrap)
- *   F1/F2 (wait.c) order "publish, then check for sleepers" against
- *         "announce sleeping, then re-check" so that no wake-up is lost.
+ *   V1  validate (attach) acquire loads of read_pos, tasks_done, write_pos -> C2, T1:
+ *                  a live ring then shows read_pos, tasks_done <= write_pos
+ *   P1, C1 of runs of more than one slot, and P4, C3 likewise, are slots.c's:
+ *         per-word acquire loads / release stores, or on x86-64 outside TSan
+ *         plain 16-byte accesses after an acquire fence / before a release
+ *         fence (the vector path; its own stress rows, test_c_core.py).
+ *   F1/F2, N2/W2 (wait.c) order "publish, then check for sleepers" against
+ *         "announce sleeping, then re-check" so that no wake-up is lost; the
+ *         waits' readiness checks (ready, has_room) are relaxed hints ordered
+ *         by F1.
+ *   Recovery's side of P2, P3, P5, C2 (R1, R2) and of P1/C1 (R3): queue_recovery.c.
  */
 #define _GNU_SOURCE
 #include <string.h>
@@ -294,7 +303,7 @@ int shmring_queue_put(shmring_participant_t *me, const void *data, size_t len)
     if (n <= 0)
         return n;
     memcpy(shmring__slot_payload(r, span.pos), data, len);
-    shmring_slot_set_len(r, span.pos, (uint32_t)len);
+    shmring__slot_set_len(r, span.pos, (uint32_t)len);
     shmring_queue_put_commit(me, &span);
     return 1;
 }
@@ -440,7 +449,7 @@ static int validate(struct shmring_segment *seg, const struct shmring_header *h)
      * <= write_pos. A busy ring moves while we look, so only a stable snapshot
      * (write_pos unchanged around the other loads) is judged. */
     for (int attempt = 0; attempt < 8; attempt++) {
-        /* acquire (C2, T2): a live ring then shows read_pos, tasks_done <= write_pos */
+        /* V1 (acquire, as C2 / T2): a live ring then shows read_pos, tasks_done <= write_pos */
         uint64_t r = atomic_load_explicit(&seg->cons.read_pos, memory_order_acquire);
         uint64_t done = atomic_load_explicit(&seg->join.tasks_done, memory_order_acquire);
         uint64_t w1 = atomic_load_explicit(&seg->prod.write_pos, memory_order_acquire);

@@ -7,8 +7,6 @@
 
 #include "kind.h"
 
-/* Count n messages that will never reach a caller as lost (and done for join). */
-void shmring__count_lost(struct shmring_segment *seg, uint64_t n);
 /* The queue's recovery rules (kind.h, settle and first_pass). */
 int shmring__queue_settle(shmring_t *r, const struct shmring__entry_view *seen, const uint8_t *dead, uint32_t i,
                           int *pending);

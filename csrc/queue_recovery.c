@@ -41,6 +41,10 @@
  *   R4  (recovery.c) taking the entry as if joining (J1) and freeing it (L0, L1:
  *       participants.c), once settle says nothing of it is pending
  *   R5  release increments of tasks_done -> T2 (queue.c): join() sees them
+ *   covered_by_live: acquire load of an entry's state -> J3 / L1 (members.c,
+ *       participants.c): who owns the entry now, before its announcement (R2)
+ *   shmring_queue_stuck: relaxed loads, a hint whether recovery is worth its
+ *       system calls; shmring_queue_unstick: relaxed process-local timing
  */
 #include "queue.h"
 
@@ -76,7 +80,8 @@ static int covered_by_live(const shmring_t *r, const struct shmring__entry_view 
     return 0;
 }
 
-void shmring__count_lost(struct shmring_segment *seg, uint64_t n)
+/* Count n messages that will never reach a caller as lost (and done for join). */
+static void count_lost(struct shmring_segment *seg, uint64_t n)
 {
     /* relaxed: a statistic */
     atomic_fetch_add_explicit(&seg->stats.lost, n, memory_order_relaxed);
@@ -88,7 +93,7 @@ void shmring_queue_count_lost(shmring_t *r, uint64_t n)
 {
     if (r->readonly)
         return;
-    shmring__count_lost(r->seg, n);
+    count_lost(r->seg, n);
     shmring__wake(r, &r->seg->join.joined); /* join() may be done now */
 }
 
@@ -144,7 +149,7 @@ int shmring__queue_settle(shmring_t *r, const struct shmring__entry_view *seen, 
         /* R2 (acq_rel): one recoverer counts the claim */
         if (atomic_compare_exchange_strong_explicit(&e->claim_role, &held, SHMRING_CLAIM_GET_COUNTED,
                                                     memory_order_acq_rel, memory_order_acquire))
-            shmring__count_lost(r->seg, a.n);
+            count_lost(r->seg, a.n);
         for (uint32_t k = 0; k < a.n; k++) {
             uint64_t p = a.pos + k;
             load_counters(r, &write_pos, &read_pos);
@@ -180,7 +185,7 @@ int shmring__queue_settle(shmring_t *r, const struct shmring__entry_view *seen, 
             continue;
         }
         if (move_slot(r, p, stuck, put ? hole : released))
-            shmring__count_lost(r->seg, 1);
+            count_lost(r->seg, 1);
         else if (!put)
             move_slot(r, p, hole, released); /* a hole it was skipping */
     }

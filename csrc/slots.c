@@ -29,16 +29,7 @@
  * limited to them. Elsewhere (aarch64: a 16-byte access at a 2-byte aligned
  * address is not promised whole words before LSE2), under ThreadSanitizer (it
  * cannot pair fences with plain accesses) and with -DSHMRING_SCALAR_WORDS, the
- * per-word atomic loops below do it all. */
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__SANITIZE_THREAD__) && \
-    !defined(SHMRING_SCALAR_WORDS)
-#define SHMRING_PACKED_VECTORS 1
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#undef SHMRING_PACKED_VECTORS
-#endif
-#endif
-#endif
+ * per-word atomic loops below do it all (SHMRING_PACKED_VECTORS, slots.h). */
 
 #ifdef SHMRING_PACKED_VECTORS
 typedef uint64_t words2 __attribute__((vector_size(16), aligned(2)));
@@ -137,8 +128,7 @@ unsigned char *shmring_slot_payload(const shmring_t *r, uint64_t pos)
 
 void shmring_slot_set_len(const shmring_t *r, uint64_t pos, uint32_t len)
 {
-    if (!(r->flags & SHMRING_FLAG_RECORDS)) /* records are always slot_size long */
-        *shmring__len(r, pos) = len;
+    shmring__slot_set_len(r, pos, len);
 }
 
 int64_t shmring_slot_len(const shmring_t *r, uint64_t pos)

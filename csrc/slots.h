@@ -79,10 +79,30 @@ static inline uint32_t *shmring__len(const shmring_t *r, uint64_t pos)
     return (uint32_t *)(r->meta + ((pos & r->mask) << r->meta_shift) + SHMRING_LEN_OFFSET);
 }
 
+/* Whether runs of packed slot words take the x86-64 vector path (slots.c says
+ * when and why); tests report which path they ran. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__SANITIZE_THREAD__) && \
+    !defined(SHMRING_SCALAR_WORDS)
+#define SHMRING_PACKED_VECTORS 1
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#undef SHMRING_PACKED_VECTORS
+#endif
+#endif
+#endif
+
 /* The payload of the slot holding pos (slot i at i * slot_size). */
 static inline unsigned char *shmring__slot_payload(const shmring_t *r, uint64_t pos)
 {
     return r->payload + (pos & r->mask) * r->slot_size;
+}
+
+/* Set the length of the message in the slot holding pos (byte rings; records
+ * are always slot_size long). */
+static inline void shmring__slot_set_len(const shmring_t *r, uint64_t pos, uint32_t len)
+{
+    if (!(r->flags & SHMRING_FLAG_RECORDS))
+        *shmring__len(r, pos) = len;
 }
 
 /* How many positions from pos fit before the end of the payload area. */
@@ -108,8 +128,8 @@ static inline uint32_t shmring__run_at(const shmring_t *r, uint64_t pos, uint32_
  * (slots.c); shmring__count_states below is what callers use. */
 uint32_t shmring__count_runs(const shmring_t *r, uint64_t pos, uint32_t max, uint32_t code, uint32_t *last);
 
-static inline __attribute__((always_inline)) uint32_t
-shmring__count_states(const shmring_t *r, uint64_t pos, uint32_t max, uint32_t code, uint32_t *last)
+static inline uint32_t shmring__count_states(const shmring_t *r, uint64_t pos, uint32_t max, uint32_t code,
+                                             uint32_t *last)
 {
     if (max == 1) { /* a single message: its word alone, inlined */
         *last = shmring__seq_load(r, pos, memory_order_acquire);
@@ -124,9 +144,8 @@ shmring__count_states(const shmring_t *r, uint64_t pos, uint32_t max, uint32_t c
  * what callers use. */
 void shmring__store_runs(const shmring_t *r, uint64_t pos, uint32_t from, uint32_t to, uint64_t ahead, uint32_t code);
 
-static inline __attribute__((always_inline)) void
-shmring__store_states(const shmring_t *r, uint64_t pos, uint32_t from, uint32_t to, uint64_t ahead,
-                      uint32_t code)
+static inline void shmring__store_states(const shmring_t *r, uint64_t pos, uint32_t from, uint32_t to,
+                                         uint64_t ahead, uint32_t code)
 {
     if (to - from == 1) /* a single message: its word alone, inlined */
         shmring__seq_store(r, pos + from, shmring__state(r, pos + from + ahead, code), memory_order_release);
