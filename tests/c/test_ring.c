@@ -2,16 +2,20 @@
  * test_ring.c - C tests of the ring, built by tests/test_c_core.py with
  * -Wall -Wextra -Werror (plain, ASan+UBSan and ThreadSanitizer builds).
  *
- *   test_ring unit                    single-threaded protocol checks
+ *   test_ring unit                    single-threaded protocol checks, and the
+ *                                     details of validation failures
  *   test_ring stress P C N MAXSIZE [records | records-wrap]
  *                                     P producer x C consumer threads, N messages
  *                                     each, tagged (producer, sequence): checks no
  *                                     loss, no duplicate, per-producer order, and
  *                                     that no claim ever exceeds maxsize;
  *                                     records-wrap starts two laps before the
- *                                     slot words' lap count wraps
+ *                                     slot words' lap count wraps; records
+ *                                     rings say which path runs of slot words
+ *                                     took (the x86-64 vector path, or scalar)
  *   test_ring recovery                white-box crash recovery: claims set up by hand,
- *                                     owners marked dead, then recovered
+ *                                     owners marked dead, then recovered; the
+ *                                     timing of recovery (shmring_queue_unstick)
  *   test_ring pingpong N              two threads hand N messages back and forth
  *                                     through maxsize-1 rings with 5 s wait slices:
  *                                     a lost wake-up shows as a wait over 1 s
@@ -1168,7 +1172,7 @@ static void *consumer(void *arg)
     return NULL;
 }
 
-/* records: a records ring (packed slot words, see ring.c), claims of up to 64;
+/* records: a records ring (packed slot words, see slots.c), claims of up to 64;
  * wrap: start two laps before the slot words' lap count wraps */
 static void test_stress(int np, int nc, uint64_t n, uint64_t maxsize, int records, int wrap)
 {
@@ -1197,9 +1201,14 @@ static void test_stress(int np, int nc, uint64_t n, uint64_t maxsize, int record
     free(seen);
     shmring_close(stress_ring);
     shmring_unlink(ring_name);
-    printf("stress ok: %d producers x %d consumers, %llu %s, maxsize %llu%s\n", np, nc,
+#ifdef SHMRING_PACKED_VECTORS
+    const char *words = records ? "; slot words: vector path" : "";
+#else
+    const char *words = records ? "; slot words: scalar" : "";
+#endif
+    printf("stress ok: %d producers x %d consumers, %llu %s, maxsize %llu%s%s\n", np, nc,
            (unsigned long long)(n * (uint64_t)np), records ? "records" : "messages",
-           (unsigned long long)maxsize, wrap ? ", across the lap count's wrap" : "");
+           (unsigned long long)maxsize, wrap ? ", across the lap count's wrap" : "", words);
 }
 
 /* ---- pingpong: every hand-off needs a wake-up ---- */
