@@ -66,7 +66,7 @@ static shmring_t *make_ring(uint64_t slot_size, uint64_t maxsize)
     return make_ring_of(slot_size, maxsize, 0);
 }
 
-/* A producer waiting on a full ring spins for room for a run (wait.c); the spin
+/* A producer waiting on a full ring spins for room for a run (queue.c, has_room); the spin
  * must still see that the slot at write_pos is held, as it is when one consumer
  * keeps the oldest message while another has released all later ones. */
 static void test_full_ring_wait(void)
@@ -833,7 +833,7 @@ static void kill_and_reap(pid_t pid)
 }
 
 /* Poll f(r) == want for at most 5 s: a liveness change is a system call away,
- * a reap at most a few 100 ms (wait.c). */
+ * a reap at most a few 100 ms (recovery.c, reap_sleepers). */
 static int eventually(shmring_t *r, uint32_t (*f)(shmring_t *), uint32_t want)
 {
     uint64_t until = shmring_now_ns() + UINT64_C(5000000000);
