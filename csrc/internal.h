@@ -22,10 +22,6 @@ struct shmring_kind;
 
 struct shmring {
     struct shmring_segment *seg;
-    const struct shmring_kind *ops; /* the ring kind's operations (kind.h, kinds.c) */
-    /* The kind's wait queues in this mapping, by SHMRING_WAIT_* (kind.h). */
-    struct shmring_waitq *waitqs[SHMRING_WAITQS_MAX];
-    uint32_t n_waitqs;
     size_t mapped_size;
     /* Copies of the validated header: the shared header is never trusted again
      * after attach, so a peer scribbling on it cannot steer our indexing. */
@@ -37,6 +33,11 @@ struct shmring {
     struct shmring_participant_entry *parts;
     unsigned char *meta;
     unsigned char *payload;
+    /* Off the lines the hot path reads (above): */
+    const struct shmring_kind *ops; /* the ring kind's operations (kind.h, kinds.c) */
+    /* The kind's wait queues in this mapping, by SHMRING_WAIT_* (kind.h). */
+    struct shmring_waitq *waitqs[SHMRING_WAITQS_MAX];
+    uint32_t n_waitqs;
     char schema[SHMRING_SCHEMA_MAX];
     char name[SHMRING_NAME_MAX + 2];
     dev_t seg_dev;                  /* the segment file we mapped, to unlink only it */
@@ -89,10 +90,34 @@ int shmring__layout_compute(uint64_t slot_size, uint64_t maxsize, uint32_t max_p
                             uint32_t flags, struct shmring_layout *out);
 
 /* Waiting (wait.c). */
-/* Wake whoever sleeps on q if anybody does; called after progress. 1 if a
- * sleeper bit was set but the OS woke nobody: maybe a sleeper that died asleep,
- * and the caller then asks for recovery (shmring__reap_sleepers); else 0. */
-int shmring__notify(const shmring_t *r, struct shmring_waitq *q);
+static inline uint32_t shmring__sleeper_words(const shmring_t *r)
+{
+    return (r->max_participants + 63) / 64;
+}
+/* Someone sleeps behind q's sleeper bits: bump the futex word (N2) and wake
+ * them all. 1 if the OS woke nobody, else 0. */
+int shmring__wake_sleepers(struct shmring_waitq *q);
+/* Wake whoever sleeps on q if anybody does; called after progress. Inline: with
+ * nobody asleep it is a fence and a look at the bits, no call. 1 if a sleeper
+ * bit was set but the OS woke nobody: maybe a sleeper that died asleep, and
+ * the caller then asks for recovery (shmring__reap_sleepers); else 0. */
+#if defined(__SANITIZE_THREAD__)
+/* GCC refuses a fence inlined under ThreadSanitizer (-Wtsan; it never models
+ * fences): there each file keeps its own out-of-line copy. */
+#define SHMRING_FENCED_INLINE static __attribute__((noinline, unused))
+#else
+#define SHMRING_FENCED_INLINE static inline
+#endif
+SHMRING_FENCED_INLINE int shmring__notify(const shmring_t *r, struct shmring_waitq *q)
+{
+    /* F2: pairs with F1 (wait.c). */
+    atomic_thread_fence(memory_order_seq_cst);
+    for (uint32_t w = 0; w < shmring__sleeper_words(r); w++)
+        /* relaxed: ordered by F2 */
+        if (atomic_load_explicit(&q->sleepers[w], memory_order_relaxed) != 0)
+            return shmring__wake_sleepers(q);
+    return 0;
+}
 /* Announce me asleep on the kind's queue for `what`, re-check the kind's
  * readiness (ops->ready) and sleep at most timeout_ns unless ready: 1 ready or
  * woken, 0 timed out, SHMRING_EINTR. */
@@ -194,7 +219,7 @@ uint64_t shmring__namespaces(void);
 unsigned long shmring__process(void);
 /* Test hook point reached: stall there if a test asked for it (hooks.c).
  * relaxed: test configuration, set before the operations it affects. */
-extern _Atomic int shmring__hook_point;
+extern _Atomic int shmring__hook_point __attribute__((visibility("hidden")));
 void shmring__hook_stall(void);
 static inline void shmring__hook(int point)
 {

@@ -71,7 +71,7 @@ int shmring_recover(shmring_t *r)
      * join() may be done): wake whoever waits. A wake that finds nobody behind
      * a sleeper bit asks for no further recovery: this one just ran. */
     for (uint32_t k = 0; k < r->n_waitqs; k++)
-        shmring__notify(r, r->waitqs[k]);
+        (void)shmring__notify(r, r->waitqs[k]);
 done:
     free(seen);
     return recovered;

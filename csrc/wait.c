@@ -4,14 +4,16 @@
  * A waiter spins briefly, then sets its sleeper bit in the wait queue and
  * sleeps on the queue's futex word (Linux: shared futex; macOS 14.4+:
  * os_sync_wait_on_address with the SHARED flag; elsewhere a bounded sleep).
- * Whoever makes progress (commit, release, task_done) calls shmring__notify,
- * which only enters the kernel when some sleeper bit is set. The wait queues
+ * Whoever makes progress (commit, release, task_done) calls shmring__notify
+ * (inline, internal.h), which only calls here, and enters the kernel, when
+ * some sleeper bit is set. The wait queues
  * and what makes a wait end (ops->ready) are the ring kind's (kind.h); the
  * kind's wait (queue.c, shmring_queue_wait) spins on its own readiness first.
  *
  * Atomic pairs in this file:
  *   F1 (waiter: seq_cst fence between setting its sleeper bit and re-checking the ring)
- *   F2 (notifier: seq_cst fence between publishing progress and reading the bits)
+ *   F2 (notifier, shmring__notify in internal.h: seq_cst fence between
+ *      publishing progress and reading the bits)
  *      Either F2 precedes F1, and the waiter's re-check sees the progress and
  *      does not sleep, or F1 precedes F2, and the notifier sees the bit and
  *      wakes it. No wake-up is lost.
@@ -107,24 +109,11 @@ static int os_wake_all(_Atomic uint32_t *word)
 #endif
 }
 
-static uint32_t sleeper_words(const shmring_t *r)
+int shmring__wake_sleepers(struct shmring_waitq *q)
 {
-    return (r->max_participants + 63) / 64;
-}
-
-int shmring__notify(const shmring_t *r, struct shmring_waitq *q)
-{
-    /* F2: pairs with F1. */
-    atomic_thread_fence(memory_order_seq_cst);
-    for (uint32_t w = 0; w < sleeper_words(r); w++) {
-        /* relaxed: ordered by F2 */
-        if (atomic_load_explicit(&q->sleepers[w], memory_order_relaxed) != 0) {
-            /* N2: pairs with W2. */
-            atomic_fetch_add_explicit(&q->futex, 1, memory_order_release);
-            return os_wake_all(&q->futex) == 0; /* nobody asleep behind the bit */
-        }
-    }
-    return 0;
+    /* N2: pairs with W2. */
+    atomic_fetch_add_explicit(&q->futex, 1, memory_order_release);
+    return os_wake_all(&q->futex) == 0; /* nobody asleep behind the bit */
 }
 
 void shmring__clear_sleeper(const shmring_t *r, uint32_t i)
@@ -138,7 +127,7 @@ void shmring__clear_sleeper(const shmring_t *r, uint32_t i)
 uint32_t shmring__sleepers(const shmring_t *r, const struct shmring_waitq *q)
 {
     uint32_t n = 0;
-    for (uint32_t w = 0; w < sleeper_words(r); w++)
+    for (uint32_t w = 0; w < shmring__sleeper_words(r); w++)
         /* relaxed: a snapshot for display */
         n += (uint32_t)__builtin_popcountll(atomic_load_explicit(&q->sleepers[w], memory_order_relaxed));
     return n;
