@@ -14,11 +14,16 @@ if sys.platform == "win32":
 
 C_SOURCES = [
     "csrc/errors.c",
+    "csrc/hooks.c",
+    "csrc/kinds.c",
     "csrc/liveness.c",
+    "csrc/members.c",
     "csrc/participants.c",
+    "csrc/queue.c",
+    "csrc/queue_recovery.c",
     "csrc/recovery.c",
-    "csrc/ring.c",
     "csrc/segment.c",
+    "csrc/slots.c",
     "csrc/wait.c",
 ]
 
@@ -27,9 +32,9 @@ extensions = [
         "shmring._core",
         sources=["src/shmring/_core.pyx"] + C_SOURCES,
         include_dirs=["csrc"],
-        depends=["csrc/shmring.h", "csrc/layout.h", "csrc/internal.h", "src/shmring/_cshmring.pxd"],
+        depends=["csrc/shmring.h", "csrc/layout.h", "csrc/internal.h", "csrc/slots.h", "csrc/kind.h", "csrc/queue.h", "src/shmring/_cshmring.pxd"],
         # hidden: only PyInit__core is exported (PyMODINIT_FUNC), so calls into the
-        # C core bind directly (no PLT) and ring.c can inline its own API functions
+        # C core bind directly (no PLT) and queue.c can inline its own API functions
         extra_compile_args=["-O3", "-std=c11", "-fvisibility=hidden"],
         libraries=["rt"] if sys.platform.startswith("linux") else [],
     )

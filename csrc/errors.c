@@ -1,5 +1,13 @@
-/* errors.c - names for the SHMRING_E* result codes. */
-#include "shmring.h"
+/*
+ * errors.c - names for the SHMRING_E* result codes, the code for a system
+ * error, and the detail of the last validation failure of this thread.
+ * No shared-memory atomics here.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "internal.h"
 
 const char *shmring_strerror(int rc)
 {
@@ -39,4 +47,43 @@ const char *shmring_strerror(int rc)
     case SHMRING_ELOCKFILE: return "no fresh name for the ring's lock file (8 random names were all taken)";
     default: return "unknown shmring error";
     }
+}
+
+int shmring__open_error(int err)
+{
+    switch (err) {
+    case ENOENT: return SHMRING_ENOTFOUND;
+    case EEXIST: return SHMRING_EEXIST;
+    case EACCES:
+    case EPERM: return SHMRING_EPERM;
+    case ENOSPC:
+    case ENOMEM: return SHMRING_ENOMEM;
+    case ELOOP: return SHMRING_EFILETYPE; /* a symbolic link (shm_open does not follow them) */
+    case ENAMETOOLONG:
+    case EINVAL: return SHMRING_ENAME;
+    default: errno = err; return SHMRING_ESYS;
+    }
+}
+
+/* What the last failed create / attach / unlink / remove of this thread found
+ * wrong, "" when nothing (shmring__clear_detail at the start of each). */
+static _Thread_local char detail[SHMRING_DETAIL_MAX];
+
+const char *shmring_error_detail(void)
+{
+    return detail;
+}
+
+void shmring__clear_detail(void)
+{
+    detail[0] = '\0';
+}
+
+int shmring__fail(int rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    return rc;
 }

@@ -15,6 +15,10 @@
 
 /* "/NAME~" + 16 hex digits + NUL: a lock file's name (a segment's never holds '~') */
 #define SHMRING_LOCK_NAME_SIZE (1 + SHMRING_NAME_MAX + 1 + 16 + 1)
+/* Wait queues a kind may have (kind.h). */
+#define SHMRING_WAITQS_MAX 4
+
+struct shmring_kind;
 
 struct shmring {
     struct shmring_segment *seg;
@@ -29,6 +33,11 @@ struct shmring {
     struct shmring_participant_entry *parts;
     unsigned char *meta;
     unsigned char *payload;
+    /* Off the lines the hot path reads (above): */
+    const struct shmring_kind *ops; /* the ring kind's operations (kind.h, kinds.c) */
+    /* The kind's wait queues in this mapping, by SHMRING_WAIT_* (kind.h). */
+    struct shmring_waitq *waitqs[SHMRING_WAITQS_MAX];
+    uint32_t n_waitqs;
     char schema[SHMRING_SCHEMA_MAX];
     char name[SHMRING_NAME_MAX + 2];
     dev_t seg_dev;                  /* the segment file we mapped, to unlink only it */
@@ -46,8 +55,16 @@ struct shmring {
     unsigned long lock_process;
     uint64_t locked[SHMRING_SLEEPER_WORDS]; /* entries whose lock lock_fd holds (members_lock) */
     /* When a wake call found no sleeper behind a sleeper bit, recovery may next
-     * look for dead sleepers (wait.c); relaxed, process-local. */
+     * look for dead sleepers (recovery.c, reap_sleepers); relaxed, process-local. */
     _Atomic uint64_t reap_after_ns;
+    /* Recovery timing (shmring_queue_unstick): how long a waiter may see what it
+     * waits for held by an unfinished claim at one position before recovery
+     * runs, and per side (readers [0], writers [1]) where and since when
+     * (0: not stuck) this handle saw it. Process-local and shared by the
+     * handle's threads: relaxed throughout, since two threads that both find
+     * recovery due only run it twice, which is harmless. */
+    _Atomic uint64_t recover_after_ns;
+    _Atomic uint64_t stuck_pos[2], stuck_since[2];
     /* This process's participants, so that close can leave them all. */
     pthread_mutex_t members_lock;
     shmring_participant_t *members;
@@ -65,77 +82,6 @@ struct shmring_participant {
     shmring_participant_t *prev, *next;
 };
 
-/* Slot words (states in layout.h). A word is 16 or 32 bits wide (r->seq_bytes);
- * these helpers hide which, so that the protocol reads the same for both. The
- * memory order is always a constant after inlining. */
-static inline void *shmring__seq(const shmring_t *r, uint64_t pos)
-{
-    return r->meta + ((pos & r->mask) << r->meta_shift);
-}
-
-/* The word a slot holds when its position p is in state `code`
- * (SHMRING_SEQ_FREE, _COMMITTED or _HOLE): p's lap, then the code. */
-static inline uint32_t shmring__state(const shmring_t *r, uint64_t p, uint32_t code)
-{
-    return (uint32_t)(((p >> r->cap_shift) << SHMRING_SEQ_CODE_BITS) | code) & r->seq_mask;
-}
-
-/* word - state as a signed distance in the word's width: negative if the
- * slot is "before" that state (an earlier lap, or an earlier state of it). */
-static inline int32_t shmring__seq_diff(const shmring_t *r, uint32_t word, uint32_t state)
-{
-    uint32_t d = (word - state) & r->seq_mask;
-    return d > (r->seq_mask >> 1) ? (int32_t)(d - r->seq_mask - 1) : (int32_t)d;
-}
-
-/* The slot word at w (a pointer into the meta array), in the ring's width. */
-static inline __attribute__((always_inline)) uint32_t
-shmring__word_load(const shmring_t *r, const void *w, memory_order order)
-{
-    return r->seq_bytes == 2 ? atomic_load_explicit((_Atomic uint16_t *)w, order)
-                             : atomic_load_explicit((_Atomic uint32_t *)w, order);
-}
-
-static inline __attribute__((always_inline)) void
-shmring__word_store(const shmring_t *r, void *w, uint32_t state, memory_order order)
-{
-    if (r->seq_bytes == 2)
-        atomic_store_explicit((_Atomic uint16_t *)w, (uint16_t)state, order);
-    else
-        atomic_store_explicit((_Atomic uint32_t *)w, state, order);
-}
-
-static inline __attribute__((always_inline)) uint32_t
-shmring__seq_load(const shmring_t *r, uint64_t pos, memory_order order)
-{
-    return shmring__word_load(r, shmring__seq(r, pos), order);
-}
-
-static inline __attribute__((always_inline)) void
-shmring__seq_store(const shmring_t *r, uint64_t pos, uint32_t state, memory_order order)
-{
-    shmring__word_store(r, shmring__seq(r, pos), state, order);
-}
-
-/* acq_rel CAS of the slot word from `from` to `to`; 1 if it was `from`. */
-static inline int shmring__seq_cas(const shmring_t *r, uint64_t pos, uint32_t from, uint32_t to)
-{
-    void *w = shmring__seq(r, pos);
-    if (r->seq_bytes == 2) {
-        uint16_t expected = (uint16_t)from;
-        return atomic_compare_exchange_strong_explicit((_Atomic uint16_t *)w, &expected, (uint16_t)to,
-                                                       memory_order_acq_rel, memory_order_relaxed);
-    }
-    return atomic_compare_exchange_strong_explicit((_Atomic uint32_t *)w, &from, to, memory_order_acq_rel,
-                                                   memory_order_relaxed);
-}
-
-/* The length word of the slot holding pos: byte rings only. */
-static inline uint32_t *shmring__len(const shmring_t *r, uint64_t pos)
-{
-    return (uint32_t *)(r->meta + ((pos & r->mask) << r->meta_shift) + SHMRING_LEN_OFFSET);
-}
-
 /* Layout arithmetic shared by create and attach (segment.c). */
 struct shmring_layout {
     uint64_t capacity, participants_offset, meta_offset, payload_offset, mapped_size;
@@ -143,11 +89,65 @@ struct shmring_layout {
 int shmring__layout_compute(uint64_t slot_size, uint64_t maxsize, uint32_t max_participants,
                             uint32_t flags, struct shmring_layout *out);
 
-/* Wake whoever sleeps on q if anybody does (wait.c); called after progress.
- * Now and then it runs crash recovery, for sleepers that died asleep. */
-void shmring__notify(shmring_t *r, struct shmring_waitq *q);
-/* Clear participant i's sleeper bit in every wait queue (wait.c). */
+/* Waiting (wait.c). */
+static inline uint32_t shmring__sleeper_words(const shmring_t *r)
+{
+    return (r->max_participants + 63) / 64;
+}
+/* Someone sleeps behind q's sleeper bits: bump the futex word (N2) and wake
+ * them all. 1 if the OS woke nobody, else 0. */
+int shmring__wake_sleepers(struct shmring_waitq *q);
+/* Wake whoever sleeps on q if anybody does; called after progress. Inline: with
+ * nobody asleep it is a fence and a look at the bits, no call. 1 if a sleeper
+ * bit was set but the OS woke nobody: maybe a sleeper that died asleep, and
+ * the caller then asks for recovery (shmring__reap_sleepers); else 0. */
+#if defined(__SANITIZE_THREAD__)
+/* GCC refuses a fence inlined under ThreadSanitizer (-Wtsan; it never models
+ * fences): there each file keeps its own out-of-line copy. */
+#define SHMRING_FENCED_INLINE static __attribute__((noinline, unused))
+#else
+#define SHMRING_FENCED_INLINE static inline
+#endif
+SHMRING_FENCED_INLINE int shmring__notify(const shmring_t *r, struct shmring_waitq *q)
+{
+    /* F2: pairs with F1 (wait.c). */
+    atomic_thread_fence(memory_order_seq_cst);
+    for (uint32_t w = 0; w < shmring__sleeper_words(r); w++)
+        /* relaxed: ordered by F2 */
+        if (atomic_load_explicit(&q->sleepers[w], memory_order_relaxed) != 0)
+            return shmring__wake_sleepers(q);
+    return 0;
+}
+/* Announce me asleep on the kind's queue for `what`, re-check the kind's
+ * readiness (ops->ready) and sleep at most timeout_ns unless ready: 1 ready or
+ * woken, 0 timed out, SHMRING_EINTR. */
+int shmring__sleep(shmring_participant_t *me, int what, uint64_t timeout_ns);
+/* Clear participant i's sleeper bit in every wait queue. */
 void shmring__clear_sleeper(const shmring_t *r, uint32_t i);
+/* Sleeper bits set on q (a snapshot for display). */
+uint32_t shmring__sleepers(const shmring_t *r, const struct shmring_waitq *q);
+
+static inline void shmring__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield" ::: "memory");
+#endif
+}
+
+/* Recovery (recovery.c). */
+/* shmring__notify found a sleeper bit with nobody asleep behind it: run
+ * recovery for dead sleepers, at most every so often per handle. */
+void shmring__reap_sleepers(shmring_t *r);
+
+/* After progress a kind makes: wake whoever sleeps on q, and if a sleeper bit
+ * had nobody behind it, let recovery look for dead sleepers. */
+static inline void shmring__wake(shmring_t *r, struct shmring_waitq *q)
+{
+    if (shmring__notify(r, q))
+        shmring__reap_sleepers(r);
+}
 
 /* A consistent copy of an entry's identity (participants.c). */
 struct shmring__entry_view {
@@ -157,7 +157,6 @@ struct shmring__entry_view {
 };
 /* 1 if the copy is consistent (the entry did not change hands while read). */
 int shmring__entry_snapshot(const struct shmring_participant_entry *e, struct shmring__entry_view *v);
-uint32_t shmring__count_alive(const shmring_t *r);
 /* Take entry i, whose state word was `expected`, as a joiner or a recoverer
  * does: its lock first where it can be had, then the state to JOINING_LOCKED
  * (JOINING without the lock). The state word now, or 0 if the entry changed
@@ -200,9 +199,16 @@ void shmring__lock_file_published(int fd);
 int shmring__lock_file_held(int fd);
 /* Unlink lock_name if it is still the file of inode ino. */
 void shmring__lock_file_remove(const char *lock_name, uint64_t ino);
-/* A SHMRING_E* code for the errno of a failed open (segment.c). */
+/* Errors (errors.c). shmring__fail sets this thread's detail (what is wrong,
+ * naming the value and the limit, e.g. "maxsize 0 is out of range 1..1073741824")
+ * and returns rc; the public create / attach / unlink / remove calls clear it
+ * first (shmring__clear_detail). */
+#define SHMRING_DETAIL_MAX 200
+int shmring__fail(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void shmring__clear_detail(void);
+/* A SHMRING_E* code for the errno of a failed open (errors.c). */
 int shmring__open_error(int err);
-/* Our descriptors of a ring never leak into programs this process execs (segment.c). */
+/* Our descriptors of a ring never leak into programs this process execs (liveness.c). */
 void shmring__close_on_exec(int fd);
 /* Who we are, for PID liveness: the OS's start time of a pid (SHMRING_OK, or
  * an error when the OS would not say) and our pid/time namespaces' identity. */
@@ -211,9 +217,16 @@ uint64_t shmring__namespaces(void);
 /* Which process this is, as a count of the forks it descends through: what a
  * participant and a lock description remember, since pids can repeat. */
 unsigned long shmring__process(void);
-/* Test hook point reached (ring.c): stall there if a test asked for it. */
-void shmring__hook(int point);
-/* Count n messages that will never reach a caller as lost (and done for join). */
-void shmring__count_lost(struct shmring_segment *seg, uint64_t n);
+/* Test hook point reached: stall there if a test asked for it (hooks.c).
+ * relaxed: test configuration, set before the operations it affects. */
+extern _Atomic int shmring__hook_point __attribute__((visibility("hidden")));
+void shmring__hook_stall(void);
+static inline void shmring__hook(int point)
+{
+    if (__builtin_expect(atomic_load_explicit(&shmring__hook_point, memory_order_relaxed) == point, 0))
+        shmring__hook_stall();
+}
+
+#include "slots.h"
 
 #endif /* SHMRING_INTERNAL_H */

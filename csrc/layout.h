@@ -176,7 +176,7 @@ struct shmring_participant_entry {
  * position it then CASes, so what it reads is at most a lap old and any width
  * works; before refusing (full, empty) it checks that the counter has not
  * moved. Crash recovery CASes a word from a state it expects, for a position
- * the counters it loaded just before say may still be held (recovery.c,
+ * the counters it loaded just before say may still be held (queue_recovery.c,
  * settled): a recoverer stalled 2^(width - 2) laps between the two could
  * mistake a later lap for it. That margin, capacity << (width - 2) messages,
  * is kept at 2^30 or more.

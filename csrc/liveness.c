@@ -41,6 +41,12 @@
 
 #include "internal.h"
 
+/* Our descriptors of a segment never leak into programs this process execs. */
+void shmring__close_on_exec(int fd)
+{
+    fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) | FD_CLOEXEC);
+}
+
 /* What the OS says about a running pid: its start time and whether it is a
  * zombie. SHMRING_OK, or an error if the OS would not say (no /proc, no file
  * descriptor left, hidden by hidepid...): the caller must then assume alive. */

@@ -4,26 +4,26 @@
  * Each thread that operates on a ring holds one entry; the entry records the
  * claim the thread is making, which crash recovery needs to tell dead holders
  * from live ones, and how its death can be established (LOCK or PID liveness,
- * liveness.c). Joining takes the entry's lock first, then the entry.
+ * liveness.c). Joining takes the entry's lock first, then the entry. This
+ * file holds the table's entries (taking, freeing, reading them); joining and
+ * leaving, which may run recovery to free entries, are members.c's.
  *
  * Atomic pairs in this file:
  *   J1 (take: acq_rel CAS of state to JOINING[_LOCKED]) pairs with L1 (free:
  *      release CAS to FREE): the previous owner is done with the entry before
  *      reuse. A recoverer takes and frees a dead entry the same way.
- *   J2 (join: release stores of the identity fields, after J1) pairs with the
+ *   J2 (join, members.c: release stores of the identity fields, after J1) pairs with the
  *      acquire loads of those fields by readers that re-check `state` after them
  *      (seqlock style, entry_snapshot): a reader that saw a new field also sees
  *      the state J1 wrote, so it knows the fields changed hands.
- *   J3 (join: release store ACTIVE) pairs with acquire loads of `state` by
+ *   J3 (join, members.c: release store ACTIVE) pairs with acquire loads of `state` by
  *      table readers: they see the identity fields of the new owner, and the
  *      lock was taken before it (a system call that returned before J3).
  *   L0 (free: release store claim_n = 0, before the lock is dropped) pairs
- *      with recovery's acquire load of claim_n (recovery.c R2): a prober that
+ *      with recovery's acquire load of claim_n (queue_recovery.c R2): a prober that
  *      finds the lock free, by a system call after ours, sees the withdrawal.
+ *   shmring_info's count of entries: relaxed loads, a count for display.
  */
-#include <stdlib.h>
-#include <unistd.h>
-
 #include "internal.h"
 
 int shmring__entry_snapshot(const struct shmring_participant_entry *e, struct shmring__entry_view *v)
@@ -74,123 +74,8 @@ void shmring__entry_free(shmring_t *r, uint32_t i, uint32_t state)
                                             memory_order_release, memory_order_relaxed);
 }
 
-/* Take entry i whose state word is `expected` and make it ours; its new state
- * word if we got it (never 0: ACTIVE), else 0. */
-static uint32_t join_entry(shmring_t *r, uint32_t i, uint32_t expected, pid_t pid, uint64_t start_time,
-                           uint64_t pid_ns)
-{
-    struct shmring_participant_entry *e = &r->parts[i];
-    uint32_t taken = shmring__entry_take(r, i, expected);
-    if (taken == 0)
-        return 0;
-    shmring__hook(SHMRING_HOOK_JOINING);
-    uint32_t liveness = SHMRING_PART_STATUS(taken) == SHMRING_PART_JOINING_LOCKED ? SHMRING_LIVENESS_LOCK
-                                                                                 : SHMRING_LIVENESS_PID;
-    uint32_t active = SHMRING_PART_STATE(SHMRING_PART_ACTIVE, SHMRING_PART_GEN(taken));
-    /* J2 */
-    atomic_store_explicit(&e->pid, (int32_t)pid, memory_order_release);
-    atomic_store_explicit(&e->start_time, start_time, memory_order_release);
-    atomic_store_explicit(&e->pid_ns, pid_ns, memory_order_release);
-    atomic_store_explicit(&e->liveness, liveness, memory_order_release);
-    /* relaxed: published by J3 */
-    atomic_store_explicit(&e->claim_n, 0, memory_order_relaxed);
-    atomic_store_explicit(&e->claim_role, SHMRING_CLAIM_NONE, memory_order_relaxed);
-    /* A previous owner killed in its sleep may have left its sleeper bits set. */
-    shmring__clear_sleeper(r, i);
-    /* J3: pairs with acquire loads of state by table readers. */
-    atomic_store_explicit(&e->state, active, memory_order_release);
-    return active;
-}
-
-int shmring_participant_join(shmring_t *r, shmring_participant_t **out)
-{
-    *out = NULL;
-    if (r->readonly)
-        return SHMRING_EPERM; /* attached to look, not to take part */
-    pid_t pid = getpid();
-    uint64_t start_time = 0;
-    int zombie = 0;
-    if (shmring__process_info(pid, &start_time, &zombie) != SHMRING_OK)
-        start_time = 0; /* liveness then falls back to the pid alone */
-    uint64_t pid_ns = shmring__namespaces();
-    shmring_participant_t *me = calloc(1, sizeof *me);
-    if (me == NULL)
-        return SHMRING_ENOMEM;
-    int got = -1;
-    uint32_t state = 0;
-    /* First a free entry; failing that, the entry of a process that died
-     * holding no claim; failing that, recover what dead processes hold (which
-     * frees their entries) and look once more. */
-    for (int pass = 0; pass < 3 && got < 0; pass++) {
-        if (pass == 2)
-            shmring_recover(r);
-        for (uint32_t i = 0; i < r->max_participants && got < 0; i++) {
-            struct shmring__entry_view v;
-            if (!shmring__entry_snapshot(&r->parts[i], &v))
-                continue;
-            uint32_t status = SHMRING_PART_STATUS(v.state);
-            if (pass != 1 && status != SHMRING_PART_FREE)
-                continue;
-            if (pass == 1) {
-                /* Dead first, then its claim: read before the death was
-                 * established, a claim made just before dying could be missed
-                 * and then erased. acquire: pairs with P2 / withdraw (ring.c).
-                 * The CAS in take_entry fails if the entry changed hands. */
-                if ((status != SHMRING_PART_ACTIVE && status != SHMRING_PART_JOINING_LOCKED) ||
-                    shmring__entry_alive(r, i, &v) ||
-                    atomic_load_explicit(&r->parts[i].claim_n, memory_order_acquire) != 0)
-                    continue;
-            }
-            if ((state = join_entry(r, i, v.state, pid, start_time, pid_ns)) != 0)
-                got = (int)i;
-        }
-    }
-    if (got < 0) {
-        free(me);
-        return SHMRING_EFULLTABLE;
-    }
-    me->ring = r;
-    me->index = (uint32_t)got;
-    me->entry = &r->parts[got];
-    me->process = shmring__process();
-    me->state = state;
-    /* relaxed: any value is a valid lower bound of read_pos */
-    me->cached_read_pos = atomic_load_explicit(&r->seg->cons.read_pos, memory_order_relaxed);
-    pthread_mutex_lock(&r->members_lock);
-    me->next = r->members;
-    if (r->members)
-        r->members->prev = me;
-    r->members = me;
-    pthread_mutex_unlock(&r->members_lock);
-    *out = me;
-    return SHMRING_OK;
-}
-
-void shmring_participant_leave(shmring_participant_t *me)
-{
-    if (me == NULL)
-        return;
-    shmring_t *r = me->ring;
-    pthread_mutex_lock(&r->members_lock);
-    if (me->prev)
-        me->prev->next = me->next;
-    else
-        r->members = me->next;
-    if (me->next)
-        me->next->prev = me->prev;
-    pthread_mutex_unlock(&r->members_lock);
-    /* A forked child inherits its parent's handles but not its entries. */
-    /* Only an entry still ours: one recovered meanwhile (its owner judged dead)
-     * may have a new owner, whose announcement and lock must stay. relaxed: the
-     * state only says whose the entry is, and nobody takes it from us between
-     * this load and our unlock, as our lock is still held (L1 then decides). */
-    if (me->process == shmring__process() &&
-        atomic_load_explicit(&me->entry->state, memory_order_relaxed) == me->state)
-        shmring__entry_free(r, me->index, me->state);
-    free(me);
-}
-
-uint32_t shmring__count_alive(const shmring_t *r)
+/* Entries whose process is alive (or changing hands); makes system calls. */
+static uint32_t count_alive(const shmring_t *r)
 {
     uint32_t alive = 0;
     for (uint32_t i = 0; i < r->max_participants; i++) {
@@ -201,4 +86,23 @@ uint32_t shmring__count_alive(const shmring_t *r)
             alive++;
     }
     return alive;
+}
+
+uint32_t shmring_participants_alive(const shmring_t *r)
+{
+    return count_alive(r);
+}
+
+void shmring_info(const shmring_t *r, shmring_info_t *out)
+{
+    /* written once by the creator before the magic published the segment */
+    out->creator_pid = r->seg->hdr.creator_pid;
+    out->created_unix_ns = r->seg->hdr.created_unix_ns;
+    out->mapped_size = r->mapped_size;
+    out->participants = 0;
+    for (uint32_t i = 0; i < r->max_participants; i++)
+        /* relaxed: a count for display */
+        out->participants += SHMRING_PART_STATUS(atomic_load_explicit(&r->parts[i].state, memory_order_relaxed)) !=
+                             SHMRING_PART_FREE;
+    out->participants_alive = count_alive(r);
 }

@@ -1,207 +1,24 @@
 /*
- * recovery.c - giving back what participants held when their process died.
+ * recovery.c - giving back what participants held when their process died:
+ * find the dead (liveness.c), hand each one's announced claim to the ring
+ * kind's settle rule (kind.h; the queue's are in queue_recovery.c), then free
+ * the entries whose claims are settled (participants.c).
  *
- * Every participant announces the positions it is about to claim (ring.c, P2),
- * marks a successful read claim as held (P5), and withdraws the announcement
- * once it committed or released. When the process behind an entry is dead
- * (participants.c) and its announcement is still there:
- *
- *   PUT       each position p < write_pos whose slot is still free for p (claimed,
- *             never committed) becomes a hole that consumers skip; one
- *             lost message per hole made
- *   GET_HELD  the claim succeeded: all n messages were the dead consumer's and
- *             none reached its caller (a get returns only after releasing), so
- *             all n are lost, counted once by whoever moves the role to
- *             GET_COUNTED; every slot still unreleased (committed, or a hole it
- *             was skipping) is released (free for the next lap)
- *   GET       died between announcing and marking the claim held: a slot still
- *             committed below read_pos is released, one lost message per release,
- *             unless a live participant announces p (the dead one's CAS may have
- *             lost to it: then it is looked at again next time and the dead entry
- *             is kept until nothing of it is pending)
- *
- * Dead GET_HELD entries go first: a dead consumer whose claim CAS lost to one of
- * them then finds those messages released already, so nothing is counted twice.
- *
- * Each change is a CAS from the exact state seen and each count is made by the
- * winner of a CAS, right after it, so recoverers running at once in several
- * processes are harmless and a recoverer killed midway loses at most the count
- * of the one change it just won. Finally the entry is freed for reuse.
- *
- * Atomic pairs:
- *   R1  acquire loads of write_pos / read_pos -> P3 / C2 (ring.c): the announcements
- *       of all claims up to there are visible. Loaded afresh for each position,
- *       just before deciding on it (load_counters).
- *   R2  acquire loads of the announcement -> P2 / P5 / withdraw (ring.c): we see the
- *       claim, or, if it moved on, the commit or release before that (so our CAS on
- *       the slot then fails)
- *   R3  acq_rel CAS on seq -> C1 / P1 (ring.c): whoever takes the slot next sees
- *       the state we wrote, and we saw the state the dead owner left
+ * Atomic pairs in this file:
  *   R4  taking the entry as if joining (J1) and freeing it (L0, L1: participants.c)
- *   R5  release increments of tasks_done -> T2 (ring.c): join() sees them
+ *   The entries' snapshots pair as participants.c says (J2, J3); the kind's
+ *   settle rules name their own pairs (queue_recovery.c: R1, R2, R3, R5).
  */
 #include <stdlib.h>
 
-#include "internal.h"
-
-struct announcement {
-    uint32_t role, n;
-    uint64_t pos;
-};
-
-static void read_announcement(const struct shmring_participant_entry *e, struct announcement *a)
-{
-    /* R2 */
-    a->n = atomic_load_explicit(&e->claim_n, memory_order_acquire);
-    a->role = atomic_load_explicit(&e->claim_role, memory_order_acquire);
-    a->pos = atomic_load_explicit(&e->claim_pos, memory_order_acquire);
-}
-
-/* Is position p (of this role) announced by a participant we did not find dead? */
-static int covered_by_live(const shmring_t *r, const struct shmring__entry_view *seen,
-                           const uint8_t *dead, uint32_t role, uint64_t p)
-{
-    for (uint32_t j = 0; j < r->max_participants; j++) {
-        const struct shmring_participant_entry *e = &r->parts[j];
-        /* acquire: pairs with J3/L1, who owns the entry now */
-        uint32_t state = atomic_load_explicit(&e->state, memory_order_acquire);
-        if ((dead[j] && state == seen[j].state) || SHMRING_PART_STATUS(state) == SHMRING_PART_FREE)
-            continue; /* still the dead owner, or nobody */
-        struct announcement a;
-        read_announcement(e, &a);
-        uint32_t their_role = a.role == SHMRING_CLAIM_PUT ? SHMRING_CLAIM_PUT : SHMRING_CLAIM_GET;
-        if (a.n != 0 && their_role == role && p - a.pos < a.n)
-            return 1;
-    }
-    return 0;
-}
-
-void shmring__count_lost(struct shmring_segment *seg, uint64_t n)
-{
-    /* relaxed: a statistic */
-    atomic_fetch_add_explicit(&seg->stats.lost, n, memory_order_relaxed);
-    /* R5: lost messages will never get a task_done() */
-    atomic_fetch_add_explicit(&seg->join.tasks_done, n, memory_order_release);
-}
-
-void shmring_count_lost(shmring_t *r, uint64_t n)
-{
-    if (r->readonly)
-        return;
-    shmring__count_lost(r->seg, n);
-    shmring__notify(r, &r->seg->join.joined); /* join() may be done now */
-}
-
-/* R1: the counters now, read before deciding on one position. */
-static void load_counters(const shmring_t *r, uint64_t *write_pos, uint64_t *read_pos)
-{
-    *write_pos = atomic_load_explicit(&r->seg->prod.write_pos, memory_order_acquire);
-    *read_pos = atomic_load_explicit(&r->seg->cons.read_pos, memory_order_acquire);
-}
-
-/* Can nobody hold position p in this role any more? A slot a dead producer
- * never committed keeps consumers from passing it, and one a dead consumer
- * never released keeps producers from taking it a lap later. An announcement
- * left by a participant that died after its commit or release may be looked at
- * laps later, when the slot words have come round to the same values
- * (layout.h): the counters, not the word, say whether p is still held. */
-static int settled(const shmring_t *r, int put, uint64_t p, uint64_t write_pos, uint64_t read_pos)
-{
-    return put ? (int64_t)(read_pos - p) > 0 : (int64_t)(write_pos - (p + r->capacity)) > 0;
-}
-
-/* R3: move the slot word of position p from `from` to `to` (as shmring__state
- * makes them); 1 if we did. Only for positions not settled() by counters loaded
- * just before (load_counters): the width of the words covers a recoverer that
- * stalls in between (layout.h). */
-static int move_slot(const shmring_t *r, uint64_t p, uint32_t from, uint32_t to)
-{
-    return shmring__seq_cas(r, p, from, to);
-}
-
-/* Give back what dead entry i announced. Returns 1 if it announced a claim
- * (which this call or another recoverer settled); sets *pending if a position
- * could not be settled yet. */
-static int recover_claim(shmring_t *r, const struct shmring__entry_view *seen, const uint8_t *dead,
-                         uint32_t i, int *pending)
-{
-    uint64_t write_pos, read_pos;
-    struct shmring_participant_entry *e = &r->parts[i];
-    struct announcement a;
-    read_announcement(e, &a);
-    *pending = 0;
-    /* relaxed: if the entry changed hands while we read, the announcement may be
-     * the new, live owner's: leave it. */
-    if (atomic_load_explicit(&e->state, memory_order_relaxed) != seen[i].state) {
-        *pending = 1;
-        return 0;
-    }
-    if (a.n == 0 || a.n > r->maxsize)
-        return 0; /* nothing held, or garbage: no claim is larger than maxsize */
-
-    if (a.role == SHMRING_CLAIM_GET_HELD || a.role == SHMRING_CLAIM_GET_COUNTED) {
-        uint32_t held = SHMRING_CLAIM_GET_HELD;
-        /* R2 (acq_rel): one recoverer counts the claim */
-        if (atomic_compare_exchange_strong_explicit(&e->claim_role, &held, SHMRING_CLAIM_GET_COUNTED,
-                                                    memory_order_acq_rel, memory_order_acquire))
-            shmring__count_lost(r->seg, a.n);
-        for (uint32_t k = 0; k < a.n; k++) {
-            uint64_t p = a.pos + k;
-            load_counters(r, &write_pos, &read_pos);
-            if (settled(r, 0, p, write_pos, read_pos))
-                continue;
-            uint32_t released = shmring__state(r, p + r->capacity, SHMRING_SEQ_FREE);
-            if (!move_slot(r, p, shmring__state(r, p, SHMRING_SEQ_COMMITTED), released))
-                move_slot(r, p, shmring__state(r, p, SHMRING_SEQ_HOLE), released); /* a hole it was skipping */
-        }
-        return 1;
-    }
-    if (a.role != SHMRING_CLAIM_PUT && a.role != SHMRING_CLAIM_GET)
-        return 0; /* garbage */
-
-    int put = a.role == SHMRING_CLAIM_PUT;
-    for (uint32_t k = 0; k < a.n; k++) {
-        uint64_t p = a.pos + k;
-        load_counters(r, &write_pos, &read_pos);
-        uint64_t counter = put ? write_pos : read_pos;
-        /* the state if the dead owner held p, and what it becomes */
-        uint32_t stuck = shmring__state(r, p, put ? SHMRING_SEQ_FREE : SHMRING_SEQ_COMMITTED);
-        uint32_t hole = shmring__state(r, p, SHMRING_SEQ_HOLE);
-        uint32_t released = shmring__state(r, p + r->capacity, SHMRING_SEQ_FREE);
-        if ((int64_t)(counter - p) <= 0)
-            continue; /* never claimed: the owner died before its CAS */
-        if (settled(r, put, p, write_pos, read_pos))
-            continue; /* committed or released, whoever held it */
-        if (covered_by_live(r, seen, dead, a.role, p)) {
-            /* relaxed: only decides whether to look again later */
-            uint32_t now = shmring__seq_load(r, p, memory_order_relaxed);
-            if (now == stuck || now == hole)
-                *pending = 1;
-            continue;
-        }
-        if (move_slot(r, p, stuck, put ? hole : released))
-            shmring__count_lost(r->seg, 1);
-        else if (!put)
-            move_slot(r, p, hole, released); /* a hole it was skipping */
-    }
-    return 1;
-}
-
-/* Does dead entry e announce a read claim it held (GET_HELD, or GET_COUNTED by a
- * recoverer)? acquire: as R2. */
-static int held_read_claim(const struct shmring_participant_entry *e)
-{
-    uint32_t role = atomic_load_explicit(&e->claim_role, memory_order_acquire);
-    return atomic_load_explicit(&e->claim_n, memory_order_acquire) != 0 &&
-           (role == SHMRING_CLAIM_GET_HELD || role == SHMRING_CLAIM_GET_COUNTED);
-}
+#include "kind.h"
 
 /* Recover dead entry i and free it unless some of its claim is still pending.
  * 1 if it held a claim and this call freed it. */
 static int recover_entry(shmring_t *r, const struct shmring__entry_view *seen, const uint8_t *dead, uint32_t i)
 {
     int pending;
-    int held = recover_claim(r, seen, dead, i, &pending);
+    int held = r->ops->settle(r, seen, dead, i, &pending);
     if (pending)
         return 0; /* keep the entry: its announcement is still needed */
     /* R4: take the entry as a joiner would (with its lock: killed before the
@@ -220,11 +37,10 @@ static int recover_entry(shmring_t *r, const struct shmring__entry_view *seen, c
 
 int shmring_recover(shmring_t *r)
 {
-    struct shmring_segment *seg = r->seg;
     if (r->readonly)
         return 0; /* a handle that only looks changes nothing */
     /* On the heap: 34 KiB for a full table, and this also runs inside a put or
-     * get (wait.c, reap_sleepers), on whatever stack the caller's thread has. */
+     * get (reap_sleepers below), on whatever stack the caller's thread has. */
     uint32_t n = r->max_participants;
     struct shmring__entry_view *seen = calloc(n, sizeof *seen + 2);
     if (seen == NULL)
@@ -238,25 +54,47 @@ int shmring_recover(shmring_t *r)
         if ((status == SHMRING_PART_ACTIVE || status == SHMRING_PART_JOINING_LOCKED) &&
             !shmring__entry_alive(r, i, &seen[i])) { /* a joiner killed joining holds no claim */
             dead[i] = 1;
-            held[i] = (uint8_t)held_read_claim(&r->parts[i]);
+            held[i] = (uint8_t)r->ops->first_pass(&r->parts[i]);
             found = 1;
         }
     }
     int recovered = 0;
     if (!found)
         goto done;
-    /* Dead consumers that held their claim first: they count all of it lost and
-     * release it, so that a dead consumer whose CAS for the same positions lost
-     * to theirs then finds nothing to release, and nothing is counted twice. */
+    /* The kind's first pass first (the queue's: dead consumers that held their
+     * claim, queue_recovery.c), then the rest. */
     for (int pass = 0; pass < 2; pass++)
         for (uint32_t i = 0; i < r->max_participants; i++)
             if (dead[i] && held[i] == (pass == 0))
                 recovered += recover_entry(r, seen, dead, i);
-    /* Holes can be skipped, slots reused, join() may be done: wake whoever waits. */
-    shmring__notify(r, &seg->not_empty);
-    shmring__notify(r, &seg->not_full);
-    shmring__notify(r, &seg->join.joined);
+    /* Claims were given back (the queue: holes can be skipped, slots reused,
+     * join() may be done): wake whoever waits. A wake that finds nobody behind
+     * a sleeper bit asks for no further recovery: this one just ran. */
+    for (uint32_t k = 0; k < r->n_waitqs; k++)
+        (void)shmring__notify(r, r->waitqs[k]);
 done:
     free(seen);
     return recovered;
+}
+
+/* A sleeper bit with nobody asleep behind it is a waiter between setting it
+ * and sleeping, or one killed in its sleep, whose bit would make every later
+ * notify a system call. The second is for recovery, which frees the dead
+ * entry and clears its bits; asked at most every SHMRING_REAP_NS per handle. */
+#define SHMRING_REAP_NS 100000000u
+
+void shmring__reap_sleepers(shmring_t *r)
+{
+    uint64_t now = shmring_now_ns();
+    /* relaxed: a process-local rate limit; a race only recovers twice */
+    if (now < atomic_load_explicit(&r->reap_after_ns, memory_order_relaxed))
+        return;
+    atomic_store_explicit(&r->reap_after_ns, now + SHMRING_REAP_NS, memory_order_relaxed);
+    shmring_recover(r);
+}
+
+void shmring_set_recover_after(shmring_t *r, uint64_t ns)
+{
+    /* relaxed: process-local configuration (internal.h, recover_after_ns) */
+    atomic_store_explicit(&r->recover_after_ns, ns ? ns : SHMRING_RECOVER_AFTER_DEFAULT_NS, memory_order_relaxed);
 }

@@ -1,6 +1,7 @@
 /*
  * segment.c - creating, attaching (with full validation), closing and
- * unlinking the shared-memory segment that holds one ring.
+ * unlinking the shared-memory segment that holds one ring: the common header
+ * and the slot arrays' layout; the ring kind (kind.h) checks its own counters.
  *
  * Atomic pairs in this file:
  *   S1 (create: release store of hdr.magic after everything is initialised)
@@ -18,22 +19,37 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "kind.h"
 
 static uint64_t align_line(uint64_t x)
 {
     return (x + SHMRING_LINE - 1) & ~(uint64_t)(SHMRING_LINE - 1);
 }
 
+/* rc, with the detail "<what> <v><where> is out of range lo..hi", unless v is in it. */
+static int check_range(int rc, const char *what, uint64_t v, uint64_t lo, uint64_t hi, const char *where)
+{
+    if (v >= lo && v <= hi)
+        return SHMRING_OK;
+    return shmring__fail(rc, "%s %llu%s is out of range %llu..%llu", what, (unsigned long long)v, where,
+                         (unsigned long long)lo, (unsigned long long)hi);
+}
+
 int shmring__layout_compute(uint64_t slot_size, uint64_t maxsize, uint32_t max_participants,
                             uint32_t flags, struct shmring_layout *out)
 {
-    if (slot_size < 1 || slot_size > SHMRING_SLOT_SIZE_MAX)
-        return SHMRING_ESLOTSIZE;
-    if (maxsize < 1 || maxsize > SHMRING_MAXSIZE_MAX)
-        return SHMRING_EMAXSIZE;
-    if (max_participants < 1 || max_participants > SHMRING_PARTICIPANTS_MAX)
-        return SHMRING_EPARTTABLE;
+    int rc;
+    if (slot_size > SHMRING_SLOT_SIZE_MAX)
+        return shmring__fail(SHMRING_ESLOTSIZE, "msg_size %llu is over the largest slot, %llu bytes",
+                             (unsigned long long)slot_size, (unsigned long long)SHMRING_SLOT_SIZE_MAX);
+    if ((rc = check_range(SHMRING_ESLOTSIZE, "msg_size", slot_size, 1, SHMRING_SLOT_SIZE_MAX, "")) ||
+        (rc = check_range(SHMRING_EMAXSIZE, "maxsize", maxsize, 1, SHMRING_MAXSIZE_MAX, "")))
+        return rc;
+    if (max_participants > SHMRING_PARTICIPANTS_MAX)
+        return shmring__fail(SHMRING_EPARTTABLE, "max_participants %u is over the table's limit, %u",
+                             max_participants, SHMRING_PARTICIPANTS_MAX);
+    if ((rc = check_range(SHMRING_EPARTTABLE, "max_participants", max_participants, 1, SHMRING_PARTICIPANTS_MAX, "")))
+        return rc;
     /* At least 4 slots (a bound older layouts needed; kept for the tests that use it). */
     uint64_t cap = 4;
     while (cap < maxsize)
@@ -48,7 +64,8 @@ int shmring__layout_compute(uint64_t slot_size, uint64_t maxsize, uint32_t max_p
     if (__builtin_mul_overflow(cap, slot_size, &payload_bytes) ||
         __builtin_add_overflow(out->payload_offset, payload_bytes, &out->mapped_size) ||
         out->mapped_size > (uint64_t)SIZE_MAX || out->mapped_size > (UINT64_C(1) << 46))
-        return SHMRING_ENOMEM;
+        return shmring__fail(SHMRING_ENOMEM, "msg_size %llu x %llu slots is over the largest mapping, 2^46 bytes",
+                             (unsigned long long)slot_size, (unsigned long long)cap);
     return SHMRING_OK;
 }
 
@@ -68,28 +85,6 @@ static int name_is_valid(const char *name)
     return 1;
 }
 
-int shmring__open_error(int err)
-{
-    switch (err) {
-    case ENOENT: return SHMRING_ENOTFOUND;
-    case EEXIST: return SHMRING_EEXIST;
-    case EACCES:
-    case EPERM: return SHMRING_EPERM;
-    case ENOSPC:
-    case ENOMEM: return SHMRING_ENOMEM;
-    case ELOOP: return SHMRING_EFILETYPE; /* a symbolic link (shm_open does not follow them) */
-    case ENAMETOOLONG:
-    case EINVAL: return SHMRING_ENAME;
-    default: errno = err; return SHMRING_ESYS;
-    }
-}
-
-/* Our descriptors of a segment never leak into programs this process execs. */
-void shmring__close_on_exec(int fd)
-{
-    fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) | FD_CLOEXEC);
-}
-
 /* Build the process-local handle around a validated mapping. */
 static int handle_new(const char *name, struct shmring_segment *seg, size_t mapped_size,
                       const struct shmring_header *h, const struct stat *file, int readonly, shmring_t **out)
@@ -98,6 +93,10 @@ static int handle_new(const char *name, struct shmring_segment *seg, size_t mapp
     if (r == NULL)
         return SHMRING_ENOMEM;
     r->seg = seg;
+    r->ops = shmring__kind(h->kind); /* validated: a kind we know */
+    r->n_waitqs = r->ops->n_waitqs;
+    for (uint32_t k = 0; k < r->n_waitqs; k++)
+        r->waitqs[k] = (struct shmring_waitq *)((unsigned char *)seg + r->ops->waitq_offsets[k]);
     r->seg_dev = file->st_dev;
     r->seg_ino = file->st_ino;
     r->probe_fd = -1; /* the lock file's, set by the caller */
@@ -107,6 +106,7 @@ static int handle_new(const char *name, struct shmring_segment *seg, size_t mapp
         shmring__lock_file_name(r->lock_name, name, h->lock_token);
     r->lock_process = shmring__process(); /* also starts counting forks, before any */
     r->readonly = readonly;
+    atomic_init(&r->recover_after_ns, SHMRING_RECOVER_AFTER_DEFAULT_NS); /* until the caller sets it */
     r->mapped_size = mapped_size;
     r->slot_size = h->slot_size;
     r->capacity = h->capacity;
@@ -135,17 +135,26 @@ static int handle_new(const char *name, struct shmring_segment *seg, size_t mapp
 int shmring_create(const char *name, const shmring_params_t *p, shmring_t **out)
 {
     *out = NULL;
+    shmring__clear_detail();
     if (!name_is_valid(name))
         return SHMRING_ENAME;
-    if (p->kind != SHMRING_KIND_QUEUE || (p->mode & ~(uint32_t)0777) != 0)
-        return SHMRING_EINVAL; /* a mode is permission bits only */
+    const struct shmring_kind *ops = shmring__kind(p->kind);
+    if (ops == NULL)
+        return shmring__fail(SHMRING_EINVAL, "kind %u is not a ring kind this build knows", p->kind);
+    if ((p->mode & ~(uint32_t)0777) != 0) /* a mode is permission bits only */
+        return shmring__fail(SHMRING_EINVAL, "mode 0%o has bits beyond the permissions, 0777", p->mode);
     uint32_t flags = p->records ? SHMRING_FLAG_RECORDS : 0;
     size_t schema_len = p->schema ? strnlen(p->schema, SHMRING_SCHEMA_MAX) : 0;
-    if (schema_len >= SHMRING_SCHEMA_MAX || (p->records != 0) != (schema_len != 0))
-        return SHMRING_EINVAL; /* records need a schema, byte rings have none */
+    /* records need a schema, byte rings have none */
+    if (schema_len >= SHMRING_SCHEMA_MAX)
+        return shmring__fail(SHMRING_EINVAL, "schema of %u bytes or more is over the limit, %u",
+                             SHMRING_SCHEMA_MAX, SHMRING_SCHEMA_MAX - 1);
+    if ((p->records != 0) != (schema_len != 0))
+        return shmring__fail(SHMRING_EINVAL, p->records ? "a records ring needs a schema"
+                                                        : "a byte ring takes no schema");
     uint32_t nparts = p->max_participants ? p->max_participants : SHMRING_PARTICIPANTS_DEFAULT;
     struct shmring_layout L;
-    int rc = shmring__layout_compute(p->slot_size, p->maxsize, nparts, flags, &L);
+    int rc = ops->layout(p->slot_size, p->maxsize, nparts, flags, &L);
     if (rc != SHMRING_OK)
         return rc; /* which parameter is out of range */
 
@@ -265,9 +274,10 @@ static int validate(struct shmring_segment *seg, uint64_t real_size, uint32_t ki
     /* S2: pairs with S1 in shmring_create. */
     uint64_t magic = atomic_load_explicit(&seg->hdr.magic, memory_order_acquire);
     if (magic == 0)
-        return SHMRING_ENOTREADY;
+        return shmring__fail(SHMRING_ENOTREADY, "magic 0 in the header: not published (yet)");
     if (magic != SHMRING_MAGIC)
-        return SHMRING_EMAGIC;
+        return shmring__fail(SHMRING_EMAGIC, "magic 0x%016llx in the header is not shmring's, 0x%016llx",
+                             (unsigned long long)magic, (unsigned long long)SHMRING_MAGIC);
     h->layout_version = seg->hdr.layout_version;
     h->kind = seg->hdr.kind;
     h->header_size = seg->hdr.header_size;
@@ -284,67 +294,72 @@ static int validate(struct shmring_segment *seg, uint64_t real_size, uint32_t ki
     h->lock_token = seg->hdr.lock_token;
 
     if (h->layout_version != SHMRING_LAYOUT_VERSION)
-        return SHMRING_EVERSION;
+        return shmring__fail(SHMRING_EVERSION, "layout version %u in the header, this build's is %u",
+                             h->layout_version, SHMRING_LAYOUT_VERSION);
     h->flags = seg->hdr.flags;
     if (h->flags & ~(uint32_t)SHMRING_FLAGS_KNOWN)
-        return SHMRING_ERESERVED;
+        return shmring__fail(SHMRING_ERESERVED, "flags 0x%x in the header, the known ones are 0x%x", h->flags,
+                             (unsigned)SHMRING_FLAGS_KNOWN);
     for (size_t i = 0; i < sizeof seg->hdr.reserved; i++)
         if (seg->hdr.reserved[i] != 0)
-            return SHMRING_ERESERVED;
+            return shmring__fail(SHMRING_ERESERVED, "reserved header byte %zu is 0x%02x, not 0", i,
+                                 seg->hdr.reserved[i]);
     /* created between 2000 and a day from now, by a positive pid */
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     uint64_t created = seg->hdr.created_unix_ns, now_ns = (uint64_t)now.tv_sec * 1000000000u;
-    if (seg->hdr.creator_pid <= 0 || seg->hdr.creator_pid > INT32_MAX ||
-        created < UINT64_C(946684800) * 1000000000u || created > now_ns + UINT64_C(86400) * 1000000000u)
-        return SHMRING_ECREATOR;
-    if (h->kind != kind)
-        return SHMRING_EKIND;
+    int rc;
+    if (seg->hdr.creator_pid <= 0 || seg->hdr.creator_pid > INT32_MAX)
+        return shmring__fail(SHMRING_ECREATOR, "creator pid %lld in the header is out of range 1..%d",
+                             (long long)seg->hdr.creator_pid, INT32_MAX);
+    if (created < UINT64_C(946684800) * 1000000000u || created > now_ns + UINT64_C(86400) * 1000000000u)
+        return shmring__fail(SHMRING_ECREATOR, "creation time %llu ns in the header is before 2000 or over a day ahead",
+                             (unsigned long long)created);
+    const struct shmring_kind *ops = shmring__kind(kind);
+    if (h->kind != kind || ops == NULL)
+        return shmring__fail(SHMRING_EKIND, "kind %u in the header, asked for %u", h->kind, kind);
     if (h->header_size != sizeof(struct shmring_segment))
-        return SHMRING_EHEADER;
-    if (h->slot_size < 1 || h->slot_size > SHMRING_SLOT_SIZE_MAX)
-        return SHMRING_ESLOTSIZE;
-    if (h->maxsize < 1 || h->maxsize > SHMRING_MAXSIZE_MAX)
-        return SHMRING_EMAXSIZE;
-    if (h->max_participants < 1 || h->max_participants > SHMRING_PARTICIPANTS_MAX ||
-        h->participant_size != sizeof(struct shmring_participant_entry))
-        return SHMRING_EPARTTABLE;
+        return shmring__fail(SHMRING_EHEADER, "header size %u in the header, this build's is %zu", h->header_size,
+                             sizeof(struct shmring_segment));
+    if ((rc = check_range(SHMRING_ESLOTSIZE, "msg_size", h->slot_size, 1, SHMRING_SLOT_SIZE_MAX, " in the header")) ||
+        (rc = check_range(SHMRING_EMAXSIZE, "maxsize", h->maxsize, 1, SHMRING_MAXSIZE_MAX, " in the header")) ||
+        (rc = check_range(SHMRING_EPARTTABLE, "max_participants", h->max_participants, 1, SHMRING_PARTICIPANTS_MAX,
+                          " in the header")))
+        return rc;
+    if (h->participant_size != sizeof(struct shmring_participant_entry))
+        return shmring__fail(SHMRING_EPARTTABLE, "participant entry size %u in the header, this build's is %zu",
+                             h->participant_size, sizeof(struct shmring_participant_entry));
     /* records rings carry a terminated, non-empty schema; byte rings none at all */
     size_t schema_len = strnlen(seg->schema, SHMRING_SCHEMA_MAX);
-    if (schema_len == SHMRING_SCHEMA_MAX || (h->flags & SHMRING_FLAG_RECORDS ? schema_len == 0 : schema_len != 0))
-        return SHMRING_ESCHEMA;
+    if (schema_len == SHMRING_SCHEMA_MAX)
+        return shmring__fail(SHMRING_ESCHEMA, "schema not terminated within %u bytes", SHMRING_SCHEMA_MAX);
+    if (h->flags & SHMRING_FLAG_RECORDS && schema_len == 0)
+        return shmring__fail(SHMRING_ESCHEMA, "a records ring without a schema");
+    if (!(h->flags & SHMRING_FLAG_RECORDS) && schema_len != 0)
+        return shmring__fail(SHMRING_ESCHEMA, "a byte ring with a schema of %zu bytes", schema_len);
     struct shmring_layout L;
-    if (shmring__layout_compute(h->slot_size, h->maxsize, h->max_participants, h->flags, &L) != SHMRING_OK)
-        return SHMRING_EMAPSIZE;
+    if (ops->layout(h->slot_size, h->maxsize, h->max_participants, h->flags, &L) != SHMRING_OK)
+        return shmring__fail(SHMRING_EMAPSIZE, "msg_size %llu x maxsize %llu in the header need over 2^46 bytes",
+                             (unsigned long long)h->slot_size, (unsigned long long)h->maxsize);
     if (h->capacity != L.capacity)
-        return SHMRING_ECAPACITY;
+        return shmring__fail(SHMRING_ECAPACITY, "capacity %llu in the header, maxsize %llu needs %llu",
+                             (unsigned long long)h->capacity, (unsigned long long)h->maxsize,
+                             (unsigned long long)L.capacity);
     if (h->participants_offset != L.participants_offset || h->meta_offset != L.meta_offset ||
         h->payload_offset != L.payload_offset)
-        return SHMRING_EOFFSETS;
+        return shmring__fail(SHMRING_EOFFSETS, "offsets %llu, %llu, %llu in the header, the layout's are %llu, %llu, %llu",
+                             (unsigned long long)h->participants_offset, (unsigned long long)h->meta_offset,
+                             (unsigned long long)h->payload_offset, (unsigned long long)L.participants_offset,
+                             (unsigned long long)L.meta_offset, (unsigned long long)L.payload_offset);
     if (h->mapped_size != L.mapped_size)
-        return SHMRING_EMAPSIZE;
+        return shmring__fail(SHMRING_EMAPSIZE, "mapped size %llu in the header, the layout's is %llu",
+                             (unsigned long long)h->mapped_size, (unsigned long long)L.mapped_size);
     /* macOS rounds shm sizes up to a page, so only a smaller file is wrong. */
     if (real_size < L.mapped_size)
-        return SHMRING_ETRUNCATED;
+        return shmring__fail(SHMRING_ETRUNCATED, "segment of %llu bytes, its header says %llu",
+                             (unsigned long long)real_size, (unsigned long long)L.mapped_size);
 
-    /* Counters: read_pos <= write_pos <= read_pos + maxsize, tasks_done and lost
-     * <= write_pos. A busy ring moves while we look, so only a stable snapshot
-     * (write_pos unchanged around the other loads) is judged. */
-    for (int attempt = 0; attempt < 8; attempt++) {
-        /* acquire (C2, T2): a live ring then shows read_pos, tasks_done <= write_pos */
-        uint64_t r = atomic_load_explicit(&seg->cons.read_pos, memory_order_acquire);
-        uint64_t done = atomic_load_explicit(&seg->join.tasks_done, memory_order_acquire);
-        uint64_t w1 = atomic_load_explicit(&seg->prod.write_pos, memory_order_acquire);
-        /* relaxed: a statistic, at most what was ever put */
-        uint64_t lost = atomic_load_explicit(&seg->stats.lost, memory_order_relaxed);
-        uint64_t w2 = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
-        if (w1 != w2)
-            continue;
-        if (r > w1 || w1 - r > h->maxsize || done > w1 || lost > w1)
-            return SHMRING_EPOSITIONS;
-        break;
-    }
-    return SHMRING_OK;
+    return ops->validate(seg, h); /* the kind's counters */
 }
 
 /* A handle that only looks (READONLY) reads a copy of the segment up to the end
@@ -399,6 +414,7 @@ static void release(void *base, size_t size, int readonly)
 int shmring_attach(const char *name, uint32_t kind, int flags, shmring_t **out)
 {
     *out = NULL;
+    shmring__clear_detail();
     if (!name_is_valid(name))
         return SHMRING_ENAME;
     int readonly = (flags & SHMRING_ATTACH_READONLY) != 0;
@@ -415,11 +431,14 @@ int shmring_attach(const char *name, uint32_t kind, int flags, shmring_t **out)
     if (fstat(fd, &st) != 0)
         rc = shmring__open_error(errno);
     else if (!S_ISREG(st.st_mode))
-        rc = SHMRING_EFILETYPE;
+        rc = shmring__fail(SHMRING_EFILETYPE, "file mode 0%o is not a regular file's", (unsigned)st.st_mode);
     else if (!readonly && (st.st_mode & S_IWOTH) && st.st_uid != geteuid() && !(flags & SHMRING_ATTACH_TRUST_WRITABLE))
-        rc = SHMRING_EUNTRUSTED; /* any user could plant what this process would read (and unpickle) */
+        /* any user could plant what this process would read (and unpickle) */
+        rc = shmring__fail(SHMRING_EUNTRUSTED, "mode 0%o, owner uid %u, this process's %u",
+                           (unsigned)(st.st_mode & 07777), (unsigned)st.st_uid, (unsigned)geteuid());
     else if (st.st_size < (off_t)sizeof(struct shmring_segment))
-        rc = SHMRING_ETRUNCATED;
+        rc = shmring__fail(SHMRING_ETRUNCATED, "segment of %lld bytes, under the fixed part's %zu",
+                           (long long)st.st_size, sizeof(struct shmring_segment));
     if (rc != SHMRING_OK) {
         close(fd);
         return rc;
@@ -427,7 +446,8 @@ int shmring_attach(const char *name, uint32_t kind, int flags, shmring_t **out)
     size_t size = (size_t)st.st_size;
     void *base = readonly ? snapshot(fd, size) : mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (base == MAP_FAILED) {
-        rc = errno == EBUSY ? SHMRING_ETRUNCATED : shmring__open_error(errno); /* EBUSY: snapshot() read short */
+        /* EBUSY: snapshot() read short */
+        rc = errno == EBUSY ? shmring__fail(SHMRING_ETRUNCATED, "segment shrank while read") : shmring__open_error(errno);
         close(fd);
         return rc;
     }
@@ -435,7 +455,7 @@ int shmring_attach(const char *name, uint32_t kind, int flags, shmring_t **out)
     rc = validate(base, size, kind, &h);
     if (rc == SHMRING_OK && readonly && h.participants_offset + (uint64_t)h.max_participants * h.participant_size >
                                             snapshot_bytes(size))
-        rc = SHMRING_ETRUNCATED; /* shrunk while we read it */
+        rc = shmring__fail(SHMRING_ETRUNCATED, "segment shrank while read"); /* after fstat */
     close(fd); /* what we read is mapped or copied; liveness asks the lock file */
     if (rc == SHMRING_OK)
         rc = handle_new(name, base, size, &h, &st, readonly, out);
@@ -494,6 +514,7 @@ static int lock_file_of(const char *name, char lock_name[SHMRING_LOCK_NAME_SIZE]
 
 int shmring_unlink(const char *name)
 {
+    shmring__clear_detail();
     if (!name_is_valid(name))
         return SHMRING_ENAME;
     /* which lock file is this segment's: read before the name goes */
@@ -510,6 +531,7 @@ int shmring_unlink(const char *name)
 
 int shmring_create_died(const char *name)
 {
+    shmring__clear_detail();
     if (!name_is_valid(name))
         return SHMRING_ENAME;
     char lock_name[SHMRING_LOCK_NAME_SIZE], again[SHMRING_LOCK_NAME_SIZE];
@@ -534,6 +556,7 @@ int shmring_create_died(const char *name)
 
 int shmring_remove(shmring_t *r)
 {
+    shmring__clear_detail();
     /* The name only if it still names our segment: after someone removed it,
      * it may name a ring made since, which is not ours to remove. */
     struct stat st;
@@ -559,7 +582,7 @@ const char *shmring_lock_file(const shmring_t *r)
     return r->lock_ino != 0 ? r->lock_name : NULL;
 }
 
-void shmring_get_params(const shmring_t *r, shmring_params_t *out)
+void shmring_params(const shmring_t *r, shmring_params_t *out)
 {
     out->slot_size = r->slot_size;
     out->maxsize = r->maxsize;
@@ -573,9 +596,4 @@ void shmring_get_params(const shmring_t *r, shmring_params_t *out)
 uint64_t shmring_capacity(const shmring_t *r)
 {
     return r->capacity;
-}
-
-const char *shmring_name(const shmring_t *r)
-{
-    return r->name;
 }

@@ -16,7 +16,7 @@
  *   the code is SHMRING_ESYS, errno holds the system error.
  *
  * Operations never block: put/get claims return 0 when the ring is full /
- * empty, and the caller waits with shmring_wait() in bounded slices (so that
+ * empty, and the caller waits with shmring_queue_wait() in bounded slices (so that
  * a binding can honour deadlines and signals between slices).
  */
 #ifndef SHMRING_H
@@ -69,7 +69,7 @@ enum {
 /* Ring kinds recorded in the header. */
 enum { SHMRING_KIND_QUEUE = 1 };
 
-/* What shmring_wait() waits for. */
+/* What shmring_queue_wait() waits for. */
 enum { SHMRING_WAIT_READABLE = 0, SHMRING_WAIT_WRITABLE = 1, SHMRING_WAIT_JOINED = 2 };
 
 /* Longest segment name accepted, without the leading '/' (macOS allows 31 with it). */
@@ -112,6 +112,12 @@ typedef struct shmring_stats {
 } shmring_stats_t;
 
 const char *shmring_strerror(int rc);
+/* What the last failed shmring_create / _attach / _unlink / _remove of the
+ * calling thread found wrong, naming the value and the limit (e.g. "maxsize 0
+ * in the header is out of range 1..1073741824"): set for every SHMRING_EINVAL
+ * and every validation failure, "" when there is none (each of those calls
+ * clears it first). Thread-local, valid until this thread's next such call. */
+const char *shmring_error_detail(void);
 
 /* ---- segment lifetime (segment.c) ---- */
 
@@ -146,17 +152,16 @@ int shmring_create_died(const char *name);
  * where there is none (no OFD locks). Valid until shmring_close. */
 const char *shmring_lock_file(const shmring_t *ring);
 /* schema points into the handle (valid until shmring_close). */
-void shmring_get_params(const shmring_t *ring, shmring_params_t *out);
+void shmring_params(const shmring_t *ring, shmring_params_t *out);
 /* Slots in the ring (maxsize rounded up to a power of two, at least 4): slot i
  * of the payload area starts at shmring_slot_payload(ring, 0) + i * slot_size. */
 uint64_t shmring_capacity(const shmring_t *ring);
-const char *shmring_name(const shmring_t *ring);
 
-/* ---- participants (participants.c) ---- */
+/* ---- participants (members.c; the table: participants.c; after_fork: liveness.c) ---- */
 
 /* Take an entry for the calling thread (SHMRING_EPERM on a READONLY handle). On
  * Linux it holds a lock on the entry for as long as it is joined: the kernel
- * drops it when the process dies, which is how others know (participants.c). */
+ * drops it when the process dies, which is how others know (liveness.c). */
 int shmring_participant_join(shmring_t *ring, shmring_participant_t **out);
 void shmring_participant_leave(shmring_participant_t *me);
 /* In a child after fork(), before it uses the ring: stop sharing the parent's
@@ -165,7 +170,7 @@ void shmring_participant_leave(shmring_participant_t *me);
  * child's own participants join afresh; the parent's handles leave nothing. */
 void shmring_after_fork(shmring_t *ring);
 
-/* ---- ring protocol (ring.c) ---- */
+/* ---- the queue's protocol (queue.c) and slots (slots.c) ---- */
 
 /* Claim flags: CONTIGUOUS stops a claim at the end of the payload area, so that
  * the claimed slots are one block of memory (for zero-copy views). */
@@ -173,46 +178,40 @@ enum { SHMRING_CLAIM_CONTIGUOUS = 1 };
 
 /* Claim up to max_n consecutive free slots for writing; returns the number
  * claimed (0: full). Fill them with shmring_slot_payload/shmring_slot_set_len,
- * then publish them all with shmring_put_commit. */
-int shmring_put_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span);
-void shmring_put_commit(shmring_participant_t *me, const shmring_span_t *span);
+ * then publish them all with shmring_queue_put_commit. */
+int shmring_queue_put_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span);
+void shmring_queue_put_commit(shmring_participant_t *me, const shmring_span_t *span);
 /* Publish the first `keep` slots of a claim and turn the rest into holes that
  * consumers skip (an aborted or partly used reservation). */
-void shmring_put_commit_partial(shmring_participant_t *me, const shmring_span_t *span, uint32_t keep);
+void shmring_queue_put_commit_partial(shmring_participant_t *me, const shmring_span_t *span, uint32_t keep);
 /* Claim up to max_n consecutive committed messages; returns the number claimed
- * (0: empty). Read them, then hand the slots back with shmring_get_release. */
-int shmring_get_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span);
-void shmring_get_release(shmring_participant_t *me, const shmring_span_t *span);
+ * (0: empty). Read them, then hand the slots back with shmring_queue_get_release. */
+int shmring_queue_get_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span);
+void shmring_queue_get_release(shmring_participant_t *me, const shmring_span_t *span);
 
 /* Copy the slots of a claimed span to (into_ring = 0) or from buf: at most two
  * memcpy calls (the span may wrap round the end of the payload area). */
 void shmring_copy_span(const shmring_t *ring, const shmring_span_t *span, void *buf, int into_ring);
-/* Records rings: move up to n records (slot_size bytes each) in one claim, one
- * memcpy per contiguous run. Return the number moved (0: full / empty) or an error. */
-int64_t shmring_put_records(shmring_participant_t *me, const void *src, uint64_t n);
-int64_t shmring_get_records(shmring_participant_t *me, void *dst, uint64_t max_n);
 
 unsigned char *shmring_slot_payload(const shmring_t *ring, uint64_t pos);
 void shmring_slot_set_len(const shmring_t *ring, uint64_t pos, uint32_t len);
 /* Length of a claimed message, or SHMRING_ECORRUPT if it exceeds the slot size. */
 int64_t shmring_slot_len(const shmring_t *ring, uint64_t pos);
 
-/* One message in, one message out (claim + copy + commit/release).
- * put: 1 done, 0 full, SHMRING_ETOOBIG. get: 1 done (length in *len), 0 empty,
- * SHMRING_ETOOBIG if buf_size is too small (nothing consumed). */
-int shmring_put(shmring_participant_t *me, const void *data, size_t len);
-int shmring_get(shmring_participant_t *me, void *buf, size_t buf_size, size_t *len);
+/* One message in (claim + copy + commit), the common case of a put in one
+ * call: 1 done, 0 full, SHMRING_ETOOBIG. */
+int shmring_queue_put(shmring_participant_t *me, const void *data, size_t len);
 
 /* task_done()/join() accounting: tasks_done may not overtake write_pos. */
-int shmring_task_done(shmring_participant_t *me, uint64_t n);
+int shmring_queue_task_done(shmring_participant_t *me, uint64_t n);
 /* n messages a caller claimed and released but could not hand out (it was
  * interrupted, or out of memory): count them lost, and done for join(). */
-void shmring_count_lost(shmring_t *ring, uint64_t n);
-uint64_t shmring_unfinished(const shmring_t *ring);
+void shmring_queue_count_lost(shmring_t *ring, uint64_t n);
+uint64_t shmring_queue_unfinished(const shmring_t *ring);
 
-void shmring_get_stats(const shmring_t *ring, shmring_stats_t *out);
+void shmring_queue_stats(const shmring_t *ring, shmring_stats_t *out);
 
-/* ---- crash recovery (recovery.c) ---- */
+/* ---- crash recovery (recovery.c; the queue's rules: queue_recovery.c; the table: participants.c) ---- */
 
 /* Give back what participants whose process died still hold: slots they claimed
  * and never committed become holes that consumers skip, messages they claimed
@@ -226,7 +225,20 @@ int shmring_recover(shmring_t *ring);
  * committed, or the next slot still holds a message a consumer claimed and did
  * not release - with that position in *pos: only then can a dead participant
  * be the cause, and recovery be worth its system calls. Cheap: three loads. */
-int shmring_stuck(const shmring_t *ring, int what, uint64_t *pos);
+int shmring_queue_stuck(const shmring_t *ring, int what, uint64_t *pos);
+/* How long a waiter may find what it waits for held by an unfinished claim at
+ * the same position (shmring_queue_stuck) before shmring_queue_unstick runs
+ * recovery: ns nanoseconds, 0 for the default, SHMRING_RECOVER_AFTER_DEFAULT_NS. */
+#define SHMRING_RECOVER_AFTER_DEFAULT_NS UINT64_C(100000000)
+void shmring_set_recover_after(shmring_t *ring, uint64_t ns);
+/* Call when a claim for `what` (READABLE / WRITABLE) found nothing, and between
+ * wait slices. If what the caller waits for has been held by an unfinished
+ * claim at the same position for the handle's recover_after (looks of every
+ * thread of this handle count, across calls, polling ones too), runs
+ * shmring_recover and returns 1: claim again now. Else 0, with *recheck_ns the
+ * shmring_now_ns() time at which to look again (0: not stuck, nothing to time).
+ * now_ns: the caller's shmring_now_ns(), or 0 to have it read here. */
+int shmring_queue_unstick(shmring_t *ring, int what, uint64_t now_ns, uint64_t *recheck_ns);
 /* Participants (threads) whose process is alive; makes system calls. */
 uint32_t shmring_participants_alive(const shmring_t *ring);
 
@@ -238,22 +250,22 @@ typedef struct shmring_info {
     uint32_t participants;       /* registered entries, alive or not */
     uint32_t participants_alive; /* of those, whose process runs (system calls) */
 } shmring_info_t;
-void shmring_get_info(const shmring_t *ring, shmring_info_t *out);
+void shmring_info(const shmring_t *ring, shmring_info_t *out);
 
-/* ---- waiting (wait.c) ---- */
+/* ---- waiting (shmring_queue_wait: queue.c, sleeping on wait.c's queues) ---- */
 
 /* Wait until the ring may have become readable / writable / joined, for at most
  * timeout_ns (one slice). Spins up to `spin` rounds before sleeping on a word in
  * the segment. Returns 1 if the condition looked true, 0 if the slice ended,
  * SHMRING_EINTR if a signal arrived. Spurious returns are allowed: the caller
  * retries its operation. */
-int shmring_wait(shmring_participant_t *me, int what, uint64_t timeout_ns, uint32_t spin);
+int shmring_queue_wait(shmring_participant_t *me, int what, uint64_t timeout_ns, uint32_t spin);
 /* Wake every waiter of this ring in every process (used by close). */
 void shmring_wake_all(shmring_t *ring);
 
 uint64_t shmring_now_ns(void);
 
-/* ---- test hooks (ring.c) ---- */
+/* ---- test hooks (hooks.c) ---- */
 
 /* Points inside operations where a test can make this process stall, so that
  * it can be killed there: after a put claim, halfway through a (batch) commit,

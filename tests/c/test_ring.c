@@ -2,16 +2,20 @@
  * test_ring.c - C tests of the ring, built by tests/test_c_core.py with
  * -Wall -Wextra -Werror (plain, ASan+UBSan and ThreadSanitizer builds).
  *
- *   test_ring unit                    single-threaded protocol checks
+ *   test_ring unit                    single-threaded protocol checks, and the
+ *                                     details of validation failures
  *   test_ring stress P C N MAXSIZE [records | records-wrap]
  *                                     P producer x C consumer threads, N messages
  *                                     each, tagged (producer, sequence): checks no
  *                                     loss, no duplicate, per-producer order, and
  *                                     that no claim ever exceeds maxsize;
  *                                     records-wrap starts two laps before the
- *                                     slot words' lap count wraps
+ *                                     slot words' lap count wraps; records
+ *                                     rings say which path runs of slot words
+ *                                     took (the x86-64 vector path, or scalar)
  *   test_ring recovery                white-box crash recovery: claims set up by hand,
- *                                     owners marked dead, then recovered
+ *                                     owners marked dead, then recovered; the
+ *                                     timing of recovery (shmring_queue_unstick)
  *   test_ring pingpong N              two threads hand N messages back and forth
  *                                     through maxsize-1 rings with 5 s wait slices:
  *                                     a lost wake-up shows as a wait over 1 s
@@ -32,6 +36,7 @@
 
 /* white-box: the tests look at process-local and shared state directly */
 #include "../../csrc/internal.h"
+#include "queue_helpers.h"
 
 #define CHECK(cond)                                                                   \
     do {                                                                              \
@@ -61,7 +66,7 @@ static shmring_t *make_ring(uint64_t slot_size, uint64_t maxsize)
     return make_ring_of(slot_size, maxsize, 0);
 }
 
-/* A producer waiting on a full ring spins for room for a run (wait.c); the spin
+/* A producer waiting on a full ring spins for room for a run (queue.c, has_room); the spin
  * must still see that the slot at write_pos is held, as it is when one consumer
  * keeps the oldest message while another has released all later ones. */
 static void test_full_ring_wait(void)
@@ -73,17 +78,17 @@ static void test_full_ring_wait(void)
     CHECK(shmring_participant_join(r, &b) == SHMRING_OK);
     char msg[16] = {0};
     for (int i = 0; i < 64; i++)
-        CHECK(shmring_put(prod, msg, 1) == 1);
+        CHECK(shmring_queue_put(prod, msg, 1) == 1);
     shmring_span_t held, rest;
-    CHECK(shmring_get_claim(a, 1, 0, &held) == 1);
-    CHECK(shmring_get_claim(b, 63, 0, &rest) == 63);
-    shmring_get_release(b, &rest);
-    CHECK(shmring_put(prod, msg, 1) == 0);
+    CHECK(shmring_queue_get_claim(a, 1, 0, &held) == 1);
+    CHECK(shmring_queue_get_claim(b, 63, 0, &rest) == 63);
+    shmring_queue_get_release(b, &rest);
+    CHECK(shmring_queue_put(prod, msg, 1) == 0);
     /* no room: the spin gives up and the wait times out (before: returned 1 at once) */
-    CHECK(shmring_wait(prod, SHMRING_WAIT_WRITABLE, 2000000, 1000) == 0);
-    shmring_get_release(a, &held);
-    CHECK(shmring_wait(prod, SHMRING_WAIT_WRITABLE, 2000000, 1000) == 1);
-    CHECK(shmring_put(prod, msg, 1) == 1);
+    CHECK(shmring_queue_wait(prod, SHMRING_WAIT_WRITABLE, 2000000, 1000) == 0);
+    shmring_queue_get_release(a, &held);
+    CHECK(shmring_queue_wait(prod, SHMRING_WAIT_WRITABLE, 2000000, 1000) == 1);
+    CHECK(shmring_queue_put(prod, msg, 1) == 1);
     shmring_participant_leave(a);
     shmring_participant_leave(b);
     shmring_participant_leave(prod);
@@ -130,25 +135,110 @@ static void test_lap_count_wraps(uint64_t capacity, uint32_t seq_bytes)
         do {
             for (uint32_t i = 0; i < BATCH; i++)
                 buf[i] = put + i;
-            CHECK((k = shmring_put_records(me, buf, BATCH)) >= 0);
+            CHECK((k = test_put_records(me, buf, BATCH)) >= 0);
             put += (uint64_t)k;
         } while (k > 0);
         CHECK(put - got == capacity);
         shmring_span_t held;
-        CHECK(shmring_get_claim(holder, 1, 0, &held) == 1);
+        CHECK(shmring_queue_get_claim(holder, 1, 0, &held) == 1);
         CHECK(*(uint64_t *)shmring_slot_payload(r, held.pos) == got++);
-        CHECK(shmring_put_records(me, buf, 1) == 0); /* full: the held slot is last lap's */
-        while ((k = shmring_get_records(me, buf, BATCH)) > 0)
+        CHECK(test_put_records(me, buf, 1) == 0); /* full: the held slot is last lap's */
+        while ((k = test_get_records(me, buf, BATCH)) > 0)
             for (int64_t i = 0; i < k; i++)
                 CHECK(buf[i] == got++);
         CHECK(k == 0 && got == put); /* empty: read_pos is at the held slot, last lap's */
-        shmring_get_release(holder, &held);
+        shmring_queue_get_release(holder, &held);
     }
     CHECK(shmring__state(r, start + total, SHMRING_SEQ_FREE) < shmring__state(r, start, SHMRING_SEQ_FREE));
     shmring_participant_leave(holder);
     shmring_participant_leave(me);
     shmring_close(r);
     CHECK(shmring_unlink(ring_name) == SHMRING_OK);
+}
+
+/* Every EINVAL and attach validation failure says what was wrong, naming the
+ * value and the limit (shmring_error_detail); each call clears it first, and
+ * it is the calling thread's. */
+static int refuse_create(uint64_t slot_size, uint64_t maxsize, uint32_t parts, uint32_t mode, uint32_t kind,
+                         uint32_t records)
+{
+    shmring_params_t p = {.slot_size = slot_size, .maxsize = maxsize, .kind = kind, .max_participants = parts,
+                          .mode = mode, .records = records};
+    shmring_t *r = NULL;
+    int rc = shmring_create(ring_name, &p, &r);
+    CHECK(rc != SHMRING_OK && r == NULL);
+    return rc;
+}
+
+static void *detail_elsewhere(void *arg)
+{
+    (void)arg;
+    return (void *)shmring_error_detail();
+}
+
+static void check_attach_detail(const char *want, int want_rc)
+{
+    shmring_t *a = NULL;
+    CHECK(shmring_attach(ring_name, SHMRING_KIND_QUEUE, 0, &a) == want_rc && a == NULL);
+    if (strcmp(shmring_error_detail(), want) != 0) {
+        fprintf(stderr, "detail: '%s', expected '%s'\n", shmring_error_detail(), want);
+        CHECK(0);
+    }
+}
+
+static void test_details(void)
+{
+    shmring_t *r = make_ring(16, 8);
+    shmring_close(r);
+    shmring_unlink(ring_name);
+    CHECK(strcmp(shmring_error_detail(), "") == 0);
+    CHECK(refuse_create(UINT64_C(1) << 31, 8, 0, 0600, SHMRING_KIND_QUEUE, 0) == SHMRING_ESLOTSIZE);
+    CHECK(strcmp(shmring_error_detail(), "msg_size 2147483648 is over the largest slot, 1073741824 bytes") == 0);
+    CHECK(refuse_create(0, 8, 0, 0600, SHMRING_KIND_QUEUE, 0) == SHMRING_ESLOTSIZE);
+    CHECK(strcmp(shmring_error_detail(), "msg_size 0 is out of range 1..1073741824") == 0);
+    CHECK(refuse_create(16, UINT64_C(1) << 40, 0, 0600, SHMRING_KIND_QUEUE, 0) == SHMRING_EMAXSIZE);
+    CHECK(strcmp(shmring_error_detail(), "maxsize 1099511627776 is out of range 1..1073741824") == 0);
+    CHECK(refuse_create(16, 8, 5000, 0600, SHMRING_KIND_QUEUE, 0) == SHMRING_EPARTTABLE);
+    CHECK(strcmp(shmring_error_detail(), "max_participants 5000 is over the table's limit, 1024") == 0);
+    CHECK(refuse_create(16, 8, 0, 01600, SHMRING_KIND_QUEUE, 0) == SHMRING_EINVAL);
+    CHECK(strcmp(shmring_error_detail(), "mode 01600 has bits beyond the permissions, 0777") == 0);
+    CHECK(refuse_create(16, 8, 0, 0600, 9, 0) == SHMRING_EINVAL);
+    CHECK(strcmp(shmring_error_detail(), "kind 9 is not a ring kind this build knows") == 0);
+    CHECK(refuse_create(16, 8, 0, 0600, SHMRING_KIND_QUEUE, 1) == SHMRING_EINVAL);
+    CHECK(strcmp(shmring_error_detail(), "a records ring needs a schema") == 0);
+    pthread_t t;
+    void *other;
+    CHECK(pthread_create(&t, NULL, detail_elsewhere, NULL) == 0 && pthread_join(t, &other) == 0);
+    CHECK(strcmp(other, "") == 0); /* another thread's detail is its own */
+    CHECK(shmring_unlink(ring_name) == SHMRING_ENOTFOUND);
+    CHECK(strcmp(shmring_error_detail(), "") == 0); /* cleared; not a validation failure */
+
+    /* attach: what the header says against the limits and the layout */
+    r = make_ring(16, 8);
+    struct shmring_header *h = &r->seg->hdr;
+    h->maxsize = 0;
+    check_attach_detail("maxsize 0 in the header is out of range 1..1073741824", SHMRING_EMAXSIZE);
+    h->maxsize = 8;
+    h->max_participants = 5000;
+    check_attach_detail("max_participants 5000 in the header is out of range 1..1024", SHMRING_EPARTTABLE);
+    h->max_participants = 64;
+    h->capacity = 16;
+    check_attach_detail("capacity 16 in the header, maxsize 8 needs 8", SHMRING_ECAPACITY);
+    h->capacity = 8;
+    h->layout_version = 4;
+    check_attach_detail("layout version 4 in the header, this build's is 5", SHMRING_EVERSION);
+    h->layout_version = SHMRING_LAYOUT_VERSION;
+    atomic_store(&r->seg->prod.write_pos, 20);
+    check_attach_detail("counters inconsistent: read_pos 0, write_pos 20, tasks_done 0, lost 0, maxsize 8",
+                        SHMRING_EPOSITIONS);
+    atomic_store(&r->seg->prod.write_pos, 0);
+    shmring_t *a = NULL;
+    CHECK(shmring_attach(ring_name, SHMRING_KIND_QUEUE, 0, &a) == SHMRING_OK);
+    CHECK(strcmp(shmring_error_detail(), "") == 0);
+    shmring_close(a);
+    shmring_close(r);
+    shmring_unlink(ring_name);
+    printf("details ok\n");
 }
 
 static void test_unit(void)
@@ -161,7 +251,7 @@ static void test_unit(void)
     shmring_t *r2;
     CHECK(shmring_attach(ring_name, SHMRING_KIND_QUEUE, 0, &r2) == SHMRING_OK);
     shmring_params_t p;
-    shmring_get_params(r2, &p);
+    shmring_params(r2, &p);
     CHECK(p.slot_size == 16 && p.maxsize == 5);
     shmring_t *bad;
     CHECK(shmring_attach(ring_name, 99, 0, &bad) == SHMRING_EKIND);
@@ -173,97 +263,97 @@ static void test_unit(void)
     /* empty, then exactly maxsize messages fit */
     char buf[16];
     size_t len;
-    CHECK(shmring_get(me, buf, sizeof buf, &len) == 0);
+    CHECK(test_get(me, buf, sizeof buf, &len) == 0);
     for (int i = 0; i < 5; i++)
-        CHECK(shmring_put(me, &i, sizeof i) == 1);
+        CHECK(shmring_queue_put(me, &i, sizeof i) == 1);
     int x = 99;
-    CHECK(shmring_put(me, &x, sizeof x) == 0);
-    CHECK(shmring_put(me, buf, 17) == SHMRING_ETOOBIG);
-    CHECK(shmring_wait(me, SHMRING_WAIT_WRITABLE, 0, 0) == 0);
-    CHECK(shmring_wait(me, SHMRING_WAIT_READABLE, 0, 0) == 1);
+    CHECK(shmring_queue_put(me, &x, sizeof x) == 0);
+    CHECK(shmring_queue_put(me, buf, 17) == SHMRING_ETOOBIG);
+    CHECK(shmring_queue_wait(me, SHMRING_WAIT_WRITABLE, 0, 0) == 0);
+    CHECK(shmring_queue_wait(me, SHMRING_WAIT_READABLE, 0, 0) == 1);
     shmring_stats_t st;
-    shmring_get_stats(r, &st);
+    shmring_queue_stats(r, &st);
     CHECK(st.write_pos - st.read_pos == 5 && shmring_participants_alive(r) == 1);
 
     /* FIFO, through many laps of the 8-slot ring, with sizes 0..16 */
     for (int lap = 0; lap < 100; lap++) {
-        CHECK(shmring_get(me, buf, sizeof buf, &len) == 1 && len == sizeof(int));
+        CHECK(test_get(me, buf, sizeof buf, &len) == 1 && len == sizeof(int));
         int v;
         memcpy(&v, buf, sizeof v);
         CHECK(v == lap);
         int next = lap + 5;
-        CHECK(shmring_put(me, &next, sizeof next) == 1);
+        CHECK(shmring_queue_put(me, &next, sizeof next) == 1);
     }
     for (int i = 0; i < 5; i++)
-        CHECK(shmring_get(me, buf, sizeof buf, &len) == 1);
-    CHECK(shmring_get(me, buf, sizeof buf, &len) == 0);
+        CHECK(test_get(me, buf, sizeof buf, &len) == 1);
+    CHECK(test_get(me, buf, sizeof buf, &len) == 0);
     for (size_t n = 0; n <= 16; n++) {
         memset(buf, (int)n, sizeof buf);
-        CHECK(shmring_put(me, buf, n) == 1);
+        CHECK(shmring_queue_put(me, buf, n) == 1);
         char out[16];
-        CHECK(shmring_get(me, out, sizeof out, &len) == 1 && len == n && memcmp(out, buf, n) == 0);
+        CHECK(test_get(me, out, sizeof out, &len) == 1 && len == n && memcmp(out, buf, n) == 0);
     }
 
     /* batch claims take what is there, up to maxsize, in one step */
     shmring_span_t span;
-    CHECK(shmring_put_claim(me, 100, 0, &span) == 5 && span.n == 5);
+    CHECK(shmring_queue_put_claim(me, 100, 0, &span) == 5 && span.n == 5);
     for (uint32_t i = 0; i < span.n; i++)
         shmring_slot_set_len(r, span.pos + i, i);
     shmring_span_t extra;
-    CHECK(shmring_put_claim(me, 1, 0, &extra) == 0); /* claimed slots count towards maxsize */
+    CHECK(shmring_queue_put_claim(me, 1, 0, &extra) == 0); /* claimed slots count towards maxsize */
     shmring_span_t s2;
-    CHECK(shmring_get_claim(me, 10, 0, &s2) == 0); /* claimed but not committed: nothing to read */
-    shmring_put_commit(me, &span);
-    CHECK(shmring_get_claim(me, 3, 0, &s2) == 3);
+    CHECK(shmring_queue_get_claim(me, 10, 0, &s2) == 0); /* claimed but not committed: nothing to read */
+    shmring_queue_put_commit(me, &span);
+    CHECK(shmring_queue_get_claim(me, 3, 0, &s2) == 3);
     CHECK(shmring_slot_len(r, s2.pos + 2) == 2);
-    shmring_get_release(me, &s2);
-    CHECK(shmring_get_claim(me, 10, 0, &s2) == 2);
-    shmring_get_release(me, &s2);
+    shmring_queue_get_release(me, &s2);
+    CHECK(shmring_queue_get_claim(me, 10, 0, &s2) == 2);
+    shmring_queue_get_release(me, &s2);
 
     /* a corrupt length is reported, never copied */
-    CHECK(shmring_put(me, buf, 1) == 1);
-    CHECK(shmring_get_claim(me, 1, 0, &s2) == 1);
+    CHECK(shmring_queue_put(me, buf, 1) == 1);
+    CHECK(shmring_queue_get_claim(me, 1, 0, &s2) == 1);
     shmring_slot_set_len(r, s2.pos, 1000);
     CHECK(shmring_slot_len(r, s2.pos) == SHMRING_ECORRUPT);
-    shmring_get_release(me, &s2);
+    shmring_queue_get_release(me, &s2);
 
     /* task_done may not overtake what was put */
-    shmring_get_stats(r, &st);
-    CHECK(shmring_unfinished(r) == st.write_pos);
-    CHECK(shmring_task_done(me, st.write_pos + 1) == SHMRING_EJOIN);
-    CHECK(shmring_task_done(me, st.write_pos - 1) == SHMRING_OK);
-    CHECK(shmring_unfinished(r) == 1);
-    CHECK(shmring_wait(me, SHMRING_WAIT_JOINED, 1000000, 0) == 0);
-    CHECK(shmring_task_done(me, 1) == SHMRING_OK);
-    CHECK(shmring_wait(me, SHMRING_WAIT_JOINED, 1000000, 0) == 1);
+    shmring_queue_stats(r, &st);
+    CHECK(shmring_queue_unfinished(r) == st.write_pos);
+    CHECK(shmring_queue_task_done(me, st.write_pos + 1) == SHMRING_EJOIN);
+    CHECK(shmring_queue_task_done(me, st.write_pos - 1) == SHMRING_OK);
+    CHECK(shmring_queue_unfinished(r) == 1);
+    CHECK(shmring_queue_wait(me, SHMRING_WAIT_JOINED, 1000000, 0) == 0);
+    CHECK(shmring_queue_task_done(me, 1) == SHMRING_OK);
+    CHECK(shmring_queue_wait(me, SHMRING_WAIT_JOINED, 1000000, 0) == 1);
 
     /* a timed wait on an empty ring ends after its slice */
     uint64_t t0 = shmring_now_ns();
-    CHECK(shmring_wait(me, SHMRING_WAIT_READABLE, 20000000, 10) == 0);
+    CHECK(shmring_queue_wait(me, SHMRING_WAIT_READABLE, 20000000, 10) == 0);
     uint64_t waited = shmring_now_ns() - t0;
     CHECK(waited >= 19000000 && waited < 200000000);
 
     /* slot states that contradict the counters are refused, never spun on */
-    CHECK(shmring_put(me, buf, 1) == 1);
-    shmring_get_stats(r, &st);
+    CHECK(shmring_queue_put(me, buf, 1) == 1);
+    shmring_queue_stats(r, &st);
     {
         /* the slot at read_pos claims to hold a later lap: corrupt */
         uint64_t rp = st.read_pos, wp = st.write_pos;
         uint32_t saved = shmring__seq_load(r, rp, memory_order_relaxed);
         shmring__seq_store(r, rp, shmring__state(r, rp + r->capacity, SHMRING_SEQ_COMMITTED), memory_order_relaxed);
-        CHECK(shmring_get(me, buf, sizeof buf, &len) == SHMRING_ECORRUPT);
+        CHECK(test_get(me, buf, sizeof buf, &len) == SHMRING_ECORRUPT);
         shmring__seq_store(r, rp, saved, memory_order_relaxed);
         /* the slot at write_pos says it was taken but write_pos never moved */
         saved = shmring__seq_load(r, wp, memory_order_relaxed);
         shmring__seq_store(r, wp, shmring__state(r, wp, SHMRING_SEQ_COMMITTED), memory_order_relaxed);
-        CHECK(shmring_put(me, buf, 1) == SHMRING_ECORRUPT);
+        CHECK(shmring_queue_put(me, buf, 1) == SHMRING_ECORRUPT);
         shmring__seq_store(r, wp, saved, memory_order_relaxed);
         /* readers ahead of writers */
         atomic_store(&r->seg->cons.read_pos, wp + 3);
         me->cached_read_pos = 0;
-        CHECK(shmring_put(me, buf, 1) == SHMRING_ECORRUPT);
+        CHECK(shmring_queue_put(me, buf, 1) == SHMRING_ECORRUPT);
         atomic_store(&r->seg->cons.read_pos, rp);
-        CHECK(shmring_get(me, buf, sizeof buf, &len) == 1);
+        CHECK(test_get(me, buf, sizeof buf, &len) == 1);
     }
 
     shmring_participant_leave(me);
@@ -280,34 +370,34 @@ static void test_unit(void)
     CHECK(shmring_create(ring_name, &no_schema, &r) == SHMRING_EINVAL);
     CHECK(shmring_create(ring_name, &rp, &r) == SHMRING_OK);
     CHECK(shmring_attach(ring_name, SHMRING_KIND_QUEUE, 0, &r2) == SHMRING_OK);
-    shmring_get_params(r2, &p);
+    shmring_params(r2, &p);
     CHECK(p.records == 1 && strcmp(p.schema, "test-record") == 0 && p.slot_size == 12);
     CHECK(shmring_participant_join(r, &me) == SHMRING_OK);
     unsigned char recs[20 * 12], back[20 * 12];
     for (size_t i = 0; i < sizeof recs; i++)
         recs[i] = (unsigned char)i;
     for (int lap = 0; lap < 9; lap++) { /* 5 at a time through 8 slots: every wrap offset */
-        CHECK(shmring_put_records(me, recs + (lap % 3) * 12, 5) == 5);
-        CHECK(shmring_get_records(me, back, 20) == 5);
+        CHECK(test_put_records(me, recs + (lap % 3) * 12, 5) == 5);
+        CHECK(test_get_records(me, back, 20) == 5);
         CHECK(memcmp(back, recs + (lap % 3) * 12, 5 * 12) == 0);
     }
-    CHECK(shmring_put_records(me, recs, 20) == 7); /* maxsize */
-    CHECK(shmring_put_records(me, recs, 1) == 0);
-    CHECK(shmring_get_records(me, back, 20) == 7 && memcmp(back, recs, 7 * 12) == 0);
+    CHECK(test_put_records(me, recs, 20) == 7); /* maxsize */
+    CHECK(test_put_records(me, recs, 1) == 0);
+    CHECK(test_get_records(me, back, 20) == 7 && memcmp(back, recs, 7 * 12) == 0);
     CHECK(shmring_slot_len(r, 0) == 12);
     /* a contiguous claim stops at the end of the payload area */
-    shmring_get_stats(r, &st);
+    shmring_queue_stats(r, &st);
     CHECK((st.write_pos & 7) == 4);
-    CHECK(shmring_put_claim(me, 7, SHMRING_CLAIM_CONTIGUOUS, &span) == 4);
+    CHECK(shmring_queue_put_claim(me, 7, SHMRING_CLAIM_CONTIGUOUS, &span) == 4);
     /* keep 1, abort 3: the aborted ones are holes, skipped, and count as done */
-    uint64_t undone = shmring_unfinished(r);
+    uint64_t undone = shmring_queue_unfinished(r);
     memcpy(shmring_slot_payload(r, span.pos), recs, 12);
-    shmring_put_commit_partial(me, &span, 1);
-    CHECK(shmring_unfinished(r) == undone - 3);
-    CHECK(shmring_put_records(me, recs + 12, 2) == 2);
-    CHECK(shmring_get_records(me, back, 20) == 1 && memcmp(back, recs, 12) == 0);
-    CHECK(shmring_get_records(me, back, 20) == 2 && memcmp(back, recs + 12, 24) == 0);
-    CHECK(shmring_get_records(me, back, 20) == 0);
+    shmring_queue_put_commit_partial(me, &span, 1);
+    CHECK(shmring_queue_unfinished(r) == undone - 3);
+    CHECK(test_put_records(me, recs + 12, 2) == 2);
+    CHECK(test_get_records(me, back, 20) == 1 && memcmp(back, recs, 12) == 0);
+    CHECK(test_get_records(me, back, 20) == 2 && memcmp(back, recs + 12, 24) == 0);
+    CHECK(test_get_records(me, back, 20) == 0);
     shmring_participant_leave(me);
     shmring_close(r2);
     shmring_close(r);
@@ -357,7 +447,7 @@ static void make_dead(shmring_participant_t *p, pid_t pid)
 static uint64_t stat_lost(shmring_t *r)
 {
     shmring_stats_t st;
-    shmring_get_stats(r, &st);
+    shmring_queue_stats(r, &st);
     return st.lost;
 }
 
@@ -376,28 +466,28 @@ static void test_old_announcements_after_the_lap_count_wrapped(pid_t gone)
     uint64_t buf[4] = {11, 22, 33, 44};
     shmring_span_t span;
     /* a consumer released 4 messages at positions 0..3 and died before withdrawing */
-    CHECK(shmring_put_records(live, buf, 4) == 4);
-    CHECK(shmring_get_claim(dead_cons, 4, 0, &span) == 4 && span.pos == 0);
-    shmring_get_release(dead_cons, &span);
+    CHECK(test_put_records(live, buf, 4) == 4);
+    CHECK(shmring_queue_get_claim(dead_cons, 4, 0, &span) == 4 && span.pos == 0);
+    shmring_queue_get_release(dead_cons, &span);
     atomic_store(&dead_cons->entry->claim_n, 4); /* as if killed before its withdraw */
     /* a producer committed position 4 and died before withdrawing */
-    CHECK(shmring_put_claim(dead_prod, 1, 0, &span) == 1 && span.pos == 4);
-    shmring_put_commit(dead_prod, &span);
+    CHECK(shmring_queue_put_claim(dead_prod, 1, 0, &span) == 1 && span.pos == 4);
+    shmring_queue_put_commit(dead_prod, &span);
     atomic_store(&dead_prod->entry->claim_n, 1);
-    CHECK(shmring_get_records(live, buf, 4) == 1);
+    CHECK(test_get_records(live, buf, 4) == 1);
     make_dead(dead_cons, gone);
     make_dead(dead_prod, gone);
     /* the ring runs on until the words of positions 0..4 hold those values again */
     jump_to(r, lap_count(r) * r->capacity);
     CHECK(shmring__state(r, r->seg->prod.write_pos, SHMRING_SEQ_FREE) == shmring__state(r, 0, SHMRING_SEQ_FREE));
     uint64_t in[4] = {55, 66, 77, 88};
-    CHECK(shmring_put_records(live, in, 4) == 4); /* live messages where the old ones were */
+    CHECK(test_put_records(live, in, 4) == 4); /* live messages where the old ones were */
     uint64_t lost_before = stat_lost(r);
     CHECK(shmring_recover(r) == 2);
     CHECK(stat_lost(r) == lost_before + 4); /* the dead consumer's 4 never reached its caller */
-    CHECK(shmring_get_records(live, buf, 4) == 4 && buf[0] == 55 && buf[3] == 88);
-    CHECK(shmring_put_records(live, in, 1) == 1); /* position 4 of this lap was not made a hole */
-    CHECK(shmring_get_records(live, buf, 4) == 1 && buf[0] == 55);
+    CHECK(test_get_records(live, buf, 4) == 4 && buf[0] == 55 && buf[3] == 88);
+    CHECK(test_put_records(live, in, 1) == 1); /* position 4 of this lap was not made a hole */
+    CHECK(test_get_records(live, buf, 4) == 1 && buf[0] == 55);
     shmring_close(r);
     CHECK(shmring_unlink(ring_name) == SHMRING_OK);
 }
@@ -411,20 +501,20 @@ static void test_old_read_announcement_after_the_lap_count_wrapped(pid_t gone)
     CHECK(shmring_participant_join(r, &live) == SHMRING_OK);
     CHECK(shmring_participant_join(r, &loser) == SHMRING_OK);
     uint64_t buf[3] = {1, 2, 3};
-    CHECK(shmring_put_records(live, buf, 3) == 3);
+    CHECK(test_put_records(live, buf, 3) == 3);
     atomic_store(&loser->entry->claim_role, SHMRING_CLAIM_GET);
     atomic_store(&loser->entry->claim_pos, 0);
     atomic_store(&loser->entry->claim_n, 3); /* announced, then lost the CAS to live */
-    CHECK(shmring_get_records(live, buf, 3) == 3);
+    CHECK(test_get_records(live, buf, 3) == 3);
     make_dead(loser, gone);
     jump_to(r, lap_count(r) * r->capacity);
     uint64_t in[3] = {55, 66, 77};
-    CHECK(shmring_put_records(live, in, 3) == 3); /* committed words equal to lap 0's */
+    CHECK(test_put_records(live, in, 3) == 3); /* committed words equal to lap 0's */
     uint64_t lost_before = stat_lost(r);
     shmring_recover(r);
     CHECK(stat_lost(r) == lost_before);
     CHECK(SHMRING_PART_STATUS(atomic_load(&loser->entry->state)) == SHMRING_PART_FREE);
-    CHECK(shmring_get_records(live, buf, 3) == 3 && buf[0] == 55 && buf[2] == 77);
+    CHECK(test_get_records(live, buf, 3) == 3 && buf[0] == 55 && buf[2] == 77);
     shmring_close(r);
     CHECK(shmring_unlink(ring_name) == SHMRING_OK);
 }
@@ -441,24 +531,24 @@ static void test_two_dead_consumers_on_the_same_messages_count_them_once(pid_t g
     CHECK(shmring_participant_join(r, &live) == SHMRING_OK);
     CHECK(loser->index < holder->index);
     for (int i = 0; i < 2; i++)
-        CHECK(shmring_put(live, &i, sizeof i) == 1);
+        CHECK(shmring_queue_put(live, &i, sizeof i) == 1);
     shmring_span_t span;
-    CHECK(shmring_get_claim(holder, 2, 0, &span) == 2);
+    CHECK(shmring_queue_get_claim(holder, 2, 0, &span) == 2);
     atomic_store(&loser->entry->claim_role, SHMRING_CLAIM_GET);
     atomic_store(&loser->entry->claim_pos, span.pos);
     atomic_store(&loser->entry->claim_n, 2);
     make_dead(loser, gone);
     make_dead(holder, gone);
-    uint64_t lost_before = stat_lost(r), unfinished_before = shmring_unfinished(r);
+    uint64_t lost_before = stat_lost(r), unfinished_before = shmring_queue_unfinished(r);
     CHECK(shmring_recover(r) == 2);
-    CHECK(stat_lost(r) == lost_before + 2 && shmring_unfinished(r) == unfinished_before - 2);
+    CHECK(stat_lost(r) == lost_before + 2 && shmring_queue_unfinished(r) == unfinished_before - 2);
     for (uint32_t i = 0; i < 2; i++)
         CHECK(shmring__seq_load(r, span.pos + i, memory_order_relaxed) ==
               shmring__state(r, span.pos + i + r->capacity, SHMRING_SEQ_FREE));
-    CHECK(shmring_put(live, "ok", 3) == 1);
+    CHECK(shmring_queue_put(live, "ok", 3) == 1);
     char buf[16];
     size_t len;
-    CHECK(shmring_get(live, buf, sizeof buf, &len) == 1 && strcmp(buf, "ok") == 0);
+    CHECK(test_get(live, buf, sizeof buf, &len) == 1 && strcmp(buf, "ok") == 0);
     shmring_close(r);
     CHECK(shmring_unlink(ring_name) == SHMRING_OK);
 }
@@ -476,18 +566,18 @@ static void test_recovery(void)
     CHECK(shmring_participant_join(r, &dead_prod) == SHMRING_OK);
     CHECK(shmring_participant_join(r, &live_prod) == SHMRING_OK);
     CHECK(shmring_participant_join(r, &cons) == SHMRING_OK);
-    CHECK(shmring_put(dead_prod, "m0", 3) == 1);
-    CHECK(shmring_put_claim(dead_prod, 1, 0, &span) == 1); /* claimed, never committed */
-    CHECK(shmring_put(live_prod, "m2", 3) == 1);
-    CHECK(shmring_get(cons, buf, sizeof buf, &len) == 1 && strcmp(buf, "m0") == 0);
-    CHECK(shmring_get(cons, buf, sizeof buf, &len) == 0); /* stuck behind the claim */
+    CHECK(shmring_queue_put(dead_prod, "m0", 3) == 1);
+    CHECK(shmring_queue_put_claim(dead_prod, 1, 0, &span) == 1); /* claimed, never committed */
+    CHECK(shmring_queue_put(live_prod, "m2", 3) == 1);
+    CHECK(test_get(cons, buf, sizeof buf, &len) == 1 && strcmp(buf, "m0") == 0);
+    CHECK(test_get(cons, buf, sizeof buf, &len) == 0); /* stuck behind the claim */
     CHECK(shmring_recover(r) == 0);                        /* its owner is alive */
     make_dead(dead_prod, gone);
     CHECK(shmring_participants_alive(r) == 2);
     CHECK(shmring_recover(r) == 1);
-    CHECK(stat_lost(r) == 1 && shmring_unfinished(r) == 3 - 1);
-    CHECK(shmring_get(cons, buf, sizeof buf, &len) == 1 && strcmp(buf, "m2") == 0);
-    CHECK(shmring_get(cons, buf, sizeof buf, &len) == 0);
+    CHECK(stat_lost(r) == 1 && shmring_queue_unfinished(r) == 3 - 1);
+    CHECK(test_get(cons, buf, sizeof buf, &len) == 1 && strcmp(buf, "m2") == 0);
+    CHECK(test_get(cons, buf, sizeof buf, &len) == 0);
     CHECK(SHMRING_PART_STATUS(atomic_load(&dead_prod->entry->state)) == SHMRING_PART_FREE);
     CHECK(shmring_recover(r) == 0); /* nothing left to do */
 
@@ -495,28 +585,28 @@ static void test_recovery(void)
     shmring_participant_t *dead_cons;
     CHECK(shmring_participant_join(r, &dead_cons) == SHMRING_OK);
     for (int i = 0; i < 8; i++)
-        CHECK(shmring_put(live_prod, &i, sizeof i) == 1);
-    CHECK(shmring_get_claim(dead_cons, 2, 0, &span) == 2); /* claimed, never released */
+        CHECK(shmring_queue_put(live_prod, &i, sizeof i) == 1);
+    CHECK(shmring_queue_get_claim(dead_cons, 2, 0, &span) == 2); /* claimed, never released */
     for (int i = 0; i < 6; i++)
-        CHECK(shmring_get(cons, buf, sizeof buf, &len) == 1);
-    CHECK(shmring_put(live_prod, buf, 1) == 0); /* next lap starts at the dead consumer's slots */
+        CHECK(test_get(cons, buf, sizeof buf, &len) == 1);
+    CHECK(shmring_queue_put(live_prod, buf, 1) == 0); /* next lap starts at the dead consumer's slots */
     make_dead(dead_cons, gone);
     uint64_t lost_before = stat_lost(r);
     CHECK(shmring_recover(r) == 1);
     CHECK(stat_lost(r) == lost_before + 2);
     for (int i = 0; i < 8; i++)
-        CHECK(shmring_put(live_prod, &i, sizeof i) == 1);
+        CHECK(shmring_queue_put(live_prod, &i, sizeof i) == 1);
     for (int i = 0; i < 8; i++)
-        CHECK(shmring_get(cons, buf, sizeof buf, &len) == 1);
+        CHECK(test_get(cons, buf, sizeof buf, &len) == 1);
     /* 3 + 8 + 8 put, of which 3 lost: those count as done for join() */
-    CHECK(shmring_unfinished(r) == 19 - 3);
+    CHECK(shmring_queue_unfinished(r) == 19 - 3);
 
     /* 3. a dead participant announced a position that a live one actually holds
      *    (its own CAS lost): the live claim is left alone, the dead entry kept
      *    until the live one commits */
     shmring_participant_t *loser;
     CHECK(shmring_participant_join(r, &loser) == SHMRING_OK);
-    CHECK(shmring_put_claim(live_prod, 1, 0, &span) == 1);
+    CHECK(shmring_queue_put_claim(live_prod, 1, 0, &span) == 1);
     atomic_store(&loser->entry->claim_role, SHMRING_CLAIM_PUT);
     atomic_store(&loser->entry->claim_pos, span.pos);
     atomic_store(&loser->entry->claim_n, 1);
@@ -526,10 +616,10 @@ static void test_recovery(void)
     CHECK(SHMRING_PART_STATUS(atomic_load(&loser->entry->state)) == SHMRING_PART_ACTIVE);
     memcpy(shmring_slot_payload(r, span.pos), "live", 5);
     shmring_slot_set_len(r, span.pos, 5);
-    shmring_put_commit(live_prod, &span);
+    shmring_queue_put_commit(live_prod, &span);
     shmring_recover(r); /* now settled: the dead entry goes */
     CHECK(SHMRING_PART_STATUS(atomic_load(&loser->entry->state)) == SHMRING_PART_FREE);
-    CHECK(shmring_get(cons, buf, sizeof buf, &len) == 1 && strcmp(buf, "live") == 0);
+    CHECK(test_get(cons, buf, sizeof buf, &len) == 1 && strcmp(buf, "live") == 0);
 
     /* 4. pid reuse: our own pid with another start time is somebody else, dead;
      *    a claim larger than maxsize is garbage and ignored */
@@ -551,25 +641,25 @@ static void test_recovery(void)
     shmring_participant_t *half;
     CHECK(shmring_participant_join(r, &half) == SHMRING_OK);
     for (int i = 0; i < 4; i++)
-        CHECK(shmring_put(live_prod, &i, sizeof i) == 1);
-    CHECK(shmring_get_claim(half, 4, 0, &span) == 4);
+        CHECK(shmring_queue_put(live_prod, &i, sizeof i) == 1);
+    CHECK(shmring_queue_get_claim(half, 4, 0, &span) == 4);
     CHECK(atomic_load(&half->entry->claim_role) == SHMRING_CLAIM_GET_HELD);
     for (uint32_t i = 0; i < 2; i++) /* the first half released, as mid-release */
         shmring__seq_store(r, span.pos + i, shmring__state(r, span.pos + i + r->capacity, SHMRING_SEQ_FREE),
                            memory_order_release);
     make_dead(half, gone);
     lost_before = stat_lost(r);
-    uint64_t unfinished_before = shmring_unfinished(r);
+    uint64_t unfinished_before = shmring_queue_unfinished(r);
     CHECK(shmring_recover(r) == 1);
-    CHECK(stat_lost(r) == lost_before + 4 && shmring_unfinished(r) == unfinished_before - 4);
+    CHECK(stat_lost(r) == lost_before + 4 && shmring_queue_unfinished(r) == unfinished_before - 4);
     CHECK(shmring_recover(r) == 0 && stat_lost(r) == lost_before + 4); /* counted once */
     for (uint32_t i = 0; i < 4; i++)
         CHECK(shmring__seq_load(r, span.pos + i, memory_order_relaxed) ==
               shmring__state(r, span.pos + i + r->capacity, SHMRING_SEQ_FREE));
 
     /* still a working queue */
-    CHECK(shmring_put(live_prod, "ok", 3) == 1);
-    CHECK(shmring_get(cons, buf, sizeof buf, &len) == 1 && strcmp(buf, "ok") == 0);
+    CHECK(shmring_queue_put(live_prod, "ok", 3) == 1);
+    CHECK(test_get(cons, buf, sizeof buf, &len) == 1 && strcmp(buf, "ok") == 0);
     shmring_close(r); /* leaves our entries; the recovered ones were freed already */
     shmring_unlink(ring_name);
     test_old_announcements_after_the_lap_count_wrapped(gone);
@@ -580,6 +670,68 @@ static void test_recovery(void)
 
 /* A full table: join reuses the entry of a dead process that holds nothing, and
  * recovers one that holds a claim before reusing it - never erases the claim. */
+/* Recovery timing (shmring_queue_unstick): recovery runs once what a waiter
+ * waits for was held by an unfinished claim at one position for recover_after,
+ * counted across calls; a move of the position starts the count again. */
+static void test_unstick(void)
+{
+    const uint64_t after = 1000, t0 = 5000;
+    uint64_t recheck = 7;
+    pid_t gone = dead_pid();
+    shmring_t *r = make_ring(16, 4);
+    shmring_participant_t *prod, *dead_prod, *cons;
+    shmring_span_t span;
+    CHECK(shmring_participant_join(r, &prod) == SHMRING_OK);
+    CHECK(shmring_participant_join(r, &dead_prod) == SHMRING_OK);
+    CHECK(shmring_participant_join(r, &cons) == SHMRING_OK);
+    CHECK(atomic_load(&r->recover_after_ns) == SHMRING_RECOVER_AFTER_DEFAULT_NS);
+    shmring_set_recover_after(r, after);
+    /* empty, nothing claimed: not stuck, nothing to time */
+    CHECK(shmring_queue_unstick(r, SHMRING_WAIT_READABLE, t0, &recheck) == 0 && recheck == 0);
+    CHECK(shmring_queue_put_claim(prod, 1, 0, &span) == 1); /* a live claim: stuck, not dead */
+    CHECK(shmring_queue_unstick(r, SHMRING_WAIT_READABLE, t0, &recheck) == 0 && recheck == t0 + after);
+    CHECK(shmring_queue_unstick(r, SHMRING_WAIT_READABLE, t0 + after - 1, &recheck) == 0 &&
+          recheck == t0 + after);
+    /* due: recovery runs (and finds its owner alive), the count starts again */
+    CHECK(shmring_queue_unstick(r, SHMRING_WAIT_READABLE, t0 + after, &recheck) == 1);
+    CHECK(shmring_queue_unstick(r, SHMRING_WAIT_READABLE, t0 + after + 1, &recheck) == 0 &&
+          recheck == t0 + 2 * after);
+    shmring_queue_put_commit(prod, &span);
+    CHECK(shmring_queue_get_claim(cons, 1, 0, &span) == 1);
+    shmring_queue_get_release(cons, &span);
+    /* not stuck any more: the count is forgotten */
+    CHECK(shmring_queue_unstick(r, SHMRING_WAIT_READABLE, t0 + 3 * after, &recheck) == 0 && recheck == 0);
+    /* a dead producer's claim at the next position: recovered once due */
+    CHECK(shmring_queue_put_claim(dead_prod, 1, 0, &span) == 1);
+    make_dead(dead_prod, gone);
+    uint64_t t1 = t0 + 10 * after;
+    CHECK(shmring_queue_unstick(r, SHMRING_WAIT_READABLE, t1, &recheck) == 0 && recheck == t1 + after);
+    CHECK(shmring_queue_unstick(r, SHMRING_WAIT_READABLE, t1 + after, &recheck) == 1);
+    CHECK(stat_lost(r) == 1);
+    CHECK(shmring_queue_get_claim(cons, 1, 0, &span) == 0); /* the hole skipped: empty */
+    CHECK(shmring_queue_unstick(r, SHMRING_WAIT_READABLE, t1 + 2 * after, &recheck) == 0 && recheck == 0);
+    /* writers: a consumer that holds the message whose slot a producer needs */
+    for (int i = 0; i < 4; i++)
+        CHECK(shmring_queue_put(prod, &i, sizeof i) == 1);
+    CHECK(shmring_queue_get_claim(cons, 1, 0, &span) == 1);
+    CHECK(shmring_queue_unstick(r, SHMRING_WAIT_WRITABLE, t1, &recheck) == 0 && recheck == t1 + after);
+    /* the position moved (the message released, another put): timed from then */
+    shmring_queue_get_release(cons, &span);
+    CHECK(shmring_queue_put(prod, "x", 1) == 1);
+    CHECK(shmring_queue_get_claim(cons, 1, 0, &span) == 1);
+    CHECK(shmring_queue_unstick(r, SHMRING_WAIT_WRITABLE, t1 + after, &recheck) == 0 &&
+          recheck == t1 + 2 * after);
+    CHECK(shmring_queue_unstick(r, SHMRING_WAIT_WRITABLE, 0, &recheck) == 1); /* now_ns 0: the clock, long after */
+    shmring_queue_get_release(cons, &span);
+    shmring_set_recover_after(r, 0);
+    CHECK(atomic_load(&r->recover_after_ns) == SHMRING_RECOVER_AFTER_DEFAULT_NS);
+    shmring_participant_leave(prod);
+    shmring_participant_leave(cons);
+    shmring_close(r);
+    shmring_unlink(ring_name);
+    printf("unstick ok\n");
+}
+
 static void test_full_table(void)
 {
     pid_t gone = dead_pid();
@@ -592,7 +744,7 @@ static void test_full_table(void)
     shmring_span_t span;
     CHECK(shmring_participant_join(r, &holder) == SHMRING_OK);
     CHECK(shmring_participant_join(r, &idle) == SHMRING_OK);
-    CHECK(shmring_put_claim(holder, 1, 0, &span) == 1); /* claimed, never committed */
+    CHECK(shmring_queue_put_claim(holder, 1, 0, &span) == 1); /* claimed, never committed */
     make_dead(holder, gone);
     make_dead(idle, gone);
     CHECK(shmring_participant_join(r, &c) == SHMRING_OK);
@@ -659,7 +811,7 @@ static pid_t start_child(int what, pid_t *grandchild)
         CHECK(write(ready[1], &g, sizeof g) == (ssize_t)sizeof g);
         if (what == CHILD_SLEEP_ON_EMPTY)
             for (;;)
-                shmring_wait(me, SHMRING_WAIT_READABLE, UINT64_C(10) * 1000000000u, 0);
+                shmring_queue_wait(me, SHMRING_WAIT_READABLE, UINT64_C(10) * 1000000000u, 0);
         char c;
         CHECK(read(hold[0], &c, 1) >= 0);
         _exit(0);
@@ -681,7 +833,7 @@ static void kill_and_reap(pid_t pid)
 }
 
 /* Poll f(r) == want for at most 5 s: a liveness change is a system call away,
- * a reap at most a few 100 ms (wait.c). */
+ * a reap at most a few 100 ms (recovery.c, reap_sleepers). */
 static int eventually(shmring_t *r, uint32_t (*f)(shmring_t *), uint32_t want)
 {
     uint64_t until = shmring_now_ns() + UINT64_C(5000000000);
@@ -705,10 +857,10 @@ static uint32_t readers_waiting(shmring_t *r)
     shmring_participant_t *me = r->members;
     char buf[16];
     size_t len;
-    CHECK(shmring_put(me, "tick", 5) == 1);
-    CHECK(shmring_get(me, buf, sizeof buf, &len) == 1);
+    CHECK(shmring_queue_put(me, "tick", 5) == 1);
+    CHECK(test_get(me, buf, sizeof buf, &len) == 1);
     shmring_stats_t st;
-    shmring_get_stats(r, &st);
+    shmring_queue_stats(r, &st);
     return st.readers_waiting;
 }
 
@@ -790,7 +942,7 @@ static void test_liveness(void)
     uint64_t until = shmring_now_ns() + UINT64_C(5000000000);
     do {
         CHECK(shmring_now_ns() < until);
-        shmring_get_stats(r, &st);
+        shmring_queue_stats(r, &st);
     } while (st.readers_waiting != 1);
     kill_and_reap(child);
     CHECK(eventually(r, readers_waiting, 0));
@@ -808,7 +960,7 @@ static void test_liveness(void)
     /* calls that would write do nothing through it */
     uint64_t lost = stat_lost(r);
     shmring_wake_all(look);
-    shmring_count_lost(look, 1);
+    shmring_queue_count_lost(look, 1);
     CHECK(shmring_recover(look) == 0);
     CHECK(stat_lost(r) == lost);
     shmring_close(look);
@@ -949,7 +1101,7 @@ static _Atomic uint64_t consumed;
 
 static void wait_for(shmring_participant_t *me, int what)
 {
-    shmring_wait(me, what, 10000000, 200);
+    CHECK(shmring_queue_wait(me, what, 10000000, 200) >= 0); /* no signals are sent here */
 }
 
 static void *producer(void *arg)
@@ -964,7 +1116,7 @@ static void *producer(void *arg)
         if (want > per_producer - next)
             want = (uint32_t)(per_producer - next);
         shmring_span_t span;
-        int n = shmring_put_claim(me, want, 0, &span);
+        int n = shmring_queue_put_claim(me, want, 0, &span);
         CHECK(n >= 0);
         if (n == 0) {
             wait_for(me, SHMRING_WAIT_WRITABLE);
@@ -978,7 +1130,7 @@ static void *producer(void *arg)
             memcpy(shmring_slot_payload(stress_ring, span.pos + i), &m, sizeof m);
             shmring_slot_set_len(stress_ring, span.pos + i, sizeof m);
         }
-        shmring_put_commit(me, &span);
+        shmring_queue_put_commit(me, &span);
     }
     shmring_participant_leave(me);
     return NULL;
@@ -994,7 +1146,7 @@ static void *consumer(void *arg)
     /* relaxed: a progress counter; the final check runs after join */
     while (atomic_load_explicit(&consumed, memory_order_relaxed) < total) {
         shmring_span_t span;
-        int n = shmring_get_claim(me, 1 + (uint32_t)(rand_r(&seed) % max_batch), 0, &span);
+        int n = shmring_queue_get_claim(me, 1 + (uint32_t)(rand_r(&seed) % max_batch), 0, &span);
         CHECK(n >= 0);
         if (n == 0) {
             wait_for(me, SHMRING_WAIT_READABLE);
@@ -1012,7 +1164,7 @@ static void *consumer(void *arg)
             seen[m.producer * per_producer + m.seq] = 1;
             pthread_mutex_unlock(&seen_lock);
         }
-        shmring_get_release(me, &span);
+        shmring_queue_get_release(me, &span);
         atomic_fetch_add_explicit(&consumed, span.n, memory_order_relaxed);
     }
     free(last);
@@ -1020,7 +1172,7 @@ static void *consumer(void *arg)
     return NULL;
 }
 
-/* records: a records ring (packed slot words, see ring.c), claims of up to 64;
+/* records: a records ring (packed slot words, see slots.c), claims of up to 64;
  * wrap: start two laps before the slot words' lap count wraps */
 static void test_stress(int np, int nc, uint64_t n, uint64_t maxsize, int records, int wrap)
 {
@@ -1042,16 +1194,21 @@ static void test_stress(int np, int nc, uint64_t n, uint64_t maxsize, int record
     for (uint64_t i = 0; i < n * (uint64_t)np; i++)
         CHECK(seen[i] == 1); /* no loss */
     shmring_stats_t st;
-    shmring_get_stats(stress_ring, &st);
+    shmring_queue_stats(stress_ring, &st);
     CHECK(st.write_pos == start + n * (uint64_t)np && st.read_pos == st.write_pos);
     CHECK(shmring_participants_alive(stress_ring) == 0);
     CHECK(st.readers_waiting == 0 && st.writers_waiting == 0);
     free(seen);
     shmring_close(stress_ring);
     shmring_unlink(ring_name);
-    printf("stress ok: %d producers x %d consumers, %llu %s, maxsize %llu%s\n", np, nc,
+#ifdef SHMRING_PACKED_VECTORS
+    const char *words = records ? "; slot words: vector path" : "";
+#else
+    const char *words = records ? "; slot words: scalar" : "";
+#endif
+    printf("stress ok: %d producers x %d consumers, %llu %s, maxsize %llu%s%s\n", np, nc,
            (unsigned long long)(n * (uint64_t)np), records ? "records" : "messages",
-           (unsigned long long)maxsize, wrap ? ", across the lap count's wrap" : "");
+           (unsigned long long)maxsize, wrap ? ", across the lap count's wrap" : "", words);
 }
 
 /* ---- pingpong: every hand-off needs a wake-up ---- */
@@ -1064,10 +1221,10 @@ static void receive_ball(shmring_participant_t *in)
     char buf[16];
     size_t len;
     int rc;
-    while ((rc = shmring_get(in, buf, sizeof buf, &len)) == 0) {
+    while ((rc = test_get(in, buf, sizeof buf, &len)) == 0) {
         uint64_t t0 = shmring_now_ns();
         /* 5 s slices: only a wake-up ends a wait early */
-        shmring_wait(in, SHMRING_WAIT_READABLE, 5000000000u, 20);
+        CHECK(shmring_queue_wait(in, SHMRING_WAIT_READABLE, 5000000000u, 20) >= 0);
         CHECK(shmring_now_ns() - t0 < 1000000000u); /* else a wake-up was lost */
     }
     CHECK(rc == 1);
@@ -1082,7 +1239,7 @@ static void pass_ball(shmring_t *from, shmring_t *to, int serve)
     for (uint64_t i = 0; i < pingpong_n; i++) {
         if (!serve)
             receive_ball(in);
-        CHECK(shmring_put(out, &i, sizeof i) == 1); /* maxsize 1, and the other side drained it */
+        CHECK(shmring_queue_put(out, &i, sizeof i) == 1); /* maxsize 1, and the other side drained it */
         if (serve)
             receive_ball(in);
     }
@@ -1129,6 +1286,7 @@ int main(int argc, char **argv)
     atexit(remove_ring);
     if (argc >= 2 && strcmp(argv[1], "unit") == 0) {
         test_unit();
+        test_details();
         return 0;
     }
     int wrap = argc == 7 && strcmp(argv[6], "records-wrap") == 0;
@@ -1139,6 +1297,7 @@ int main(int argc, char **argv)
     }
     if (argc == 2 && strcmp(argv[1], "recovery") == 0) {
         test_recovery();
+        test_unstick();
         test_full_table();
         return 0;
     }

@@ -25,7 +25,7 @@ static void exercise(shmring_t *r)
     if (shmring_participant_join(r, &me) != SHMRING_OK)
         return;
     shmring_span_t span;
-    int n = shmring_get_claim(me, 4, 0, &span);
+    int n = shmring_queue_get_claim(me, 4, 0, &span);
     if (n > 0) {
         unsigned char sink = 0;
         for (uint32_t i = 0; i < span.n; i++) {
@@ -34,24 +34,24 @@ static void exercise(shmring_t *r)
                 sink ^= shmring_slot_payload(r, span.pos + i)[len - 1];
         }
         (void)sink;
-        shmring_get_release(me, &span);
+        shmring_queue_get_release(me, &span);
     }
-    n = shmring_put_claim(me, 2, 0, &span);
+    n = shmring_queue_put_claim(me, 2, 0, &span);
     if (n > 0) {
         for (uint32_t i = 0; i < span.n; i++) {
             memset(shmring_slot_payload(r, span.pos + i), 0xab, r->slot_size);
             shmring_slot_set_len(r, span.pos + i, (uint32_t)r->slot_size);
         }
-        shmring_put_commit(me, &span);
+        shmring_queue_put_commit(me, &span);
     }
     shmring_stats_t st;
-    shmring_get_stats(r, &st);
+    shmring_queue_stats(r, &st);
     shmring_participants_alive(r);
     shmring_recover(r);
-    shmring_task_done(me, 1);
-    shmring_unfinished(r);
-    shmring_wait(me, SHMRING_WAIT_READABLE, 0, 1);
-    shmring_wait(me, SHMRING_WAIT_WRITABLE, 0, 1);
+    shmring_queue_task_done(me, 1);
+    shmring_queue_unfinished(r);
+    shmring_queue_wait(me, SHMRING_WAIT_READABLE, 0, 1);
+    shmring_queue_wait(me, SHMRING_WAIT_WRITABLE, 0, 1);
     shmring_participant_leave(me);
 }
 
@@ -80,8 +80,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (ok && shmring_attach(name, SHMRING_KIND_QUEUE, SHMRING_ATTACH_READONLY, &r) == SHMRING_OK) {
         shmring_info_t info;
         shmring_stats_t st;
-        shmring_get_info(r, &info);
-        shmring_get_stats(r, &st);
+        shmring_info(r, &info);
+        shmring_queue_stats(r, &st);
         shmring_close(r);
     }
     if (ok && shmring_attach(name, SHMRING_KIND_QUEUE, 0, &r) == SHMRING_OK) {

@@ -1,0 +1,53 @@
+/*
+ * kind.h - what a ring kind plugs into the generic floor (segment.c, wait.c,
+ * recovery.c). A kind is a pair of files, its protocol (queue.c) and its
+ * recovery rules (queue_recovery.c), and one table of the operations below,
+ * registered in kinds.c. The generic files call a kind only through its table:
+ * adding a kind adds files and one line in kinds.c, and touches no other kind.
+ *
+ * The shared-memory parts every kind has: the common header, the participant
+ * table with each entry's announcement (claim_role / claim_pos / claim_n: what
+ * the entry is about to hold, withdrawn with claim_n = 0), the stats line and
+ * the slot arrays (layout.h, slots.h). The kind owns its counters and wait
+ * queues, and what an announcement means.
+ */
+#ifndef SHMRING_KIND_H
+#define SHMRING_KIND_H
+
+#include "internal.h"
+
+struct shmring_kind {
+    uint32_t kind; /* SHMRING_KIND_* recorded in the header */
+    /* Sizes and offsets of the areas after the fixed part, from the header's
+     * parameters, for create and attach; a SHMRING_E* code names the parameter
+     * out of range. */
+    int (*layout)(uint64_t slot_size, uint64_t maxsize, uint32_t max_participants, uint32_t flags,
+                  struct shmring_layout *out);
+    /* Attach, after every header field checked out: is the kind's shared state
+     * (its counters) consistent with the header copy h? SHMRING_OK or a code. */
+    int (*validate)(struct shmring_segment *seg, const struct shmring_header *h);
+    /* The kind's wait queues in the fixed part, by what a waiter waits for
+     * (SHMRING_WAIT_*): a waiter for `what` sleeps on waitq_offsets[what]. */
+    uint32_t n_waitqs;
+    size_t waitq_offsets[SHMRING_WAITQS_MAX];
+    /* Could a wait for `what` end now? A hint from relaxed loads, asked by a
+     * waiter after it announced itself asleep (wait.c, F1). */
+    int (*ready)(const shmring_t *r, int what);
+    /* Recovery (recovery.c) settles the claims of dead entries in two passes:
+     * first those for which first_pass says 1, then the others. settle gives
+     * back what dead entry i announced: 1 if it announced a claim (this call or
+     * another recoverer settled it); *pending = 1 if some of it cannot be
+     * settled yet (the entry is then kept, to be looked at again). seen: the
+     * snapshot of every entry taken when the dead were found; dead: which. */
+    int (*first_pass)(const struct shmring_participant_entry *e);
+    int (*settle)(shmring_t *r, const struct shmring__entry_view *seen, const uint8_t *dead, uint32_t i,
+                  int *pending);
+};
+
+/* The kind recorded as `kind` in a header, or NULL for none we know (kinds.c). */
+const struct shmring_kind *shmring__kind(uint32_t kind);
+
+/* The kinds (each defined beside its protocol). */
+extern const struct shmring_kind shmring__queue_kind;
+
+#endif /* SHMRING_KIND_H */

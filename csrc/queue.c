@@ -1,0 +1,482 @@
+/*
+ * queue.c - the bounded MPMC queue protocol (after Vyukov's bounded MPMC queue),
+ * with batch claims: a producer or consumer takes k consecutive positions with
+ * one CAS on write_pos / read_pos.
+ *
+ * Slot states (the word of the slot holding position p, see layout.h):
+ *   free          the producer that claims p may fill it
+ *   committed     the consumer that claims p may read it
+ *   hole          abandoned by a dead producer: consumers skip it
+ *   next lap free read and released: free for position p + capacity
+ *
+ * maxsize is exact even though capacity is a power of two: a producer claims
+ * position p only while p - read_pos < maxsize (read_pos is advanced when a
+ * consumer claims, so the count includes messages being read).
+ *
+ * Atomic pairs (label: where, order -> partner, what it makes visible):
+ *   P1  put_claim  acquire load of seq   -> C3: the previous reader is done with
+ *                                           the payload before we overwrite it
+ *   P2  put_claim  announcement fields stored with release -> acquire loads by crash
+ *                  recovery; withdrawn (claim_n = 0, release) after commit, so a
+ *                  recoverer that sees it withdrawn also sees the commit
+ *   P3  put_claim  release CAS write_pos -> acquire loads of write_pos by crash
+ *                                           recovery: a claimed position is always
+ *                                           covered by its claimer's announcement
+ *   P4  put_commit release store of committed -> C1: payload and len are visible
+ *   P5  get_claim  release store of claim_role = GET_HELD after a successful claim ->
+ *                  recovery's acquire load: every announced message was ours
+ *   C1  get_claim  acquire load of seq   -> P4
+ *   C2  get_claim  release CAS read_pos  -> as P3, for consumers' announcements;
+ *                                           also the acquire reload of read_pos by a
+ *                                           producer that must trust read_pos <= write_pos
+ *   C3  get_release release store of next-lap free -> P1
+ *   T1  task_done  release CAS tasks_done -> T2: a returning join() sees the work
+ *   T2  joined / task_done  acquire load tasks_done -> T1: then write_pos, loaded
+ *                  after it, is at least tasks_done (so put - done cannot wrap)
+ *   V1  validate (attach) acquire loads of read_pos, tasks_done, write_pos -> C2, T1:
+ *                  a live ring then shows read_pos, tasks_done <= write_pos
+ *   P1, C1 of runs of more than one slot, and P4, C3 likewise, are slots.c's:
+ *         per-word acquire loads / release stores, or on x86-64 outside TSan
+ *         plain 16-byte accesses after an acquire fence / before a release
+ *         fence (the vector path; its own stress rows, test_c_core.py).
+ *   F1/F2, N2/W2 (wait.c) order "publish, then check for sleepers" against
+ *         "announce sleeping, then re-check" so that no wake-up is lost; the
+ *         waits' readiness checks (ready, has_room) are relaxed hints ordered
+ *         by F1.
+ *   Recovery's side of P2, P3, P5, C2 (R1, R2) and of P1/C1 (R3): queue_recovery.c.
+ */
+#define _GNU_SOURCE
+#include <string.h>
+
+#include "queue.h"
+
+/* Ask for the lines of the slot a few positions ahead with intent to write, so
+ * that taking them from the consumer's cache overlaps with the work between two
+ * puts instead of stalling the next put's fence. This is what keeps single-message
+ * puts fast when the cores are far apart (measured: ~1.8x on a VM whose
+ * cross-core transfer takes ~190 ns). Skipped when the ring is at least half
+ * full: those lines may still be the consumers' to read. */
+#define SHMRING_PREFETCH_AHEAD 4
+
+static inline void prefetch_for_write(const void *p)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    /* PREFETCHW; a no-op (NOP encoding) on the few x86 CPUs without it */
+    __asm__ __volatile__("prefetchw %0" ::"m"(*(const char *)p));
+#else
+    __builtin_prefetch(p, 1, 3);
+#endif
+}
+
+static inline void prefetch_next_slots(const shmring_participant_t *me, uint64_t next)
+{
+    const shmring_t *r = me->ring;
+    uint64_t ahead = next + SHMRING_PREFETCH_AHEAD;
+    if (ahead - me->cached_read_pos < r->maxsize / 2) {
+        prefetch_for_write(shmring__slot_payload(r, ahead));
+        prefetch_for_write(shmring__seq(r, ahead));
+    }
+}
+
+static void announce(struct shmring_participant_entry *e, uint32_t role, uint64_t pos, uint32_t n)
+{
+    /* P2: all three release, read with acquire by recovery: a recoverer that sees
+     * any field of this announcement also sees everything we did before it (the
+     * commit or release of our previous claim), so a mix of old and new fields
+     * can never make it take our previous slots for abandoned ones. */
+    atomic_store_explicit(&e->claim_role, role, memory_order_release);
+    atomic_store_explicit(&e->claim_pos, pos, memory_order_release);
+    atomic_store_explicit(&e->claim_n, n, memory_order_release);
+}
+
+static void withdraw(struct shmring_participant_entry *e)
+{
+    /* release: a recoverer that reads 0 here (acquire) also sees our commit or
+     * release of the slots, so it never mistakes them for abandoned ones. */
+    atomic_store_explicit(&e->claim_n, 0, memory_order_release);
+}
+
+static int no_claim(struct shmring_participant_entry *e)
+{
+    withdraw(e); /* an announcement whose CAS failed: we hold nothing */
+    return 0;
+}
+
+/* Has the counter moved on from *pos? If so, *pos takes its value. relaxed: a
+ * guess for the next try, which the claim's CAS decides. */
+static int moved_on(_Atomic uint64_t *counter, uint64_t *pos)
+{
+    uint64_t now = atomic_load_explicit(counter, memory_order_relaxed);
+    if (now == *pos)
+        return 0;
+    *pos = now;
+    return 1;
+}
+
+/* P4: commit [pos + from, pos + to): the first `keep` of the claim as messages,
+ * the rest as holes that consumers skip. Pairs with C1. */
+static void publish(const shmring_t *r, uint64_t pos, uint32_t from, uint32_t to, uint32_t keep)
+{
+    uint32_t split = keep < from ? from : keep > to ? to : keep;
+    if (from < split) /* the common single message: one call, not four (the halves, the holes) */
+        shmring__store_states(r, pos, from, split, 0, SHMRING_SEQ_COMMITTED);
+    if (split < to)
+        shmring__store_states(r, pos, split, to, 0, SHMRING_SEQ_HOLE);
+}
+
+int shmring_queue_put_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span)
+{
+    shmring_t *r = me->ring;
+    struct shmring_segment *seg = r->seg;
+    if (max_n == 0)
+        return 0;
+    /* relaxed: a first guess; the CAS (P3) decides. */
+    uint64_t pos = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+    for (;;) {
+        uint64_t used = pos - me->cached_read_pos;
+        if ((int64_t)used < 0 || used + max_n > r->maxsize) {
+            /* acquire (C2): read_pos <= write_pos for what we load next. The
+             * slot itself is handed over by C3 -> P1. */
+            me->cached_read_pos = atomic_load_explicit(&seg->cons.read_pos, memory_order_acquire);
+            used = pos - me->cached_read_pos;
+            if ((int64_t)used < 0) { /* our pos is stale: readers are past it */
+                uint64_t now = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+                if ((int64_t)(me->cached_read_pos - now) > 0) {
+                    withdraw(me->entry);
+                    return SHMRING_ECORRUPT; /* readers ahead of writers */
+                }
+                pos = now;
+                continue;
+            }
+            if (used >= r->maxsize)
+                return no_claim(me->entry);
+        }
+        uint64_t room = r->maxsize - used;
+        if (flags & SHMRING_CLAIM_CONTIGUOUS && shmring__to_wrap(r, pos) < room)
+            room = shmring__to_wrap(r, pos);
+        uint32_t want = room < max_n ? (uint32_t)room : max_n;
+        uint32_t seq;
+        /* P1: pairs with C3 (acquire loads inside). */
+        uint32_t n = shmring__count_states(r, pos, want, SHMRING_SEQ_FREE, &seq);
+        if (n == 0) {
+            /* last lap's message is still being read, unless pos went stale
+             * meanwhile (then the word may be laps ahead of it): look again */
+            if (shmring__seq_diff(r, seq, shmring__state(r, pos, SHMRING_SEQ_FREE)) < 0) {
+                if (moved_on(&seg->prod.write_pos, &pos))
+                    continue;
+                return no_claim(me->entry);
+            }
+            /* Another producer took pos, so write_pos has moved (P1 synchronised
+             * with whoever wrote seq after claiming). If it has not, the slot
+             * says something the counters deny: refuse rather than spin. */
+            if (moved_on(&seg->prod.write_pos, &pos))
+                continue;
+            withdraw(me->entry);
+            return SHMRING_ECORRUPT;
+        }
+        announce(me->entry, SHMRING_CLAIM_PUT, pos, n);
+        /* P3: release publishes the announcement with the claim. On failure pos
+         * is reloaded (relaxed: again only a guess). */
+        if (atomic_compare_exchange_weak_explicit(&seg->prod.write_pos, &pos, pos + n,
+                                                  memory_order_release, memory_order_relaxed)) {
+            span->pos = pos;
+            span->n = n;
+            shmring__hook(SHMRING_HOOK_PUT_CLAIMED);
+            return (int)n;
+        }
+    }
+}
+
+void shmring_queue_put_commit_partial(shmring_participant_t *me, const shmring_span_t *span, uint32_t keep)
+{
+    shmring_t *r = me->ring;
+    uint32_t half = span->n / 2, holes = span->n - (keep < span->n ? keep : span->n);
+    publish(r, span->pos, 0, half, keep);
+    shmring__hook(SHMRING_HOOK_PUT_COMMITTING);
+    publish(r, span->pos, half, span->n, keep);
+    if (holes)
+        /* T1 (release, as a task_done): holes will never get a task_done() */
+        atomic_fetch_add_explicit(&r->seg->join.tasks_done, holes, memory_order_release);
+    withdraw(me->entry);
+    prefetch_next_slots(me, span->pos + span->n);
+    shmring__wake(r, &r->seg->not_empty);
+}
+
+void shmring_queue_put_commit(shmring_participant_t *me, const shmring_span_t *span)
+{
+    shmring_queue_put_commit_partial(me, span, span->n);
+}
+
+/* Consume the run of holes (slots abandoned by dead producers, marked by crash
+ * recovery, or by an aborted reservation's commit) starting at pos: claim them
+ * like messages, release them at once. */
+static void skip_holes(shmring_participant_t *me, uint64_t pos)
+{
+    shmring_t *r = me->ring;
+    uint32_t n = 0;
+    /* C1: pairs with the recoverer's acq_rel CAS or the producer's P4 that made the hole. */
+    while (n < UINT32_MAX &&
+           shmring__seq_load(r, pos + n, memory_order_acquire) == shmring__state(r, pos + n, SHMRING_SEQ_HOLE))
+        n++;
+    if (n == 0)
+        return; /* another consumer skipped them first */
+    announce(me->entry, SHMRING_CLAIM_GET, pos, n);
+    /* C2 */
+    if (atomic_compare_exchange_strong_explicit(&r->seg->cons.read_pos, &pos, pos + n,
+                                                memory_order_release, memory_order_relaxed)) {
+        shmring_span_t span = {pos, n};
+        shmring_queue_get_release(me, &span);
+    } else {
+        withdraw(me->entry);
+    }
+}
+
+int shmring_queue_get_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span)
+{
+    shmring_t *r = me->ring;
+    struct shmring_segment *seg = r->seg;
+    if (max_n == 0)
+        return 0;
+    /* relaxed: a first guess; the CAS (C2) decides. */
+    uint64_t pos = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
+    for (;;) {
+        uint32_t want = max_n, seq;
+        if (flags & SHMRING_CLAIM_CONTIGUOUS)
+            want = shmring__run_at(r, pos, want);
+        /* C1: pairs with P4 (acquire loads inside). */
+        uint32_t n = shmring__count_states(r, pos, want, SHMRING_SEQ_COMMITTED, &seq);
+        if (n == 0) {
+            /* not committed yet: empty, unless pos went stale meanwhile */
+            if (shmring__seq_diff(r, seq, shmring__state(r, pos, SHMRING_SEQ_COMMITTED)) < 0) {
+                if (moved_on(&seg->cons.read_pos, &pos))
+                    continue;
+                return no_claim(me->entry);
+            }
+            if (seq == shmring__state(r, pos, SHMRING_SEQ_HOLE)) {
+                skip_holes(me, pos);
+            } else {
+                /* Another consumer took pos, so read_pos has moved (C1
+                 * synchronised with the release of pos). If it has not, the
+                 * slot contradicts the counters: refuse rather than spin. */
+                uint64_t now = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
+                if (now == pos) {
+                    withdraw(me->entry);
+                    return SHMRING_ECORRUPT;
+                }
+            }
+            pos = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
+            continue;
+        }
+        announce(me->entry, SHMRING_CLAIM_GET, pos, n);
+        /* C2: as P3, for the consumer's announcement. */
+        if (atomic_compare_exchange_weak_explicit(&seg->cons.read_pos, &pos, pos + n,
+                                                  memory_order_release, memory_order_relaxed)) {
+            /* P5 */
+            atomic_store_explicit(&me->entry->claim_role, SHMRING_CLAIM_GET_HELD, memory_order_release);
+            span->pos = pos;
+            span->n = n;
+            shmring__hook(SHMRING_HOOK_GET_CLAIMED);
+            return (int)n;
+        }
+    }
+}
+
+void shmring_queue_get_release(shmring_participant_t *me, const shmring_span_t *span)
+{
+    shmring_t *r = me->ring;
+    /* C3: pairs with P1. */
+    if (span->n > 1)
+        shmring__store_states(r, span->pos, 0, span->n / 2, r->capacity, SHMRING_SEQ_FREE);
+    shmring__hook(SHMRING_HOOK_GET_RELEASING);
+    shmring__store_states(r, span->pos, span->n / 2, span->n, r->capacity, SHMRING_SEQ_FREE);
+    withdraw(me->entry);
+    shmring__wake(r, &r->seg->not_full);
+}
+
+int shmring_queue_put(shmring_participant_t *me, const void *data, size_t len)
+{
+    shmring_t *r = me->ring;
+    if (len > r->slot_size)
+        return SHMRING_ETOOBIG;
+    shmring_span_t span;
+    int n = shmring_queue_put_claim(me, 1, 0, &span);
+    if (n <= 0)
+        return n;
+    memcpy(shmring__slot_payload(r, span.pos), data, len);
+    shmring__slot_set_len(r, span.pos, (uint32_t)len);
+    shmring_queue_put_commit(me, &span);
+    return 1;
+}
+
+int shmring_queue_task_done(shmring_participant_t *me, uint64_t n)
+{
+    shmring_t *r = me->ring;
+    struct shmring_segment *seg = r->seg;
+    /* T2: the write_pos loaded below is at least this. */
+    uint64_t done = atomic_load_explicit(&seg->join.tasks_done, memory_order_acquire);
+    uint64_t put;
+    do {
+        /* relaxed: an upper bound for tasks_done (T2 orders it after done) */
+        put = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+        if (n > put - done)
+            return SHMRING_EJOIN;
+        /* T1: pairs with T2; on failure, acquire as T2. */
+    } while (!atomic_compare_exchange_weak_explicit(&seg->join.tasks_done, &done, done + n,
+                                                    memory_order_release, memory_order_acquire));
+    if (done + n == put)
+        shmring__wake(r, &seg->join.joined);
+    return SHMRING_OK;
+}
+
+uint64_t shmring_queue_unfinished(const shmring_t *r)
+{
+    /* T2: pairs with T1. Load tasks_done first: tasks_done <= write_pos at every
+     * instant, so done >= put below means both were equal in between. */
+    uint64_t done = atomic_load_explicit(&r->seg->join.tasks_done, memory_order_acquire);
+    /* relaxed: write_pos publishes nothing join() needs */
+    uint64_t put = atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed);
+    return put > done ? put - done : 0;
+}
+
+void shmring_queue_stats(const shmring_t *r, shmring_stats_t *out)
+{
+    struct shmring_segment *seg = r->seg;
+    /* A snapshot for display and qsize(), documented as approximate. read_pos
+     * first, with acquire (C2), so that write_pos loaded after it is at least
+     * read_pos and write_pos - read_pos cannot wrap; likewise tasks_done (T2). */
+    out->read_pos = atomic_load_explicit(&seg->cons.read_pos, memory_order_acquire);
+    out->tasks_done = atomic_load_explicit(&seg->join.tasks_done, memory_order_acquire);
+    out->write_pos = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+    out->readers_waiting = shmring__sleepers(r, &seg->not_empty);
+    out->writers_waiting = shmring__sleepers(r, &seg->not_full);
+    /* relaxed: counters for display */
+    out->lost = atomic_load_explicit(&seg->stats.lost, memory_order_relaxed);
+    out->recoveries = atomic_load_explicit(&seg->stats.recoveries, memory_order_relaxed);
+}
+
+/* ---- waiting ---- */
+
+/* Is the slot for position pos free to be written (read and released a lap ago)? */
+static int slot_free(const shmring_t *r, uint64_t pos)
+{
+    /* relaxed: a hint for waiters; the claim re-reads it with acquire (P1) */
+    uint32_t seq = shmring__seq_load(r, pos, memory_order_relaxed);
+    return shmring__seq_diff(r, seq, shmring__state(r, pos, SHMRING_SEQ_FREE)) >= 0;
+}
+
+/* Could the operation we wait for succeed now? relaxed loads throughout: a
+ * hint only, the operation itself re-reads with the right orders; F1 orders
+ * these loads after our waiter registration. */
+static int ready(const shmring_t *r, int what)
+{
+    struct shmring_segment *seg = r->seg;
+    if (what == SHMRING_WAIT_READABLE) {
+        uint64_t pos = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
+        uint32_t seq = shmring__seq_load(r, pos, memory_order_relaxed);
+        return shmring__seq_diff(r, seq, shmring__state(r, pos, SHMRING_SEQ_COMMITTED)) >= 0;
+    }
+    if (what == SHMRING_WAIT_WRITABLE) {
+        uint64_t pos = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+        uint64_t rd = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
+        int64_t used = (int64_t)(pos - rd);
+        if (used >= 0 && (uint64_t)used >= r->maxsize)
+            return 0;
+        return slot_free(r, pos);
+    }
+    return shmring_queue_unfinished(r) == 0;
+}
+
+/* A producer that finds the ring full spins until there is room for a run of
+ * messages, not for one. Resuming at the first freed slot keeps producer and
+ * consumer in lockstep at the full end: every put then re-reads read_pos and
+ * the slot word the consumer has just written, and the consumer pays for each
+ * steal of its lines. Measured on this project's 2-core VM with a ring held
+ * full, 64-byte put_bytes/get_bytes went from about 7 to 11-14 million
+ * messages/s (runs of 8: ~10.5M, 32: ~13.5M, 128: ~14M, 1024: ~13M). Only the spin waits
+ * for the run: the check before sleeping is exact, so nobody sleeps while
+ * there is room (that would cost the consumer a wake call per release).
+ * A producer facing a full ring waits anyway; at most it waits out the spin
+ * when fewer than a run's slots come free. */
+#define SHMRING_SPIN_ROOM 128u
+
+static uint64_t spin_room(const shmring_t *r)
+{
+    uint64_t room = r->maxsize / 8 < SHMRING_SPIN_ROOM ? r->maxsize / 8 : SHMRING_SPIN_ROOM;
+    return room ? room : 1;
+}
+
+/* Is there room for `room` messages from write_pos on? relaxed loads: a hint,
+ * as in ready(). The count: position pos + room - 1 is within maxsize once the
+ * message maxsize positions before it was claimed, and we see that it was when
+ * it has been released (read_pos stays untouched: the consumer writes it for
+ * every message). The slot at pos itself must be free too: with several
+ * consumers an earlier message may still be held after a later one's release. */
+static int has_room(const shmring_t *r, uint64_t room)
+{
+    uint64_t pos = atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed);
+    uint64_t last = pos + room - 1;
+    if (last >= r->maxsize) {
+        uint64_t gate = last - r->maxsize;
+        uint32_t seq = shmring__seq_load(r, gate, memory_order_relaxed);
+        if (shmring__seq_diff(r, seq, shmring__state(r, gate + r->capacity, SHMRING_SEQ_FREE)) < 0)
+            return 0;
+    }
+    return slot_free(r, pos);
+}
+
+int shmring_queue_wait(shmring_participant_t *me, int what, uint64_t timeout_ns, uint32_t spin)
+{
+    shmring_t *r = me->ring;
+    if (what != SHMRING_WAIT_READABLE && what != SHMRING_WAIT_WRITABLE)
+        what = SHMRING_WAIT_JOINED;
+    uint64_t room = what == SHMRING_WAIT_WRITABLE ? spin_room(r) : 0;
+    for (uint32_t i = 0; i < spin; i++) {
+        if (room ? has_room(r, room) : ready(r, what))
+            return 1;
+        shmring__cpu_relax();
+    }
+    if (timeout_ns == 0)
+        return ready(r, what);
+    return shmring__sleep(me, what, timeout_ns); /* re-checks ready() after F1 (wait.c) */
+}
+
+/* ---- the queue as a ring kind (kind.h) ---- */
+
+/* Attach: the counters of a ring that passed every header check. */
+static int validate(struct shmring_segment *seg, const struct shmring_header *h)
+{
+    /* Counters: read_pos <= write_pos <= read_pos + maxsize, tasks_done and lost
+     * <= write_pos. A busy ring moves while we look, so only a stable snapshot
+     * (write_pos unchanged around the other loads) is judged. */
+    for (int attempt = 0; attempt < 8; attempt++) {
+        /* V1 (acquire, as C2 / T2): a live ring then shows read_pos, tasks_done <= write_pos */
+        uint64_t r = atomic_load_explicit(&seg->cons.read_pos, memory_order_acquire);
+        uint64_t done = atomic_load_explicit(&seg->join.tasks_done, memory_order_acquire);
+        uint64_t w1 = atomic_load_explicit(&seg->prod.write_pos, memory_order_acquire);
+        /* relaxed: a statistic, at most what was ever put */
+        uint64_t lost = atomic_load_explicit(&seg->stats.lost, memory_order_relaxed);
+        uint64_t w2 = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+        if (w1 != w2)
+            continue;
+        if (r > w1 || w1 - r > h->maxsize || done > w1 || lost > w1)
+            return shmring__fail(SHMRING_EPOSITIONS,
+                                 "counters inconsistent: read_pos %llu, write_pos %llu, tasks_done %llu, lost %llu, maxsize %llu",
+                                 (unsigned long long)r, (unsigned long long)w1, (unsigned long long)done,
+                                 (unsigned long long)lost, (unsigned long long)h->maxsize);
+        break;
+    }
+    return SHMRING_OK;
+}
+
+const struct shmring_kind shmring__queue_kind = {
+    .kind = SHMRING_KIND_QUEUE,
+    .layout = shmring__layout_compute,
+    .validate = validate,
+    .n_waitqs = 3,
+    .waitq_offsets = {[SHMRING_WAIT_READABLE] = offsetof(struct shmring_segment, not_empty),
+                      [SHMRING_WAIT_WRITABLE] = offsetof(struct shmring_segment, not_full),
+                      [SHMRING_WAIT_JOINED] = offsetof(struct shmring_segment, join.joined)},
+    .ready = ready,
+    .first_pass = shmring__queue_first_pass,
+    .settle = shmring__queue_settle,
+};

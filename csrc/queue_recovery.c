@@ -1,0 +1,260 @@
+/*
+ * queue_recovery.c - the queue's rules for giving back what participants held
+ * when their process died (recovery.c finds the dead and calls them).
+ *
+ * Every participant announces the positions it is about to claim (queue.c, P2),
+ * marks a successful read claim as held (P5), and withdraws the announcement
+ * once it committed or released. When the process behind an entry is dead
+ * (participants.c) and its announcement is still there:
+ *
+ *   PUT       each position p < write_pos whose slot is still free for p (claimed,
+ *             never committed) becomes a hole that consumers skip; one
+ *             lost message per hole made
+ *   GET_HELD  the claim succeeded: all n messages were the dead consumer's and
+ *             none reached its caller (a get returns only after releasing), so
+ *             all n are lost, counted once by whoever moves the role to
+ *             GET_COUNTED; every slot still unreleased (committed, or a hole it
+ *             was skipping) is released (free for the next lap)
+ *   GET       died between announcing and marking the claim held: a slot still
+ *             committed below read_pos is released, one lost message per release,
+ *             unless a live participant announces p (the dead one's CAS may have
+ *             lost to it: then it is looked at again next time and the dead entry
+ *             is kept until nothing of it is pending)
+ *
+ * Dead GET_HELD entries go first: a dead consumer whose claim CAS lost to one of
+ * them then finds those messages released already, so nothing is counted twice.
+ *
+ * Each change is a CAS from the exact state seen and each count is made by the
+ * winner of a CAS, right after it, so recoverers running at once in several
+ * processes are harmless and a recoverer killed midway loses at most the count
+ * of the one change it just won. Finally the entry is freed for reuse.
+ *
+ * Atomic pairs:
+ *   R1  acquire loads of write_pos / read_pos -> P3 / C2 (queue.c): the announcements
+ *       of all claims up to there are visible. Loaded afresh for each position,
+ *       just before deciding on it (load_counters).
+ *   R2  acquire loads of the announcement -> P2 / P5 / withdraw (queue.c): we see the
+ *       claim, or, if it moved on, the commit or release before that (so our CAS on
+ *       the slot then fails)
+ *   R3  acq_rel CAS on seq -> C1 / P1 (queue.c): whoever takes the slot next sees
+ *       the state we wrote, and we saw the state the dead owner left
+ *   R4  (recovery.c) taking the entry as if joining (J1) and freeing it (L0, L1:
+ *       participants.c), once settle says nothing of it is pending
+ *   R5  release increments of tasks_done -> T2 (queue.c): join() sees them
+ *   covered_by_live: acquire load of an entry's state -> J3 / L1 (members.c,
+ *       participants.c): who owns the entry now, before its announcement (R2)
+ *   shmring_queue_stuck: relaxed loads, a hint whether recovery is worth its
+ *       system calls; shmring_queue_unstick: relaxed process-local timing
+ */
+#include "queue.h"
+
+struct announcement {
+    uint32_t role, n;
+    uint64_t pos;
+};
+
+static void read_announcement(const struct shmring_participant_entry *e, struct announcement *a)
+{
+    /* R2 */
+    a->n = atomic_load_explicit(&e->claim_n, memory_order_acquire);
+    a->role = atomic_load_explicit(&e->claim_role, memory_order_acquire);
+    a->pos = atomic_load_explicit(&e->claim_pos, memory_order_acquire);
+}
+
+/* Is position p (of this role) announced by a participant we did not find dead? */
+static int covered_by_live(const shmring_t *r, const struct shmring__entry_view *seen,
+                           const uint8_t *dead, uint32_t role, uint64_t p)
+{
+    for (uint32_t j = 0; j < r->max_participants; j++) {
+        const struct shmring_participant_entry *e = &r->parts[j];
+        /* acquire: pairs with J3/L1, who owns the entry now */
+        uint32_t state = atomic_load_explicit(&e->state, memory_order_acquire);
+        if ((dead[j] && state == seen[j].state) || SHMRING_PART_STATUS(state) == SHMRING_PART_FREE)
+            continue; /* still the dead owner, or nobody */
+        struct announcement a;
+        read_announcement(e, &a);
+        uint32_t their_role = a.role == SHMRING_CLAIM_PUT ? SHMRING_CLAIM_PUT : SHMRING_CLAIM_GET;
+        if (a.n != 0 && their_role == role && p - a.pos < a.n)
+            return 1;
+    }
+    return 0;
+}
+
+/* Count n messages that will never reach a caller as lost (and done for join). */
+static void count_lost(struct shmring_segment *seg, uint64_t n)
+{
+    /* relaxed: a statistic */
+    atomic_fetch_add_explicit(&seg->stats.lost, n, memory_order_relaxed);
+    /* R5: lost messages will never get a task_done() */
+    atomic_fetch_add_explicit(&seg->join.tasks_done, n, memory_order_release);
+}
+
+void shmring_queue_count_lost(shmring_t *r, uint64_t n)
+{
+    if (r->readonly)
+        return;
+    count_lost(r->seg, n);
+    shmring__wake(r, &r->seg->join.joined); /* join() may be done now */
+}
+
+/* R1: the counters now, read before deciding on one position. */
+static void load_counters(const shmring_t *r, uint64_t *write_pos, uint64_t *read_pos)
+{
+    *write_pos = atomic_load_explicit(&r->seg->prod.write_pos, memory_order_acquire);
+    *read_pos = atomic_load_explicit(&r->seg->cons.read_pos, memory_order_acquire);
+}
+
+/* Can nobody hold position p in this role any more? A slot a dead producer
+ * never committed keeps consumers from passing it, and one a dead consumer
+ * never released keeps producers from taking it a lap later. An announcement
+ * left by a participant that died after its commit or release may be looked at
+ * laps later, when the slot words have come round to the same values
+ * (layout.h): the counters, not the word, say whether p is still held. */
+static int settled(const shmring_t *r, int put, uint64_t p, uint64_t write_pos, uint64_t read_pos)
+{
+    return put ? (int64_t)(read_pos - p) > 0 : (int64_t)(write_pos - (p + r->capacity)) > 0;
+}
+
+/* R3: move the slot word of position p from `from` to `to` (as shmring__state
+ * makes them); 1 if we did. Only for positions not settled() by counters loaded
+ * just before (load_counters): the width of the words covers a recoverer that
+ * stalls in between (layout.h). */
+static int move_slot(const shmring_t *r, uint64_t p, uint32_t from, uint32_t to)
+{
+    return shmring__seq_cas(r, p, from, to);
+}
+
+/* Give back what dead entry i announced. Returns 1 if it announced a claim
+ * (which this call or another recoverer settled); sets *pending if a position
+ * could not be settled yet. */
+int shmring__queue_settle(shmring_t *r, const struct shmring__entry_view *seen, const uint8_t *dead, uint32_t i,
+                          int *pending)
+{
+    uint64_t write_pos, read_pos;
+    struct shmring_participant_entry *e = &r->parts[i];
+    struct announcement a;
+    read_announcement(e, &a);
+    *pending = 0;
+    /* relaxed: if the entry changed hands while we read, the announcement may be
+     * the new, live owner's: leave it. */
+    if (atomic_load_explicit(&e->state, memory_order_relaxed) != seen[i].state) {
+        *pending = 1;
+        return 0;
+    }
+    if (a.n == 0 || a.n > r->maxsize)
+        return 0; /* nothing held, or garbage: no claim is larger than maxsize */
+
+    if (a.role == SHMRING_CLAIM_GET_HELD || a.role == SHMRING_CLAIM_GET_COUNTED) {
+        uint32_t held = SHMRING_CLAIM_GET_HELD;
+        /* R2 (acq_rel): one recoverer counts the claim */
+        if (atomic_compare_exchange_strong_explicit(&e->claim_role, &held, SHMRING_CLAIM_GET_COUNTED,
+                                                    memory_order_acq_rel, memory_order_acquire))
+            count_lost(r->seg, a.n);
+        for (uint32_t k = 0; k < a.n; k++) {
+            uint64_t p = a.pos + k;
+            load_counters(r, &write_pos, &read_pos);
+            if (settled(r, 0, p, write_pos, read_pos))
+                continue;
+            uint32_t released = shmring__state(r, p + r->capacity, SHMRING_SEQ_FREE);
+            if (!move_slot(r, p, shmring__state(r, p, SHMRING_SEQ_COMMITTED), released))
+                move_slot(r, p, shmring__state(r, p, SHMRING_SEQ_HOLE), released); /* a hole it was skipping */
+        }
+        return 1;
+    }
+    if (a.role != SHMRING_CLAIM_PUT && a.role != SHMRING_CLAIM_GET)
+        return 0; /* garbage */
+
+    int put = a.role == SHMRING_CLAIM_PUT;
+    for (uint32_t k = 0; k < a.n; k++) {
+        uint64_t p = a.pos + k;
+        load_counters(r, &write_pos, &read_pos);
+        uint64_t counter = put ? write_pos : read_pos;
+        /* the state if the dead owner held p, and what it becomes */
+        uint32_t stuck = shmring__state(r, p, put ? SHMRING_SEQ_FREE : SHMRING_SEQ_COMMITTED);
+        uint32_t hole = shmring__state(r, p, SHMRING_SEQ_HOLE);
+        uint32_t released = shmring__state(r, p + r->capacity, SHMRING_SEQ_FREE);
+        if ((int64_t)(counter - p) <= 0)
+            continue; /* never claimed: the owner died before its CAS */
+        if (settled(r, put, p, write_pos, read_pos))
+            continue; /* committed or released, whoever held it */
+        if (covered_by_live(r, seen, dead, a.role, p)) {
+            /* relaxed: only decides whether to look again later */
+            uint32_t now = shmring__seq_load(r, p, memory_order_relaxed);
+            if (now == stuck || now == hole)
+                *pending = 1;
+            continue;
+        }
+        if (move_slot(r, p, stuck, put ? hole : released))
+            count_lost(r->seg, 1);
+        else if (!put)
+            move_slot(r, p, hole, released); /* a hole it was skipping */
+    }
+    return 1;
+}
+
+/* Does dead entry e announce a read claim it held (GET_HELD, or GET_COUNTED by a
+ * recoverer)? acquire: as R2. Those go first: they count all of it lost and
+ * release it, so that a dead consumer whose CAS for the same positions lost
+ * to theirs then finds nothing to release, and nothing is counted twice. */
+int shmring__queue_first_pass(const struct shmring_participant_entry *e)
+{
+    uint32_t role = atomic_load_explicit(&e->claim_role, memory_order_acquire);
+    return atomic_load_explicit(&e->claim_n, memory_order_acquire) != 0 &&
+           (role == SHMRING_CLAIM_GET_HELD || role == SHMRING_CLAIM_GET_COUNTED);
+}
+
+int shmring_queue_stuck(const shmring_t *r, int what, uint64_t *pos)
+{
+    struct shmring_segment *seg = r->seg;
+    if (r->readonly)
+        return 0; /* it has no slots to look at (segment.c, snapshot) */
+    /* relaxed throughout: a hint that decides whether recovery is worth running */
+    if (what == SHMRING_WAIT_READABLE) {
+        uint64_t rp = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
+        uint32_t seq = shmring__seq_load(r, rp, memory_order_relaxed);
+        uint64_t wp = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+        *pos = rp;
+        /* claimed by a producer, not committed */
+        return seq == shmring__state(r, rp, SHMRING_SEQ_FREE) && (int64_t)(wp - rp) > 0;
+    }
+    if (what == SHMRING_WAIT_WRITABLE) {
+        uint64_t wp = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+        uint32_t seq = shmring__seq_load(r, wp, memory_order_relaxed);
+        uint64_t rp = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
+        uint64_t prev = wp - r->capacity; /* the position the slot held last lap */
+        *pos = wp;
+        /* claimed by a consumer (read_pos is past it), not released */
+        return (seq == shmring__state(r, prev, SHMRING_SEQ_COMMITTED) ||
+                seq == shmring__state(r, prev, SHMRING_SEQ_HOLE)) &&
+               (int64_t)(rp - prev) > 0;
+    }
+    return 0;
+}
+
+int shmring_queue_unstick(shmring_t *r, int what, uint64_t now, uint64_t *recheck_ns)
+{
+    uint64_t pos;
+    int side = what == SHMRING_WAIT_READABLE ? 0 : 1;
+    /* relaxed throughout: process-local timing shared by the handle's threads,
+     * where a race at worst runs recovery twice (internal.h, stuck_since) */
+    *recheck_ns = 0;
+    if (!shmring_queue_stuck(r, what, &pos)) {
+        atomic_store_explicit(&r->stuck_since[side], 0, memory_order_relaxed);
+        return 0;
+    }
+    if (now == 0)
+        now = shmring_now_ns();
+    uint64_t after = atomic_load_explicit(&r->recover_after_ns, memory_order_relaxed);
+    uint64_t since = atomic_load_explicit(&r->stuck_since[side], memory_order_relaxed);
+    if (since == 0 || atomic_load_explicit(&r->stuck_pos[side], memory_order_relaxed) != pos) {
+        atomic_store_explicit(&r->stuck_pos[side], pos, memory_order_relaxed);
+        since = now; /* stuck from now on, here */
+        atomic_store_explicit(&r->stuck_since[side], since, memory_order_relaxed);
+    } else if (now - since >= after) {
+        atomic_store_explicit(&r->stuck_since[side], now, memory_order_relaxed);
+        shmring_recover(r);
+        return 1;
+    }
+    *recheck_ns = since + after;
+    return 0;
+}
