@@ -32,16 +32,7 @@ import os
 import pickle
 import threading
 
-from shmring.errors import (
-    Empty,
-    Full,
-    MessageTooLarge,
-    QueueClosed,
-    SegmentError,
-    SegmentNotFound,
-    TooManyParticipants,
-    UntrustedSegment,
-)
+from shmring import errors  # the binding's only import from the package
 
 
 ctypedef int (*claim_fn)(shmring_participant_t *, uint32_t, int, shmring_span_t *) noexcept nogil
@@ -193,29 +184,42 @@ def _set_test_hook(point, seconds=0.0):
     shmring_debug_set_hook(_HOOKS[point], <uint64_t>(seconds * 1e9))
 
 
-cdef int _raise_rc(int rc, object name) except -1:
-    """Turn a SHMRING_E* code into the matching Python exception."""
+# What each SHMRING_E* code raises: (exception class, message template, whether
+# errno comes first as for OSError). {what} is the C layer's reason, the segment's
+# name and the detail; {strerror} names errno. A code not listed is one of
+# attach's validation failures (truncated, bad magic, bad offsets...): SegmentError.
+_ERRORS = {
+    SHMRING_ESYS: (errors.SystemCallError, "{strerror} ({what})", True),
+    SHMRING_EINVAL: (errors.InvalidArgument, "{what}", False),
+    SHMRING_ENAME: (errors.InvalidArgument, "{what}", False),
+    SHMRING_ETOOBIG: (errors.InvalidArgument, "{what}", False),
+    SHMRING_EJOIN: (errors.InvalidArgument, "{what}", False),
+    SHMRING_EINTR: (errors.InvalidArgument, "{what}", False),
+    SHMRING_ENOTFOUND: (errors.SegmentNotFound, "{what}", False),
+    SHMRING_EEXIST: (errors.SegmentExists, "{what}", False),
+    SHMRING_ELOCKFILE: (errors.SegmentExists, "{what}", False),
+    SHMRING_EPERM: (errors.PermissionDenied, "{what}", False),
+    SHMRING_ENOMEM: (errors.OutOfMemory, "{what}", False),
+    SHMRING_EFULLTABLE: (errors.TooManyParticipants, "{what}", False),
+    SHMRING_ECORRUPT: (errors.SegmentError, "{what}", False),
+    SHMRING_EUNTRUSTED: (errors.UntrustedSegment, "{what}; attach with allow_world_writable=True to trust it anyway",
+                         False),
+}
+_SEGMENT_ERROR = (errors.SegmentError, "{what}", False)
+
+
+cdef int _raise_rc(int rc, object name, str detail=None) except -1:
+    """Raise the exception of a SHMRING_E* code (see _ERRORS): the C reason, the
+    segment's name, then `detail` (what the value and the limit were) if any."""
     cdef int err = errno
     what = shmring_strerror(rc).decode()
     if name is not None:
         what = f"{what}: {name!r}"
-    if rc == SHMRING_ESYS:
-        raise OSError(err, f"{os.strerror(err)} ({what})")
-    if rc == SHMRING_ENOTFOUND:
-        raise SegmentNotFound(what)
-    if rc == SHMRING_EEXIST or rc == SHMRING_ELOCKFILE:
-        raise FileExistsError(what)
-    if rc == SHMRING_EPERM:
-        raise PermissionError(what)
-    if rc == SHMRING_ENOMEM:
-        raise MemoryError(what)
-    if rc == SHMRING_EFULLTABLE:
-        raise TooManyParticipants(what)
-    if rc == SHMRING_EUNTRUSTED:
-        raise UntrustedSegment(f"{what}; attach with allow_world_writable=True to trust it anyway")
-    if rc == SHMRING_ECORRUPT or rc <= SHMRING_ETRUNCATED:
-        raise SegmentError(what)
-    raise ValueError(what)
+    if detail:
+        what = f"{what}: {detail}"
+    cls, template, errno_first = _ERRORS.get(rc, _SEGMENT_ERROR)
+    text = template.format(what=what, strerror=os.strerror(err))
+    raise cls(err, text) if errno_first else cls(text)
 
 
 cdef inline int _deadline(object block, object timeout, uint64_t *out) except -1:
@@ -236,7 +240,7 @@ cdef int _deadline_of(object block, object timeout, uint64_t *out) except -1:
         return 0
     t = timeout
     if not t >= 0:  # also refuses NaN
-        raise ValueError("'timeout' must be a non-negative number")
+        raise ValueError(f"'timeout' must be a non-negative number of seconds or None, got {timeout!r}")
     if t > 3e8:  # ten years: forever
         out[0] = UINT64_MAX
     else:
@@ -473,7 +477,7 @@ cdef class RingQueue:
             return
         try:
             self._me_slow()  # present at once; a full table is reported at first use
-        except TooManyParticipants:
+        except errors.TooManyParticipants:
             pass
 
     def __dealloc__(self):
@@ -547,7 +551,7 @@ cdef class RingQueue:
     cdef _Participant _enter_checked(self):
         cdef _Participant p
         if self._closing or self._ring == NULL:
-            raise QueueClosed(f"queue {self.name!r} is closed")
+            raise errors.QueueClosed(f"queue {self.name!r} is closed")
         p = self._me()
         if p.holding:
             raise RuntimeError(
@@ -577,7 +581,7 @@ cdef class RingQueue:
             shmring_wait(me, what, slice_ns, spin)
         PyErr_CheckSignals()
         if self._closing:
-            raise QueueClosed(f"queue {self.name!r} was closed while waiting")
+            raise errors.QueueClosed(f"queue {self.name!r} was closed while waiting")
         return 1
 
     cdef bint _recover_if_stuck(self, int what, uint64_t *recheck):
@@ -629,8 +633,8 @@ cdef class RingQueue:
                     break
             if not self._wait(p, what, deadline, spin, recheck):
                 if put:
-                    raise Full(f"queue {self.name!r} is full", done)
-                raise Empty(f"queue {self.name!r} is empty")
+                    raise errors.Full(f"queue {self.name!r} is full", done)
+                raise errors.Empty(f"queue {self.name!r} is empty")
             spin = 0
             n = claim(p.ptr, max_n, flags, span)
         if n < 0:
@@ -644,7 +648,7 @@ cdef class RingQueue:
         cdef shmring_span_t span
         cdef _Participant p
         if <uint64_t>size > self._slot_size:
-            raise MessageTooLarge(size, self._slot_size)
+            raise errors.MessageTooLarge(size, self._slot_size)
         p = self._enter()
         try:
             # the common case in one C call: room now, claimed, filled and committed
@@ -667,7 +671,7 @@ cdef class RingQueue:
         for i in range(total):
             size = PyBytes_GET_SIZE(encoded[i])
             if <uint64_t>size > self._slot_size:
-                raise MessageTooLarge(size, self._slot_size)
+                raise errors.MessageTooLarge(size, self._slot_size)
         if total == 0:
             return 0
         p = self._enter()
@@ -745,7 +749,7 @@ cdef class RingQueue:
             for k in range(span.n):
                 size = shmring_slot_len(self._ring, span.pos + k)
                 if size < 0:
-                    out.append(SegmentError(f"{shmring_strerror(<int>size).decode()}: {self.name!r}"))
+                    out.append(errors.SegmentError(f"{shmring_strerror(<int>size).decode()}: {self.name!r}"))
                 else:
                     out.append(PyBytes_FromStringAndSize(
                         <char *>shmring_slot_payload(self._ring, span.pos + k), size))
@@ -784,7 +788,7 @@ cdef class RingQueue:
         get call (at once if it was the only one). Nothing is kept but errors. An
         interruption (Ctrl-C) is raised at once, and the messages of the batch it
         would have returned are counted lost (they are out of the ring)."""
-        cdef list out = [], errors = []
+        cdef list out = [], failed = []
         cdef Py_ssize_t i
         for i in range(len(raw)):
             item = raw[i]
@@ -793,17 +797,17 @@ cdef class RingQueue:
                     raise item
                 out.append(_loads(item))
             except Exception as e:
-                errors.append(e)
+                failed.append(e)
             except BaseException:
-                self._defer(errors)
-                self._count_lost(len(raw) - len(errors))
+                self._defer(failed)
+                self._count_lost(len(raw) - len(failed))
                 raise
-        if errors:
+        if failed:
             if not out:
-                first = errors.pop(0)
-                self._defer(errors)
+                first = failed.pop(0)
+                self._defer(failed)
                 raise first
-            self._defer(errors)
+            self._defer(failed)
         return out
 
     cdef int _defer(self, list errors) except -1:
@@ -1041,7 +1045,7 @@ cdef class RingQueue:
         64 KiB worth, so that a consumer waiting on an empty queue still takes batches."""
         cdef shmring_stats_t st
         if self._ring == NULL:
-            raise QueueClosed(f"queue {self.name!r} is closed")
+            raise errors.QueueClosed(f"queue {self.name!r} is closed")
         shmring_get_stats(self._ring, &st)
         cdef uint64_t there = st.write_pos - st.read_pos if st.write_pos > st.read_pos else 0
         cdef uint64_t least = max(<uint64_t>1, ROOM_BYTES // self._slot_size)
@@ -1054,7 +1058,7 @@ cdef class RingQueue:
         cdef object slots = self._reserve_slots if writable else self._view_slots
         if slots is None:
             if self._closing or self._ring == NULL:
-                raise QueueClosed(f"queue {self.name!r} is closed")
+                raise errors.QueueClosed(f"queue {self.name!r} is closed")
             capacity = shmring_capacity(self._ring)
             buf = _SlotBuffer._make(self._map, <char *>shmring_slot_payload(self._ring, 0),
                                     capacity * self._slot_size, not writable)
@@ -1168,7 +1172,7 @@ cdef class RingQueue:
         """Approximate number of messages in the queue (exact when it is quiet)."""
         cdef shmring_stats_t st
         if self._ring == NULL:
-            raise QueueClosed(f"queue {self.name!r} is closed")
+            raise errors.QueueClosed(f"queue {self.name!r} is closed")
         shmring_get_stats(self._ring, &st)
         return min(st.write_pos - st.read_pos, self._maxsize)
 
@@ -1184,7 +1188,7 @@ cdef class RingQueue:
         """Counters of the ring as a dict (a racy snapshot, exact when quiet)."""
         cdef shmring_stats_t st
         if self._ring == NULL:
-            raise QueueClosed(f"queue {self.name!r} is closed")
+            raise errors.QueueClosed(f"queue {self.name!r} is closed")
         shmring_get_stats(self._ring, &st)
         return {
             "put": st.write_pos,
@@ -1234,7 +1238,7 @@ cdef class _Span:
             raise TypeError("a view is released, not committed")
         keep = self.span.n if count is None else count
         if not 0 <= keep <= self.span.n:
-            raise ValueError(f"count must be within 0..{self.span.n}")
+            raise ValueError(f"count must be within 0..{self.span.n} (the records reserved), got {count!r}")
         self._finish(keep)
 
     def release(self):

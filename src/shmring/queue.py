@@ -10,7 +10,7 @@ import sys
 import weakref
 
 from shmring._core import RingQueue
-from shmring.errors import SegmentError
+from shmring.errors import InvalidArgument, SegmentError
 from shmring.records import check_dtype, dtype_to_schema
 
 __all__ = ["Queue", "DEFAULT_MAXSIZE", "DEFAULT_MSG_SIZE", "NAME_PREFIX"]
@@ -76,7 +76,7 @@ class Queue(RingQueue):
         _within("maxsize", maxsize, 1, MAXSIZE_MAX, "messages")
         _within("max_participants", _integer("max_participants", max_participants), 1, PARTICIPANTS_MAX)
         if not 0 <= _integer("mode", mode) <= 0o777:
-            raise ValueError(f"mode must be permission bits, 0o000 to 0o777, got {mode!r}")
+            raise InvalidArgument(f"mode must be permission bits, 0o000 to 0o777, got {mode:#o}")
         schema = None
         if dtype is not None:
             dtype = check_dtype(dtype)
@@ -87,7 +87,10 @@ class Queue(RingQueue):
         _within("msg_size", msg_size, 1, MSG_SIZE_MAX, "bytes")
         if name is None:
             name = NAME_PREFIX + secrets.token_hex(8)
-        self._open(name, True, maxsize, msg_size, mode, max_participants, recover_after, schema)
+        try:
+            self._open(name, True, maxsize, msg_size, mode, max_participants, recover_after, schema)
+        except MemoryError as e:  # say how much was asked for
+            raise type(e)(f"{e}: {_ring_size(maxsize, msg_size)}") from None
         _open_handles.add(self)
         _created_handles.add(self)
         _unlink_when_multiprocessing_ends()
@@ -141,7 +144,20 @@ def _integer(what, value):
 
 def _within(what, value, low, high, unit=""):
     if not low <= value <= high:
-        raise ValueError(f"{what} must be {low} to {high}{' ' + unit if unit else ''}, got {value}")
+        raise InvalidArgument(f"{what} must be {low} to {high}{' ' + unit if unit else ''}, got {value}")
+
+
+def _ring_size(maxsize, msg_size):
+    """What a ring of maxsize messages of msg_size bytes takes, at least (its slots)."""
+    slots = 1 << (maxsize - 1).bit_length()  # the capacity: a power of two
+    size, unit = float(slots * msg_size), "bytes"
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if size < 1024 or unit == "EiB":
+            break
+        size /= 1024
+    rounded = f" (rounded up to {slots} slots)" if slots != maxsize else ""
+    return (f"maxsize {maxsize}{rounded} of msg_size {msg_size} bytes needs at least "
+            f"{slots * msg_size} bytes ({size:.4g} {unit}) of shared memory")
 
 
 def _unpickle_queue(cls, name, maxsize, msg_size, recover_after, dtype=None, trust_writable=False):
