@@ -741,6 +741,42 @@ cdef class QueueHandle(RingHandle):
             _raise_rc(n, self.name)
         return n
 
+    @cython.final
+    cdef bint _wait_until(self, int what, object timeout) except -1:
+        """wait_readable / wait_writable: True once `what` looks true, False when
+        the timeout passed first. Recovers from the dead as a blocked claim does."""
+        cdef uint64_t deadline, recheck
+        cdef uint32_t spin = SPIN
+        cdef _Participant p
+        _deadline(True, timeout, &deadline)
+        p = self._enter()
+        try:
+            while True:
+                if shmring_wait(p.ptr, what, 0, 0) == 1:  # looks at the ring, never sleeps
+                    return True
+                if self._recover_if_stuck(what, &recheck):
+                    continue
+                if not self._wait(p, what, deadline, spin, recheck):
+                    return False
+                spin = 0
+        finally:
+            self._leave()
+
+    def wait_readable(self, timeout=None):
+        """Wait until the queue may have a message to get, at most `timeout` seconds
+        (None: as long as it takes). True: it looked readable (another consumer
+        may take the message first, so a get(block=False) after it can still raise
+        Empty); False: the timeout passed. Releases the GIL while it sleeps, raises
+        KeyboardInterrupt (or what a signal handler raises) within 50 ms, and
+        QueueClosed if the handle is closed meanwhile."""
+        return self._wait_until(SHMRING_WAIT_READABLE, timeout)
+
+    def wait_writable(self, timeout=None):
+        """Wait until the queue may have room for a message, at most `timeout`
+        seconds: True, or False when the timeout passed (as wait_readable; another
+        producer may fill the room first)."""
+        return self._wait_until(SHMRING_WAIT_WRITABLE, timeout)
+
     # ---- moving bytes ----
 
     @cython.final
@@ -966,6 +1002,24 @@ cdef class QueueHandle(RingHandle):
         cdef uint64_t deadline
         _deadline(block, timeout, &deadline)
         return self._get_one(deadline)
+
+    def put_many_bytes(self, items, block=True, timeout=None):
+        """Put every bytes-like item as one message, in order, claiming slots in
+        batches, without encoding. Every item is checked (bytes-like, fits a slot)
+        before any is put. If the queue stays full past the timeout, Full is raised
+        and its ``count`` says how many leading items were put."""
+        cdef uint64_t deadline
+        _deadline(block, timeout, &deadline)
+        self._put_many(list(items), deadline)
+
+    def get_many_bytes(self, max_items=None, block=True, timeout=None):
+        """Remove and return a list of 1..max_items messages as bytes (default: up
+        to maxsize), never decoding them. Blocks until at least one is there. A
+        slot found corrupt is a SegmentError raised by this thread's next get
+        call; the messages around it are returned."""
+        cdef uint64_t deadline
+        _deadline(block, timeout, &deadline)
+        return self._decode_batch(self._get_raw(self._how_many(max_items, "max_items"), deadline), None)
 
     # ---- the public operations: objects, through the codec ----
 
