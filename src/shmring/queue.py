@@ -140,9 +140,7 @@ class Queue(QueueHandle):
 
     # ---- records: arrays in and out, reservations and views are the binding's ----
 
-    def peek_array(self, max_items=None, block=True, timeout=None):
-        """view() for explicit use: ``v = q.peek_array(n); v.array; v.release()``."""
-        return self.view(max_items, block, timeout)
+    peek_array = QueueHandle.view  # the old name: ``v = q.peek_array(n); v.array; v.release()``
 
     def __reduce__(self):
         if self.closed:
