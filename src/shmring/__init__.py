@@ -5,31 +5,10 @@
     >>> q.put({"order": 1}); q.get()
     {'order': 1}
 """
-from shmring.errors import (
-    Empty,
-    Full,
-    MessageTooLarge,
-    QueueClosed,
-    SegmentError,
-    SegmentNotFound,
-    TooManyParticipants,
-    UntrustedSegment,
-)
+from shmring import errors
+from shmring.errors import *  # noqa: F403 (their names are errors.__all__)
 from shmring.queue import DEFAULT_MAXSIZE, DEFAULT_MSG_SIZE, Queue
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Queue",
-    "Empty",
-    "Full",
-    "MessageTooLarge",
-    "QueueClosed",
-    "SegmentError",
-    "SegmentNotFound",
-    "TooManyParticipants",
-    "UntrustedSegment",
-    "DEFAULT_MAXSIZE",
-    "DEFAULT_MSG_SIZE",
-    "__version__",
-]
+__all__ = ["Queue", "DEFAULT_MAXSIZE", "DEFAULT_MSG_SIZE", "__version__", *errors.__all__]

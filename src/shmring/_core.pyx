@@ -1,15 +1,20 @@
-"""Binding of the C ring (csrc/) for the Python Queue.
+"""Binding of the C ring (csrc/): handles and the primitives of each ring kind.
 
 Thin by design: typed handles, argument conversion, the GIL released around
-every wait, C result codes turned into exceptions in one place. Waits are
-sliced: C sleeps at most SLICE_NS, then we check signals (Ctrl-C), the deadline
-and whether the queue was closed, and go round again.
+every wait, C result codes turned into exceptions in one place (_raise_rc).
+Waits are sliced: C sleeps at most SLICE_NS, then we check signals (Ctrl-C), the
+deadline and whether the handle was closed, and go round again.
 
-Policy - defaults, names, pickling of handles, lifetime at exit - lives in
-queue.py, which subclasses RingQueue.
+RingHandle is what every ring kind shares (opening, closing, fork repair, one
+participant per thread, the mapping's lifetime); QueueHandle adds the queue's
+primitives. What a message is - pickle, bytes, numpy records - is policy, in
+codec.py, handed to the handle as callables; defaults, names, pickling of
+handles and lifetime at exit are in queue.py and lifetime.py. This module
+imports nothing from the package but shmring.errors.
 """
 from cpython.buffer cimport (
     PyBUF_C_CONTIGUOUS,
+    PyBUF_ND,
     PyBUF_SIMPLE,
     PyBUF_WRITABLE,
     PyBuffer_FillInfo,
@@ -29,19 +34,9 @@ cimport cython
 from shmring._cshmring cimport *
 
 import os
-import pickle
 import threading
 
-from shmring.errors import (
-    Empty,
-    Full,
-    MessageTooLarge,
-    QueueClosed,
-    SegmentError,
-    SegmentNotFound,
-    TooManyParticipants,
-    UntrustedSegment,
-)
+from shmring import errors  # the binding's only import from the package
 
 
 ctypedef int (*claim_fn)(shmring_participant_t *, uint32_t, int, shmring_span_t *) noexcept nogil
@@ -57,16 +52,15 @@ cdef uint64_t SLICE_NS = 50_000_000
 # and the few rounds tried first while still holding the GIL.
 cdef uint32_t SPIN = 2000
 cdef uint32_t SPIN_WITH_GIL = 50
-cdef int PICKLE_PROTOCOL = 5
 # Copies larger than this release the GIL (the claim keeps the slots ours meanwhile).
 cdef uint64_t COPY_WITHOUT_GIL = 256 * 1024
 # get_array allocates room for at least this many bytes of records before it claims.
 cdef uint64_t ROOM_BYTES = 64 * 1024
-cdef object _dumps = pickle.dumps
-cdef object _loads = pickle.loads
 
 
-cdef object _numpy = None
+# encode takes the object alone (see QueueHandle._set_codec)
+cdef object _NO_ARG = object()
+
 
 # Forks this process descends through. "Is this still the process that made
 # it?" is asked of this, not of the pid: a child in a new pid namespace can have
@@ -80,15 +74,6 @@ def _count_fork():
 
 
 os.register_at_fork(after_in_child=_count_fork)
-
-
-cdef object numpy():
-    """numpy, imported on first use: only records queues need it."""
-    global _numpy
-    if _numpy is None:
-        import numpy
-        _numpy = numpy
-    return _numpy
 
 
 def inspect(str name):
@@ -193,29 +178,43 @@ def _set_test_hook(point, seconds=0.0):
     shmring_debug_set_hook(_HOOKS[point], <uint64_t>(seconds * 1e9))
 
 
-cdef int _raise_rc(int rc, object name) except -1:
-    """Turn a SHMRING_E* code into the matching Python exception."""
+# The exception each SHMRING_E* code raises. A code not listed is one of attach's
+# validation failures (truncated, bad magic, bad offsets...): a SegmentError.
+_ERRORS = {
+    SHMRING_ESYS: errors.SystemCallError,       # OSError(errno, text): errno kept
+    SHMRING_EINVAL: errors.InvalidArgument,
+    SHMRING_ENAME: errors.InvalidArgument,
+    SHMRING_ETOOBIG: errors.InvalidArgument,
+    SHMRING_EJOIN: errors.InvalidArgument,
+    SHMRING_EINTR: errors.InvalidArgument,
+    SHMRING_ENOTFOUND: errors.SegmentNotFound,
+    SHMRING_EEXIST: errors.SegmentExists,
+    SHMRING_ELOCKFILE: errors.SegmentExists,
+    SHMRING_EPERM: errors.PermissionDenied,
+    SHMRING_ENOMEM: errors.OutOfMemory,
+    SHMRING_EFULLTABLE: errors.TooManyParticipants,
+    SHMRING_ECORRUPT: errors.SegmentError,
+    SHMRING_EUNTRUSTED: errors.UntrustedSegment,
+}
+# How their messages read where not "{what}" (the C reason, the name, the detail).
+_TEMPLATES = {
+    SHMRING_ESYS: "{strerror} ({what})",
+    SHMRING_EUNTRUSTED: "{what}; attach with allow_world_writable=True to trust it anyway",
+}
+
+
+cdef int _raise_rc(int rc, object name, str detail=None) except -1:
+    """Raise the exception of a SHMRING_E* code (see _ERRORS): the C reason, the
+    segment's name, then `detail` (what the value and the limit were) if any."""
     cdef int err = errno
     what = shmring_strerror(rc).decode()
     if name is not None:
         what = f"{what}: {name!r}"
-    if rc == SHMRING_ESYS:
-        raise OSError(err, f"{os.strerror(err)} ({what})")
-    if rc == SHMRING_ENOTFOUND:
-        raise SegmentNotFound(what)
-    if rc == SHMRING_EEXIST or rc == SHMRING_ELOCKFILE:
-        raise FileExistsError(what)
-    if rc == SHMRING_EPERM:
-        raise PermissionError(what)
-    if rc == SHMRING_ENOMEM:
-        raise MemoryError(what)
-    if rc == SHMRING_EFULLTABLE:
-        raise TooManyParticipants(what)
-    if rc == SHMRING_EUNTRUSTED:
-        raise UntrustedSegment(f"{what}; attach with allow_world_writable=True to trust it anyway")
-    if rc == SHMRING_ECORRUPT or rc <= SHMRING_ETRUNCATED:
-        raise SegmentError(what)
-    raise ValueError(what)
+    if detail:
+        what = f"{what}: {detail}"
+    cls = _ERRORS.get(rc, errors.SegmentError)
+    text = _TEMPLATES.get(rc, "{what}").format(what=what, strerror=os.strerror(err))
+    raise cls(err, text) if issubclass(cls, errors.SystemCallError) else cls(text)
 
 
 cdef inline int _deadline(object block, object timeout, uint64_t *out) except -1:
@@ -236,7 +235,7 @@ cdef int _deadline_of(object block, object timeout, uint64_t *out) except -1:
         return 0
     t = timeout
     if not t >= 0:  # also refuses NaN
-        raise ValueError("'timeout' must be a non-negative number")
+        raise ValueError(f"'timeout' must be a non-negative number of seconds or None, got {timeout!r}")
     if t > 3e8:  # ten years: forever
         out[0] = UINT64_MAX
     else:
@@ -342,8 +341,11 @@ cdef class _Participant:
 
 
 @cython.no_gc_clear
-cdef class RingQueue:
-    """The hot paths of shmring.Queue (see queue.py for the documented API)."""
+cdef class RingHandle:
+    """What a handle on any ring kind is: this process's mapping of one ring, its
+    name and ownership, the participant of each thread, fork repair, and the
+    accounting that lets close() wait for the calls in flight. A ring kind's
+    handle (QueueHandle) adds its primitives on top."""
     cdef _Mapping _map
     cdef shmring_t *_ring            # == _map.ring while open
     cdef uint64_t _slot_size
@@ -353,77 +355,66 @@ cdef class RingQueue:
     cdef long _creator_pid
     cdef bint _unlinked
     cdef bint _closing
+    cdef bint _records               # fixed-size records (a schema in the segment)
+    cdef bytes _schema               # the segment's record schema (records rings), else None
     cdef int _active                 # operations in flight (they may be waiting without the GIL)
-    cdef uint64_t _recover_after_ns  # stuck this long behind an unfinished claim: recover
-    cdef uint64_t _stuck_pos[2]      # where readers [0] / writers [1] were last seen stuck
-    cdef uint64_t _stuck_since[2]    # since when (0: not stuck)
-    # participant of the first thread that used the queue, then one per other thread
+    # participant of the first thread that used the handle, then one per other thread
     cdef unsigned long _tid0
     cdef _Participant _part0
     cdef object _local
     cdef long _fork                  # _forks when this process got the handle (a child's fork hook moves it)
-    cdef bint _records               # fixed-size records of `dtype`
-    cdef readonly object dtype       # numpy dtype of a records queue, else None
-    cdef object _dtype_ok            # the last array dtype found equal to it (comparing is slow)
-    cdef object _view_slots          # records: arrays over the whole payload area,
-    cdef object _reserve_slots       # read-only for view(), writable for reserve()
+    # objects over the payload area that a ring kind makes once per handle (the
+    # arrays that views / reservations slice): dropped at close, in this class so
+    # that __dealloc__ needs no subclass's fields (Cython has cleared them by then)
+    cdef object _view_slots          # read-only
+    cdef object _reserve_slots       # writable
     cdef object __weakref__
 
     # ---- opening and closing ----
 
-    def _open(self, str name, bint create, uint64_t maxsize=0, uint64_t msg_size=0,
-              uint32_t mode=0o600, uint32_t max_participants=0, recover_after=0.1,
-              str schema=None, bint trust_writable=False):
-        cdef shmring_params_t params
+    @cython.final
+    cdef int _open_ring(self, str name, uint32_t kind, bint create, shmring_params_t *params,
+                        bint trust_writable) except -1:
+        """Create (from *params) or attach the ring `name`, then join it from this thread."""
         cdef shmring_t *ring = NULL
         cdef int rc
-        cdef bytes schema_bytes
         cdef bytes cname = _segment_name(name)
         if self._map is not None:
             raise RuntimeError(f"queue {self.name!r} is open already: a handle opens one ring, once")
-        self._recover_after_ns = _recover_after_ns(recover_after)
         if create:
-            schema_bytes = schema.encode() if schema is not None else b""
-            params.slot_size = msg_size
-            params.maxsize = maxsize
-            params.kind = SHMRING_KIND_QUEUE
-            params.max_participants = max_participants
-            params.mode = mode
-            params.records = schema is not None
-            params.schema = schema_bytes
-            rc = shmring_create(cname, &params, &ring)
+            rc = shmring_create(cname, params, &ring)
         else:
-            rc = shmring_attach(cname, SHMRING_KIND_QUEUE, SHMRING_ATTACH_TRUST_WRITABLE if trust_writable else 0,
-                                &ring)
+            rc = shmring_attach(cname, kind, SHMRING_ATTACH_TRUST_WRITABLE if trust_writable else 0, &ring)
         if rc != SHMRING_OK:
             _raise_rc(rc, name)
         self._map = _Mapping()
         self._map.ring = ring
         self._ring = ring
-        shmring_get_params(ring, &params)
+        shmring_get_params(ring, params)
         self._slot_size = params.slot_size
         self._maxsize = params.maxsize
         self._records = params.records
+        self._schema = params.schema if params.records else None
         self._cname = cname
         self._owner = create
         self._creator_pid = getpid()
         self._fork = _forks
         self._local = threading.local()
         try:
-            if self._records:
-                from shmring.records import schema_to_dtype
-                self.dtype = schema_to_dtype(params.schema, self._slot_size, name)
             self._me_slow()  # register this thread now: attached means present
         except BaseException:
             self._unlink_if_owner()
-            self._finish_close()
+            self._finish_close()  # nobody else has the handle yet
             raise
+        return 0
 
+    @cython.final
     cdef void _unlink_if_owner(self) noexcept:
         if self._owner and not self._unlinked and getpid() == self._creator_pid and self._ring != NULL:
             shmring_remove(self._ring)  # only our segment: its name may be another ring's by now
             self._unlinked = True
 
+    @cython.final
     cdef void _finish_close(self) noexcept:
         self._ring = NULL
         self._tid0 = 0
@@ -473,7 +464,7 @@ cdef class RingQueue:
             return
         try:
             self._me_slow()  # present at once; a full table is reported at first use
-        except TooManyParticipants:
+        except errors.TooManyParticipants:
             pass
 
     def __dealloc__(self):
@@ -491,11 +482,6 @@ cdef class RingQueue:
         return self._maxsize
 
     @property
-    def recover_after(self):
-        """Seconds a blocked call waits before recovering from dead participants."""
-        return self._recover_after_ns / 1e9
-
-    @property
     def msg_size(self):
         """Largest encoded message in bytes."""
         return self._slot_size
@@ -505,8 +491,14 @@ cdef class RingQueue:
         """Name of the shared-memory segment (without the leading '/')."""
         return self._cname[1:].decode("ascii") if self._cname is not None else None
 
+    @property
+    def _schema_bytes(self):
+        """The record schema the segment holds (a records ring), else None."""
+        return self._schema
+
     # ---- participants and in-flight accounting ----
 
+    @cython.final
     cdef _Participant _join(self):
         cdef _Participant p = _Participant.__new__(_Participant)
         cdef int rc = shmring_participant_join(self._ring, &p.ptr)
@@ -515,6 +507,7 @@ cdef class RingQueue:
         p.mapping = self._map
         return p
 
+    @cython.final
     cdef _Participant _me_slow(self):
         cdef _Participant p
         if self._part0 is None:
@@ -528,12 +521,14 @@ cdef class RingQueue:
             self._local.participant = p
         return p
 
+    @cython.final
     cdef inline _Participant _me(self):
         """This thread's participant (joining at first use)."""
         if PyThread_get_thread_ident() == self._tid0:
             return self._part0
         return self._me_slow()
 
+    @cython.final
     cdef inline _Participant _enter(self):
         """Start an operation: this thread's participant; close() waits for us."""
         cdef _Participant p = self._part0
@@ -544,10 +539,11 @@ cdef class RingQueue:
             return p
         return self._enter_checked()
 
+    @cython.final
     cdef _Participant _enter_checked(self):
         cdef _Participant p
         if self._closing or self._ring == NULL:
-            raise QueueClosed(f"queue {self.name!r} is closed")
+            raise errors.QueueClosed(f"queue {self.name!r} is closed")
         p = self._me()
         if p.holding:
             raise RuntimeError(
@@ -556,11 +552,13 @@ cdef class RingQueue:
         self._active += 1
         return p
 
+    @cython.final
     cdef inline void _leave(self) noexcept:
         self._active -= 1
         if self._closing and self._active == 0:
             self._finish_close()
 
+    @cython.final
     cdef int _wait(self, _Participant p, int what, uint64_t deadline, uint32_t spin,
                    uint64_t wake_by) except -1:
         """Wait one slice for `what`, at most until wake_by (0: no bound).
@@ -577,9 +575,114 @@ cdef class RingQueue:
             shmring_wait(me, what, slice_ns, spin)
         PyErr_CheckSignals()
         if self._closing:
-            raise QueueClosed(f"queue {self.name!r} was closed while waiting")
+            raise errors.QueueClosed(f"queue {self.name!r} was closed while waiting")
         return 1
 
+    @cython.final
+    cdef inline void _count_lost(self, uint64_t n) noexcept:
+        """Messages this process took and could not hand out (out of memory, Ctrl-C):
+        lost, for stats() and join() to see, as if a consumer had died holding them."""
+        if n and self._ring != NULL:
+            shmring_count_lost(self._ring, n)
+
+    @cython.final
+    cdef Py_ssize_t _how_many(self, object n, str what) except -1:
+        """A count of messages asked for: an integer of at least 1 (None: maxsize)."""
+        if n is None:
+            return self._maxsize
+        if isinstance(n, bool) or not hasattr(n, "__index__"):
+            raise TypeError(f"'{what}' must be an integer, got {n!r}")
+        n = n.__index__()
+        if n < 1:
+            raise ValueError(f"'{what}' must be at least 1, got {n}")
+        return min(n, PY_SSIZE_T_MAX)
+
+
+@cython.no_gc_clear
+cdef class QueueHandle(RingHandle):
+    """The queue's primitives on a RingHandle: messages as bytes one and many,
+    records in and out of a caller's buffer, reservations and views of
+    consecutive slots, task_done/join, sizes, waiting. What a message *is* comes
+    from above: the layer over this one hands over a codec's encode/decode
+    callables (_set_codec) and, for records rings, how to make arrays over the
+    slots (_set_slot_arrays). Nothing here knows pickle or numpy."""
+    cdef uint64_t _recover_after_ns  # stuck this long behind an unfinished claim: recover
+    cdef uint64_t _stuck_pos[2]      # where readers [0] / writers [1] were last seen stuck
+    cdef uint64_t _stuck_since[2]    # since when (0: not stuck)
+    # the codec's single-message callables: encode(obj[, encode_arg]) -> bytes, decode(bytes) -> obj
+    cdef object _encode
+    cdef object _encode_arg          # _NO_ARG: encode takes the object alone
+    cdef object _decode
+    # records rings (see _set_records): the codec's check, allocation, trim; the
+    # array type and dtype object it vouches for; make_slots, seal for spans
+    cdef object _rec_check
+    cdef object _rec_new
+    cdef object _rec_trim
+    cdef object _rec_type
+    cdef object _rec_dtype
+    cdef object _rec_seen            # the last other dtype object an array passed check() with
+    cdef object _make_slots
+    cdef object _seal
+
+    def _open(self, str name, bint create, uint64_t maxsize=0, uint64_t msg_size=0,
+              uint32_t mode=0o600, uint32_t max_participants=0, recover_after=0.1,
+              str schema=None, bint trust_writable=False):
+        """Create (create=True: maxsize, msg_size, mode, max_participants, schema of
+        a records ring) or attach queue `name`."""
+        cdef shmring_params_t params
+        cdef bytes schema_bytes = schema.encode() if schema is not None else b""
+        if self._map is not None:
+            raise RuntimeError(f"queue {self.name!r} is open already: a handle opens one ring, once")
+        self._recover_after_ns = _recover_after_ns(recover_after)
+        params.slot_size = msg_size
+        params.maxsize = maxsize
+        params.kind = SHMRING_KIND_QUEUE
+        params.max_participants = max_participants
+        params.mode = mode
+        params.records = schema is not None
+        params.schema = schema_bytes
+        self._open_ring(name, SHMRING_KIND_QUEUE, create, &params, trust_writable)
+
+    def _set_codec(self, encode, decode, encode_arg=_NO_ARG):
+        """What put/get (and put_many/get_many) do with objects: `encode(obj,
+        encode_arg)` (or `encode(obj)`) returns the message's bytes, `decode(raw)`
+        the object. Called from here, they cost one C-level call each (a
+        functools.partial with a keyword would cost a dict per call)."""
+        if not callable(encode) or not callable(decode):
+            raise TypeError(f"encode and decode must be callable, got {encode!r} and {decode!r}")
+        self._encode, self._decode, self._encode_arg = encode, decode, encode_arg
+
+    def _set_records(self, *, check, new, trim, array_type, dtype, make_slots, seal):
+        """What records are, for a records ring (the codec's policy, as callables):
+
+        - ``check(arr)``: raise TypeError / ValueError naming what is wrong, or
+          return arr as a C-contiguous 1-D array of records (copied if need be);
+          ``type(arr) is array_type and arr.dtype is dtype`` (that very object)
+          with a 1-D C-contiguous buffer is taken as checked;
+        - ``new(count, dtype)``: a new writable array of `count` records;
+          ``trim(arr, count)``: arr cut to its first `count` records;
+        - ``make_slots(buffer, count)``: once per handle and way, a sliceable over
+          the `count` slots of a buffer over the payload area (read-only for
+          views, writable for reservations); ``seal(part)``: called on a
+          reservation's slice once it is committed (to mark it read-only).
+        """
+        for what, fn in (("check", check), ("new", new), ("trim", trim), ("make_slots", make_slots),
+                         ("seal", seal)):
+            if not callable(fn):
+                raise TypeError(f"{what} must be callable, got {fn!r}")
+        if not isinstance(array_type, type):
+            raise TypeError(f"array_type must be a type, got {array_type!r}")
+        self._records_only("_set_records()")
+        self._rec_check, self._rec_new, self._rec_trim = check, new, trim
+        self._rec_type, self._rec_dtype = array_type, dtype
+        self._make_slots, self._seal = make_slots, seal
+
+    @property
+    def recover_after(self):
+        """Seconds a blocked call waits before recovering from dead participants."""
+        return self._recover_after_ns / 1e9
+
+    @cython.final
     cdef bint _recover_if_stuck(self, int what, uint64_t *recheck):
         """Called when a claim found nothing. If what we wait for is held by an
         unfinished claim, at the same position for recover_after (across calls:
@@ -606,6 +709,7 @@ cdef class RingQueue:
 
     # ---- claiming (blocking as asked) ----
 
+    @cython.final
     cdef int _claim(self, bint put, _Participant p, uint32_t max_n, shmring_span_t *span,
                     uint64_t deadline, Py_ssize_t done, int flags=0) except -1:
         """Claim 1..max_n slots to write (put) or messages to read, waiting as asked.
@@ -629,24 +733,59 @@ cdef class RingQueue:
                     break
             if not self._wait(p, what, deadline, spin, recheck):
                 if put:
-                    raise Full(f"queue {self.name!r} is full", done)
-                raise Empty(f"queue {self.name!r} is empty")
+                    raise errors.Full(f"queue {self.name!r} is full", done)
+                raise errors.Empty(f"queue {self.name!r} is empty")
             spin = 0
             n = claim(p.ptr, max_n, flags, span)
         if n < 0:
             _raise_rc(n, self.name)
         return n
 
+    @cython.final
+    cdef bint _wait_until(self, int what, object timeout) except -1:
+        """wait_readable / wait_writable: True once `what` looks true, False when
+        the timeout passed first. Recovers from the dead as a blocked claim does."""
+        cdef uint64_t deadline, recheck
+        cdef uint32_t spin = SPIN
+        cdef _Participant p
+        _deadline(True, timeout, &deadline)
+        p = self._enter()
+        try:
+            while True:
+                if shmring_wait(p.ptr, what, 0, 0) == 1:  # looks at the ring, never sleeps
+                    return True
+                if self._recover_if_stuck(what, &recheck):
+                    continue
+                if not self._wait(p, what, deadline, spin, recheck):
+                    return False
+                spin = 0
+        finally:
+            self._leave()
+
+    def wait_readable(self, timeout=None):
+        """Wait until the queue may have a message to get, at most `timeout` seconds
+        (None: as long as it takes). True: it looked readable (another consumer
+        may take the message first, so a get(block=False) after it can still raise
+        Empty); False: the timeout passed. Releases the GIL while it sleeps, raises
+        KeyboardInterrupt (or what a signal handler raises) within 50 ms, and
+        QueueClosed if the handle is closed meanwhile."""
+        return self._wait_until(SHMRING_WAIT_READABLE, timeout)
+
+    def wait_writable(self, timeout=None):
+        """Wait until the queue may have room for a message, at most `timeout`
+        seconds: True, or False when the timeout passed (as wait_readable; another
+        producer may fill the room first)."""
+        return self._wait_until(SHMRING_WAIT_WRITABLE, timeout)
+
     # ---- moving bytes ----
 
     @cython.final
     cdef int _put_one(self, const char *data, Py_ssize_t size, uint64_t deadline) except -1:
         cdef shmring_span_t span
-        cdef _Participant p
-        if <uint64_t>size > self._slot_size:
-            raise MessageTooLarge(size, self._slot_size)
-        p = self._enter()
+        cdef _Participant p = self._enter()  # first: a closed (or never opened) handle says so
         try:
+            if <uint64_t>size > self._slot_size:
+                raise errors.MessageTooLarge(size, self._slot_size)
             # the common case in one C call: room now, claimed, filled and committed
             if shmring_put(p.ptr, data, size) <= 0:
                 self._claim(True, p, 1, &span, deadline, 0)
@@ -657,6 +796,24 @@ cdef class RingQueue:
             self._leave()
         return 0
 
+    @cython.final
+    cdef int _put_buffer(self, object data, uint64_t deadline) except -1:
+        """Put any bytes-like object as one message (a non-contiguous one copied first)."""
+        cdef Py_buffer view
+        if type(data) is bytes:
+            return self._put_one(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), deadline)
+        try:
+            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        except BufferError:  # not contiguous: copy it in C order
+            data = memoryview(data).tobytes()
+            return self._put_one(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), deadline)
+        try:
+            self._put_one(<const char *>view.buf, view.len, deadline)
+        finally:
+            PyBuffer_Release(&view)
+        return 0
+
+    @cython.final
     cdef int _put_many(self, list encoded, uint64_t deadline) except -1:
         """Put bytes objects in order, in batches; all are checked before any is put."""
         cdef Py_ssize_t total = len(encoded), done = 0, i, size
@@ -665,9 +822,11 @@ cdef class RingQueue:
         cdef _Participant p
         cdef bytes b
         for i in range(total):
+            if type(encoded[i]) is not bytes:
+                encoded[i] = _as_bytes(encoded[i], i)
             size = PyBytes_GET_SIZE(encoded[i])
             if <uint64_t>size > self._slot_size:
-                raise MessageTooLarge(size, self._slot_size)
+                raise errors.MessageTooLarge(size, self._slot_size)
         if total == 0:
             return 0
         p = self._enter()
@@ -685,23 +844,6 @@ cdef class RingQueue:
         finally:
             self._leave()
         return 0
-
-    cdef Py_ssize_t _how_many(self, object n, str what) except -1:
-        """A count of messages asked for: an integer of at least 1 (None: maxsize)."""
-        if n is None:
-            return self._maxsize
-        if isinstance(n, bool) or not hasattr(n, "__index__"):
-            raise TypeError(f"'{what}' must be an integer, got {n!r}")
-        n = n.__index__()
-        if n < 1:
-            raise ValueError(f"'{what}' must be at least 1, got {n}")
-        return min(n, PY_SSIZE_T_MAX)
-
-    cdef inline void _count_lost(self, uint64_t n) noexcept:
-        """Messages this process took and could not hand out (out of memory, Ctrl-C):
-        lost, for stats() and join() to see, as if a consumer had died holding them."""
-        if n and self._ring != NULL:
-            shmring_count_lost(self._ring, n)
 
     @cython.final
     cdef object _get_one(self, uint64_t deadline):
@@ -730,12 +872,13 @@ cdef class RingQueue:
             _raise_rc(<int>size, self.name)  # this message's turn: the others are intact
         return raw
 
+    @cython.final
     cdef int _take(self, _Participant p, shmring_span_t *span, list out) except -1:
         """Copy the claimed messages into new bytes objects, then release the slots.
 
         A slot with an impossible length becomes a SegmentError in `out`, raised
-        in its turn (see _decode), so the messages around it survive. If copying
-        fails (out of memory), what this call took is counted lost.
+        in its turn (see _decode_batch), so the messages around it survive. If
+        copying fails (out of memory), what this call took is counted lost.
         """
         cdef uint32_t k
         cdef int64_t size
@@ -745,7 +888,7 @@ cdef class RingQueue:
             for k in range(span.n):
                 size = shmring_slot_len(self._ring, span.pos + k)
                 if size < 0:
-                    out.append(SegmentError(f"{shmring_strerror(<int>size).decode()}: {self.name!r}"))
+                    out.append(errors.SegmentError(f"{shmring_strerror(<int>size).decode()}: {self.name!r}"))
                 else:
                     out.append(PyBytes_FromStringAndSize(
                         <char *>shmring_slot_payload(self._ring, span.pos + k), size))
@@ -758,6 +901,7 @@ cdef class RingQueue:
         p.holding = False
         return 0
 
+    @cython.final
     cdef list _get_raw(self, Py_ssize_t limit, uint64_t deadline):
         """1..limit messages as bytes (or SegmentError markers), waiting as asked."""
         cdef shmring_span_t span
@@ -778,165 +922,174 @@ cdef class RingQueue:
             self._leave()
         return out
 
-    cdef list _decode(self, list raw):
-        """Unpickle a batch in order. A message that fails is not fatal to the
-        others: they are returned, and its error is raised by this thread's next
-        get call (at once if it was the only one). Nothing is kept but errors. An
-        interruption (Ctrl-C) is raised at once, and the messages of the batch it
-        would have returned are counted lost (they are out of the ring)."""
-        cdef list out = [], errors = []
+    @cython.final
+    cdef list _decode_batch(self, list raw, object decode):
+        """Decode a batch in order (decode None: keep the bytes). A message that
+        fails is not fatal to the others: they are returned, and its error is
+        raised by this thread's next get call (at once if it was the only one).
+        Nothing is kept but errors. An interruption (Ctrl-C) is raised at once,
+        and the messages of the batch it would have returned are counted lost
+        (they are out of the ring)."""
+        cdef list out = [], failed = []
         cdef Py_ssize_t i
         for i in range(len(raw)):
             item = raw[i]
             try:
                 if isinstance(item, BaseException):
                     raise item
-                out.append(_loads(item))
+                out.append(item if decode is None else decode(item))
             except Exception as e:
-                errors.append(e)
+                failed.append(e)
             except BaseException:
-                self._defer(errors)
-                self._count_lost(len(raw) - len(errors))
+                self._defer(failed)
+                self._count_lost(len(raw) - len(failed))
                 raise
-        if errors:
+        if failed:
             if not out:
-                first = errors.pop(0)
-                self._defer(errors)
+                first = failed.pop(0)
+                self._defer(failed)
                 raise first
-            self._defer(errors)
+            self._defer(failed)
         return out
 
-    cdef int _defer(self, list errors) except -1:
+    @cython.final
+    cdef int _defer(self, list failed) except -1:
         cdef _Participant p
-        if errors and self._ring != NULL:
+        if failed and self._ring != NULL:
             p = self._me()
             if p.deferred is None:
                 p.deferred = []
-            p.deferred.extend(errors)
+            p.deferred.extend(failed)
         return 0
 
-    # ---- the public operations ----
-
-    def put_bytes(self, data, block=True, timeout=None):
-        """Put a bytes-like object as one message, without pickling."""
-        cdef uint64_t deadline
-        cdef Py_buffer view
-        _deadline(block, timeout, &deadline)
-        if type(data) is bytes:
-            self._put_one(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), deadline)
-            return
-        try:
-            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-        except BufferError:  # not contiguous: copy it in C order
-            data = memoryview(data).tobytes()
-            self._put_one(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), deadline)
-            return
-        try:
-            self._put_one(<const char *>view.buf, view.len, deadline)
-        finally:
-            PyBuffer_Release(&view)
-
-    def get_bytes(self, block=True, timeout=None):
-        """Remove and return one message as bytes (put with put_bytes)."""
-        cdef uint64_t deadline
-        _deadline(block, timeout, &deadline)
-        return self._get_one(deadline)
-
-    cdef bytes _encode(self, obj):
-        """One message: a pickle, or a record of a records queue."""
-        if not self._records:
-            return _dumps(obj, PICKLE_PROTOCOL)
-        np = numpy()
-        if isinstance(obj, (np.ndarray, np.generic)) and obj.dtype != self.dtype:
-            raise TypeError(f"record of dtype {obj.dtype} put into a queue of {self.dtype}")
-        data = np.asarray(obj, dtype=self.dtype).tobytes()
-        if len(data) != self._slot_size:
-            raise ValueError("put() takes one record; use put_array() for many")
-        return data
-
+    @cython.final
     cdef object _decode_one(self, bytes raw):
         """The object of one message taken from the ring: an error in decoding
         is this message's, raised in its turn; an interruption loses it (counted)."""
         try:
-            if not self._records:
-                return _loads(raw)
-            return numpy().frombuffer(raw, self.dtype)[0]
+            return self._decode(raw)
         except Exception:
             raise
         except BaseException:
             self._count_lost(1)
             raise
 
-    def put(self, obj, block=True, timeout=None):
-        """Put one object (pickled, protocol 5), or one record of a records queue."""
+    @cython.final
+    cdef inline object _encoded(self, obj):
+        if self._encode_arg is _NO_ARG:
+            return self._encode(obj)
+        return self._encode(obj, self._encode_arg)
+
+    @cython.final
+    cdef inline int _codec_set(self) except -1:
+        if self._encode is None:
+            raise TypeError("this handle has no codec: put/get need one (shmring.Queue sets it)")
+        return 0
+
+    # ---- the public operations: bytes ----
+
+    def put_bytes(self, data, block=True, timeout=None):
+        """Put a bytes-like object as one message, without encoding it."""
         cdef uint64_t deadline
         _deadline(block, timeout, &deadline)
-        data = self._encode(obj)
-        self._put_one(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), deadline)
+        if type(data) is bytes:
+            self._put_one(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), deadline)
+            return
+        self._put_buffer(data, deadline)
+
+    def get_bytes(self, block=True, timeout=None):
+        """Remove and return one message as bytes, without decoding it."""
+        cdef uint64_t deadline
+        _deadline(block, timeout, &deadline)
+        return self._get_one(deadline)
+
+    def put_many_bytes(self, items, block=True, timeout=None):
+        """Put every bytes-like item as one message, in order, claiming slots in
+        batches, without encoding. Every item is checked (bytes-like, fits a slot)
+        before any is put. If the queue stays full past the timeout, Full is raised
+        and its ``count`` says how many leading items were put."""
+        cdef uint64_t deadline
+        _deadline(block, timeout, &deadline)
+        self._put_many(list(items), deadline)
+
+    def get_many_bytes(self, max_items=None, block=True, timeout=None):
+        """Remove and return a list of 1..max_items messages as bytes (default: up
+        to maxsize), never decoding them. Blocks until at least one is there. A
+        slot found corrupt is a SegmentError raised by this thread's next get
+        call; the messages around it are returned."""
+        cdef uint64_t deadline
+        _deadline(block, timeout, &deadline)
+        return self._decode_batch(self._get_raw(self._how_many(max_items, "max_items"), deadline), None)
+
+    # ---- the public operations: objects, through the codec ----
+
+    def put(self, obj, block=True, timeout=None):
+        """Put one object, encoded by the queue's codec."""
+        cdef uint64_t deadline
+        _deadline(block, timeout, &deadline)
+        self._codec_set()
+        data = self._encoded(obj)
+        if type(data) is bytes:
+            self._put_one(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), deadline)
+        else:
+            self._put_buffer(data, deadline)
 
     def get(self, block=True, timeout=None):
-        """Remove and return one object (a numpy scalar from a records queue)."""
+        """Remove and return one object, decoded by the queue's codec."""
         cdef uint64_t deadline
         _deadline(block, timeout, &deadline)
+        self._codec_set()
         return self._decode_one(self._get_one(deadline))
 
     def put_nowait(self, obj):
         """put(obj, block=False)."""
-        data = self._encode(obj)
-        self._put_one(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), 0)
+        self._codec_set()
+        data = self._encoded(obj)
+        if type(data) is bytes:
+            self._put_one(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), 0)
+        else:
+            self._put_buffer(data, 0)
 
     def get_nowait(self):
         """get(block=False)."""
+        self._codec_set()
         return self._decode_one(self._get_one(0))
 
     def put_many(self, items, block=True, timeout=None):
-        """Put every item, in order, claiming slots in batches.
+        """Put every item, in order, claiming slots in batches; every item is
+        encoded before any is put.
 
         If the queue stays full past the timeout, Full is raised and its
         ``count`` says how many leading items were put.
         """
         cdef uint64_t deadline
-        if self._records:
-            return self.put_array(numpy().array(list(items), dtype=self.dtype), block, timeout)
         _deadline(block, timeout, &deadline)
-        self._put_many([_dumps(item, PICKLE_PROTOCOL) for item in items], deadline)
+        self._codec_set()
+        if self._encode_arg is _NO_ARG:
+            self._put_many([self._encode(item) for item in items], deadline)
+        else:
+            self._put_many([self._encode(item, self._encode_arg) for item in items], deadline)
 
     def get_many(self, max_items=None, block=True, timeout=None):
         """Remove and return a list of 1..max_items objects (default: up to maxsize).
 
-        Blocks until at least one is there; returns what is there then.
+        Blocks until at least one is there; returns what is there then. A message
+        that fails to decode does not lose the others: they are returned, and its
+        error is raised by this thread's next get call.
         """
         cdef uint64_t deadline
-        if self._records:
-            arr = self.get_array(max_items, block, timeout)
-            try:
-                return list(arr)
-            except BaseException:
-                self._count_lost(len(arr))
-                raise
         _deadline(block, timeout, &deadline)
-        return self._decode(self._get_raw(self._how_many(max_items, "max_items"), deadline))
+        self._codec_set()
+        return self._decode_batch(self._get_raw(self._how_many(max_items, "max_items"), deadline), self._decode)
 
-    # ---- records: arrays in, arrays out, zero-copy views ----
+    # ---- records: in and out of a caller's buffer, reservations and views ----
 
+    @cython.final
     cdef object _records_only(self, what):
         if not self._records:
             raise TypeError(f"{what} needs a records queue: Queue(maxsize, dtype=...)")
 
-    cdef object _as_records(self, arr):
-        """arr as a C-contiguous 1-D array of exactly our dtype (copied if not contiguous)."""
-        np = numpy()
-        if not isinstance(arr, np.ndarray):
-            raise TypeError(f"expected a numpy array of {self.dtype}, got {type(arr).__name__}")
-        dt = arr.dtype
-        if dt is not self._dtype_ok:
-            if dt != self.dtype:
-                raise TypeError(f"array of dtype {dt} put into a queue of {self.dtype}")
-            self._dtype_ok = dt
-        if arr.ndim != 1:
-            raise ValueError(f"expected a 1-D array of records, got {arr.ndim} dimensions")
-        return np.ascontiguousarray(arr)
-
+    @cython.final
     cdef void _copy(self, shmring_span_t *span, char *buf, bint into_ring) noexcept:
         cdef shmring_t *ring = self._ring
         if span.n * self._slot_size > COPY_WITHOUT_GIL:
@@ -944,6 +1097,82 @@ cdef class RingQueue:
                 shmring_copy_span(ring, span, buf, into_ring)
         else:
             shmring_copy_span(ring, span, buf, into_ring)
+
+    @cython.final
+    cdef bint _known_records(self, object arr, Py_buffer *view, int flags) except -1:
+        """The fast way in: an array of the very type and dtype object the codec
+        vouched for (_set_records), 1-D and C-contiguous, gets its buffer at once.
+        False: not that (no buffer held); the codec's check decides."""
+        if type(arr) is not self._rec_type or self._rec_type is None:
+            return False
+        dt = arr.dtype
+        if dt is not self._rec_dtype and dt is not self._rec_seen:
+            return False
+        try:
+            PyObject_GetBuffer(arr, view, flags | PyBUF_ND)
+        except (BufferError, ValueError):
+            return False
+        if view.ndim != 1:
+            PyBuffer_Release(view)
+            return False
+        return True
+
+    @cython.final
+    cdef int _put_view(self, Py_buffer *view, uint64_t deadline) except -1:
+        """Put the records of a C-contiguous buffer, streaming as space frees."""
+        cdef shmring_span_t span
+        cdef Py_ssize_t total, done = 0
+        cdef _Participant p
+        if <uint64_t>view.len % self._slot_size:
+            raise ValueError(f"a buffer of {view.len} bytes is not a whole number of "
+                             f"{self._slot_size}-byte records")
+        total = <Py_ssize_t>(<uint64_t>view.len // self._slot_size)
+        if total == 0:
+            return 0
+        p = self._enter()
+        try:
+            while done < total:
+                self._claim(True, p, <uint32_t>min(total - done, UINT32_MAX), &span, deadline, done)
+                self._copy(&span, <char *>view.buf + done * self._slot_size, True)
+                done += span.n
+                shmring_put_commit(p.ptr, &span)
+        finally:
+            self._leave()
+        return 0
+
+    @cython.final
+    cdef Py_ssize_t _take_view(self, Py_buffer *view, Py_ssize_t limit, uint64_t deadline, bint fill) except -1:
+        """Take 1..limit records into a writable buffer from its start; how many.
+        One claim, or with fill further claims of what else is there, never waiting."""
+        cdef shmring_span_t span
+        cdef Py_ssize_t got = 0
+        cdef _Participant p
+        if limit < 1:
+            raise ValueError(f"'max_items' (and len(out)) must be at least 1, got {limit}")
+        if <uint64_t>view.len < <uint64_t>limit * self._slot_size:
+            raise ValueError(f"a buffer of {view.len} bytes has no room for {limit} records of "
+                             f"{self._slot_size} bytes")
+        p = self._enter()
+        try:
+            self._claim(False, p, <uint32_t>min(limit, UINT32_MAX), &span, deadline, 0)
+            while True:
+                self._copy(&span, <char *>view.buf + got * self._slot_size, False)
+                shmring_get_release(p.ptr, &span)
+                got += span.n
+                if not fill or got >= limit or shmring_get_claim(
+                        p.ptr, <uint32_t>min(limit - got, UINT32_MAX), 0, &span) <= 0:
+                    break
+        finally:
+            self._leave()
+        return got
+
+    @cython.final
+    cdef int _writable_view(self, object out, Py_buffer *view) except -1:
+        try:
+            PyObject_GetBuffer(out, view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+        except (BufferError, ValueError):
+            raise ValueError("out= must be a writable array (it is filled in place)") from None
+        return 0
 
     def put_array(self, arr, block=True, timeout=None):
         """Put every record of a 1-D array of the queue's dtype, in order.
@@ -955,26 +1184,15 @@ cdef class RingQueue:
         """
         cdef uint64_t deadline
         cdef Py_buffer view
-        cdef shmring_span_t span
-        cdef Py_ssize_t total, done = 0
-        cdef _Participant p
         self._records_only("put_array()")
         _deadline(block, timeout, &deadline)
-        arr = self._as_records(arr)
-        total = len(arr)
-        if total == 0:
-            return
-        PyObject_GetBuffer(arr, &view, PyBUF_C_CONTIGUOUS)
+        if not self._known_records(arr, &view, PyBUF_C_CONTIGUOUS):
+            checked = self._rec_check(arr)  # raises, or a C-contiguous 1-D array of the dtype
+            if checked is arr and type(arr) is self._rec_type:
+                self._rec_seen = arr.dtype  # equal to ours: the next one goes the fast way
+            PyObject_GetBuffer(checked, &view, PyBUF_C_CONTIGUOUS)
         try:
-            p = self._enter()
-            try:
-                while done < total:
-                    self._claim(True, p, <uint32_t>min(total - done, UINT32_MAX), &span, deadline, done)
-                    self._copy(&span, <char *>view.buf + done * self._slot_size, True)
-                    shmring_put_commit(p.ptr, &span)
-                    done += span.n
-            finally:
-                self._leave()
+            self._put_view(&view, deadline)
         finally:
             PyBuffer_Release(&view)
 
@@ -986,110 +1204,129 @@ cdef class RingQueue:
         """
         cdef uint64_t deadline
         cdef Py_buffer view
-        cdef shmring_span_t span
-        cdef Py_ssize_t limit, got = 0
-        cdef _Participant p
-        cdef bint fill = out is not None
+        cdef Py_ssize_t limit, got
         self._records_only("get_array()")
         _deadline(block, timeout, &deadline)
         # Everything that can fail is done before claiming: nothing is taken then.
-        if fill:
-            if out is not self._as_records(out):
-                raise ValueError("out= must be C-contiguous (it is filled in place)")
-            limit = len(out) if max_items is None else min(self._how_many(max_items, "max_items"), len(out))
-        else:
-            limit = self._how_many(max_items, "max_items")
-        if limit < 1:
-            raise ValueError(f"'max_items' (and len(out)) must be at least 1, got {limit}")
-        if not fill:  # room for what is there (some at least, to wait for), trimmed after
-            out = numpy().empty(self._room_for(limit), self.dtype)
-            limit = len(out)  # never claim more than there is room for
-        try:
-            PyObject_GetBuffer(out, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
-        except (BufferError, ValueError):
-            raise ValueError("out= must be a writable array (it is filled in place)") from None
-        try:
-            p = self._enter()
+        if out is not None:
+            if not self._known_records(out, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS):
+                if out is not self._rec_check(out):
+                    raise ValueError("out= must be C-contiguous (it is filled in place)")
+                self._writable_view(out, &view)
+                if type(out) is self._rec_type:
+                    self._rec_seen = out.dtype
             try:
-                self._claim(False, p, <uint32_t>min(limit, UINT32_MAX), &span, deadline, 0)
-                while True:
-                    self._copy(&span, <char *>view.buf + got * self._slot_size, False)
-                    shmring_get_release(p.ptr, &span)
-                    got += span.n
-                    # out=: fill it further with what else is there, never waiting
-                    if not fill or got >= limit or shmring_get_claim(
-                            p.ptr, <uint32_t>min(limit - got, UINT32_MAX), 0, &span) <= 0:
-                        break
+                limit = <Py_ssize_t>(<uint64_t>view.len // self._slot_size)
+                if max_items is not None:
+                    limit = min(self._how_many(max_items, "max_items"), limit)
+                return self._take_view(&view, limit, deadline, True)
             finally:
-                self._leave()
+                PyBuffer_Release(&view)
+        # room for what is there (some at least, to wait for), trimmed after
+        limit = self._room_for(self._how_many(max_items, "max_items"))
+        out = self._rec_new(limit, self._rec_dtype)
+        self._writable_view(out, &view)
+        try:
+            got = self._take_view(&view, limit, deadline, False)
         finally:
             PyBuffer_Release(&view)
-        if fill:
-            return got
-        if got < len(out):
+        if got < limit:
             try:
-                # gives back the unused room; the records are in it (subarray dtypes: more dimensions)
-                out.resize((got,) + out.shape[1:], refcheck=False)
+                out = self._rec_trim(out, got)  # gives back the unused room
             except BaseException:
                 self._count_lost(got)
                 raise
         return out
 
+    def _put_records(self, records, block=True, timeout=None):
+        """put_array() of any C-contiguous buffer of whole records, unchecked."""
+        cdef uint64_t deadline
+        cdef Py_buffer view
+        self._records_only("put_array()")
+        _deadline(block, timeout, &deadline)
+        PyObject_GetBuffer(records, &view, PyBUF_C_CONTIGUOUS)
+        try:
+            self._put_view(&view, deadline)
+        finally:
+            PyBuffer_Release(&view)
+
+    def _get_records(self, out, Py_ssize_t limit, block=True, timeout=None, bint fill=False):
+        """get_array() into any writable C-contiguous buffer with room for `limit`
+        records, unchecked; how many it took."""
+        cdef uint64_t deadline
+        cdef Py_buffer view
+        self._records_only("get_array()")
+        _deadline(block, timeout, &deadline)
+        self._writable_view(out, &view)
+        try:
+            return self._take_view(&view, limit, deadline, fill)
+        finally:
+            PyBuffer_Release(&view)
+
+    @cython.final
     cdef Py_ssize_t _room_for(self, Py_ssize_t limit) except -1:
-        """How many records get_array allocates for before claiming: what the queue
-        holds now (it may grow meanwhile: a claim takes at most this), and at least
-        64 KiB worth, so that a consumer waiting on an empty queue still takes batches."""
+        """How many records get_array makes room for before it claims: what the
+        queue holds now (it may grow meanwhile: a claim takes at most this), and at
+        least 64 KiB worth, so that a consumer waiting on an empty queue still
+        takes batches."""
         cdef shmring_stats_t st
         if self._ring == NULL:
-            raise QueueClosed(f"queue {self.name!r} is closed")
+            raise errors.QueueClosed(f"queue {self.name!r} is closed")
         shmring_get_stats(self._ring, &st)
         cdef uint64_t there = st.write_pos - st.read_pos if st.write_pos > st.read_pos else 0
         cdef uint64_t least = max(<uint64_t>1, ROOM_BYTES // self._slot_size)
         return <Py_ssize_t>min(<uint64_t>limit, self._maxsize, max(there, least))
 
-    cdef object _slot_array(self, bint writable):
-        """The payload area as one array of records (made once per handle): the
-        arrays of reservations and views are slices of it, cheaper to make than
-        an array each (a view of 4096 records costs about as much as copying them)."""
+    @cython.final
+    cdef object _slots(self, bint writable):
+        """Every slot as one object made by make_slots (once per handle): the arrays
+        of reservations and views are slices of it, cheaper to make than an array
+        each (a view of 4096 records costs about as much as copying them)."""
         cdef object slots = self._reserve_slots if writable else self._view_slots
         if slots is None:
             if self._closing or self._ring == NULL:
-                raise QueueClosed(f"queue {self.name!r} is closed")
+                raise errors.QueueClosed(f"queue {self.name!r} is closed")
+            if self._make_slots is None:
+                raise TypeError("this handle cannot make arrays over its slots (shmring.Queue sets it up)")
             capacity = shmring_capacity(self._ring)
             buf = _SlotBuffer._make(self._map, <char *>shmring_slot_payload(self._ring, 0),
                                     capacity * self._slot_size, not writable)
-            slots = numpy().ndarray((capacity,), self.dtype, buffer=buf)
+            slots = self._make_slots(buf, capacity)
             if writable:
                 self._reserve_slots = slots
             else:
                 self._view_slots = slots
         return slots
 
-    cdef object _open_span(self, bint put, Py_ssize_t n, object block, object timeout):
-        """Claim a contiguous run for a reservation or a view; (participant, span, array)."""
+    @cython.final
+    cdef _Span _open_span(self, bint put, Py_ssize_t n, object block, object timeout):
+        """Claim a contiguous run for a reservation or a view, as a _Span over its slots."""
         cdef uint64_t deadline
-        cdef shmring_span_t span
         cdef _Participant p
         cdef Py_ssize_t first
+        cdef _Span s = _Span.__new__(_Span)  # made before claiming: nothing is taken if it fails
         _deadline(block, timeout, &deadline)
-        slots = self._slot_array(put)
+        slots = self._slots(put)
         p = self._enter()
         try:
-            self._claim(put, p, <uint32_t>min(n, UINT32_MAX), &span, deadline, 0, SHMRING_CLAIM_CONTIGUOUS)
+            self._claim(put, p, <uint32_t>min(n, UINT32_MAX), &s.span, deadline, 0, SHMRING_CLAIM_CONTIGUOUS)
         except BaseException:
             self._leave()
             raise
         p.holding = True
-        first = (shmring_slot_payload(self._ring, span.pos) - shmring_slot_payload(self._ring, 0)) // self._slot_size
+        s.queue, s.p, s.put, s.fork = self, p, put, _forks
+        first = (shmring_slot_payload(self._ring, s.span.pos) - shmring_slot_payload(self._ring, 0)) // self._slot_size
         try:
-            array = slots[first:first + span.n]  # the claim does not wrap (CONTIGUOUS)
+            s.array = slots[first:first + s.span.n]  # the claim does not wrap (CONTIGUOUS)
         except BaseException:  # out of memory: a reservation is aborted, a view's records are lost
-            self._end_span(p, &span, put, 0)
+            s.done = True
+            self._end_span(p, &s.span, put, 0)
             if not put:
-                self._count_lost(span.n)
+                self._count_lost(s.span.n)
             raise
-        return p, span.pos, span.n, array
+        return s
 
+    @cython.final
     cdef void _end_span(self, _Participant p, shmring_span_t *span, bint put, uint32_t keep) noexcept:
         if put:
             shmring_put_commit_partial(p.ptr, span, keep)
@@ -1108,8 +1345,7 @@ cdef class RingQueue:
         and no longer the queue's business (do not write through its base).
         """
         self._records_only("reserve()")
-        p, pos, count, array = self._open_span(True, self._how_many(n, "n"), block, timeout)
-        return _Span._make(self, p, pos, count, array, True)
+        return self._open_span(True, self._how_many(n, "n"), block, timeout)
 
     def view(self, max_items=None, block=True, timeout=None):
         """Claim up to max_items ready records as a read-only array, without copying.
@@ -1120,14 +1356,9 @@ cdef class RingQueue:
         whatever the ring holds by then: copy what must outlive it.
         """
         self._records_only("view()")
-        p, pos, count, array = self._open_span(False, self._how_many(max_items, "max_items"),
-                                               block, timeout)
-        return _Span._make(self, p, pos, count, array, False)
+        return self._open_span(False, self._how_many(max_items, "max_items"), block, timeout)
 
-    def peek_array(self, max_items=None, block=True, timeout=None):
-        """view() for explicit use: ``v = q.peek_array(n); v.array; v.release()``."""
-        return self.view(max_items, block, timeout)
-
+    # ---- completion, sizes, counters ----
 
     def task_done(self):
         """Mark one message taken with get*() as processed (see join())."""
@@ -1168,7 +1399,7 @@ cdef class RingQueue:
         """Approximate number of messages in the queue (exact when it is quiet)."""
         cdef shmring_stats_t st
         if self._ring == NULL:
-            raise QueueClosed(f"queue {self.name!r} is closed")
+            raise errors.QueueClosed(f"queue {self.name!r} is closed")
         shmring_get_stats(self._ring, &st)
         return min(st.write_pos - st.read_pos, self._maxsize)
 
@@ -1184,7 +1415,7 @@ cdef class RingQueue:
         """Counters of the ring as a dict (a racy snapshot, exact when quiet)."""
         cdef shmring_stats_t st
         if self._ring == NULL:
-            raise QueueClosed(f"queue {self.name!r} is closed")
+            raise errors.QueueClosed(f"queue {self.name!r} is closed")
         shmring_get_stats(self._ring, &st)
         return {
             "put": st.write_pos,
@@ -1198,23 +1429,24 @@ cdef class RingQueue:
         }
 
 
+cdef object _as_bytes(object item, Py_ssize_t i):
+    """An item of put_many_bytes (or a codec's output) as bytes: bytes-like only."""
+    try:
+        return memoryview(item).tobytes()
+    except TypeError:
+        raise TypeError(f"item {i} is a {type(item).__name__}, not a bytes-like object") from None
+
+
 @cython.no_gc_clear
 cdef class _Span:
     """A reservation (writable, committed at the end) or a view (read-only,
     released at the end) of consecutive slots of a records queue."""
-    cdef RingQueue queue
+    cdef QueueHandle queue
     cdef _Participant p
     cdef shmring_span_t span
     cdef bint put, done
     cdef long fork                   # _forks of the process that made it
     cdef readonly object array
-
-    @staticmethod
-    cdef _Span _make(RingQueue queue, _Participant p, uint64_t pos, uint32_t n, object array, bint put):
-        cdef _Span s = _Span.__new__(_Span)
-        s.queue, s.p, s.array, s.put, s.fork = queue, p, array, put, _forks
-        s.span.pos, s.span.n = pos, n
-        return s
 
     cdef _finish(self, uint32_t keep):
         if self.queue is None:
@@ -1225,8 +1457,12 @@ cdef class _Span:
             raise RuntimeError("a reservation or view belongs to the process that made it")
         self.done = True
         if self.put:
-            self.array.flags.writeable = False
-        self.queue._end_span(self.p, &self.span, self.put, keep)
+            try:
+                self.queue._seal(self.array)
+            finally:
+                self.queue._end_span(self.p, &self.span, self.put, keep)
+        else:
+            self.queue._end_span(self.p, &self.span, self.put, keep)
 
     def commit(self, count=None):
         """Publish the first `count` records (all by default); the rest are skipped."""
@@ -1234,7 +1470,7 @@ cdef class _Span:
             raise TypeError("a view is released, not committed")
         keep = self.span.n if count is None else count
         if not 0 <= keep <= self.span.n:
-            raise ValueError(f"count must be within 0..{self.span.n}")
+            raise ValueError(f"count must be within 0..{self.span.n} (the records reserved), got {count!r}")
         self._finish(keep)
 
     def release(self):

@@ -1,12 +1,14 @@
 """Exceptions raised by shmring.
 
-Each one also subclasses what users of ``queue`` / ``multiprocessing`` already
-catch: ``Full`` is a ``queue.Full``, ``Empty`` a ``queue.Empty``, bad input and
-bad segments are ``ValueError``, a missing segment is a ``FileNotFoundError``.
+Every one derives from ``ShmringError``, and also from what users of ``queue`` /
+``multiprocessing`` already catch: ``Full`` is a ``queue.Full``, ``Empty`` a
+``queue.Empty``, bad input and bad segments are ``ValueError``, a missing
+segment is a ``FileNotFoundError``, a refused one a ``PermissionError``.
 """
 import queue as _stdlib_queue
 
 __all__ = [
+    "ShmringError",
     "Full",
     "Empty",
     "MessageTooLarge",
@@ -15,10 +17,19 @@ __all__ = [
     "SegmentNotFound",
     "TooManyParticipants",
     "UntrustedSegment",
+    "InvalidArgument",
+    "SegmentExists",
+    "PermissionDenied",
+    "OutOfMemory",
+    "SystemCallError",
 ]
 
 
-class Full(_stdlib_queue.Full):
+class ShmringError(Exception):
+    """Base of every exception shmring defines (catch it to catch them all)."""
+
+
+class Full(ShmringError, _stdlib_queue.Full):
     """The queue stayed full for the whole timeout (or at once, without blocking).
 
     ``count`` is how many items of a ``put_many`` call were put before it gave
@@ -30,11 +41,11 @@ class Full(_stdlib_queue.Full):
         self.count = count
 
 
-class Empty(_stdlib_queue.Empty):
+class Empty(ShmringError, _stdlib_queue.Empty):
     """The queue stayed empty for the whole timeout (or at once, without blocking)."""
 
 
-class MessageTooLarge(ValueError):
+class MessageTooLarge(ShmringError, ValueError):
     """An encoded message does not fit in a slot. Nothing was put."""
 
     def __init__(self, size, msg_size):
@@ -46,23 +57,43 @@ class MessageTooLarge(ValueError):
         self.msg_size = msg_size
 
 
-class QueueClosed(ValueError):
+class QueueClosed(ShmringError, ValueError):
     """The queue handle was closed in this process."""
 
 
-class SegmentError(ValueError):
+class SegmentError(ShmringError, ValueError):
     """A shared-memory segment is corrupt, truncated, foreign or incompatible."""
 
 
-class SegmentNotFound(FileNotFoundError):
+class SegmentNotFound(ShmringError, FileNotFoundError):
     """No shared-memory segment of that name exists (or it was already unlinked)."""
 
 
-class TooManyParticipants(RuntimeError):
+class TooManyParticipants(ShmringError, RuntimeError):
     """The ring's participant table (one entry per thread per process) is full."""
 
 
-class UntrustedSegment(PermissionError):
+class InvalidArgument(ShmringError, ValueError):
+    """The C core refused an argument (a segment name, a size, a mode)."""
+
+
+class SegmentExists(ShmringError, FileExistsError):
+    """A segment (or the ring's lock file) of that name exists already."""
+
+
+class PermissionDenied(ShmringError, PermissionError):
+    """The segment exists but this process may not open it as asked."""
+
+
+class OutOfMemory(ShmringError, MemoryError):
+    """Not enough memory, or /dev/shm space, for the ring."""
+
+
+class SystemCallError(ShmringError, OSError):
+    """A system call failed; ``errno`` says why."""
+
+
+class UntrustedSegment(PermissionDenied):
     """Attach refused a segment that every user may write and another user owns:
     whoever can write a segment decides what its readers unpickle, that is, what
     code they run. ``Queue.attach(name, allow_world_writable=True)`` trusts it."""

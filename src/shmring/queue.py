@@ -1,17 +1,17 @@
 """shmring.Queue: a bounded multi-producer multi-consumer FIFO between processes.
 
-Policy lives here (defaults, segment names, pickling of handles, lifetime at
-fork and at exit); the hot paths are in the Cython base class RingQueue.
+A Queue is the binding's QueueHandle (the ring and its primitives, in Cython)
+with a codec (codec.py: pickle by default, bytes, or numpy records) and the
+policy here: defaults, segment names, checks of arguments, pickling of handles.
+Fork and exit hooks are in lifetime.py.
 """
-import atexit
-import os
 import secrets
-import sys
-import weakref
 
-from shmring._core import RingQueue
-from shmring.errors import SegmentError
-from shmring.records import check_dtype, dtype_to_schema
+from shmring import lifetime
+from shmring._core import QueueHandle
+from shmring.codec import PickleCodec, RecordsCodec, codec_named
+from shmring.errors import InvalidArgument, SegmentError
+from shmring.records import dtype_to_schema, schema_to_dtype
 
 __all__ = ["Queue", "DEFAULT_MAXSIZE", "DEFAULT_MSG_SIZE", "NAME_PREFIX"]
 
@@ -27,17 +27,11 @@ MSG_SIZE_MAX = 1 << 30
 MAXSIZE_MAX = 1 << 30
 PARTICIPANTS_MAX = 1024
 
-# Every open handle of this process, to repair them after fork; and those this
-# process created, to unlink them when the interpreter exits.
-_open_handles = weakref.WeakSet()
-_created_handles = weakref.WeakSet()
-
-
-class Queue(RingQueue):
+class Queue(QueueHandle):
     """A bounded FIFO of messages in shared memory, usable from many processes.
 
-    ``Queue(maxsize=0, msg_size=1024, *, dtype=None, name=None, mode=0o600,
-    max_participants=256, recover_after=0.1)``
+    ``Queue(maxsize=0, msg_size=1024, *, dtype=None, codec=None, name=None,
+    mode=0o600, max_participants=256, recover_after=0.1)``
 
     - ``maxsize``: most messages held at once; exact. ``maxsize <= 0`` gives
       ``DEFAULT_MAXSIZE`` (8192), since shared memory is allocated up front.
@@ -46,6 +40,10 @@ class Queue(RingQueue):
     - ``dtype``: make a records queue: every message is one record of this numpy
       dtype (structured or scalar, no object fields), ``msg_size`` is its itemsize,
       and ``put_array``/``get_array``/``reserve``/``view`` move many at once.
+    - ``codec``: what ``put``/``get`` carry in a queue without dtype: ``"pickle"``
+      (the default: any picklable object) or ``"bytes"`` (bytes-like objects as
+      they are; for peers that must not run each other's code). ``put_bytes`` /
+      ``get_bytes`` and their batch forms move bytes whatever the codec.
     - ``name``: segment name (1-30 characters of ``A-Z a-z 0-9 . _ -``, not ``.``
       or ``..``); random ``shmring-...`` by default. ``mode``: permission bits of
       the segment (0o600: yours alone; 0o660 shares it with your group, and
@@ -67,8 +65,9 @@ class Queue(RingQueue):
 
     # attached with allow_world_writable=True (pickled handles keep it)
     _trust_writable = False
+    _codec = None
 
-    def __init__(self, maxsize=0, msg_size=None, *, dtype=None, name=None, mode=0o600,
+    def __init__(self, maxsize=0, msg_size=None, *, dtype=None, codec=None, name=None, mode=0o600,
                  max_participants=256, recover_after=0.1):
         maxsize = _integer("maxsize", maxsize)
         if maxsize <= 0:
@@ -76,41 +75,78 @@ class Queue(RingQueue):
         _within("maxsize", maxsize, 1, MAXSIZE_MAX, "messages")
         _within("max_participants", _integer("max_participants", max_participants), 1, PARTICIPANTS_MAX)
         if not 0 <= _integer("mode", mode) <= 0o777:
-            raise ValueError(f"mode must be permission bits, 0o000 to 0o777, got {mode!r}")
+            raise InvalidArgument(f"mode must be permission bits, 0o000 to 0o777, got {mode:#o}")
         schema = None
         if dtype is not None:
-            dtype = check_dtype(dtype)
+            if codec is not None:
+                raise ValueError(f"a records queue (dtype=...) has no other codec, got codec={codec!r}")
+            chosen = RecordsCodec(dtype)
+            dtype = chosen.dtype
             if msg_size is not None and int(msg_size) != dtype.itemsize:
                 raise ValueError(f"msg_size {msg_size} differs from the itemsize {dtype.itemsize} of {dtype}")
             msg_size, schema = dtype.itemsize, dtype_to_schema(dtype)
+        else:
+            chosen = PickleCodec() if codec is None else codec_named(codec)()
         msg_size = DEFAULT_MSG_SIZE if msg_size is None else _integer("msg_size", msg_size)
         _within("msg_size", msg_size, 1, MSG_SIZE_MAX, "bytes")
         if name is None:
             name = NAME_PREFIX + secrets.token_hex(8)
-        self._open(name, True, maxsize, msg_size, mode, max_participants, recover_after, schema)
-        _open_handles.add(self)
-        _created_handles.add(self)
-        _unlink_when_multiprocessing_ends()
+        try:
+            self._open(name, True, maxsize, msg_size, mode, max_participants, recover_after, schema)
+        except MemoryError as e:  # say how much was asked for
+            raise type(e)(f"{e}: {_ring_size(maxsize, msg_size)}") from None
+        self._use(chosen)
+        lifetime.track(self, created=True)
+
+    def _use(self, codec):
+        """Install the codec on the open handle; one that fails closes it."""
+        try:
+            codec.install(self)
+        except BaseException:
+            self.close()  # unlinks what this process made
+            raise
+        self._codec = codec
+
+    @property
+    def dtype(self):
+        """numpy dtype of a records queue, else None."""
+        return getattr(self._codec, "dtype", None)
 
     @classmethod
-    def attach(cls, name, *, recover_after=0.1, allow_world_writable=False):
+    def attach(cls, name, *, recover_after=0.1, allow_world_writable=False, codec=None):
         """Open a handle on an existing queue by segment name.
 
         A segment that every user may write and another user owns is refused
         (``UntrustedSegment``): anyone could have put the pickles this process
-        would load. ``allow_world_writable=True`` trusts it anyway.
+        would load. ``allow_world_writable=True`` trusts it anyway. ``codec``
+        as for ``Queue()``; a records queue's dtype is read from the segment.
         """
+        chosen = None if codec is None else codec_named(codec)()
         self = cls.__new__(cls)
         self._open(name, False, recover_after=recover_after, trust_writable=bool(allow_world_writable))
+        schema = self._schema_bytes
+        if schema is not None:
+            try:
+                if chosen is not None:
+                    raise ValueError(f"{name!r} is a records queue: it has no other codec, got codec={codec!r}")
+                chosen = RecordsCodec(schema_to_dtype(schema, self.msg_size, name))
+            except BaseException:
+                self.close()  # unlinks what this process made
+                raise
+        self._use(chosen if chosen is not None else PickleCodec())
         self._trust_writable = bool(allow_world_writable)
-        _open_handles.add(self)
+        lifetime.track(self, created=False)
         return self
+
+    # ---- records: arrays in and out, reservations and views are the binding's ----
+
+    peek_array = QueueHandle.view  # the old name: ``v = q.peek_array(n); v.array; v.release()``
 
     def __reduce__(self):
         if self.closed:
             raise ValueError(f"cannot pickle closed queue {self.name!r}")
         return (_unpickle_queue, (type(self), self.name, self.maxsize, self.msg_size, self.recover_after,
-                                  self.dtype, self._trust_writable))
+                                  self.dtype, self._trust_writable, self._codec.name))
 
     def __enter__(self):
         return self
@@ -141,12 +177,26 @@ def _integer(what, value):
 
 def _within(what, value, low, high, unit=""):
     if not low <= value <= high:
-        raise ValueError(f"{what} must be {low} to {high}{' ' + unit if unit else ''}, got {value}")
+        raise InvalidArgument(f"{what} must be {low} to {high}{' ' + unit if unit else ''}, got {value}")
 
 
-def _unpickle_queue(cls, name, maxsize, msg_size, recover_after, dtype=None, trust_writable=False):
+def _ring_size(maxsize, msg_size):
+    """What a ring of maxsize messages of msg_size bytes takes, at least (its slots)."""
+    slots = 1 << (maxsize - 1).bit_length()  # the capacity: a power of two
+    size, unit = float(slots * msg_size), "bytes"
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if size < 1024 or unit == "EiB":
+            break
+        size /= 1024
+    rounded = f" (rounded up to {slots} slots)" if slots != maxsize else ""
+    return (f"maxsize {maxsize}{rounded} of msg_size {msg_size} bytes needs at least "
+            f"{slots * msg_size} bytes ({size:.4g} {unit}) of shared memory")
+
+
+def _unpickle_queue(cls, name, maxsize, msg_size, recover_after, dtype=None, trust_writable=False, codec="pickle"):
     # Attach at once, so that a missing or corrupt segment raises from pickle.loads.
-    q = cls.attach(name, recover_after=recover_after, allow_world_writable=trust_writable)
+    q = cls.attach(name, recover_after=recover_after, allow_world_writable=trust_writable,
+                   codec=None if dtype is not None else codec)
     if (q.maxsize, q.msg_size, q.dtype) != (maxsize, msg_size, dtype):
         found = (q.maxsize, q.msg_size, q.dtype)
         q.close()
@@ -155,33 +205,3 @@ def _unpickle_queue(cls, name, maxsize, msg_size, recover_after, dtype=None, tru
             f"expected {(maxsize, msg_size, dtype)}: the name was reused by another queue"
         )
     return q
-
-
-def _after_fork_in_child():
-    for q in list(_open_handles):
-        q._after_fork_in_child()
-
-
-def _unlink_created_at_exit():
-    # Unlink only: threads may still be blocked on the mapping during shutdown.
-    for q in list(_created_handles):
-        q._unlink()
-
-
-_exit_hook_pid = None
-
-
-def _unlink_when_multiprocessing_ends():
-    """A multiprocessing child started by fork or forkserver ends with os._exit,
-    which skips atexit, after running multiprocessing's own finalizers: unlink
-    from there too. Once per process; a child imports multiprocessing before
-    any of its code runs, so it is in sys.modules when its queues are made."""
-    global _exit_hook_pid
-    util = sys.modules.get("multiprocessing.util")
-    if util is not None and _exit_hook_pid != os.getpid():
-        _exit_hook_pid = os.getpid()
-        util.Finalize(None, _unlink_created_at_exit, exitpriority=0)
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(_unlink_created_at_exit)
