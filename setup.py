@@ -16,6 +16,7 @@ C_SOURCES = [
     "csrc/errors.c",
     "csrc/hooks.c",
     "csrc/kinds.c",
+    "csrc/layout.c",
     "csrc/liveness.c",
     "csrc/members.c",
     "csrc/participants.c",

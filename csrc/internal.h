@@ -59,12 +59,14 @@ struct shmring {
     _Atomic uint64_t reap_after_ns;
     /* Recovery timing (shmring_queue_unstick): how long a waiter may see what it
      * waits for held by an unfinished claim at one position before recovery
-     * runs, and per side (readers [0], writers [1]) where and since when
+     * runs, and per side (readers [0], writers [1], join() [2]) where and since when
      * (0: not stuck) this handle saw it. Process-local and shared by the
      * handle's threads: relaxed throughout, since two threads that both find
-     * recovery due only run it twice, which is harmless. */
+     * recovery due only run it twice, which is harmless (as is one that reads a
+     * new stuck_pos with the stuck_since of the episode before: an early scan;
+     * liveness, not the timing, decides what is recovered). */
     _Atomic uint64_t recover_after_ns;
-    _Atomic uint64_t stuck_pos[2], stuck_since[2];
+    _Atomic uint64_t stuck_pos[3], stuck_since[3]; /* indexed by SHMRING_WAIT_* */
     /* This process's participants, so that close can leave them all. */
     pthread_mutex_t members_lock;
     shmring_participant_t *members;
@@ -82,12 +84,15 @@ struct shmring_participant {
     shmring_participant_t *prev, *next;
 };
 
-/* Layout arithmetic shared by create and attach (segment.c). */
+/* Layout arithmetic shared by create, attach and a kind's table (layout.c). */
 struct shmring_layout {
     uint64_t capacity, participants_offset, meta_offset, payload_offset, mapped_size;
 };
 int shmring__layout_compute(uint64_t slot_size, uint64_t maxsize, uint32_t max_participants,
                             uint32_t flags, struct shmring_layout *out);
+/* rc, with the detail "<what> <v><where> is out of range lo..hi", unless v is in it
+ * (then SHMRING_OK). */
+int shmring__check_range(int rc, const char *what, uint64_t v, uint64_t lo, uint64_t hi, const char *where);
 
 /* Waiting (wait.c). */
 static inline uint32_t shmring__sleeper_words(const shmring_t *r)

@@ -9,7 +9,8 @@ static const struct shmring_kind *const kinds[] = {&shmring__queue_kind};
 const struct shmring_kind *shmring__kind(uint32_t kind)
 {
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
-        if (kinds[i]->kind == kind)
+        /* a kind with more wait queues than a handle has room for is none */
+        if (kinds[i]->kind == kind && kinds[i]->n_waitqs <= SHMRING_WAITQS_MAX)
             return kinds[i];
     return NULL;
 }

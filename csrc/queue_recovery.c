@@ -228,16 +228,27 @@ int shmring_queue_stuck(const shmring_t *r, int what, uint64_t *pos)
                 seq == shmring__state(r, prev, SHMRING_SEQ_HOLE)) &&
                (int64_t)(rp - prev) > 0;
     }
+    if (what == SHMRING_WAIT_JOINED) {
+        uint64_t done = atomic_load_explicit(&seg->join.tasks_done, memory_order_relaxed);
+        uint64_t wp = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+        /* join()'s blockers may be anywhere (a dead consumer's claim, a dead
+         * producer's slot): one fixed position, so recovery runs every
+         * recover_after for as long as tasks are unfinished */
+        *pos = 0;
+        return (int64_t)(wp - done) > 0;
+    }
     return 0;
 }
 
 int shmring_queue_unstick(shmring_t *r, int what, uint64_t now, uint64_t *recheck_ns)
 {
     uint64_t pos;
-    int side = what == SHMRING_WAIT_READABLE ? 0 : 1;
+    int side = what; /* SHMRING_WAIT_READABLE, _WRITABLE or _JOINED: 0, 1, 2 */
     /* relaxed throughout: process-local timing shared by the handle's threads,
      * where a race at worst runs recovery twice (internal.h, stuck_since) */
     *recheck_ns = 0;
+    if ((unsigned)what > SHMRING_WAIT_JOINED)
+        return 0;
     if (!shmring_queue_stuck(r, what, &pos)) {
         atomic_store_explicit(&r->stuck_since[side], 0, memory_order_relaxed);
         return 0;
@@ -250,11 +261,11 @@ int shmring_queue_unstick(shmring_t *r, int what, uint64_t now, uint64_t *rechec
         atomic_store_explicit(&r->stuck_pos[side], pos, memory_order_relaxed);
         since = now; /* stuck from now on, here */
         atomic_store_explicit(&r->stuck_since[side], since, memory_order_relaxed);
-    } else if (now - since >= after) {
+    } else if (now >= since && now - since >= after) { /* since may be another thread's later now */
         atomic_store_explicit(&r->stuck_since[side], now, memory_order_relaxed);
         shmring_recover(r);
         return 1;
     }
-    *recheck_ns = since + after;
+    *recheck_ns = since + after >= since ? since + after : UINT64_MAX; /* saturated */
     return 0;
 }

@@ -21,54 +21,6 @@
 
 #include "kind.h"
 
-static uint64_t align_line(uint64_t x)
-{
-    return (x + SHMRING_LINE - 1) & ~(uint64_t)(SHMRING_LINE - 1);
-}
-
-/* rc, with the detail "<what> <v><where> is out of range lo..hi", unless v is in it. */
-static int check_range(int rc, const char *what, uint64_t v, uint64_t lo, uint64_t hi, const char *where)
-{
-    if (v >= lo && v <= hi)
-        return SHMRING_OK;
-    return shmring__fail(rc, "%s %llu%s is out of range %llu..%llu", what, (unsigned long long)v, where,
-                         (unsigned long long)lo, (unsigned long long)hi);
-}
-
-int shmring__layout_compute(uint64_t slot_size, uint64_t maxsize, uint32_t max_participants,
-                            uint32_t flags, struct shmring_layout *out)
-{
-    int rc;
-    if (slot_size > SHMRING_SLOT_SIZE_MAX)
-        return shmring__fail(SHMRING_ESLOTSIZE, "msg_size %llu is over the largest slot, %llu bytes",
-                             (unsigned long long)slot_size, (unsigned long long)SHMRING_SLOT_SIZE_MAX);
-    if ((rc = check_range(SHMRING_ESLOTSIZE, "msg_size", slot_size, 1, SHMRING_SLOT_SIZE_MAX, "")) ||
-        (rc = check_range(SHMRING_EMAXSIZE, "maxsize", maxsize, 1, SHMRING_MAXSIZE_MAX, "")))
-        return rc;
-    if (max_participants > SHMRING_PARTICIPANTS_MAX)
-        return shmring__fail(SHMRING_EPARTTABLE, "max_participants %u is over the table's limit, %u",
-                             max_participants, SHMRING_PARTICIPANTS_MAX);
-    if ((rc = check_range(SHMRING_EPARTTABLE, "max_participants", max_participants, 1, SHMRING_PARTICIPANTS_MAX, "")))
-        return rc;
-    /* At least 4 slots (a bound older layouts needed; kept for the tests that use it). */
-    uint64_t cap = 4;
-    while (cap < maxsize)
-        cap <<= 1;
-    out->capacity = cap;
-    out->participants_offset = sizeof(struct shmring_segment);
-    out->meta_offset = align_line(out->participants_offset +
-                                  (uint64_t)max_participants * sizeof(struct shmring_participant_entry));
-    uint64_t meta_bytes = cap << shmring_meta_shift(flags, cap);
-    out->payload_offset = align_line(out->meta_offset + meta_bytes);
-    uint64_t payload_bytes;
-    if (__builtin_mul_overflow(cap, slot_size, &payload_bytes) ||
-        __builtin_add_overflow(out->payload_offset, payload_bytes, &out->mapped_size) ||
-        out->mapped_size > (uint64_t)SIZE_MAX || out->mapped_size > (UINT64_C(1) << 46))
-        return shmring__fail(SHMRING_ENOMEM, "msg_size %llu x %llu slots is over the largest mapping, 2^46 bytes",
-                             (unsigned long long)slot_size, (unsigned long long)cap);
-    return SHMRING_OK;
-}
-
 static int name_is_valid(const char *name)
 {
     if (name == NULL || name[0] != '/')
@@ -321,9 +273,9 @@ static int validate(struct shmring_segment *seg, uint64_t real_size, uint32_t ki
     if (h->header_size != sizeof(struct shmring_segment))
         return shmring__fail(SHMRING_EHEADER, "header size %u in the header, this build's is %zu", h->header_size,
                              sizeof(struct shmring_segment));
-    if ((rc = check_range(SHMRING_ESLOTSIZE, "msg_size", h->slot_size, 1, SHMRING_SLOT_SIZE_MAX, " in the header")) ||
-        (rc = check_range(SHMRING_EMAXSIZE, "maxsize", h->maxsize, 1, SHMRING_MAXSIZE_MAX, " in the header")) ||
-        (rc = check_range(SHMRING_EPARTTABLE, "max_participants", h->max_participants, 1, SHMRING_PARTICIPANTS_MAX,
+    if ((rc = shmring__check_range(SHMRING_ESLOTSIZE, "msg_size", h->slot_size, 1, SHMRING_SLOT_SIZE_MAX, " in the header")) ||
+        (rc = shmring__check_range(SHMRING_EMAXSIZE, "maxsize", h->maxsize, 1, SHMRING_MAXSIZE_MAX, " in the header")) ||
+        (rc = shmring__check_range(SHMRING_EPARTTABLE, "max_participants", h->max_participants, 1, SHMRING_PARTICIPANTS_MAX,
                           " in the header")))
         return rc;
     if (h->participant_size != sizeof(struct shmring_participant_entry))
@@ -431,7 +383,7 @@ int shmring_attach(const char *name, uint32_t kind, int flags, shmring_t **out)
     if (fstat(fd, &st) != 0)
         rc = shmring__open_error(errno);
     else if (!S_ISREG(st.st_mode))
-        rc = shmring__fail(SHMRING_EFILETYPE, "file mode 0%o is not a regular file's", (unsigned)st.st_mode);
+        rc = shmring__fail(SHMRING_EFILETYPE, "its file mode is 0%o", (unsigned)st.st_mode);
     else if (!readonly && (st.st_mode & S_IWOTH) && st.st_uid != geteuid() && !(flags & SHMRING_ATTACH_TRUST_WRITABLE))
         /* any user could plant what this process would read (and unpickle) */
         rc = shmring__fail(SHMRING_EUNTRUSTED, "mode 0%o, owner uid %u, this process's %u",

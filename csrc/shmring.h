@@ -224,7 +224,9 @@ int shmring_recover(shmring_t *ring);
  * an unfinished claim - the next message was claimed by a producer and not
  * committed, or the next slot still holds a message a consumer claimed and did
  * not release - with that position in *pos: only then can a dead participant
- * be the cause, and recovery be worth its system calls. Cheap: three loads. */
+ * be the cause, and recovery be worth its system calls. Cheap: three loads.
+ * JOINED: 1 while tasks are unfinished, *pos 0 (join()'s blockers may be
+ * anywhere, so it recovers every recover_after while it waits). */
 int shmring_queue_stuck(const shmring_t *ring, int what, uint64_t *pos);
 /* How long a waiter may find what it waits for held by an unfinished claim at
  * the same position (shmring_queue_stuck) before shmring_queue_unstick runs
@@ -232,7 +234,7 @@ int shmring_queue_stuck(const shmring_t *ring, int what, uint64_t *pos);
 #define SHMRING_RECOVER_AFTER_DEFAULT_NS UINT64_C(100000000)
 void shmring_set_recover_after(shmring_t *ring, uint64_t ns);
 /* Call when a claim for `what` (READABLE / WRITABLE) found nothing, and between
- * wait slices. If what the caller waits for has been held by an unfinished
+ * wait slices (JOINED: between join()'s slices). If what the caller waits for has been held by an unfinished
  * claim at the same position for the handle's recover_after (looks of every
  * thread of this handle count, across calls, polling ones too), runs
  * shmring_recover and returns 1: claim again now. Else 0, with *recheck_ns the

@@ -4,9 +4,9 @@
  * A waiter spins briefly, then sets its sleeper bit in the wait queue and
  * sleeps on the queue's futex word (Linux: shared futex; macOS 14.4+:
  * os_sync_wait_on_address with the SHARED flag; elsewhere a bounded sleep).
- * Whoever makes progress (commit, release, task_done) calls shmring__notify
- * (inline, internal.h), which only calls here, and enters the kernel, when
- * some sleeper bit is set. The wait queues
+ * Whoever makes progress (commit, release, task_done) calls shmring__wake
+ * (inline, internal.h), whose shmring__notify only calls here, and enters the
+ * kernel, when some sleeper bit is set. The wait queues
  * and what makes a wait end (ops->ready) are the ring kind's (kind.h); the
  * kind's wait (queue.c, shmring_queue_wait) spins on its own readiness first.
  *

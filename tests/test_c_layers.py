@@ -1,6 +1,7 @@
 """The C core is layered: no two csrc/ files call each other, and the file-level
 call graph has no cycle. A -> B when A's object leaves a function undefined (nm: U)
-that B's object defines (T). Calls through a ring kind's table of operations
+that B's object defines (T for a function, D, B, R... for data: a table of
+operations referred to by name counts). Calls through a ring kind's table of operations
 (kind.h) are not calls of a name, so they do not count; taking a function's
 address in such a table does (it shows as U too)."""
 import shutil
@@ -20,7 +21,7 @@ def call_graph(objects):
         out = subprocess.run(["nm", str(obj)], capture_output=True, text=True, check=True).stdout
         for line in out.splitlines():
             fields = line.split()
-            if len(fields) == 3 and fields[1] == "T":
+            if len(fields) == 3 and fields[1] in "TDBRGSVC":  # functions and data
                 defined[fields[2]] = src
             elif len(fields) == 2 and fields[0] == "U":
                 undefined[src].add(fields[1])

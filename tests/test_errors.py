@@ -4,11 +4,13 @@ import errno
 import os
 import queue
 import re
+import struct
 
 import pytest
 
 import shmring
-from shmring import errors
+from segments import patch_segment
+from shmring import _core, errors
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -137,3 +139,25 @@ def test_shmring_error_catches_what_the_c_layer_refused():
             caught.append(type(e).__name__)
     assert caught == ["SegmentNotFound", "InvalidArgument", "OutOfMemory"]
     assert not [n for n in os.listdir("/dev/shm") if n.startswith("shmring-test-no-such")]
+
+
+@pytest.mark.parametrize("offset, value, reason", [
+    (40, 0, "maxsize 0 in the header is out of range 1..1073741824"),
+    (24, 2**31, "msg_size 2147483648 in the header is out of range 1..1073741824"),
+    (8, 4, "layout version 4 in the header, this build's is 5"),
+])
+def test_a_corrupt_header_names_the_field_and_the_limit(make_queue, offset, value, reason):
+    q = make_queue(8, 16)
+    size = 4 if offset == 8 else 8
+    patch_segment(q.name, offset, struct.pack("<I" if size == 4 else "<Q", value))
+    with pytest.raises(shmring.SegmentError) as info:
+        shmring.Queue.attach(q.name)
+    assert str(info.value).endswith(reason)
+    assert q.name in str(info.value)
+
+
+def test_a_refused_create_keeps_the_c_layers_reason():
+    handle = _core.QueueHandle()
+    with pytest.raises(shmring.ShmringError, match="msg_size 2147483648 is over the largest slot, 1073741824 bytes"):
+        handle._open("shmring-test-bad-slot", True, 4, 2**31)
+    assert not os.path.exists("/dev/shm/shmring-test-bad-slot")

@@ -91,11 +91,11 @@ def inspect(str name):
     with nogil:  # opening can wait on the file system
         rc = shmring_attach(c_name, SHMRING_KIND_QUEUE, SHMRING_ATTACH_READONLY, &ring)
     if rc != SHMRING_OK:
-        _raise_rc(rc, name)
+        _raise_rc(rc, name, _detail())
     try:
-        shmring_get_params(ring, &params)
-        shmring_get_stats(ring, &st)
-        shmring_get_info(ring, &info)
+        shmring_params(ring, &params)
+        shmring_queue_stats(ring, &st)
+        shmring_info(ring, &info)
         return {
             "name": name,
             "kind": "records" if params.records else "queue",
@@ -132,7 +132,7 @@ def _create_died(str name):
     it (shmring rm): only then may a segment without our magic be removed."""
     cdef int rc = shmring_create_died(_segment_name(name))
     if rc < 0:
-        _raise_rc(rc, name)
+        _raise_rc(rc, name, _detail())
     return rc == 1
 
 
@@ -140,7 +140,7 @@ def _unlink_segment(str name):
     """Remove a segment's name (shmring rm); mappings that exist stay valid."""
     cdef int rc = shmring_unlink(_segment_name(name))
     if rc != SHMRING_OK:
-        _raise_rc(rc, name)
+        _raise_rc(rc, name, _detail())
 
 
 cdef bytes _segment_name(object name):
@@ -201,6 +201,13 @@ _TEMPLATES = {
     SHMRING_ESYS: "{strerror} ({what})",
     SHMRING_EUNTRUSTED: "{what}; attach with allow_world_writable=True to trust it anyway",
 }
+
+
+cdef str _detail():
+    """The C layer's reason for this thread's last failed create / attach /
+    unlink (it names the value and the limit), or None."""
+    cdef const char *d = shmring_error_detail()
+    return d.decode("utf-8", "backslashreplace") if d[0] else None
 
 
 cdef int _raise_rc(int rc, object name, str detail=None) except -1:
@@ -386,11 +393,11 @@ cdef class RingHandle:
         else:
             rc = shmring_attach(cname, kind, SHMRING_ATTACH_TRUST_WRITABLE if trust_writable else 0, &ring)
         if rc != SHMRING_OK:
-            _raise_rc(rc, name)
+            _raise_rc(rc, name, _detail())
         self._map = _Mapping()
         self._map.ring = ring
         self._ring = ring
-        shmring_get_params(ring, params)
+        shmring_params(ring, params)
         self._slot_size = params.slot_size
         self._maxsize = params.maxsize
         self._records = params.records
@@ -565,6 +572,7 @@ cdef class RingHandle:
         1: try again; 0: the deadline has passed."""
         cdef uint64_t now = shmring_now_ns(), slice_ns = SLICE_NS
         cdef shmring_participant_t *me = p.ptr
+        cdef int rc
         if deadline == 0 or now >= deadline:
             return 0
         if deadline != UINT64_MAX and deadline - now < slice_ns:
@@ -572,8 +580,12 @@ cdef class RingHandle:
         if wake_by != 0:
             slice_ns = min(slice_ns, wake_by - now if wake_by > now else 0)
         with nogil:
-            shmring_wait(me, what, slice_ns, spin)
+            rc = shmring_queue_wait(me, what, slice_ns, spin)
+        # SHMRING_EINTR: a signal came; its handler runs here. Also after any
+        # other result, for a signal that came to another thread meanwhile.
         PyErr_CheckSignals()
+        if rc < 0 and rc != SHMRING_EINTR:
+            _raise_rc(rc, self.name)
         if self._closing:
             raise errors.QueueClosed(f"queue {self.name!r} was closed while waiting")
         return 1
@@ -583,7 +595,7 @@ cdef class RingHandle:
         """Messages this process took and could not hand out (out of memory, Ctrl-C):
         lost, for stats() and join() to see, as if a consumer had died holding them."""
         if n and self._ring != NULL:
-            shmring_count_lost(self._ring, n)
+            shmring_queue_count_lost(self._ring, n)
 
     @cython.final
     cdef Py_ssize_t _how_many(self, object n, str what) except -1:
@@ -606,9 +618,7 @@ cdef class QueueHandle(RingHandle):
     from above: the layer over this one hands over a codec's encode/decode
     callables (_set_codec) and, for records rings, how to make arrays over the
     slots (_set_slot_arrays). Nothing here knows pickle or numpy."""
-    cdef uint64_t _recover_after_ns  # stuck this long behind an unfinished claim: recover
-    cdef uint64_t _stuck_pos[2]      # where readers [0] / writers [1] were last seen stuck
-    cdef uint64_t _stuck_since[2]    # since when (0: not stuck)
+    cdef uint64_t _recover_after_ns  # what the C layer was given (shmring_set_recover_after)
     # the codec's single-message callables: encode(obj[, encode_arg]) -> bytes, decode(bytes) -> obj
     cdef object _encode
     cdef object _encode_arg          # _NO_ARG: encode takes the object alone
@@ -642,6 +652,7 @@ cdef class QueueHandle(RingHandle):
         params.records = schema is not None
         params.schema = schema_bytes
         self._open_ring(name, SHMRING_KIND_QUEUE, create, &params, trust_writable)
+        shmring_set_recover_after(self._ring, self._recover_after_ns)
 
     def _set_codec(self, encode, decode, encode_arg=_NO_ARG):
         """What put/get (and put_many/get_many) do with objects: `encode(obj,
@@ -683,29 +694,17 @@ cdef class QueueHandle(RingHandle):
         return self._recover_after_ns / 1e9
 
     @cython.final
-    cdef bint _recover_if_stuck(self, int what, uint64_t *recheck):
-        """Called when a claim found nothing. If what we wait for is held by an
-        unfinished claim, at the same position for recover_after (across calls:
-        polling counts too), run crash recovery and return True (look again now).
-        Else set *recheck to when to look again (0: not stuck)."""
-        cdef uint64_t pos, now
-        cdef int side = 0 if what == SHMRING_WAIT_READABLE else 1
+    cdef bint _unstick(self, int what, uint64_t *recheck) noexcept:
+        """Called when a claim found nothing, and between waits: the C layer
+        decides whether what we wait for has been held by an unfinished claim
+        long enough (recover_after, across calls: polling counts too) and then
+        recovers (True: look again now); else *recheck is when to look again
+        (0: not stuck)."""
         cdef shmring_t *ring = self._ring
-        recheck[0] = 0
-        if not shmring_stuck(ring, what, &pos):
-            self._stuck_since[side] = 0
-            return False
-        now = shmring_now_ns()
-        if self._stuck_since[side] == 0 or self._stuck_pos[side] != pos:
-            self._stuck_pos[side] = pos
-            self._stuck_since[side] = now
-        elif now - self._stuck_since[side] >= self._recover_after_ns:
-            self._stuck_since[side] = now
-            with nogil:
-                shmring_recover(ring)
-            return True
-        recheck[0] = self._stuck_since[side] + self._recover_after_ns
-        return False
+        cdef int ran
+        with nogil:  # recovery makes system calls
+            ran = shmring_queue_unstick(ring, what, 0, recheck)
+        return ran == 1
 
     # ---- claiming (blocking as asked) ----
 
@@ -716,7 +715,7 @@ cdef class QueueHandle(RingHandle):
 
         Raises Full (with `done` as its count) or Empty when the deadline passes.
         """
-        cdef claim_fn claim = shmring_put_claim if put else shmring_get_claim
+        cdef claim_fn claim = shmring_queue_put_claim if put else shmring_queue_get_claim
         cdef int what = SHMRING_WAIT_WRITABLE if put else SHMRING_WAIT_READABLE
         cdef uint32_t spin = SPIN
         cdef uint64_t recheck
@@ -724,10 +723,10 @@ cdef class QueueHandle(RingHandle):
         if n == 0 and deadline != 0:
             # What arrives within a microsecond or so is cheaper to wait for
             # holding the GIL than with a GIL hand-off.
-            shmring_wait(p.ptr, what, 0, SPIN_WITH_GIL)
+            shmring_queue_wait(p.ptr, what, 0, SPIN_WITH_GIL)
             n = claim(p.ptr, max_n, flags, span)
         while n == 0:
-            if self._recover_if_stuck(what, &recheck):
+            if self._unstick(what, &recheck):
                 n = claim(p.ptr, max_n, flags, span)
                 if n != 0:
                     break
@@ -743,8 +742,8 @@ cdef class QueueHandle(RingHandle):
 
     @cython.final
     cdef bint _wait_until(self, int what, object timeout) except -1:
-        """wait_readable / wait_writable: True once `what` looks true, False when
-        the timeout passed first. Recovers from the dead as a blocked claim does."""
+        """wait_readable / wait_writable / join: True once `what` looks true, False
+        when the timeout passed first. Recovers from the dead as a blocked claim does."""
         cdef uint64_t deadline, recheck
         cdef uint32_t spin = SPIN
         cdef _Participant p
@@ -752,9 +751,9 @@ cdef class QueueHandle(RingHandle):
         p = self._enter()
         try:
             while True:
-                if shmring_wait(p.ptr, what, 0, 0) == 1:  # looks at the ring, never sleeps
+                if shmring_queue_wait(p.ptr, what, 0, 0) == 1:  # looks at the ring, never sleeps
                     return True
-                if self._recover_if_stuck(what, &recheck):
+                if self._unstick(what, &recheck):
                     continue
                 if not self._wait(p, what, deadline, spin, recheck):
                     return False
@@ -787,11 +786,11 @@ cdef class QueueHandle(RingHandle):
             if <uint64_t>size > self._slot_size:
                 raise errors.MessageTooLarge(size, self._slot_size)
             # the common case in one C call: room now, claimed, filled and committed
-            if shmring_put(p.ptr, data, size) <= 0:
+            if shmring_queue_put(p.ptr, data, size) <= 0:
                 self._claim(True, p, 1, &span, deadline, 0)
                 memcpy(shmring_slot_payload(self._ring, span.pos), data, size)
                 shmring_slot_set_len(self._ring, span.pos, <uint32_t>size)
-                shmring_put_commit(p.ptr, &span)
+                shmring_queue_put_commit(p.ptr, &span)
         finally:
             self._leave()
         return 0
@@ -839,7 +838,7 @@ cdef class QueueHandle(RingHandle):
                     size = PyBytes_GET_SIZE(b)
                     memcpy(shmring_slot_payload(self._ring, span.pos + k), PyBytes_AS_STRING(b), size)
                     shmring_slot_set_len(self._ring, span.pos + k, <uint32_t>size)
-                shmring_put_commit(p.ptr, &span)
+                shmring_queue_put_commit(p.ptr, &span)
                 done += span.n
         finally:
             self._leave()
@@ -854,7 +853,7 @@ cdef class QueueHandle(RingHandle):
         cdef object raw = None
         try:
             p.raise_deferred()
-            if shmring_get_claim(p.ptr, 1, 0, &span) <= 0:  # the common case without a call: one is there
+            if shmring_queue_get_claim(p.ptr, 1, 0, &span) <= 0:  # the common case without a call: one is there
                 self._claim(False, p, 1, &span, deadline, 0)
             p.holding = True
             try:
@@ -862,7 +861,7 @@ cdef class QueueHandle(RingHandle):
                 if size >= 0:
                     raw = PyBytes_FromStringAndSize(<char *>shmring_slot_payload(self._ring, span.pos), size)
             finally:
-                shmring_get_release(p.ptr, &span)
+                shmring_queue_get_release(p.ptr, &span)
                 p.holding = False
                 if raw is None and size >= 0:
                     self._count_lost(1)  # the copy failed: out of memory
@@ -893,11 +892,11 @@ cdef class QueueHandle(RingHandle):
                     out.append(PyBytes_FromStringAndSize(
                         <char *>shmring_slot_payload(self._ring, span.pos + k), size))
         except BaseException:
-            shmring_get_release(p.ptr, span)
+            shmring_queue_get_release(p.ptr, span)
             p.holding = False
             self._count_lost(before + span.n)
             raise
-        shmring_get_release(p.ptr, span)
+        shmring_queue_get_release(p.ptr, span)
         p.holding = False
         return 0
 
@@ -916,7 +915,7 @@ cdef class QueueHandle(RingHandle):
                 if len(out) >= limit:
                     break
                 # more may have arrived meanwhile: take it in the same call, never wait
-                if shmring_get_claim(p.ptr, <uint32_t>min(limit - len(out), UINT32_MAX), 0, &span) <= 0:
+                if shmring_queue_get_claim(p.ptr, <uint32_t>min(limit - len(out), UINT32_MAX), 0, &span) <= 0:
                     break
         finally:
             self._leave()
@@ -1135,7 +1134,7 @@ cdef class QueueHandle(RingHandle):
                 self._claim(True, p, <uint32_t>min(total - done, UINT32_MAX), &span, deadline, done)
                 self._copy(&span, <char *>view.buf + done * self._slot_size, True)
                 done += span.n
-                shmring_put_commit(p.ptr, &span)
+                shmring_queue_put_commit(p.ptr, &span)
         finally:
             self._leave()
         return 0
@@ -1157,9 +1156,9 @@ cdef class QueueHandle(RingHandle):
             self._claim(False, p, <uint32_t>min(limit, UINT32_MAX), &span, deadline, 0)
             while True:
                 self._copy(&span, <char *>view.buf + got * self._slot_size, False)
-                shmring_get_release(p.ptr, &span)
+                shmring_queue_get_release(p.ptr, &span)
                 got += span.n
-                if not fill or got >= limit or shmring_get_claim(
+                if not fill or got >= limit or shmring_queue_get_claim(
                         p.ptr, <uint32_t>min(limit - got, UINT32_MAX), 0, &span) <= 0:
                     break
         finally:
@@ -1272,7 +1271,7 @@ cdef class QueueHandle(RingHandle):
         cdef shmring_stats_t st
         if self._ring == NULL:
             raise errors.QueueClosed(f"queue {self.name!r} is closed")
-        shmring_get_stats(self._ring, &st)
+        shmring_queue_stats(self._ring, &st)
         cdef uint64_t there = st.write_pos - st.read_pos if st.write_pos > st.read_pos else 0
         cdef uint64_t least = max(<uint64_t>1, ROOM_BYTES // self._slot_size)
         return <Py_ssize_t>min(<uint64_t>limit, self._maxsize, max(there, least))
@@ -1329,9 +1328,9 @@ cdef class QueueHandle(RingHandle):
     @cython.final
     cdef void _end_span(self, _Participant p, shmring_span_t *span, bint put, uint32_t keep) noexcept:
         if put:
-            shmring_put_commit_partial(p.ptr, span, keep)
+            shmring_queue_put_commit_partial(p.ptr, span, keep)
         else:
-            shmring_get_release(p.ptr, span)
+            shmring_queue_get_release(p.ptr, span)
         p.holding = False
         self._leave()
 
@@ -1363,7 +1362,7 @@ cdef class QueueHandle(RingHandle):
     def task_done(self):
         """Mark one message taken with get*() as processed (see join())."""
         cdef _Participant p = self._enter()
-        cdef int rc = shmring_task_done(p.ptr, 1)
+        cdef int rc = shmring_queue_task_done(p.ptr, 1)
         self._leave()
         if rc == SHMRING_EJOIN:
             raise ValueError("task_done() called too many times")
@@ -1372,35 +1371,18 @@ cdef class QueueHandle(RingHandle):
         """Block until every message ever put has been marked with task_done().
 
         Works across processes. Returns True, or False if timeout passed first.
-        Messages lost to processes that died holding them count as done.
+        Messages lost to processes that died holding them count as done (what
+        join waits for can be held anywhere: it recovers every recover_after
+        while tasks are unfinished).
         """
-        cdef uint64_t deadline, recover_at
-        cdef uint32_t spin = SPIN
-        cdef _Participant p
-        _deadline(True, timeout, &deadline)
-        p = self._enter()
-        recover_at = shmring_now_ns() + self._recover_after_ns
-        try:
-            while shmring_unfinished(self._ring) != 0:
-                # what join waits for can be held anywhere: recover every recover_after
-                if shmring_now_ns() >= recover_at:
-                    with nogil:
-                        shmring_recover(self._ring)
-                    recover_at = shmring_now_ns() + self._recover_after_ns
-                    continue
-                if not self._wait(p, SHMRING_WAIT_JOINED, deadline, spin, recover_at):
-                    return False
-                spin = 0
-        finally:
-            self._leave()
-        return True
+        return self._wait_until(SHMRING_WAIT_JOINED, timeout)
 
     def qsize(self):
         """Approximate number of messages in the queue (exact when it is quiet)."""
         cdef shmring_stats_t st
         if self._ring == NULL:
             raise errors.QueueClosed(f"queue {self.name!r} is closed")
-        shmring_get_stats(self._ring, &st)
+        shmring_queue_stats(self._ring, &st)
         return min(st.write_pos - st.read_pos, self._maxsize)
 
     def empty(self):
@@ -1416,7 +1398,7 @@ cdef class QueueHandle(RingHandle):
         cdef shmring_stats_t st
         if self._ring == NULL:
             raise errors.QueueClosed(f"queue {self.name!r} is closed")
-        shmring_get_stats(self._ring, &st)
+        shmring_queue_stats(self._ring, &st)
         return {
             "put": st.write_pos,
             "got": st.read_pos,

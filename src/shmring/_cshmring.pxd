@@ -70,7 +70,7 @@ cdef extern from "shmring.h" nogil:
     int shmring_remove(shmring_t *ring)
     int shmring_create_died(const char *name)
     const char *shmring_lock_file(const shmring_t *ring)
-    void shmring_get_params "shmring_params"(const shmring_t *ring, shmring_params_t *out)
+    void shmring_params(const shmring_t *ring, shmring_params_t *out)
     uint64_t shmring_capacity(const shmring_t *ring)
 
     int shmring_participant_join(shmring_t *ring, shmring_participant_t **out)
@@ -79,21 +79,21 @@ cdef extern from "shmring.h" nogil:
 
     enum:
         SHMRING_CLAIM_CONTIGUOUS
-    int shmring_put_claim "shmring_queue_put_claim"(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span)
-    void shmring_put_commit "shmring_queue_put_commit"(shmring_participant_t *me, const shmring_span_t *span)
-    void shmring_put_commit_partial "shmring_queue_put_commit_partial"(shmring_participant_t *me, const shmring_span_t *span, uint32_t keep)
-    int shmring_get_claim "shmring_queue_get_claim"(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span)
-    void shmring_get_release "shmring_queue_get_release"(shmring_participant_t *me, const shmring_span_t *span)
+    int shmring_queue_put_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span)
+    void shmring_queue_put_commit(shmring_participant_t *me, const shmring_span_t *span)
+    void shmring_queue_put_commit_partial(shmring_participant_t *me, const shmring_span_t *span, uint32_t keep)
+    int shmring_queue_get_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span)
+    void shmring_queue_get_release(shmring_participant_t *me, const shmring_span_t *span)
     void shmring_copy_span(const shmring_t *ring, const shmring_span_t *span, void *buf, int into_ring)
     unsigned char *shmring_slot_payload(const shmring_t *ring, uint64_t pos)
     void shmring_slot_set_len(const shmring_t *ring, uint64_t pos, uint32_t len)
     int64_t shmring_slot_len(const shmring_t *ring, uint64_t pos)
-    int shmring_put "shmring_queue_put"(shmring_participant_t *me, const void *data, size_t len)
+    int shmring_queue_put(shmring_participant_t *me, const void *data, size_t len)
 
-    int shmring_task_done "shmring_queue_task_done"(shmring_participant_t *me, uint64_t n)
-    void shmring_count_lost "shmring_queue_count_lost"(shmring_t *ring, uint64_t n)
-    uint64_t shmring_unfinished "shmring_queue_unfinished"(const shmring_t *ring)
-    void shmring_get_stats "shmring_queue_stats"(const shmring_t *ring, shmring_stats_t *out)
+    int shmring_queue_task_done(shmring_participant_t *me, uint64_t n)
+    void shmring_queue_count_lost(shmring_t *ring, uint64_t n)
+    uint64_t shmring_queue_unfinished(const shmring_t *ring)
+    void shmring_queue_stats(const shmring_t *ring, shmring_stats_t *out)
     uint32_t shmring_participants_alive(const shmring_t *ring)
     ctypedef struct shmring_info_t:
         int64_t creator_pid
@@ -101,15 +101,15 @@ cdef extern from "shmring.h" nogil:
         uint64_t mapped_size
         uint32_t participants
         uint32_t participants_alive
-    void shmring_get_info "shmring_info"(const shmring_t *ring, shmring_info_t *out)
+    void shmring_info(const shmring_t *ring, shmring_info_t *out)
     int shmring_recover(shmring_t *ring)
-    int shmring_stuck "shmring_queue_stuck"(const shmring_t *ring, int what, uint64_t *pos)
+    int shmring_queue_stuck(const shmring_t *ring, int what, uint64_t *pos)
     enum:
         SHMRING_RECOVER_AFTER_DEFAULT_NS
     void shmring_set_recover_after(shmring_t *ring, uint64_t ns)
     int shmring_queue_unstick(shmring_t *ring, int what, uint64_t now_ns, uint64_t *recheck_ns)
 
-    int shmring_wait "shmring_queue_wait"(shmring_participant_t *me, int what, uint64_t timeout_ns, uint32_t spin)
+    int shmring_queue_wait(shmring_participant_t *me, int what, uint64_t timeout_ns, uint32_t spin)
     void shmring_wake_all(shmring_t *ring)
     uint64_t shmring_now_ns()
 

@@ -723,6 +723,14 @@ static void test_unstick(void)
           recheck == t1 + 2 * after);
     CHECK(shmring_queue_unstick(r, SHMRING_WAIT_WRITABLE, 0, &recheck) == 1); /* now_ns 0: the clock, long after */
     shmring_queue_get_release(cons, &span);
+    /* join(): while tasks are unfinished, recovery every recover_after, progress or not */
+    uint64_t t2 = t1 + 100 * after;
+    CHECK(shmring_queue_unstick(r, SHMRING_WAIT_JOINED, t2, &recheck) == 0 && recheck == t2 + after);
+    CHECK(shmring_queue_task_done(cons, 1) == SHMRING_OK);
+    CHECK(shmring_queue_unstick(r, SHMRING_WAIT_JOINED, t2 + after, &recheck) == 1);
+    CHECK(shmring_queue_task_done(cons, shmring_queue_unfinished(r)) == SHMRING_OK);
+    CHECK(shmring_queue_unstick(r, SHMRING_WAIT_JOINED, t2 + 2 * after, &recheck) == 0 && recheck == 0);
+    CHECK(shmring_queue_unstick(r, 7, t2, &recheck) == 0 && recheck == 0); /* no such wait */
     shmring_set_recover_after(r, 0);
     CHECK(atomic_load(&r->recover_after_ns) == SHMRING_RECOVER_AFTER_DEFAULT_NS);
     shmring_participant_leave(prod);
