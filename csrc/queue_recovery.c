@@ -43,7 +43,7 @@
  *   R5  release increments of tasks_done -> T2 (queue.c): join() sees them
  *   covered_by_live: acquire load of an entry's state -> J3 / L1 (members.c,
  *       participants.c): who owns the entry now, before its announcement (R2)
- *   shmring_queue_stuck: relaxed loads, a hint whether recovery is worth its
+ *   stuck: relaxed loads, a hint whether recovery is worth its
  *       system calls; shmring_queue_unstick: relaxed process-local timing
  */
 #include "queue.h"
@@ -203,7 +203,14 @@ int shmring__queue_first_pass(const struct shmring_participant_entry *e)
            (role == SHMRING_CLAIM_GET_HELD || role == SHMRING_CLAIM_GET_COUNTED);
 }
 
-int shmring_queue_stuck(const shmring_t *r, int what, uint64_t *pos)
+/* 1 if what a caller waiting for `what` (READABLE / WRITABLE) waits on is held by
+ * an unfinished claim - the next message was claimed by a producer and not
+ * committed, or the next slot still holds a message a consumer claimed and did
+ * not release - with that position in *pos: only then can a dead participant
+ * be the cause, and recovery be worth its system calls. Cheap: three loads.
+ * JOINED: 1 while tasks are unfinished, *pos 0 (join()'s blockers may be
+ * anywhere, so it recovers every recover_after while it waits). */
+static int stuck(const shmring_t *r, int what, uint64_t *pos)
 {
     struct shmring_segment *seg = r->seg;
     if (r->readonly)
@@ -249,7 +256,7 @@ int shmring_queue_unstick(shmring_t *r, int what, uint64_t now, uint64_t *rechec
     *recheck_ns = 0;
     if ((unsigned)what > SHMRING_WAIT_JOINED)
         return 0;
-    if (!shmring_queue_stuck(r, what, &pos)) {
+    if (!stuck(r, what, &pos)) {
         atomic_store_explicit(&r->stuck_since[side], 0, memory_order_relaxed);
         return 0;
     }

@@ -220,16 +220,8 @@ void shmring_queue_stats(const shmring_t *ring, shmring_stats_t *out);
  * waits that have lasted a while. Returns the number of dead participants whose
  * claims were recovered. */
 int shmring_recover(shmring_t *ring);
-/* 1 if what a caller waiting for `what` (READABLE / WRITABLE) waits on is held by
- * an unfinished claim - the next message was claimed by a producer and not
- * committed, or the next slot still holds a message a consumer claimed and did
- * not release - with that position in *pos: only then can a dead participant
- * be the cause, and recovery be worth its system calls. Cheap: three loads.
- * JOINED: 1 while tasks are unfinished, *pos 0 (join()'s blockers may be
- * anywhere, so it recovers every recover_after while it waits). */
-int shmring_queue_stuck(const shmring_t *ring, int what, uint64_t *pos);
 /* How long a waiter may find what it waits for held by an unfinished claim at
- * the same position (shmring_queue_stuck) before shmring_queue_unstick runs
+ * the same position (an unfinished claim holds it) before shmring_queue_unstick runs
  * recovery: ns nanoseconds, 0 for the default, SHMRING_RECOVER_AFTER_DEFAULT_NS. */
 #define SHMRING_RECOVER_AFTER_DEFAULT_NS UINT64_C(100000000)
 void shmring_set_recover_after(shmring_t *ring, uint64_t ns);

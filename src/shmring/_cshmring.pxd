@@ -102,8 +102,6 @@ cdef extern from "shmring.h" nogil:
         uint32_t participants
         uint32_t participants_alive
     void shmring_info(const shmring_t *ring, shmring_info_t *out)
-    int shmring_recover(shmring_t *ring)
-    int shmring_queue_stuck(const shmring_t *ring, int what, uint64_t *pos)
     enum:
         SHMRING_RECOVER_AFTER_DEFAULT_NS
     void shmring_set_recover_after(shmring_t *ring, uint64_t ns)
