@@ -70,15 +70,46 @@ def test_a_bare_binding_handle_moves_bytes_and_refuses_objects():
     assert h.closed
 
 
-def test_a_codec_that_returns_no_bytes_is_a_type_error_not_a_crash(make_queue):
-    q = make_queue(4, 16)
-    q._set_codec(lambda obj: obj, bytes)     # hands the binding whatever it got
-    with pytest.raises(TypeError):
-        q.put(12345)
-    with pytest.raises(TypeError):
-        q.put_many([b"ok", 3.5])
-    q.put(b"bytes-like")
-    assert q.get() == b"bytes-like" and q.qsize() == 0
+def test_a_codec_that_returns_no_bytes_is_a_type_error_not_a_crash():
+    q = _core.QueueHandle()
+    q._open("shmring-test-nobytes-" + os.urandom(4).hex(), True, 4, 16, 0o600, 8)
+    try:
+        q._set_codec(lambda obj: obj, bytes)     # hands the binding whatever it got
+        with pytest.raises(TypeError):
+            q.put(12345)
+        with pytest.raises(TypeError):
+            q.put_many([b"ok", 3.5])
+        q.put(b"bytes-like")
+        assert q.get() == b"bytes-like" and q.qsize() == 0
+    finally:
+        q.close()
+
+
+def test_a_live_queues_codec_and_records_are_set_once(make_queue):
+    np = pytest.importorskip("numpy")
+    q = make_queue(4, 64)
+    with pytest.raises(RuntimeError, match="set once"):
+        q._set_codec(lambda obj: obj, bytes)
+    q.put(("still", "pickled"))
+    assert q.get() == ("still", "pickled")
+    r = make_queue(4, dtype=np.int64)
+    with pytest.raises(RuntimeError, match="set once"):
+        r._set_records(check=len, new=len, trim=len, array_of=len, array_type=int, dtype=np.dtype("S64"),
+                       make_slots=len, seal=len)
+    r.put_array(np.arange(3))
+    assert r.get_array().tolist() == [0, 1, 2]
+
+
+def test_records_put_many_and_get_many_move_one_array(make_queue):
+    np = pytest.importorskip("numpy")
+    q = make_queue(16, dtype=np.float64)
+    q.put_many(np.arange(3))                       # cast as numpy casts, as before the codecs
+    q.put_many([np.float32(1.5)])
+    got = q.get_many()
+    assert [float(x) for x in got] == [0.0, 1.0, 2.0, 1.5]
+    with pytest.raises(ValueError):
+        q.put_many([np.zeros(2)])                  # rows of two: not one record each
+    assert q.qsize() == 0
 
 
 def test_a_records_buffer_must_be_whole_records_and_writable(make_queue):

@@ -2,6 +2,7 @@
 message names the value and the rule it broke."""
 import errno
 import os
+import pickle
 import queue
 import re
 import struct
@@ -161,3 +162,19 @@ def test_a_refused_create_keeps_the_c_layers_reason():
     with pytest.raises(shmring.ShmringError, match="msg_size 2147483648 is over the largest slot, 1073741824 bytes"):
         handle._open("shmring-test-bad-slot", True, 4, 2**31)
     assert not os.path.exists("/dev/shm/shmring-test-bad-slot")
+
+
+@pytest.mark.parametrize("code, stdlib", [(errno.EINTR, InterruptedError), (errno.EAGAIN, BlockingIOError),
+                                          (errno.EIO, OSError)])
+def test_a_system_call_error_is_the_oserror_subclass_of_its_errno(code, stdlib):
+    e = errors.system_call_error(code, "what failed")
+    assert isinstance(e, stdlib) and isinstance(e, errors.SystemCallError) and e.errno == code
+    back = pickle.loads(pickle.dumps(e))
+    assert type(back) is type(e) and back.args == e.args
+
+
+def test_exceptions_with_fields_survive_pickling():
+    back = pickle.loads(pickle.dumps(errors.MessageTooLarge(2000, 1024)))
+    assert (back.size, back.msg_size, str(back)) == (2000, 1024, str(errors.MessageTooLarge(2000, 1024)))
+    full = pickle.loads(pickle.dumps(errors.Full("queue 'x' is full", 3)))
+    assert full.count == 3 and isinstance(full, queue.Full)

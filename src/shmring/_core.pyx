@@ -221,7 +221,7 @@ cdef int _raise_rc(int rc, object name, str detail=None) except -1:
         what = f"{what}: {detail}"
     cls = _ERRORS.get(rc, errors.SegmentError)
     text = _TEMPLATES.get(rc, "{what}").format(what=what, strerror=os.strerror(err))
-    raise cls(err, text) if issubclass(cls, errors.SystemCallError) else cls(text)
+    raise errors.system_call_error(err, text) if cls is errors.SystemCallError else cls(text)
 
 
 cdef inline int _deadline(object block, object timeout, uint64_t *out) except -1:
@@ -617,7 +617,7 @@ cdef class QueueHandle(RingHandle):
     consecutive slots, task_done/join, sizes, waiting. What a message *is* comes
     from above: the layer over this one hands over a codec's encode/decode
     callables (_set_codec) and, for records rings, how to make arrays over the
-    slots (_set_slot_arrays). Nothing here knows pickle or numpy."""
+    slots (_set_records). Nothing here knows pickle or numpy."""
     cdef uint64_t _recover_after_ns  # what the C layer was given (shmring_set_recover_after)
     # the codec's single-message callables: encode(obj[, encode_arg]) -> bytes, decode(bytes) -> obj
     cdef object _encode
@@ -628,6 +628,7 @@ cdef class QueueHandle(RingHandle):
     cdef object _rec_check
     cdef object _rec_new
     cdef object _rec_trim
+    cdef object _rec_array_of
     cdef object _rec_type
     cdef object _rec_dtype
     cdef object _rec_seen            # the last other dtype object an array passed check() with
@@ -659,11 +660,13 @@ cdef class QueueHandle(RingHandle):
         encode_arg)` (or `encode(obj)`) returns the message's bytes, `decode(raw)`
         the object. Called from here, they cost one C-level call each (a
         functools.partial with a keyword would cost a dict per call)."""
+        if self._encode is not None:
+            raise RuntimeError(f"queue {self.name!r} has its codec already: it is set once, at open")
         if not callable(encode) or not callable(decode):
             raise TypeError(f"encode and decode must be callable, got {encode!r} and {decode!r}")
         self._encode, self._decode, self._encode_arg = encode, decode, encode_arg
 
-    def _set_records(self, *, check, new, trim, array_type, dtype, make_slots, seal):
+    def _set_records(self, *, check, new, trim, array_of, array_type, dtype, make_slots, seal):
         """What records are, for a records ring (the codec's policy, as callables):
 
         - ``check(arr)``: raise TypeError / ValueError naming what is wrong, or
@@ -672,19 +675,25 @@ cdef class QueueHandle(RingHandle):
           with a 1-D C-contiguous buffer is taken as checked;
         - ``new(count, dtype)``: a new writable array of `count` records;
           ``trim(arr, count)``: arr cut to its first `count` records;
+          ``array_of(items)``: put_many's items as an array of records (cast as
+          numpy casts); get_many returns the records of get_array as a list;
         - ``make_slots(buffer, count)``: once per handle and way, a sliceable over
           the `count` slots of a buffer over the payload area (read-only for
           views, writable for reservations); ``seal(part)``: called on a
           reservation's slice once it is committed (to mark it read-only).
         """
-        for what, fn in (("check", check), ("new", new), ("trim", trim), ("make_slots", make_slots),
-                         ("seal", seal)):
+        for what, fn in (("check", check), ("new", new), ("trim", trim), ("array_of", array_of),
+                         ("make_slots", make_slots), ("seal", seal)):
             if not callable(fn):
                 raise TypeError(f"{what} must be callable, got {fn!r}")
         if not isinstance(array_type, type):
             raise TypeError(f"array_type must be a type, got {array_type!r}")
-        self._records_only("_set_records()")
-        self._rec_check, self._rec_new, self._rec_trim = check, new, trim
+        self._records_ring("_set_records()")
+        if self._rec_check is not None:
+            raise RuntimeError(f"queue {self.name!r} has its records already: they are set once, at open")
+        if getattr(dtype, "itemsize", None) != self._slot_size:
+            raise ValueError(f"a record of {dtype!r} is not {self._slot_size} bytes, this queue's slot size")
+        self._rec_check, self._rec_new, self._rec_trim, self._rec_array_of = check, new, trim, array_of
         self._rec_type, self._rec_dtype = array_type, dtype
         self._make_slots, self._seal = make_slots, seal
 
@@ -1062,6 +1071,9 @@ cdef class QueueHandle(RingHandle):
         ``count`` says how many leading items were put.
         """
         cdef uint64_t deadline
+        if self._records:  # one array, one copy per run (and numpy's casts)
+            self._records_only("put_many()")
+            return self.put_array(self._rec_array_of(items), block, timeout)
         _deadline(block, timeout, &deadline)
         self._codec_set()
         if self._encode_arg is _NO_ARG:
@@ -1077,6 +1089,13 @@ cdef class QueueHandle(RingHandle):
         error is raised by this thread's next get call.
         """
         cdef uint64_t deadline
+        if self._records:  # the records of one get_array, as numpy scalars
+            arr = self.get_array(max_items, block, timeout)
+            try:
+                return list(arr)
+            except BaseException:  # out of memory, Ctrl-C: taken, never handed out
+                self._count_lost(len(arr))
+                raise
         _deadline(block, timeout, &deadline)
         self._codec_set()
         return self._decode_batch(self._get_raw(self._how_many(max_items, "max_items"), deadline), self._decode)
@@ -1084,9 +1103,15 @@ cdef class QueueHandle(RingHandle):
     # ---- records: in and out of a caller's buffer, reservations and views ----
 
     @cython.final
-    cdef object _records_only(self, what):
+    cdef object _records_ring(self, what):
         if not self._records:
             raise TypeError(f"{what} needs a records queue: Queue(maxsize, dtype=...)")
+
+    @cython.final
+    cdef object _records_only(self, what):
+        self._records_ring(what)
+        if self._rec_check is None:
+            raise TypeError(f"this handle has no records codec: {what} needs one (shmring.Queue sets it)")
 
     @cython.final
     cdef void _copy(self, shmring_span_t *span, char *buf, bint into_ring) noexcept:
@@ -1241,7 +1266,7 @@ cdef class QueueHandle(RingHandle):
         """put_array() of any C-contiguous buffer of whole records, unchecked."""
         cdef uint64_t deadline
         cdef Py_buffer view
-        self._records_only("put_array()")
+        self._records_ring("_put_records()")
         _deadline(block, timeout, &deadline)
         PyObject_GetBuffer(records, &view, PyBUF_C_CONTIGUOUS)
         try:
@@ -1254,7 +1279,7 @@ cdef class QueueHandle(RingHandle):
         records, unchecked; how many it took."""
         cdef uint64_t deadline
         cdef Py_buffer view
-        self._records_only("get_array()")
+        self._records_ring("_get_records()")
         _deadline(block, timeout, &deadline)
         self._writable_view(out, &view)
         try:

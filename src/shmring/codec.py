@@ -105,7 +105,8 @@ class RecordsCodec(Codec):
     def install(self, q):
         np = _numpy()
         q._set_codec(self.encode, self.decode)
-        q._set_records(check=self.as_records, new=np.empty, trim=_trim, array_type=np.ndarray,
+        q._set_records(check=self.as_records, new=np.empty, trim=_trim, array_of=self.array_of,
+                       array_type=np.ndarray,
                        dtype=self.dtype, make_slots=self._slots, seal=_seal)
 
     # ---- one record: put / get ----
@@ -124,6 +125,10 @@ class RecordsCodec(Codec):
         return _numpy().frombuffer(raw, self.dtype)[0]
 
     # ---- arrays ----
+
+    def array_of(self, items):
+        """put_many's items as one array of records (numpy's casts, as np.array)."""
+        return _numpy().array(list(items), dtype=self.dtype)
 
     def _slots(self, buffer, count):
         """Every slot of the ring as one array over the binding's buffer (made once

@@ -56,6 +56,9 @@ class MessageTooLarge(ShmringError, ValueError):
         self.size = size
         self.msg_size = msg_size
 
+    def __reduce__(self):  # multiprocessing hands exceptions back pickled
+        return type(self), (self.size, self.msg_size)
+
 
 class QueueClosed(ShmringError, ValueError):
     """The queue handle was closed in this process."""
@@ -90,7 +93,26 @@ class OutOfMemory(ShmringError, MemoryError):
 
 
 class SystemCallError(ShmringError, OSError):
-    """A system call failed; ``errno`` says why."""
+    """A system call failed; ``errno`` says why. Raised as ``system_call_error``
+    makes it, so that it is also the OSError subclass of its errno
+    (InterruptedError for EINTR, BlockingIOError for EAGAIN, ...)."""
+
+    def __reduce__(self):  # the errno's class is made at run time: made again where unpickled
+        return system_call_error, self.args[:2]
+
+
+_SYSTEM_CALL_ERRORS = {OSError: SystemCallError}  # OSError's subclass for an errno -> ours
+
+
+def system_call_error(err, text):
+    """SystemCallError(err, text), of the class that is also what OSError(err,
+    text) would be: code that catches InterruptedError still catches it."""
+    base = type(OSError(err, text))
+    cls = _SYSTEM_CALL_ERRORS.get(base)
+    if cls is None:
+        cls = _SYSTEM_CALL_ERRORS[base] = type(f"SystemCallError_{base.__name__}", (SystemCallError, base),
+                                              {"__module__": __name__})
+    return cls(err, text)
 
 
 class UntrustedSegment(PermissionDenied):

@@ -128,7 +128,8 @@ class Queue(QueueHandle):
         if schema is not None:
             try:
                 if chosen is not None:
-                    raise ValueError(f"{name!r} is a records queue: it has no other codec, got codec={codec!r}")
+                    # a SegmentError: also what a pickled handle whose name a records queue took sees
+                    raise SegmentError(f"{name!r} is a records queue: it has no other codec, got codec={codec!r}")
                 chosen = RecordsCodec(schema_to_dtype(schema, self.msg_size, name))
             except BaseException:
                 self.close()  # unlinks what this process made
@@ -140,7 +141,9 @@ class Queue(QueueHandle):
 
     # ---- records: arrays in and out, reservations and views are the binding's ----
 
-    peek_array = QueueHandle.view  # the old name: ``v = q.peek_array(n); v.array; v.release()``
+    def peek_array(self, max_items=None, block=True, timeout=None):
+        """view() by its old name: ``v = q.peek_array(n); v.array; v.release()``."""
+        return self.view(max_items, block, timeout)
 
     def __reduce__(self):
         if self.closed:
