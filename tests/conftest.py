@@ -1,4 +1,6 @@
 import os
+import select
+import signal
 import time
 
 import pytest
@@ -54,3 +56,20 @@ def child_python_env():
     tests_dir = os.path.dirname(os.path.abspath(__file__))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [tests_dir, env.get("PYTHONPATH")]))
     return env
+
+
+def interrupt_when_asleep(q, child, waiting):
+    """Wait for `child` (a process that prints "ready", then blocks on q) to sleep
+    in q (stats()[waiting] >= 1), send it SIGINT, and return (out, err, sent):
+    its output and when the signal went. The child is killed in any case."""
+    try:
+        assert select.select([child.stdout], [], [], 30)[0], "child did not start"
+        assert child.stdout.readline().strip() == "ready"
+        wait_until(lambda: q.stats()[waiting] >= 1, what="child asleep in the wait")
+        sent = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=10)
+    finally:
+        child.kill()
+        child.wait(10)
+    return out, err, sent

@@ -1,6 +1,4 @@
 """Blocking calls: timeouts honoured, Ctrl-C delivered, GIL released, idle CPU low."""
-import select
-import signal
 import statistics
 import subprocess
 import sys
@@ -11,7 +9,7 @@ import time
 import pytest
 
 import shmring
-from conftest import child_python_env, wait_until
+from conftest import child_python_env, interrupt_when_asleep, wait_until
 from shmring import _core
 
 pytestmark = pytest.mark.timeout(60)
@@ -175,16 +173,7 @@ def test_ctrl_c_interrupts_a_call_blocked_forever_within_200ms(make_queue, op):
     if op == "put":
         q.put("fill")
     child = run_child(CTRL_C_CHILD, q.name, op)
-    try:
-        assert select.select([child.stdout], [], [], 30)[0], "child did not start"
-        assert child.stdout.readline().strip() == "ready"
-        waiting = "readers_waiting" if op == "get" else "writers_waiting"
-        wait_until(lambda: q.stats()[waiting] >= 1, what="child asleep in the call")
-        sent = time.monotonic()
-        child.send_signal(signal.SIGINT)
-        out, err = child.communicate(timeout=10)
-    finally:
-        child.kill()
+    out, err, sent = interrupt_when_asleep(q, child, "readers_waiting" if op == "get" else "writers_waiting")
     word, when = out.split()
     assert word == "interrupted", err
     assert float(when) - sent < 0.2

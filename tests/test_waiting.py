@@ -3,7 +3,6 @@ wait_readable / wait_writable, and raw batches of bytes that are never decoded."
 import multiprocessing as mp
 import os
 import pickle
-import select
 import signal
 import struct
 import subprocess
@@ -15,7 +14,7 @@ import time
 import pytest
 
 import shmring
-from conftest import child_python_env, wait_until
+from conftest import child_python_env, interrupt_when_asleep, wait_until
 from shmring import _core
 
 pytestmark = pytest.mark.timeout(60)
@@ -155,17 +154,7 @@ def test_ctrl_c_interrupts_a_wait_without_timeout_promptly(make_queue, which, sl
         q.put("fill")
     child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(CTRL_C_WAITER), q.name, which, slice_s],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_python_env())
-    try:
-        assert select.select([child.stdout], [], [], 30)[0], "child did not start"
-        assert child.stdout.readline().strip() == "ready"
-        waiting = "readers_waiting" if which == "readable" else "writers_waiting"
-        wait_until(lambda: q.stats()[waiting] >= 1, what="child asleep in the wait")
-        sent = time.monotonic()
-        child.send_signal(signal.SIGINT)
-        out, err = child.communicate(timeout=10)
-    finally:
-        child.kill()
-        child.wait(10)
+    out, err, sent = interrupt_when_asleep(q, child, "readers_waiting" if which == "readable" else "writers_waiting")
     word, when = out.split()
     assert word == "interrupted", err
     assert float(when) - sent < 0.2   # ~50 ms at most on a quiet machine; slack for a loaded one
