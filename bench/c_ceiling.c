@@ -11,11 +11,12 @@
  *
  * The consumer starts once the producer has filled the ring, so the ring runs
  * full, as shmring's does under the same load (its consumer is the slower side).
- * Even so a run can fall into a regime where the producer's copies slow down,
- * the ring drains to 40-70% full and the rate halves, and stay there: on this
- * project's 2-vCPU VM, 4 runs of 12 (33-47 GB/s against 59-66; started empty,
- * 3 of 10). shmring's rows did not show it in the same rounds, so the records
- * suite takes the best of a few runs per repetition as the ceiling.
+ * On a VM the rate also follows where the host has put the two virtual CPUs,
+ * which it changes every few seconds: on this project's 2-vCPU VM the bytes per
+ * second drop about 5x (24 GB/s to 5 GB/s) while a cache line's round trip
+ * between the two CPUs is 470 ns instead of 125 ns (bench/placement.c), and the
+ * shmring records rows drop with it. The records suite takes the best of a few
+ * runs per repetition as the ceiling, so that it stays a ceiling.
  */
 #define _GNU_SOURCE
 #include <stdatomic.h>

@@ -14,8 +14,9 @@ from shmring.bench.runner import IpcSocket, PairRow, Row, Timer, context, cpus
 
 BATCH = 4096
 RING = 65536  # records held by the shmring queues; the C ceiling gets the same bytes
-# The bare ring has a slow regime of its own (bench/c_ceiling.c): a repetition of
-# the ceiling is the best of this many runs, so that it stays a ceiling.
+# The bare ring, like every two-process row, slows down while the host keeps the two
+# CPUs apart (bench/c_ceiling.c, bench/placement.c): a repetition of the ceiling is
+# the best of this many runs, so that it stays a ceiling.
 CEILING_TRIES = 3
 
 
