@@ -442,6 +442,18 @@ int shmring_queue_wait(shmring_participant_t *me, int what, uint64_t timeout_ns,
 
 /* ---- the queue as a ring kind (kind.h) ---- */
 
+/* The queue's areas: the generic layout, with no area of its own and none of
+ * a topic's parameters. */
+static int layout(const struct shmring_header *h, struct shmring_layout *out)
+{
+    if (h->flags & (SHMRING_FLAG_MULTICAST | SHMRING_FLAG_OVERWRITE))
+        return shmring__fail(SHMRING_ERESERVED, "flags 0x%x: a topic's, in a queue", h->flags);
+    if (h->kind_args[0] != 0 || h->kind_args[1] != 0)
+        return shmring__fail(SHMRING_ERESERVED, "reserved header bytes (a topic's parameters) %u, %u in a queue, not 0",
+                             h->kind_args[0], h->kind_args[1]);
+    return shmring__layout_compute(h->slot_size, h->maxsize, h->max_participants, h->flags, 0, out);
+}
+
 /* Attach: the counters of a ring that passed every header check. */
 static int validate(struct shmring_segment *seg, const struct shmring_header *h)
 {
@@ -470,13 +482,15 @@ static int validate(struct shmring_segment *seg, const struct shmring_header *h)
 
 const struct shmring_kind shmring__queue_kind = {
     .kind = SHMRING_KIND_QUEUE,
-    .layout = shmring__layout_compute,
+    .flags = 0,
+    .layout = layout,
     .validate = validate,
     .n_waitqs = 3,
     .waitq_offsets = {[SHMRING_WAIT_READABLE] = offsetof(struct shmring_segment, not_empty),
                       [SHMRING_WAIT_WRITABLE] = offsetof(struct shmring_segment, not_full),
                       [SHMRING_WAIT_JOINED] = offsetof(struct shmring_segment, join.joined)},
     .ready = ready,
+    .ready_at = NULL,
     .first_pass = shmring__queue_first_pass,
     .settle = shmring__queue_settle,
 };

@@ -34,9 +34,10 @@ def test_fresh_segment_header_matches_the_documented_layout(make_queue, maxsize,
     q = make_queue(maxsize, msg_size)
     h = read_header(q.name)
     assert h["magic"] == MAGIC
-    assert h["layout_version"] == LAYOUT_VERSION == 5
+    assert h["layout_version"] == LAYOUT_VERSION == 6
     assert h["kind"] == 1
     assert h["flags"] == 0  # a byte ring
+    assert (h["kind_arg0"], h["kind_arg1"]) == (0, 0)  # a topic's parameters
     assert h["header_size"] == FIXED_PART
     assert (h["slot_size"], h["maxsize"], h["capacity"]) == (msg_size, maxsize, capacity)
     assert h["creator_pid"] == os.getpid()
@@ -109,3 +110,4 @@ def test_a_large_records_ring_has_16_bit_slot_words_that_count_laps(make_queue):
     words = [slot_word(raw, h, i) for i in range(3)]
     assert words == [slot_state(h, 2 * h["capacity"], FREE), slot_state(h, h["capacity"] + 1, COMMITTED),
                      slot_state(h, h["capacity"] + 2, FREE)] == [8, 5, 4]
+

@@ -652,6 +652,7 @@ cdef class QueueHandle(RingHandle):
         params.mode = mode
         params.records = schema is not None
         params.schema = schema_bytes
+        params.max_subscribers = params.max_topic_len = params.policy = 0
         self._open_ring(name, SHMRING_KIND_QUEUE, create, &params, trust_writable)
         shmring_set_recover_after(self._ring, self._recover_after_ns)
 
