@@ -6,8 +6,9 @@ Waits are sliced: C sleeps at most SLICE_NS, then we check signals (Ctrl-C), the
 deadline and whether the handle was closed, and go round again.
 
 RingHandle is what every ring kind shares (opening, closing, fork repair, one
-participant per thread, the mapping's lifetime); QueueHandle adds the queue's
-primitives. What a message is - pickle, bytes, numpy records - is policy, in
+participant per thread, the mapping's lifetime, the codec's callables);
+QueueHandle adds the queue's primitives, TopicHandle the topic's (with
+_Subscription, one subscriber of it). What a message is - pickle, bytes, numpy records - is policy, in
 codec.py, handed to the handle as callables; defaults, names, pickling of
 handles and lifetime at exit are in queue.py and lifetime.py. This module
 imports nothing from the package but shmring.errors.
@@ -26,6 +27,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport errno
 from libc.stdint cimport UINT32_MAX, UINT64_MAX, int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from posix.unistd cimport getpid
 
@@ -76,6 +78,11 @@ def _count_fork():
 os.register_at_fork(after_in_child=_count_fork)
 
 
+def _fork_count():
+    """Forks this process descends through (policy layers tell a forked child by it)."""
+    return _forks
+
+
 def inspect(str name):
     """What `shmring ls` / `stat` show of a ring, without joining it: a dict.
 
@@ -90,12 +97,33 @@ def inspect(str name):
     cdef int rc
     with nogil:  # opening can wait on the file system
         rc = shmring_attach(c_name, SHMRING_KIND_QUEUE, SHMRING_ATTACH_READONLY, &ring)
+        if rc == SHMRING_EKIND:
+            rc = shmring_attach(c_name, SHMRING_KIND_TOPIC, SHMRING_ATTACH_READONLY, &ring)
     if rc != SHMRING_OK:
         _raise_rc(rc, name, _detail())
     try:
         shmring_params(ring, &params)
-        shmring_queue_stats(ring, &st)
         shmring_info(ring, &info)
+        if params.kind == SHMRING_KIND_TOPIC:
+            found = {
+                "name": name,
+                "kind": "records topic" if params.records else "topic",
+                "schema": params.schema.decode("utf-8", "backslashreplace") if params.records else None,
+                "policy": "overwrite" if params.policy == SHMRING_POLICY_OVERWRITE else "block",
+                "maxsize": params.maxsize,
+                "msg_size": params.slot_size,
+                "max_topic_len": params.max_topic_len,
+                "max_subscribers": params.max_subscribers,
+                "creator_pid": info.creator_pid,
+                "created_unix_ns": info.created_unix_ns,
+                "bytes": info.mapped_size,
+                "participants": info.participants,
+                "participants_alive": info.participants_alive,
+                "lock_file": _lock_file_name(ring),
+            }
+            found.update(_topic_stats(ring, params.max_subscribers))
+            return found
+        shmring_queue_stats(ring, &st)
         return {
             "name": name,
             "kind": "records" if params.records else "queue",
@@ -195,6 +223,8 @@ _ERRORS = {
     SHMRING_EFULLTABLE: errors.TooManyParticipants,
     SHMRING_ECORRUPT: errors.SegmentError,
     SHMRING_EUNTRUSTED: errors.UntrustedSegment,
+    SHMRING_ESHUTDOWN: errors.ShutDown,
+    SHMRING_EFULLSUBS: errors.TooManyParticipants,
 }
 # How their messages read where not "{what}" (the C reason, the name, the detail).
 _TEMPLATES = {
@@ -376,6 +406,23 @@ cdef class RingHandle:
     cdef object _view_slots          # read-only
     cdef object _reserve_slots       # writable
     cdef object __weakref__
+    cdef bint _topic                 # a topic: its waits are shmring_topic_wait's
+    cdef uint64_t _recover_after_ns  # what the C layer was given (shmring_set_recover_after)
+    # the codec's single-message callables: encode(obj[, encode_arg]) -> bytes, decode(bytes) -> obj
+    cdef object _encode
+    cdef object _encode_arg          # _NO_ARG: encode takes the object alone
+    cdef object _decode
+    # records rings (see _set_records): the codec's check, allocation, trim; the
+    # array type and dtype object it vouches for; make_slots, seal for spans
+    cdef object _rec_check
+    cdef object _rec_new
+    cdef object _rec_trim
+    cdef object _rec_array_of
+    cdef object _rec_type
+    cdef object _rec_dtype
+    cdef object _rec_seen            # the last other dtype object an array passed check() with
+    cdef object _make_slots
+    cdef object _seal
 
     # ---- opening and closing ----
 
@@ -387,7 +434,7 @@ cdef class RingHandle:
         cdef int rc
         cdef bytes cname = _segment_name(name)
         if self._map is not None:
-            raise RuntimeError(f"queue {self.name!r} is open already: a handle opens one ring, once")
+            raise RuntimeError(f"{self._kind_word()} {self.name!r} is open already: a handle opens one ring, once")
         if create:
             rc = shmring_create(cname, params, &ring)
         else:
@@ -483,6 +530,10 @@ cdef class RingHandle:
     def closed(self):
         return self._closing or self._ring == NULL
 
+    @cython.final
+    cdef str _kind_word(self):
+        return "topic" if self._topic else "queue"
+
     @property
     def maxsize(self):
         """Most messages the queue holds at once (exact)."""
@@ -499,9 +550,82 @@ cdef class RingHandle:
         return self._cname[1:].decode("ascii") if self._cname is not None else None
 
     @property
+    def recover_after(self):
+        """Seconds a blocked call waits before recovering from dead participants."""
+        return self._recover_after_ns / 1e9
+
+    @property
     def _schema_bytes(self):
         """The record schema the segment holds (a records ring), else None."""
         return self._schema
+
+    # ---- the codec (codec.py installs it at open) ----
+
+    def _set_codec(self, encode, decode, encode_arg=_NO_ARG):
+        """What put/get (and put_many/get_many) do with objects: `encode(obj,
+        encode_arg)` (or `encode(obj)`) returns the message's bytes, `decode(raw)`
+        the object. Called from here, they cost one C-level call each (a
+        functools.partial with a keyword would cost a dict per call)."""
+        if self._encode is not None:
+            raise RuntimeError(f"{self._kind_word()} {self.name!r} has its codec already: it is set once, at open")
+        if not callable(encode) or not callable(decode):
+            raise TypeError(f"encode and decode must be callable, got {encode!r} and {decode!r}")
+        self._encode, self._decode, self._encode_arg = encode, decode, encode_arg
+
+    def _set_records(self, *, check, new, trim, array_of, array_type, dtype, make_slots, seal):
+        """What records are, for a records ring (the codec's policy, as callables):
+
+        - ``check(arr)``: raise TypeError / ValueError naming what is wrong, or
+          return arr as a C-contiguous 1-D array of records (copied if need be);
+          ``type(arr) is array_type and arr.dtype is dtype`` (that very object)
+          with a 1-D C-contiguous buffer is taken as checked;
+        - ``new(count, dtype)``: a new writable array of `count` records;
+          ``trim(arr, count)``: arr cut to its first `count` records;
+          ``array_of(items)``: put_many's items as an array of records (cast as
+          numpy casts); get_many returns the records of get_array as a list;
+        - ``make_slots(buffer, count)``: once per handle and way, a sliceable over
+          the `count` slots of a buffer over the payload area (read-only for
+          views, writable for reservations); ``seal(part)``: called on a
+          reservation's slice once it is committed (to mark it read-only).
+        """
+        for what, fn in (("check", check), ("new", new), ("trim", trim), ("array_of", array_of),
+                         ("make_slots", make_slots), ("seal", seal)):
+            if not callable(fn):
+                raise TypeError(f"{what} must be callable, got {fn!r}")
+        if not isinstance(array_type, type):
+            raise TypeError(f"array_type must be a type, got {array_type!r}")
+        self._records_ring("_set_records()")
+        if self._rec_check is not None:
+            raise RuntimeError(f"{self._kind_word()} {self.name!r} has its records already: they are set once, at open")
+        if getattr(dtype, "itemsize", None) != self._slot_size:
+            raise ValueError(f"a record of {dtype!r} is not {self._slot_size} bytes, this queue's slot size")
+        self._rec_check, self._rec_new, self._rec_trim, self._rec_array_of = check, new, trim, array_of
+        self._rec_type, self._rec_dtype = array_type, dtype
+        self._make_slots, self._seal = make_slots, seal
+
+    @cython.final
+    cdef object _records_ring(self, what):
+        if not self._records:
+            raise TypeError(f"{what} needs a records {self._kind_word()}: "
+                            f"{'Topic(capacity' if self._topic else 'Queue(maxsize'}, dtype=...)")
+
+    @cython.final
+    cdef object _records_only(self, what):
+        self._records_ring(what)
+        if self._rec_check is None:
+            raise TypeError(f"this handle has no records codec: {what} needs one (shmring.Queue sets it)")
+
+    @cython.final
+    cdef inline object _encoded(self, obj):
+        if self._encode_arg is _NO_ARG:
+            return self._encode(obj)
+        return self._encode(obj, self._encode_arg)
+
+    @cython.final
+    cdef inline int _codec_set(self) except -1:
+        if self._encode is None:
+            raise TypeError("this handle has no codec: put/get need one (shmring.Queue sets it)")
+        return 0
 
     # ---- participants and in-flight accounting ----
 
@@ -550,7 +674,7 @@ cdef class RingHandle:
     cdef _Participant _enter_checked(self):
         cdef _Participant p
         if self._closing or self._ring == NULL:
-            raise errors.QueueClosed(f"queue {self.name!r} is closed")
+            raise errors.QueueClosed(f"{self._kind_word()} {self.name!r} is closed")
         p = self._me()
         if p.holding:
             raise RuntimeError(
@@ -567,12 +691,14 @@ cdef class RingHandle:
 
     @cython.final
     cdef int _wait(self, _Participant p, int what, uint64_t deadline, uint32_t spin,
-                   uint64_t wake_by) except -1:
-        """Wait one slice for `what`, at most until wake_by (0: no bound).
+                   uint64_t wake_by, shmring_topic_sub_t *sub=NULL, const shmring_span_t *span=NULL) except -1:
+        """Wait one slice for `what`, at most until wake_by (0: no bound); a
+        topic's waits say for which subscriber, or which pending claim.
         1: try again; 0: the deadline has passed."""
         cdef uint64_t now = shmring_now_ns(), slice_ns = SLICE_NS
         cdef shmring_participant_t *me = p.ptr
         cdef int rc
+        cdef bint topic = self._topic
         if deadline == 0 or now >= deadline:
             return 0
         if deadline != UINT64_MAX and deadline - now < slice_ns:
@@ -580,14 +706,17 @@ cdef class RingHandle:
         if wake_by != 0:
             slice_ns = min(slice_ns, wake_by - now if wake_by > now else 0)
         with nogil:
-            rc = shmring_queue_wait(me, what, slice_ns, spin)
+            if topic:
+                rc = shmring_topic_wait(me, sub, span, what, slice_ns, spin)
+            else:
+                rc = shmring_queue_wait(me, what, slice_ns, spin)
         # SHMRING_EINTR: a signal came; its handler runs here. Also after any
         # other result, for a signal that came to another thread meanwhile.
         PyErr_CheckSignals()
         if rc < 0 and rc != SHMRING_EINTR:
             _raise_rc(rc, self.name)
         if self._closing:
-            raise errors.QueueClosed(f"queue {self.name!r} was closed while waiting")
+            raise errors.QueueClosed(f"{self._kind_word()} {self.name!r} was closed while waiting")
         return 1
 
     @cython.final
@@ -618,22 +747,6 @@ cdef class QueueHandle(RingHandle):
     from above: the layer over this one hands over a codec's encode/decode
     callables (_set_codec) and, for records rings, how to make arrays over the
     slots (_set_records). Nothing here knows pickle or numpy."""
-    cdef uint64_t _recover_after_ns  # what the C layer was given (shmring_set_recover_after)
-    # the codec's single-message callables: encode(obj[, encode_arg]) -> bytes, decode(bytes) -> obj
-    cdef object _encode
-    cdef object _encode_arg          # _NO_ARG: encode takes the object alone
-    cdef object _decode
-    # records rings (see _set_records): the codec's check, allocation, trim; the
-    # array type and dtype object it vouches for; make_slots, seal for spans
-    cdef object _rec_check
-    cdef object _rec_new
-    cdef object _rec_trim
-    cdef object _rec_array_of
-    cdef object _rec_type
-    cdef object _rec_dtype
-    cdef object _rec_seen            # the last other dtype object an array passed check() with
-    cdef object _make_slots
-    cdef object _seal
 
     def _open(self, str name, bint create, uint64_t maxsize=0, uint64_t msg_size=0,
               uint32_t mode=0o600, uint32_t max_participants=0, recover_after=0.1,
@@ -655,53 +768,6 @@ cdef class QueueHandle(RingHandle):
         params.max_subscribers = params.max_topic_len = params.policy = 0
         self._open_ring(name, SHMRING_KIND_QUEUE, create, &params, trust_writable)
         shmring_set_recover_after(self._ring, self._recover_after_ns)
-
-    def _set_codec(self, encode, decode, encode_arg=_NO_ARG):
-        """What put/get (and put_many/get_many) do with objects: `encode(obj,
-        encode_arg)` (or `encode(obj)`) returns the message's bytes, `decode(raw)`
-        the object. Called from here, they cost one C-level call each (a
-        functools.partial with a keyword would cost a dict per call)."""
-        if self._encode is not None:
-            raise RuntimeError(f"queue {self.name!r} has its codec already: it is set once, at open")
-        if not callable(encode) or not callable(decode):
-            raise TypeError(f"encode and decode must be callable, got {encode!r} and {decode!r}")
-        self._encode, self._decode, self._encode_arg = encode, decode, encode_arg
-
-    def _set_records(self, *, check, new, trim, array_of, array_type, dtype, make_slots, seal):
-        """What records are, for a records ring (the codec's policy, as callables):
-
-        - ``check(arr)``: raise TypeError / ValueError naming what is wrong, or
-          return arr as a C-contiguous 1-D array of records (copied if need be);
-          ``type(arr) is array_type and arr.dtype is dtype`` (that very object)
-          with a 1-D C-contiguous buffer is taken as checked;
-        - ``new(count, dtype)``: a new writable array of `count` records;
-          ``trim(arr, count)``: arr cut to its first `count` records;
-          ``array_of(items)``: put_many's items as an array of records (cast as
-          numpy casts); get_many returns the records of get_array as a list;
-        - ``make_slots(buffer, count)``: once per handle and way, a sliceable over
-          the `count` slots of a buffer over the payload area (read-only for
-          views, writable for reservations); ``seal(part)``: called on a
-          reservation's slice once it is committed (to mark it read-only).
-        """
-        for what, fn in (("check", check), ("new", new), ("trim", trim), ("array_of", array_of),
-                         ("make_slots", make_slots), ("seal", seal)):
-            if not callable(fn):
-                raise TypeError(f"{what} must be callable, got {fn!r}")
-        if not isinstance(array_type, type):
-            raise TypeError(f"array_type must be a type, got {array_type!r}")
-        self._records_ring("_set_records()")
-        if self._rec_check is not None:
-            raise RuntimeError(f"queue {self.name!r} has its records already: they are set once, at open")
-        if getattr(dtype, "itemsize", None) != self._slot_size:
-            raise ValueError(f"a record of {dtype!r} is not {self._slot_size} bytes, this queue's slot size")
-        self._rec_check, self._rec_new, self._rec_trim, self._rec_array_of = check, new, trim, array_of
-        self._rec_type, self._rec_dtype = array_type, dtype
-        self._make_slots, self._seal = make_slots, seal
-
-    @property
-    def recover_after(self):
-        """Seconds a blocked call waits before recovering from dead participants."""
-        return self._recover_after_ns / 1e9
 
     @cython.final
     cdef bint _unstick(self, int what, uint64_t *recheck) noexcept:
@@ -983,18 +1049,6 @@ cdef class QueueHandle(RingHandle):
             self._count_lost(1)
             raise
 
-    @cython.final
-    cdef inline object _encoded(self, obj):
-        if self._encode_arg is _NO_ARG:
-            return self._encode(obj)
-        return self._encode(obj, self._encode_arg)
-
-    @cython.final
-    cdef inline int _codec_set(self) except -1:
-        if self._encode is None:
-            raise TypeError("this handle has no codec: put/get need one (shmring.Queue sets it)")
-        return 0
-
     # ---- the public operations: bytes ----
 
     def put_bytes(self, data, block=True, timeout=None):
@@ -1102,17 +1156,6 @@ cdef class QueueHandle(RingHandle):
         return self._decode_batch(self._get_raw(self._how_many(max_items, "max_items"), deadline), self._decode)
 
     # ---- records: in and out of a caller's buffer, reservations and views ----
-
-    @cython.final
-    cdef object _records_ring(self, what):
-        if not self._records:
-            raise TypeError(f"{what} needs a records queue: Queue(maxsize, dtype=...)")
-
-    @cython.final
-    cdef object _records_only(self, what):
-        self._records_ring(what)
-        if self._rec_check is None:
-            raise TypeError(f"this handle has no records codec: {what} needs one (shmring.Queue sets it)")
 
     @cython.final
     cdef void _copy(self, shmring_span_t *span, char *buf, bint into_ring) noexcept:
@@ -1502,3 +1545,615 @@ cdef class _Span:
         if not self.done and self.queue is not None and self.fork == _forks:
             self.done = True
             self.queue._end_span(self.p, &self.span, self.put, 0)
+
+
+# ---- topics ----
+
+# A publisher waiting for a slot that a publisher a lap behind still writes
+# looks again this often (that commit wakes subscribers, not publishers).
+cdef uint64_t LAP_WAIT_NS = 2_000_000
+
+_STARTS = {"latest": SHMRING_START_LATEST, "oldest": SHMRING_START_OLDEST}
+
+
+cdef uint64_t _slow_timeout_ns(object seconds) except? 0:
+    """slow_subscriber_timeout in ns: None is 0 (never)."""
+    cdef double t
+    if seconds is None:
+        return 0
+    t = seconds
+    if not (0 < t <= RECOVER_AFTER_MAX):  # also refuses NaN and infinities
+        raise ValueError(f"'slow_subscriber_timeout' must be None or a number of seconds above 0 and at most "
+                         f"{RECOVER_AFTER_MAX:.0f}, got {seconds!r}")
+    return max(<uint64_t>(t * 1e9), <uint64_t>1)
+
+
+@cython.no_gc_clear
+@cython.final
+cdef class _Subscription:
+    """One subscriber of a topic in this process: its entry in the topic's
+    table (the C subscriber: cursor, lag, prefixes) and room for the message
+    being copied out. Used by one thread at a time, in the process that made it."""
+    cdef shmring_topic_sub_t *ptr
+    cdef _Mapping mapping
+    cdef long fork
+    cdef bint busy
+    cdef char *buf                   # max_topic_len bytes of key, then a payload
+    cdef uint32_t key_room
+    cdef list deferred               # errors of a recv_many's messages, raised in their turn
+
+    @property
+    def position(self):
+        """The stream position this subscriber reads next."""
+        return shmring_topic_position(self.ptr) if self.ptr != NULL else None
+
+    @property
+    def lagged(self):
+        """Messages this subscriber missed (lapped, or detached), in all."""
+        return shmring_topic_lagged(self.ptr) if self.ptr != NULL else 0
+
+    def _take_lag(self):
+        """Messages missed since this was last asked."""
+        return shmring_topic_take_lag(self.ptr) if self.ptr != NULL else 0
+
+    def __dealloc__(self):
+        if self.ptr != NULL:
+            if self.mapping is not None and self.mapping.ring != NULL:
+                shmring_topic_unsubscribe(self.ptr)  # another process's: its memory alone (C checks)
+            else:
+                shmring_topic_sub_free(self.ptr)  # the ring is closed: the entry is no longer gating
+            self.ptr = NULL
+        PyMem_Free(self.buf)
+        self.buf = NULL
+
+
+@cython.no_gc_clear
+cdef class TopicHandle(RingHandle):
+    """The topic's primitives on a RingHandle: publishing keyed messages (bytes,
+    objects through the codec, records), subscriptions (_Subscription) and
+    receiving, shut-down, stats. Policy (start names, on_lag, iteration) is
+    pubsub.py's."""
+    cdef uint32_t _max_topic_len
+    cdef uint32_t _max_subscribers
+    cdef bint _overwrite
+    cdef uint64_t _slow_ns
+
+    def _open(self, str name, bint create, uint64_t capacity=0, uint64_t msg_size=0, uint32_t mode=0o600,
+              uint32_t max_participants=0, recover_after=0.1, str schema=None, uint32_t max_subscribers=0,
+              uint32_t max_topic_len=0, bint overwrite=False, slow_subscriber_timeout=None,
+              bint trust_writable=False):
+        """Create (create=True: the topic's parameters) or attach topic `name`."""
+        cdef shmring_params_t params
+        cdef bytes schema_bytes = schema.encode() if schema is not None else b""
+        if self._map is not None:
+            raise RuntimeError(f"topic {self.name!r} is open already: a handle opens one ring, once")
+        self._recover_after_ns = _recover_after_ns(recover_after)
+        self._slow_ns = _slow_timeout_ns(slow_subscriber_timeout)
+        params.slot_size = msg_size
+        params.maxsize = capacity
+        params.kind = SHMRING_KIND_TOPIC
+        params.max_participants = max_participants
+        params.mode = mode
+        params.records = schema is not None
+        params.schema = schema_bytes
+        params.max_subscribers = max_subscribers
+        params.max_topic_len = max_topic_len
+        params.policy = SHMRING_POLICY_OVERWRITE if overwrite else SHMRING_POLICY_BLOCK
+        self._topic = True
+        self._open_ring(name, SHMRING_KIND_TOPIC, create, &params, trust_writable)
+        shmring_set_recover_after(self._ring, self._recover_after_ns)
+        shmring_topic_set_slow_timeout(self._ring, self._slow_ns)
+        self._max_topic_len = params.max_topic_len
+        self._max_subscribers = params.max_subscribers
+        self._overwrite = params.policy == SHMRING_POLICY_OVERWRITE
+
+    @property
+    def policy(self):
+        """"block" (publishers wait for the slowest live subscriber) or "overwrite"."""
+        return "overwrite" if self._overwrite else "block"
+
+    @property
+    def capacity(self):
+        """Messages the topic retains (and, block, how far publishers may run ahead)."""
+        return self._maxsize
+
+    @property
+    def max_topic_len(self):
+        return self._max_topic_len
+
+    @property
+    def max_subscribers(self):
+        return self._max_subscribers
+
+    @property
+    def slow_subscriber_timeout(self):
+        """Seconds a live subscriber may hold this handle's publishers before it is detached (None: never)."""
+        return self._slow_ns / 1e9 if self._slow_ns else None
+
+    # ---- keys and errors ----
+
+    @cython.final
+    cdef bytes _key(self, object key):
+        """A topic key as bytes (str: UTF-8), within max_topic_len."""
+        cdef bytes k
+        if type(key) is bytes:
+            k = key
+        elif isinstance(key, str):
+            k = (<str>key).encode("utf-8")
+        else:
+            try:
+                k = memoryview(key).tobytes()
+            except TypeError:
+                raise TypeError(f"a topic key is bytes or str, got {type(key).__name__}") from None
+        if <uint64_t>len(k) > self._max_topic_len:
+            raise errors.InvalidArgument(
+                f"topic key of {len(k)} bytes is longer than this topic's max_topic_len of "
+                f"{self._max_topic_len} bytes: {k[:48]!r}")
+        return k
+
+    @cython.final
+    cdef int _topic_error(self, int rc) except -1:
+        if rc == SHMRING_ESHUTDOWN:
+            raise errors.ShutDown(f"topic {self.name!r} is shut down: publishing stopped")
+        _raise_rc(rc, self.name)
+
+    @cython.final
+    cdef bint _unstick_topic(self, _Participant p, shmring_topic_sub_t *sub, const shmring_span_t *span,
+                             int what, uint64_t *recheck) noexcept:
+        """As QueueHandle._unstick: recovery after recover_after, and a slow
+        subscriber detached after the slow timeout, decided in C."""
+        cdef int ran
+        with nogil:
+            ran = shmring_topic_unstick(p.ptr, sub, span, what, 0, recheck)
+        return ran == 1
+
+    # ---- publishing ----
+
+    @cython.final
+    cdef int _claim_pub(self, _Participant p, uint32_t max_n, shmring_span_t *span, uint64_t deadline,
+                        Py_ssize_t done) except -1:
+        """Claim 1..max_n positions, waiting as asked (Full, with `done`, when the deadline passes)."""
+        cdef uint32_t spin = SPIN
+        cdef uint64_t recheck
+        cdef int n = shmring_topic_publish_claim(p.ptr, max_n, span)
+        if n == 0 and deadline != 0:
+            shmring_topic_wait(p.ptr, NULL, NULL, SHMRING_WAIT_WRITABLE, 0, SPIN_WITH_GIL)
+            n = shmring_topic_publish_claim(p.ptr, max_n, span)
+        while n == 0:
+            if self._unstick_topic(p, NULL, NULL, SHMRING_WAIT_WRITABLE, &recheck):
+                n = shmring_topic_publish_claim(p.ptr, max_n, span)
+                if n != 0:
+                    break
+            if not self._wait(p, SHMRING_WAIT_WRITABLE, deadline, spin, recheck):
+                raise errors.Full(f"topic {self.name!r} is full: its slowest subscriber is {self._maxsize} "
+                                  f"messages behind", done)
+            spin = 0
+            n = shmring_topic_publish_claim(p.ptr, max_n, span)
+        if n < 0:
+            self._topic_error(n)
+        return n
+
+    @cython.final
+    cdef int _begin(self, _Participant p, shmring_span_t *span, uint64_t deadline, Py_ssize_t done) except -1:
+        """Wait until a claim's slots may be written. A claim given up (timeout,
+        Ctrl-C) is committed as holes, which subscribers skip."""
+        cdef uint64_t recheck, now
+        if shmring_topic_publish_begin(p.ptr, span):
+            return 0
+        p.holding = True
+        try:
+            while not shmring_topic_publish_begin(p.ptr, span):
+                if self._unstick_topic(p, NULL, span, SHMRING_WAIT_WRITABLE, &recheck):
+                    continue
+                now = shmring_now_ns()
+                if recheck == 0 or recheck > now + LAP_WAIT_NS:
+                    recheck = now + LAP_WAIT_NS
+                if not self._wait(p, SHMRING_WAIT_WRITABLE, deadline, 0, recheck, NULL, span):
+                    raise errors.Full(f"topic {self.name!r} is full: its slowest subscriber is "
+                                      f"{self._maxsize} messages behind", done)
+        except BaseException:
+            shmring_topic_publish_commit(p.ptr, span, 0)
+            raise
+        finally:
+            p.holding = False
+        return 0
+
+    @cython.final
+    cdef int _publish_one(self, bytes key, const char *data, Py_ssize_t size, uint64_t deadline) except -1:
+        cdef shmring_span_t span
+        cdef int rc
+        cdef _Participant p = self._enter()  # first: a closed (or never opened) handle says so
+        try:
+            if <uint64_t>size > self._slot_size:
+                raise errors.MessageTooLarge(size, self._slot_size)
+            rc = shmring_topic_publish(p.ptr, PyBytes_AS_STRING(key), <uint32_t>PyBytes_GET_SIZE(key), data,
+                                       <uint32_t>size, &span)
+            if rc == 1:
+                return 0
+            if rc == 0:
+                self._claim_pub(p, 1, &span, deadline, 0)
+            elif rc != SHMRING_TOPIC_PENDING:
+                self._topic_error(rc)
+            self._begin(p, &span, deadline, 0)
+            shmring_topic_fill(self._ring, span.pos, PyBytes_AS_STRING(key), <uint32_t>PyBytes_GET_SIZE(key), data,
+                               <uint32_t>size)
+            shmring_topic_publish_commit(p.ptr, &span, span.n)
+        finally:
+            self._leave()
+        return 0
+
+    @cython.final
+    cdef int _publish_buffer(self, bytes key, object data, uint64_t deadline) except -1:
+        cdef Py_buffer view
+        if type(data) is bytes:
+            return self._publish_one(key, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), deadline)
+        try:
+            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        except BufferError:  # not contiguous: copy it in C order
+            data = memoryview(data).tobytes()
+            return self._publish_one(key, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), deadline)
+        try:
+            self._publish_one(key, <const char *>view.buf, view.len, deadline)
+        finally:
+            PyBuffer_Release(&view)
+        return 0
+
+    def publish_bytes(self, key, data, block=True, timeout=None):
+        """Publish a bytes-like payload under `key` (bytes, or str as UTF-8), as it is."""
+        cdef uint64_t deadline
+        _deadline(block, timeout, &deadline)
+        self._publish_buffer(self._key(key), data, deadline)
+
+    def publish(self, key, obj, block=True, timeout=None):
+        """Publish one object under `key`, encoded by the topic's codec."""
+        cdef uint64_t deadline
+        _deadline(block, timeout, &deadline)
+        self._codec_set()
+        k = self._key(key)
+        self._publish_buffer(k, self._encoded(obj), deadline)
+
+    @cython.final
+    cdef int _publish_many(self, list keys, list encoded, uint64_t deadline) except -1:
+        """Publish (key, bytes) pairs in order, one claim per run; all checked before any is published."""
+        cdef Py_ssize_t total = len(encoded), done = 0, i, size
+        cdef uint32_t k
+        cdef shmring_span_t span
+        cdef _Participant p
+        cdef bytes b, key
+        for i in range(total):
+            if type(encoded[i]) is not bytes:
+                encoded[i] = _as_bytes(encoded[i], i)
+            size = PyBytes_GET_SIZE(encoded[i])
+            if <uint64_t>size > self._slot_size:
+                raise errors.MessageTooLarge(size, self._slot_size)
+        if total == 0:
+            return 0
+        p = self._enter()
+        try:
+            while done < total:
+                self._claim_pub(p, <uint32_t>min(total - done, UINT32_MAX), &span, deadline, done)
+                self._begin(p, &span, deadline, done)
+                for k in range(span.n):
+                    b = encoded[done + k]
+                    key = keys[done + k]
+                    shmring_topic_fill(self._ring, span.pos + k, PyBytes_AS_STRING(key), <uint32_t>PyBytes_GET_SIZE(key),
+                                       PyBytes_AS_STRING(b), <uint32_t>PyBytes_GET_SIZE(b))
+                shmring_topic_publish_commit(p.ptr, &span, span.n)
+                done += span.n
+        finally:
+            self._leave()
+        return 0
+
+    def publish_many_bytes(self, items, block=True, timeout=None):
+        """Publish (key, bytes-like) pairs in order, one claim per contiguous run.
+        If the topic stays full past the timeout, Full says in ``count`` how many were published."""
+        cdef uint64_t deadline
+        _deadline(block, timeout, &deadline)
+        pairs = [(self._key(key), data) for key, data in items]
+        self._publish_many([k for k, _ in pairs], [d for _, d in pairs], deadline)
+
+    def publish_many(self, items, block=True, timeout=None):
+        """Publish (key, object) pairs in order, each encoded before any is published."""
+        cdef uint64_t deadline
+        _deadline(block, timeout, &deadline)
+        self._codec_set()
+        keys, encoded = [], []
+        for key, obj in items:
+            keys.append(self._key(key))
+            encoded.append(self._encoded(obj))
+        self._publish_many(keys, encoded, deadline)
+
+    def publish_array(self, arr, key=b"", block=True, timeout=None):
+        """Publish every record of a 1-D array of the topic's dtype, in order,
+        one claim per run of up to capacity records, all under `key`."""
+        cdef uint64_t deadline
+        cdef Py_buffer view
+        cdef Py_ssize_t total, done = 0
+        cdef shmring_span_t span
+        cdef _Participant p
+        cdef uint32_t i
+        cdef bytes k = self._key(key)
+        self._records_only("publish_array()")
+        _deadline(block, timeout, &deadline)
+        checked = self._rec_check(arr)  # raises, or a C-contiguous 1-D array of the dtype
+        PyObject_GetBuffer(checked, &view, PyBUF_C_CONTIGUOUS)
+        try:
+            total = <Py_ssize_t>(<uint64_t>view.len // self._slot_size)
+            if total == 0:
+                return
+            p = self._enter()
+            try:
+                while done < total:
+                    self._claim_pub(p, <uint32_t>min(total - done, UINT32_MAX), &span, deadline, done)
+                    self._begin(p, &span, deadline, done)
+                    shmring_topic_fill_records(self._ring, &span, <char *>view.buf + done * self._slot_size)
+                    if k:
+                        for i in range(span.n):
+                            shmring_topic_fill(self._ring, span.pos + i, PyBytes_AS_STRING(k), <uint32_t>PyBytes_GET_SIZE(k),
+                                               <char *>view.buf + (done + i) * self._slot_size,
+                                               <uint32_t>self._slot_size)
+                    shmring_topic_publish_commit(p.ptr, &span, span.n)
+                    done += span.n
+            finally:
+                self._leave()
+        finally:
+            PyBuffer_Release(&view)
+
+    def shutdown(self):
+        """Stop publishing (publish raises ShutDown from now on); subscribers drain what was published, then end."""
+        if self._ring == NULL:
+            raise errors.QueueClosed(f"topic {self.name!r} is closed")
+        shmring_topic_shutdown(self._ring)
+
+    # ---- subscribing and receiving ----
+
+    def _subscribe(self, start="latest", position=None):
+        """A new subscriber of this topic (entry owned by this handle): start
+        "latest", "oldest", or at `position`."""
+        cdef _Subscription s = _Subscription.__new__(_Subscription)
+        cdef int mode, rc
+        cdef uint64_t at = 0
+        cdef _Participant p
+        if position is not None:
+            mode, at = SHMRING_START_AT, position
+        else:
+            mode = _STARTS[start]
+        s.key_room = self._max_topic_len
+        s.buf = <char *>PyMem_Malloc(self._max_topic_len + self._slot_size + 1)
+        if s.buf == NULL:
+            raise MemoryError()
+        p = self._enter()
+        try:
+            rc = shmring_topic_subscribe(self._part0.ptr, mode, at, &s.ptr)
+            if rc == SHMRING_EFULLSUBS:
+                raise errors.TooManyParticipants(
+                    f"topic {self.name!r} has all its subscriber entries in use: max_subscribers is "
+                    f"{self._max_subscribers} (close a Subscriber, or make the topic with more)")
+            if rc != SHMRING_OK:
+                _raise_rc(rc, self.name, _detail() if rc == SHMRING_EINVAL else None)
+            s.mapping = self._map
+            s.fork = _forks
+        finally:
+            self._leave()
+        return s
+
+    @cython.final
+    cdef int _use(self, _Subscription s) except -1:
+        """s is this handle's, this process's, and not in use by another thread."""
+        if s.mapping is not self._map or s.ptr == NULL:
+            raise ValueError("not a subscriber of this topic (or already closed)")
+        if s.fork != _forks:
+            raise RuntimeError("a subscriber belongs to the process that made it: subscribe in this process")
+        if s.busy:
+            raise RuntimeError("this subscriber is in use by another thread (a subscriber is used by one thread at a time)")
+        s.busy = True
+        return 0
+
+    def _unsubscribe(self, _Subscription s):
+        """Free s's entry now (closing a Subscriber)."""
+        if s.ptr == NULL:
+            return
+        if s.busy:
+            raise RuntimeError("this subscriber is in use by another thread")
+        if s.mapping is not None and s.mapping.ring != NULL:
+            shmring_topic_unsubscribe(s.ptr)
+        else:
+            shmring_topic_sub_free(s.ptr)
+        s.ptr = NULL
+
+    def _filter(self, _Subscription s, prefixes, bint add):
+        """Add or remove prefixes of s (bytes, or str as UTF-8)."""
+        cdef bytes k
+        cdef int rc
+        keys = [self._key(prefix) for prefix in prefixes]
+        self._use(s)
+        try:
+            for k in keys:
+                rc = shmring_topic_filter(s.ptr, PyBytes_AS_STRING(k), <uint32_t>PyBytes_GET_SIZE(k), add)
+                if rc == SHMRING_ENOMEM:
+                    raise MemoryError()
+        finally:
+            s.busy = False
+
+    @cython.final
+    cdef int _recv_wait(self, _Subscription s, _Participant p, uint64_t deadline, char *records,
+                        uint32_t limit, uint32_t *klen, uint32_t *len, uint64_t *pos) except -1:
+        """The next message of s into its buffer (records: up to limit records
+        into `records`), waiting as asked: the count (1 for a message)."""
+        cdef uint32_t spin = SPIN
+        cdef uint64_t recheck
+        cdef int rc = self._try_recv(s, records, limit, klen, len, pos)
+        if rc == 0 and deadline != 0:
+            shmring_topic_wait(p.ptr, s.ptr, NULL, SHMRING_WAIT_READABLE, 0, SPIN_WITH_GIL)
+            rc = self._try_recv(s, records, limit, klen, len, pos)
+        while rc == 0:
+            if self._unstick_topic(p, s.ptr, NULL, SHMRING_WAIT_READABLE, &recheck):
+                rc = self._try_recv(s, records, limit, klen, len, pos)
+                if rc != 0:
+                    break
+            if not self._wait(p, SHMRING_WAIT_READABLE, deadline, spin, recheck, s.ptr, NULL):
+                raise errors.Empty(f"topic {self.name!r} has no message for this subscriber")
+            spin = 0
+            rc = self._try_recv(s, records, limit, klen, len, pos)
+        if rc == SHMRING_ESHUTDOWN:
+            raise errors.ShutDown(f"topic {self.name!r} is shut down and this subscriber has read all of it")
+        if rc < 0:
+            _raise_rc(rc, self.name)  # a corrupt slot: that message alone
+        return rc
+
+    @cython.final
+    cdef inline int _try_recv(self, _Subscription s, char *records, uint32_t limit, uint32_t *klen,
+                              uint32_t *len, uint64_t *pos) noexcept:
+        if records != NULL:
+            return shmring_topic_recv_records(s.ptr, records, limit)
+        return shmring_topic_recv(s.ptr, s.buf, klen, s.buf + s.key_room, len, pos)
+
+    @cython.final
+    cdef tuple _recv_one(self, _Subscription s, _Participant p, uint64_t deadline):
+        cdef uint32_t klen = 0, size = 0
+        cdef uint64_t pos
+        self._recv_wait(s, p, deadline, NULL, 0, &klen, &size, &pos)
+        return (PyBytes_FromStringAndSize(s.buf, klen), PyBytes_FromStringAndSize(s.buf + s.key_room, size))
+
+    def recv_bytes(self, _Subscription s, block=True, timeout=None):
+        """The next message for s as (key, bytes), never decoded."""
+        cdef uint64_t deadline
+        cdef _Participant p
+        _deadline(block, timeout, &deadline)
+        p = self._enter()
+        try:
+            self._use(s)
+            try:
+                if s.deferred:
+                    raise s.deferred.pop(0)
+                return self._recv_one(s, p, deadline)
+            finally:
+                s.busy = False
+        finally:
+            self._leave()
+
+    def recv(self, _Subscription s, block=True, timeout=None):
+        """The next message for s as (key, object), decoded by the codec."""
+        self._codec_set()
+        key, raw = self.recv_bytes(s, block, timeout)
+        return key, self._decode(raw)
+
+    def recv_many_bytes(self, _Subscription s, max_items=None, block=True, timeout=None):
+        """1..max_items messages for s as (key, bytes) (default: up to capacity):
+        waits for the first, then takes what is there."""
+        cdef uint64_t deadline
+        cdef _Participant p
+        cdef Py_ssize_t limit = self._how_many(max_items, "max_items")
+        cdef list out = []
+        _deadline(block, timeout, &deadline)
+        p = self._enter()
+        try:
+            self._use(s)
+            try:
+                if s.deferred:
+                    raise s.deferred.pop(0)
+                out.append(self._recv_one(s, p, deadline))
+                while len(out) < limit:
+                    try:
+                        out.append(self._recv_one(s, p, 0))
+                    except (errors.Empty, errors.ShutDown):
+                        break
+            finally:
+                s.busy = False
+        finally:
+            self._leave()
+        return out
+
+    def recv_many(self, _Subscription s, max_items=None, block=True, timeout=None):
+        """As recv_many_bytes, decoded. A message that fails to decode does not
+        lose the others: they are returned, and its error is raised by the next
+        call on s (at once if it was the first)."""
+        self._codec_set()
+        out = []
+        for key, raw in self.recv_many_bytes(s, max_items, block, timeout):
+            try:
+                out.append((key, self._decode(raw)))
+            except Exception as e:
+                if not out:
+                    raise
+                if s.deferred is None:
+                    s.deferred = []
+                s.deferred.append(e)
+        return out
+
+    def recv_array(self, _Subscription s, max_items=None, block=True, timeout=None, out=None):
+        """Records for s: 1..max_items as a new array (default: up to capacity),
+        or, with out= (a writable 1-D C-contiguous array of the dtype), filled
+        from its start: the count."""
+        cdef uint64_t deadline
+        cdef Py_buffer view
+        cdef Py_ssize_t limit
+        cdef int got
+        cdef uint32_t klen, size
+        cdef uint64_t pos
+        cdef _Participant p
+        self._records_only("recv_array()")
+        _deadline(block, timeout, &deadline)
+        limit = self._how_many(max_items, "max_items")
+        made = out is None
+        if made:
+            arr = self._rec_new(min(limit, <Py_ssize_t>self._maxsize), self._rec_dtype)
+        else:
+            arr = self._rec_check(out)
+            if arr is not out:
+                raise ValueError("out= must be C-contiguous (it is filled in place)")
+        try:
+            PyObject_GetBuffer(arr, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+        except (BufferError, ValueError):
+            raise ValueError("out= must be a writable array (it is filled in place)") from None
+        try:
+            limit = min(limit, <Py_ssize_t>(<uint64_t>view.len // self._slot_size), <Py_ssize_t>UINT32_MAX)
+            if limit < 1:
+                raise ValueError("out= has no room for a record")
+            p = self._enter()
+            try:
+                self._use(s)
+                try:
+                    got = self._recv_wait(s, p, deadline, <char *>view.buf, <uint32_t>limit, &klen, &size, &pos)
+                finally:
+                    s.busy = False
+            finally:
+                self._leave()
+        finally:
+            PyBuffer_Release(&view)
+        if not made:
+            return got
+        return self._rec_trim(arr, got)
+
+    # ---- counters ----
+
+    def stats(self):
+        """Counters of the topic and its subscribers, as a dict (a racy snapshot, exact when quiet)."""
+        if self._ring == NULL:
+            raise errors.QueueClosed(f"topic {self.name!r} is closed")
+        return _topic_stats(self._ring, self._max_subscribers)
+
+
+cdef dict _topic_stats(shmring_t *ring, uint32_t max_subscribers):
+    cdef shmring_topic_stats_t st
+    cdef shmring_topic_sub_info_t info
+    cdef uint32_t i
+    shmring_topic_stats(ring, &st)
+    subs = []
+    for i in range(max_subscribers):
+        if shmring_topic_subscriber(ring, i, &info) == 1:
+            subs.append({"index": i, "position": info.position,
+                         "lag": st.published - info.position if st.published > info.position else 0,
+                         "lagged": info.lagged, "received": info.received, "alive": bool(info.alive),
+                         "detached": bool(info.detached), "pid": info.pid})
+    return {
+        "published": st.published,
+        "holes": st.holes,
+        "recoveries": st.recoveries,
+        "detached": st.detached,
+        "shut_down": bool(st.shut),
+        "readers_waiting": st.readers_waiting,
+        "writers_waiting": st.writers_waiting,
+        "participants": shmring_participants_alive(ring),
+        "subscribers": subs,
+    }
