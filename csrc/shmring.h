@@ -249,8 +249,9 @@ int shmring_topic_publish_begin(shmring_participant_t *me, const shmring_span_t 
 void shmring_topic_fill(const shmring_t *ring, uint64_t pos, const void *key, uint32_t key_len, const void *data,
                         uint32_t len);
 /* Records topics: fill the span with span->n records of slot_size bytes from
- * buf (and empty keys). */
-void shmring_topic_fill_records(const shmring_t *ring, const shmring_span_t *span, const void *buf);
+ * buf, each under the same key. */
+void shmring_topic_fill_records(const shmring_t *ring, const shmring_span_t *span, const void *buf, const void *key,
+                                uint32_t key_len);
 /* Publish the first `keep` positions of the claim; the rest become holes
  * that subscribers skip (counted in holes). */
 void shmring_topic_publish_commit(shmring_participant_t *me, const shmring_span_t *span, uint32_t keep);

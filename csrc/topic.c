@@ -227,15 +227,17 @@ void shmring_topic_fill(const shmring_t *r, uint64_t pos, const void *key, uint3
 {
     unsigned char *k = shmring__key(r, pos);
     store_u32(k, key_len);
-    copy_in(k + 4, key, key_len);
+    if (key_len)
+        copy_in(k + 4, key, key_len);
     copy_in(shmring__slot_payload(r, pos), data, len);
     store_u32(shmring__len(r, pos), len);
 }
 
-void shmring_topic_fill_records(const shmring_t *r, const shmring_span_t *span, const void *buf)
+void shmring_topic_fill_records(const shmring_t *r, const shmring_span_t *span, const void *buf, const void *key,
+                                uint32_t key_len)
 {
     for (uint32_t k = 0; k < span->n; k++)
-        shmring_topic_fill(r, span->pos + k, NULL, 0, (const unsigned char *)buf + (uint64_t)k * r->slot_size,
+        shmring_topic_fill(r, span->pos + k, key, key_len, (const unsigned char *)buf + (uint64_t)k * r->slot_size,
                            (uint32_t)r->slot_size);
 }
 

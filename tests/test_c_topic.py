@@ -2,13 +2,12 @@
 run: plain, under AddressSanitizer + UndefinedBehaviorSanitizer, the thread
 stress under ThreadSanitizer, and cross-compiled for aarch64 under qemu (what
 each of those shows and does not: test_c_core.py, test_arm.py, docs/design.md)."""
-import shutil
 import subprocess
 
 import pytest
 
-from test_c_core import BUILDS, CC, CSRC, ROOT, WARNINGS, compile_program, run_program
-from test_arm import CROSS_CC, QEMU
+from test_arm import QEMU, build_for_arm
+from test_c_core import ROOT, build_all, check_stress, need, run_program
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -17,23 +16,7 @@ TOPIC_SRC = ROOT / "tests" / "c" / "test_topic.c"
 
 @pytest.fixture(scope="module")
 def binaries(tmp_path_factory):
-    if shutil.which(CC) is None:
-        pytest.skip(f"no C compiler ({CC}) to build the C tests")
-    out = tmp_path_factory.mktemp("ctopic")
-    built = {}
-    for name, flags in BUILDS.items():
-        exe = out / f"test_topic_{name}"
-        done = compile_program(exe, flags, CSRC + [TOPIC_SRC])
-        if name == "plain":
-            assert done.returncode == 0, done.stderr  # warnings are errors
-        built[name] = exe if done.returncode == 0 else f"{CC} cannot build with {' '.join(flags)}: {done.stderr[:300]}"
-    return built
-
-
-def need(binaries, name):
-    if isinstance(binaries[name], str):
-        pytest.skip(binaries[name])
-    return binaries[name]
+    return build_all(tmp_path_factory.mktemp("ctopic"), TOPIC_SRC)
 
 
 @pytest.mark.parametrize("build", ["plain", "asan", "tsan"])
@@ -54,22 +37,12 @@ STRESS = {
 
 @pytest.mark.parametrize("build, params", [(b, p) for b, ps in STRESS.items() for p in ps])
 def test_topic_c_stress_every_subscriber_in_order_never_torn(binaries, build, params):
-    done = run_program(need(binaries, build), "stress", *params)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "topic stress ok" in done.stdout
-    assert "WARNING: ThreadSanitizer" not in done.stderr
+    check_stress(binaries, build, params, "topic stress ok")
 
 
 @pytest.fixture(scope="module")
 def arm_binary(tmp_path_factory):
-    missing = [tool for tool in (CROSS_CC, QEMU) if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"{' and '.join(missing)} not installed (Debian: gcc-aarch64-linux-gnu, qemu-user)")
-    exe = tmp_path_factory.mktemp("arm") / "test_topic_aarch64"
-    cmd = [CROSS_CC, *WARNINGS, "-O2", "-static", "-pthread", *map(str, CSRC), str(TOPIC_SRC), "-o", str(exe)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr  # warnings are errors on aarch64 too
-    return exe
+    return build_for_arm(tmp_path_factory.mktemp("arm"), TOPIC_SRC)
 
 
 @pytest.mark.slow

@@ -44,6 +44,11 @@ from shmring import errors  # the binding's only import from the package
 ctypedef int (*claim_fn)(shmring_participant_t *, uint32_t, int, shmring_span_t *) noexcept nogil
 
 
+cdef int _topic_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span) noexcept nogil:
+    """A topic's publish claim as a claim_fn (it takes no flags)."""
+    return shmring_topic_publish_claim(me, max_n, span)
+
+
 cdef extern from "pythread.h":
     unsigned long PyThread_get_thread_ident()
 
@@ -58,6 +63,9 @@ cdef uint32_t SPIN_WITH_GIL = 50
 cdef uint64_t COPY_WITHOUT_GIL = 256 * 1024
 # get_array allocates room for at least this many bytes of records before it claims.
 cdef uint64_t ROOM_BYTES = 64 * 1024
+# A topic's publisher waiting for a slot that a publisher a lap behind still
+# writes looks again this often (that commit wakes subscribers, not publishers).
+cdef uint64_t LAP_WAIT_NS = 2_000_000
 
 
 # encode takes the object alone (see QueueHandle._set_codec)
@@ -104,33 +112,28 @@ def inspect(str name):
     try:
         shmring_params(ring, &params)
         shmring_info(ring, &info)
-        if params.kind == SHMRING_KIND_TOPIC:
-            found = {
-                "name": name,
-                "kind": "records topic" if params.records else "topic",
-                "schema": params.schema.decode("utf-8", "backslashreplace") if params.records else None,
-                "policy": "overwrite" if params.policy == SHMRING_POLICY_OVERWRITE else "block",
-                "maxsize": params.maxsize,
-                "msg_size": params.slot_size,
-                "max_topic_len": params.max_topic_len,
-                "max_subscribers": params.max_subscribers,
-                "creator_pid": info.creator_pid,
-                "created_unix_ns": info.created_unix_ns,
-                "bytes": info.mapped_size,
-                "participants": info.participants,
-                "participants_alive": info.participants_alive,
-                "lock_file": _lock_file_name(ring),
-            }
-            found.update(_topic_stats(ring, params.max_subscribers))
-            return found
-        shmring_queue_stats(ring, &st)
-        return {
+        topic = params.kind == SHMRING_KIND_TOPIC
+        found = {
             "name": name,
-            "kind": "records" if params.records else "queue",
+            "kind": ("records topic" if topic else "records") if params.records else ("topic" if topic else "queue"),
             # for display: a schema that is not UTF-8 shows as escapes, whatever it holds
             "schema": params.schema.decode("utf-8", "backslashreplace") if params.records else None,
             "maxsize": params.maxsize,
             "msg_size": params.slot_size,
+            "creator_pid": info.creator_pid,
+            "created_unix_ns": info.created_unix_ns,
+            "bytes": info.mapped_size,
+            "participants": info.participants,
+            "participants_alive": info.participants_alive,
+            "lock_file": _lock_file_name(ring),
+        }
+        if topic:
+            found["policy"] = "overwrite" if params.policy == SHMRING_POLICY_OVERWRITE else "block"
+            found["max_topic_len"], found["max_subscribers"] = params.max_topic_len, params.max_subscribers
+            found.update(_topic_stats(ring, params.max_subscribers))
+            return found
+        shmring_queue_stats(ring, &st)
+        found.update({
             "put": st.write_pos,
             "got": st.read_pos,
             "fill": st.write_pos - st.read_pos,
@@ -139,13 +142,8 @@ def inspect(str name):
             "recoveries": st.recoveries,
             "readers_waiting": st.readers_waiting,
             "writers_waiting": st.writers_waiting,
-            "creator_pid": info.creator_pid,
-            "created_unix_ns": info.created_unix_ns,
-            "bytes": info.mapped_size,
-            "participants": info.participants,
-            "participants_alive": info.participants_alive,
-            "lock_file": _lock_file_name(ring),
-        }
+        })
+        return found
     finally:
         shmring_close(ring)
 
@@ -463,6 +461,25 @@ cdef class RingHandle:
         return 0
 
     @cython.final
+    cdef int _params(self, shmring_params_t *params, uint32_t kind, uint64_t maxsize, uint64_t msg_size,
+                     uint32_t mode, uint32_t max_participants, object recover_after, bytes schema) except -1:
+        """What every kind's _open starts with: refuse a second open, take
+        recover_after, and the common parameters (schema: a records ring's; the
+        kind's own are 0 until it sets them). schema must outlive the open."""
+        if self._map is not None:
+            raise RuntimeError(f"{self._kind_word()} {self.name!r} is open already: a handle opens one ring, once")
+        self._recover_after_ns = _recover_after_ns(recover_after)
+        params.slot_size = msg_size
+        params.maxsize = maxsize
+        params.kind = kind
+        params.max_participants = max_participants
+        params.mode = mode
+        params.records = schema is not None
+        params.schema = schema if schema is not None else b""
+        params.max_subscribers = params.max_topic_len = params.policy = 0
+        return 0
+
+    @cython.final
     cdef void _unlink_if_owner(self) noexcept:
         if self._owner and not self._unlinked and getpid() == self._creator_pid and self._ring != NULL:
             shmring_remove(self._ring)  # only our segment: its name may be another ring's by now
@@ -720,6 +737,170 @@ cdef class RingHandle:
         return 1
 
     @cython.final
+    cdef int _until(self, _Participant p, int what, uint64_t deadline, uint32_t *spin,
+                    shmring_topic_sub_t *sub=NULL, const shmring_span_t *span=NULL,
+                    uint64_t wake_by=0) except -1:
+        """What a call does after its attempt found nothing. The C layer decides
+        whether what it waits for has been held by an unfinished claim long enough
+        (recover_after, across calls: polling counts too) and recovers, or (a
+        topic's publishers) whether a slow subscriber is detached: then 1, attempt
+        again at once. Else one wait slice (spinning *spin rounds first, the first
+        time), at most until the C layer's time to look again and wake_by: 1,
+        attempt again; 0, the deadline passed."""
+        cdef shmring_t *ring = self._ring
+        cdef shmring_participant_t *me = p.ptr
+        cdef bint topic = self._topic
+        cdef uint64_t recheck = 0
+        cdef int ran
+        with nogil:  # recovery makes system calls
+            if topic:
+                ran = shmring_topic_unstick(me, sub, span, what, 0, &recheck)
+            else:
+                ran = shmring_queue_unstick(ring, what, 0, &recheck)
+        if ran == 1:
+            return 1
+        if wake_by != 0 and (recheck == 0 or recheck > wake_by):
+            recheck = wake_by
+        ran = self._wait(p, what, deadline, spin[0], recheck, sub, span)
+        spin[0] = 0
+        return ran
+
+    @cython.final
+    cdef int _claim(self, bint put, _Participant p, uint32_t max_n, shmring_span_t *span,
+                    uint64_t deadline, Py_ssize_t done, int flags=0) except -1:
+        """Claim 1..max_n slots to write (put, or a topic's publish) or messages to
+        read (a queue's get), waiting as asked. Raises Full (with `done` as its
+        count) or Empty when the deadline passes."""
+        cdef claim_fn claim = (_topic_claim if self._topic else
+                               shmring_queue_put_claim if put else shmring_queue_get_claim)
+        cdef int what = SHMRING_WAIT_WRITABLE if put else SHMRING_WAIT_READABLE
+        cdef uint32_t spin = SPIN
+        cdef int n = claim(p.ptr, max_n, flags, span)
+        if n == 0 and deadline != 0:
+            # What arrives within a microsecond or so is cheaper to wait for
+            # holding the GIL than with a GIL hand-off.
+            if self._topic:
+                shmring_topic_wait(p.ptr, NULL, NULL, what, 0, SPIN_WITH_GIL)
+            else:
+                shmring_queue_wait(p.ptr, what, 0, SPIN_WITH_GIL)
+            n = claim(p.ptr, max_n, flags, span)
+        while n == 0 and self._until(p, what, deadline, &spin):
+            n = claim(p.ptr, max_n, flags, span)
+        if n == 0 and put:
+            raise errors.Full(f"{self._kind_word()} {self.name!r} is full" +
+                              (f": its slowest subscriber is {self._maxsize} messages behind" if self._topic else ""),
+                              done)
+        if n == 0:
+            raise errors.Empty(f"queue {self.name!r} is empty")
+        if n == SHMRING_ESHUTDOWN:
+            raise errors.ShutDown(f"topic {self.name!r} is shut down: publishing stopped")
+        if n < 0:
+            _raise_rc(n, self.name)
+        return n
+
+    @cython.final
+    cdef int _check_sizes(self, list encoded) except -1:
+        """Every item of a batch as bytes (bytes-like only), each within msg_size."""
+        cdef Py_ssize_t i, size
+        for i in range(len(encoded)):
+            if type(encoded[i]) is not bytes:
+                encoded[i] = _as_bytes(encoded[i], i)
+            size = PyBytes_GET_SIZE(encoded[i])
+            if <uint64_t>size > self._slot_size:
+                raise errors.MessageTooLarge(size, self._slot_size)
+        return 0
+
+    @cython.final
+    cdef int _begin(self, _Participant p, shmring_span_t *span, uint64_t deadline, Py_ssize_t done) except -1:
+        """Wait until a claim's slots may be written. A claim given up (timeout,
+        Ctrl-C) is committed as holes, which subscribers skip."""
+        cdef uint32_t spin = 0
+        if shmring_topic_publish_begin(p.ptr, span):
+            return 0
+        p.holding = True
+        try:
+            while not shmring_topic_publish_begin(p.ptr, span):
+                if not self._until(p, SHMRING_WAIT_WRITABLE, deadline, &spin, NULL, span,
+                                   shmring_now_ns() + LAP_WAIT_NS):
+                    raise errors.Full(f"topic {self.name!r} is full: its slowest subscriber is "
+                                      f"{self._maxsize} messages behind", done)
+        except BaseException:
+            shmring_topic_publish_commit(p.ptr, span, 0)
+            raise
+        finally:
+            p.holding = False
+        return 0
+
+    @cython.final
+    cdef int _put_many(self, list encoded, uint64_t deadline, list keys=None) except -1:
+        """Put bytes objects in order (a topic: publish them, under keys); all are
+        checked before any is put."""
+        self._check_sizes(encoded)
+        return self._put_runs(len(encoded), encoded, NULL, deadline, keys)
+
+    @cython.final
+    cdef int _put_view(self, Py_buffer *view, uint64_t deadline, bytes key=None) except -1:
+        """Put the records of a C-contiguous buffer (a topic: under key), streaming as space frees."""
+        if <uint64_t>view.len % self._slot_size:
+            raise ValueError(f"a buffer of {view.len} bytes is not a whole number of "
+                             f"{self._slot_size}-byte records")
+        return self._put_runs(<Py_ssize_t>(<uint64_t>view.len // self._slot_size), None, <const char *>view.buf,
+                              deadline, None, key)
+
+    @cython.final
+    cdef int _put_runs(self, Py_ssize_t total, list encoded, const char *records, uint64_t deadline,
+                       list keys, bytes key=None) except -1:
+        """Put `total` messages in order, one claim per run (a topic: publish them):
+        the bytes objects of `encoded` (under `keys`), or whole records of slot_size
+        bytes from `records` (under `key`)."""
+        cdef Py_ssize_t done = 0
+        cdef uint32_t k
+        cdef shmring_span_t span
+        cdef _Participant p
+        cdef bytes b, kb
+        if total == 0:
+            return 0
+        p = self._enter()
+        try:
+            while done < total:
+                self._claim(True, p, <uint32_t>min(total - done, UINT32_MAX), &span, deadline, done)
+                if self._topic:
+                    self._begin(p, &span, deadline, done)
+                if records != NULL and self._topic:
+                    kb = key if key is not None else b""
+                    shmring_topic_fill_records(self._ring, &span, records + done * self._slot_size,
+                                               PyBytes_AS_STRING(kb), <uint32_t>PyBytes_GET_SIZE(kb))
+                elif records != NULL:
+                    self._copy(&span, <char *>records + done * self._slot_size, True)
+                for k in range(span.n if records == NULL else 0):
+                    b = encoded[done + k]
+                    if keys is None:
+                        memcpy(shmring_slot_payload(self._ring, span.pos + k), PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b))
+                        shmring_slot_set_len(self._ring, span.pos + k, <uint32_t>PyBytes_GET_SIZE(b))
+                    else:
+                        kb = keys[done + k]
+                        shmring_topic_fill(self._ring, span.pos + k, PyBytes_AS_STRING(kb),
+                                           <uint32_t>PyBytes_GET_SIZE(kb), PyBytes_AS_STRING(b),
+                                           <uint32_t>PyBytes_GET_SIZE(b))
+                if self._topic:
+                    shmring_topic_publish_commit(p.ptr, &span, span.n)
+                else:
+                    shmring_queue_put_commit(p.ptr, &span)
+                done += span.n
+        finally:
+            self._leave()
+        return 0
+
+    @cython.final
+    cdef void _copy(self, shmring_span_t *span, char *buf, bint into_ring) noexcept:
+        cdef shmring_t *ring = self._ring
+        if span.n * self._slot_size > COPY_WITHOUT_GIL:
+            with nogil:
+                shmring_copy_span(ring, span, buf, into_ring)
+        else:
+            shmring_copy_span(ring, span, buf, into_ring)
+
+    @cython.final
     cdef inline void _count_lost(self, uint64_t n) noexcept:
         """Messages this process took and could not hand out (out of memory, Ctrl-C):
         lost, for stats() and join() to see, as if a consumer had died holding them."""
@@ -755,72 +936,18 @@ cdef class QueueHandle(RingHandle):
         a records ring) or attach queue `name`."""
         cdef shmring_params_t params
         cdef bytes schema_bytes = schema.encode() if schema is not None else b""
-        if self._map is not None:
-            raise RuntimeError(f"queue {self.name!r} is open already: a handle opens one ring, once")
-        self._recover_after_ns = _recover_after_ns(recover_after)
-        params.slot_size = msg_size
-        params.maxsize = maxsize
-        params.kind = SHMRING_KIND_QUEUE
-        params.max_participants = max_participants
-        params.mode = mode
-        params.records = schema is not None
-        params.schema = schema_bytes
-        params.max_subscribers = params.max_topic_len = params.policy = 0
+        self._params(&params, SHMRING_KIND_QUEUE, maxsize, msg_size, mode, max_participants, recover_after,
+                     schema_bytes if schema is not None else None)
         self._open_ring(name, SHMRING_KIND_QUEUE, create, &params, trust_writable)
         shmring_set_recover_after(self._ring, self._recover_after_ns)
 
-    @cython.final
-    cdef bint _unstick(self, int what, uint64_t *recheck) noexcept:
-        """Called when a claim found nothing, and between waits: the C layer
-        decides whether what we wait for has been held by an unfinished claim
-        long enough (recover_after, across calls: polling counts too) and then
-        recovers (True: look again now); else *recheck is when to look again
-        (0: not stuck)."""
-        cdef shmring_t *ring = self._ring
-        cdef int ran
-        with nogil:  # recovery makes system calls
-            ran = shmring_queue_unstick(ring, what, 0, recheck)
-        return ran == 1
-
     # ---- claiming (blocking as asked) ----
-
-    @cython.final
-    cdef int _claim(self, bint put, _Participant p, uint32_t max_n, shmring_span_t *span,
-                    uint64_t deadline, Py_ssize_t done, int flags=0) except -1:
-        """Claim 1..max_n slots to write (put) or messages to read, waiting as asked.
-
-        Raises Full (with `done` as its count) or Empty when the deadline passes.
-        """
-        cdef claim_fn claim = shmring_queue_put_claim if put else shmring_queue_get_claim
-        cdef int what = SHMRING_WAIT_WRITABLE if put else SHMRING_WAIT_READABLE
-        cdef uint32_t spin = SPIN
-        cdef uint64_t recheck
-        cdef int n = claim(p.ptr, max_n, flags, span)
-        if n == 0 and deadline != 0:
-            # What arrives within a microsecond or so is cheaper to wait for
-            # holding the GIL than with a GIL hand-off.
-            shmring_queue_wait(p.ptr, what, 0, SPIN_WITH_GIL)
-            n = claim(p.ptr, max_n, flags, span)
-        while n == 0:
-            if self._unstick(what, &recheck):
-                n = claim(p.ptr, max_n, flags, span)
-                if n != 0:
-                    break
-            if not self._wait(p, what, deadline, spin, recheck):
-                if put:
-                    raise errors.Full(f"queue {self.name!r} is full", done)
-                raise errors.Empty(f"queue {self.name!r} is empty")
-            spin = 0
-            n = claim(p.ptr, max_n, flags, span)
-        if n < 0:
-            _raise_rc(n, self.name)
-        return n
 
     @cython.final
     cdef bint _wait_until(self, int what, object timeout) except -1:
         """wait_readable / wait_writable / join: True once `what` looks true, False
         when the timeout passed first. Recovers from the dead as a blocked claim does."""
-        cdef uint64_t deadline, recheck
+        cdef uint64_t deadline
         cdef uint32_t spin = SPIN
         cdef _Participant p
         _deadline(True, timeout, &deadline)
@@ -829,11 +956,8 @@ cdef class QueueHandle(RingHandle):
             while True:
                 if shmring_queue_wait(p.ptr, what, 0, 0) == 1:  # looks at the ring, never sleeps
                     return True
-                if self._unstick(what, &recheck):
-                    continue
-                if not self._wait(p, what, deadline, spin, recheck):
+                if not self._until(p, what, deadline, &spin):
                     return False
-                spin = 0
         finally:
             self._leave()
 
@@ -875,49 +999,13 @@ cdef class QueueHandle(RingHandle):
     cdef int _put_buffer(self, object data, uint64_t deadline) except -1:
         """Put any bytes-like object as one message (a non-contiguous one copied first)."""
         cdef Py_buffer view
-        if type(data) is bytes:
-            return self._put_one(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), deadline)
-        try:
-            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-        except BufferError:  # not contiguous: copy it in C order
-            data = memoryview(data).tobytes()
-            return self._put_one(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), deadline)
+        cdef bytes b = _bytes_or_buffer(data, &view)
+        if b is not None:
+            return self._put_one(PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b), deadline)
         try:
             self._put_one(<const char *>view.buf, view.len, deadline)
         finally:
             PyBuffer_Release(&view)
-        return 0
-
-    @cython.final
-    cdef int _put_many(self, list encoded, uint64_t deadline) except -1:
-        """Put bytes objects in order, in batches; all are checked before any is put."""
-        cdef Py_ssize_t total = len(encoded), done = 0, i, size
-        cdef uint32_t k, want
-        cdef shmring_span_t span
-        cdef _Participant p
-        cdef bytes b
-        for i in range(total):
-            if type(encoded[i]) is not bytes:
-                encoded[i] = _as_bytes(encoded[i], i)
-            size = PyBytes_GET_SIZE(encoded[i])
-            if <uint64_t>size > self._slot_size:
-                raise errors.MessageTooLarge(size, self._slot_size)
-        if total == 0:
-            return 0
-        p = self._enter()
-        try:
-            while done < total:
-                want = <uint32_t>min(total - done, UINT32_MAX)
-                self._claim(True, p, want, &span, deadline, done)
-                for k in range(span.n):
-                    b = encoded[done + k]
-                    size = PyBytes_GET_SIZE(b)
-                    memcpy(shmring_slot_payload(self._ring, span.pos + k), PyBytes_AS_STRING(b), size)
-                    shmring_slot_set_len(self._ring, span.pos + k, <uint32_t>size)
-                shmring_queue_put_commit(p.ptr, &span)
-                done += span.n
-        finally:
-            self._leave()
         return 0
 
     @cython.final
@@ -1158,15 +1246,6 @@ cdef class QueueHandle(RingHandle):
     # ---- records: in and out of a caller's buffer, reservations and views ----
 
     @cython.final
-    cdef void _copy(self, shmring_span_t *span, char *buf, bint into_ring) noexcept:
-        cdef shmring_t *ring = self._ring
-        if span.n * self._slot_size > COPY_WITHOUT_GIL:
-            with nogil:
-                shmring_copy_span(ring, span, buf, into_ring)
-        else:
-            shmring_copy_span(ring, span, buf, into_ring)
-
-    @cython.final
     cdef bint _known_records(self, object arr, Py_buffer *view, int flags) except -1:
         """The fast way in: an array of the very type and dtype object the codec
         vouched for (_set_records), 1-D and C-contiguous, gets its buffer at once.
@@ -1184,29 +1263,6 @@ cdef class QueueHandle(RingHandle):
             PyBuffer_Release(view)
             return False
         return True
-
-    @cython.final
-    cdef int _put_view(self, Py_buffer *view, uint64_t deadline) except -1:
-        """Put the records of a C-contiguous buffer, streaming as space frees."""
-        cdef shmring_span_t span
-        cdef Py_ssize_t total, done = 0
-        cdef _Participant p
-        if <uint64_t>view.len % self._slot_size:
-            raise ValueError(f"a buffer of {view.len} bytes is not a whole number of "
-                             f"{self._slot_size}-byte records")
-        total = <Py_ssize_t>(<uint64_t>view.len // self._slot_size)
-        if total == 0:
-            return 0
-        p = self._enter()
-        try:
-            while done < total:
-                self._claim(True, p, <uint32_t>min(total - done, UINT32_MAX), &span, deadline, done)
-                self._copy(&span, <char *>view.buf + done * self._slot_size, True)
-                done += span.n
-                shmring_queue_put_commit(p.ptr, &span)
-        finally:
-            self._leave()
-        return 0
 
     @cython.final
     cdef Py_ssize_t _take_view(self, Py_buffer *view, Py_ssize_t limit, uint64_t deadline, bint fill) except -1:
@@ -1480,6 +1536,18 @@ cdef class QueueHandle(RingHandle):
         }
 
 
+cdef bytes _bytes_or_buffer(object data, Py_buffer *view):
+    """data as bytes if it is bytes (or not contiguous: then copied in C order);
+    else None, with its buffer in *view, to be released."""
+    if type(data) is bytes:
+        return data
+    try:
+        PyObject_GetBuffer(data, view, PyBUF_SIMPLE)
+    except BufferError:  # not contiguous: copy it in C order
+        return memoryview(data).tobytes()
+    return None
+
+
 cdef object _as_bytes(object item, Py_ssize_t i):
     """An item of put_many_bytes (or a codec's output) as bytes: bytes-like only."""
     try:
@@ -1549,10 +1617,6 @@ cdef class _Span:
 
 # ---- topics ----
 
-# A publisher waiting for a slot that a publisher a lap behind still writes
-# looks again this often (that commit wakes subscribers, not publishers).
-cdef uint64_t LAP_WAIT_NS = 2_000_000
-
 _STARTS = {"latest": SHMRING_START_LATEST, "oldest": SHMRING_START_OLDEST}
 
 
@@ -1613,8 +1677,8 @@ cdef class TopicHandle(RingHandle):
     objects through the codec, records), subscriptions (_Subscription) and
     receiving, shut-down, stats. Policy (start names, on_lag, iteration) is
     pubsub.py's."""
-    cdef uint32_t _max_topic_len
-    cdef uint32_t _max_subscribers
+    cdef readonly uint32_t max_topic_len   # bytes of key stored beside each message
+    cdef readonly uint32_t max_subscribers
     cdef bint _overwrite
     cdef uint64_t _slow_ns
 
@@ -1625,45 +1689,24 @@ cdef class TopicHandle(RingHandle):
         """Create (create=True: the topic's parameters) or attach topic `name`."""
         cdef shmring_params_t params
         cdef bytes schema_bytes = schema.encode() if schema is not None else b""
-        if self._map is not None:
-            raise RuntimeError(f"topic {self.name!r} is open already: a handle opens one ring, once")
-        self._recover_after_ns = _recover_after_ns(recover_after)
+        self._topic = True
+        self._params(&params, SHMRING_KIND_TOPIC, capacity, msg_size, mode, max_participants, recover_after,
+                     schema_bytes if schema is not None else None)
         self._slow_ns = _slow_timeout_ns(slow_subscriber_timeout)
-        params.slot_size = msg_size
-        params.maxsize = capacity
-        params.kind = SHMRING_KIND_TOPIC
-        params.max_participants = max_participants
-        params.mode = mode
-        params.records = schema is not None
-        params.schema = schema_bytes
         params.max_subscribers = max_subscribers
         params.max_topic_len = max_topic_len
         params.policy = SHMRING_POLICY_OVERWRITE if overwrite else SHMRING_POLICY_BLOCK
-        self._topic = True
         self._open_ring(name, SHMRING_KIND_TOPIC, create, &params, trust_writable)
         shmring_set_recover_after(self._ring, self._recover_after_ns)
         shmring_topic_set_slow_timeout(self._ring, self._slow_ns)
-        self._max_topic_len = params.max_topic_len
-        self._max_subscribers = params.max_subscribers
+        self.max_topic_len = params.max_topic_len
+        self.max_subscribers = params.max_subscribers
         self._overwrite = params.policy == SHMRING_POLICY_OVERWRITE
 
     @property
     def policy(self):
         """"block" (publishers wait for the slowest live subscriber) or "overwrite"."""
         return "overwrite" if self._overwrite else "block"
-
-    @property
-    def capacity(self):
-        """Messages the topic retains (and, block, how far publishers may run ahead)."""
-        return self._maxsize
-
-    @property
-    def max_topic_len(self):
-        return self._max_topic_len
-
-    @property
-    def max_subscribers(self):
-        return self._max_subscribers
 
     @property
     def slow_subscriber_timeout(self):
@@ -1685,78 +1728,13 @@ cdef class TopicHandle(RingHandle):
                 k = memoryview(key).tobytes()
             except TypeError:
                 raise TypeError(f"a topic key is bytes or str, got {type(key).__name__}") from None
-        if <uint64_t>len(k) > self._max_topic_len:
+        if <uint64_t>len(k) > self.max_topic_len:
             raise errors.InvalidArgument(
                 f"topic key of {len(k)} bytes is longer than this topic's max_topic_len of "
-                f"{self._max_topic_len} bytes: {k[:48]!r}")
+                f"{self.max_topic_len} bytes: {k[:48]!r}")
         return k
 
-    @cython.final
-    cdef int _topic_error(self, int rc) except -1:
-        if rc == SHMRING_ESHUTDOWN:
-            raise errors.ShutDown(f"topic {self.name!r} is shut down: publishing stopped")
-        _raise_rc(rc, self.name)
-
-    @cython.final
-    cdef bint _unstick_topic(self, _Participant p, shmring_topic_sub_t *sub, const shmring_span_t *span,
-                             int what, uint64_t *recheck) noexcept:
-        """As QueueHandle._unstick: recovery after recover_after, and a slow
-        subscriber detached after the slow timeout, decided in C."""
-        cdef int ran
-        with nogil:
-            ran = shmring_topic_unstick(p.ptr, sub, span, what, 0, recheck)
-        return ran == 1
-
     # ---- publishing ----
-
-    @cython.final
-    cdef int _claim_pub(self, _Participant p, uint32_t max_n, shmring_span_t *span, uint64_t deadline,
-                        Py_ssize_t done) except -1:
-        """Claim 1..max_n positions, waiting as asked (Full, with `done`, when the deadline passes)."""
-        cdef uint32_t spin = SPIN
-        cdef uint64_t recheck
-        cdef int n = shmring_topic_publish_claim(p.ptr, max_n, span)
-        if n == 0 and deadline != 0:
-            shmring_topic_wait(p.ptr, NULL, NULL, SHMRING_WAIT_WRITABLE, 0, SPIN_WITH_GIL)
-            n = shmring_topic_publish_claim(p.ptr, max_n, span)
-        while n == 0:
-            if self._unstick_topic(p, NULL, NULL, SHMRING_WAIT_WRITABLE, &recheck):
-                n = shmring_topic_publish_claim(p.ptr, max_n, span)
-                if n != 0:
-                    break
-            if not self._wait(p, SHMRING_WAIT_WRITABLE, deadline, spin, recheck):
-                raise errors.Full(f"topic {self.name!r} is full: its slowest subscriber is {self._maxsize} "
-                                  f"messages behind", done)
-            spin = 0
-            n = shmring_topic_publish_claim(p.ptr, max_n, span)
-        if n < 0:
-            self._topic_error(n)
-        return n
-
-    @cython.final
-    cdef int _begin(self, _Participant p, shmring_span_t *span, uint64_t deadline, Py_ssize_t done) except -1:
-        """Wait until a claim's slots may be written. A claim given up (timeout,
-        Ctrl-C) is committed as holes, which subscribers skip."""
-        cdef uint64_t recheck, now
-        if shmring_topic_publish_begin(p.ptr, span):
-            return 0
-        p.holding = True
-        try:
-            while not shmring_topic_publish_begin(p.ptr, span):
-                if self._unstick_topic(p, NULL, span, SHMRING_WAIT_WRITABLE, &recheck):
-                    continue
-                now = shmring_now_ns()
-                if recheck == 0 or recheck > now + LAP_WAIT_NS:
-                    recheck = now + LAP_WAIT_NS
-                if not self._wait(p, SHMRING_WAIT_WRITABLE, deadline, 0, recheck, NULL, span):
-                    raise errors.Full(f"topic {self.name!r} is full: its slowest subscriber is "
-                                      f"{self._maxsize} messages behind", done)
-        except BaseException:
-            shmring_topic_publish_commit(p.ptr, span, 0)
-            raise
-        finally:
-            p.holding = False
-        return 0
 
     @cython.final
     cdef int _publish_one(self, bytes key, const char *data, Py_ssize_t size, uint64_t deadline) except -1:
@@ -1771,9 +1749,11 @@ cdef class TopicHandle(RingHandle):
             if rc == 1:
                 return 0
             if rc == 0:
-                self._claim_pub(p, 1, &span, deadline, 0)
+                self._claim(True, p, 1, &span, deadline, 0)
+            elif rc == SHMRING_ESHUTDOWN:
+                raise errors.ShutDown(f"topic {self.name!r} is shut down: publishing stopped")
             elif rc != SHMRING_TOPIC_PENDING:
-                self._topic_error(rc)
+                _raise_rc(rc, self.name)
             self._begin(p, &span, deadline, 0)
             shmring_topic_fill(self._ring, span.pos, PyBytes_AS_STRING(key), <uint32_t>PyBytes_GET_SIZE(key), data,
                                <uint32_t>size)
@@ -1784,14 +1764,11 @@ cdef class TopicHandle(RingHandle):
 
     @cython.final
     cdef int _publish_buffer(self, bytes key, object data, uint64_t deadline) except -1:
+        """Publish any bytes-like payload (as _put_buffer)."""
         cdef Py_buffer view
-        if type(data) is bytes:
-            return self._publish_one(key, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), deadline)
-        try:
-            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-        except BufferError:  # not contiguous: copy it in C order
-            data = memoryview(data).tobytes()
-            return self._publish_one(key, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), deadline)
+        cdef bytes b = _bytes_or_buffer(data, &view)
+        if b is not None:
+            return self._publish_one(key, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b), deadline)
         try:
             self._publish_one(key, <const char *>view.buf, view.len, deadline)
         finally:
@@ -1812,45 +1789,13 @@ cdef class TopicHandle(RingHandle):
         k = self._key(key)
         self._publish_buffer(k, self._encoded(obj), deadline)
 
-    @cython.final
-    cdef int _publish_many(self, list keys, list encoded, uint64_t deadline) except -1:
-        """Publish (key, bytes) pairs in order, one claim per run; all checked before any is published."""
-        cdef Py_ssize_t total = len(encoded), done = 0, i, size
-        cdef uint32_t k
-        cdef shmring_span_t span
-        cdef _Participant p
-        cdef bytes b, key
-        for i in range(total):
-            if type(encoded[i]) is not bytes:
-                encoded[i] = _as_bytes(encoded[i], i)
-            size = PyBytes_GET_SIZE(encoded[i])
-            if <uint64_t>size > self._slot_size:
-                raise errors.MessageTooLarge(size, self._slot_size)
-        if total == 0:
-            return 0
-        p = self._enter()
-        try:
-            while done < total:
-                self._claim_pub(p, <uint32_t>min(total - done, UINT32_MAX), &span, deadline, done)
-                self._begin(p, &span, deadline, done)
-                for k in range(span.n):
-                    b = encoded[done + k]
-                    key = keys[done + k]
-                    shmring_topic_fill(self._ring, span.pos + k, PyBytes_AS_STRING(key), <uint32_t>PyBytes_GET_SIZE(key),
-                                       PyBytes_AS_STRING(b), <uint32_t>PyBytes_GET_SIZE(b))
-                shmring_topic_publish_commit(p.ptr, &span, span.n)
-                done += span.n
-        finally:
-            self._leave()
-        return 0
-
     def publish_many_bytes(self, items, block=True, timeout=None):
         """Publish (key, bytes-like) pairs in order, one claim per contiguous run.
         If the topic stays full past the timeout, Full says in ``count`` how many were published."""
         cdef uint64_t deadline
         _deadline(block, timeout, &deadline)
         pairs = [(self._key(key), data) for key, data in items]
-        self._publish_many([k for k, _ in pairs], [d for _, d in pairs], deadline)
+        self._put_many([d for _, d in pairs], deadline, [k for k, _ in pairs])
 
     def publish_many(self, items, block=True, timeout=None):
         """Publish (key, object) pairs in order, each encoded before any is published."""
@@ -1861,41 +1806,20 @@ cdef class TopicHandle(RingHandle):
         for key, obj in items:
             keys.append(self._key(key))
             encoded.append(self._encoded(obj))
-        self._publish_many(keys, encoded, deadline)
+        self._put_many(encoded, deadline, keys)
 
     def publish_array(self, arr, key=b"", block=True, timeout=None):
         """Publish every record of a 1-D array of the topic's dtype, in order,
         one claim per run of up to capacity records, all under `key`."""
         cdef uint64_t deadline
         cdef Py_buffer view
-        cdef Py_ssize_t total, done = 0
-        cdef shmring_span_t span
-        cdef _Participant p
-        cdef uint32_t i
         cdef bytes k = self._key(key)
         self._records_only("publish_array()")
         _deadline(block, timeout, &deadline)
         checked = self._rec_check(arr)  # raises, or a C-contiguous 1-D array of the dtype
         PyObject_GetBuffer(checked, &view, PyBUF_C_CONTIGUOUS)
         try:
-            total = <Py_ssize_t>(<uint64_t>view.len // self._slot_size)
-            if total == 0:
-                return
-            p = self._enter()
-            try:
-                while done < total:
-                    self._claim_pub(p, <uint32_t>min(total - done, UINT32_MAX), &span, deadline, done)
-                    self._begin(p, &span, deadline, done)
-                    shmring_topic_fill_records(self._ring, &span, <char *>view.buf + done * self._slot_size)
-                    if k:
-                        for i in range(span.n):
-                            shmring_topic_fill(self._ring, span.pos + i, PyBytes_AS_STRING(k), <uint32_t>PyBytes_GET_SIZE(k),
-                                               <char *>view.buf + (done + i) * self._slot_size,
-                                               <uint32_t>self._slot_size)
-                    shmring_topic_publish_commit(p.ptr, &span, span.n)
-                    done += span.n
-            finally:
-                self._leave()
+            self._put_view(&view, deadline, k)
         finally:
             PyBuffer_Release(&view)
 
@@ -1918,8 +1842,8 @@ cdef class TopicHandle(RingHandle):
             mode, at = SHMRING_START_AT, position
         else:
             mode = _STARTS[start]
-        s.key_room = self._max_topic_len
-        s.buf = <char *>PyMem_Malloc(self._max_topic_len + self._slot_size + 1)
+        s.key_room = self.max_topic_len
+        s.buf = <char *>PyMem_Malloc(self.max_topic_len + self._slot_size + 1)
         if s.buf == NULL:
             raise MemoryError()
         p = self._enter()
@@ -1928,7 +1852,7 @@ cdef class TopicHandle(RingHandle):
             if rc == SHMRING_EFULLSUBS:
                 raise errors.TooManyParticipants(
                     f"topic {self.name!r} has all its subscriber entries in use: max_subscribers is "
-                    f"{self._max_subscribers} (close a Subscriber, or make the topic with more)")
+                    f"{self.max_subscribers} (close a Subscriber, or make the topic with more)")
             if rc != SHMRING_OK:
                 _raise_rc(rc, self.name, _detail() if rc == SHMRING_EINVAL else None)
             s.mapping = self._map
@@ -1981,20 +1905,14 @@ cdef class TopicHandle(RingHandle):
         """The next message of s into its buffer (records: up to limit records
         into `records`), waiting as asked: the count (1 for a message)."""
         cdef uint32_t spin = SPIN
-        cdef uint64_t recheck
         cdef int rc = self._try_recv(s, records, limit, klen, len, pos)
-        if rc == 0 and deadline != 0:
+        if rc == 0 and deadline != 0:  # as a claim: a few rounds holding the GIL first
             shmring_topic_wait(p.ptr, s.ptr, NULL, SHMRING_WAIT_READABLE, 0, SPIN_WITH_GIL)
             rc = self._try_recv(s, records, limit, klen, len, pos)
-        while rc == 0:
-            if self._unstick_topic(p, s.ptr, NULL, SHMRING_WAIT_READABLE, &recheck):
-                rc = self._try_recv(s, records, limit, klen, len, pos)
-                if rc != 0:
-                    break
-            if not self._wait(p, SHMRING_WAIT_READABLE, deadline, spin, recheck, s.ptr, NULL):
-                raise errors.Empty(f"topic {self.name!r} has no message for this subscriber")
-            spin = 0
+        while rc == 0 and self._until(p, SHMRING_WAIT_READABLE, deadline, &spin, s.ptr):
             rc = self._try_recv(s, records, limit, klen, len, pos)
+        if rc == 0:
+            raise errors.Empty(f"topic {self.name!r} has no message for this subscriber")
         if rc == SHMRING_ESHUTDOWN:
             raise errors.ShutDown(f"topic {self.name!r} is shut down and this subscriber has read all of it")
         if rc < 0:
@@ -2015,54 +1933,52 @@ cdef class TopicHandle(RingHandle):
         self._recv_wait(s, p, deadline, NULL, 0, &klen, &size, &pos)
         return (PyBytes_FromStringAndSize(s.buf, klen), PyBytes_FromStringAndSize(s.buf + s.key_room, size))
 
-    def recv_bytes(self, _Subscription s, block=True, timeout=None):
-        """The next message for s as (key, bytes), never decoded."""
-        cdef uint64_t deadline
-        cdef _Participant p
-        _deadline(block, timeout, &deadline)
-        p = self._enter()
+    @cython.final
+    cdef object _receive(self, _Subscription s, Py_ssize_t limit, uint64_t deadline):
+        """The next message for s as (key, bytes) (limit 0), or a list of 1..limit:
+        waits for the first, then takes what is there."""
+        cdef _Participant p = self._enter()
+        cdef list out
         try:
             self._use(s)
             try:
                 if s.deferred:
                     raise s.deferred.pop(0)
-                return self._recv_one(s, p, deadline)
+                if limit == 0:
+                    return self._recv_one(s, p, deadline)
+                out = [self._recv_one(s, p, deadline)]
+                while len(out) < limit:
+                    try:
+                        out.append(self._recv_one(s, p, 0))
+                    except (errors.Empty, errors.ShutDown):
+                        break
+                return out
             finally:
                 s.busy = False
         finally:
             self._leave()
 
+    def recv_bytes(self, _Subscription s, block=True, timeout=None):
+        """The next message for s as (key, bytes), never decoded."""
+        cdef uint64_t deadline
+        _deadline(block, timeout, &deadline)
+        return self._receive(s, 0, deadline)
+
     def recv(self, _Subscription s, block=True, timeout=None):
         """The next message for s as (key, object), decoded by the codec."""
+        cdef uint64_t deadline
+        _deadline(block, timeout, &deadline)
         self._codec_set()
-        key, raw = self.recv_bytes(s, block, timeout)
+        key, raw = self._receive(s, 0, deadline)
         return key, self._decode(raw)
 
     def recv_many_bytes(self, _Subscription s, max_items=None, block=True, timeout=None):
         """1..max_items messages for s as (key, bytes) (default: up to capacity):
         waits for the first, then takes what is there."""
         cdef uint64_t deadline
-        cdef _Participant p
         cdef Py_ssize_t limit = self._how_many(max_items, "max_items")
-        cdef list out = []
         _deadline(block, timeout, &deadline)
-        p = self._enter()
-        try:
-            self._use(s)
-            try:
-                if s.deferred:
-                    raise s.deferred.pop(0)
-                out.append(self._recv_one(s, p, deadline))
-                while len(out) < limit:
-                    try:
-                        out.append(self._recv_one(s, p, 0))
-                    except (errors.Empty, errors.ShutDown):
-                        break
-            finally:
-                s.busy = False
-        finally:
-            self._leave()
-        return out
+        return self._receive(s, limit, deadline)
 
     def recv_many(self, _Subscription s, max_items=None, block=True, timeout=None):
         """As recv_many_bytes, decoded. A message that fails to decode does not
@@ -2131,7 +2047,7 @@ cdef class TopicHandle(RingHandle):
         """Counters of the topic and its subscribers, as a dict (a racy snapshot, exact when quiet)."""
         if self._ring == NULL:
             raise errors.QueueClosed(f"topic {self.name!r} is closed")
-        return _topic_stats(self._ring, self._max_subscribers)
+        return _topic_stats(self._ring, self.max_subscribers)
 
 
 cdef dict _topic_stats(shmring_t *ring, uint32_t max_subscribers):

@@ -132,7 +132,8 @@ cdef extern from "shmring.h" nogil:
     int shmring_topic_publish_begin(shmring_participant_t *me, const shmring_span_t *span)
     void shmring_topic_fill(const shmring_t *ring, uint64_t pos, const void *key, uint32_t key_len,
                             const void *data, uint32_t len)
-    void shmring_topic_fill_records(const shmring_t *ring, const shmring_span_t *span, const void *buf)
+    void shmring_topic_fill_records(const shmring_t *ring, const shmring_span_t *span, const void *buf,
+                                    const void *key, uint32_t key_len)
     void shmring_topic_publish_commit(shmring_participant_t *me, const shmring_span_t *span, uint32_t keep)
     int shmring_topic_publish(shmring_participant_t *me, const void *key, uint32_t key_len, const void *data,
                               uint32_t len, shmring_span_t *span)

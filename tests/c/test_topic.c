@@ -44,6 +44,29 @@ static void drop_topic(shmring_t *r)
     CHECK(shmring_unlink(ring_name) == SHMRING_OK);
 }
 
+/* A topic with one participant, me, and one subscriber from the end, s. */
+struct one {
+    shmring_t *r;
+    shmring_participant_t *me;
+    shmring_topic_sub_t *s;
+};
+
+static struct one one_subscriber(uint64_t maxsize, uint32_t subs, uint32_t policy)
+{
+    struct one f;
+    f.r = make_topic(16, maxsize, subs, 4, policy);
+    CHECK(shmring_participant_join(f.r, &f.me) == SHMRING_OK);
+    CHECK(shmring_topic_subscribe(f.me, SHMRING_START_LATEST, 0, &f.s) == SHMRING_OK);
+    return f;
+}
+
+/* r, me and s of a topic of maxsize with one subscriber (and room for another). */
+#define ONE_SUBSCRIBER(maxsize, policy)                                                                         \
+    struct one f = one_subscriber(maxsize, 2, policy);                                                         \
+    shmring_t *r = f.r;                                                                                        \
+    shmring_participant_t *me = f.me;                                                                          \
+    shmring_topic_sub_t *s = f.s
+
 /* Publish one message (key, then the value v as 8 bytes): 1, or 0 if gated. */
 static int pub(shmring_participant_t *me, const char *key, uint64_t v)
 {
@@ -153,11 +176,7 @@ static void test_filters(void)
 
 static void test_block_gates_and_detaches(void)
 {
-    shmring_t *r = make_topic(16, 8, 2, 4, SHMRING_POLICY_BLOCK);
-    shmring_participant_t *me;
-    CHECK(shmring_participant_join(r, &me) == SHMRING_OK);
-    shmring_topic_sub_t *s;
-    CHECK(shmring_topic_subscribe(me, SHMRING_START_LATEST, 0, &s) == SHMRING_OK);
+    ONE_SUBSCRIBER(8, SHMRING_POLICY_BLOCK);
     for (uint64_t i = 0; i < 8; i++)
         CHECK(pub(me, "k", i) == 1);
     CHECK(pub(me, "k", 8) == 0); /* the subscriber is maxsize behind */
@@ -192,11 +211,7 @@ static void test_block_gates_and_detaches(void)
 
 static void test_overwrite_laps_with_an_exact_count(void)
 {
-    shmring_t *r = make_topic(16, 8, 2, 4, SHMRING_POLICY_OVERWRITE);
-    shmring_participant_t *me;
-    CHECK(shmring_participant_join(r, &me) == SHMRING_OK);
-    shmring_topic_sub_t *s;
-    CHECK(shmring_topic_subscribe(me, SHMRING_START_LATEST, 0, &s) == SHMRING_OK);
+    ONE_SUBSCRIBER(8, SHMRING_POLICY_OVERWRITE);
     for (uint64_t i = 0; i < 100; i++) /* never waits */
         CHECK(pub(me, "k", i) == 1);
     int64_t v, last = -1;
@@ -214,11 +229,7 @@ static void test_overwrite_laps_with_an_exact_count(void)
 
 static void test_shutdown(void)
 {
-    shmring_t *r = make_topic(16, 8, 2, 4, SHMRING_POLICY_BLOCK);
-    shmring_participant_t *me;
-    CHECK(shmring_participant_join(r, &me) == SHMRING_OK);
-    shmring_topic_sub_t *s;
-    CHECK(shmring_topic_subscribe(me, SHMRING_START_LATEST, 0, &s) == SHMRING_OK);
+    ONE_SUBSCRIBER(8, SHMRING_POLICY_BLOCK);
     pub(me, "k", 1);
     pub(me, "k", 2);
     shmring_topic_shutdown(r);
