@@ -88,10 +88,11 @@ struct shmring_participant {
      * is a lower bound and can only make the maxsize check stricter. */
     uint64_t cached_read_pos;
     /* A topic's publisher: the slowest live subscriber's cursor when it last
-     * looked (UINT64_MAX: none), and 1 + the subscriber table's generation then
-     * (0: never looked). wait_pos: where a waiter waits (a subscriber's cursor,
+     * looked (UINT64_MAX: none), whose entry that was, and 1 + the subscriber
+     * table's generation then (0: never looked). wait_pos: where a waiter waits (a subscriber's cursor,
      * or the end of a publisher's claim), for the kind's ready_at (kind.h). */
     uint64_t cached_gate, cached_gen, wait_pos;
+    uint32_t cached_who;            /* the subscriber entry whose cursor cached_gate is */
     shmring_participant_t *prev, *next;
 };
 

@@ -37,7 +37,9 @@
  *   G0  publish_claim  acquire load of the generation before scanning -> G1:
  *                      the scan sees the entries as of that generation
  *   P4  gate scan      acquire loads of subscribers' state and cursor (topic.h)
- *                      -> S4: their reads of slots below are done
+ *                      -> S4: their reads of slots below are done; slowest_moved
+ *                      looks at the cached slowest alone, acquire as P4;
+ *                      room_for_a_run's loads are relaxed hints (the claim decides)
  *   P5  slot_writable  acquire load of the slot's previous lap -> P7 / R3: its
  *                      writer is done before we overwrite (topic.h)
  *   P6  publish_begin  relaxed stores of free(p) ("being written"), then a
@@ -58,8 +60,9 @@
  *                      of write_pos by subscribers deciding they drained
  *   Copies: the key and payload bytes and their lengths are read while a
  *   publisher may overwrite them (a lapped subscriber): relaxed atomics for
- *   the lengths, and under ThreadSanitizer for every byte (copy_in/copy_out);
- *   elsewhere memcpy, the seqlock's usual race, decided by S6.
+ *   the lengths and memcpy for the bytes, the seqlock's usual race, decided by
+ *   S6; under ThreadSanitizer, which models no fence, release / acquire
+ *   atomics for every byte and length make the P6 / S6 pairs instead.
  *   F1/F2, N2/W2 (wait.c): no lost wake-up; ready_at's loads are relaxed hints
  *   ordered by F1.
  *   Recovery's side (R1-R3), the slow timeout and stats' liveness:
@@ -80,13 +83,26 @@
 #endif
 
 /* Copies into and out of slots that a lapped subscriber may read while a
- * publisher writes them (decided by the seqlock check, S6). */
+ * publisher writes them, decided by the seqlock's second look (S6). Elsewhere
+ * memcpy and relaxed lengths, ordered by the fences P6 / S6. ThreadSanitizer
+ * models no fence (and GCC refuses one it would inline): there every byte and
+ * length is a release store and an acquire load instead, the same pairs made
+ * per access, which TSan checks. */
+#ifdef SHMRING_TOPIC_TSAN
+#define COPY_STORE memory_order_release
+#define COPY_LOAD memory_order_acquire
+#define SEQLOCK_FENCE(order) ((void)0)
+#else
+#define COPY_STORE memory_order_relaxed
+#define COPY_LOAD memory_order_relaxed
+#define SEQLOCK_FENCE(order) atomic_thread_fence(order)
+#endif
+
 static void copy_in(unsigned char *slot, const void *src, size_t n)
 {
 #ifdef SHMRING_TOPIC_TSAN
-    for (size_t i = 0; i < n; i++) /* relaxed: the check decides (S6) */
-        atomic_store_explicit((_Atomic unsigned char *)&slot[i], ((const unsigned char *)src)[i],
-                              memory_order_relaxed);
+    for (size_t i = 0; i < n; i++)
+        atomic_store_explicit((_Atomic unsigned char *)&slot[i], ((const unsigned char *)src)[i], COPY_STORE);
 #else
     memcpy(slot, src, n);
 #endif
@@ -95,22 +111,22 @@ static void copy_in(unsigned char *slot, const void *src, size_t n)
 static void copy_out(void *dst, const unsigned char *slot, size_t n)
 {
 #ifdef SHMRING_TOPIC_TSAN
-    for (size_t i = 0; i < n; i++) /* relaxed: the check decides (S6) */
-        ((unsigned char *)dst)[i] = atomic_load_explicit((_Atomic unsigned char *)&slot[i], memory_order_relaxed);
+    for (size_t i = 0; i < n; i++)
+        ((unsigned char *)dst)[i] = atomic_load_explicit((_Atomic unsigned char *)&slot[i], COPY_LOAD);
 #else
     memcpy(dst, slot, n);
 #endif
 }
 
-/* relaxed: lengths are read under the seqlock check (S6) as the bytes are */
+/* relaxed (TSan: release / acquire): lengths are read under the seqlock check as the bytes are */
 static void store_u32(void *p, uint32_t v)
 {
-    atomic_store_explicit((_Atomic uint32_t *)p, v, memory_order_relaxed);
+    atomic_store_explicit((_Atomic uint32_t *)p, v, COPY_STORE);
 }
 
 static uint32_t load_u32(const void *p)
 {
-    return atomic_load_explicit((_Atomic uint32_t *)p, memory_order_relaxed);
+    return atomic_load_explicit((_Atomic uint32_t *)p, COPY_LOAD);
 }
 
 static int is_topic(const shmring_t *r)
@@ -144,11 +160,23 @@ static void withdraw(struct shmring_participant_entry *e)
 static uint64_t cached_gate(shmring_participant_t *me, uint64_t gen)
 {
     if (me->cached_gen != gen + 1) {
-        uint32_t who;
-        me->cached_gate = shmring__topic_gate(me->ring, &who);
+        me->cached_gate = shmring__topic_gate(me->ring, &me->cached_who);
         me->cached_gen = gen + 1;
     }
     return me->cached_gate;
+}
+
+/* Has the slowest subscriber we cached moved (or left) since we scanned? If
+ * not, a scan would find the same gate: skip it. acquire: as P4. */
+static int slowest_moved(const shmring_participant_t *me)
+{
+    const shmring_t *r = me->ring;
+    if (me->cached_gate == UINT64_MAX || me->cached_who >= r->kind_args[0])
+        return 1;
+    const struct shmring_subscriber_entry *e = &shmring__subs(r)[me->cached_who];
+    uint64_t w = atomic_load_explicit(&e->state, memory_order_acquire);
+    return SHMRING_SUB_STATUS(w) != SHMRING_SUB_ACTIVE ||
+           atomic_load_explicit(&e->cursor, memory_order_acquire) != me->cached_gate;
 }
 
 int shmring_topic_publish_claim(shmring_participant_t *me, uint32_t max_n, shmring_span_t *span)
@@ -173,8 +201,8 @@ int shmring_topic_publish_claim(shmring_participant_t *me, uint32_t max_n, shmri
             /* G0 */
             uint64_t gen = atomic_load_explicit(&seg->cons.read_pos, memory_order_acquire);
             uint64_t gate = cached_gate(me, gen);
-            if (!shmring__gate_allows(r, gate, pos + n)) {
-                me->cached_gen = 0; /* look again: the slowest may have moved on */
+            if (!shmring__gate_allows(r, gate, pos + n) && slowest_moved(me)) {
+                me->cached_gen = 0; /* look again: the slowest has moved on, or left */
                 gate = cached_gate(me, gen);
             }
             if (gate != UINT64_MAX) {
@@ -205,7 +233,7 @@ int shmring_topic_publish_begin(shmring_participant_t *me, const shmring_span_t 
     if (blocking(r)) {
         /* P3: pairs with G1 (S1), the Dekker pair of our claim's P1 */
         uint64_t gen = atomic_load_explicit(&r->seg->cons.read_pos, memory_order_seq_cst);
-        if (!shmring__gate_allows(r, cached_gate(me, gen), span->pos + span->n)) {
+        if (!shmring__gate_allows(r, cached_gate(me, gen), span->pos + span->n) && slowest_moved(me)) {
             me->cached_gen = 0;
             if (!shmring__gate_allows(r, cached_gate(me, gen), span->pos + span->n))
                 return 0;
@@ -218,7 +246,7 @@ int shmring_topic_publish_begin(shmring_participant_t *me, const shmring_span_t 
         /* P6: the mark, ordered before our writes by the fence below */
         shmring__seq_store(r, p, shmring__state(r, p, SHMRING_SEQ_FREE), memory_order_relaxed);
     }
-    atomic_thread_fence(memory_order_release); /* P6 */
+    SEQLOCK_FENCE(memory_order_release); /* P6 */
     return 1;
 }
 
@@ -529,15 +557,19 @@ static int step(shmring_topic_sub_t *s, void *key, uint32_t *key_len, void *data
     uint32_t klen = load_u32(k), plen = load_u32(shmring__len(r, c));
     int bad = klen > r->kind_args[1] || plen > r->slot_size, ours = 0;
     if (!bad) {
-        copy_out(s->key, k + 4, klen);
-        ours = matches(s, s->key, klen);
+#ifdef SHMRING_TOPIC_TSAN
+        copy_out(s->key, k + 4, klen); /* TSan: every byte through an atomic */
+        const unsigned char *in = s->key;
+#else
+        const unsigned char *in = k + 4; /* matched in place: the second look decides (S6) */
+#endif
+        ours = matches(s, in, klen);
         if (ours) {
-            if (key != s->key)
-                memcpy(key, s->key, klen);
+            copy_out(key, k + 4, klen);
             copy_out(data, shmring__slot_payload(r, c), plen);
         }
     }
-    atomic_thread_fence(memory_order_acquire); /* S6: pairs with P6 */
+    SEQLOCK_FENCE(memory_order_acquire); /* S6: pairs with P6 */
     /* relaxed: ordered after the copies by S6 */
     if (shmring__seq_load(r, c, memory_order_relaxed) != w) {
         s->cursor = jump(s, c); /* overwritten while we read: never hand it out */
@@ -658,6 +690,29 @@ static int ready_at(const shmring_participant_t *me, int what)
     return p >= shmring__topic_end(wp) || shmring__slot_writable(r, p);
 }
 
+/* A publisher held at the gate spins until there is room for a run of
+ * messages (as a queue's producer, queue.c spin_room: resuming at the first
+ * freed slot would keep publisher and subscriber in lockstep, each publish
+ * scanning the table again), looking only at the slowest subscriber it cached
+ * (one load; a scan when it left or the table changed). Only the spin waits
+ * for the run: the check before sleeping is ready_at's, exact. relaxed: a hint,
+ * the claim decides. */
+#define SHMRING_TOPIC_SPIN_ROOM 128u
+
+static int room_for_a_run(const shmring_participant_t *me)
+{
+    const shmring_t *r = me->ring;
+    uint64_t run = r->maxsize / 8 < SHMRING_TOPIC_SPIN_ROOM ? r->maxsize / 8 : SHMRING_TOPIC_SPIN_ROOM;
+    if (!blocking(r) || me->cached_gate == UINT64_MAX || me->cached_who >= r->kind_args[0] ||
+        atomic_load_explicit(&r->seg->cons.read_pos, memory_order_relaxed) + 1 != me->cached_gen)
+        return ready_at(me, SHMRING_WAIT_WRITABLE);
+    const struct shmring_subscriber_entry *e = &shmring__subs(r)[me->cached_who];
+    if (SHMRING_SUB_STATUS(atomic_load_explicit(&e->state, memory_order_relaxed)) != SHMRING_SUB_ACTIVE)
+        return 1; /* it left: the claim scans again */
+    uint64_t c = atomic_load_explicit(&e->cursor, memory_order_relaxed);
+    return shmring__gate_allows(r, c, me->wait_pos + (run ? run : 1));
+}
+
 int shmring_topic_wait(shmring_participant_t *me, shmring_topic_sub_t *sub, const shmring_span_t *span, int what,
                        uint64_t timeout_ns, uint32_t spin)
 {
@@ -679,8 +734,9 @@ int shmring_topic_wait(shmring_participant_t *me, shmring_topic_sub_t *sub, cons
                     break;
                 }
     }
+    int gated = what == SHMRING_WAIT_WRITABLE && span == NULL;
     for (uint32_t i = 0; i < spin; i++) {
-        if (ready_at(me, what))
+        if (gated ? room_for_a_run(me) : ready_at(me, what))
             return 1;
         shmring__cpu_relax();
     }

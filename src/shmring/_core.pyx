@@ -1632,6 +1632,9 @@ cdef uint64_t _slow_timeout_ns(object seconds) except? 0:
     return max(<uint64_t>(t * 1e9), <uint64_t>1)
 
 
+cdef class TopicHandle(RingHandle)
+
+
 @cython.no_gc_clear
 @cython.final
 cdef class _Subscription:
@@ -1645,6 +1648,27 @@ cdef class _Subscription:
     cdef char *buf                   # max_topic_len bytes of key, then a payload
     cdef uint32_t key_room
     cdef list deferred               # errors of a recv_many's messages, raised in their turn
+    cdef TopicHandle topic           # whose subscriber it is
+
+    # What a Subscriber calls (bound methods: no Python frame between it and C).
+    def recv_bytes(self, block=True, timeout=None):
+        """The next message as (key, bytes), never decoded (TopicHandle.recv_bytes)."""
+        cdef uint64_t deadline
+        _deadline(block, timeout, &deadline)
+        return self.topic._receive(self, 0, deadline)
+
+    def recv(self, block=True, timeout=None):
+        """The next message as (key, object) (TopicHandle.recv)."""
+        return self.topic.recv(self, block, timeout)
+
+    def recv_many_bytes(self, max_items=None, block=True, timeout=None):
+        return self.topic.recv_many_bytes(self, max_items, block, timeout)
+
+    def recv_many(self, max_items=None, block=True, timeout=None):
+        return self.topic.recv_many(self, max_items, block, timeout)
+
+    def recv_array(self, max_items=None, block=True, timeout=None, out=None):
+        return self.topic.recv_array(self, max_items, block, timeout, out)
 
     @property
     def position(self):
@@ -1857,6 +1881,7 @@ cdef class TopicHandle(RingHandle):
                 _raise_rc(rc, self.name, _detail() if rc == SHMRING_EINVAL else None)
             s.mapping = self._map
             s.fork = _forks
+            s.topic = self
         finally:
             self._leave()
         return s
