@@ -511,6 +511,7 @@ static uint64_t jump(shmring_topic_sub_t *s, uint64_t c)
     uint64_t to = oldest(r, end) + r->maxsize / 4;
     if (to <= c)
         to = c + 1;
+    s->end = end;
     count_lag(s, to - c);
     return to;
 }
@@ -600,7 +601,15 @@ static int next(shmring_topic_sub_t *s, void *key, uint32_t *key_len, void *data
     uint64_t from = s->cursor;
     for (uint32_t passed = 0;; passed++) {
         uint64_t c = s->cursor;
-        int got = step(s, key, key_len, data, len);
+        /* Nothing at or past the end is published: never look there (a slot
+         * word a peer scribbled on must not send us on ahead of the
+         * publishers). The end is cached, and read again (relaxed: the slot
+         * word decides) only when the cursor reaches it. */
+        int got = -1;
+        if ((int64_t)(c - s->end) >= 0)
+            s->end = shmring__topic_end(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
+        if ((int64_t)(c - s->end) < 0)
+            got = step(s, key, key_len, data, len);
         if (got == 1 || got == SHMRING_ECORRUPT) {
             *pos = c;
             set_cursor(s, s->cursor);

@@ -110,6 +110,7 @@ struct shmring_topic_sub {
     uint32_t owner, owner_state;    /* the participant that subscribed (its index, its state word) */
     uint64_t word;                  /* entry's state word while it is ours and attached (ACTIVE) */
     uint64_t cursor;                /* our copy: we are the only writer of entry->cursor */
+    uint64_t end;                   /* the end as we last read it: positions at or past it are not looked at */
     uint64_t lagged, unreported, received;
     unsigned long process;          /* shmring__process() of who subscribed */
     uint32_t n_prefixes, cap_prefixes;
