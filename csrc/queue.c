@@ -57,24 +57,15 @@
  * cross-core transfer takes ~190 ns). Skipped when the ring is at least half
  * full: those lines may still be the consumers' to read. */
 #define SHMRING_PREFETCH_AHEAD 4
-
-static inline void prefetch_for_write(const void *p)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    /* PREFETCHW; a no-op (NOP encoding) on the few x86 CPUs without it */
-    __asm__ __volatile__("prefetchw %0" ::"m"(*(const char *)p));
-#else
-    __builtin_prefetch(p, 1, 3);
-#endif
-}
+/* (shmring__prefetch_for_write: slots.h) */
 
 static inline void prefetch_next_slots(const shmring_participant_t *me, uint64_t next)
 {
     const shmring_t *r = me->ring;
     uint64_t ahead = next + SHMRING_PREFETCH_AHEAD;
     if (ahead - me->cached_read_pos < r->maxsize / 2) {
-        prefetch_for_write(shmring__slot_payload(r, ahead));
-        prefetch_for_write(shmring__seq(r, ahead));
+        shmring__prefetch_for_write(shmring__slot_payload(r, ahead));
+        shmring__prefetch_for_write(shmring__seq(r, ahead));
     }
 }
 

@@ -269,6 +269,21 @@ void shmring_topic_fill_records(const shmring_t *r, const shmring_span_t *span, 
                            (uint32_t)r->slot_size);
 }
 
+/* As a queue's producer (queue.c, prefetch_next_slots): the lines of the slot
+ * a few positions ahead (word, key, payload), taken from the subscribers'
+ * caches while we do the rest; not while the slowest subscriber may still be
+ * reading there (half the capacity behind us or more). */
+static void prefetch_ahead(const shmring_participant_t *me, uint64_t next)
+{
+    const shmring_t *r = me->ring;
+    uint64_t ahead = next + 4;
+    if (!blocking(r) || me->cached_gate == UINT64_MAX || ahead - me->cached_gate < r->maxsize / 2) {
+        shmring__prefetch_for_write(shmring__slot_payload(r, ahead));
+        shmring__prefetch_for_write(shmring__seq(r, ahead));
+        shmring__prefetch_for_write(shmring__key(r, ahead));
+    }
+}
+
 void shmring_topic_publish_commit(shmring_participant_t *me, const shmring_span_t *span, uint32_t keep)
 {
     shmring_t *r = me->ring;
@@ -285,6 +300,7 @@ void shmring_topic_publish_commit(shmring_participant_t *me, const shmring_span_
         atomic_fetch_add_explicit(&r->seg->stats.lost, n - kept, memory_order_relaxed);
     }
     withdraw(me->entry);
+    prefetch_ahead(me, span->pos + span->n);
     shmring__wake(r, &r->seg->not_empty);
 }
 

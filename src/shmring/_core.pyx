@@ -26,7 +26,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport errno
 from libc.stdint cimport UINT32_MAX, UINT64_MAX, int64_t, uint32_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from posix.unistd cimport getpid
@@ -1649,6 +1649,7 @@ cdef class _Subscription:
     cdef uint32_t key_room
     cdef list deferred               # errors of a recv_many's messages, raised in their turn
     cdef TopicHandle topic           # whose subscriber it is
+    cdef bytes last_key              # the key of the last message: handed out again when the next has it too
 
     # What a Subscriber calls (bound methods: no Python frame between it and C).
     def recv_bytes(self, block=True, timeout=None):
@@ -1956,7 +1957,11 @@ cdef class TopicHandle(RingHandle):
         cdef uint32_t klen = 0, size = 0
         cdef uint64_t pos
         self._recv_wait(s, p, deadline, NULL, 0, &klen, &size, &pos)
-        return (PyBytes_FromStringAndSize(s.buf, klen), PyBytes_FromStringAndSize(s.buf + s.key_room, size))
+        # a stream has few keys: the same one is the same (immutable) bytes object, not a new one each time
+        key = s.last_key
+        if key is None or PyBytes_GET_SIZE(key) != klen or memcmp(PyBytes_AS_STRING(key), s.buf, klen) != 0:
+            key = s.last_key = PyBytes_FromStringAndSize(s.buf, klen)
+        return (key, PyBytes_FromStringAndSize(s.buf + s.key_room, size))
 
     @cython.final
     cdef object _receive(self, _Subscription s, Py_ssize_t limit, uint64_t deadline):
