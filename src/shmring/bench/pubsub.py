@@ -16,7 +16,7 @@ import time
 
 import shmring
 from shmring.bench.runner import IpcSocket, PairRow, Row, context, pin, report, run_processes, time_each
-from shmring.bench.throughput import ShmringBytes, queue_msg_size
+from shmring.bench.throughput import ShmringBytes, queue_msg_size, zmq_subscribe
 
 PAYLOAD = 64
 CAPACITY = 8192
@@ -75,7 +75,7 @@ def _fanout_publisher(row, topic, n, readies):
     row.publisher(topic, n)
 
 
-class Fanout(TopicRow):
+class Fanout(TopicBytes):
     """1 publisher -> 2 subscriber processes; the rate at one of them."""
 
     name = "shmring Topic block 1->2, per subscriber"
@@ -90,9 +90,7 @@ class Fanout(TopicRow):
                              (_fanout_publisher, (self, topic, count, readies)))
 
     def publisher(self, topic, n):
-        publish, message = topic.publisher().publish_bytes, b"x" * self.payload
-        for _ in range(n):
-            publish(b"k", message)
+        self.produce(topic, n)
 
     def subscriber(self, topic, n, ready):
         sub = topic.subscribe()
@@ -134,21 +132,7 @@ class ZmqFanout(IpcSocket, Fanout):
         ctx.term()
 
     def subscriber(self, path, n, ready):
-        import zmq
-        ctx = zmq.Context()
-        s = ctx.socket(zmq.SUB)
-        s.setsockopt(zmq.RCVHWM, 0)
-        s.setsockopt(zmq.SUBSCRIBE, b"")
-        s.connect("ipc://" + path)
-        while s.recv() == b"P":
-            ready.set()
-        t0 = time.perf_counter()  # the first data message starts the clock, as in time_each
-        for _ in range(n - 1):
-            s.recv()
-        result = {"rate": (n - 1) / (time.perf_counter() - t0)}
-        s.close(linger=0)
-        ctx.term()
-        return result
+        return zmq_subscribe(path, n, None, ready)  # `ready`: set on its first probe
 
     def run(self, count):
         ctx = context()
