@@ -166,8 +166,8 @@ static uint64_t cached_gate(shmring_participant_t *me, uint64_t gen)
     return me->cached_gate;
 }
 
-/* Has the slowest subscriber we cached moved (or left) since we scanned? If
- * not, a scan would find the same gate: skip it. acquire: as P4. */
+/* Has the slowest subscriber we cached moved (or left, or lost its owner) since
+ * we scanned? If not, a scan would find the same gate: skip it. acquire: as P4. */
 static int slowest_moved(const shmring_participant_t *me)
 {
     const shmring_t *r = me->ring;
@@ -175,7 +175,7 @@ static int slowest_moved(const shmring_participant_t *me)
         return 1;
     const struct shmring_subscriber_entry *e = &shmring__subs(r)[me->cached_who];
     uint64_t w = atomic_load_explicit(&e->state, memory_order_acquire);
-    return SHMRING_SUB_STATUS(w) != SHMRING_SUB_ACTIVE ||
+    return SHMRING_SUB_STATUS(w) != SHMRING_SUB_ACTIVE || !shmring__sub_owned(r, w) ||
            atomic_load_explicit(&e->cursor, memory_order_acquire) != me->cached_gate;
 }
 
@@ -732,8 +732,9 @@ static int room_for_a_run(const shmring_participant_t *me)
         atomic_load_explicit(&r->seg->cons.read_pos, memory_order_relaxed) + 1 != me->cached_gen)
         return ready_at(me, SHMRING_WAIT_WRITABLE);
     const struct shmring_subscriber_entry *e = &shmring__subs(r)[me->cached_who];
-    if (SHMRING_SUB_STATUS(atomic_load_explicit(&e->state, memory_order_relaxed)) != SHMRING_SUB_ACTIVE)
-        return 1; /* it left: the claim scans again */
+    uint64_t w = atomic_load_explicit(&e->state, memory_order_relaxed);
+    if (SHMRING_SUB_STATUS(w) != SHMRING_SUB_ACTIVE || !shmring__sub_owned(r, w))
+        return 1; /* it left (or its owner is gone): the claim scans again */
     uint64_t c = atomic_load_explicit(&e->cursor, memory_order_relaxed);
     return shmring__gate_allows(r, c, me->wait_pos + (run ? run : 1));
 }

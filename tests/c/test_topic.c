@@ -308,6 +308,30 @@ static void test_dead_subscriber_stops_gating(void)
     drop_topic(r);
 }
 
+/* A subscriber whose owner left without unsubscribing (a thread that ended, a
+ * participant entry reused without recovery) gates nobody, at once: no scan is
+ * skipped on the ground that the slowest subscriber did not move. */
+static void test_a_subscriber_whose_owner_left_gates_nobody(void)
+{
+    shmring_t *r = make_topic(16, 4, 2, 4, SHMRING_POLICY_BLOCK);
+    shmring_participant_t *me, *leaving;
+    CHECK(shmring_participant_join(r, &me) == SHMRING_OK);
+    CHECK(shmring_participant_join(r, &leaving) == SHMRING_OK);
+    shmring_topic_sub_t *s;
+    CHECK(shmring_topic_subscribe(leaving, SHMRING_START_LATEST, 0, &s) == SHMRING_OK);
+    for (uint64_t i = 0; i < 4; i++)
+        CHECK(pub(me, "k", i) == 1);
+    CHECK(pub(me, "k", 4) == 0); /* gated, the slowest cached */
+    shmring_participant_leave(leaving);
+    CHECK(shmring_topic_wait(me, NULL, NULL, SHMRING_WAIT_WRITABLE, 0, 10) == 1);
+    CHECK(pub(me, "k", 4) == 1 && pub(me, "k", 5) == 1);
+    shmring_topic_stats_t st;
+    shmring_topic_stats(r, &st);
+    CHECK(st.subscribers == 0);
+    shmring_topic_sub_free(s);
+    drop_topic(r);
+}
+
 static void test_unit(void)
 {
     test_retention_and_starts();
@@ -317,6 +341,7 @@ static void test_unit(void)
     test_shutdown();
     test_dead_publisher_leaves_holes();
     test_dead_subscriber_stops_gating();
+    test_a_subscriber_whose_owner_left_gates_nobody();
     printf("topic unit ok\n");
 }
 
