@@ -394,6 +394,9 @@ def test_publishers_and_subscribers_belong_to_the_process_that_made_them(make_to
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert sub.recv(timeout=10) == (b"k", "child")
+    for obj in (pub, sub):
+        with pytest.raises(TypeError, match="is made in the process that uses it: pass the Topic"):
+            pickle.dumps(obj)
 
 
 # ---- errors, waiting, closing ----
@@ -535,3 +538,45 @@ def test_a_topic_and_a_queue_refuse_to_attach_as_each_other(make_topic, make_que
         shmring.Queue.attach(topic.name)
     with pytest.raises(shmring.SegmentError, match="kind 1 in the header, asked for 2"):
         shmring.Topic.attach(q.name)
+
+
+CTRL_C_PUBLISHER = """
+    import sys, time, shmring
+    t = shmring.Topic.attach(sys.argv[1])
+    pub = t.publisher()
+    for i in range(8):
+        pub.publish(b"k", i)
+    print("ready", flush=True)
+    try:
+        pub.publish(b"k", 8)    # held by the subscriber that does not read: as long as it takes
+        print("returned", time.monotonic(), flush=True)
+    except KeyboardInterrupt:
+        print("interrupted", time.monotonic(), flush=True)
+"""
+
+
+def test_ctrl_c_interrupts_a_publisher_held_by_a_slow_subscriber_and_nothing_is_claimed(make_topic):
+    topic = make_topic(8, 16)
+    sub = topic.subscribe()
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(CTRL_C_PUBLISHER), topic.name],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_python_env())
+    out, err, sent = interrupt_when_asleep(topic, child, "writers_waiting")
+    word, when = out.split()
+    assert word == "interrupted", err
+    assert float(when) - sent < 0.2
+    assert topic.stats()["published"] == 8 and topic.stats()["holes"] == 0   # the interrupted one claimed nothing
+    assert [v for _, v in sub.recv_many()] == list(range(8))
+
+
+def test_a_subscriber_is_used_by_one_thread_at_a_time(make_topic):
+    topic = make_topic(8, 16)
+    sub = topic.subscribe()
+    got = []
+    t = threading.Thread(target=lambda: got.append(sub.recv(timeout=5)))
+    t.start()
+    wait_until(lambda: topic.stats()["readers_waiting"] >= 1, what="the thread asleep in recv")
+    with pytest.raises(RuntimeError, match="in use by another thread"):
+        sub.recv(block=False)
+    topic.publisher().publish(b"k", 1)
+    t.join(10)
+    assert not t.is_alive() and got == [(b"k", 1)]

@@ -168,6 +168,10 @@ class _OfThisProcess:
     def topic(self):
         return self._topic
 
+    def __reduce__(self):
+        raise TypeError(f"a {type(self).__name__} is made in the process that uses it: pass the Topic "
+                        f"(it pickles) and call topic.{'publisher()' if isinstance(self, Publisher) else 'subscribe()'} there")
+
 
 _made_here = weakref.WeakSet()
 
