@@ -341,9 +341,19 @@ static uint64_t oldest(const shmring_t *r, uint64_t end)
 
 static void set_cursor(shmring_topic_sub_t *s, uint64_t c)
 {
-    s->cursor = c;
+    s->cursor = s->published = c;
     /* S4: pairs with P4, we are done with every position below c */
     atomic_store_explicit(&s->entry->cursor, c, memory_order_release);
+    /* relaxed: for display */
+    atomic_store_explicit(&s->entry->received, s->received, memory_order_relaxed);
+}
+
+/* Publish the cursor, and wake the publishers it may let on (block). */
+static void let_publishers_on(shmring_topic_sub_t *s)
+{
+    set_cursor(s, s->cursor);
+    if (blocking(s->ring))
+        shmring__wake(s->ring, &s->ring->seg->not_full);
 }
 
 static void count_lag(shmring_topic_sub_t *s, uint64_t n)
@@ -418,6 +428,7 @@ int shmring_topic_subscribe(shmring_participant_t *owner, int start, uint64_t po
         return SHMRING_ENOMEM;
     }
     s->ring = r;
+    s->publish_every = r->maxsize / 8 < 64 ? (r->maxsize / 8 ? r->maxsize / 8 : 1) : 64;
     s->owner = owner->index;
     s->owner_state = owner->state;
     s->process = shmring__process();
@@ -614,7 +625,6 @@ static int next(shmring_topic_sub_t *s, void *key, uint32_t *key_len, void *data
         if (rc != SHMRING_OK)
             return rc;
     }
-    uint64_t from = s->cursor;
     for (uint32_t passed = 0;; passed++) {
         uint64_t c = s->cursor;
         /* Nothing at or past the end is published: never look there (a slot
@@ -628,22 +638,20 @@ static int next(shmring_topic_sub_t *s, void *key, uint32_t *key_len, void *data
             got = step(s, key, key_len, data, len);
         if (got == 1 || got == SHMRING_ECORRUPT) {
             *pos = c;
-            set_cursor(s, s->cursor);
-            if (got == 1) {
-                s->received++;
-                /* relaxed: for display */
-                atomic_store_explicit(&s->entry->received, s->received, memory_order_relaxed);
-            }
-            if (blocking(r))
-                shmring__wake(r, &r->seg->not_full);
+            s->received += got == 1;
+            /* A subscriber that keeps receiving publishes its cursor (and wakes
+             * publishers) every publish_every positions, not every message: the
+             * publishers' spin reads that line, and each store would take it
+             * back from them (the queue's consumer keeps producers off read_pos
+             * for the same reason). Once it has nothing more, it publishes at
+             * once (below), so a publisher it holds is never left waiting. */
+            if (got != 1 || s->cursor - s->published >= s->publish_every)
+                let_publishers_on(s);
             return got;
         }
         if (got < 0) {
-            if (s->cursor != from) {
-                set_cursor(s, s->cursor);
-                if (blocking(r))
-                    shmring__wake(r, &r->seg->not_full);
-            }
+            if (s->cursor != s->published)
+                let_publishers_on(s);
             /* D1: acquire, a shut-down bit seen with the final end */
             uint64_t wp = atomic_load_explicit(&r->seg->prod.write_pos, memory_order_acquire);
             return (wp & SHMRING_TOPIC_SHUT) && shmring__topic_end(wp) == s->cursor ? SHMRING_ESHUTDOWN : 0;
