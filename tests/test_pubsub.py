@@ -483,14 +483,19 @@ CTRL_C_SUBSCRIBER = """
 """
 
 
-def test_ctrl_c_interrupts_a_blocked_recv_promptly(make_topic):
-    topic = make_topic(8, 16)
-    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(CTRL_C_SUBSCRIBER), topic.name],
+def assert_interrupted_promptly(topic, code, waiting):
+    """Run `code` (it prints "ready", then blocks on topic), SIGINT it once it sleeps
+    (stats()[waiting]): it must say "interrupted" within 200 ms of the signal."""
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), topic.name],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_python_env())
-    out, err, sent = interrupt_when_asleep(topic, child, "readers_waiting")
+    out, err, sent = interrupt_when_asleep(topic, child, waiting)
     word, when = out.split()
     assert word == "interrupted", err
     assert float(when) - sent < 0.2
+
+
+def test_ctrl_c_interrupts_a_blocked_recv_promptly(make_topic):
+    assert_interrupted_promptly(make_topic(8, 16), CTRL_C_SUBSCRIBER, "readers_waiting")
 
 
 def test_a_closed_subscriber_refuses_and_iteration_ends_at_shutdown(make_topic):
@@ -558,12 +563,7 @@ CTRL_C_PUBLISHER = """
 def test_ctrl_c_interrupts_a_publisher_held_by_a_slow_subscriber_and_nothing_is_claimed(make_topic):
     topic = make_topic(8, 16)
     sub = topic.subscribe()
-    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(CTRL_C_PUBLISHER), topic.name],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_python_env())
-    out, err, sent = interrupt_when_asleep(topic, child, "writers_waiting")
-    word, when = out.split()
-    assert word == "interrupted", err
-    assert float(when) - sent < 0.2
+    assert_interrupted_promptly(topic, CTRL_C_PUBLISHER, "writers_waiting")
     assert topic.stats()["published"] == 8 and topic.stats()["holes"] == 0   # the interrupted one claimed nothing
     assert [v for _, v in sub.recv_many()] == list(range(8))
 
