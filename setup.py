@@ -25,6 +25,8 @@ C_SOURCES = [
     "csrc/recovery.c",
     "csrc/segment.c",
     "csrc/slots.c",
+    "csrc/topic.c",
+    "csrc/topic_recovery.c",
     "csrc/wait.c",
 ]
 
@@ -33,7 +35,7 @@ extensions = [
         "shmring._core",
         sources=["src/shmring/_core.pyx"] + C_SOURCES,
         include_dirs=["csrc"],
-        depends=["csrc/shmring.h", "csrc/layout.h", "csrc/internal.h", "csrc/slots.h", "csrc/kind.h", "csrc/queue.h", "src/shmring/_cshmring.pxd"],
+        depends=["csrc/shmring.h", "csrc/layout.h", "csrc/internal.h", "csrc/slots.h", "csrc/kind.h", "csrc/queue.h", "csrc/topic.h", "src/shmring/_cshmring.pxd"],
         # hidden: only PyInit__core is exported (PyMODINIT_FUNC), so calls into the
         # C core bind directly (no PLT) and queue.c can inline its own API functions
         extra_compile_args=["-O3", "-std=c11", "-fvisibility=hidden"],

@@ -30,6 +30,8 @@ struct shmring {
     uint32_t meta_shift;            /* log2 of the slot meta stride: 1 or 2 records, 3 bytes */
     uint32_t seq_bytes, seq_mask;   /* slot word width (2 or 4 bytes) and its value mask */
     uint32_t cap_shift;             /* log2(capacity): position >> cap_shift is its lap */
+    uint32_t kind_args[2];          /* the header's (a topic's max_subscribers, max_topic_len) */
+    unsigned char *kind_area;       /* the kind's own area (a topic's subscribers and keys), or NULL */
     struct shmring_participant_entry *parts;
     unsigned char *meta;
     unsigned char *payload;
@@ -67,6 +69,10 @@ struct shmring {
      * liveness, not the timing, decides what is recovered). */
     _Atomic uint64_t recover_after_ns;
     _Atomic uint64_t stuck_pos[3], stuck_since[3]; /* indexed by SHMRING_WAIT_* */
+    /* A topic's publishers (policy block): detach a live subscriber that has held
+     * them at one gate position for slow_after_ns (0: never), timed from
+     * gated_since at gated_pos. Relaxed, process-local, as the recovery timing. */
+    _Atomic uint64_t slow_after_ns, gated_pos, gated_since;
     /* This process's participants, so that close can leave them all. */
     pthread_mutex_t members_lock;
     shmring_participant_t *members;
@@ -81,15 +87,23 @@ struct shmring_participant {
     /* Producer-side copy of cons.read_pos. read_pos only grows, so a stale copy
      * is a lower bound and can only make the maxsize check stricter. */
     uint64_t cached_read_pos;
+    /* A topic's publisher: the slowest live subscriber's cursor when it last
+     * looked (UINT64_MAX: none), whose entry that was, and 1 + the subscriber
+     * table's generation then (0: never looked). wait_pos: where a waiter waits (a subscriber's cursor,
+     * or the end of a publisher's claim), for the kind's ready_at (kind.h). */
+    uint64_t cached_gate, cached_gen, wait_pos;
+    uint32_t cached_who;            /* the subscriber entry whose cursor cached_gate is */
     shmring_participant_t *prev, *next;
 };
 
 /* Layout arithmetic shared by create, attach and a kind's table (layout.c). */
 struct shmring_layout {
-    uint64_t capacity, participants_offset, meta_offset, payload_offset, mapped_size;
+    uint64_t capacity, participants_offset, kind_offset, meta_offset, payload_offset, mapped_size;
 };
+/* kind_bytes: the kind's own area, between the participant table and the slot
+ * words (at kind_offset; 0 for none). */
 int shmring__layout_compute(uint64_t slot_size, uint64_t maxsize, uint32_t max_participants,
-                            uint32_t flags, struct shmring_layout *out);
+                            uint32_t flags, uint64_t kind_bytes, struct shmring_layout *out);
 /* rc, with the detail "<what> <v><where> is out of range lo..hi", unless v is in it
  * (then SHMRING_OK). */
 int shmring__check_range(int rc, const char *what, uint64_t v, uint64_t lo, uint64_t hi, const char *where);

@@ -4,7 +4,7 @@
  */
 #include "kind.h"
 
-static const struct shmring_kind *const kinds[] = {&shmring__queue_kind};
+static const struct shmring_kind *const kinds[] = {&shmring__queue_kind, &shmring__topic_kind};
 
 const struct shmring_kind *shmring__kind(uint32_t kind)
 {

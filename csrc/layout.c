@@ -19,7 +19,7 @@ int shmring__check_range(int rc, const char *what, uint64_t v, uint64_t lo, uint
 }
 
 int shmring__layout_compute(uint64_t slot_size, uint64_t maxsize, uint32_t max_participants,
-                            uint32_t flags, struct shmring_layout *out)
+                            uint32_t flags, uint64_t kind_bytes, struct shmring_layout *out)
 {
     int rc;
     if (slot_size > SHMRING_SLOT_SIZE_MAX)
@@ -39,8 +39,9 @@ int shmring__layout_compute(uint64_t slot_size, uint64_t maxsize, uint32_t max_p
         cap <<= 1;
     out->capacity = cap;
     out->participants_offset = sizeof(struct shmring_segment);
-    out->meta_offset = align_line(out->participants_offset +
+    out->kind_offset = align_line(out->participants_offset +
                                   (uint64_t)max_participants * sizeof(struct shmring_participant_entry));
+    out->meta_offset = align_line(out->kind_offset + kind_bytes);
     uint64_t meta_bytes = cap << shmring_meta_shift(flags, cap);
     out->payload_offset = align_line(out->meta_offset + meta_bytes);
     uint64_t payload_bytes;

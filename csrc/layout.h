@@ -14,6 +14,7 @@
  *   1152         stats line           counters for crash recovery (lost, recovered)
  *   1280         schema               what a record is (records rings), NUL-terminated
  *   2304         participants         max_participants x 128 bytes
+ *   kind_offset  the kind's own area  a topic's: its subscriber table and keys (topic.h); none in a queue
  *   meta_offset  slot meta            capacity x 8 bytes (seq 32 + len 32) in byte rings,
  *                                     capacity x 4 bytes (seq 32) in records rings, or
  *                                     capacity x 2 bytes (seq 16) from 65536 slots on
@@ -34,14 +35,18 @@
 #include <stdint.h>
 
 #define SHMRING_MAGIC UINT64_C(0x31474e49524d4853) /* "SHMRING1", little-endian */
-#define SHMRING_LAYOUT_VERSION 5u
+#define SHMRING_LAYOUT_VERSION 6u
 #define SHMRING_LINE 128u
 #define SHMRING_SCHEMA_MAX 1024u
 
-/* Header flags. RECORDS: every message is exactly slot_size bytes (no length
- * words) and `schema` says what a record is. */
-enum { SHMRING_FLAG_RECORDS = 1u };
-#define SHMRING_FLAGS_KNOWN SHMRING_FLAG_RECORDS
+/* Header flags. RECORDS: every message is exactly slot_size bytes and `schema`
+ * says what a record is (a queue then has no length words). MULTICAST: a topic
+ * (every topic has it: its slot words stay 8 bytes, seq 32 + length 32, in
+ * records topics too); OVERWRITE: a topic whose publishers never wait (policy
+ * "overwrite"), else they wait for the slowest live subscriber ("block"). A
+ * queue refuses the topic's flags. */
+enum { SHMRING_FLAG_RECORDS = 1u, SHMRING_FLAG_MULTICAST = 2u, SHMRING_FLAG_OVERWRITE = 4u };
+#define SHMRING_FLAGS_KNOWN (SHMRING_FLAG_RECORDS | SHMRING_FLAG_MULTICAST | SHMRING_FLAG_OVERWRITE)
 
 /* Only lock-free atomics work across processes (a lock inside libatomic is
  * process-local). */
@@ -68,7 +73,8 @@ struct shmring_header {
     uint64_t created_unix_ns;
     uint64_t lock_ino;          /* inode of the lock file (liveness.c); 0: none */
     uint64_t lock_token;        /* its name: NAME~ and this in 16 hex digits */
-    uint8_t reserved[8];
+    uint32_t kind_args[2];      /* the kind's parameters: a topic's max_subscribers and
+                                 * max_topic_len (topic.h); 0 in a queue */
 };
 
 /* Participant table bound; one sleeper bit per participant in each wait queue. */
@@ -105,6 +111,7 @@ struct shmring_segment {
     _Alignas(SHMRING_LINE) struct {
         _Atomic uint64_t lost;          /* messages lost to dead participants */
         _Atomic uint64_t recoveries;    /* dead participants whose claims were recovered */
+        _Atomic uint64_t detached;      /* a topic's subscribers detached for gating too long */
     } stats;
     _Alignas(SHMRING_LINE) char schema[SHMRING_SCHEMA_MAX];
 };
@@ -188,12 +195,62 @@ enum { SHMRING_SEQ_FREE = 0, SHMRING_SEQ_COMMITTED = 1, SHMRING_SEQ_HOLE = 2 };
 #define SHMRING_SEQ16_MIN_CAPACITY (UINT64_C(1) << 16)
 #define SHMRING_LEN_OFFSET 4u
 
-/* log2 of the bytes of slot meta per slot: 3 in byte rings (seq + len), else the word. */
+/* log2 of the bytes of slot meta per slot: 3 in byte rings and topics (seq +
+ * len), else the word. */
 static inline uint32_t shmring_meta_shift(uint32_t flags, uint64_t capacity)
 {
-    if (!(flags & SHMRING_FLAG_RECORDS))
+    if (!(flags & SHMRING_FLAG_RECORDS) || (flags & SHMRING_FLAG_MULTICAST))
         return 3;
     return capacity >= SHMRING_SEQ16_MIN_CAPACITY ? 1 : 2;
+}
+
+/* ---- A topic (SHMRING_KIND_TOPIC, topic.c) ----
+ * The fixed part's lines mean, in a topic:
+ *   prod.write_pos   the next position a publisher claims; bit 63 (SHMRING_TOPIC_SHUT)
+ *                    once the topic is shut down: no claim after it
+ *   cons.read_pos    the subscriber table's generation, bumped after every change
+ *                    of it (subscribe, unsubscribe, detach, recovery), so that a
+ *                    publisher knows when the slowest subscriber it cached is stale
+ *   not_empty        subscribers sleep here; not_full: publishers (policy block)
+ *   stats.lost       holes: positions claimed by publishers that died before committing
+ *   join             unused
+ * and its own area, at the kind offset after the participant table:
+ *   subscribers      kind_args[0] (max_subscribers) x 128 bytes
+ *   keys             capacity x key stride: a 32-bit length, then up to
+ *                    kind_args[1] (max_topic_len) bytes of the key, per slot
+ * Slot words are the byte ring's (seq 32 + length 32) in every topic. */
+#define SHMRING_TOPIC_SHUT (UINT64_C(1) << 63)
+#define SHMRING_SUBSCRIBERS_MAX 1024u
+#define SHMRING_TOPIC_LEN_MAX 1024u
+
+/* A subscriber entry's state word, changed as a whole by CAS: bits 0-7 the
+ * status, 8-19 the entry's generation (bumped at every subscribe, so that a
+ * CAS on a word seen earlier fails once the entry was reused), 20-31 the owner's
+ * participant index and 32-63 that participant entry's state word when it
+ * subscribed. An entry whose owner's participant entry holds another state word
+ * now (left, or recovered and reused) is stale: it gates nobody and may be taken. */
+enum { SHMRING_SUB_FREE = 0, SHMRING_SUB_CLAIMING = 1, SHMRING_SUB_ACTIVE = 2, SHMRING_SUB_DETACHED = 3 };
+#define SHMRING_SUB_STATUS(w) ((uint32_t)((w) & 0xffu))
+#define SHMRING_SUB_GEN(w) ((uint32_t)(((w) >> 8) & 0xfffu))
+#define SHMRING_SUB_OWNER(w) ((uint32_t)(((w) >> 20) & 0xfffu))
+#define SHMRING_SUB_OWNER_STATE(w) ((uint32_t)((w) >> 32))
+#define SHMRING_SUB_WORD(status, gen, owner, owner_state)                                                      \
+    (((uint64_t)(owner_state) << 32) | ((uint64_t)((owner) & 0xfffu) << 20) | ((uint64_t)((gen) & 0xfffu) << 8) | \
+     (uint64_t)(status))
+
+struct shmring_subscriber_entry {
+    _Atomic uint64_t state;
+    _Atomic uint64_t cursor;        /* the next position it reads: it is done with those below;
+                                     * publishers (block) gate on it */
+    _Atomic uint64_t lagged;        /* messages it missed (lapped, or detached), for display */
+    _Atomic uint64_t received;      /* messages handed to it, for display */
+    uint8_t reserved[SHMRING_LINE - 32];
+};
+
+/* A key slot: the length, then the bytes (the stride rounds 4 + max_topic_len up to 8). */
+static inline uint64_t shmring_key_stride(uint32_t max_topic_len)
+{
+    return (4u + (uint64_t)max_topic_len + 7u) & ~UINT64_C(7);
 }
 
 static_assert(sizeof(struct shmring_header) == SHMRING_LINE, "header is one line");
@@ -203,6 +260,7 @@ static_assert(offsetof(struct shmring_header, max_participants) == 64, "layout c
 static_assert(offsetof(struct shmring_header, creator_pid) == 88, "layout contract");
 static_assert(offsetof(struct shmring_header, lock_ino) == 104, "layout contract");
 static_assert(offsetof(struct shmring_header, lock_token) == 112, "layout contract");
+static_assert(offsetof(struct shmring_header, kind_args) == 120, "layout contract");
 static_assert(offsetof(struct shmring_segment, prod.write_pos) == 128, "producer line");
 static_assert(offsetof(struct shmring_segment, cons.read_pos) == 256, "consumer line");
 static_assert(offsetof(struct shmring_segment, not_empty) == 384, "reader wait queue");
@@ -213,5 +271,7 @@ static_assert(offsetof(struct shmring_segment, schema) == 1280, "schema");
 static_assert(sizeof(struct shmring_segment) == 2304, "fixed part of the segment");
 static_assert(sizeof(struct shmring_participant_entry) == SHMRING_LINE, "one line each");
 static_assert(offsetof(struct shmring_participant_entry, liveness) == 40, "layout contract");
+static_assert(sizeof(struct shmring_subscriber_entry) == SHMRING_LINE, "one line each");
+static_assert(SHMRING_PARTICIPANTS_MAX <= 0x1000u, "an owner index fits a subscriber's state word");
 
 #endif /* SHMRING_LAYOUT_H */

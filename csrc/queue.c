@@ -57,24 +57,15 @@
  * cross-core transfer takes ~190 ns). Skipped when the ring is at least half
  * full: those lines may still be the consumers' to read. */
 #define SHMRING_PREFETCH_AHEAD 4
-
-static inline void prefetch_for_write(const void *p)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    /* PREFETCHW; a no-op (NOP encoding) on the few x86 CPUs without it */
-    __asm__ __volatile__("prefetchw %0" ::"m"(*(const char *)p));
-#else
-    __builtin_prefetch(p, 1, 3);
-#endif
-}
+/* (shmring__prefetch_for_write: slots.h) */
 
 static inline void prefetch_next_slots(const shmring_participant_t *me, uint64_t next)
 {
     const shmring_t *r = me->ring;
     uint64_t ahead = next + SHMRING_PREFETCH_AHEAD;
     if (ahead - me->cached_read_pos < r->maxsize / 2) {
-        prefetch_for_write(shmring__slot_payload(r, ahead));
-        prefetch_for_write(shmring__seq(r, ahead));
+        shmring__prefetch_for_write(shmring__slot_payload(r, ahead));
+        shmring__prefetch_for_write(shmring__seq(r, ahead));
     }
 }
 
@@ -442,6 +433,18 @@ int shmring_queue_wait(shmring_participant_t *me, int what, uint64_t timeout_ns,
 
 /* ---- the queue as a ring kind (kind.h) ---- */
 
+/* The queue's areas: the generic layout, with no area of its own and none of
+ * a topic's parameters. */
+static int layout(const struct shmring_header *h, struct shmring_layout *out)
+{
+    if (h->flags & (SHMRING_FLAG_MULTICAST | SHMRING_FLAG_OVERWRITE))
+        return shmring__fail(SHMRING_ERESERVED, "flags 0x%x: a topic's, in a queue", h->flags);
+    if (h->kind_args[0] != 0 || h->kind_args[1] != 0)
+        return shmring__fail(SHMRING_ERESERVED, "reserved header bytes (a topic's parameters) %u, %u in a queue, not 0",
+                             h->kind_args[0], h->kind_args[1]);
+    return shmring__layout_compute(h->slot_size, h->maxsize, h->max_participants, h->flags, 0, out);
+}
+
 /* Attach: the counters of a ring that passed every header check. */
 static int validate(struct shmring_segment *seg, const struct shmring_header *h)
 {
@@ -470,13 +473,15 @@ static int validate(struct shmring_segment *seg, const struct shmring_header *h)
 
 const struct shmring_kind shmring__queue_kind = {
     .kind = SHMRING_KIND_QUEUE,
-    .layout = shmring__layout_compute,
+    .flags = 0,
+    .layout = layout,
     .validate = validate,
     .n_waitqs = 3,
     .waitq_offsets = {[SHMRING_WAIT_READABLE] = offsetof(struct shmring_segment, not_empty),
                       [SHMRING_WAIT_WRITABLE] = offsetof(struct shmring_segment, not_full),
                       [SHMRING_WAIT_JOINED] = offsetof(struct shmring_segment, join.joined)},
     .ready = ready,
+    .ready_at = NULL,
     .first_pass = shmring__queue_first_pass,
     .settle = shmring__queue_settle,
 };

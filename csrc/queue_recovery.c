@@ -33,52 +33,20 @@
  *   R1  acquire loads of write_pos / read_pos -> P3 / C2 (queue.c): the announcements
  *       of all claims up to there are visible. Loaded afresh for each position,
  *       just before deciding on it (load_counters).
- *   R2  acquire loads of the announcement -> P2 / P5 / withdraw (queue.c): we see the
- *       claim, or, if it moved on, the commit or release before that (so our CAS on
- *       the slot then fails)
+ *   R2  acquire loads of the announcement (recovery.c, shmring__announcement) -> P2 /
+ *       P5 / withdraw (queue.c): we see the claim, or, if it moved on, the commit or
+ *       release before that (so our CAS on the slot then fails)
  *   R3  acq_rel CAS on seq -> C1 / P1 (queue.c): whoever takes the slot next sees
  *       the state we wrote, and we saw the state the dead owner left
  *   R4  (recovery.c) taking the entry as if joining (J1) and freeing it (L0, L1:
  *       participants.c), once settle says nothing of it is pending
  *   R5  release increments of tasks_done -> T2 (queue.c): join() sees them
- *   covered_by_live: acquire load of an entry's state -> J3 / L1 (members.c,
- *       participants.c): who owns the entry now, before its announcement (R2)
- *   stuck: relaxed loads, a hint whether recovery is worth its
- *       system calls; shmring_queue_unstick: relaxed process-local timing
+ *   covered_by_live (recovery.c): acquire load of an entry's state -> J3 / L1
+ *       (members.c, participants.c): who owns the entry now, before its announcement
+ *   stuck: relaxed loads, a hint whether recovery is worth its system calls;
+ *       shmring_queue_unstick: relaxed process-local timing (recovery.c, unstick_after)
  */
 #include "queue.h"
-
-struct announcement {
-    uint32_t role, n;
-    uint64_t pos;
-};
-
-static void read_announcement(const struct shmring_participant_entry *e, struct announcement *a)
-{
-    /* R2 */
-    a->n = atomic_load_explicit(&e->claim_n, memory_order_acquire);
-    a->role = atomic_load_explicit(&e->claim_role, memory_order_acquire);
-    a->pos = atomic_load_explicit(&e->claim_pos, memory_order_acquire);
-}
-
-/* Is position p (of this role) announced by a participant we did not find dead? */
-static int covered_by_live(const shmring_t *r, const struct shmring__entry_view *seen,
-                           const uint8_t *dead, uint32_t role, uint64_t p)
-{
-    for (uint32_t j = 0; j < r->max_participants; j++) {
-        const struct shmring_participant_entry *e = &r->parts[j];
-        /* acquire: pairs with J3/L1, who owns the entry now */
-        uint32_t state = atomic_load_explicit(&e->state, memory_order_acquire);
-        if ((dead[j] && state == seen[j].state) || SHMRING_PART_STATUS(state) == SHMRING_PART_FREE)
-            continue; /* still the dead owner, or nobody */
-        struct announcement a;
-        read_announcement(e, &a);
-        uint32_t their_role = a.role == SHMRING_CLAIM_PUT ? SHMRING_CLAIM_PUT : SHMRING_CLAIM_GET;
-        if (a.n != 0 && their_role == role && p - a.pos < a.n)
-            return 1;
-    }
-    return 0;
-}
 
 /* Count n messages that will never reach a caller as lost (and done for join). */
 static void count_lost(struct shmring_segment *seg, uint64_t n)
@@ -132,8 +100,8 @@ int shmring__queue_settle(shmring_t *r, const struct shmring__entry_view *seen, 
 {
     uint64_t write_pos, read_pos;
     struct shmring_participant_entry *e = &r->parts[i];
-    struct announcement a;
-    read_announcement(e, &a);
+    struct shmring__announcement a;
+    shmring__announcement(e, &a);
     *pending = 0;
     /* relaxed: if the entry changed hands while we read, the announcement may be
      * the new, live owner's: leave it. */
@@ -177,7 +145,7 @@ int shmring__queue_settle(shmring_t *r, const struct shmring__entry_view *seen, 
             continue; /* never claimed: the owner died before its CAS */
         if (settled(r, put, p, write_pos, read_pos))
             continue; /* committed or released, whoever held it */
-        if (covered_by_live(r, seen, dead, a.role, p)) {
+        if (shmring__covered_by_live(r, seen, dead, a.role, p)) {
             /* relaxed: only decides whether to look again later */
             uint32_t now = shmring__seq_load(r, p, memory_order_relaxed);
             if (now == stuck || now == hole)
@@ -249,30 +217,7 @@ static int stuck(const shmring_t *r, int what, uint64_t *pos)
 
 int shmring_queue_unstick(shmring_t *r, int what, uint64_t now, uint64_t *recheck_ns)
 {
-    uint64_t pos;
-    int side = what; /* SHMRING_WAIT_READABLE, _WRITABLE or _JOINED: 0, 1, 2 */
-    /* relaxed throughout: process-local timing shared by the handle's threads,
-     * where a race at worst runs recovery twice (internal.h, stuck_since) */
-    *recheck_ns = 0;
-    if ((unsigned)what > SHMRING_WAIT_JOINED)
-        return 0;
-    if (!stuck(r, what, &pos)) {
-        atomic_store_explicit(&r->stuck_since[side], 0, memory_order_relaxed);
-        return 0;
-    }
-    if (now == 0)
-        now = shmring_now_ns();
-    uint64_t after = atomic_load_explicit(&r->recover_after_ns, memory_order_relaxed);
-    uint64_t since = atomic_load_explicit(&r->stuck_since[side], memory_order_relaxed);
-    if (since == 0 || atomic_load_explicit(&r->stuck_pos[side], memory_order_relaxed) != pos) {
-        atomic_store_explicit(&r->stuck_pos[side], pos, memory_order_relaxed);
-        since = now; /* stuck from now on, here */
-        atomic_store_explicit(&r->stuck_since[side], since, memory_order_relaxed);
-    } else if (now >= since && now - since >= after) { /* since may be another thread's later now */
-        atomic_store_explicit(&r->stuck_since[side], now, memory_order_relaxed);
-        shmring_recover(r);
-        return 1;
-    }
-    *recheck_ns = since + after >= since ? since + after : UINT64_MAX; /* saturated */
-    return 0;
+    uint64_t pos = 0;
+    int is_stuck = (unsigned)what <= SHMRING_WAIT_JOINED && stuck(r, what, &pos);
+    return shmring__unstick_after(r, what, is_stuck, pos, now, recheck_ns); /* recovery.c: the timing */
 }

@@ -6,12 +6,73 @@
  *
  * Atomic pairs in this file:
  *   R4  taking the entry as if joining (J1) and freeing it (L0, L1: participants.c)
+ *   R2  shmring__announcement: acquire loads of an entry's announcement -> the
+ *       kind's release stores of it (queue.c P2 / P5 / withdraw, topic.c P2 /
+ *       withdraw): we see the claim, or, if it moved on, what came before that
+ *   covered_by_live: acquire load of an entry's state -> J3 / L1 (members.c,
+ *       participants.c): who owns the entry now, before its announcement (R2)
+ *   unstick_after: relaxed process-local timing (internal.h, stuck_since)
  *   The entries' snapshots pair as participants.c says (J2, J3); the kind's
  *   settle rules name their own pairs (queue_recovery.c: R1, R2, R3, R5).
  */
 #include <stdlib.h>
 
 #include "kind.h"
+
+void shmring__announcement(const struct shmring_participant_entry *e, struct shmring__announcement *a)
+{
+    /* R2 */
+    a->n = atomic_load_explicit(&e->claim_n, memory_order_acquire);
+    a->role = atomic_load_explicit(&e->claim_role, memory_order_acquire);
+    a->pos = atomic_load_explicit(&e->claim_pos, memory_order_acquire);
+}
+
+int shmring__covered_by_live(const shmring_t *r, const struct shmring__entry_view *seen, const uint8_t *dead,
+                             uint32_t role, uint64_t p)
+{
+    for (uint32_t j = 0; j < r->max_participants; j++) {
+        const struct shmring_participant_entry *e = &r->parts[j];
+        /* acquire: pairs with J3/L1, who owns the entry now */
+        uint32_t state = atomic_load_explicit(&e->state, memory_order_acquire);
+        if ((dead[j] && state == seen[j].state) || SHMRING_PART_STATUS(state) == SHMRING_PART_FREE)
+            continue; /* still the dead owner, or nobody */
+        struct shmring__announcement a;
+        shmring__announcement(e, &a);
+        uint32_t their_role = a.role == SHMRING_CLAIM_PUT ? SHMRING_CLAIM_PUT : SHMRING_CLAIM_GET;
+        if (a.n != 0 && their_role == role && p - a.pos < a.n)
+            return 1;
+    }
+    return 0;
+}
+
+int shmring__unstick_after(shmring_t *r, int what, int stuck, uint64_t pos, uint64_t now, uint64_t *recheck_ns)
+{
+    int side = what; /* SHMRING_WAIT_READABLE, _WRITABLE or _JOINED: 0, 1, 2 */
+    /* relaxed throughout: process-local timing shared by the handle's threads,
+     * where a race at worst runs recovery twice (internal.h, stuck_since) */
+    *recheck_ns = 0;
+    if ((unsigned)what > SHMRING_WAIT_JOINED)
+        return 0;
+    if (!stuck) {
+        atomic_store_explicit(&r->stuck_since[side], 0, memory_order_relaxed);
+        return 0;
+    }
+    if (now == 0)
+        now = shmring_now_ns();
+    uint64_t after = atomic_load_explicit(&r->recover_after_ns, memory_order_relaxed);
+    uint64_t since = atomic_load_explicit(&r->stuck_since[side], memory_order_relaxed);
+    if (since == 0 || atomic_load_explicit(&r->stuck_pos[side], memory_order_relaxed) != pos) {
+        atomic_store_explicit(&r->stuck_pos[side], pos, memory_order_relaxed);
+        since = now; /* stuck from now on, here */
+        atomic_store_explicit(&r->stuck_since[side], since, memory_order_relaxed);
+    } else if (now >= since && now - since >= after) { /* since may be another thread's later now */
+        atomic_store_explicit(&r->stuck_since[side], now, memory_order_relaxed);
+        shmring_recover(r);
+        return 1;
+    }
+    *recheck_ns = since + after >= since ? since + after : UINT64_MAX; /* saturated */
+    return 0;
+}
 
 /* Recover dead entry i and free it unless some of its claim is still pending.
  * 1 if it held a claim and this call freed it. */

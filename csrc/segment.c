@@ -37,6 +37,8 @@ static int name_is_valid(const char *name)
     return 1;
 }
 
+static size_t snapshot_bytes(size_t size);
+
 /* Build the process-local handle around a validated mapping. */
 static int handle_new(const char *name, struct shmring_segment *seg, size_t mapped_size,
                       const struct shmring_header *h, const struct stat *file, int readonly, shmring_t **out)
@@ -71,6 +73,14 @@ static int handle_new(const char *name, struct shmring_segment *seg, size_t mapp
     r->seq_mask = r->seq_bytes == 2 ? UINT16_MAX : UINT32_MAX;
     r->cap_shift = (uint32_t)__builtin_ctzll(h->capacity);
     r->max_participants = h->max_participants;
+    r->kind_args[0] = h->kind_args[0];
+    r->kind_args[1] = h->kind_args[1];
+    /* the kind's own area: validated inside the mapping; a READONLY handle's
+     * copy holds its first kind_args[0] lines (a topic's subscribers) at most */
+    struct shmring_layout L;
+    if (r->ops->layout(h, &L) == SHMRING_OK && L.kind_offset != L.meta_offset &&
+        (!readonly || L.kind_offset + (uint64_t)h->kind_args[0] * SHMRING_LINE <= snapshot_bytes(mapped_size)))
+        r->kind_area = (unsigned char *)seg + L.kind_offset;
     r->parts = (struct shmring_participant_entry *)((unsigned char *)seg + h->participants_offset);
     /* a READONLY handle holds a copy of the header and table only (snapshot) */
     r->meta = readonly ? NULL : (unsigned char *)seg + h->meta_offset;
@@ -104,9 +114,18 @@ int shmring_create(const char *name, const shmring_params_t *p, shmring_t **out)
     if ((p->records != 0) != (schema_len != 0))
         return shmring__fail(SHMRING_EINVAL, p->records ? "a records ring needs a schema"
                                                         : "a byte ring takes no schema");
-    uint32_t nparts = p->max_participants ? p->max_participants : SHMRING_PARTICIPANTS_DEFAULT;
+    if (p->policy > SHMRING_POLICY_OVERWRITE)
+        return shmring__fail(SHMRING_EINVAL, "policy %u is not block (%u) or overwrite (%u)", p->policy,
+                             SHMRING_POLICY_BLOCK, SHMRING_POLICY_OVERWRITE);
+    /* what the header will say of the ring's shape, for the kind's layout */
+    struct shmring_header shape = {.slot_size = p->slot_size, .maxsize = p->maxsize,
+                                   .max_participants = p->max_participants ? p->max_participants
+                                                                           : SHMRING_PARTICIPANTS_DEFAULT,
+                                   .flags = flags | ops->flags |
+                                            (p->policy == SHMRING_POLICY_OVERWRITE ? SHMRING_FLAG_OVERWRITE : 0),
+                                   .kind_args = {p->max_subscribers, p->max_topic_len}};
     struct shmring_layout L;
-    int rc = ops->layout(p->slot_size, p->maxsize, nparts, flags, &L);
+    int rc = ops->layout(&shape, &L);
     if (rc != SHMRING_OK)
         return rc; /* which parameter is out of range */
 
@@ -169,7 +188,9 @@ int shmring_create(const char *name, const shmring_params_t *p, shmring_t **out)
     struct shmring_header *h = &seg->hdr;
     h->layout_version = SHMRING_LAYOUT_VERSION;
     h->kind = p->kind;
-    h->flags = flags;
+    h->flags = shape.flags;
+    h->kind_args[0] = shape.kind_args[0];
+    h->kind_args[1] = shape.kind_args[1];
     if (schema_len)
         memcpy(seg->schema, p->schema, schema_len + 1);
     h->header_size = sizeof(struct shmring_segment);
@@ -178,7 +199,7 @@ int shmring_create(const char *name, const shmring_params_t *p, shmring_t **out)
     h->maxsize = p->maxsize;
     h->mapped_size = L.mapped_size;
     h->participants_offset = L.participants_offset;
-    h->max_participants = nparts;
+    h->max_participants = shape.max_participants;
     h->participant_size = sizeof(struct shmring_participant_entry);
     h->meta_offset = L.meta_offset;
     h->payload_offset = L.payload_offset;
@@ -244,6 +265,8 @@ static int validate(struct shmring_segment *seg, uint64_t real_size, uint32_t ki
     h->payload_offset = seg->hdr.payload_offset;
     h->lock_ino = seg->hdr.lock_ino;
     h->lock_token = seg->hdr.lock_token;
+    h->kind_args[0] = seg->hdr.kind_args[0];
+    h->kind_args[1] = seg->hdr.kind_args[1];
 
     if (h->layout_version != SHMRING_LAYOUT_VERSION)
         return shmring__fail(SHMRING_EVERSION, "layout version %u in the header, this build's is %u",
@@ -252,10 +275,6 @@ static int validate(struct shmring_segment *seg, uint64_t real_size, uint32_t ki
     if (h->flags & ~(uint32_t)SHMRING_FLAGS_KNOWN)
         return shmring__fail(SHMRING_ERESERVED, "flags 0x%x in the header, the known ones are 0x%x", h->flags,
                              (unsigned)SHMRING_FLAGS_KNOWN);
-    for (size_t i = 0; i < sizeof seg->hdr.reserved; i++)
-        if (seg->hdr.reserved[i] != 0)
-            return shmring__fail(SHMRING_ERESERVED, "reserved header byte %zu is 0x%02x, not 0", i,
-                                 seg->hdr.reserved[i]);
     /* created between 2000 and a day from now, by a positive pid */
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
@@ -290,7 +309,10 @@ static int validate(struct shmring_segment *seg, uint64_t real_size, uint32_t ki
     if (!(h->flags & SHMRING_FLAG_RECORDS) && schema_len != 0)
         return shmring__fail(SHMRING_ESCHEMA, "a byte ring with a schema of %zu bytes", schema_len);
     struct shmring_layout L;
-    if (ops->layout(h->slot_size, h->maxsize, h->max_participants, h->flags, &L) != SHMRING_OK)
+    rc = ops->layout(h, &L); /* also the kind's parameters (kind_args, its flags) */
+    if (rc != SHMRING_OK && rc != SHMRING_ENOMEM)
+        return rc;
+    if (rc != SHMRING_OK)
         return shmring__fail(SHMRING_EMAPSIZE, "msg_size %llu x maxsize %llu in the header need over 2^46 bytes",
                              (unsigned long long)h->slot_size, (unsigned long long)h->maxsize);
     if (h->capacity != L.capacity)
@@ -315,12 +337,13 @@ static int validate(struct shmring_segment *seg, uint64_t real_size, uint32_t ki
 }
 
 /* A handle that only looks (READONLY) reads a copy of the segment up to the end
- * of the largest participant table, never a mapping: a peer that truncates the
+ * of the largest participant table and subscriber table, never a mapping: a peer that truncates the
  * file cannot make an inspector fault (SIGBUS). On Linux; macOS cannot read()
  * shared memory objects, so there it maps them read-only. MAP_FAILED on error. */
 static size_t snapshot_bytes(size_t size)
 {
-    size_t most = sizeof(struct shmring_segment) + SHMRING_PARTICIPANTS_MAX * sizeof(struct shmring_participant_entry);
+    size_t most = sizeof(struct shmring_segment) + SHMRING_PARTICIPANTS_MAX * sizeof(struct shmring_participant_entry) +
+                  SHMRING_SUBSCRIBERS_MAX * sizeof(struct shmring_subscriber_entry);
     return size < most ? size : most;
 }
 
@@ -543,6 +566,9 @@ void shmring_params(const shmring_t *r, shmring_params_t *out)
     out->mode = 0;
     out->records = (r->flags & SHMRING_FLAG_RECORDS) != 0;
     out->schema = r->schema;
+    out->max_subscribers = r->kind_args[0];
+    out->max_topic_len = r->kind_args[1];
+    out->policy = r->flags & SHMRING_FLAG_OVERWRITE ? SHMRING_POLICY_OVERWRITE : SHMRING_POLICY_BLOCK;
 }
 
 uint64_t shmring_capacity(const shmring_t *r)

@@ -44,6 +44,8 @@ enum {
     SHMRING_ECORRUPT = -10,     /* a slot holds an impossible length */
     SHMRING_EJOIN = -11,        /* task_done() called more times than put */
     SHMRING_EINTR = -12,        /* a wait was interrupted by a signal */
+    SHMRING_ESHUTDOWN = -13,    /* the topic is shut down (and, for a subscriber, drained) */
+    SHMRING_EFULLSUBS = -14,    /* the topic's subscriber table is full */
     /* attach-time validation failures, one per thing that can be wrong */
     SHMRING_ETRUNCATED = -20,   /* segment smaller than its header says */
     SHMRING_ENOTREADY = -21,    /* segment exists but was never initialised */
@@ -67,7 +69,11 @@ enum {
 };
 
 /* Ring kinds recorded in the header. */
-enum { SHMRING_KIND_QUEUE = 1 };
+enum { SHMRING_KIND_QUEUE = 1, SHMRING_KIND_TOPIC = 2 };
+/* A topic's policy: BLOCK, publishers wait for the slowest live subscriber
+ * (lossless); OVERWRITE, publishers never wait and a lapped subscriber counts
+ * what it missed. */
+enum { SHMRING_POLICY_BLOCK = 0, SHMRING_POLICY_OVERWRITE = 1 };
 
 /* What shmring_queue_wait() waits for. */
 enum { SHMRING_WAIT_READABLE = 0, SHMRING_WAIT_WRITABLE = 1, SHMRING_WAIT_JOINED = 2 };
@@ -92,6 +98,10 @@ typedef struct shmring_params {
     uint32_t mode;              /* file mode of the segment, e.g. 0600 */
     uint32_t records;           /* 1: fixed-size records, described by schema */
     const char *schema;         /* records: what a record is (NUL-terminated, < 1024) */
+    /* topics (SHMRING_KIND_TOPIC); 0 in a queue: */
+    uint32_t max_subscribers;   /* subscriber table size, 1..1024 (SHMRING_SUBSCRIBERS_MAX) */
+    uint32_t max_topic_len;     /* bytes of key stored beside each message, 0..1024 */
+    uint32_t policy;            /* SHMRING_POLICY_* */
 } shmring_params_t;
 
 /* A run of consecutive ring positions claimed in one step. */
@@ -210,6 +220,121 @@ void shmring_queue_count_lost(shmring_t *ring, uint64_t n);
 uint64_t shmring_queue_unfinished(const shmring_t *ring);
 
 void shmring_queue_stats(const shmring_t *ring, shmring_stats_t *out);
+
+
+/* ---- topics: publish / subscribe (topic.c; recovery rules: topic_recovery.c) ----
+ *
+ * A multicast ring: publishers claim consecutive positions with one CAS, fill
+ * them (a key of up to max_topic_len bytes beside each payload) and commit;
+ * every subscriber reads every position with a cursor of its own (an entry of
+ * the topic's subscriber table) and copies out only the messages whose key
+ * starts with one of its prefixes (none: every message). maxsize is the
+ * topic's capacity: what it retains, and (BLOCK) how far publishers may run
+ * ahead of the slowest live subscriber. */
+
+typedef struct shmring_topic_sub shmring_topic_sub_t;
+
+/* Claim up to max_n positions (at most maxsize) to publish: the number claimed,
+ * 0 when there is no room (BLOCK: the slowest live subscriber is maxsize
+ * behind; wait with shmring_topic_wait(..., SHMRING_WAIT_WRITABLE ...) and
+ * claim again), SHMRING_ESHUTDOWN. Then shmring_topic_publish_begin. */
+int shmring_topic_publish_claim(shmring_participant_t *me, uint32_t max_n, shmring_span_t *span);
+/* 1 once the claimed slots may be written (they are then marked as being
+ * written), 0 not yet: a subscriber subscribed meanwhile and must read first,
+ * or a publisher a lap behind still writes one of these slots (wait, then ask
+ * again). Then shmring_topic_fill each position, and commit. */
+int shmring_topic_publish_begin(shmring_participant_t *me, const shmring_span_t *span);
+/* Fill claimed position pos: key (key_len <= max_topic_len) and payload (len <=
+ * slot size), unchecked (check before claiming). */
+void shmring_topic_fill(const shmring_t *ring, uint64_t pos, const void *key, uint32_t key_len, const void *data,
+                        uint32_t len);
+/* Records topics: fill the span with span->n records of slot_size bytes from
+ * buf, each under the same key. */
+void shmring_topic_fill_records(const shmring_t *ring, const shmring_span_t *span, const void *buf, const void *key,
+                                uint32_t key_len);
+/* Publish the first `keep` positions of the claim; the rest become holes
+ * that subscribers skip (counted in holes). */
+void shmring_topic_publish_commit(shmring_participant_t *me, const shmring_span_t *span, uint32_t keep);
+/* One message in one call: 1 published, 0 no room (nothing claimed),
+ * SHMRING_TOPIC_PENDING (claimed, but begin said not yet: *span holds the
+ * claim; wait, begin, fill, commit), SHMRING_ETOOBIG, SHMRING_ESHUTDOWN. */
+#define SHMRING_TOPIC_PENDING 2
+int shmring_topic_publish(shmring_participant_t *me, const void *key, uint32_t key_len, const void *data, uint32_t len,
+                          shmring_span_t *span);
+
+/* Where a new subscriber starts: LATEST, after everything published before
+ * shmring_topic_subscribe returns; OLDEST, the oldest message the topic
+ * retains (the last maxsize positions); AT, `position` (a value of
+ * shmring_topic_position), or the oldest retained if that is gone (the gap
+ * counts as lagged). */
+enum { SHMRING_START_LATEST = 0, SHMRING_START_OLDEST = 1, SHMRING_START_AT = 2 };
+/* Take an entry of the subscriber table for a subscriber owned by `owner` (its
+ * process's liveness is the subscriber's). SHMRING_EFULLSUBS, SHMRING_EINVAL
+ * (not a topic; AT beyond the end, with the detail), SHMRING_ENOMEM. */
+int shmring_topic_subscribe(shmring_participant_t *owner, int start, uint64_t position, shmring_topic_sub_t **out);
+/* Free the entry (in the process that subscribed, while the ring is open) and
+ * the subscriber. */
+void shmring_topic_unsubscribe(shmring_topic_sub_t *sub);
+/* Free the subscriber's memory alone (its ring closed, or another process's). */
+void shmring_topic_sub_free(shmring_topic_sub_t *sub);
+/* Add (add = 1) or remove (0) a key prefix; SHMRING_ENOMEM, SHMRING_EINVAL
+ * (longer than max_topic_len: it could match nothing). Adding one it has, or
+ * removing one it has not, does nothing. Applies to every message not yet
+ * received. */
+int shmring_topic_filter(shmring_topic_sub_t *sub, const void *prefix, uint32_t len, int add);
+/* The next message for sub: 1 with its key (room for max_topic_len bytes) and
+ * payload (room for the slot size) copied out, their lengths and its position;
+ * 0 none yet (wait READABLE); SHMRING_ESHUTDOWN, shut down and drained;
+ * SHMRING_ECORRUPT, a slot with an impossible length (skipped). A subscriber
+ * that was lapped (OVERWRITE) or detached (BLOCK) continues further on and
+ * counts what it missed (shmring_topic_lagged). */
+int shmring_topic_recv(shmring_topic_sub_t *sub, void *key, uint32_t *key_len, void *data, uint32_t *len,
+                       uint64_t *pos);
+/* Records topics: up to max_n matching records into buf (max_n x slot size
+ * bytes): how many (0 none yet), or SHMRING_ESHUTDOWN when none and drained. */
+int shmring_topic_recv_records(shmring_topic_sub_t *sub, void *buf, uint32_t max_n);
+uint64_t shmring_topic_position(const shmring_topic_sub_t *sub);
+/* Messages sub missed in all; shmring_topic_take_lag: those since it was last asked. */
+uint64_t shmring_topic_lagged(const shmring_topic_sub_t *sub);
+uint64_t shmring_topic_take_lag(shmring_topic_sub_t *sub);
+/* Wait one slice: READABLE, for sub's next message (sub required); WRITABLE,
+ * for room to claim from the current end (sub NULL) or for a pending claim's
+ * begin (span: the claim, else NULL). As shmring_queue_wait. */
+int shmring_topic_wait(shmring_participant_t *me, shmring_topic_sub_t *sub, const shmring_span_t *span, int what,
+                       uint64_t timeout_ns, uint32_t spin);
+/* Call when a recv (READABLE, sub) or a claim or begin (WRITABLE, span as for
+ * the wait) found nothing, and between waits: 1 if recovery (after
+ * recover_after at one position) or a detach (a live subscriber that held
+ * publishers at one position for the slow timeout) ran: try again now; else 0
+ * and *recheck_ns (as shmring_queue_unstick). */
+int shmring_topic_unstick(shmring_participant_t *me, shmring_topic_sub_t *sub, const shmring_span_t *span, int what,
+                          uint64_t now_ns, uint64_t *recheck_ns);
+/* BLOCK: detach a live subscriber that held this handle's publishers at one
+ * position for ns nanoseconds (0: never, the default). Process-local. */
+void shmring_topic_set_slow_timeout(shmring_t *ring, uint64_t ns);
+/* No claim succeeds from now on; subscribers end once they have read what was
+ * claimed before. Wakes every waiter. */
+void shmring_topic_shutdown(shmring_t *ring);
+
+typedef struct shmring_topic_stats {
+    uint64_t published;         /* positions claimed so far (messages and holes) */
+    uint64_t holes;             /* positions never committed (dead or abandoned claims) */
+    uint64_t recoveries;        /* dead participants whose claims were recovered */
+    uint64_t detached;          /* subscribers detached for gating too long */
+    uint32_t subscribers;       /* entries in use */
+    uint32_t shut;              /* 1 once shut down */
+    uint32_t readers_waiting, writers_waiting;
+} shmring_topic_stats_t;
+void shmring_topic_stats(const shmring_t *ring, shmring_topic_stats_t *out);
+typedef struct shmring_topic_sub_info {
+    uint64_t position, lagged, received;
+    int32_t pid;                /* of its owner */
+    uint32_t detached;          /* 1: detached (BLOCK), resumes at its next call */
+    uint32_t alive;             /* its owner's process lives (system calls) */
+} shmring_topic_sub_info_t;
+/* Subscriber entry i (0..max_subscribers-1): 1 and *out if in use, 0 if free
+ * or left by an owner that is gone, SHMRING_EINVAL if i is out of range. */
+int shmring_topic_subscriber(const shmring_t *ring, uint32_t i, shmring_topic_sub_info_t *out);
 
 /* ---- crash recovery (recovery.c; the queue's rules: queue_recovery.c; the table: participants.c) ---- */
 

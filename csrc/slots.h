@@ -91,6 +91,18 @@ static inline uint32_t *shmring__len(const shmring_t *r, uint64_t pos)
 #endif
 #endif
 
+/* Ask for the line at p with intent to write (the kinds' producers prefetch
+ * the slots a few positions ahead: queue.c, topic.c). */
+static inline void shmring__prefetch_for_write(const void *p)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    /* PREFETCHW; a no-op (NOP encoding) on the few x86 CPUs without it */
+    __asm__ __volatile__("prefetchw %0" ::"m"(*(const char *)p));
+#else
+    __builtin_prefetch(p, 1, 3);
+#endif
+}
+
 /* The payload of the slot holding pos (slot i at i * slot_size). */
 static inline unsigned char *shmring__slot_payload(const shmring_t *r, uint64_t pos)
 {

@@ -145,7 +145,8 @@ int shmring__sleep(shmring_participant_t *me, int what, uint64_t timeout_ns)
     atomic_thread_fence(memory_order_seq_cst);
     /* W2: pairs with N2. */
     uint32_t snapshot = atomic_load_explicit(&q->futex, memory_order_acquire);
-    int rc = r->ops->ready(r, what) ? 1 : os_wait(&q->futex, snapshot, timeout_ns);
+    int ready = r->ops->ready_at ? r->ops->ready_at(me, what) : r->ops->ready(r, what);
+    int rc = ready ? 1 : os_wait(&q->futex, snapshot, timeout_ns);
     /* relaxed: a stale bit only costs a notifier one spare wake call */
     atomic_fetch_and_explicit(word, ~bit, memory_order_relaxed);
     return rc;

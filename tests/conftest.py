@@ -23,21 +23,32 @@ def wait_until(predicate, timeout=10.0, what="condition"):
         time.sleep(0.001)
 
 
-@pytest.fixture
-def make_queue():
-    """Create queues that are closed, and checked unlinked, after the test."""
+def _made_and_removed(cls):
+    """make(...) creates rings of cls that are closed, and checked unlinked, after the test."""
     made = []
 
     def make(*args, **kwargs):
-        q = shmring.Queue(*args, **kwargs)
-        made.append((q, inspect(q.name)["lock_file"]))
-        return q
+        ring = cls(*args, **kwargs)
+        made.append((ring, inspect(ring.name)["lock_file"]))
+        return ring
 
     yield make
-    for q, _ in made:
-        q.close()
-    left = [name for q, lock_file in made for name in (q.name, lock_file) if name and segment_exists(name)]
+    for ring, _ in made:
+        ring.close()
+    left = [name for ring, lock_file in made for name in (ring.name, lock_file) if name and segment_exists(name)]
     assert not left, f"segments left behind: {left}"
+
+
+@pytest.fixture
+def make_queue():
+    """Create queues that are closed, and checked unlinked, after the test."""
+    yield from _made_and_removed(shmring.Queue)
+
+
+@pytest.fixture
+def make_topic():
+    """Create topics that are closed, and checked unlinked, after the test."""
+    yield from _made_and_removed(shmring.Topic)
 
 
 @pytest.fixture(params=["fork", "spawn", "forkserver"])

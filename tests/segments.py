@@ -10,16 +10,16 @@ import struct
 import _posixshmem
 
 # struct formats of the header, mirroring csrc/layout.h (which static_asserts the offsets)
-HEADER = struct.Struct("<QIIIIQQQQQIIQQqQQQ8x")
+HEADER = struct.Struct("<QIIIIQQQQQIIQQqQQQII")
 HEADER_FIELDS = (
     "magic layout_version kind flags header_size slot_size capacity maxsize mapped_size "
     "participants_offset max_participants participant_size meta_offset payload_offset "
-    "creator_pid created_unix_ns lock_ino lock_token"
+    "creator_pid created_unix_ns lock_ino lock_token kind_arg0 kind_arg1"
 ).split()
 MAGIC = 0x31474E49524D4853
 FIXED_PART = 2304         # header, hot lines, wait queues, schema: sizeof(struct shmring_segment)
 PARTICIPANT_SIZE = 128
-LAYOUT_VERSION = 5
+LAYOUT_VERSION = 6
 META_SIZE = 8             # per slot in byte rings: seq (32 bit) + length (32 bit)
 SEQ16_MIN_CAPACITY = 1 << 16  # records rings this large have 16-bit slot words, smaller ones 32-bit
 FREE, COMMITTED, HOLE = 0, 1, 2  # slot word codes (csrc/layout.h)
@@ -29,6 +29,8 @@ WRITE_POS_OFFSET = 128
 READ_POS_OFFSET = 256
 TASKS_DONE_OFFSET = 896
 LOST_OFFSET = 1152
+SUBSCRIBER_SIZE = 128     # a topic's subscriber entry (csrc/layout.h)
+MULTICAST, OVERWRITE = 2, 4  # a topic's header flags
 
 
 def segment_exists(name):
@@ -80,7 +82,7 @@ def patch_segment(name, offset, data):
 
 def meta_size(h):
     """Bytes of slot meta per slot in the ring whose header is h."""
-    if not h["flags"] & 1:
+    if not h["flags"] & 1 or h["flags"] & MULTICAST:  # byte rings and topics: seq + length
         return META_SIZE
     return 2 if h["capacity"] >= SEQ16_MIN_CAPACITY else 4
 

@@ -22,19 +22,24 @@ CROSS_CC = "aarch64-linux-gnu-gcc"
 QEMU = "qemu-aarch64"
 
 
-@pytest.fixture(scope="module")
-def arm_binary(tmp_path_factory):
+def build_for_arm(out, test_src):
+    """The C library with test_src, cross-compiled for aarch64 (skips without the tools)."""
     missing = [tool for tool in (CROSS_CC, QEMU) if shutil.which(tool) is None]
     if missing:
         reason = (f"{' and '.join(missing)} not installed (Debian: gcc-aarch64-linux-gnu, "
                   "qemu-user): no aarch64 cross-check")
         print(f"SKIP reason: {reason}")
         pytest.skip(reason)
-    exe = tmp_path_factory.mktemp("arm") / "test_ring_aarch64"
-    cmd = [CROSS_CC, *WARNINGS, "-O2", "-static", "-pthread", *map(str, CSRC), str(TEST_SRC), "-o", str(exe)]
+    exe = out / f"{test_src.stem}_aarch64"
+    cmd = [CROSS_CC, *WARNINGS, "-O2", "-static", "-pthread", *map(str, CSRC), str(test_src), "-o", str(exe)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr  # warnings are errors on aarch64 too
     return exe
+
+
+@pytest.fixture(scope="module")
+def arm_binary(tmp_path_factory):
+    return build_for_arm(tmp_path_factory.mktemp("arm"), TEST_SRC)
 
 
 @pytest.mark.parametrize("args, expect", [

@@ -322,6 +322,26 @@ def test_ls_shows_records_rings(make_queue):
     assert info["kind"] == "records" and info["msg_size"] == 12 and "t" in info["schema"]
 
 
+@needs_dev_shm
+@pytest.mark.timeout(60)
+def test_ls_and_stat_show_a_topic_and_each_subscribers_lag(make_topic):
+    topic = make_topic(16, 32, max_topic_len=4, policy="overwrite")
+    behind, current = topic.subscribe(), topic.subscribe(b"k")
+    for i in range(3):
+        topic.publisher().publish(b"k", i)
+    current.recv_many()
+    info = listed(topic.name)
+    assert info["kind"] == "topic" and info["policy"] == "overwrite" and info["published"] == 3
+    assert [(s["position"], s["lag"], s["alive"]) for s in info["subscribers"]] == [(0, 3, True), (3, 0, True)]
+    row = next(line for line in shmring_cmd("ls").stdout.splitlines() if line.startswith(topic.name))
+    assert row.split()[1:6] == ["topic", "16", "32", "3", "2"]   # kind, capacity, msg size, lag, subscribers
+    done = shmring_cmd("stat", topic.name)
+    assert done.returncode == 0, done.stderr
+    assert "kind            topic, policy overwrite" in done.stdout and "published       3" in done.stdout
+    rows = [line.split() for line in done.stdout.splitlines() if line.strip().endswith("attached")]
+    assert [(r[2], r[3]) for r in rows] == [("0", "3"), ("3", "0")] and rows[0][1] == str(os.getpid())
+
+
 @pytest.mark.timeout(60)
 def test_rm_refuses_a_live_ring_unless_forced(make_queue):
     q = make_queue(10, msg_size=16)

@@ -53,6 +53,21 @@ def test_the_readme_records_examples_run_and_the_reserve_loop_writes_exactly_n()
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
 
 
+@pytest.mark.timeout(120)
+def test_the_readme_topic_example_prints_what_it_says_and_the_observer_example_loses_nothing():
+    block = next(b for b in re.findall(r"```python\n(.*?)\n```", (ROOT / "README.md").read_text(), re.S)
+                 if "shmring.Topic(" in b)
+    done = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, timeout=100,
+                          env=child_python_env())
+    assert done.returncode == 0 and done.stdout.strip() == "(b'orders.eu', {'id': 1})", done.stdout + done.stderr
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "observer.py")],
+                          capture_output=True, text=True, timeout=100, env=child_python_env())
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[-1] == "nothing lost" and len(lines) == 3
+    assert "orders.eu + stock." in done.stdout and "'stock.us': 100" in done.stdout
+
+
 def test_the_readme_memory_figure_is_what_a_queue_takes():
     import shmring
 

@@ -3,8 +3,13 @@ import os
 
 import pytest
 
+import shmring
+
 from segments import (
     COMMITTED,
+    MULTICAST,
+    OVERWRITE,
+    SUBSCRIBER_SIZE,
     FIXED_PART,
     FREE,
     LAYOUT_VERSION,
@@ -34,9 +39,10 @@ def test_fresh_segment_header_matches_the_documented_layout(make_queue, maxsize,
     q = make_queue(maxsize, msg_size)
     h = read_header(q.name)
     assert h["magic"] == MAGIC
-    assert h["layout_version"] == LAYOUT_VERSION == 5
+    assert h["layout_version"] == LAYOUT_VERSION == 6
     assert h["kind"] == 1
     assert h["flags"] == 0  # a byte ring
+    assert (h["kind_arg0"], h["kind_arg1"]) == (0, 0)  # a topic's parameters
     assert h["header_size"] == FIXED_PART
     assert (h["slot_size"], h["maxsize"], h["capacity"]) == (msg_size, maxsize, capacity)
     assert h["creator_pid"] == os.getpid()
@@ -109,3 +115,28 @@ def test_a_large_records_ring_has_16_bit_slot_words_that_count_laps(make_queue):
     words = [slot_word(raw, h, i) for i in range(3)]
     assert words == [slot_state(h, 2 * h["capacity"], FREE), slot_state(h, h["capacity"] + 1, COMMITTED),
                      slot_state(h, h["capacity"] + 2, FREE)] == [8, 5, 4]
+
+
+@pytest.mark.parametrize("policy, records", [("block", False), ("overwrite", False), ("block", True)])
+def test_a_topic_has_its_parameters_its_own_area_and_byte_ring_slot_words(policy, records):
+    np = pytest.importorskip("numpy") if records else None
+    dtype = np.dtype([("a", "<i8")]) if records else None
+    t = shmring.Topic(100, None if records else 48, dtype=dtype, policy=policy, max_subscribers=5, max_topic_len=13)
+    try:
+        h = read_header(t.name)
+        assert h["kind"] == 2 and h["layout_version"] == 6
+        assert h["flags"] == MULTICAST | (OVERWRITE if policy == "overwrite" else 0) | (1 if records else 0)
+        assert (h["kind_arg0"], h["kind_arg1"]) == (5, 13)
+        assert (h["maxsize"], h["capacity"]) == (100, 128)
+        kind_offset = align(FIXED_PART + h["max_participants"] * PARTICIPANT_SIZE)
+        key_stride = (4 + 13 + 7) // 8 * 8
+        assert h["meta_offset"] == align(kind_offset + 5 * SUBSCRIBER_SIZE + 128 * key_stride)
+        assert h["payload_offset"] == align(h["meta_offset"] + 128 * META_SIZE)  # seq + length, records too
+        assert h["mapped_size"] == h["payload_offset"] + 128 * h["slot_size"]
+        t.publisher().publish_bytes(b"k.1", b"x" * h["slot_size"])
+        raw = read_segment(t.name)
+        assert slot_word(raw, h, 0) == COMMITTED and int.from_bytes(raw[WRITE_POS_OFFSET:WRITE_POS_OFFSET + 8], "little") == 1
+        key = raw[kind_offset + 5 * SUBSCRIBER_SIZE:][:key_stride]
+        assert int.from_bytes(key[:4], "little") == 3 and key[4:7] == b"k.1"
+    finally:
+        t.close()

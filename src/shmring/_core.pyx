@@ -6,8 +6,9 @@ Waits are sliced: C sleeps at most SLICE_NS, then we check signals (Ctrl-C), the
 deadline and whether the handle was closed, and go round again.
 
 RingHandle is what every ring kind shares (opening, closing, fork repair, one
-participant per thread, the mapping's lifetime); QueueHandle adds the queue's
-primitives. What a message is - pickle, bytes, numpy records - is policy, in
+participant per thread, the mapping's lifetime, the codec's callables);
+QueueHandle adds the queue's primitives, TopicHandle the topic's (with
+_Subscription, one subscriber of it). What a message is - pickle, bytes, numpy records - is policy, in
 codec.py, handed to the handle as callables; defaults, names, pickling of
 handles and lifetime at exit are in queue.py and lifetime.py. This module
 imports nothing from the package but shmring.errors.
@@ -25,7 +26,8 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport errno
 from libc.stdint cimport UINT32_MAX, UINT64_MAX, int64_t, uint32_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from posix.unistd cimport getpid
 
@@ -42,6 +44,11 @@ from shmring import errors  # the binding's only import from the package
 ctypedef int (*claim_fn)(shmring_participant_t *, uint32_t, int, shmring_span_t *) noexcept nogil
 
 
+cdef int _topic_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span) noexcept nogil:
+    """A topic's publish claim as a claim_fn (it takes no flags)."""
+    return shmring_topic_publish_claim(me, max_n, span)
+
+
 cdef extern from "pythread.h":
     unsigned long PyThread_get_thread_ident()
 
@@ -56,6 +63,9 @@ cdef uint32_t SPIN_WITH_GIL = 50
 cdef uint64_t COPY_WITHOUT_GIL = 256 * 1024
 # get_array allocates room for at least this many bytes of records before it claims.
 cdef uint64_t ROOM_BYTES = 64 * 1024
+# A topic's publisher waiting for a slot that a publisher a lap behind still
+# writes looks again this often (that commit wakes subscribers, not publishers).
+cdef uint64_t LAP_WAIT_NS = 2_000_000
 
 
 # encode takes the object alone (see QueueHandle._set_codec)
@@ -76,6 +86,11 @@ def _count_fork():
 os.register_at_fork(after_in_child=_count_fork)
 
 
+def _fork_count():
+    """Forks this process descends through (policy layers tell a forked child by it)."""
+    return _forks
+
+
 def inspect(str name):
     """What `shmring ls` / `stat` show of a ring, without joining it: a dict.
 
@@ -90,19 +105,35 @@ def inspect(str name):
     cdef int rc
     with nogil:  # opening can wait on the file system
         rc = shmring_attach(c_name, SHMRING_KIND_QUEUE, SHMRING_ATTACH_READONLY, &ring)
+        if rc == SHMRING_EKIND:
+            rc = shmring_attach(c_name, SHMRING_KIND_TOPIC, SHMRING_ATTACH_READONLY, &ring)
     if rc != SHMRING_OK:
         _raise_rc(rc, name, _detail())
     try:
         shmring_params(ring, &params)
-        shmring_queue_stats(ring, &st)
         shmring_info(ring, &info)
-        return {
+        topic = params.kind == SHMRING_KIND_TOPIC
+        found = {
             "name": name,
-            "kind": "records" if params.records else "queue",
+            "kind": ("records topic" if topic else "records") if params.records else ("topic" if topic else "queue"),
             # for display: a schema that is not UTF-8 shows as escapes, whatever it holds
             "schema": params.schema.decode("utf-8", "backslashreplace") if params.records else None,
             "maxsize": params.maxsize,
             "msg_size": params.slot_size,
+            "creator_pid": info.creator_pid,
+            "created_unix_ns": info.created_unix_ns,
+            "bytes": info.mapped_size,
+            "participants": info.participants,
+            "participants_alive": info.participants_alive,
+            "lock_file": _lock_file_name(ring),
+        }
+        if topic:
+            found["policy"] = "overwrite" if params.policy == SHMRING_POLICY_OVERWRITE else "block"
+            found["max_topic_len"], found["max_subscribers"] = params.max_topic_len, params.max_subscribers
+            found.update(_topic_stats(ring, params.max_subscribers))
+            return found
+        shmring_queue_stats(ring, &st)
+        found.update({
             "put": st.write_pos,
             "got": st.read_pos,
             "fill": st.write_pos - st.read_pos,
@@ -111,13 +142,8 @@ def inspect(str name):
             "recoveries": st.recoveries,
             "readers_waiting": st.readers_waiting,
             "writers_waiting": st.writers_waiting,
-            "creator_pid": info.creator_pid,
-            "created_unix_ns": info.created_unix_ns,
-            "bytes": info.mapped_size,
-            "participants": info.participants,
-            "participants_alive": info.participants_alive,
-            "lock_file": _lock_file_name(ring),
-        }
+        })
+        return found
     finally:
         shmring_close(ring)
 
@@ -195,6 +221,8 @@ _ERRORS = {
     SHMRING_EFULLTABLE: errors.TooManyParticipants,
     SHMRING_ECORRUPT: errors.SegmentError,
     SHMRING_EUNTRUSTED: errors.UntrustedSegment,
+    SHMRING_ESHUTDOWN: errors.ShutDown,
+    SHMRING_EFULLSUBS: errors.TooManyParticipants,
 }
 # How their messages read where not "{what}" (the C reason, the name, the detail).
 _TEMPLATES = {
@@ -376,6 +404,23 @@ cdef class RingHandle:
     cdef object _view_slots          # read-only
     cdef object _reserve_slots       # writable
     cdef object __weakref__
+    cdef bint _topic                 # a topic: its waits are shmring_topic_wait's
+    cdef uint64_t _recover_after_ns  # what the C layer was given (shmring_set_recover_after)
+    # the codec's single-message callables: encode(obj[, encode_arg]) -> bytes, decode(bytes) -> obj
+    cdef object _encode
+    cdef object _encode_arg          # _NO_ARG: encode takes the object alone
+    cdef object _decode
+    # records rings (see _set_records): the codec's check, allocation, trim; the
+    # array type and dtype object it vouches for; make_slots, seal for spans
+    cdef object _rec_check
+    cdef object _rec_new
+    cdef object _rec_trim
+    cdef object _rec_array_of
+    cdef object _rec_type
+    cdef object _rec_dtype
+    cdef object _rec_seen            # the last other dtype object an array passed check() with
+    cdef object _make_slots
+    cdef object _seal
 
     # ---- opening and closing ----
 
@@ -387,7 +432,7 @@ cdef class RingHandle:
         cdef int rc
         cdef bytes cname = _segment_name(name)
         if self._map is not None:
-            raise RuntimeError(f"queue {self.name!r} is open already: a handle opens one ring, once")
+            raise RuntimeError(f"{self._kind_word()} {self.name!r} is open already: a handle opens one ring, once")
         if create:
             rc = shmring_create(cname, params, &ring)
         else:
@@ -413,6 +458,25 @@ cdef class RingHandle:
             self._unlink_if_owner()
             self._finish_close()  # nobody else has the handle yet
             raise
+        return 0
+
+    @cython.final
+    cdef int _params(self, shmring_params_t *params, uint32_t kind, uint64_t maxsize, uint64_t msg_size,
+                     uint32_t mode, uint32_t max_participants, object recover_after, bytes schema) except -1:
+        """What every kind's _open starts with: refuse a second open, take
+        recover_after, and the common parameters (schema: a records ring's; the
+        kind's own are 0 until it sets them). schema must outlive the open."""
+        if self._map is not None:
+            raise RuntimeError(f"{self._kind_word()} {self.name!r} is open already: a handle opens one ring, once")
+        self._recover_after_ns = _recover_after_ns(recover_after)
+        params.slot_size = msg_size
+        params.maxsize = maxsize
+        params.kind = kind
+        params.max_participants = max_participants
+        params.mode = mode
+        params.records = schema is not None
+        params.schema = schema if schema is not None else b""
+        params.max_subscribers = params.max_topic_len = params.policy = 0
         return 0
 
     @cython.final
@@ -483,6 +547,10 @@ cdef class RingHandle:
     def closed(self):
         return self._closing or self._ring == NULL
 
+    @cython.final
+    cdef str _kind_word(self):
+        return "topic" if self._topic else "queue"
+
     @property
     def maxsize(self):
         """Most messages the queue holds at once (exact)."""
@@ -499,9 +567,82 @@ cdef class RingHandle:
         return self._cname[1:].decode("ascii") if self._cname is not None else None
 
     @property
+    def recover_after(self):
+        """Seconds a blocked call waits before recovering from dead participants."""
+        return self._recover_after_ns / 1e9
+
+    @property
     def _schema_bytes(self):
         """The record schema the segment holds (a records ring), else None."""
         return self._schema
+
+    # ---- the codec (codec.py installs it at open) ----
+
+    def _set_codec(self, encode, decode, encode_arg=_NO_ARG):
+        """What put/get (and put_many/get_many) do with objects: `encode(obj,
+        encode_arg)` (or `encode(obj)`) returns the message's bytes, `decode(raw)`
+        the object. Called from here, they cost one C-level call each (a
+        functools.partial with a keyword would cost a dict per call)."""
+        if self._encode is not None:
+            raise RuntimeError(f"{self._kind_word()} {self.name!r} has its codec already: it is set once, at open")
+        if not callable(encode) or not callable(decode):
+            raise TypeError(f"encode and decode must be callable, got {encode!r} and {decode!r}")
+        self._encode, self._decode, self._encode_arg = encode, decode, encode_arg
+
+    def _set_records(self, *, check, new, trim, array_of, array_type, dtype, make_slots, seal):
+        """What records are, for a records ring (the codec's policy, as callables):
+
+        - ``check(arr)``: raise TypeError / ValueError naming what is wrong, or
+          return arr as a C-contiguous 1-D array of records (copied if need be);
+          ``type(arr) is array_type and arr.dtype is dtype`` (that very object)
+          with a 1-D C-contiguous buffer is taken as checked;
+        - ``new(count, dtype)``: a new writable array of `count` records;
+          ``trim(arr, count)``: arr cut to its first `count` records;
+          ``array_of(items)``: put_many's items as an array of records (cast as
+          numpy casts); get_many returns the records of get_array as a list;
+        - ``make_slots(buffer, count)``: once per handle and way, a sliceable over
+          the `count` slots of a buffer over the payload area (read-only for
+          views, writable for reservations); ``seal(part)``: called on a
+          reservation's slice once it is committed (to mark it read-only).
+        """
+        for what, fn in (("check", check), ("new", new), ("trim", trim), ("array_of", array_of),
+                         ("make_slots", make_slots), ("seal", seal)):
+            if not callable(fn):
+                raise TypeError(f"{what} must be callable, got {fn!r}")
+        if not isinstance(array_type, type):
+            raise TypeError(f"array_type must be a type, got {array_type!r}")
+        self._records_ring("_set_records()")
+        if self._rec_check is not None:
+            raise RuntimeError(f"{self._kind_word()} {self.name!r} has its records already: they are set once, at open")
+        if getattr(dtype, "itemsize", None) != self._slot_size:
+            raise ValueError(f"a record of {dtype!r} is not {self._slot_size} bytes, this queue's slot size")
+        self._rec_check, self._rec_new, self._rec_trim, self._rec_array_of = check, new, trim, array_of
+        self._rec_type, self._rec_dtype = array_type, dtype
+        self._make_slots, self._seal = make_slots, seal
+
+    @cython.final
+    cdef object _records_ring(self, what):
+        if not self._records:
+            raise TypeError(f"{what} needs a records {self._kind_word()}: "
+                            f"{'Topic(capacity' if self._topic else 'Queue(maxsize'}, dtype=...)")
+
+    @cython.final
+    cdef object _records_only(self, what):
+        self._records_ring(what)
+        if self._rec_check is None:
+            raise TypeError(f"this handle has no records codec: {what} needs one (shmring.Queue sets it)")
+
+    @cython.final
+    cdef inline object _encoded(self, obj):
+        if self._encode_arg is _NO_ARG:
+            return self._encode(obj)
+        return self._encode(obj, self._encode_arg)
+
+    @cython.final
+    cdef inline int _codec_set(self) except -1:
+        if self._encode is None:
+            raise TypeError("this handle has no codec: put/get need one (shmring.Queue sets it)")
+        return 0
 
     # ---- participants and in-flight accounting ----
 
@@ -550,7 +691,7 @@ cdef class RingHandle:
     cdef _Participant _enter_checked(self):
         cdef _Participant p
         if self._closing or self._ring == NULL:
-            raise errors.QueueClosed(f"queue {self.name!r} is closed")
+            raise errors.QueueClosed(f"{self._kind_word()} {self.name!r} is closed")
         p = self._me()
         if p.holding:
             raise RuntimeError(
@@ -567,12 +708,14 @@ cdef class RingHandle:
 
     @cython.final
     cdef int _wait(self, _Participant p, int what, uint64_t deadline, uint32_t spin,
-                   uint64_t wake_by) except -1:
-        """Wait one slice for `what`, at most until wake_by (0: no bound).
+                   uint64_t wake_by, shmring_topic_sub_t *sub=NULL, const shmring_span_t *span=NULL) except -1:
+        """Wait one slice for `what`, at most until wake_by (0: no bound); a
+        topic's waits say for which subscriber, or which pending claim.
         1: try again; 0: the deadline has passed."""
         cdef uint64_t now = shmring_now_ns(), slice_ns = SLICE_NS
         cdef shmring_participant_t *me = p.ptr
         cdef int rc
+        cdef bint topic = self._topic
         if deadline == 0 or now >= deadline:
             return 0
         if deadline != UINT64_MAX and deadline - now < slice_ns:
@@ -580,15 +723,182 @@ cdef class RingHandle:
         if wake_by != 0:
             slice_ns = min(slice_ns, wake_by - now if wake_by > now else 0)
         with nogil:
-            rc = shmring_queue_wait(me, what, slice_ns, spin)
+            if topic:
+                rc = shmring_topic_wait(me, sub, span, what, slice_ns, spin)
+            else:
+                rc = shmring_queue_wait(me, what, slice_ns, spin)
         # SHMRING_EINTR: a signal came; its handler runs here. Also after any
         # other result, for a signal that came to another thread meanwhile.
         PyErr_CheckSignals()
         if rc < 0 and rc != SHMRING_EINTR:
             _raise_rc(rc, self.name)
         if self._closing:
-            raise errors.QueueClosed(f"queue {self.name!r} was closed while waiting")
+            raise errors.QueueClosed(f"{self._kind_word()} {self.name!r} was closed while waiting")
         return 1
+
+    @cython.final
+    cdef int _until(self, _Participant p, int what, uint64_t deadline, uint32_t *spin,
+                    shmring_topic_sub_t *sub=NULL, const shmring_span_t *span=NULL,
+                    uint64_t wake_by=0) except -1:
+        """What a call does after its attempt found nothing. The C layer decides
+        whether what it waits for has been held by an unfinished claim long enough
+        (recover_after, across calls: polling counts too) and recovers, or (a
+        topic's publishers) whether a slow subscriber is detached: then 1, attempt
+        again at once. Else one wait slice (spinning *spin rounds first, the first
+        time), at most until the C layer's time to look again and wake_by: 1,
+        attempt again; 0, the deadline passed."""
+        cdef shmring_t *ring = self._ring
+        cdef shmring_participant_t *me = p.ptr
+        cdef bint topic = self._topic
+        cdef uint64_t recheck = 0
+        cdef int ran
+        with nogil:  # recovery makes system calls
+            if topic:
+                ran = shmring_topic_unstick(me, sub, span, what, 0, &recheck)
+            else:
+                ran = shmring_queue_unstick(ring, what, 0, &recheck)
+        if ran == 1:
+            return 1
+        if wake_by != 0 and (recheck == 0 or recheck > wake_by):
+            recheck = wake_by
+        ran = self._wait(p, what, deadline, spin[0], recheck, sub, span)
+        spin[0] = 0
+        return ran
+
+    @cython.final
+    cdef int _claim(self, bint put, _Participant p, uint32_t max_n, shmring_span_t *span,
+                    uint64_t deadline, Py_ssize_t done, int flags=0) except -1:
+        """Claim 1..max_n slots to write (put, or a topic's publish) or messages to
+        read (a queue's get), waiting as asked. Raises Full (with `done` as its
+        count) or Empty when the deadline passes."""
+        cdef claim_fn claim = (_topic_claim if self._topic else
+                               shmring_queue_put_claim if put else shmring_queue_get_claim)
+        cdef int what = SHMRING_WAIT_WRITABLE if put else SHMRING_WAIT_READABLE
+        cdef uint32_t spin = SPIN
+        cdef int n = claim(p.ptr, max_n, flags, span)
+        if n == 0 and deadline != 0:
+            # What arrives within a microsecond or so is cheaper to wait for
+            # holding the GIL than with a GIL hand-off.
+            if self._topic:
+                shmring_topic_wait(p.ptr, NULL, NULL, what, 0, SPIN_WITH_GIL)
+            else:
+                shmring_queue_wait(p.ptr, what, 0, SPIN_WITH_GIL)
+            n = claim(p.ptr, max_n, flags, span)
+        while n == 0 and self._until(p, what, deadline, &spin):
+            n = claim(p.ptr, max_n, flags, span)
+        if n == 0 and put:
+            raise errors.Full(f"{self._kind_word()} {self.name!r} is full" +
+                              (f": its slowest subscriber is {self._maxsize} messages behind" if self._topic else ""),
+                              done)
+        if n == 0:
+            raise errors.Empty(f"queue {self.name!r} is empty")
+        if n == SHMRING_ESHUTDOWN:
+            raise errors.ShutDown(f"topic {self.name!r} is shut down: publishing stopped")
+        if n < 0:
+            _raise_rc(n, self.name)
+        return n
+
+    @cython.final
+    cdef int _check_sizes(self, list encoded) except -1:
+        """Every item of a batch as bytes (bytes-like only), each within msg_size."""
+        cdef Py_ssize_t i, size
+        for i in range(len(encoded)):
+            if type(encoded[i]) is not bytes:
+                encoded[i] = _as_bytes(encoded[i], i)
+            size = PyBytes_GET_SIZE(encoded[i])
+            if <uint64_t>size > self._slot_size:
+                raise errors.MessageTooLarge(size, self._slot_size)
+        return 0
+
+    @cython.final
+    cdef int _begin(self, _Participant p, shmring_span_t *span, uint64_t deadline, Py_ssize_t done) except -1:
+        """Wait until a claim's slots may be written. A claim given up (timeout,
+        Ctrl-C) is committed as holes, which subscribers skip."""
+        cdef uint32_t spin = 0
+        if shmring_topic_publish_begin(p.ptr, span):
+            return 0
+        p.holding = True
+        try:
+            while not shmring_topic_publish_begin(p.ptr, span):
+                if not self._until(p, SHMRING_WAIT_WRITABLE, deadline, &spin, NULL, span,
+                                   shmring_now_ns() + LAP_WAIT_NS):
+                    raise errors.Full(f"topic {self.name!r} is full: its slowest subscriber is "
+                                      f"{self._maxsize} messages behind", done)
+        except BaseException:
+            shmring_topic_publish_commit(p.ptr, span, 0)
+            raise
+        finally:
+            p.holding = False
+        return 0
+
+    @cython.final
+    cdef int _put_many(self, list encoded, uint64_t deadline, list keys=None) except -1:
+        """Put bytes objects in order (a topic: publish them, under keys); all are
+        checked before any is put."""
+        self._check_sizes(encoded)
+        return self._put_runs(len(encoded), encoded, NULL, deadline, keys)
+
+    @cython.final
+    cdef int _put_view(self, Py_buffer *view, uint64_t deadline, bytes key=None) except -1:
+        """Put the records of a C-contiguous buffer (a topic: under key), streaming as space frees."""
+        if <uint64_t>view.len % self._slot_size:
+            raise ValueError(f"a buffer of {view.len} bytes is not a whole number of "
+                             f"{self._slot_size}-byte records")
+        return self._put_runs(<Py_ssize_t>(<uint64_t>view.len // self._slot_size), None, <const char *>view.buf,
+                              deadline, None, key)
+
+    @cython.final
+    cdef int _put_runs(self, Py_ssize_t total, list encoded, const char *records, uint64_t deadline,
+                       list keys, bytes key=None) except -1:
+        """Put `total` messages in order, one claim per run (a topic: publish them):
+        the bytes objects of `encoded` (under `keys`), or whole records of slot_size
+        bytes from `records` (under `key`)."""
+        cdef Py_ssize_t done = 0
+        cdef uint32_t k
+        cdef shmring_span_t span
+        cdef _Participant p
+        cdef bytes b, kb
+        if total == 0:
+            return 0
+        p = self._enter()
+        try:
+            while done < total:
+                self._claim(True, p, <uint32_t>min(total - done, UINT32_MAX), &span, deadline, done)
+                if self._topic:
+                    self._begin(p, &span, deadline, done)
+                if records != NULL and self._topic:
+                    kb = key if key is not None else b""
+                    shmring_topic_fill_records(self._ring, &span, records + done * self._slot_size,
+                                               PyBytes_AS_STRING(kb), <uint32_t>PyBytes_GET_SIZE(kb))
+                elif records != NULL:
+                    self._copy(&span, <char *>records + done * self._slot_size, True)
+                for k in range(span.n if records == NULL else 0):
+                    b = encoded[done + k]
+                    if keys is None:
+                        memcpy(shmring_slot_payload(self._ring, span.pos + k), PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b))
+                        shmring_slot_set_len(self._ring, span.pos + k, <uint32_t>PyBytes_GET_SIZE(b))
+                    else:
+                        kb = keys[done + k]
+                        shmring_topic_fill(self._ring, span.pos + k, PyBytes_AS_STRING(kb),
+                                           <uint32_t>PyBytes_GET_SIZE(kb), PyBytes_AS_STRING(b),
+                                           <uint32_t>PyBytes_GET_SIZE(b))
+                if self._topic:
+                    shmring_topic_publish_commit(p.ptr, &span, span.n)
+                else:
+                    shmring_queue_put_commit(p.ptr, &span)
+                done += span.n
+        finally:
+            self._leave()
+        return 0
+
+    @cython.final
+    cdef void _copy(self, shmring_span_t *span, char *buf, bint into_ring) noexcept:
+        cdef shmring_t *ring = self._ring
+        if span.n * self._slot_size > COPY_WITHOUT_GIL:
+            with nogil:
+                shmring_copy_span(ring, span, buf, into_ring)
+        else:
+            shmring_copy_span(ring, span, buf, into_ring)
 
     @cython.final
     cdef inline void _count_lost(self, uint64_t n) noexcept:
@@ -618,22 +928,6 @@ cdef class QueueHandle(RingHandle):
     from above: the layer over this one hands over a codec's encode/decode
     callables (_set_codec) and, for records rings, how to make arrays over the
     slots (_set_records). Nothing here knows pickle or numpy."""
-    cdef uint64_t _recover_after_ns  # what the C layer was given (shmring_set_recover_after)
-    # the codec's single-message callables: encode(obj[, encode_arg]) -> bytes, decode(bytes) -> obj
-    cdef object _encode
-    cdef object _encode_arg          # _NO_ARG: encode takes the object alone
-    cdef object _decode
-    # records rings (see _set_records): the codec's check, allocation, trim; the
-    # array type and dtype object it vouches for; make_slots, seal for spans
-    cdef object _rec_check
-    cdef object _rec_new
-    cdef object _rec_trim
-    cdef object _rec_array_of
-    cdef object _rec_type
-    cdef object _rec_dtype
-    cdef object _rec_seen            # the last other dtype object an array passed check() with
-    cdef object _make_slots
-    cdef object _seal
 
     def _open(self, str name, bint create, uint64_t maxsize=0, uint64_t msg_size=0,
               uint32_t mode=0o600, uint32_t max_participants=0, recover_after=0.1,
@@ -642,118 +936,18 @@ cdef class QueueHandle(RingHandle):
         a records ring) or attach queue `name`."""
         cdef shmring_params_t params
         cdef bytes schema_bytes = schema.encode() if schema is not None else b""
-        if self._map is not None:
-            raise RuntimeError(f"queue {self.name!r} is open already: a handle opens one ring, once")
-        self._recover_after_ns = _recover_after_ns(recover_after)
-        params.slot_size = msg_size
-        params.maxsize = maxsize
-        params.kind = SHMRING_KIND_QUEUE
-        params.max_participants = max_participants
-        params.mode = mode
-        params.records = schema is not None
-        params.schema = schema_bytes
+        self._params(&params, SHMRING_KIND_QUEUE, maxsize, msg_size, mode, max_participants, recover_after,
+                     schema_bytes if schema is not None else None)
         self._open_ring(name, SHMRING_KIND_QUEUE, create, &params, trust_writable)
         shmring_set_recover_after(self._ring, self._recover_after_ns)
 
-    def _set_codec(self, encode, decode, encode_arg=_NO_ARG):
-        """What put/get (and put_many/get_many) do with objects: `encode(obj,
-        encode_arg)` (or `encode(obj)`) returns the message's bytes, `decode(raw)`
-        the object. Called from here, they cost one C-level call each (a
-        functools.partial with a keyword would cost a dict per call)."""
-        if self._encode is not None:
-            raise RuntimeError(f"queue {self.name!r} has its codec already: it is set once, at open")
-        if not callable(encode) or not callable(decode):
-            raise TypeError(f"encode and decode must be callable, got {encode!r} and {decode!r}")
-        self._encode, self._decode, self._encode_arg = encode, decode, encode_arg
-
-    def _set_records(self, *, check, new, trim, array_of, array_type, dtype, make_slots, seal):
-        """What records are, for a records ring (the codec's policy, as callables):
-
-        - ``check(arr)``: raise TypeError / ValueError naming what is wrong, or
-          return arr as a C-contiguous 1-D array of records (copied if need be);
-          ``type(arr) is array_type and arr.dtype is dtype`` (that very object)
-          with a 1-D C-contiguous buffer is taken as checked;
-        - ``new(count, dtype)``: a new writable array of `count` records;
-          ``trim(arr, count)``: arr cut to its first `count` records;
-          ``array_of(items)``: put_many's items as an array of records (cast as
-          numpy casts); get_many returns the records of get_array as a list;
-        - ``make_slots(buffer, count)``: once per handle and way, a sliceable over
-          the `count` slots of a buffer over the payload area (read-only for
-          views, writable for reservations); ``seal(part)``: called on a
-          reservation's slice once it is committed (to mark it read-only).
-        """
-        for what, fn in (("check", check), ("new", new), ("trim", trim), ("array_of", array_of),
-                         ("make_slots", make_slots), ("seal", seal)):
-            if not callable(fn):
-                raise TypeError(f"{what} must be callable, got {fn!r}")
-        if not isinstance(array_type, type):
-            raise TypeError(f"array_type must be a type, got {array_type!r}")
-        self._records_ring("_set_records()")
-        if self._rec_check is not None:
-            raise RuntimeError(f"queue {self.name!r} has its records already: they are set once, at open")
-        if getattr(dtype, "itemsize", None) != self._slot_size:
-            raise ValueError(f"a record of {dtype!r} is not {self._slot_size} bytes, this queue's slot size")
-        self._rec_check, self._rec_new, self._rec_trim, self._rec_array_of = check, new, trim, array_of
-        self._rec_type, self._rec_dtype = array_type, dtype
-        self._make_slots, self._seal = make_slots, seal
-
-    @property
-    def recover_after(self):
-        """Seconds a blocked call waits before recovering from dead participants."""
-        return self._recover_after_ns / 1e9
-
-    @cython.final
-    cdef bint _unstick(self, int what, uint64_t *recheck) noexcept:
-        """Called when a claim found nothing, and between waits: the C layer
-        decides whether what we wait for has been held by an unfinished claim
-        long enough (recover_after, across calls: polling counts too) and then
-        recovers (True: look again now); else *recheck is when to look again
-        (0: not stuck)."""
-        cdef shmring_t *ring = self._ring
-        cdef int ran
-        with nogil:  # recovery makes system calls
-            ran = shmring_queue_unstick(ring, what, 0, recheck)
-        return ran == 1
-
     # ---- claiming (blocking as asked) ----
-
-    @cython.final
-    cdef int _claim(self, bint put, _Participant p, uint32_t max_n, shmring_span_t *span,
-                    uint64_t deadline, Py_ssize_t done, int flags=0) except -1:
-        """Claim 1..max_n slots to write (put) or messages to read, waiting as asked.
-
-        Raises Full (with `done` as its count) or Empty when the deadline passes.
-        """
-        cdef claim_fn claim = shmring_queue_put_claim if put else shmring_queue_get_claim
-        cdef int what = SHMRING_WAIT_WRITABLE if put else SHMRING_WAIT_READABLE
-        cdef uint32_t spin = SPIN
-        cdef uint64_t recheck
-        cdef int n = claim(p.ptr, max_n, flags, span)
-        if n == 0 and deadline != 0:
-            # What arrives within a microsecond or so is cheaper to wait for
-            # holding the GIL than with a GIL hand-off.
-            shmring_queue_wait(p.ptr, what, 0, SPIN_WITH_GIL)
-            n = claim(p.ptr, max_n, flags, span)
-        while n == 0:
-            if self._unstick(what, &recheck):
-                n = claim(p.ptr, max_n, flags, span)
-                if n != 0:
-                    break
-            if not self._wait(p, what, deadline, spin, recheck):
-                if put:
-                    raise errors.Full(f"queue {self.name!r} is full", done)
-                raise errors.Empty(f"queue {self.name!r} is empty")
-            spin = 0
-            n = claim(p.ptr, max_n, flags, span)
-        if n < 0:
-            _raise_rc(n, self.name)
-        return n
 
     @cython.final
     cdef bint _wait_until(self, int what, object timeout) except -1:
         """wait_readable / wait_writable / join: True once `what` looks true, False
         when the timeout passed first. Recovers from the dead as a blocked claim does."""
-        cdef uint64_t deadline, recheck
+        cdef uint64_t deadline
         cdef uint32_t spin = SPIN
         cdef _Participant p
         _deadline(True, timeout, &deadline)
@@ -762,11 +956,8 @@ cdef class QueueHandle(RingHandle):
             while True:
                 if shmring_queue_wait(p.ptr, what, 0, 0) == 1:  # looks at the ring, never sleeps
                     return True
-                if self._unstick(what, &recheck):
-                    continue
-                if not self._wait(p, what, deadline, spin, recheck):
+                if not self._until(p, what, deadline, &spin):
                     return False
-                spin = 0
         finally:
             self._leave()
 
@@ -808,49 +999,13 @@ cdef class QueueHandle(RingHandle):
     cdef int _put_buffer(self, object data, uint64_t deadline) except -1:
         """Put any bytes-like object as one message (a non-contiguous one copied first)."""
         cdef Py_buffer view
-        if type(data) is bytes:
-            return self._put_one(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), deadline)
-        try:
-            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-        except BufferError:  # not contiguous: copy it in C order
-            data = memoryview(data).tobytes()
-            return self._put_one(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), deadline)
+        cdef bytes b = _bytes_or_buffer(data, &view)
+        if b is not None:
+            return self._put_one(PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b), deadline)
         try:
             self._put_one(<const char *>view.buf, view.len, deadline)
         finally:
             PyBuffer_Release(&view)
-        return 0
-
-    @cython.final
-    cdef int _put_many(self, list encoded, uint64_t deadline) except -1:
-        """Put bytes objects in order, in batches; all are checked before any is put."""
-        cdef Py_ssize_t total = len(encoded), done = 0, i, size
-        cdef uint32_t k, want
-        cdef shmring_span_t span
-        cdef _Participant p
-        cdef bytes b
-        for i in range(total):
-            if type(encoded[i]) is not bytes:
-                encoded[i] = _as_bytes(encoded[i], i)
-            size = PyBytes_GET_SIZE(encoded[i])
-            if <uint64_t>size > self._slot_size:
-                raise errors.MessageTooLarge(size, self._slot_size)
-        if total == 0:
-            return 0
-        p = self._enter()
-        try:
-            while done < total:
-                want = <uint32_t>min(total - done, UINT32_MAX)
-                self._claim(True, p, want, &span, deadline, done)
-                for k in range(span.n):
-                    b = encoded[done + k]
-                    size = PyBytes_GET_SIZE(b)
-                    memcpy(shmring_slot_payload(self._ring, span.pos + k), PyBytes_AS_STRING(b), size)
-                    shmring_slot_set_len(self._ring, span.pos + k, <uint32_t>size)
-                shmring_queue_put_commit(p.ptr, &span)
-                done += span.n
-        finally:
-            self._leave()
         return 0
 
     @cython.final
@@ -982,18 +1137,6 @@ cdef class QueueHandle(RingHandle):
             self._count_lost(1)
             raise
 
-    @cython.final
-    cdef inline object _encoded(self, obj):
-        if self._encode_arg is _NO_ARG:
-            return self._encode(obj)
-        return self._encode(obj, self._encode_arg)
-
-    @cython.final
-    cdef inline int _codec_set(self) except -1:
-        if self._encode is None:
-            raise TypeError("this handle has no codec: put/get need one (shmring.Queue sets it)")
-        return 0
-
     # ---- the public operations: bytes ----
 
     def put_bytes(self, data, block=True, timeout=None):
@@ -1103,26 +1246,6 @@ cdef class QueueHandle(RingHandle):
     # ---- records: in and out of a caller's buffer, reservations and views ----
 
     @cython.final
-    cdef object _records_ring(self, what):
-        if not self._records:
-            raise TypeError(f"{what} needs a records queue: Queue(maxsize, dtype=...)")
-
-    @cython.final
-    cdef object _records_only(self, what):
-        self._records_ring(what)
-        if self._rec_check is None:
-            raise TypeError(f"this handle has no records codec: {what} needs one (shmring.Queue sets it)")
-
-    @cython.final
-    cdef void _copy(self, shmring_span_t *span, char *buf, bint into_ring) noexcept:
-        cdef shmring_t *ring = self._ring
-        if span.n * self._slot_size > COPY_WITHOUT_GIL:
-            with nogil:
-                shmring_copy_span(ring, span, buf, into_ring)
-        else:
-            shmring_copy_span(ring, span, buf, into_ring)
-
-    @cython.final
     cdef bint _known_records(self, object arr, Py_buffer *view, int flags) except -1:
         """The fast way in: an array of the very type and dtype object the codec
         vouched for (_set_records), 1-D and C-contiguous, gets its buffer at once.
@@ -1140,29 +1263,6 @@ cdef class QueueHandle(RingHandle):
             PyBuffer_Release(view)
             return False
         return True
-
-    @cython.final
-    cdef int _put_view(self, Py_buffer *view, uint64_t deadline) except -1:
-        """Put the records of a C-contiguous buffer, streaming as space frees."""
-        cdef shmring_span_t span
-        cdef Py_ssize_t total, done = 0
-        cdef _Participant p
-        if <uint64_t>view.len % self._slot_size:
-            raise ValueError(f"a buffer of {view.len} bytes is not a whole number of "
-                             f"{self._slot_size}-byte records")
-        total = <Py_ssize_t>(<uint64_t>view.len // self._slot_size)
-        if total == 0:
-            return 0
-        p = self._enter()
-        try:
-            while done < total:
-                self._claim(True, p, <uint32_t>min(total - done, UINT32_MAX), &span, deadline, done)
-                self._copy(&span, <char *>view.buf + done * self._slot_size, True)
-                done += span.n
-                shmring_queue_put_commit(p.ptr, &span)
-        finally:
-            self._leave()
-        return 0
 
     @cython.final
     cdef Py_ssize_t _take_view(self, Py_buffer *view, Py_ssize_t limit, uint64_t deadline, bint fill) except -1:
@@ -1436,6 +1536,18 @@ cdef class QueueHandle(RingHandle):
         }
 
 
+cdef bytes _bytes_or_buffer(object data, Py_buffer *view):
+    """data as bytes if it is bytes (or not contiguous: then copied in C order);
+    else None, with its buffer in *view, to be released."""
+    if type(data) is bytes:
+        return data
+    try:
+        PyObject_GetBuffer(data, view, PyBUF_SIMPLE)
+    except BufferError:  # not contiguous: copy it in C order
+        return memoryview(data).tobytes()
+    return None
+
+
 cdef object _as_bytes(object item, Py_ssize_t i):
     """An item of put_many_bytes (or a codec's output) as bytes: bytes-like only."""
     try:
@@ -1501,3 +1613,493 @@ cdef class _Span:
         if not self.done and self.queue is not None and self.fork == _forks:
             self.done = True
             self.queue._end_span(self.p, &self.span, self.put, 0)
+
+
+# ---- topics ----
+
+_STARTS = {"latest": SHMRING_START_LATEST, "oldest": SHMRING_START_OLDEST}
+
+
+cdef uint64_t _slow_timeout_ns(object seconds) except? 0:
+    """slow_subscriber_timeout in ns: None is 0 (never)."""
+    cdef double t
+    if seconds is None:
+        return 0
+    t = seconds
+    if not (0 < t <= RECOVER_AFTER_MAX):  # also refuses NaN and infinities
+        raise ValueError(f"'slow_subscriber_timeout' must be None or a number of seconds above 0 and at most "
+                         f"{RECOVER_AFTER_MAX:.0f}, got {seconds!r}")
+    return max(<uint64_t>(t * 1e9), <uint64_t>1)
+
+
+cdef class TopicHandle(RingHandle)
+
+
+@cython.no_gc_clear
+@cython.final
+cdef class _Subscription:
+    """One subscriber of a topic in this process: its entry in the topic's
+    table (the C subscriber: cursor, lag, prefixes) and room for the message
+    being copied out. Used by one thread at a time, in the process that made it."""
+    cdef shmring_topic_sub_t *ptr
+    cdef _Mapping mapping
+    cdef long fork
+    cdef bint busy
+    cdef char *buf                   # max_topic_len bytes of key, then a payload
+    cdef uint32_t key_room
+    cdef list deferred               # errors of a recv_many's messages, raised in their turn
+    cdef TopicHandle topic           # whose subscriber it is
+    cdef bytes last_key              # the key of the last message: handed out again when the next has it too
+
+    # What a Subscriber calls (bound methods: no Python frame between it and C).
+    def recv_bytes(self, block=True, timeout=None):
+        """The next message as (key, bytes), never decoded (TopicHandle.recv_bytes)."""
+        cdef uint64_t deadline
+        _deadline(block, timeout, &deadline)
+        return self.topic._receive(self, 0, deadline)
+
+    def recv(self, block=True, timeout=None):
+        """The next message as (key, object) (TopicHandle.recv)."""
+        return self.topic.recv(self, block, timeout)
+
+    def recv_many_bytes(self, max_items=None, block=True, timeout=None):
+        return self.topic.recv_many_bytes(self, max_items, block, timeout)
+
+    def recv_many(self, max_items=None, block=True, timeout=None):
+        return self.topic.recv_many(self, max_items, block, timeout)
+
+    def recv_array(self, max_items=None, block=True, timeout=None, out=None):
+        return self.topic.recv_array(self, max_items, block, timeout, out)
+
+    @property
+    def position(self):
+        """The stream position this subscriber reads next."""
+        return shmring_topic_position(self.ptr) if self.ptr != NULL else None
+
+    @property
+    def lagged(self):
+        """Messages this subscriber missed (lapped, or detached), in all."""
+        return shmring_topic_lagged(self.ptr) if self.ptr != NULL else 0
+
+    def _take_lag(self):
+        """Messages missed since this was last asked."""
+        return shmring_topic_take_lag(self.ptr) if self.ptr != NULL else 0
+
+    def __dealloc__(self):
+        if self.ptr != NULL:
+            if self.mapping is not None and self.mapping.ring != NULL:
+                shmring_topic_unsubscribe(self.ptr)  # another process's: its memory alone (C checks)
+            else:
+                shmring_topic_sub_free(self.ptr)  # the ring is closed: the entry is no longer gating
+            self.ptr = NULL
+        PyMem_Free(self.buf)
+        self.buf = NULL
+
+
+@cython.no_gc_clear
+cdef class TopicHandle(RingHandle):
+    """The topic's primitives on a RingHandle: publishing keyed messages (bytes,
+    objects through the codec, records), subscriptions (_Subscription) and
+    receiving, shut-down, stats. Policy (start names, on_lag, iteration) is
+    pubsub.py's."""
+    cdef readonly uint32_t max_topic_len   # bytes of key stored beside each message
+    cdef readonly uint32_t max_subscribers
+    cdef bint _overwrite
+    cdef uint64_t _slow_ns
+
+    def _open(self, str name, bint create, uint64_t capacity=0, uint64_t msg_size=0, uint32_t mode=0o600,
+              uint32_t max_participants=0, recover_after=0.1, str schema=None, uint32_t max_subscribers=0,
+              uint32_t max_topic_len=0, bint overwrite=False, slow_subscriber_timeout=None,
+              bint trust_writable=False):
+        """Create (create=True: the topic's parameters) or attach topic `name`."""
+        cdef shmring_params_t params
+        cdef bytes schema_bytes = schema.encode() if schema is not None else b""
+        self._topic = True
+        self._params(&params, SHMRING_KIND_TOPIC, capacity, msg_size, mode, max_participants, recover_after,
+                     schema_bytes if schema is not None else None)
+        self._slow_ns = _slow_timeout_ns(slow_subscriber_timeout)
+        params.max_subscribers = max_subscribers
+        params.max_topic_len = max_topic_len
+        params.policy = SHMRING_POLICY_OVERWRITE if overwrite else SHMRING_POLICY_BLOCK
+        self._open_ring(name, SHMRING_KIND_TOPIC, create, &params, trust_writable)
+        shmring_set_recover_after(self._ring, self._recover_after_ns)
+        shmring_topic_set_slow_timeout(self._ring, self._slow_ns)
+        self.max_topic_len = params.max_topic_len
+        self.max_subscribers = params.max_subscribers
+        self._overwrite = params.policy == SHMRING_POLICY_OVERWRITE
+
+    @property
+    def policy(self):
+        """"block" (publishers wait for the slowest live subscriber) or "overwrite"."""
+        return "overwrite" if self._overwrite else "block"
+
+    @property
+    def slow_subscriber_timeout(self):
+        """Seconds a live subscriber may hold this handle's publishers before it is detached (None: never)."""
+        return self._slow_ns / 1e9 if self._slow_ns else None
+
+    # ---- keys and errors ----
+
+    @cython.final
+    cdef bytes _key(self, object key):
+        """A topic key as bytes (str: UTF-8), within max_topic_len."""
+        cdef bytes k
+        if type(key) is bytes:
+            k = key
+        elif isinstance(key, str):
+            k = (<str>key).encode("utf-8")
+        else:
+            try:
+                k = memoryview(key).tobytes()
+            except TypeError:
+                raise TypeError(f"a topic key is bytes or str, got {type(key).__name__}") from None
+        if <uint64_t>len(k) > self.max_topic_len:
+            raise errors.InvalidArgument(
+                f"topic key of {len(k)} bytes is longer than this topic's max_topic_len of "
+                f"{self.max_topic_len} bytes: {k[:48]!r}")
+        return k
+
+    # ---- publishing ----
+
+    @cython.final
+    cdef int _publish_one(self, bytes key, const char *data, Py_ssize_t size, uint64_t deadline) except -1:
+        cdef shmring_span_t span
+        cdef int rc
+        cdef _Participant p = self._enter()  # first: a closed (or never opened) handle says so
+        try:
+            if <uint64_t>size > self._slot_size:
+                raise errors.MessageTooLarge(size, self._slot_size)
+            rc = shmring_topic_publish(p.ptr, PyBytes_AS_STRING(key), <uint32_t>PyBytes_GET_SIZE(key), data,
+                                       <uint32_t>size, &span)
+            if rc == 1:
+                return 0
+            if rc == 0:
+                self._claim(True, p, 1, &span, deadline, 0)
+            elif rc == SHMRING_ESHUTDOWN:
+                raise errors.ShutDown(f"topic {self.name!r} is shut down: publishing stopped")
+            elif rc != SHMRING_TOPIC_PENDING:
+                _raise_rc(rc, self.name)
+            self._begin(p, &span, deadline, 0)
+            shmring_topic_fill(self._ring, span.pos, PyBytes_AS_STRING(key), <uint32_t>PyBytes_GET_SIZE(key), data,
+                               <uint32_t>size)
+            shmring_topic_publish_commit(p.ptr, &span, span.n)
+        finally:
+            self._leave()
+        return 0
+
+    @cython.final
+    cdef int _publish_buffer(self, bytes key, object data, uint64_t deadline) except -1:
+        """Publish any bytes-like payload (as _put_buffer)."""
+        cdef Py_buffer view
+        cdef bytes b = _bytes_or_buffer(data, &view)
+        if b is not None:
+            return self._publish_one(key, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b), deadline)
+        try:
+            self._publish_one(key, <const char *>view.buf, view.len, deadline)
+        finally:
+            PyBuffer_Release(&view)
+        return 0
+
+    def publish_bytes(self, key, data, block=True, timeout=None):
+        """Publish a bytes-like payload under `key` (bytes, or str as UTF-8), as it is."""
+        cdef uint64_t deadline
+        _deadline(block, timeout, &deadline)
+        self._publish_buffer(self._key(key), data, deadline)
+
+    def publish(self, key, obj, block=True, timeout=None):
+        """Publish one object under `key`, encoded by the topic's codec."""
+        cdef uint64_t deadline
+        _deadline(block, timeout, &deadline)
+        self._codec_set()
+        k = self._key(key)
+        self._publish_buffer(k, self._encoded(obj), deadline)
+
+    def publish_many_bytes(self, items, block=True, timeout=None):
+        """Publish (key, bytes-like) pairs in order, one claim per contiguous run.
+        If the topic stays full past the timeout, Full says in ``count`` how many were published."""
+        cdef uint64_t deadline
+        _deadline(block, timeout, &deadline)
+        pairs = [(self._key(key), data) for key, data in items]
+        self._put_many([d for _, d in pairs], deadline, [k for k, _ in pairs])
+
+    def publish_many(self, items, block=True, timeout=None):
+        """Publish (key, object) pairs in order, each encoded before any is published."""
+        cdef uint64_t deadline
+        _deadline(block, timeout, &deadline)
+        self._codec_set()
+        keys, encoded = [], []
+        for key, obj in items:
+            keys.append(self._key(key))
+            encoded.append(self._encoded(obj))
+        self._put_many(encoded, deadline, keys)
+
+    def publish_array(self, arr, key=b"", block=True, timeout=None):
+        """Publish every record of a 1-D array of the topic's dtype, in order,
+        one claim per run of up to capacity records, all under `key`."""
+        cdef uint64_t deadline
+        cdef Py_buffer view
+        cdef bytes k = self._key(key)
+        self._records_only("publish_array()")
+        _deadline(block, timeout, &deadline)
+        checked = self._rec_check(arr)  # raises, or a C-contiguous 1-D array of the dtype
+        PyObject_GetBuffer(checked, &view, PyBUF_C_CONTIGUOUS)
+        try:
+            self._put_view(&view, deadline, k)
+        finally:
+            PyBuffer_Release(&view)
+
+    def shutdown(self):
+        """Stop publishing (publish raises ShutDown from now on); subscribers drain what was published, then end."""
+        if self._ring == NULL:
+            raise errors.QueueClosed(f"topic {self.name!r} is closed")
+        shmring_topic_shutdown(self._ring)
+
+    # ---- subscribing and receiving ----
+
+    def _subscribe(self, start="latest", position=None):
+        """A new subscriber of this topic (entry owned by this handle): start
+        "latest", "oldest", or at `position`."""
+        cdef _Subscription s = _Subscription.__new__(_Subscription)
+        cdef int mode, rc
+        cdef uint64_t at = 0
+        cdef _Participant p
+        if position is not None:
+            mode, at = SHMRING_START_AT, position
+        else:
+            mode = _STARTS[start]
+        s.key_room = self.max_topic_len
+        s.buf = <char *>PyMem_Malloc(self.max_topic_len + self._slot_size + 1)
+        if s.buf == NULL:
+            raise MemoryError()
+        p = self._enter()
+        try:
+            rc = shmring_topic_subscribe(self._part0.ptr, mode, at, &s.ptr)
+            if rc == SHMRING_EFULLSUBS:
+                raise errors.TooManyParticipants(
+                    f"topic {self.name!r} has all its subscriber entries in use: max_subscribers is "
+                    f"{self.max_subscribers} (close a Subscriber, or make the topic with more)")
+            if rc != SHMRING_OK:
+                _raise_rc(rc, self.name, _detail() if rc == SHMRING_EINVAL else None)
+            s.mapping = self._map
+            s.fork = _forks
+            s.topic = self
+        finally:
+            self._leave()
+        return s
+
+    @cython.final
+    cdef int _use(self, _Subscription s) except -1:
+        """s is this handle's, this process's, and not in use by another thread."""
+        if s.mapping is not self._map or s.ptr == NULL:
+            raise ValueError("not a subscriber of this topic (or already closed)")
+        if s.fork != _forks:
+            raise RuntimeError("a subscriber belongs to the process that made it: subscribe in this process")
+        if s.busy:
+            raise RuntimeError("this subscriber is in use by another thread (a subscriber is used by one thread at a time)")
+        s.busy = True
+        return 0
+
+    def _unsubscribe(self, _Subscription s):
+        """Free s's entry now (closing a Subscriber)."""
+        if s.ptr == NULL:
+            return
+        if s.busy:
+            raise RuntimeError("this subscriber is in use by another thread")
+        if s.mapping is not None and s.mapping.ring != NULL:
+            shmring_topic_unsubscribe(s.ptr)
+        else:
+            shmring_topic_sub_free(s.ptr)
+        s.ptr = NULL
+
+    def _filter(self, _Subscription s, prefixes, bint add):
+        """Add or remove prefixes of s (bytes, or str as UTF-8)."""
+        cdef bytes k
+        cdef int rc
+        keys = [self._key(prefix) for prefix in prefixes]
+        self._use(s)
+        try:
+            for k in keys:
+                rc = shmring_topic_filter(s.ptr, PyBytes_AS_STRING(k), <uint32_t>PyBytes_GET_SIZE(k), add)
+                if rc == SHMRING_ENOMEM:
+                    raise MemoryError()
+        finally:
+            s.busy = False
+
+    @cython.final
+    cdef int _recv_wait(self, _Subscription s, _Participant p, uint64_t deadline, char *records,
+                        uint32_t limit, uint32_t *klen, uint32_t *len, uint64_t *pos) except -1:
+        """The next message of s into its buffer (records: up to limit records
+        into `records`), waiting as asked: the count (1 for a message)."""
+        cdef uint32_t spin = SPIN
+        cdef int rc = self._try_recv(s, records, limit, klen, len, pos)
+        if rc == 0 and deadline != 0:  # as a claim: a few rounds holding the GIL first
+            shmring_topic_wait(p.ptr, s.ptr, NULL, SHMRING_WAIT_READABLE, 0, SPIN_WITH_GIL)
+            rc = self._try_recv(s, records, limit, klen, len, pos)
+        while rc == 0 and self._until(p, SHMRING_WAIT_READABLE, deadline, &spin, s.ptr):
+            rc = self._try_recv(s, records, limit, klen, len, pos)
+        if rc == 0:
+            raise errors.Empty(f"topic {self.name!r} has no message for this subscriber")
+        if rc == SHMRING_ESHUTDOWN:
+            raise errors.ShutDown(f"topic {self.name!r} is shut down and this subscriber has read all of it")
+        if rc < 0:
+            _raise_rc(rc, self.name)  # a corrupt slot: that message alone
+        return rc
+
+    @cython.final
+    cdef inline int _try_recv(self, _Subscription s, char *records, uint32_t limit, uint32_t *klen,
+                              uint32_t *len, uint64_t *pos) noexcept:
+        if records != NULL:
+            return shmring_topic_recv_records(s.ptr, records, limit)
+        return shmring_topic_recv(s.ptr, s.buf, klen, s.buf + s.key_room, len, pos)
+
+    @cython.final
+    cdef tuple _recv_one(self, _Subscription s, _Participant p, uint64_t deadline):
+        cdef uint32_t klen = 0, size = 0
+        cdef uint64_t pos
+        self._recv_wait(s, p, deadline, NULL, 0, &klen, &size, &pos)
+        # a stream has few keys: the same one is the same (immutable) bytes object, not a new one each time
+        key = s.last_key
+        if key is None or PyBytes_GET_SIZE(key) != klen or memcmp(PyBytes_AS_STRING(key), s.buf, klen) != 0:
+            key = s.last_key = PyBytes_FromStringAndSize(s.buf, klen)
+        return (key, PyBytes_FromStringAndSize(s.buf + s.key_room, size))
+
+    @cython.final
+    cdef object _receive(self, _Subscription s, Py_ssize_t limit, uint64_t deadline):
+        """The next message for s as (key, bytes) (limit 0), or a list of 1..limit:
+        waits for the first, then takes what is there."""
+        cdef _Participant p = self._enter()
+        cdef list out
+        try:
+            self._use(s)
+            try:
+                if s.deferred:
+                    raise s.deferred.pop(0)
+                if limit == 0:
+                    return self._recv_one(s, p, deadline)
+                out = [self._recv_one(s, p, deadline)]
+                while len(out) < limit:
+                    try:
+                        out.append(self._recv_one(s, p, 0))
+                    except (errors.Empty, errors.ShutDown):
+                        break
+                return out
+            finally:
+                s.busy = False
+        finally:
+            self._leave()
+
+    def recv_bytes(self, _Subscription s, block=True, timeout=None):
+        """The next message for s as (key, bytes), never decoded."""
+        cdef uint64_t deadline
+        _deadline(block, timeout, &deadline)
+        return self._receive(s, 0, deadline)
+
+    def recv(self, _Subscription s, block=True, timeout=None):
+        """The next message for s as (key, object), decoded by the codec."""
+        cdef uint64_t deadline
+        _deadline(block, timeout, &deadline)
+        self._codec_set()
+        key, raw = self._receive(s, 0, deadline)
+        return key, self._decode(raw)
+
+    def recv_many_bytes(self, _Subscription s, max_items=None, block=True, timeout=None):
+        """1..max_items messages for s as (key, bytes) (default: up to capacity):
+        waits for the first, then takes what is there."""
+        cdef uint64_t deadline
+        cdef Py_ssize_t limit = self._how_many(max_items, "max_items")
+        _deadline(block, timeout, &deadline)
+        return self._receive(s, limit, deadline)
+
+    def recv_many(self, _Subscription s, max_items=None, block=True, timeout=None):
+        """As recv_many_bytes, decoded. A message that fails to decode does not
+        lose the others: they are returned, and its error is raised by the next
+        call on s (at once if it was the first)."""
+        self._codec_set()
+        out = []
+        for key, raw in self.recv_many_bytes(s, max_items, block, timeout):
+            try:
+                out.append((key, self._decode(raw)))
+            except Exception as e:
+                if not out:
+                    raise
+                if s.deferred is None:
+                    s.deferred = []
+                s.deferred.append(e)
+        return out
+
+    def recv_array(self, _Subscription s, max_items=None, block=True, timeout=None, out=None):
+        """Records for s: 1..max_items as a new array (default: up to capacity),
+        or, with out= (a writable 1-D C-contiguous array of the dtype), filled
+        from its start: the count."""
+        cdef uint64_t deadline
+        cdef Py_buffer view
+        cdef Py_ssize_t limit
+        cdef int got
+        cdef uint32_t klen, size
+        cdef uint64_t pos
+        cdef _Participant p
+        self._records_only("recv_array()")
+        _deadline(block, timeout, &deadline)
+        limit = self._how_many(max_items, "max_items")
+        made = out is None
+        if made:
+            arr = self._rec_new(min(limit, <Py_ssize_t>self._maxsize), self._rec_dtype)
+        else:
+            arr = self._rec_check(out)
+            if arr is not out:
+                raise ValueError("out= must be C-contiguous (it is filled in place)")
+        try:
+            PyObject_GetBuffer(arr, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+        except (BufferError, ValueError):
+            raise ValueError("out= must be a writable array (it is filled in place)") from None
+        try:
+            limit = min(limit, <Py_ssize_t>(<uint64_t>view.len // self._slot_size), <Py_ssize_t>UINT32_MAX)
+            if limit < 1:
+                raise ValueError("out= has no room for a record")
+            p = self._enter()
+            try:
+                self._use(s)
+                try:
+                    got = self._recv_wait(s, p, deadline, <char *>view.buf, <uint32_t>limit, &klen, &size, &pos)
+                finally:
+                    s.busy = False
+            finally:
+                self._leave()
+        finally:
+            PyBuffer_Release(&view)
+        if not made:
+            return got
+        return self._rec_trim(arr, got)
+
+    # ---- counters ----
+
+    def stats(self):
+        """Counters of the topic and its subscribers, as a dict (a racy snapshot, exact when quiet)."""
+        if self._ring == NULL:
+            raise errors.QueueClosed(f"topic {self.name!r} is closed")
+        return _topic_stats(self._ring, self.max_subscribers)
+
+
+cdef dict _topic_stats(shmring_t *ring, uint32_t max_subscribers):
+    cdef shmring_topic_stats_t st
+    cdef shmring_topic_sub_info_t info
+    cdef uint32_t i
+    shmring_topic_stats(ring, &st)
+    subs = []
+    for i in range(max_subscribers):
+        if shmring_topic_subscriber(ring, i, &info) == 1:
+            subs.append({"index": i, "position": info.position,
+                         "lag": st.published - info.position if st.published > info.position else 0,
+                         "lagged": info.lagged, "received": info.received, "alive": bool(info.alive),
+                         "detached": bool(info.detached), "pid": info.pid})
+    return {
+        "published": st.published,
+        "holes": st.holes,
+        "recoveries": st.recoveries,
+        "detached": st.detached,
+        "shut_down": bool(st.shut),
+        "readers_waiting": st.readers_waiting,
+        "writers_waiting": st.writers_waiting,
+        "participants": shmring_participants_alive(ring),
+        "subscribers": subs,
+    }

@@ -20,6 +20,9 @@ cdef extern from "shmring.h" nogil:
         SHMRING_ECORRUPT
         SHMRING_EJOIN
         SHMRING_EINTR
+        SHMRING_ESHUTDOWN
+        SHMRING_EFULLSUBS
+        SHMRING_EKIND
         SHMRING_ETRUNCATED
         SHMRING_EPOSITIONS
         SHMRING_EUNTRUSTED
@@ -27,6 +30,9 @@ cdef extern from "shmring.h" nogil:
         SHMRING_ATTACH_READONLY
         SHMRING_ATTACH_TRUST_WRITABLE
         SHMRING_KIND_QUEUE
+        SHMRING_KIND_TOPIC
+        SHMRING_POLICY_BLOCK
+        SHMRING_POLICY_OVERWRITE
         SHMRING_WAIT_READABLE
         SHMRING_WAIT_WRITABLE
         SHMRING_WAIT_JOINED
@@ -47,6 +53,9 @@ cdef extern from "shmring.h" nogil:
         uint32_t mode
         uint32_t records
         const char *schema
+        uint32_t max_subscribers
+        uint32_t max_topic_len
+        uint32_t policy
 
     ctypedef struct shmring_span_t:
         uint64_t pos
@@ -110,6 +119,58 @@ cdef extern from "shmring.h" nogil:
     int shmring_queue_wait(shmring_participant_t *me, int what, uint64_t timeout_ns, uint32_t spin)
     void shmring_wake_all(shmring_t *ring)
     uint64_t shmring_now_ns()
+
+    # topics (topic.c, topic_recovery.c)
+    ctypedef struct shmring_topic_sub_t:
+        pass
+    enum:
+        SHMRING_TOPIC_PENDING
+        SHMRING_START_LATEST
+        SHMRING_START_OLDEST
+        SHMRING_START_AT
+    int shmring_topic_publish_claim(shmring_participant_t *me, uint32_t max_n, shmring_span_t *span)
+    int shmring_topic_publish_begin(shmring_participant_t *me, const shmring_span_t *span)
+    void shmring_topic_fill(const shmring_t *ring, uint64_t pos, const void *key, uint32_t key_len,
+                            const void *data, uint32_t len)
+    void shmring_topic_fill_records(const shmring_t *ring, const shmring_span_t *span, const void *buf,
+                                    const void *key, uint32_t key_len)
+    void shmring_topic_publish_commit(shmring_participant_t *me, const shmring_span_t *span, uint32_t keep)
+    int shmring_topic_publish(shmring_participant_t *me, const void *key, uint32_t key_len, const void *data,
+                              uint32_t len, shmring_span_t *span)
+    int shmring_topic_subscribe(shmring_participant_t *owner, int start, uint64_t position, shmring_topic_sub_t **out)
+    void shmring_topic_unsubscribe(shmring_topic_sub_t *sub)
+    void shmring_topic_sub_free(shmring_topic_sub_t *sub)
+    int shmring_topic_filter(shmring_topic_sub_t *sub, const void *prefix, uint32_t len, int add)
+    int shmring_topic_recv(shmring_topic_sub_t *sub, void *key, uint32_t *key_len, void *data, uint32_t *len,
+                           uint64_t *pos)
+    int shmring_topic_recv_records(shmring_topic_sub_t *sub, void *buf, uint32_t max_n)
+    uint64_t shmring_topic_position(const shmring_topic_sub_t *sub)
+    uint64_t shmring_topic_lagged(const shmring_topic_sub_t *sub)
+    uint64_t shmring_topic_take_lag(shmring_topic_sub_t *sub)
+    int shmring_topic_wait(shmring_participant_t *me, shmring_topic_sub_t *sub, const shmring_span_t *span, int what,
+                           uint64_t timeout_ns, uint32_t spin)
+    int shmring_topic_unstick(shmring_participant_t *me, shmring_topic_sub_t *sub, const shmring_span_t *span,
+                              int what, uint64_t now_ns, uint64_t *recheck_ns)
+    void shmring_topic_set_slow_timeout(shmring_t *ring, uint64_t ns)
+    void shmring_topic_shutdown(shmring_t *ring)
+    ctypedef struct shmring_topic_stats_t:
+        uint64_t published
+        uint64_t holes
+        uint64_t recoveries
+        uint64_t detached
+        uint32_t subscribers
+        uint32_t shut
+        uint32_t readers_waiting
+        uint32_t writers_waiting
+    void shmring_topic_stats(const shmring_t *ring, shmring_topic_stats_t *out)
+    ctypedef struct shmring_topic_sub_info_t:
+        uint64_t position
+        uint64_t lagged
+        uint64_t received
+        int pid
+        uint32_t detached
+        uint32_t alive
+    int shmring_topic_subscriber(const shmring_t *ring, uint32_t i, shmring_topic_sub_info_t *out)
 
     enum:
         SHMRING_HOOK_NONE

@@ -168,15 +168,53 @@ def human_bytes(n):
         n /= 1024
 
 
+def fill(info):
+    """A queue's fill; a topic's: how far its slowest subscriber is behind."""
+    if "subscribers" in info:
+        return max((s["lag"] for s in info["subscribers"]), default=0)
+    return info["fill"]
+
+
+def _head(info, kind, size):
+    """The first lines of `shmring stat`: name, kind (and schema), size, creation."""
+    created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["created_unix_ns"] / 1e9))
+    return [f"name            {info['name']}",
+            f"kind            {kind}" + (f"  {info['schema']}" if info["schema"] else ""),
+            size,
+            f"created         {created} by pid {info['creator_pid']}"]
+
+
+def describe_topic(info, previous=None, interval=1.0):
+    """The lines `shmring stat` prints for a topic: its counters, then each subscriber."""
+    lines = _head(info, f"{info['kind']}, policy {info['policy']}",
+                  f"capacity        {info['maxsize']} messages of up to {info['msg_size']} bytes, keys of up to "
+                  f"{info['max_topic_len']} bytes ({human_bytes(info['bytes'])} mapped)")
+    lines.append(f"published       {info['published']}" + (" (shut down)" if info["shut_down"] else ""))
+    if previous is not None:
+        lines.append(f"rate            {(info['published'] - previous['published']) / interval:,.0f} published/s")
+    lines += [
+        f"holes           {info['holes']} (claimed by publishers that died), {info['recoveries']} recoveries, "
+        f"{info['detached']} subscribers detached as slow",
+        f"waiting         {info['readers_waiting']} subscribers, {info['writers_waiting']} publishers",
+        f"participants    {info['participants_alive']} alive of {info['participants']} registered",
+        f"subscribers     {len(info['subscribers'])} of {info['max_subscribers']}",
+    ]
+    if info["subscribers"]:
+        lines.append(f"  {'#':>4} {'PID':>8} {'POSITION':>12} {'LAG':>10} {'LAGGED':>10} {'RECEIVED':>12}  STATE")
+        for s in info["subscribers"]:
+            state = "dead" if not s["alive"] else "detached" if s["detached"] else "attached"
+            lines.append(f"  {s['index']:>4} {s['pid']:>8} {s['position']:>12} {s['lag']:>10} {s['lagged']:>10} "
+                         f"{s['received']:>12}  {state}")
+    return "\n".join(lines) + "\n"
+
+
 def describe(info, previous=None, interval=1.0):
     """The lines `shmring stat` prints; rates from the previous snapshot if any."""
-    created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["created_unix_ns"] / 1e9))
-    lines = [
-        f"name            {info['name']}",
-        f"kind            {info['kind']}" + (f"  {info['schema']}" if info["schema"] else ""),
-        f"maxsize         {info['maxsize']} messages of up to {info['msg_size']} bytes "
-        f"({human_bytes(info['bytes'])} mapped)",
-        f"created         {created} by pid {info['creator_pid']}",
+    if "subscribers" in info:
+        return describe_topic(info, previous, interval)
+    lines = _head(info, info["kind"], f"maxsize         {info['maxsize']} messages of up to {info['msg_size']} bytes "
+                                      f"({human_bytes(info['bytes'])} mapped)")
+    lines += [
         f"fill            {info['fill']} / {info['maxsize']} ({100 * info['fill'] / info['maxsize']:.0f}%)",
         f"messages in     {info['put']}",
         f"messages out    {info['got']}",

@@ -1,8 +1,8 @@
 """The `shmring` command: benchmark, and look inside the rings on this machine.
 
     shmring bench [--quick] ...      shmring beside the queues you use today
-    shmring ls                       the shmring segments on this machine
-    shmring stat NAME [--watch]      one ring's live counters
+    shmring ls                       the shmring segments on this machine (queues and topics)
+    shmring stat NAME [--watch]      one ring's live counters (a topic's: per subscriber)
     shmring rm NAME... | --stale     remove segments (refuses a live ring without --force)
 """
 import argparse
@@ -56,13 +56,15 @@ def cmd_ls(args, out):
     if not rings:
         print("no shmring segments", file=out)
         return 0
-    print(f"{'NAME':<30} {'KIND':<8} {'MAXSIZE':>8} {'MSG SIZE':>8} {'FILL':>8} {'CREATOR':>8} "
+    print(f"{'NAME':<30} {'KIND':<13} {'MAXSIZE':>8} {'MSG SIZE':>8} {'FILL':>8} {'SUBS':>5} {'CREATOR':>8} "
           f"{'ALIVE':>7} {'SIZE':>10}", file=out)
     for r in rings:
         if "error" in r:
             print(f"{r['name']:<30} unreadable: {r['error']}", file=out)
             continue
-        print(f"{r['name']:<30} {r['kind']:<8} {r['maxsize']:>8} {r['msg_size']:>8} {r['fill']:>8} "
+        # a topic: FILL is its slowest subscriber's lag, SUBS its subscribers
+        subs = len(r["subscribers"]) if "subscribers" in r else "-"
+        print(f"{r['name']:<30} {r['kind']:<13} {r['maxsize']:>8} {r['msg_size']:>8} {admin.fill(r):>8} {subs:>5} "
               f"{r['creator_pid']:>8} {r['participants_alive']:>3}/{r['participants']:<3} "
               f"{admin.human_bytes(r['bytes']):>10}", file=out)
     return 0

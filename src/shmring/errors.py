@@ -22,6 +22,8 @@ __all__ = [
     "PermissionDenied",
     "OutOfMemory",
     "SystemCallError",
+    "ShutDown",
+    "Lagged",
 ]
 
 
@@ -119,3 +121,21 @@ class UntrustedSegment(PermissionDenied):
     """Attach refused a segment that every user may write and another user owns:
     whoever can write a segment decides what its readers unpickle, that is, what
     code they run. ``Queue.attach(name, allow_world_writable=True)`` trusts it."""
+
+
+class ShutDown(ShmringError, *([_stdlib_queue.ShutDown] if hasattr(_stdlib_queue, "ShutDown") else [])):
+    """The topic was shut down: ``publish`` raises it from then on, and a
+    subscriber's ``recv`` once it has received everything published before."""
+
+
+class Lagged(ShmringError):
+    """A subscriber with ``on_lag="raise"`` missed messages (lapped under policy
+    overwrite, or detached under block): ``count`` says how many. Raised once;
+    the next call continues with the message after the gap."""
+
+    def __init__(self, message="subscriber lagged", count=0):
+        super().__init__(message)
+        self.count = count
+
+    def __reduce__(self):
+        return type(self), (self.args[0] if self.args else "subscriber lagged", self.count)

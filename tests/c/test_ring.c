@@ -37,14 +37,7 @@
 /* white-box: the tests look at process-local and shared state directly */
 #include "../../csrc/internal.h"
 #include "queue_helpers.h"
-
-#define CHECK(cond)                                                                   \
-    do {                                                                              \
-        if (!(cond)) {                                                                \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);  \
-            exit(1);                                                                  \
-        }                                                                             \
-    } while (0)
+#include "test_helpers.h"
 
 static char ring_name[64];
 
@@ -226,7 +219,7 @@ static void test_details(void)
     check_attach_detail("capacity 16 in the header, maxsize 8 needs 8", SHMRING_ECAPACITY);
     h->capacity = 8;
     h->layout_version = 4;
-    check_attach_detail("layout version 4 in the header, this build's is 5", SHMRING_EVERSION);
+    check_attach_detail("layout version 4 in the header, this build's is 6", SHMRING_EVERSION);
     h->layout_version = SHMRING_LAYOUT_VERSION;
     atomic_store(&r->seg->prod.write_pos, 20);
     check_attach_detail("counters inconsistent: read_pos 0, write_pos 20, tasks_done 0, lost 0, maxsize 8",
@@ -411,38 +404,6 @@ static void test_unit(void)
 /* ---- crash recovery, white-box ---- */
 
 #include <sys/wait.h>
-
-static pid_t dead_pid(void)
-{
-    pid_t pid = fork();
-    CHECK(pid >= 0);
-    if (pid == 0)
-        _exit(0);
-    CHECK(waitpid(pid, NULL, 0) == pid); /* reaped: the pid names nobody now */
-    return pid;
-}
-
-/* What a participant leaves when its process dies: no lock on its entry (the
- * kernel drops it), and for the PID fallback a pid that names nobody. */
-static void drop_lock(shmring_participant_t *p)
-{
-#ifdef F_OFD_SETLK
-    if (atomic_load(&p->entry->liveness) == SHMRING_LIVENESS_LOCK) {
-        struct flock fl = {.l_type = F_UNLCK, .l_whence = SEEK_SET, .l_len = 1,
-                           .l_start = (off_t)p->index};
-        CHECK(fcntl(p->ring->lock_fd, F_OFD_SETLK, &fl) == 0);
-        p->ring->locked[p->index / 64] &= ~(UINT64_C(1) << (p->index % 64));
-    }
-#else
-    (void)p;
-#endif
-}
-
-static void make_dead(shmring_participant_t *p, pid_t pid)
-{
-    drop_lock(p);
-    atomic_store(&p->entry->pid, pid);
-}
 
 static uint64_t stat_lost(shmring_t *r)
 {

@@ -1,6 +1,7 @@
 /*
  * fuzz_attach.c - fuzz target: any bytes as a shared-memory segment, attached
- * and then used (claims, copies, stats, liveness, recovery, waits).
+ * as a queue and as a topic, and then used (claims, copies, stats, liveness,
+ * recovery, waits; a topic's publish, subscribe, receive, stats).
  *
  * The promise it checks: a corrupt, truncated or foreign segment is an error
  * code, and a segment that passed validation is never read or written outside
@@ -55,6 +56,37 @@ static void exercise(shmring_t *r)
     shmring_participant_leave(me);
 }
 
+static void exercise_topic(shmring_t *r)
+{
+    shmring_participant_t *me;
+    if (shmring_participant_join(r, &me) != SHMRING_OK)
+        return;
+    shmring_topic_sub_t *sub;
+    if (shmring_topic_subscribe(me, SHMRING_START_OLDEST, 0, &sub) == SHMRING_OK) {
+        static unsigned char key[SHMRING_TOPIC_LEN_MAX], buf[1 << 16];
+        uint32_t klen, len;
+        uint64_t pos, recheck;
+        shmring_topic_filter(sub, "a", 1, 1);
+        for (int i = 0; i < 8 && r->slot_size <= sizeof buf; i++)
+            if (shmring_topic_recv(sub, key, &klen, buf, &len, &pos) <= 0)
+                break;
+        shmring_topic_wait(me, sub, NULL, SHMRING_WAIT_READABLE, 0, 1);
+        shmring_topic_unstick(me, sub, NULL, SHMRING_WAIT_READABLE, 1, &recheck);
+        shmring_topic_unsubscribe(sub);
+    }
+    shmring_span_t span;
+    if (r->slot_size <= 64 && shmring_topic_publish(me, "a", r->kind_args[1] ? 1 : 0, "payload", 7 < r->slot_size ? 7 : (uint32_t)r->slot_size, &span) ==
+                                  SHMRING_TOPIC_PENDING)
+        shmring_topic_publish_commit(me, &span, 0);
+    shmring_topic_stats_t st;
+    shmring_topic_stats(r, &st);
+    shmring_topic_sub_info_t info;
+    for (uint32_t i = 0; i < r->kind_args[0] && i < 4; i++)
+        shmring_topic_subscriber(r, i, &info);
+    shmring_recover(r);
+    shmring_participant_leave(me);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static char name[64];
@@ -86,6 +118,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (ok && shmring_attach(name, SHMRING_KIND_QUEUE, 0, &r) == SHMRING_OK) {
         exercise(r);
+        shmring_close(r);
+    }
+    if (ok && shmring_attach(name, SHMRING_KIND_TOPIC, SHMRING_ATTACH_READONLY, &r) == SHMRING_OK) {
+        shmring_topic_stats_t st;
+        shmring_topic_sub_info_t info;
+        shmring_topic_stats(r, &st);
+        for (uint32_t i = 0; i < r->kind_args[0]; i++)
+            shmring_topic_subscriber(r, i, &info);
+        shmring_close(r);
+    }
+    if (ok && shmring_attach(name, SHMRING_KIND_TOPIC, 0, &r) == SHMRING_OK) {
+        exercise_topic(r);
         shmring_close(r);
     }
     shm_unlink(name);

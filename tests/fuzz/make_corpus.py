@@ -54,6 +54,17 @@ def main():
     q.put_array(np.arange(5, dtype=q.dtype))
     q.get_array(2)
     save("records-16-bit-words", q)
+    t = shmring.Topic(8, 16, max_topic_len=4, max_subscribers=2, max_participants=2)
+    sub, pub = t.subscribe(b"a1"), t.publisher()
+    for i in range(11):  # a lap and a bit, the subscriber keeping up
+        pub.publish_bytes(b"a%d" % (i % 3), b"m%d" % i)
+        if i % 4 == 3:
+            sub.recv_many_bytes(block=False)
+    save("topic-block", t)
+    t = shmring.Topic(4, 8, policy="overwrite", max_topic_len=2, max_subscribers=1, max_participants=2)
+    t.subscribe()
+    t.publisher().publish_many_bytes([(b"k", b"%d" % i) for i in range(9)])
+    save("topic-overwrite", t)
     print("corpus:", sorted(os.listdir(OUT)))
 
 

@@ -13,7 +13,7 @@ import os
 import statistics
 import sys
 
-from shmring.bench import latency, records, recovery, throughput
+from shmring.bench import latency, pubsub, records, recovery, throughput
 from shmring.bench.runner import header, machine, measure, summarize
 from shmring.cli import positive_float, positive_int
 
@@ -23,6 +23,7 @@ SCENARIOS = {
     "latency": f"round trip of a {latency.PAYLOAD}-byte message between two processes",
     "records": (f"numpy records in batches of {records.BATCH}, queues of {records.RING} records, "
                 "beside a bare C ring"),
+    "pubsub": (f"publish / subscribe, {pubsub.PAYLOAD}-byte payloads: shmring.Topic beside Queue and pyzmq PUB/SUB"),
     "recovery": (f"recovery after kill -9: a producer killed inside a put ({recovery.MESSAGE >> 20} MiB messages), "
                  "until a fresh producer's message reaches the consumer"),
 }
@@ -78,6 +79,7 @@ def build_rows(payloads):
         "n-to-m": (throughput.nm_rows(payloads), throughput.NM_BASELINE),
         "latency": (latency.ROWS, latency.BASELINE),
         "records": (records.rows(), records.BASELINE),
+        "pubsub": (pubsub.rows(), pubsub.BASELINE),
         "recovery": (recovery.ROWS, None),  # no ratios: a queue that wedges has no time to divide
     }
 
@@ -186,6 +188,7 @@ TARGETS = [
     ("records: put_array/get_array(out=) vs the C ceiling", records.GET_ARRAY_OUT.name, None,
      records.CEILING.name, 0.5),
     ("records: zero-copy view vs get_array(out=)", records.VIEW.name, None, records.GET_ARRAY_OUT.name, 1.0),
+    *((label, row, pubsub.PAYLOAD, other, need) for label, row, other, need in pubsub.TARGETS),
 ]
 
 

@@ -1,0 +1,267 @@
+/*
+ * topic_recovery.c - what a topic does about participants that died or stall:
+ * the settle rule for a dead participant (recovery.c finds the dead and calls
+ * it), the timing of a stuck wait (recovery after recover_after; detaching a
+ * live subscriber that held publishers for the slow timeout), and what an
+ * operator looks at (stats, the subscriber table).
+ *
+ * A dead participant may leave:
+ *   a publish claim  positions it claimed (announced PUT, below write_pos) and
+ *                    never committed: each becomes a hole, counted once by the
+ *                    winner of the CAS that made it, unless a live participant
+ *                    announces the position (the dead one's CAS may have lost
+ *                    to it: then it is looked at again, and the entry kept)
+ *   subscriptions    entries of the subscriber table it owns (owner index and
+ *                    owner state word in their state word): freed, so that they
+ *                    gate publishers no longer. An entry whose owner's
+ *                    participant entry was reused without recovery gates nobody
+ *                    either (topic.h, shmring__sub_owned) and is taken by the
+ *                    next subscriber that needs one.
+ *
+ * Atomic pairs:
+ *   R1  acquire load of write_pos -> P1 (topic.c): every claim below it is
+ *       covered by a visible announcement
+ *   R2  the announcement, acquire (recovery.c) -> P2
+ *   R3  acq_rel CAS of a slot word to hole -> S5 (subscribers skip it) and P5
+ *       (the next lap's publisher writes after it)
+ *   R6  acq_rel CAS of a subscriber's state word (a dead owner's entry freed, a
+ *       slow one detached) -> the acquire loads of scans (P4) and of the
+ *       subscriber itself (topic.c, entry_ours); then G1 (topic.h)
+ *   stuck checks, the slow timeout and stats: relaxed loads (hints and display),
+ *   and relaxed process-local timing (internal.h)
+ */
+#include "topic.h"
+
+/* Has position p not been committed (claimed, or its slot still last lap's)?
+ * relaxed: decides only whether to look again later. */
+static int unfinished(const shmring_t *r, uint64_t p)
+{
+    uint32_t w = shmring__seq_load(r, p, memory_order_relaxed);
+    return shmring__seq_diff(r, w, shmring__state(r, p, SHMRING_SEQ_FREE)) <= 0;
+}
+
+/* R3: make claimed position p a hole, from whichever state its publisher left
+ * it in (marked for p, or never marked: still last lap's). 1 if we did. */
+static int make_hole(const shmring_t *r, uint64_t p)
+{
+    uint32_t hole = shmring__state(r, p, SHMRING_SEQ_HOLE);
+    if (shmring__seq_cas(r, p, shmring__state(r, p, SHMRING_SEQ_FREE), hole))
+        return 1;
+    if (p < r->capacity)
+        return 0;
+    return shmring__seq_cas(r, p, shmring__state(r, p - r->capacity, SHMRING_SEQ_COMMITTED), hole) ||
+           shmring__seq_cas(r, p, shmring__state(r, p - r->capacity, SHMRING_SEQ_HOLE), hole);
+}
+
+/* Free the subscriber entries participant i owned as `state`: 1 if any. */
+static int free_subscriptions(shmring_t *r, uint32_t i, uint32_t state)
+{
+    struct shmring_subscriber_entry *subs = shmring__subs(r);
+    int freed = 0;
+    for (uint32_t k = 0; k < r->kind_args[0]; k++) {
+        /* acquire: as R6 */
+        uint64_t w = atomic_load_explicit(&subs[k].state, memory_order_acquire);
+        if (SHMRING_SUB_STATUS(w) == SHMRING_SUB_FREE || SHMRING_SUB_OWNER(w) != i ||
+            SHMRING_SUB_OWNER_STATE(w) != state)
+            continue;
+        /* R6 */
+        freed |= atomic_compare_exchange_strong_explicit(&subs[k].state, &w,
+                                                         SHMRING_SUB_WORD(SHMRING_SUB_FREE, SHMRING_SUB_GEN(w), 0, 0),
+                                                         memory_order_acq_rel, memory_order_relaxed);
+    }
+    if (freed)
+        shmring__subs_changed(r);
+    return freed;
+}
+
+int shmring__topic_settle(shmring_t *r, const struct shmring__entry_view *seen, const uint8_t *dead, uint32_t i,
+                          int *pending)
+{
+    struct shmring_participant_entry *e = &r->parts[i];
+    struct shmring__announcement a;
+    shmring__announcement(e, &a);
+    *pending = 0;
+    /* relaxed: if the entry changed hands while we read, the announcement may be
+     * the new, live owner's: leave it. */
+    if (atomic_load_explicit(&e->state, memory_order_relaxed) != seen[i].state) {
+        *pending = 1;
+        return 0;
+    }
+    int held = free_subscriptions(r, i, seen[i].state);
+    if (a.n == 0 || a.n > r->maxsize || a.role != SHMRING_CLAIM_PUT)
+        return held; /* nothing claimed, or garbage: no claim is larger than maxsize */
+    /* R1 */
+    uint64_t end = shmring__topic_end(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_acquire));
+    for (uint32_t k = 0; k < a.n; k++) {
+        uint64_t p = a.pos + k;
+        if ((int64_t)(end - p) <= 0)
+            continue; /* never claimed: the owner died before its CAS */
+        if (shmring__covered_by_live(r, seen, dead, SHMRING_CLAIM_PUT, p)) {
+            if (unfinished(r, p))
+                *pending = 1;
+            continue;
+        }
+        if (make_hole(r, p))
+            /* relaxed: a statistic */
+            atomic_fetch_add_explicit(&r->seg->stats.lost, 1, memory_order_relaxed);
+        else if (unfinished(r, p))
+            *pending = 1; /* its slot's last lap is still being written: later */
+    }
+    return 1;
+}
+
+/* The dead need no order among themselves in a topic. */
+int shmring__topic_first_pass(const struct shmring_participant_entry *e)
+{
+    (void)e;
+    return 0;
+}
+
+/* ---- stuck waits: recovery and the slow timeout ---- */
+
+void shmring_topic_set_slow_timeout(shmring_t *r, uint64_t ns)
+{
+    /* relaxed: process-local configuration */
+    atomic_store_explicit(&r->slow_after_ns, ns, memory_order_relaxed);
+}
+
+/* Detach every live subscriber that keeps a publisher from writing up to
+ * `last` (it has not moved for the slow timeout): its next call counts the gap
+ * and continues at the oldest position retained. How many. */
+static uint32_t detach_slow(shmring_t *r, uint64_t last)
+{
+    struct shmring_subscriber_entry *subs = shmring__subs(r);
+    uint32_t n = 0;
+    for (uint32_t k = 0; k < r->kind_args[0]; k++) {
+        /* acquire: as P4 */
+        uint64_t w = atomic_load_explicit(&subs[k].state, memory_order_acquire);
+        if (SHMRING_SUB_STATUS(w) != SHMRING_SUB_ACTIVE || !shmring__sub_owned(r, w) ||
+            shmring__gate_allows(r, atomic_load_explicit(&subs[k].cursor, memory_order_acquire), last + 1))
+            continue;
+        uint64_t detached = (w & ~UINT64_C(0xff)) | SHMRING_SUB_DETACHED;
+        /* R6 */
+        if (atomic_compare_exchange_strong_explicit(&subs[k].state, &w, detached, memory_order_acq_rel,
+                                                    memory_order_relaxed))
+            n++;
+    }
+    if (n) {
+        /* relaxed: a statistic */
+        atomic_fetch_add_explicit(&r->seg->stats.detached, n, memory_order_relaxed);
+        shmring__subs_changed(r);
+        shmring__wake(r, &r->seg->not_full); /* other publishers it held */
+    }
+    return n;
+}
+
+/* Publishers held at the gate: time the slowest subscriber's stall (relaxed,
+ * process-local, as the recovery timing) and detach it after the slow
+ * timeout. 1 if it detached; *when: when to look again (0: no timeout). */
+static int time_slow(shmring_t *r, uint64_t gate, uint64_t last, uint64_t now, uint64_t *when)
+{
+    uint64_t after = atomic_load_explicit(&r->slow_after_ns, memory_order_relaxed);
+    *when = 0;
+    if (after == 0)
+        return 0;
+    uint64_t since = atomic_load_explicit(&r->gated_since, memory_order_relaxed);
+    if (since == 0 || atomic_load_explicit(&r->gated_pos, memory_order_relaxed) != gate) {
+        atomic_store_explicit(&r->gated_pos, gate, memory_order_relaxed);
+        atomic_store_explicit(&r->gated_since, now, memory_order_relaxed);
+        since = now;
+    } else if (now >= since && now - since >= after) {
+        atomic_store_explicit(&r->gated_since, 0, memory_order_relaxed);
+        return detach_slow(r, last) > 0;
+    }
+    *when = since + after >= since ? since + after : UINT64_MAX;
+    return 0;
+}
+
+int shmring_topic_unstick(shmring_participant_t *me, shmring_topic_sub_t *sub, const shmring_span_t *span, int what,
+                          uint64_t now, uint64_t *recheck_ns)
+{
+    shmring_t *r = me->ring;
+    *recheck_ns = 0;
+    if (r->kind_area == NULL || r->meta == NULL)
+        return 0;
+    if (now == 0)
+        now = shmring_now_ns();
+    /* relaxed throughout: hints whether recovery is worth its system calls */
+    uint64_t end = shmring__topic_end(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
+    if (what == SHMRING_WAIT_READABLE) {
+        if (sub == NULL)
+            return 0;
+        uint64_t c = sub->cursor;
+        /* claimed by a publisher, not committed */
+        return shmring__unstick_after(r, what, c < end && unfinished(r, c), c, now, recheck_ns);
+    }
+    if (what != SHMRING_WAIT_WRITABLE)
+        return 0;
+    /* the first position this publisher waits to write, and its last */
+    uint64_t first = span ? span->pos : end, last = span ? span->pos + span->n - 1 : end;
+    uint64_t stuck_at = first;
+    int lap = 0;
+    for (uint64_t p = first; span && p <= last; p++)
+        if (!shmring__slot_writable(r, p)) { /* last lap's publisher has not committed */
+            lap = 1;
+            stuck_at = p;
+            break;
+        }
+    uint32_t who;
+    uint64_t gate = r->flags & SHMRING_FLAG_OVERWRITE ? UINT64_MAX : shmring__topic_gate(r, &who), when = 0;
+    int gated = !shmring__gate_allows(r, gate, last + 1);
+    if (gated) {
+        if (time_slow(r, gate, last, now, &when))
+            return 1;
+        stuck_at = gate;
+    } else {
+        atomic_store_explicit(&r->gated_since, 0, memory_order_relaxed);
+    }
+    int ran = shmring__unstick_after(r, what, gated || lap, stuck_at, now, recheck_ns);
+    if (!ran && when != 0 && (*recheck_ns == 0 || when < *recheck_ns))
+        *recheck_ns = when;
+    return ran;
+}
+
+/* ---- what an operator looks at ---- */
+
+void shmring_topic_stats(const shmring_t *r, shmring_topic_stats_t *out)
+{
+    struct shmring_segment *seg = r->seg;
+    /* relaxed throughout: a snapshot for display */
+    uint64_t wp = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+    out->published = shmring__topic_end(wp);
+    out->shut = (wp & SHMRING_TOPIC_SHUT) != 0;
+    out->holes = atomic_load_explicit(&seg->stats.lost, memory_order_relaxed);
+    out->recoveries = atomic_load_explicit(&seg->stats.recoveries, memory_order_relaxed);
+    out->detached = atomic_load_explicit(&seg->stats.detached, memory_order_relaxed);
+    out->readers_waiting = shmring__sleepers(r, &seg->not_empty);
+    out->writers_waiting = shmring__sleepers(r, &seg->not_full);
+    out->subscribers = 0;
+    for (uint32_t k = 0; r->kind_area != NULL && k < r->kind_args[0]; k++) {
+        uint64_t w = atomic_load_explicit(&shmring__subs(r)[k].state, memory_order_relaxed);
+        out->subscribers += SHMRING_SUB_STATUS(w) >= SHMRING_SUB_ACTIVE && shmring__sub_owned(r, w);
+    }
+}
+
+int shmring_topic_subscriber(const shmring_t *r, uint32_t i, shmring_topic_sub_info_t *out)
+{
+    if (r->kind_area == NULL || i >= r->kind_args[0])
+        return SHMRING_EINVAL;
+    const struct shmring_subscriber_entry *e = &shmring__subs(r)[i];
+    /* relaxed throughout: for display */
+    uint64_t w = atomic_load_explicit(&e->state, memory_order_relaxed);
+    if (SHMRING_SUB_STATUS(w) < SHMRING_SUB_ACTIVE || !shmring__sub_owned(r, w))
+        return 0;
+    out->position = atomic_load_explicit(&e->cursor, memory_order_relaxed);
+    out->lagged = atomic_load_explicit(&e->lagged, memory_order_relaxed);
+    out->received = atomic_load_explicit(&e->received, memory_order_relaxed);
+    out->detached = SHMRING_SUB_STATUS(w) == SHMRING_SUB_DETACHED;
+    struct shmring__entry_view v;
+    uint32_t owner = SHMRING_SUB_OWNER(w);
+    out->alive = 1; /* changing hands right now: someone is there */
+    out->pid = 0;
+    if (shmring__entry_snapshot(&r->parts[owner], &v)) {
+        out->pid = v.pid;
+        out->alive = shmring__entry_alive(r, owner, &v);
+    }
+    return 1;
+}

@@ -1,0 +1,513 @@
+/*
+ * test_topic.c - C tests of the topic (csrc/topic.c, topic_recovery.c), built
+ * by tests/test_c_topic.py with -Wall -Wextra -Werror (plain, ASan+UBSan,
+ * ThreadSanitizer, and aarch64 under qemu).
+ *
+ *   test_topic unit       single-threaded: retention and each start, prefix
+ *                         filters, gating (block), lapping with exact counts
+ *                         (overwrite), the slow timeout's detach and resume,
+ *                         shut-down, a dead publisher's claim made holes, a dead
+ *                         subscriber that stops gating
+ *   test_topic stress P S N MAXSIZE block|overwrite
+ *                         P publisher x S subscriber threads, N messages each,
+ *                         tagged (publisher, sequence) and checksummed; every
+ *                         subscriber checks per-publisher order and no torn
+ *                         message; block: each gets every message exactly once
+ *                         (one in three filters on one publisher's prefix and
+ *                         gets exactly its N); overwrite: what it received plus
+ *                         what it counts as lagged is exactly every message
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <string.h>
+
+#include "../../csrc/topic.h"
+#include "test_helpers.h"
+
+static char ring_name[64];
+
+static shmring_t *make_topic(uint64_t slot_size, uint64_t maxsize, uint32_t subs, uint32_t key_len, uint32_t policy)
+{
+    snprintf(ring_name, sizeof ring_name, "/shmring-ttest-%d", (int)getpid());
+    shmring_unlink(ring_name);
+    shmring_params_t p = {.slot_size = slot_size, .maxsize = maxsize, .kind = SHMRING_KIND_TOPIC,
+                          .max_participants = 64, .mode = 0600, .max_subscribers = subs,
+                          .max_topic_len = key_len, .policy = policy};
+    shmring_t *r = NULL;
+    CHECK(shmring_create(ring_name, &p, &r) == SHMRING_OK && r != NULL);
+    return r;
+}
+
+static void drop_topic(shmring_t *r)
+{
+    shmring_close(r);
+    CHECK(shmring_unlink(ring_name) == SHMRING_OK);
+}
+
+/* A topic with one participant, me, and one subscriber from the end, s. */
+struct one {
+    shmring_t *r;
+    shmring_participant_t *me;
+    shmring_topic_sub_t *s;
+};
+
+static struct one one_subscriber(uint64_t maxsize, uint32_t subs, uint32_t policy)
+{
+    struct one f;
+    f.r = make_topic(16, maxsize, subs, 4, policy);
+    CHECK(shmring_participant_join(f.r, &f.me) == SHMRING_OK);
+    CHECK(shmring_topic_subscribe(f.me, SHMRING_START_LATEST, 0, &f.s) == SHMRING_OK);
+    return f;
+}
+
+/* r, me and s of a topic of maxsize with one subscriber (and room for another). */
+#define ONE_SUBSCRIBER(maxsize, policy)                                                                         \
+    struct one f = one_subscriber(maxsize, 2, policy);                                                         \
+    shmring_t *r = f.r;                                                                                        \
+    shmring_participant_t *me = f.me;                                                                          \
+    shmring_topic_sub_t *s = f.s
+
+/* Publish one message (key, then the value v as 8 bytes): 1, or 0 if gated. */
+static int pub(shmring_participant_t *me, const char *key, uint64_t v)
+{
+    shmring_span_t span;
+    int rc = shmring_topic_publish(me, key, (uint32_t)strlen(key), &v, sizeof v, &span);
+    CHECK(rc == 0 || rc == 1);
+    return rc;
+}
+
+/* The next message's value (its key in key), or -1 if none. */
+static int64_t recv_value(shmring_topic_sub_t *s, char *key)
+{
+    char k[64];
+    uint64_t v = 0, pos;
+    uint32_t klen, len;
+    int rc = shmring_topic_recv(s, k, &klen, &v, &len, &pos);
+    CHECK(rc == 0 || rc == 1);
+    if (rc == 0)
+        return -1;
+    CHECK(len == sizeof v && klen < sizeof k);
+    if (key) {
+        memcpy(key, k, klen);
+        key[klen] = '\0';
+    }
+    return (int64_t)v;
+}
+
+static void test_retention_and_starts(void)
+{
+    shmring_t *r = make_topic(16, 8, 4, 8, SHMRING_POLICY_BLOCK);
+    shmring_participant_t *me;
+    CHECK(shmring_participant_join(r, &me) == SHMRING_OK);
+    for (uint64_t i = 0; i < 20; i++) /* no subscriber: never gated */
+        CHECK(pub(me, "k", i) == 1);
+    shmring_topic_sub_t *old, *late, *at, *gone;
+    CHECK(shmring_topic_subscribe(me, SHMRING_START_OLDEST, 0, &old) == SHMRING_OK);
+    CHECK(shmring_topic_subscribe(me, SHMRING_START_LATEST, 0, &late) == SHMRING_OK);
+    CHECK(shmring_topic_subscribe(me, SHMRING_START_AT, 15, &at) == SHMRING_OK);
+    CHECK(shmring_topic_subscribe(me, SHMRING_START_AT, 3, &gone) == SHMRING_OK);
+    shmring_topic_sub_t *beyond;
+    CHECK(shmring_topic_subscribe(me, SHMRING_START_AT, 21, &beyond) == SHMRING_EINVAL);
+    CHECK(strstr(shmring_error_detail(), "start position 21 is beyond the stream's end, 20") != NULL);
+    CHECK(shmring_topic_position(old) == 12 && shmring_topic_position(late) == 20);
+    CHECK(shmring_topic_lagged(gone) == 12 - 3 && shmring_topic_position(gone) == 12);
+    for (int64_t i = 12; i < 20; i++) /* the last maxsize messages, in order */
+        CHECK(recv_value(old, NULL) == i);
+    CHECK(recv_value(old, NULL) == -1 && recv_value(late, NULL) == -1);
+    for (int64_t i = 15; i < 20; i++)
+        CHECK(recv_value(at, NULL) == i);
+    CHECK(pub(me, "k", 20) == 0); /* block: gone, at 12, gates */
+    for (int64_t i = 12; i < 20; i++)
+        CHECK(recv_value(gone, NULL) == i);
+    CHECK(pub(me, "k", 20) == 1);
+    CHECK(recv_value(late, NULL) == 20 && recv_value(old, NULL) == 20 && recv_value(at, NULL) == 20);
+    CHECK(shmring_topic_take_lag(gone) == 9 && shmring_topic_take_lag(gone) == 0);
+    shmring_topic_stats_t st;
+    shmring_topic_stats(r, &st);
+    CHECK(st.published == 21 && st.holes == 0 && st.subscribers == 4 && !st.shut);
+    shmring_topic_sub_info_t info;
+    CHECK(shmring_topic_subscriber(r, 0, &info) == 1 && info.position == 21 && info.received == 9 && info.alive &&
+          info.pid == getpid() && !info.detached);
+    CHECK(shmring_topic_subscriber(r, 4, &info) == SHMRING_EINVAL);
+    shmring_topic_unsubscribe(old);
+    CHECK(shmring_topic_subscriber(r, 0, &info) == 0);
+    shmring_topic_unsubscribe(late);
+    shmring_topic_unsubscribe(at);
+    shmring_topic_unsubscribe(gone);
+    drop_topic(r);
+}
+
+static void test_filters(void)
+{
+    shmring_t *r = make_topic(16, 16, 4, 8, SHMRING_POLICY_BLOCK);
+    shmring_participant_t *me;
+    CHECK(shmring_participant_join(r, &me) == SHMRING_OK);
+    shmring_topic_sub_t *a, *all, *empty;
+    CHECK(shmring_topic_subscribe(me, SHMRING_START_LATEST, 0, &a) == SHMRING_OK);
+    CHECK(shmring_topic_subscribe(me, SHMRING_START_LATEST, 0, &all) == SHMRING_OK);
+    CHECK(shmring_topic_subscribe(me, SHMRING_START_LATEST, 0, &empty) == SHMRING_OK);
+    CHECK(shmring_topic_filter(a, "a.", 2, 1) == SHMRING_OK && shmring_topic_filter(a, "a.", 2, 1) == SHMRING_OK);
+    CHECK(shmring_topic_filter(a, "a.b", 3, 1) == SHMRING_OK); /* overlapping: still once each */
+    CHECK(shmring_topic_filter(empty, "", 0, 1) == SHMRING_OK);
+    CHECK(shmring_topic_filter(a, "123456789", 9, 1) == SHMRING_EINVAL); /* longer than any key */
+    pub(me, "a.1", 1);
+    pub(me, "b.1", 2);
+    pub(me, "a.b", 3);
+    pub(me, "", 4);
+    char key[16];
+    CHECK(recv_value(a, key) == 1 && strcmp(key, "a.1") == 0);
+    CHECK(recv_value(a, key) == 3 && strcmp(key, "a.b") == 0);
+    CHECK(recv_value(a, NULL) == -1);
+    for (int64_t i = 1; i <= 4; i++)
+        CHECK(recv_value(all, NULL) == i && recv_value(empty, NULL) == i);
+    /* at run time: from the next message it has not received */
+    CHECK(shmring_topic_filter(a, "a.", 2, 0) == SHMRING_OK && shmring_topic_filter(a, "b.", 2, 1) == SHMRING_OK);
+    CHECK(shmring_topic_filter(a, "zz", 2, 0) == SHMRING_OK); /* one it has not: nothing */
+    pub(me, "a.2", 5);
+    pub(me, "b.2", 6);
+    pub(me, "a.b2", 7);
+    CHECK(recv_value(a, key) == 6 && strcmp(key, "b.2") == 0);
+    CHECK(recv_value(a, key) == 7 && strcmp(key, "a.b2") == 0);
+    shmring_topic_unsubscribe(a);
+    shmring_topic_unsubscribe(all);
+    shmring_topic_unsubscribe(empty);
+    drop_topic(r);
+}
+
+static void test_block_gates_and_detaches(void)
+{
+    ONE_SUBSCRIBER(8, SHMRING_POLICY_BLOCK);
+    for (uint64_t i = 0; i < 8; i++)
+        CHECK(pub(me, "k", i) == 1);
+    CHECK(pub(me, "k", 8) == 0); /* the subscriber is maxsize behind */
+    shmring_span_t span;
+    CHECK(shmring_topic_publish_claim(me, 4, &span) == 0);
+    CHECK(shmring_topic_wait(me, NULL, NULL, SHMRING_WAIT_WRITABLE, 0, 10) == 0);
+    CHECK(recv_value(s, NULL) == 0);
+    CHECK(shmring_topic_wait(me, NULL, NULL, SHMRING_WAIT_WRITABLE, 0, 10) == 1);
+    CHECK(shmring_topic_publish_claim(me, 4, &span) == 1 && span.pos == 8); /* room for one */
+    CHECK(shmring_topic_publish_begin(me, &span) == 1);
+    uint64_t v = 8;
+    shmring_topic_fill(r, span.pos, "k", 1, &v, sizeof v);
+    shmring_topic_publish_commit(me, &span, 1);
+    /* the slow timeout: held at one gate position, timed by the caller's clock */
+    uint64_t recheck, t = shmring_now_ns();
+    CHECK(shmring_topic_unstick(me, NULL, NULL, SHMRING_WAIT_WRITABLE, t, &recheck) == 0 && recheck != 0);
+    shmring_topic_set_slow_timeout(r, 1000000);
+    CHECK(shmring_topic_unstick(me, NULL, NULL, SHMRING_WAIT_WRITABLE, t, &recheck) == 0 && recheck == t + 1000000);
+    CHECK(shmring_topic_unstick(me, NULL, NULL, SHMRING_WAIT_WRITABLE, t + 2000000, &recheck) == 1);
+    shmring_topic_stats_t st;
+    shmring_topic_stats(r, &st);
+    CHECK(st.detached == 1);
+    for (uint64_t i = 9; i < 30; i++) /* nobody gates now */
+        CHECK(pub(me, "k", i) == 1);
+    /* its next call: the gap counted, resumed at the oldest retained (22) */
+    CHECK(recv_value(s, NULL) == 22 && shmring_topic_lagged(s) == 22 - 1);
+    CHECK(pub(me, "k", 30) == 1 && pub(me, "k", 31) == 0); /* it gates again: 22 + 1 + 8 */
+    shmring_topic_unsubscribe(s);
+    CHECK(pub(me, "k", 31) == 1);
+    drop_topic(r);
+}
+
+static void test_overwrite_laps_with_an_exact_count(void)
+{
+    ONE_SUBSCRIBER(8, SHMRING_POLICY_OVERWRITE);
+    for (uint64_t i = 0; i < 100; i++) /* never waits */
+        CHECK(pub(me, "k", i) == 1);
+    int64_t v, last = -1;
+    uint64_t got = 0;
+    while ((v = recv_value(s, NULL)) >= 0) {
+        CHECK(v > last);
+        last = v;
+        got++;
+    }
+    CHECK(last == 99 && got + shmring_topic_lagged(s) == 100);
+    CHECK(shmring_topic_lagged(s) == 100 - 8 + 8 / 4); /* jumped maxsize - maxsize / 4 behind the end */
+    shmring_topic_unsubscribe(s);
+    drop_topic(r);
+}
+
+static void test_shutdown(void)
+{
+    ONE_SUBSCRIBER(8, SHMRING_POLICY_BLOCK);
+    pub(me, "k", 1);
+    pub(me, "k", 2);
+    shmring_topic_shutdown(r);
+    shmring_span_t span;
+    CHECK(shmring_topic_publish(me, "k", 1, "x", 1, &span) == SHMRING_ESHUTDOWN);
+    CHECK(shmring_topic_wait(me, NULL, NULL, SHMRING_WAIT_WRITABLE, 0, 1) == 1);
+    CHECK(recv_value(s, NULL) == 1 && recv_value(s, NULL) == 2);
+    char k[8], d[16];
+    uint32_t kl, l;
+    uint64_t pos;
+    CHECK(shmring_topic_recv(s, k, &kl, d, &l, &pos) == SHMRING_ESHUTDOWN);
+    CHECK(shmring_topic_wait(me, s, NULL, SHMRING_WAIT_READABLE, 0, 1) == 1);
+    shmring_topic_stats_t st;
+    shmring_topic_stats(r, &st);
+    CHECK(st.shut && st.published == 2);
+    shmring_topic_unsubscribe(s);
+    drop_topic(r);
+}
+
+static void test_dead_publisher_leaves_holes(void)
+{
+    shmring_t *r = make_topic(16, 8, 2, 4, SHMRING_POLICY_BLOCK);
+    shmring_participant_t *me, *dying, *marking;
+    CHECK(shmring_participant_join(r, &me) == SHMRING_OK);
+    CHECK(shmring_participant_join(r, &dying) == SHMRING_OK);
+    CHECK(shmring_participant_join(r, &marking) == SHMRING_OK);
+    shmring_topic_sub_t *s;
+    CHECK(shmring_topic_subscribe(me, SHMRING_START_LATEST, 0, &s) == SHMRING_OK);
+    pub(me, "k", 0);
+    shmring_span_t held, marked;
+    CHECK(shmring_topic_publish_claim(dying, 2, &held) == 2); /* claimed, never marked */
+    CHECK(shmring_topic_publish_claim(marking, 1, &marked) == 1 && shmring_topic_publish_begin(marking, &marked) == 1);
+    pub(me, "k", 4);
+    CHECK(recv_value(s, NULL) == 0 && recv_value(s, NULL) == -1); /* stuck behind the claim */
+    uint64_t recheck, t = shmring_now_ns();
+    shmring_set_recover_after(r, 1000000);
+    CHECK(shmring_topic_unstick(me, s, NULL, SHMRING_WAIT_READABLE, t, &recheck) == 0 && recheck == t + 1000000);
+    pid_t gone = dead_pid();
+    make_dead(dying, gone);
+    make_dead(marking, gone);
+    CHECK(shmring_topic_unstick(me, s, NULL, SHMRING_WAIT_READABLE, t + 2000000, &recheck) == 1);
+    CHECK(recv_value(s, NULL) == 4); /* the holes skipped */
+    shmring_topic_stats_t st;
+    shmring_topic_stats(r, &st);
+    CHECK(st.holes == 3 && st.recoveries == 2 && st.published == 5);
+    shmring_topic_unsubscribe(s);
+    drop_topic(r);
+}
+
+static void test_dead_subscriber_stops_gating(void)
+{
+    shmring_t *r = make_topic(16, 4, 2, 4, SHMRING_POLICY_BLOCK);
+    shmring_participant_t *me, *dying;
+    CHECK(shmring_participant_join(r, &me) == SHMRING_OK);
+    CHECK(shmring_participant_join(r, &dying) == SHMRING_OK);
+    shmring_topic_sub_t *s, *s2, *again;
+    CHECK(shmring_topic_subscribe(dying, SHMRING_START_LATEST, 0, &s) == SHMRING_OK);
+    CHECK(shmring_topic_subscribe(dying, SHMRING_START_LATEST, 0, &s2) == SHMRING_OK);
+    CHECK(shmring_topic_subscribe(me, SHMRING_START_LATEST, 0, &again) == SHMRING_EFULLSUBS && again == NULL);
+    for (uint64_t i = 0; i < 4; i++)
+        CHECK(pub(me, "k", i) == 1);
+    CHECK(pub(me, "k", 4) == 0);
+    make_dead(dying, dead_pid());
+    uint64_t recheck, t = shmring_now_ns();
+    shmring_set_recover_after(r, 1000000);
+    CHECK(shmring_topic_unstick(me, NULL, NULL, SHMRING_WAIT_WRITABLE, t, &recheck) == 0);
+    CHECK(shmring_topic_unstick(me, NULL, NULL, SHMRING_WAIT_WRITABLE, t + 2000000, &recheck) == 1);
+    CHECK(pub(me, "k", 4) == 1);
+    shmring_topic_stats_t st;
+    shmring_topic_stats(r, &st);
+    CHECK(st.subscribers == 0);
+    CHECK(shmring_topic_subscribe(me, SHMRING_START_LATEST, 0, &again) == SHMRING_OK); /* its entries are free */
+    shmring_topic_sub_free(s); /* the dead one's memory (its entries are not ours) */
+    shmring_topic_sub_free(s2);
+    shmring_topic_unsubscribe(again);
+    drop_topic(r);
+}
+
+/* A subscriber whose owner left without unsubscribing (a thread that ended, a
+ * participant entry reused without recovery) gates nobody, at once: no scan is
+ * skipped on the ground that the slowest subscriber did not move. */
+static void test_a_subscriber_whose_owner_left_gates_nobody(void)
+{
+    shmring_t *r = make_topic(16, 4, 2, 4, SHMRING_POLICY_BLOCK);
+    shmring_participant_t *me, *leaving;
+    CHECK(shmring_participant_join(r, &me) == SHMRING_OK);
+    CHECK(shmring_participant_join(r, &leaving) == SHMRING_OK);
+    shmring_topic_sub_t *s;
+    CHECK(shmring_topic_subscribe(leaving, SHMRING_START_LATEST, 0, &s) == SHMRING_OK);
+    for (uint64_t i = 0; i < 4; i++)
+        CHECK(pub(me, "k", i) == 1);
+    CHECK(pub(me, "k", 4) == 0); /* gated, the slowest cached */
+    shmring_participant_leave(leaving);
+    CHECK(shmring_topic_wait(me, NULL, NULL, SHMRING_WAIT_WRITABLE, 0, 10) == 1);
+    CHECK(pub(me, "k", 4) == 1 && pub(me, "k", 5) == 1);
+    shmring_topic_stats_t st;
+    shmring_topic_stats(r, &st);
+    CHECK(st.subscribers == 0);
+    shmring_topic_sub_free(s);
+    drop_topic(r);
+}
+
+static void test_unit(void)
+{
+    test_retention_and_starts();
+    test_filters();
+    test_block_gates_and_detaches();
+    test_overwrite_laps_with_an_exact_count();
+    test_shutdown();
+    test_dead_publisher_leaves_holes();
+    test_dead_subscriber_stops_gating();
+    test_a_subscriber_whose_owner_left_gates_nobody();
+    printf("topic unit ok\n");
+}
+
+/* ---- stress: threads ---- */
+
+struct tmsg {
+    uint32_t publisher, filler;
+    uint64_t seq, check;
+};
+
+static uint64_t checksum(const struct tmsg *m)
+{
+    return (m->seq * UINT64_C(0x9e3779b97f4a7c15)) ^ ((uint64_t)m->publisher << 32 | m->filler);
+}
+
+static shmring_t *stress;
+static int n_pubs, overwrite;
+static uint64_t per_pub;
+static _Atomic int pubs_done;
+
+static void wait_slice(shmring_participant_t *me, shmring_topic_sub_t *s, const shmring_span_t *span, int what)
+{
+    uint64_t recheck;
+    CHECK(shmring_topic_wait(me, s, span, what, 10000000, 200) >= 0);
+    shmring_topic_unstick(me, s, span, what, 0, &recheck);
+}
+
+static void *publisher(void *arg)
+{
+    uint32_t id = (uint32_t)(uintptr_t)arg;
+    shmring_participant_t *me;
+    CHECK(shmring_participant_join(stress, &me) == SHMRING_OK);
+    unsigned seed = id * 7919u + 1;
+    char key[8];
+    int klen = snprintf(key, sizeof key, "p%u", id);
+    uint64_t next = 0;
+    while (next < per_pub) {
+        uint32_t want = 1 + (uint32_t)(rand_r(&seed) % 16);
+        if (want > per_pub - next)
+            want = (uint32_t)(per_pub - next);
+        shmring_span_t span;
+        int n = shmring_topic_publish_claim(me, want, &span);
+        CHECK(n >= 0);
+        if (n == 0) {
+            CHECK(!overwrite);
+            wait_slice(me, NULL, NULL, SHMRING_WAIT_WRITABLE);
+            continue;
+        }
+        while (!shmring_topic_publish_begin(me, &span))
+            wait_slice(me, NULL, &span, SHMRING_WAIT_WRITABLE);
+        for (uint32_t i = 0; i < span.n; i++) {
+            struct tmsg m = {.publisher = id, .filler = rand_r(&seed), .seq = next++};
+            m.check = checksum(&m);
+            shmring_topic_fill(stress, span.pos + i, key, (uint32_t)klen, &m, sizeof m);
+        }
+        shmring_topic_publish_commit(me, &span, span.n);
+    }
+    shmring_participant_leave(me);
+    if (atomic_fetch_add(&pubs_done, 1) + 1 == n_pubs)
+        shmring_topic_shutdown(stress);
+    return NULL;
+}
+
+struct sub_arg {
+    shmring_topic_sub_t *sub;
+    shmring_participant_t *me;
+    int filtered; /* on publisher `filtered - 1` */
+};
+
+static void *subscriber(void *arg)
+{
+    struct sub_arg *a = arg;
+    uint64_t *next = calloc((size_t)n_pubs, sizeof *next), got = 0;
+    for (;;) {
+        char key[8];
+        struct tmsg m;
+        uint32_t klen, len;
+        uint64_t pos;
+        int rc = shmring_topic_recv(a->sub, key, &klen, &m, &len, &pos);
+        if (rc == SHMRING_ESHUTDOWN)
+            break;
+        CHECK(rc >= 0);
+        if (rc == 0) {
+            wait_slice(a->me, a->sub, NULL, SHMRING_WAIT_READABLE);
+            continue;
+        }
+        CHECK(len == sizeof m && m.publisher < (uint32_t)n_pubs && m.check == checksum(&m)); /* never torn */
+        char want[8];
+        int wl = snprintf(want, sizeof want, "p%u", m.publisher);
+        CHECK((int)klen == wl && memcmp(key, want, klen) == 0);
+        if (overwrite)
+            CHECK(m.seq >= next[m.publisher]); /* in order, maybe with gaps */
+        else
+            CHECK(m.seq == next[m.publisher]); /* in order, none lost */
+        next[m.publisher] = m.seq + 1;
+        got++;
+    }
+    uint64_t total = per_pub * (uint64_t)n_pubs;
+    if (a->filtered)
+        CHECK(got == per_pub && next[a->filtered - 1] == per_pub);
+    else if (overwrite)
+        CHECK(got + shmring_topic_lagged(a->sub) == total); /* exact */
+    else
+        CHECK(got == total && shmring_topic_lagged(a->sub) == 0);
+    free(next);
+    return NULL;
+}
+
+static void test_stress(int np, int ns, uint64_t n, uint64_t maxsize, int ow)
+{
+    n_pubs = np;
+    per_pub = n;
+    overwrite = ow;
+    stress = make_topic(sizeof(struct tmsg), maxsize, 64, 4,
+                        ow ? SHMRING_POLICY_OVERWRITE : SHMRING_POLICY_BLOCK);
+    pthread_t th[64];
+    struct sub_arg subs[32];
+    CHECK(np + ns <= 64 && ns <= 32);
+    for (int i = 0; i < ns; i++) {
+        CHECK(shmring_participant_join(stress, &subs[i].me) == SHMRING_OK);
+        CHECK(shmring_topic_subscribe(subs[i].me, SHMRING_START_LATEST, 0, &subs[i].sub) == SHMRING_OK);
+        subs[i].filtered = !ow && i % 3 == 2 ? 1 + i % np : 0;
+        if (subs[i].filtered) {
+            char key[8];
+            int klen = snprintf(key, sizeof key, "p%d", subs[i].filtered - 1);
+            CHECK(shmring_topic_filter(subs[i].sub, key, (uint32_t)klen, 1) == SHMRING_OK);
+        }
+        pthread_create(&th[i], NULL, subscriber, &subs[i]);
+    }
+    for (int i = 0; i < np; i++)
+        pthread_create(&th[ns + i], NULL, publisher, (void *)(uintptr_t)i);
+    for (int i = 0; i < np + ns; i++)
+        pthread_join(th[i], NULL);
+    shmring_topic_stats_t st;
+    shmring_topic_stats(stress, &st);
+    CHECK(st.published == n * (uint64_t)np && st.holes == 0 && st.shut);
+    uint64_t lagged = 0;
+    for (int i = 0; i < ns; i++) {
+        lagged += shmring_topic_lagged(subs[i].sub);
+        shmring_topic_unsubscribe(subs[i].sub);
+        shmring_participant_leave(subs[i].me);
+    }
+    drop_topic(stress);
+    printf("topic stress ok: %d publishers x %d subscribers, %llu messages, maxsize %llu, %s, %llu lagged\n", np, ns,
+           (unsigned long long)(n * (uint64_t)np), (unsigned long long)maxsize, ow ? "overwrite" : "block",
+           (unsigned long long)lagged);
+}
+
+static void remove_ring(void)
+{
+    if (ring_name[0])
+        shmring_unlink(ring_name); /* also when a CHECK fails */
+}
+
+int main(int argc, char **argv)
+{
+    atexit(remove_ring);
+    if (argc == 2 && strcmp(argv[1], "unit") == 0) {
+        test_unit();
+        return 0;
+    }
+    if (argc == 7 && strcmp(argv[1], "stress") == 0) {
+        test_stress(atoi(argv[2]), atoi(argv[3]), strtoull(argv[4], NULL, 10), strtoull(argv[5], NULL, 10),
+                    strcmp(argv[6], "overwrite") == 0);
+        return 0;
+    }
+    fprintf(stderr, "usage: %s unit | stress P S N MAXSIZE block|overwrite\n", argv[0]);
+    return 2;
+}
