@@ -1,13 +1,22 @@
 """bench/ab.py's arithmetic on fixed inputs (nothing here builds or runs the benchmark)."""
 import importlib.util
-from pathlib import Path
 
-_spec = importlib.util.spec_from_file_location("ab", Path(__file__).resolve().parents[1] / "bench" / "ab.py")
-ab = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ab)
+import pytest
+
+from conftest import ROOT, source_tree
+
+pytestmark = source_tree("bench/ab.py")
 
 
-def test_verdict_follows_the_row_direction():
+@pytest.fixture(scope="module")
+def ab():
+    spec = importlib.util.spec_from_file_location("ab", ROOT / "bench" / "ab.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_verdict_follows_the_row_direction(ab):
     assert ab.verdict(0.98, False, 0.03) == "ok"
     assert ab.verdict(0.96, False, 0.03) == "SLOWER"  # a rate 4% lower
     assert ab.verdict(1.50, False, 0.03) == "ok"
@@ -16,7 +25,7 @@ def test_verdict_follows_the_row_direction():
     assert ab.verdict(0.50, True, 0.03) == "ok"
 
 
-def test_compare_takes_the_median_of_each_rounds_ratio():
+def test_compare_takes_the_median_of_each_rounds_ratio(ab):
     rate, trip = "throughput: shmring put_bytes/get_bytes [64 B]", "latency: shmring put/get (pickled) [64 B]"
     a = [{rate: (100.0, False, "msgs/s"), trip: (2.0, True, "us")},
          {rate: (200.0, False, "msgs/s"), trip: (4.0, True, "us")},
@@ -31,12 +40,12 @@ def test_compare_takes_the_median_of_each_rounds_ratio():
     assert ab.compare(a[:1], b[:1], 0.03)[1][-1] == "SLOWER"  # 1.1
 
 
-def test_a_row_only_one_build_has_is_missing():
+def test_a_row_only_one_build_has_is_missing(ab):
     a, b = [{"x": (1.0, False, "msgs/s")}], [{"y": (1.0, False, "msgs/s")}]
     assert [(row, v) for row, *_, v in ab.compare(a, b, 0.03)] == [("x", "missing"), ("y", "missing")]
 
 
-def test_shmring_rows_keeps_shmring_rows_that_ran():
+def test_shmring_rows_keeps_shmring_rows_that_ran(ab):
     doc = {"scenarios": {
         "throughput": {"rows": [
             {"name": "shmring put/get (pickled)", "label": "shmring put/get (pickled) [64 B]", "unit": "msgs",
@@ -53,5 +62,5 @@ def test_shmring_rows_keeps_shmring_rows_that_ran():
         "latency: shmring put_bytes/get_bytes [64 B]": (0.7, True, "us")}
 
 
-def test_bench_only_narrows_scenarios_to_shmring_rows():
+def test_bench_only_narrows_scenarios_to_shmring_rows(ab):
     assert ab.bench_only(["throughput", "latency", "pickled"]) == "throughput shmring,latency shmring,pickled"
