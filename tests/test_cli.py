@@ -10,6 +10,7 @@ import stat
 import statistics
 import subprocess
 import sys
+
 import pytest
 
 import shmring

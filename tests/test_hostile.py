@@ -527,7 +527,9 @@ SMALL_STACK = """
         q.get(); os._exit(0)
     wait_until(lambda: q.stats()["readers_waiting"] == 1, what="the child asleep")
     os.kill(pid, signal.SIGKILL); os.waitpid(pid, 0)   # its sleeper bit stays set
-    threading.stack_size(32768)                        # recovery runs inside this put
+    # recovery runs inside this put, on the smallest stack the platform allows (32 KiB on
+    # x86-64; glibc's PTHREAD_STACK_MIN is 128 KiB on aarch64, which refuses less)
+    threading.stack_size(max(32768, os.sysconf("SC_THREAD_STACK_MIN")))
     t = threading.Thread(target=lambda: print(q.put("x") or "ok")); t.start(); t.join()
 """
 
