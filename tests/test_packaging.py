@@ -143,3 +143,18 @@ def test_on_free_threaded_python_importing_shmring_enables_the_gil_and_says_so()
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "True", "1"]
     assert "RuntimeWarning" in done.stderr and "shmring._core" in done.stderr
+
+
+# ---- tools/build_wheels.sh (its runs are recorded in docs/wheels.md) ----
+
+@source_tree("tools/build_wheels.sh")
+@pytest.mark.timeout(60)
+def test_the_wheel_script_parses_says_how_to_use_it_and_refuses_unknown_arguments(tmp_path):
+    script = str(ROOT / "tools" / "build_wheels.sh")
+    assert subprocess.run(["bash", "-n", script], capture_output=True, timeout=30).returncode == 0
+    done = subprocess.run(["bash", script, "--help"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and "usage: tools/build_wheels.sh" in done.stdout
+    bad = subprocess.run(["bash", script, "--bogus"], capture_output=True, text=True, timeout=30,
+                         env=dict(os.environ, WORK=str(tmp_path / "work")))
+    assert bad.returncode == 2 and "unknown argument: --bogus" in bad.stderr
+    assert not (tmp_path / "work").exists()  # refused before making anything
