@@ -49,7 +49,11 @@ class build_py_with_ceiling(build_py):
 
     def run(self):
         super().run()
-        self.copy_file("bench/c_ceiling.c", os.path.join(self.build_lib, "shmring", "bench", "c_ceiling.c"))
+        if getattr(self, "editable_mode", False):
+            return  # `pip install -e .` imports src/: bench/records.py finds bench/c_ceiling.c in the checkout
+        target = os.path.join(self.build_lib, "shmring", "bench", "c_ceiling.c")
+        self.mkpath(os.path.dirname(target))
+        self.copy_file("bench/c_ceiling.c", target)
 
 
 setup(
@@ -63,6 +67,10 @@ setup(
             "wraparound": False,
             "auto_pickle": False,
             "embedsignature": True,
+            # The binding's own state (operations in flight, exports of the mapping, the
+            # set-once codec) is guarded by the GIL: on free-threaded Python the
+            # interpreter enables the GIL for it (docs/wheels.md)
+            "freethreading_compatible": False,
         },
     ),
 )

@@ -2,12 +2,42 @@ import os
 import select
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
 import shmring
 from segments import segment_exists
 from shmring._core import inspect
+
+# The suite travels: it runs from a source checkout, and copied out of one against an
+# installed wheel (tools/build_wheels.sh, cibuildwheel's test-sources). So what pytest
+# needs to know is said here, beside the tests, not in pyproject.toml: the markers, and
+# a timeout for every test that does not set its own.
+ROOT = Path(__file__).resolve().parent.parent   # the checkout, where there is one
+DEFAULT_TIMEOUT = 120                             # seconds, for tests without a timeout mark
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long stress/soak runs (run in CI, bounded in time)")
+    if not config.pluginmanager.hasplugin("timeout"):
+        raise pytest.UsageError("the shmring tests need pytest-timeout: every test that can block has a "
+                                "timeout (pip install 'shmring[test]')")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("timeout", None) is None and not config.getini("timeout"):
+        for item in items:  # no --timeout and no ini setting: the tests' own default
+            if item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(DEFAULT_TIMEOUT))
+
+
+def source_tree(*paths):
+    """Mark for tests that need files of a source checkout (paths from its root): they
+    skip, saying which file is missing, where the tests run against an installed package."""
+    missing = [path for path in paths if not (ROOT / path).exists()]
+    return pytest.mark.skipif(bool(missing), reason=f"needs the source tree ({', '.join(missing)} "
+                                                    "not beside tests/): run from a checkout")
 
 
 def wait_until(predicate, timeout=10.0, what="condition"):

@@ -14,9 +14,10 @@ import subprocess
 
 import pytest
 
+from conftest import source_tree
 from test_c_core import CSRC, TEST_SRC, WARNINGS
 
-pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow, source_tree("csrc/shmring.h", "tests/c/test_ring.c")]
 
 CROSS_CC = "aarch64-linux-gnu-gcc"
 QEMU = "qemu-aarch64"

@@ -1,13 +1,22 @@
 """bench/ab.py's arithmetic on fixed inputs (nothing here builds or runs the benchmark)."""
 import importlib.util
-from pathlib import Path
 
-_spec = importlib.util.spec_from_file_location("ab", Path(__file__).resolve().parents[1] / "bench" / "ab.py")
-ab = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ab)
+import pytest
+
+from conftest import ROOT, source_tree
+
+pytestmark = source_tree("bench/ab.py")
 
 
-def test_verdict_follows_the_row_direction():
+@pytest.fixture(scope="module")
+def ab():
+    spec = importlib.util.spec_from_file_location("ab", ROOT / "bench" / "ab.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_verdict_follows_the_row_direction(ab):
     assert ab.verdict(0.98, False, 0.03) == "ok"
     assert ab.verdict(0.96, False, 0.03) == "SLOWER"  # a rate 4% lower
     assert ab.verdict(1.50, False, 0.03) == "ok"
@@ -16,7 +25,7 @@ def test_verdict_follows_the_row_direction():
     assert ab.verdict(0.50, True, 0.03) == "ok"
 
 
-def test_split_finds_the_widest_gap_between_placements():
+def test_split_finds_the_widest_gap_between_placements(ab):
     near, far = [118, 125, 130, 121], [465, 480, 492]
     threshold = ab.split(near + far + [68])  # a low outlier does not move the split
     assert max(near) < threshold < min(far)
@@ -24,7 +33,7 @@ def test_split_finds_the_widest_gap_between_placements():
     assert ab.split([]) is None
 
 
-def test_placement_of_a_pair_needs_every_probe_on_one_side():
+def test_placement_of_a_pair_needs_every_probe_on_one_side(ab):
     assert ab.placement((120, 125, 119), 300) == "near"
     assert ab.placement((470, 480, 466), 300) == "far"
     assert ab.placement((120, 470, 466), 300) == "moved"
@@ -36,7 +45,7 @@ def pairs_of(ratios, probes, a=100.0, metric="rate"):
     return [(a, a * r, metric, probes) for r in ratios]
 
 
-def test_compare_takes_the_median_ratio_within_each_placement():
+def test_compare_takes_the_median_ratio_within_each_placement(ab):
     n = ab.MIN_PAIRS
     near, far, moved = (120, 121, 119), (470, 480, 466), (120, 470, 466)
     row = "throughput: shmring put_bytes/get_bytes [64 B]"
@@ -50,7 +59,7 @@ def test_compare_takes_the_median_ratio_within_each_placement():
     assert ab.compare(pairs, {row: "msgs/s"}, 0.03)[0][-1] == "SLOWER"
 
 
-def test_a_round_trip_that_grows_is_slower_and_few_pairs_get_no_verdict():
+def test_a_round_trip_that_grows_is_slower_and_few_pairs_get_no_verdict(ab):
     near, far = (120, 121, 119), (470, 480, 466)
     row = "latency: shmring put_bytes/get_bytes [64 B]"
     longer = {row: pairs_of([1.05] * ab.MIN_PAIRS, near, a=0.7, metric="median_us") + pairs_of([1.0], far)}
@@ -59,7 +68,7 @@ def test_a_round_trip_that_grows_is_slower_and_few_pairs_get_no_verdict():
     assert ab.compare(few, {row: "msgs/s"}, 0.03)[0][-1] == "few pairs"
 
 
-def test_markdown_table_has_a_column_group_per_placement_seen():
+def test_markdown_table_has_a_column_group_per_placement_seen(ab):
     row = "records: shmring put_array / view (zero-copy), 24-byte records"
     one_placement = {row: pairs_of([1.0] * ab.MIN_PAIRS, (120, 121, 119))}
     head = ab.markdown_table(ab.compare(one_placement, {row: "records/s"}, 0.03)).splitlines()[0]

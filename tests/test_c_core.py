@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.timeout(300)
+from conftest import source_tree
+
+pytestmark = [pytest.mark.timeout(300), source_tree("csrc/shmring.h", "tests/c/test_ring.c")]
 
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = sorted((ROOT / "csrc").glob("*.c"))

@@ -9,9 +9,10 @@ import subprocess
 
 import pytest
 
+from conftest import source_tree
 from test_c_core import CC, CSRC, WARNINGS
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), source_tree("csrc/shmring.h")]
 
 
 def call_graph(objects):

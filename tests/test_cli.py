@@ -4,12 +4,12 @@ import io
 import json
 import math
 import os
+import secrets
 import signal
 import stat
 import statistics
 import subprocess
 import sys
-import uuid
 
 import pytest
 
@@ -284,6 +284,18 @@ def test_bench_only_selects_rows(tmp_path):
 
 # ---- ls / stat / rm ----
 
+# The rings these tests leave for rm --stale to find, and every name they make in
+# /dev/shm, start with this run's own prefix, and rm --stale is only ever run here with
+# it: the tests never judge, nor remove, the segments of other users or of a
+# concurrent run (nor does a concurrent run remove theirs).
+PREFIX = f"shmring-t{secrets.token_hex(3)}-"
+STALE = ("rm", "--stale", "--prefix", PREFIX)
+
+
+def private_name(prefix=PREFIX):
+    return prefix + secrets.token_hex(6)   # 28 characters of the 30 a name may have
+
+
 def listed(name):
     done = shmring_cmd("ls", "--json")
     assert done.returncode == 0, done.stderr
@@ -359,25 +371,26 @@ def test_rm_refuses_a_live_ring_unless_forced(make_queue):
     assert forced.get_bytes() == b"still mapped"
 
 
-def ring_of_a_killed_creator():
-    """The name of a ring holding one message whose creator was SIGKILLed."""
+def ring_of_a_killed_creator(prefix=PREFIX):
+    """The name (starting with `prefix`) of a ring holding one message whose creator was SIGKILLed."""
     child = subprocess.Popen(
         [sys.executable, "-c",
-         "import os, shmring\n"
-         "q = shmring.Queue(10, msg_size=16)\n"
+         "import os, shmring, sys\n"
+         "q = shmring.Queue(10, msg_size=16, name=sys.argv[1])\n"
          "q.put_bytes(b'orphan')\n"
          "print(q.name, flush=True)\n"
-         "os.kill(os.getpid(), 9)\n"],
+         "os.kill(os.getpid(), 9)\n", private_name(prefix)],
         stdout=subprocess.PIPE, text=True)
     name = child.stdout.readline().strip()
     assert child.wait(30) == -signal.SIGKILL
+    assert name.startswith(prefix)
     return name
 
 
 @needs_dev_shm
 @pytest.mark.timeout(60)
 def test_rm_stale_removes_a_ring_whose_creator_was_killed(make_queue):
-    live = make_queue(10, msg_size=16)
+    live = make_queue(10, msg_size=16, name=private_name())
     name = ring_of_a_killed_creator()
     info = listed(name)
     lock_file = info["lock_file"]
@@ -385,7 +398,7 @@ def test_rm_stale_removes_a_ring_whose_creator_was_killed(make_queue):
     assert listed(lock_file) is None  # not a ring of its own
     assert info["participants_alive"] == 0 and info["fill"] == 1
 
-    done = shmring_cmd("rm", "--stale")
+    done = shmring_cmd(*STALE)
     assert done.returncode == 0, done.stderr
     assert f"removed {name}" in done.stdout
     assert not segment_exists(name) and not segment_exists(lock_file)
@@ -395,18 +408,18 @@ def test_rm_stale_removes_a_ring_whose_creator_was_killed(make_queue):
 @needs_dev_shm
 @pytest.mark.timeout(60)
 def test_rm_stale_removes_lock_files_of_no_ring_and_keeps_those_of_rings(make_queue):
-    live = make_queue(10, msg_size=16)
+    live = make_queue(10, msg_size=16, name=private_name())
     own = listed(live.name)["lock_file"]
     name = ring_of_a_killed_creator()
     orphan = listed(name)["lock_file"]
     os.unlink(f"/dev/shm/{name}")                   # its segment removed by hand
     foreign = f"{live.name}~0123456789abcdef"      # named and made like one of the live ring's, but not it
     os.close(os.open(f"/dev/shm/{foreign}", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-    data = "appdata~00000000deadbeef"                # only named like a lock file: another program's
+    data = f"{PREFIX}app~00000000deadbeef"          # only named like a lock file: another program's
     with open(f"/dev/shm/{data}", "w") as f:
         f.write("not ours")
     try:
-        done = shmring_cmd("rm", "--stale")
+        done = shmring_cmd(*STALE)
         assert done.returncode == 0, done.stderr
         assert f"removed {orphan}: lock file of no ring" in done.stdout
         assert f"removed {foreign}: lock file of no ring" in done.stdout
@@ -429,12 +442,12 @@ shmring.Queue(10, msg_size=16, name=sys.argv[1])
 @needs_dev_shm
 @pytest.mark.timeout(60)
 def test_rm_removes_a_ring_whose_creator_died_making_it_and_never_one_being_made():
-    name = "shmring-test-maker-%d" % os.getpid()
+    name = private_name()
     maker = subprocess.Popen([sys.executable, "-c", MAKER, name], env=child_python_env())
     try:
         wait_until(lambda: any(e.startswith(name + "~") for e in os.listdir("/dev/shm")), what="the lock file")
         lock_file = next(e for e in os.listdir("/dev/shm") if e.startswith(name + "~"))
-        for args in (("rm", "--stale"), ("rm", name), ("rm", "--force", name)):
+        for args in (STALE, ("rm", name), ("rm", "--force", name)):
             done = shmring_cmd(*args)
             assert not any(line.startswith(f"removed {name}") for line in done.stdout.splitlines()), args
         assert segment_exists(name) and segment_exists(lock_file)
@@ -442,7 +455,7 @@ def test_rm_removes_a_ring_whose_creator_died_making_it_and_never_one_being_made
     finally:
         maker.kill()
         maker.wait(30)
-    done = shmring_cmd("rm", "--stale")
+    done = shmring_cmd(*STALE)
     assert done.returncode == 0, done.stderr
     assert f"removed {name}: its creator died while making it" in done.stdout
     assert not segment_exists(name) and not segment_exists(lock_file)
@@ -451,10 +464,10 @@ def test_rm_removes_a_ring_whose_creator_died_making_it_and_never_one_being_made
 @needs_dev_shm
 @pytest.mark.timeout(60)
 def test_a_live_ring_whose_magic_a_writer_erased_is_never_taken_for_a_dead_create(make_queue):
-    q = make_queue(10, msg_size=16)
+    q = make_queue(10, msg_size=16, name=private_name())
     q.put_bytes(b"kept")                            # the creator's entry holds its lock
     patch_segment(q.name, 0, bytes(8))
-    for args in (("rm", "--stale"), ("rm", q.name)):
+    for args in (STALE, ("rm", q.name)):
         done = shmring_cmd(*args)
         assert not any(line.startswith(f"removed {q.name}") for line in done.stdout.splitlines()), args
     assert segment_exists(q.name) and q.get_bytes() == b"kept"
@@ -504,6 +517,35 @@ def test_stat_watch_ends_quietly_on_ctrl_c(make_queue):
     assert child.returncode == 130 and err == ""
 
 
+@needs_dev_shm
+@pytest.mark.timeout(60)
+def test_rm_stale_with_a_prefix_leaves_every_other_stale_ring():
+    other_prefix = f"shmring-u{secrets.token_hex(3)}-"
+    ours, other = ring_of_a_killed_creator(), ring_of_a_killed_creator(other_prefix)
+    done = shmring_cmd(*STALE)
+    assert done.returncode == 0, done.stderr
+    assert f"removed {ours}" in done.stdout and other not in done.stdout
+    assert not segment_exists(ours) and segment_exists(other) and listed(other)["participants_alive"] == 0
+    done = shmring_cmd("rm", "--stale", "--prefix", other_prefix)  # and it is stale, once asked for
+    assert done.returncode == 0 and f"removed {other}" in done.stdout, done.stdout + done.stderr
+    assert not segment_exists(other)
+    assert shmring_cmd(*STALE).stdout == "no stale segments\n"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("args, error", [
+    (("rm", "--prefix", PREFIX, "shmring-0000000000000000"), "--prefix needs --stale"),
+    (("rm", "--stale", "--prefix", "a/b"),
+     "argument --prefix: 'a/b' is not the start of a segment name (1-30 characters of A-Z a-z 0-9 . _ -)"),
+    (("rm", "--stale", "--prefix", ""),
+     "argument --prefix: '' is not the start of a segment name (1-30 characters of A-Z a-z 0-9 . _ -)"),
+])
+def test_rm_refuses_a_prefix_without_stale_or_not_of_a_name(args, error):
+    done = shmring_cmd(*args)
+    assert done.returncode == 2 and done.stdout == "", done.stdout + done.stderr
+    assert done.stderr.strip().splitlines()[-1] == f"shmring rm: error: {error}"
+
+
 @pytest.mark.timeout(60)
 def test_rm_takes_names_or_stale_not_both():
     done = shmring_cmd("rm", "--stale", "shmring-0000000000000000")
@@ -526,7 +568,7 @@ def test_rm_an_invalid_name_is_not_offered_force():
 @pytest.fixture
 def foreign_name():
     """A fresh segment name; whatever the test makes under it is removed after."""
-    name = f"shmring-test-{uuid.uuid4().hex[:12]}"
+    name = private_name()
     try:
         yield name
     finally:
@@ -542,7 +584,7 @@ def test_a_fifo_or_link_in_dev_shm_is_skipped_never_opened(foreign_name, make_qu
         os.mkfifo(path, 0o600)
     else:  # a link to a live ring: still not a file of ours to read or remove
         os.symlink(os.path.join("/dev/shm", make_queue(10, msg_size=16).name), path)
-    for args in (("ls", "--json"), ("rm", "--stale")):  # a plain open() of the FIFO never returns
+    for args in (("ls", "--json"), STALE):  # a plain open() of the FIFO never returns
         done = shmring_cmd(*args, timeout=20)
         assert done.returncode == 0, done.stderr
         assert foreign_name not in done.stdout

@@ -274,8 +274,10 @@ NO_DESCRIPTORS = """
             hog.append(os.open("/dev/null", os.O_RDONLY))
     except OSError:
         pass
+    print("ready", flush=True)
+    sys.stdin.readline()  # the producer holds its claim now, for 2 s
     try:
-        q.get(timeout=0.5)
+        print("got", q.get(timeout=0.5))
     except shmring.Empty:
         print("empty", q.stats()["lost"])
 """
@@ -285,15 +287,23 @@ NO_DESCRIPTORS = """
 def test_a_live_producer_is_never_recovered_when_liveness_cannot_be_checked():
     q = shmring.Queue(4, 64)
     producer = CTX.Process(target=_slow_put, args=(q,))
+    # the consumer is started, and out of descriptors, before the producer claims: its
+    # 0.5 s get falls inside the producer's 2 s claim however slowly it starts (qemu)
+    consumer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(NO_DESCRIPTORS), q.name],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=child_python_env())
     try:
+        assert select.select([consumer.stdout], [], [], 60)[0], "consumer did not start"
+        assert consumer.stdout.readline() == "ready\n", "consumer did not say it was ready"
         producer.start()
         wait_until(lambda: q.stats()["put"] == 1, what="the producer to hold its claim")
-        done = subprocess.run([sys.executable, "-c", textwrap.dedent(NO_DESCRIPTORS), q.name],
-                              capture_output=True, text=True, timeout=WAIT, env=child_python_env())
-        assert done.stdout.split() == ["empty", "0"], done.stdout + done.stderr
+        out, err = consumer.communicate("go\n", timeout=WAIT)
+        assert out.split() == ["empty", "0"], out + err
         assert q.get(timeout=WAIT) == "slow but alive"  # its claim was left alone
         assert q.stats()["lost"] == 0
     finally:
+        consumer.kill()
+        consumer.wait(WAIT)
         producer.kill()
         producer.join(WAIT)
         q.close()

@@ -2,13 +2,12 @@
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from conftest import child_python_env
+from conftest import ROOT, child_python_env, source_tree
 
-ROOT = Path(__file__).resolve().parent.parent
+pytestmark = source_tree("README.md", "examples", ".ci/run")
 
 
 def readme_commands():

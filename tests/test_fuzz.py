@@ -11,9 +11,10 @@ import subprocess
 
 import pytest
 
+from conftest import source_tree
 from test_c_core import CC, CSRC, LIBS, ROOT, WARNINGS, compile_program
 
-pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow, source_tree("csrc/shmring.h", "tests/fuzz/corpus")]
 
 FUZZ = ROOT / "tests" / "fuzz"
 SECONDS = float(os.environ.get("SHMRING_FUZZ_SECONDS", "20"))

@@ -57,13 +57,19 @@ def _mapped_magic(name):
         os.close(fd)
 
 
-def list_segments():
-    """Every shmring segment this user can read: dicts from inspect(), or
-    {"name", "error"} for one that is broken or from another layout version."""
+def _entries(prefix=""):
+    """The names in SHM_DIR that start with `prefix`, sorted."""
+    return sorted(entry for entry in os.listdir(SHM_DIR) if entry.startswith(prefix))
+
+
+def list_segments(prefix=""):
+    """Every shmring segment this user can read (of those whose names start with
+    `prefix`): dicts from inspect(), or {"name", "error"} for one that is broken or
+    from another layout version."""
     if not os.path.isdir(SHM_DIR):
         raise OSError(f"listing segments needs {SHM_DIR} (Linux); on {sys.platform} use "
                       "`shmring stat NAME` with a name you know")
-    for entry in sorted(os.listdir(SHM_DIR)):
+    for entry in _entries(prefix):
         try:
             if read_magic(entry) != MAGIC:
                 continue
@@ -75,11 +81,12 @@ def list_segments():
             yield {"name": entry, "error": str(e)}
 
 
-def stale_segments():
+def stale_segments(prefix=""):
     """Segments whose participants are all dead (their creator killed, say), and
-    those whose creator died before publishing them."""
-    stale = [r["name"] for r in list_segments() if "error" not in r and r["participants_alive"] == 0]
-    return sorted(stale + [name for name in os.listdir(SHM_DIR) if _died_creating(name)])
+    those whose creator died before publishing them; only names that start with
+    `prefix` are looked at."""
+    stale = [r["name"] for r in list_segments(prefix) if "error" not in r and r["participants_alive"] == 0]
+    return sorted(stale + [name for name in _entries(prefix) if _died_creating(name)])
 
 
 def _died_creating(name):
@@ -102,15 +109,15 @@ def _made_like_a_lock_file(entry):
             and (mode >> 3) & 7 in (0, 6) and mode & 7 in (0, 6))
 
 
-def orphaned_lock_files():
+def orphaned_lock_files(prefix=""):
     """This user's lock files whose ring is gone (its segment removed by hand):
     those whose segment is missing, or names another lock file. A segment being
     made or unreadable keeps its own; a creator that died making its ring is
-    stale_segments()'s, which removes both."""
+    stale_segments()'s, which removes both. Only names that start with `prefix`."""
     if not os.path.isdir(SHM_DIR):
         return []
     orphans = []
-    for entry in sorted(os.listdir(SHM_DIR)):
+    for entry in _entries(prefix):
         match = LOCK_FILE.fullmatch(entry)
         if not match or not _made_like_a_lock_file(entry):
             continue

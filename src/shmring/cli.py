@@ -3,12 +3,14 @@
     shmring bench [--quick] ...      shmring beside the queues you use today
     shmring ls                       the shmring segments on this machine (queues and topics)
     shmring stat NAME [--watch]      one ring's live counters (a topic's: per subscriber)
-    shmring rm NAME... | --stale     remove segments (refuses a live ring without --force)
+    shmring rm NAME... | --stale [--prefix P]
+                                     remove segments (refuses a live ring without --force)
 """
 import argparse
 import functools
 import json
 import math
+import re
 import sys
 import time
 
@@ -45,6 +47,14 @@ def seconds(text):
     if value > DAY:
         raise argparse.ArgumentTypeError(f"{text!r} seconds is more than a day ({DAY:.0f})")
     return value
+
+
+def name_prefix(text):
+    """An argparse type: the start of segment names (1-30 of A-Z a-z 0-9 . _ -)."""
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,30}", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not the start of a segment name "
+                                         "(1-30 characters of A-Z a-z 0-9 . _ -)")
+    return text
 
 
 def cmd_ls(args, out):
@@ -90,10 +100,11 @@ def cmd_stat(args, out):
 
 
 def cmd_rm(args, out):
-    names = admin.stale_segments() if args.stale else args.names
+    names = admin.stale_segments(args.prefix or "") if args.stale else args.names
     removals = [(name, functools.partial(admin.remove, name, force=args.force)) for name in names]
     if args.stale:  # and what crashed creators and hand removals left of lock files
-        removals += [(entry, functools.partial(admin.remove_lock_file, entry)) for entry in admin.orphaned_lock_files()]
+        removals += [(entry, functools.partial(admin.remove_lock_file, entry))
+                     for entry in admin.orphaned_lock_files(args.prefix or "")]
     status = 0
     for name, remove in removals:
         removed, why = remove()
@@ -120,6 +131,8 @@ def main(argv=None, out=sys.stdout):
     rm = sub.add_parser("rm", help="remove segments; a live ring only with --force")
     rm.add_argument("names", nargs="*")
     rm.add_argument("--stale", action="store_true", help="every segment whose participants are all dead")
+    rm.add_argument("--prefix", type=name_prefix,
+                    help="with --stale: only segments (and lock files) whose names start with PREFIX")
     rm.add_argument("--force", action="store_true",
                     help="also a ring that live processes use, or one of ours that fails validation "
                          "(another layout version); never a file that is not a shmring segment")
@@ -132,6 +145,8 @@ def main(argv=None, out=sys.stdout):
         rm.error("needs segment names or --stale")
     if args.command == "rm" and args.names and args.stale:
         rm.error("segment names or --stale, not both")
+    if args.command == "rm" and args.prefix is not None and not args.stale:
+        rm.error("--prefix needs --stale")
     if args.command == "stat" and not args.watch and (args.interval, args.count) != (None, None):
         stat.error("--interval and --count need --watch")
     try:
