@@ -58,7 +58,9 @@ def test_cibuildwheel_builds_cpython_310_to_314_and_free_threaded_314t_everywher
 @pytest.mark.timeout(300)
 def test_the_sdist_carries_the_sources_and_what_the_readme_links(tmp_path):
     python = Path(tool("python")).parent / "python"  # the tools' environment: build, setuptools, Cython
-    if subprocess.run([str(python), "-c", "import build, setuptools, Cython"], capture_output=True).returncode:
+    # cwd tmp_path: in a checkout that was built in place, ./build (setup.py's output) would pass for `build`
+    if subprocess.run([str(python), "-c", "import build.__main__, setuptools, Cython"], capture_output=True,
+                      cwd=tmp_path).returncode:
         pytest.skip(f"{python} lacks build, setuptools or Cython (tools/requirements-check.txt)")
     # built from a copy of the tracked and new files, as a clean checkout would be
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
@@ -69,7 +71,7 @@ def test_the_sdist_carries_the_sources_and_what_the_readme_links(tmp_path):
             (tree / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, tree / rel)
     done = subprocess.run([str(python), "-m", "build", "--sdist", "--no-isolation", "--outdir", str(tmp_path / "dist"),
-                           str(tree)], capture_output=True, text=True, timeout=240)
+                           str(tree)], capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     sdist, = (tmp_path / "dist").glob("shmring-*.tar.gz")
     checked = subprocess.run([sys.executable, str(ROOT / "tools" / "check_sdist.py"), str(sdist)],
