@@ -233,8 +233,13 @@ int shmring_topic_publish_begin(shmring_participant_t *me, const shmring_span_t 
     if (blocking(r)) {
         /* P3: pairs with G1 (S1), the Dekker pair of our claim's P1 */
         uint64_t gen = atomic_load_explicit(&r->seg->cons.read_pos, memory_order_seq_cst);
-        if (!shmring__gate_allows(r, cached_gate(me, gen), span->pos + span->n) && slowest_moved(me)) {
-            me->cached_gen = 0;
+        /* cached_gate rescans first if the generation moved: a subscriber that
+         * joined since our claim's gate check is in that scan, and we refuse
+         * (the caller waits). Only a gate unchanged since the last scan is
+         * looked at again, and only if its subscriber moved on. */
+        if (!shmring__gate_allows(r, cached_gate(me, gen), span->pos + span->n)) {
+            if (slowest_moved(me))
+                me->cached_gen = 0;
             if (!shmring__gate_allows(r, cached_gate(me, gen), span->pos + span->n))
                 return 0;
         }

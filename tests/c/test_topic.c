@@ -332,6 +332,71 @@ static void test_a_subscriber_whose_owner_left_gates_nobody(void)
     drop_topic(r);
 }
 
+/* A publisher whose claim passed the gate before a subscriber joined (start
+ * oldest, cursor 0) and whose begin sees the new generation: begin refuses to
+ * overwrite what the subscriber has still to read (finding 1); and a publisher
+ * that dies holding such a claim does not turn the unread slot into a hole.
+ * The claim's CAS is made to land after the subscriber's S2 by hand. */
+static shmring_participant_t *claimed_before_an_oldest_subscriber(shmring_t *r, shmring_topic_sub_t **s,
+                                                                  shmring_participant_t **me, shmring_span_t *span)
+{
+    shmring_participant_t *p;
+    CHECK(shmring_participant_join(r, me) == SHMRING_OK);
+    CHECK(shmring_participant_join(r, &p) == SHMRING_OK);
+    for (uint64_t v = 0; v < 8; v++)
+        CHECK(pub(p, "k", v) == 1);
+    CHECK(shmring_topic_publish_claim(p, 1, span) == 1 && span->pos == 8); /* no subscriber: allowed */
+    atomic_store(&r->seg->prod.write_pos, 8);                               /* its CAS not landed yet */
+    CHECK(shmring_topic_subscribe(*me, SHMRING_START_OLDEST, 0, s) == SHMRING_OK);
+    CHECK(shmring_topic_position(*s) == 0);
+    atomic_store(&r->seg->prod.write_pos, 9); /* now it lands */
+    return p;
+}
+
+static void test_begin_refuses_after_the_table_changed(void)
+{
+    shmring_t *r = make_topic(16, 8, 2, 4, SHMRING_POLICY_BLOCK);
+    shmring_participant_t *me;
+    shmring_topic_sub_t *s;
+    shmring_span_t span;
+    shmring_participant_t *p = claimed_before_an_oldest_subscriber(r, &s, &me, &span);
+    CHECK(shmring_topic_publish_begin(p, &span) == 0);
+    for (int64_t v = 0; v < 8; v++)
+        CHECK(recv_value(s, NULL) == v);
+    CHECK(shmring_topic_publish_begin(p, &span) == 1); /* room now */
+    uint64_t v = 8;
+    shmring_topic_fill(r, 8, "k", 1, &v, sizeof v);
+    shmring_topic_publish_commit(p, &span, 1);
+    CHECK(recv_value(s, NULL) == 8 && shmring_topic_lagged(s) == 0);
+    shmring_topic_unsubscribe(s);
+    drop_topic(r);
+}
+
+static void test_a_dead_claim_keeps_an_unread_slot(void)
+{
+    shmring_t *r = make_topic(16, 8, 2, 4, SHMRING_POLICY_BLOCK);
+    shmring_participant_t *me;
+    shmring_topic_sub_t *s;
+    shmring_span_t span;
+    shmring_participant_t *p = claimed_before_an_oldest_subscriber(r, &s, &me, &span);
+    make_dead(p, dead_pid());
+    uint64_t recheck, t = shmring_now_ns();
+    shmring_set_recover_after(r, 1000000);
+    shmring_topic_unstick(me, NULL, NULL, SHMRING_WAIT_WRITABLE, t, &recheck);
+    shmring_topic_unstick(me, NULL, NULL, SHMRING_WAIT_WRITABLE, t + 2000000, &recheck);
+    for (int64_t v = 0; v < 8; v++)
+        CHECK(recv_value(s, NULL) == v); /* position 0 not made a hole under it */
+    CHECK(shmring_topic_lagged(s) == 0);
+    shmring_topic_unstick(me, s, NULL, SHMRING_WAIT_READABLE, t + 4000000, &recheck); /* stuck at 8 */
+    shmring_topic_unstick(me, s, NULL, SHMRING_WAIT_READABLE, t + 6000000, &recheck);
+    CHECK(recv_value(s, NULL) == -1); /* 8 is a hole now, skipped */
+    shmring_topic_stats_t st;
+    shmring_topic_stats(r, &st);
+    CHECK(st.holes == 1);
+    shmring_topic_unsubscribe(s);
+    drop_topic(r);
+}
+
 static void test_unit(void)
 {
     test_retention_and_starts();
@@ -342,6 +407,8 @@ static void test_unit(void)
     test_dead_publisher_leaves_holes();
     test_dead_subscriber_stops_gating();
     test_a_subscriber_whose_owner_left_gates_nobody();
+    test_begin_refuses_after_the_table_changed();
+    test_a_dead_claim_keeps_an_unread_slot();
     printf("topic unit ok\n");
 }
 
