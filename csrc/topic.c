@@ -380,36 +380,43 @@ static int attach_entry(shmring_topic_sub_t *s, int start, uint64_t want)
     uint64_t end0 = shmring__topic_end(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
     uint64_t c0 = start == SHMRING_START_LATEST ? end0 : start == SHMRING_START_OLDEST ? oldest(r, end0)
                                                                                        : (want < end0 ? want : end0);
-    for (uint32_t i = 0; i < r->kind_args[0]; i++) {
-        struct shmring_subscriber_entry *e = &subs[i];
-        /* acquire: whose the entry was (pairs with S3 / unsubscribe's release) */
-        uint64_t w = atomic_load_explicit(&e->state, memory_order_acquire);
-        if (SHMRING_SUB_STATUS(w) != SHMRING_SUB_FREE && shmring__sub_owned(r, w))
-            continue;
-        uint32_t gen = SHMRING_SUB_GEN(w) + 1;
-        uint64_t claiming = SHMRING_SUB_WORD(SHMRING_SUB_CLAIMING, gen, s->owner, s->owner_state);
-        /* S3 */
-        if (!atomic_compare_exchange_strong_explicit(&e->state, &w, claiming, memory_order_acq_rel,
-                                                     memory_order_relaxed))
-            continue;
-        s->entry = e;
-        s->index = i;
-        s->word = SHMRING_SUB_WORD(SHMRING_SUB_ACTIVE, gen, s->owner, s->owner_state);
-        /* relaxed: published by the release store of ACTIVE below */
-        atomic_store_explicit(&e->cursor, c0, memory_order_relaxed);
-        atomic_store_explicit(&e->lagged, s->lagged, memory_order_relaxed);
-        atomic_store_explicit(&e->received, s->received, memory_order_relaxed);
-        atomic_store_explicit(&e->state, s->word, memory_order_release); /* S3 */
-        shmring__subs_changed(r);                                       /* S1 */
-        /* S2: pairs with P1 */
-        uint64_t end = shmring__topic_end(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_seq_cst));
-        uint64_t c = start == SHMRING_START_LATEST ? end : oldest(r, end);
-        if (start == SHMRING_START_AT && want > c)
-            c = want;
-        if (start == SHMRING_START_AT && want < c)
-            count_lag(s, c - want); /* no longer retained */
-        set_cursor(s, c);
-        return SHMRING_OK;
+    /* A full table may hold entries of dead owners that nothing recovered yet
+     * (under overwrite, or block with no publisher held): recover once, look again. */
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1 && shmring_recover(r) <= 0)
+            break;
+        for (uint32_t i = 0; i < r->kind_args[0]; i++) {
+            struct shmring_subscriber_entry *e = &subs[i];
+            /* acquire: whose the entry was (pairs with S3 / unsubscribe's release) */
+            uint64_t w = atomic_load_explicit(&e->state, memory_order_acquire);
+            if (SHMRING_SUB_STATUS(w) != SHMRING_SUB_FREE && shmring__sub_owned(r, w))
+                continue;
+            uint32_t gen = SHMRING_SUB_GEN(w) + 1;
+            uint64_t claiming = SHMRING_SUB_WORD(SHMRING_SUB_CLAIMING, gen, s->owner, s->owner_state);
+            /* S3 */
+            if (!atomic_compare_exchange_strong_explicit(&e->state, &w, claiming, memory_order_acq_rel,
+                                                         memory_order_relaxed))
+                continue;
+            s->entry = e;
+            s->index = i;
+            s->word = SHMRING_SUB_WORD(SHMRING_SUB_ACTIVE, gen, s->owner, s->owner_state);
+            /* relaxed: published by the release store of ACTIVE below */
+            atomic_store_explicit(&e->cursor, c0, memory_order_relaxed);
+            atomic_store_explicit(&e->lagged, s->lagged, memory_order_relaxed);
+            atomic_store_explicit(&e->received, s->received, memory_order_relaxed);
+            atomic_store_explicit(&e->state, s->word, memory_order_release); /* S3 */
+            shmring__subs_changed(r);                                       /* S1 */
+            /* S2: pairs with P1 */
+            uint64_t end =
+                shmring__topic_end(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_seq_cst));
+            uint64_t c = start == SHMRING_START_LATEST ? end : oldest(r, end);
+            if (start == SHMRING_START_AT && want > c)
+                c = want;
+            if (start == SHMRING_START_AT && want < c)
+                count_lag(s, c - want); /* no longer retained */
+            set_cursor(s, c);
+            return SHMRING_OK;
+        }
     }
     return SHMRING_EFULLSUBS;
 }

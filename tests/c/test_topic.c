@@ -397,6 +397,27 @@ static void test_a_dead_claim_keeps_an_unread_slot(void)
     drop_topic(r);
 }
 
+/* Subscribers whose process died, under overwrite (nothing waits, so nothing
+ * recovers them): a subscribe() that finds the table full recovers them and
+ * takes an entry (finding 3). */
+static void test_subscribe_reclaims_dead_subscribers_entries(void)
+{
+    shmring_t *r = make_topic(16, 4, 2, 4, SHMRING_POLICY_OVERWRITE);
+    shmring_participant_t *me, *dying;
+    CHECK(shmring_participant_join(r, &me) == SHMRING_OK);
+    CHECK(shmring_participant_join(r, &dying) == SHMRING_OK);
+    shmring_topic_sub_t *s, *s2, *again = NULL;
+    CHECK(shmring_topic_subscribe(dying, SHMRING_START_LATEST, 0, &s) == SHMRING_OK);
+    CHECK(shmring_topic_subscribe(dying, SHMRING_START_LATEST, 0, &s2) == SHMRING_OK);
+    CHECK(shmring_topic_subscribe(me, SHMRING_START_LATEST, 0, &again) == SHMRING_EFULLSUBS); /* alive: full */
+    make_dead(dying, dead_pid());
+    CHECK(shmring_topic_subscribe(me, SHMRING_START_LATEST, 0, &again) == SHMRING_OK && again != NULL);
+    shmring_topic_sub_free(s);
+    shmring_topic_sub_free(s2);
+    shmring_topic_unsubscribe(again);
+    drop_topic(r);
+}
+
 static void test_unit(void)
 {
     test_retention_and_starts();
@@ -409,6 +430,7 @@ static void test_unit(void)
     test_a_subscriber_whose_owner_left_gates_nobody();
     test_begin_refuses_after_the_table_changed();
     test_a_dead_claim_keeps_an_unread_slot();
+    test_subscribe_reclaims_dead_subscribers_entries();
     printf("topic unit ok\n");
 }
 
