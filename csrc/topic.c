@@ -440,6 +440,7 @@ int shmring_topic_subscribe(shmring_participant_t *owner, int start, uint64_t po
         return SHMRING_ENOMEM;
     }
     s->ring = r;
+    s->everything = 1; /* until a prefix is added */
     s->publish_every = r->maxsize / 8 < 64 ? (r->maxsize / 8 ? r->maxsize / 8 : 1) : 64;
     s->owner = owner->index;
     s->owner_state = owner->state;
@@ -509,6 +510,7 @@ int shmring_topic_filter(shmring_topic_sub_t *s, const void *prefix, uint32_t le
         }
         return SHMRING_OK;
     }
+    s->everything = 0; /* removing every prefix later leaves none: nothing matches */
     if (i < s->n_prefixes)
         return SHMRING_OK;
     if (s->n_prefixes == s->cap_prefixes) {
@@ -529,10 +531,11 @@ int shmring_topic_filter(shmring_topic_sub_t *s, const void *prefix, uint32_t le
 }
 
 /* ZeroMQ's rule: some prefix is a byte prefix of the key; and, unlike ZeroMQ,
- * a subscriber with no prefix at all receives everything. */
+ * a subscriber that never had a prefix receives everything (one whose prefixes
+ * were all unsubscribed receives nothing, as in ZeroMQ). */
 static int matches(const shmring_topic_sub_t *s, const unsigned char *key, uint32_t len)
 {
-    if (s->n_prefixes == 0)
+    if (s->everything)
         return 1;
     for (uint32_t i = 0; i < s->n_prefixes; i++)
         if (s->prefixes[i].len <= len && memcmp(s->prefixes[i].bytes, key, s->prefixes[i].len) == 0)

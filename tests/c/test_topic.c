@@ -168,6 +168,12 @@ static void test_filters(void)
     pub(me, "a.b2", 7);
     CHECK(recv_value(a, key) == 6 && strcmp(key, "b.2") == 0);
     CHECK(recv_value(a, key) == 7 && strcmp(key, "a.b2") == 0);
+    /* its last prefix unsubscribed: nothing, not everything (finding 5) */
+    CHECK(shmring_topic_filter(a, "a.b", 3, 0) == SHMRING_OK && shmring_topic_filter(a, "b.", 2, 0) == SHMRING_OK);
+    pub(me, "b.3", 8);
+    CHECK(recv_value(a, NULL) == -1);
+    for (int64_t i = 5; i <= 8; i++)
+        CHECK(recv_value(all, NULL) == i);
     shmring_topic_unsubscribe(a);
     shmring_topic_unsubscribe(all);
     shmring_topic_unsubscribe(empty);
