@@ -583,6 +583,15 @@ static int step(shmring_topic_sub_t *s, void *key, uint32_t *key_len, void *data
 {
     shmring_t *r = s->ring;
     uint64_t c = s->cursor;
+    if (!blocking(r) && s->end - c > r->capacity) {
+        /* overwrite: the end we read is more than a lap past us, so slot c is
+         * claimed for a later lap: lapped, whatever the word says (its 30-bit
+         * lap field wraps after 2^30 laps and could pass for an earlier lap, or
+         * for ours). Not under block: the gate keeps claims within maxsize of
+         * us, and a claim past it (the Dekker race) waits in publish_begin. */
+        s->cursor = jump(s, c);
+        return 0;
+    }
     /* S5: pairs with P7 */
     uint32_t w = shmring__seq_load(r, c, memory_order_acquire);
     int32_t d = shmring__seq_diff(r, w, shmring__state(r, c, SHMRING_SEQ_FREE));

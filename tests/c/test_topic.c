@@ -424,6 +424,33 @@ static void test_subscribe_reclaims_dead_subscribers_entries(void)
     drop_topic(r);
 }
 
+/* A subscriber lapped 2^29 laps or more (a slot word keeps the lap in 30 bits,
+ * so it can pass for an earlier lap) counts the laps from the end it read, not
+ * from the word (finding 8). The fast-forward stands for publishing 2^31 and
+ * 2^32 messages: write_pos moved there, the last lap's words committed. */
+static void test_a_lap_count_past_the_word_s_lap_field(void)
+{
+    ONE_SUBSCRIBER(4, SHMRING_POLICY_OVERWRITE);
+    for (uint64_t v = 0; v < 4; v++)
+        CHECK(pub(me, "k", v) == 1);
+    for (int laps = 29; laps <= 30; laps++) {
+        uint64_t base = (UINT64_C(1) << laps) * 4;
+        atomic_store(&r->seg->prod.write_pos, base);
+        for (uint64_t q = base - 4; q < base; q++)
+            shmring__seq_store(r, q, shmring__state(r, q, SHMRING_SEQ_COMMITTED), memory_order_release);
+        for (uint64_t v = base; v < base + 4; v++)
+            CHECK(pub(me, "k", v) == 1);
+        shmring_topic_sub_t *t;
+        CHECK(shmring_topic_subscribe(me, SHMRING_START_LATEST, 0, &t) == SHMRING_OK);
+        t->cursor = 0; /* a subscriber that was at 0 all along */
+        atomic_store(&t->entry->cursor, 0);
+        CHECK(recv_value(t, NULL) == (int64_t)(base + 1) && shmring_topic_lagged(t) == base + 1);
+        shmring_topic_unsubscribe(t);
+    }
+    shmring_topic_unsubscribe(s);
+    drop_topic(r);
+}
+
 static void test_unit(void)
 {
     test_retention_and_starts();
@@ -437,6 +464,7 @@ static void test_unit(void)
     test_begin_refuses_after_the_table_changed();
     test_a_dead_claim_keeps_an_unread_slot();
     test_subscribe_reclaims_dead_subscribers_entries();
+    test_a_lap_count_past_the_word_s_lap_field();
     printf("topic unit ok\n");
 }
 
