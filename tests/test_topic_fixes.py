@@ -18,3 +18,29 @@ def test_filtering_a_subscriber_after_its_topic_closed_is_refused(make_topic):
         sub.unsubscribe(b"a")
     with pytest.raises(shmring.QueueClosed, match="closed"):
         sub.recv(block=False)
+
+
+def test_recv_many_keeps_what_it_took_when_a_later_message_is_corrupt(make_topic):
+    # finding 6: a bad slot after the first message lost the ones already taken
+    import mmap
+    import os
+    import struct
+
+    topic = make_topic(8, 64)
+    pub, sub = topic.publisher(), topic.subscribe()
+    for i in range(3):
+        pub.publish_bytes(b"k", b"m%d" % i)
+    fd = os.open(f"/dev/shm/{topic.name}", os.O_RDWR)
+    try:
+        m = mmap.mmap(fd, 0)
+    finally:
+        os.close(fd)
+    try:
+        meta = struct.unpack_from("<Q", m, 72)[0]
+        struct.pack_into("<I", m, meta + 1 * 8 + 4, 65)  # position 1: length 65 > msg_size 64
+    finally:
+        m.close()
+    assert sub.recv_many_bytes(10, timeout=1) == [(b"k", b"m0")]
+    with pytest.raises(shmring.ShmringError):
+        sub.recv_many_bytes(10, timeout=1)
+    assert sub.recv_many_bytes(10, timeout=1) == [(b"k", b"m2")]

@@ -1989,6 +1989,13 @@ cdef class TopicHandle(RingHandle):
                         out.append(self._recv_one(s, p, 0))
                     except (errors.Empty, errors.ShutDown):
                         break
+                    except Exception as e:
+                        # the messages taken already are past the cursor: return them,
+                        # and raise this error on the next call on s
+                        if s.deferred is None:
+                            s.deferred = []
+                        s.deferred.append(e)
+                        break
                 return out
             finally:
                 s.busy = False
