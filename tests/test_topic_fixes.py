@@ -44,3 +44,22 @@ def test_recv_many_keeps_what_it_took_when_a_later_message_is_corrupt(make_topic
     with pytest.raises(shmring.ShmringError):
         sub.recv_many_bytes(10, timeout=1)
     assert sub.recv_many_bytes(10, timeout=1) == [(b"k", b"m2")]
+
+
+def test_a_lagged_recv_array_into_out_hands_its_records_to_the_next_out(make_topic):
+    # finding 7: the next call returned the held count, but its own out= was not filled
+    np = pytest.importorskip("numpy")
+    dt = np.dtype([("x", "<i8")])
+    topic = make_topic(4, dtype=dt, policy="overwrite")
+    pub, sub = topic.publisher(), topic.subscribe()
+    sub.on_lag = "raise"
+    arr = np.zeros(10, dtype=dt)
+    arr["x"] = np.arange(10)
+    pub.publish_array(arr)
+    first, second = np.zeros(8, dtype=dt), np.full(8, -1, dtype=dt)
+    with pytest.raises(shmring.Lagged) as e:
+        sub.recv_array(out=first, timeout=1)
+    missed = e.value.count
+    n = sub.recv_array(out=second, timeout=1)
+    assert n >= 1 and second["x"][:n].tolist() == list(range(missed, missed + n))
+    assert missed + n == 10
