@@ -279,7 +279,8 @@ void shmring_topic_unsubscribe(shmring_topic_sub_t *sub);
 void shmring_topic_sub_free(shmring_topic_sub_t *sub);
 /* Add (add = 1) or remove (0) a key prefix; SHMRING_ENOMEM, SHMRING_EINVAL
  * (longer than max_topic_len: it could match nothing). Adding one it has, or
- * removing one it has not, does nothing. Applies to every message not yet
+ * removing one it has not, does nothing. A subscriber receives everything only
+ * until its first prefix is added: with every prefix removed it receives nothing. Applies to every message not yet
  * received. */
 int shmring_topic_filter(shmring_topic_sub_t *sub, const void *prefix, uint32_t len, int add);
 /* The next message for sub: 1 with its key (room for max_topic_len bytes) and

@@ -233,8 +233,13 @@ int shmring_topic_publish_begin(shmring_participant_t *me, const shmring_span_t 
     if (blocking(r)) {
         /* P3: pairs with G1 (S1), the Dekker pair of our claim's P1 */
         uint64_t gen = atomic_load_explicit(&r->seg->cons.read_pos, memory_order_seq_cst);
-        if (!shmring__gate_allows(r, cached_gate(me, gen), span->pos + span->n) && slowest_moved(me)) {
-            me->cached_gen = 0;
+        /* cached_gate rescans first if the generation moved: a subscriber that
+         * joined since our claim's gate check is in that scan, and we refuse
+         * (the caller waits). Only a gate unchanged since the last scan is
+         * looked at again, and only if its subscriber moved on. */
+        if (!shmring__gate_allows(r, cached_gate(me, gen), span->pos + span->n)) {
+            if (slowest_moved(me))
+                me->cached_gen = 0;
             if (!shmring__gate_allows(r, cached_gate(me, gen), span->pos + span->n))
                 return 0;
         }
@@ -375,36 +380,43 @@ static int attach_entry(shmring_topic_sub_t *s, int start, uint64_t want)
     uint64_t end0 = shmring__topic_end(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
     uint64_t c0 = start == SHMRING_START_LATEST ? end0 : start == SHMRING_START_OLDEST ? oldest(r, end0)
                                                                                        : (want < end0 ? want : end0);
-    for (uint32_t i = 0; i < r->kind_args[0]; i++) {
-        struct shmring_subscriber_entry *e = &subs[i];
-        /* acquire: whose the entry was (pairs with S3 / unsubscribe's release) */
-        uint64_t w = atomic_load_explicit(&e->state, memory_order_acquire);
-        if (SHMRING_SUB_STATUS(w) != SHMRING_SUB_FREE && shmring__sub_owned(r, w))
-            continue;
-        uint32_t gen = SHMRING_SUB_GEN(w) + 1;
-        uint64_t claiming = SHMRING_SUB_WORD(SHMRING_SUB_CLAIMING, gen, s->owner, s->owner_state);
-        /* S3 */
-        if (!atomic_compare_exchange_strong_explicit(&e->state, &w, claiming, memory_order_acq_rel,
-                                                     memory_order_relaxed))
-            continue;
-        s->entry = e;
-        s->index = i;
-        s->word = SHMRING_SUB_WORD(SHMRING_SUB_ACTIVE, gen, s->owner, s->owner_state);
-        /* relaxed: published by the release store of ACTIVE below */
-        atomic_store_explicit(&e->cursor, c0, memory_order_relaxed);
-        atomic_store_explicit(&e->lagged, s->lagged, memory_order_relaxed);
-        atomic_store_explicit(&e->received, s->received, memory_order_relaxed);
-        atomic_store_explicit(&e->state, s->word, memory_order_release); /* S3 */
-        shmring__subs_changed(r);                                       /* S1 */
-        /* S2: pairs with P1 */
-        uint64_t end = shmring__topic_end(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_seq_cst));
-        uint64_t c = start == SHMRING_START_LATEST ? end : oldest(r, end);
-        if (start == SHMRING_START_AT && want > c)
-            c = want;
-        if (start == SHMRING_START_AT && want < c)
-            count_lag(s, c - want); /* no longer retained */
-        set_cursor(s, c);
-        return SHMRING_OK;
+    /* A full table may hold entries of dead owners that nothing recovered yet
+     * (under overwrite, or block with no publisher held): recover once, look again. */
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1 && shmring_recover(r) <= 0)
+            break;
+        for (uint32_t i = 0; i < r->kind_args[0]; i++) {
+            struct shmring_subscriber_entry *e = &subs[i];
+            /* acquire: whose the entry was (pairs with S3 / unsubscribe's release) */
+            uint64_t w = atomic_load_explicit(&e->state, memory_order_acquire);
+            if (SHMRING_SUB_STATUS(w) != SHMRING_SUB_FREE && shmring__sub_owned(r, w))
+                continue;
+            uint32_t gen = SHMRING_SUB_GEN(w) + 1;
+            uint64_t claiming = SHMRING_SUB_WORD(SHMRING_SUB_CLAIMING, gen, s->owner, s->owner_state);
+            /* S3 */
+            if (!atomic_compare_exchange_strong_explicit(&e->state, &w, claiming, memory_order_acq_rel,
+                                                         memory_order_relaxed))
+                continue;
+            s->entry = e;
+            s->index = i;
+            s->word = SHMRING_SUB_WORD(SHMRING_SUB_ACTIVE, gen, s->owner, s->owner_state);
+            /* relaxed: published by the release store of ACTIVE below */
+            atomic_store_explicit(&e->cursor, c0, memory_order_relaxed);
+            atomic_store_explicit(&e->lagged, s->lagged, memory_order_relaxed);
+            atomic_store_explicit(&e->received, s->received, memory_order_relaxed);
+            atomic_store_explicit(&e->state, s->word, memory_order_release); /* S3 */
+            shmring__subs_changed(r);                                       /* S1 */
+            /* S2: pairs with P1 */
+            uint64_t end =
+                shmring__topic_end(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_seq_cst));
+            uint64_t c = start == SHMRING_START_LATEST ? end : oldest(r, end);
+            if (start == SHMRING_START_AT && want > c)
+                c = want;
+            if (start == SHMRING_START_AT && want < c)
+                count_lag(s, c - want); /* no longer retained */
+            set_cursor(s, c);
+            return SHMRING_OK;
+        }
     }
     return SHMRING_EFULLSUBS;
 }
@@ -428,6 +440,7 @@ int shmring_topic_subscribe(shmring_participant_t *owner, int start, uint64_t po
         return SHMRING_ENOMEM;
     }
     s->ring = r;
+    s->everything = 1; /* until a prefix is added */
     s->publish_every = r->maxsize / 8 < 64 ? (r->maxsize / 8 ? r->maxsize / 8 : 1) : 64;
     s->owner = owner->index;
     s->owner_state = owner->state;
@@ -497,6 +510,7 @@ int shmring_topic_filter(shmring_topic_sub_t *s, const void *prefix, uint32_t le
         }
         return SHMRING_OK;
     }
+    s->everything = 0; /* removing every prefix later leaves none: nothing matches */
     if (i < s->n_prefixes)
         return SHMRING_OK;
     if (s->n_prefixes == s->cap_prefixes) {
@@ -517,10 +531,11 @@ int shmring_topic_filter(shmring_topic_sub_t *s, const void *prefix, uint32_t le
 }
 
 /* ZeroMQ's rule: some prefix is a byte prefix of the key; and, unlike ZeroMQ,
- * a subscriber with no prefix at all receives everything. */
+ * a subscriber that never had a prefix receives everything (one whose prefixes
+ * were all unsubscribed receives nothing, as in ZeroMQ). */
 static int matches(const shmring_topic_sub_t *s, const unsigned char *key, uint32_t len)
 {
-    if (s->n_prefixes == 0)
+    if (s->everything)
         return 1;
     for (uint32_t i = 0; i < s->n_prefixes; i++)
         if (s->prefixes[i].len <= len && memcmp(s->prefixes[i].bytes, key, s->prefixes[i].len) == 0)
@@ -568,6 +583,15 @@ static int step(shmring_topic_sub_t *s, void *key, uint32_t *key_len, void *data
 {
     shmring_t *r = s->ring;
     uint64_t c = s->cursor;
+    if (!blocking(r) && s->end - c > r->capacity) {
+        /* overwrite: the end we read is more than a lap past us, so slot c is
+         * claimed for a later lap: lapped, whatever the word says (its 30-bit
+         * lap field wraps after 2^30 laps and could pass for an earlier lap, or
+         * for ours). Not under block: the gate keeps claims within maxsize of
+         * us, and a claim past it (the Dekker race) waits in publish_begin. */
+        s->cursor = jump(s, c);
+        return 0;
+    }
     /* S5: pairs with P7 */
     uint32_t w = shmring__seq_load(r, c, memory_order_acquire);
     int32_t d = shmring__seq_diff(r, w, shmring__state(r, c, SHMRING_SEQ_FREE));

@@ -116,6 +116,7 @@ struct shmring_topic_sub {
     uint64_t lagged, unreported, received;
     unsigned long process;          /* shmring__process() of who subscribed */
     uint32_t n_prefixes, cap_prefixes;
+    int everything;                 /* subscribed with no prefix, none added since: every key matches */
     struct shmring_topic_prefix *prefixes;
     unsigned char *key;             /* scratch for a key being matched: max_topic_len bytes */
 };

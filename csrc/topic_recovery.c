@@ -49,6 +49,13 @@ static int make_hole(const shmring_t *r, uint64_t p)
         return 1;
     if (p < r->capacity)
         return 0;
+    /* Never marked: the slot still holds p - capacity. Under block a live
+     * subscriber may not have read it yet: only once the gate lets a publisher
+     * write p (as publish_begin would) does it become a hole; until then the
+     * caller looks again later. P4's acquire loads (topic.h), as a scan. */
+    uint32_t who;
+    if (!(r->flags & SHMRING_FLAG_OVERWRITE) && !shmring__gate_allows(r, shmring__topic_gate(r, &who), p + 1))
+        return 0;
     return shmring__seq_cas(r, p, shmring__state(r, p - r->capacity, SHMRING_SEQ_COMMITTED), hole) ||
            shmring__seq_cas(r, p, shmring__state(r, p - r->capacity, SHMRING_SEQ_HOLE), hole);
 }

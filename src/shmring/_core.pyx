@@ -1892,6 +1892,9 @@ cdef class TopicHandle(RingHandle):
         """s is this handle's, this process's, and not in use by another thread."""
         if s.mapping is not self._map or s.ptr == NULL:
             raise ValueError("not a subscriber of this topic (or already closed)")
+        if self._ring == NULL or self._map is None or self._map.ring == NULL:
+            # the ring was freed by close(): its subscriber memory points into it
+            raise errors.QueueClosed(f"topic {self.name!r} is closed")
         if s.fork != _forks:
             raise RuntimeError("a subscriber belongs to the process that made it: subscribe in this process")
         if s.busy:
@@ -1916,14 +1919,18 @@ cdef class TopicHandle(RingHandle):
         cdef bytes k
         cdef int rc
         keys = [self._key(prefix) for prefix in prefixes]
-        self._use(s)
+        self._enter()  # close() waits for us, and a closed handle says so
         try:
-            for k in keys:
-                rc = shmring_topic_filter(s.ptr, PyBytes_AS_STRING(k), <uint32_t>PyBytes_GET_SIZE(k), add)
-                if rc == SHMRING_ENOMEM:
-                    raise MemoryError()
+            self._use(s)
+            try:
+                for k in keys:
+                    rc = shmring_topic_filter(s.ptr, PyBytes_AS_STRING(k), <uint32_t>PyBytes_GET_SIZE(k), add)
+                    if rc == SHMRING_ENOMEM:
+                        raise MemoryError()
+            finally:
+                s.busy = False
         finally:
-            s.busy = False
+            self._leave()
 
     @cython.final
     cdef int _recv_wait(self, _Subscription s, _Participant p, uint64_t deadline, char *records,
@@ -1981,6 +1988,13 @@ cdef class TopicHandle(RingHandle):
                     try:
                         out.append(self._recv_one(s, p, 0))
                     except (errors.Empty, errors.ShutDown):
+                        break
+                    except Exception as e:
+                        # the messages taken already are past the cursor: return them,
+                        # and raise this error on the next call on s
+                        if s.deferred is None:
+                            s.deferred = []
+                        s.deferred.append(e)
                         break
                 return out
             finally:

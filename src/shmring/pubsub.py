@@ -367,8 +367,26 @@ class Subscriber(_OfThisProcess):
 
     def recv_array(self, max_items=None, block=True, timeout=None, out=None):
         if self._held is not None:
+            return self._take_held_records(out)
+        got = self._sub.recv_array(max_items, block, timeout, out)
+        try:
+            return self._handed(got)
+        except Lagged:
+            if out is not None:
+                self._held = out[:got].copy()  # the records, not a count that names this out=
+            raise
+
+    def _take_held_records(self, out):
+        """The records the call that raised Lagged had received: as an array, or
+        copied into out= (its count; what does not fit stays held)."""
+        got = self._held
+        if out is None or not hasattr(got, "dtype"):
             return self._take_held(None)
-        return self._handed(self._sub.recv_array(max_items, block, timeout, out))
+        n = min(len(got), len(out))
+        out[:n] = got[:n]
+        self._held = got[n:] if n < len(got) else None
+        self._rebind()
+        return n
 
     def __iter__(self):
         while True:

@@ -168,6 +168,12 @@ static void test_filters(void)
     pub(me, "a.b2", 7);
     CHECK(recv_value(a, key) == 6 && strcmp(key, "b.2") == 0);
     CHECK(recv_value(a, key) == 7 && strcmp(key, "a.b2") == 0);
+    /* its last prefix unsubscribed: nothing, not everything (finding 5) */
+    CHECK(shmring_topic_filter(a, "a.b", 3, 0) == SHMRING_OK && shmring_topic_filter(a, "b.", 2, 0) == SHMRING_OK);
+    pub(me, "b.3", 8);
+    CHECK(recv_value(a, NULL) == -1);
+    for (int64_t i = 5; i <= 8; i++)
+        CHECK(recv_value(all, NULL) == i);
     shmring_topic_unsubscribe(a);
     shmring_topic_unsubscribe(all);
     shmring_topic_unsubscribe(empty);
@@ -332,6 +338,119 @@ static void test_a_subscriber_whose_owner_left_gates_nobody(void)
     drop_topic(r);
 }
 
+/* A publisher whose claim passed the gate before a subscriber joined (start
+ * oldest, cursor 0) and whose begin sees the new generation: begin refuses to
+ * overwrite what the subscriber has still to read (finding 1); and a publisher
+ * that dies holding such a claim does not turn the unread slot into a hole.
+ * The claim's CAS is made to land after the subscriber's S2 by hand. */
+static shmring_participant_t *claimed_before_an_oldest_subscriber(shmring_t *r, shmring_topic_sub_t **s,
+                                                                  shmring_participant_t **me, shmring_span_t *span)
+{
+    shmring_participant_t *p;
+    CHECK(shmring_participant_join(r, me) == SHMRING_OK);
+    CHECK(shmring_participant_join(r, &p) == SHMRING_OK);
+    for (uint64_t v = 0; v < 8; v++)
+        CHECK(pub(p, "k", v) == 1);
+    CHECK(shmring_topic_publish_claim(p, 1, span) == 1 && span->pos == 8); /* no subscriber: allowed */
+    atomic_store(&r->seg->prod.write_pos, 8);                               /* its CAS not landed yet */
+    CHECK(shmring_topic_subscribe(*me, SHMRING_START_OLDEST, 0, s) == SHMRING_OK);
+    CHECK(shmring_topic_position(*s) == 0);
+    atomic_store(&r->seg->prod.write_pos, 9); /* now it lands */
+    return p;
+}
+
+static void test_begin_refuses_after_the_table_changed(void)
+{
+    shmring_t *r = make_topic(16, 8, 2, 4, SHMRING_POLICY_BLOCK);
+    shmring_participant_t *me;
+    shmring_topic_sub_t *s;
+    shmring_span_t span;
+    shmring_participant_t *p = claimed_before_an_oldest_subscriber(r, &s, &me, &span);
+    CHECK(shmring_topic_publish_begin(p, &span) == 0);
+    for (int64_t v = 0; v < 8; v++)
+        CHECK(recv_value(s, NULL) == v);
+    CHECK(shmring_topic_publish_begin(p, &span) == 1); /* room now */
+    uint64_t v = 8;
+    shmring_topic_fill(r, 8, "k", 1, &v, sizeof v);
+    shmring_topic_publish_commit(p, &span, 1);
+    CHECK(recv_value(s, NULL) == 8 && shmring_topic_lagged(s) == 0);
+    shmring_topic_unsubscribe(s);
+    drop_topic(r);
+}
+
+static void test_a_dead_claim_keeps_an_unread_slot(void)
+{
+    shmring_t *r = make_topic(16, 8, 2, 4, SHMRING_POLICY_BLOCK);
+    shmring_participant_t *me;
+    shmring_topic_sub_t *s;
+    shmring_span_t span;
+    shmring_participant_t *p = claimed_before_an_oldest_subscriber(r, &s, &me, &span);
+    make_dead(p, dead_pid());
+    uint64_t recheck, t = shmring_now_ns();
+    shmring_set_recover_after(r, 1000000);
+    shmring_topic_unstick(me, NULL, NULL, SHMRING_WAIT_WRITABLE, t, &recheck);
+    shmring_topic_unstick(me, NULL, NULL, SHMRING_WAIT_WRITABLE, t + 2000000, &recheck);
+    for (int64_t v = 0; v < 8; v++)
+        CHECK(recv_value(s, NULL) == v); /* position 0 not made a hole under it */
+    CHECK(shmring_topic_lagged(s) == 0);
+    shmring_topic_unstick(me, s, NULL, SHMRING_WAIT_READABLE, t + 4000000, &recheck); /* stuck at 8 */
+    shmring_topic_unstick(me, s, NULL, SHMRING_WAIT_READABLE, t + 6000000, &recheck);
+    CHECK(recv_value(s, NULL) == -1); /* 8 is a hole now, skipped */
+    shmring_topic_stats_t st;
+    shmring_topic_stats(r, &st);
+    CHECK(st.holes == 1);
+    shmring_topic_unsubscribe(s);
+    drop_topic(r);
+}
+
+/* Subscribers whose process died, under overwrite (nothing waits, so nothing
+ * recovers them): a subscribe() that finds the table full recovers them and
+ * takes an entry (finding 3). */
+static void test_subscribe_reclaims_dead_subscribers_entries(void)
+{
+    shmring_t *r = make_topic(16, 4, 2, 4, SHMRING_POLICY_OVERWRITE);
+    shmring_participant_t *me, *dying;
+    CHECK(shmring_participant_join(r, &me) == SHMRING_OK);
+    CHECK(shmring_participant_join(r, &dying) == SHMRING_OK);
+    shmring_topic_sub_t *s, *s2, *again = NULL;
+    CHECK(shmring_topic_subscribe(dying, SHMRING_START_LATEST, 0, &s) == SHMRING_OK);
+    CHECK(shmring_topic_subscribe(dying, SHMRING_START_LATEST, 0, &s2) == SHMRING_OK);
+    CHECK(shmring_topic_subscribe(me, SHMRING_START_LATEST, 0, &again) == SHMRING_EFULLSUBS); /* alive: full */
+    make_dead(dying, dead_pid());
+    CHECK(shmring_topic_subscribe(me, SHMRING_START_LATEST, 0, &again) == SHMRING_OK && again != NULL);
+    shmring_topic_sub_free(s);
+    shmring_topic_sub_free(s2);
+    shmring_topic_unsubscribe(again);
+    drop_topic(r);
+}
+
+/* A subscriber lapped 2^29 laps or more (a slot word keeps the lap in 30 bits,
+ * so it can pass for an earlier lap) counts the laps from the end it read, not
+ * from the word (finding 8). The fast-forward stands for publishing 2^31 and
+ * 2^32 messages: write_pos moved there, the last lap's words committed. */
+static void test_a_lap_count_past_the_word_s_lap_field(void)
+{
+    ONE_SUBSCRIBER(4, SHMRING_POLICY_OVERWRITE);
+    for (uint64_t v = 0; v < 4; v++)
+        CHECK(pub(me, "k", v) == 1);
+    for (int laps = 29; laps <= 30; laps++) {
+        uint64_t base = (UINT64_C(1) << laps) * 4;
+        atomic_store(&r->seg->prod.write_pos, base);
+        for (uint64_t q = base - 4; q < base; q++)
+            shmring__seq_store(r, q, shmring__state(r, q, SHMRING_SEQ_COMMITTED), memory_order_release);
+        for (uint64_t v = base; v < base + 4; v++)
+            CHECK(pub(me, "k", v) == 1);
+        shmring_topic_sub_t *t;
+        CHECK(shmring_topic_subscribe(me, SHMRING_START_LATEST, 0, &t) == SHMRING_OK);
+        t->cursor = 0; /* a subscriber that was at 0 all along */
+        atomic_store(&t->entry->cursor, 0);
+        CHECK(recv_value(t, NULL) == (int64_t)(base + 1) && shmring_topic_lagged(t) == base + 1);
+        shmring_topic_unsubscribe(t);
+    }
+    shmring_topic_unsubscribe(s);
+    drop_topic(r);
+}
+
 static void test_unit(void)
 {
     test_retention_and_starts();
@@ -342,6 +461,10 @@ static void test_unit(void)
     test_dead_publisher_leaves_holes();
     test_dead_subscriber_stops_gating();
     test_a_subscriber_whose_owner_left_gates_nobody();
+    test_begin_refuses_after_the_table_changed();
+    test_a_dead_claim_keeps_an_unread_slot();
+    test_subscribe_reclaims_dead_subscribers_entries();
+    test_a_lap_count_past_the_word_s_lap_field();
     printf("topic unit ok\n");
 }
 
