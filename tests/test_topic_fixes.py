@@ -1,8 +1,16 @@
 """Regression tests for the hostile review of shmring.Topic (one per finding; the
 C ones are in tests/c/test_topic.c)."""
+import multiprocessing as mp
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
 import pytest
 
 import shmring
+from conftest import child_python_env, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -63,3 +71,103 @@ def test_a_lagged_recv_array_into_out_hands_its_records_to_the_next_out(make_top
     n = sub.recv_array(out=second, timeout=1)
     assert n >= 1 and second["x"][:n].tolist() == list(range(missed, missed + n))
     assert missed + n == 10
+
+
+# finding 4: after shutdown(), a publisher waiting with a claim it still had to write
+# spun at a whole core (ready_at answered "ready" to every writer once shut down)
+
+def _call_in_thread(call):
+    """Run call() in a thread: (thread, result), result["outcome"] once it ended."""
+    result = {}
+
+    def run():
+        try:
+            call()
+            result["outcome"] = "returned"
+        except BaseException as e:  # noqa: B036 - reported to the test
+            result["outcome"] = e
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    return th, result
+
+
+def _cpu_share_while_blocked(th, seconds):
+    """CPU time this process used over `seconds` of wall time (as a share of
+    it), while th stays blocked: the blocked call is all that runs here."""
+    c0, t0 = time.process_time(), time.monotonic()
+    th.join(seconds)  # a window to measure over, not a synchronisation: nothing ends th here
+    share = (time.process_time() - c0) / (time.monotonic() - t0)
+    assert th.is_alive(), "the call ended on its own"
+    return share
+
+
+def _shut_down(topic):
+    topic.shutdown()
+
+
+def test_a_publisher_held_at_the_gate_ends_with_shutdown_from_another_process_without_spinning(make_topic):
+    topic = make_topic(8, 16)
+    sub = topic.subscribe()  # stalled: never reads
+    pub = topic.publisher()
+    for i in range(8):
+        pub.publish_bytes(b"k", b"m%d" % i)
+    th, result = _call_in_thread(lambda: pub.publish_bytes(b"k", b"held", timeout=30))
+    wait_until(lambda: topic.stats()["writers_waiting"] >= 1, what="the publisher asleep at the gate")
+    assert _cpu_share_while_blocked(th, 0.5) < 0.2
+    shutter = mp.get_context("fork").Process(target=_shut_down, args=(topic,))
+    shutter.start()
+    shutter.join(10)
+    assert shutter.exitcode == 0
+    t0 = time.monotonic()
+    th.join(10)
+    assert not th.is_alive() and time.monotonic() - t0 < 5
+    assert isinstance(result["outcome"], shmring.ShutDown)
+    assert [sub.recv_bytes(timeout=1) for _ in range(8)] == [(b"k", b"m%d" % i) for i in range(8)]
+    with pytest.raises(shmring.ShutDown):
+        sub.recv_bytes(timeout=1)
+
+
+CLAIMS_AND_STALLS = """
+    import sys, shmring
+    from shmring import _core
+    t = shmring.Topic.attach(sys.argv[1])
+    pub = t.publisher()
+    _core._set_test_hook("put_claimed", 600)
+    print("claiming", flush=True)
+    pub.publish_bytes(b"k", b"never committed")
+"""
+
+
+def test_a_pending_claim_sleeps_after_shutdown_and_its_message_is_delivered(make_topic):
+    topic = make_topic(8, 16, recover_after=0.05)
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(CLAIMS_AND_STALLS), topic.name],
+                             stdout=subprocess.PIPE, text=True, env=child_python_env())
+    try:
+        assert child.stdout.readline().strip() == "claiming"
+        wait_until(lambda: topic.stats()["published"] == 1, what="the child's claim of position 0")
+        pub = topic.publisher()
+        for i in range(1, 8):
+            pub.publish_bytes(b"k", b"m%d" % i)
+        # position 8 reuses slot 0, which the live child claimed and has not written:
+        # this claim is pending until it has
+        th, result = _call_in_thread(lambda: pub.publish_bytes(b"k", b"m8", timeout=30))
+        wait_until(lambda: topic.stats()["published"] == 9, what="the pending claim of position 8")
+        sub = topic.subscribe(start="oldest")  # position 1 on
+        threading.Thread(target=topic.shutdown).start()
+        wait_until(lambda: topic.stats()["shut_down"], what="the shut-down")
+        assert _cpu_share_while_blocked(th, 1.0) < 0.2  # was 0.99: it spun
+        child.kill()  # its claim becomes a hole: position 8 may be written
+        child.wait(10)
+        t0 = time.monotonic()
+        th.join(10)
+        assert not th.is_alive() and time.monotonic() - t0 < 5
+        assert result["outcome"] == "returned"  # claimed before the shut-down: published
+        assert [sub.recv_bytes(timeout=5) for _ in range(8)] == [(b"k", b"m%d" % i) for i in range(1, 9)]
+        with pytest.raises(shmring.ShutDown):
+            sub.recv_bytes(timeout=1)
+        with pytest.raises(shmring.ShutDown):
+            pub.publish_bytes(b"k", b"later")
+    finally:
+        child.kill()
+        child.wait(10)
