@@ -171,3 +171,26 @@ def test_a_pending_claim_sleeps_after_shutdown_and_its_message_is_delivered(make
     finally:
         child.kill()
         child.wait(10)
+
+
+# finding 9: small API points of Topic, Subscriber and Publisher
+
+@pytest.mark.parametrize("bad, exc, match", [
+    (b"toolong", shmring.InvalidArgument, r"prefix of 7 bytes is longer than this topic's max_topic_len of 4 bytes"),
+    ("\u00e9\u00e9\u00e9", shmring.InvalidArgument, r"prefix of 6 bytes is longer than this topic's max_topic_len"),
+    (5, TypeError, r"a prefix is bytes or str, got int"),
+    ([b"a"], TypeError, r"a prefix is bytes or str, got list"),
+    (None, TypeError, r"a prefix is bytes or str, got NoneType"),
+])
+def test_subscribe_with_a_bad_prefix_raises_before_taking_a_subscriber_entry(make_topic, bad, exc, match):
+    topic = make_topic(8, 16, max_topic_len=4, max_subscribers=2)
+    pub = topic.publisher()
+    with pytest.raises(exc, match=match) as refused:  # keeps the traceback, and its frames, alive
+        topic.subscribe(b"ok", bad)
+    assert topic.stats()["subscribers"] == []
+    pub.publish_bytes(b"ok", b"before")
+    subs = [topic.subscribe(b"ok") for _ in range(2)]  # max_subscribers, still all free
+    for i in range(10):  # more than the capacity: no entry left behind gates the publisher
+        pub.publish_bytes(b"ok", b"m%d" % i, timeout=5)
+        assert [s.recv_bytes(timeout=1) for s in subs] == [(b"ok", b"m%d" % i)] * 2
+    assert refused.value is not None

@@ -1741,8 +1741,8 @@ cdef class TopicHandle(RingHandle):
     # ---- keys and errors ----
 
     @cython.final
-    cdef bytes _key(self, object key):
-        """A topic key as bytes (str: UTF-8), within max_topic_len."""
+    cdef bytes _key(self, object key, str what="topic key"):
+        """A topic key (or a prefix: what) as bytes (str: UTF-8), within max_topic_len."""
         cdef bytes k
         if type(key) is bytes:
             k = key
@@ -1752,12 +1752,17 @@ cdef class TopicHandle(RingHandle):
             try:
                 k = memoryview(key).tobytes()
             except TypeError:
-                raise TypeError(f"a topic key is bytes or str, got {type(key).__name__}") from None
+                raise TypeError(f"a {what} is bytes or str, got {type(key).__name__}") from None
         if <uint64_t>len(k) > self.max_topic_len:
             raise errors.InvalidArgument(
-                f"topic key of {len(k)} bytes is longer than this topic's max_topic_len of "
+                f"{what} of {len(k)} bytes is longer than this topic's max_topic_len of "
                 f"{self.max_topic_len} bytes: {k[:48]!r}")
         return k
+
+    def _prefixes(self, prefixes):
+        """Prefixes as a list of bytes (str: UTF-8), each within max_topic_len:
+        checked before a subscriber is made or changed."""
+        return [self._key(prefix, "prefix") for prefix in prefixes]
 
     # ---- publishing ----
 
@@ -1918,7 +1923,7 @@ cdef class TopicHandle(RingHandle):
         """Add or remove prefixes of s (bytes, or str as UTF-8)."""
         cdef bytes k
         cdef int rc
-        keys = [self._key(prefix) for prefix in prefixes]
+        keys = self._prefixes(prefixes)
         self._enter()  # close() waits for us, and a closed handle says so
         try:
             self._use(s)
