@@ -194,3 +194,28 @@ def test_subscribe_with_a_bad_prefix_raises_before_taking_a_subscriber_entry(mak
         pub.publish_bytes(b"ok", b"m%d" % i, timeout=5)
         assert [s.recv_bytes(timeout=1) for s in subs] == [(b"ok", b"m%d" % i)] * 2
     assert refused.value is not None
+
+
+def test_pickling_a_subscriber_a_publisher_or_their_calls_names_the_rule(make_topic):
+    import copy
+    import pickle
+    import re
+
+    topic = make_topic(8, 16)
+    sub, pub = topic.subscribe(), topic.publisher()
+    rule = r"is made in the process that uses it: pass the Topic \(it pickles\) and call {} there"
+    objects = [(sub, "topic.subscribe()"), (sub._sub, "topic.subscribe()"), (pub, "topic.publisher()")]
+    # a Subscriber's calls are its subscription's bound methods (multiprocessing pickles a
+    # target's arguments, and a callback may be one of them)
+    calls = [(getattr(sub, name), "topic.subscribe()") for name in shmring.Subscriber._calls]
+    for obj, made in objects + calls:
+        for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+            with pytest.raises(TypeError, match=rule.format(re.escape(made))):
+                pickle.dumps(obj, protocol)
+    for obj, made in objects:
+        with pytest.raises(TypeError, match=rule.format(re.escape(made))):
+            copy.copy(obj)
+    with pytest.raises(TypeError, match=rule.format(re.escape("topic.subscribe()"))):
+        mp.reduction.ForkingPickler.dumps([sub.recv_bytes])
+    pub.publish_bytes(b"k", b"still works")
+    assert sub.recv_bytes(timeout=1) == (b"k", b"still works")

@@ -1685,6 +1685,11 @@ cdef class _Subscription:
         """Messages missed since this was last asked."""
         return shmring_topic_take_lag(self.ptr) if self.ptr != NULL else 0
 
+    def __reduce__(self):
+        # its entry, cursor and buffer are this process's: another makes its own
+        raise TypeError("a Subscriber (its recv calls too) is made in the process that uses it: pass the Topic "
+                        "(it pickles) and call topic.subscribe() there")
+
     def __dealloc__(self):
         if self.ptr != NULL:
             if self.mapping is not None and self.mapping.ring != NULL:
