@@ -431,7 +431,7 @@ int shmring_topic_subscribe(shmring_participant_t *owner, int start, uint64_t po
         /* relaxed: the end now, to refuse a position beyond it */
         uint64_t end = shmring__topic_end(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
         if (position > end)
-            return shmring__fail(SHMRING_EINVAL, "start position %llu is beyond the stream's end, %llu",
+            return shmring__fail(SHMRING_EINVAL, "start position %llu is out of range: 0 to %llu, the stream's end",
                                  (unsigned long long)position, (unsigned long long)end);
     }
     shmring_topic_sub_t *s = calloc(1, sizeof *s);

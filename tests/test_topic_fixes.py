@@ -219,3 +219,19 @@ def test_pickling_a_subscriber_a_publisher_or_their_calls_names_the_rule(make_to
         mp.reduction.ForkingPickler.dumps([sub.recv_bytes])
     pub.publish_bytes(b"k", b"still works")
     assert sub.recv_bytes(timeout=1) == (b"k", b"still works")
+
+
+def test_a_start_position_out_of_range_is_a_value_error_naming_it_and_the_range(make_topic):
+    topic = make_topic(8, 16, max_subscribers=1)
+    pub = topic.publisher()
+    for i in range(20):
+        pub.publish_bytes(b"k", b"m%d" % i)
+    for bad in (2**64, 2**64 + 5, 10**30, 2**64 - 1, 2**63, 21, -1, -2**70):
+        with pytest.raises(ValueError, match=rf"start position {bad} is out of range: 0 to 20, the stream's end"):
+            topic.subscribe(start=bad)
+        assert topic.stats()["subscribers"] == []
+    with topic.subscribe(start=20) as sub:  # the end: allowed, and the entry was free
+        pub.publish_bytes(b"k", b"m20")
+        assert sub.recv_bytes(timeout=1) == (b"k", b"m20")
+    with topic.subscribe(start=0) as sub:  # retained no longer: from the oldest, the gap counted
+        assert sub.recv_bytes(timeout=1) == (b"k", b"m13") and sub.lagged == 13

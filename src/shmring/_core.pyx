@@ -1873,16 +1873,21 @@ cdef class TopicHandle(RingHandle):
         cdef int mode, rc
         cdef uint64_t at = 0
         cdef _Participant p
-        if position is not None:
-            mode, at = SHMRING_START_AT, position
-        else:
-            mode = _STARTS[start]
+        cdef shmring_topic_stats_t st
+        mode = SHMRING_START_AT if position is not None else _STARTS[start]
         s.key_room = self.max_topic_len
         s.buf = <char *>PyMem_Malloc(self.max_topic_len + self._slot_size + 1)
         if s.buf == NULL:
             raise MemoryError()
         p = self._enter()
         try:
+            if position is not None and not 0 <= position <= UINT64_MAX:
+                # as the C layer says of a position beyond the end (its detail), never a wrap-around
+                shmring_topic_stats(self._ring, &st)
+                _raise_rc(SHMRING_EINVAL, self.name,
+                          f"start position {position} is out of range: 0 to {st.published}, the stream's end")
+            if position is not None:
+                at = position
             rc = shmring_topic_subscribe(self._part0.ptr, mode, at, &s.ptr)
             if rc == SHMRING_EFULLSUBS:
                 raise errors.TooManyParticipants(

@@ -264,9 +264,7 @@ class Subscriber(_OfThisProcess):
         elif isinstance(start, bool) or not hasattr(start, "__index__"):
             raise TypeError(f"start must be 'latest', 'oldest' or a position (an int), got {start!r}")
         else:
-            position = start.__index__()
-            if position < 0:
-                raise ValueError(f"start position must be at least 0, got {position}")
+            position = start.__index__()  # its range (0 to the end) is checked as the entry is taken
         self._on_lag = "count"
         self._held = None  # what the call that raised Lagged had received
         prefixes = topic._prefixes(prefixes)  # bad ones refused before an entry is taken
