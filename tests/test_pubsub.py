@@ -406,7 +406,7 @@ def test_bad_input_is_refused_naming_the_value_and_the_rule(make_topic):
     pub = topic.publisher()
     with pytest.raises(shmring.InvalidArgument, match=r"topic key of 5 bytes is longer than this topic's max_topic_len of 4"):
         pub.publish(b"12345", 1)
-    with pytest.raises(shmring.MessageTooLarge, match=r"17 bytes, larger than this queue's msg_size of 16"):
+    with pytest.raises(shmring.MessageTooLarge, match=r"17 bytes, larger than this topic's msg_size of 16"):
         pub.publish_bytes(b"k", b"x" * 17)
     with pytest.raises(TypeError, match="a topic key is bytes or str, got int"):
         pub.publish(5, 1)

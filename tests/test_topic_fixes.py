@@ -235,3 +235,67 @@ def test_a_start_position_out_of_range_is_a_value_error_naming_it_and_the_range(
         assert sub.recv_bytes(timeout=1) == (b"k", b"m20")
     with topic.subscribe(start=0) as sub:  # retained no longer: from the oldest, the gap counted
         assert sub.recv_bytes(timeout=1) == (b"k", b"m13") and sub.lagged == 13
+
+
+def test_a_topic_s_errors_name_the_topic_and_its_limits_not_a_queue_s(make_topic):
+    import pickle
+
+    topic = make_topic(8, 16, max_topic_len=4)
+    pub = topic.publisher()
+    for publish in (lambda: pub.publish_bytes(b"k", b"x" * 17), lambda: pub.publish(b"k", b"x" * 17),
+                    lambda: pub.publish_many_bytes([(b"k", b"ok"), (b"k", b"x" * 17)]),
+                    lambda: pub.publish_many([(b"k", 1), (b"k", b"x" * 17)])):
+        with pytest.raises(shmring.MessageTooLarge, match=r"is \d+ bytes, larger than this topic's msg_size of 16 "
+                                                          r"bytes .*max_topic_len, 4 bytes") as e:
+            publish()
+        assert "queue" not in str(e.value)
+        assert str(pickle.loads(pickle.dumps(e.value))) == str(e.value)  # multiprocessing hands it back so
+    assert topic.stats()["published"] == 0  # nothing of a refused batch was published
+    with pytest.raises(shmring.OutOfMemory, match=r"capacity 1048576 of msg_size 1048576 bytes needs") as e:
+        shmring.Topic(2**20, 2**20)
+    assert "maxsize" not in str(e.value)
+
+
+def test_a_records_topic_s_errors_say_publish_and_topic(make_topic):
+    np = pytest.importorskip("numpy")
+    dt = np.dtype([("x", "<i8")])
+    topic = make_topic(8, dtype=dt)
+    pub, sub = topic.publisher(), topic.subscribe()
+    with pytest.raises(TypeError, match=r"record of dtype int32 given to a topic of \[\('x', '<i8'\)\]"):
+        pub.publish(b"k", np.int32(1))
+    with pytest.raises(ValueError, match=r"publish\(\) takes one record .* use publish_array\(\) for many"):
+        pub.publish(b"k", np.zeros(2, dt))
+    with pytest.raises(TypeError, match=r"array of dtype int32 given to a topic of"):
+        pub.publish_array(np.zeros(2, np.int32))
+    with pytest.raises(TypeError, match=r"array of dtype int32 given to a topic of"):
+        sub.recv_array(out=np.zeros(2, np.int32), timeout=0)
+    assert topic.stats()["published"] == 0
+
+
+def test_publishing_from_a_signal_handler_while_a_claim_waits_says_topic(make_topic):
+    import signal
+
+    topic = make_topic(8, 16, recover_after=0.05)
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(CLAIMS_AND_STALLS), topic.name],
+                             stdout=subprocess.PIPE, text=True, env=child_python_env())
+    pub = topic.publisher()
+
+    def handler(signum, frame):
+        pub.publish_bytes(b"k", b"from the handler")
+
+    old = signal.signal(signal.SIGUSR1, handler)
+    try:
+        assert child.stdout.readline().strip() == "claiming"
+        wait_until(lambda: topic.stats()["published"] == 1, what="the child's claim of position 0")
+        for i in range(1, 8):
+            pub.publish_bytes(b"k", b"m%d" % i)
+        me = threading.get_ident()
+        threading.Thread(target=lambda: (wait_until(lambda: topic.stats()["published"] == 9, what="the claim"),
+                                         signal.pthread_kill(me, signal.SIGUSR1))).start()
+        with pytest.raises(RuntimeError, match=r"this thread holds a claim on the topic") as e:
+            pub.publish_bytes(b"k", b"m8", timeout=30)  # pending behind the child's claim
+        assert "queue" not in str(e.value) and "reserve()" not in str(e.value)
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+        child.kill()
+        child.wait(10)

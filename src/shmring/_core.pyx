@@ -615,7 +615,8 @@ cdef class RingHandle:
         if self._rec_check is not None:
             raise RuntimeError(f"{self._kind_word()} {self.name!r} has its records already: they are set once, at open")
         if getattr(dtype, "itemsize", None) != self._slot_size:
-            raise ValueError(f"a record of {dtype!r} is not {self._slot_size} bytes, this queue's slot size")
+            raise ValueError(f"a record of {dtype!r} is not {self._slot_size} bytes, this {self._kind_word()}'s "
+                             f"slot size")
         self._rec_check, self._rec_new, self._rec_trim, self._rec_array_of = check, new, trim, array_of
         self._rec_type, self._rec_dtype = array_type, dtype
         self._make_slots, self._seal = make_slots, seal
@@ -630,7 +631,8 @@ cdef class RingHandle:
     cdef object _records_only(self, what):
         self._records_ring(what)
         if self._rec_check is None:
-            raise TypeError(f"this handle has no records codec: {what} needs one (shmring.Queue sets it)")
+            raise TypeError(f"this handle has no records codec: {what} needs one "
+                            f"(shmring.{'Topic' if self._topic else 'Queue'} sets it)")
 
     @cython.final
     cdef inline object _encoded(self, obj):
@@ -641,7 +643,8 @@ cdef class RingHandle:
     @cython.final
     cdef inline int _codec_set(self) except -1:
         if self._encode is None:
-            raise TypeError("this handle has no codec: put/get need one (shmring.Queue sets it)")
+            raise TypeError(f"this handle has no codec: {'publish/recv' if self._topic else 'put/get'} need one "
+                            f"(shmring.{'Topic' if self._topic else 'Queue'} sets it)")
         return 0
 
     # ---- participants and in-flight accounting ----
@@ -693,6 +696,10 @@ cdef class RingHandle:
         if self._closing or self._ring == NULL:
             raise errors.QueueClosed(f"{self._kind_word()} {self.name!r} is closed")
         p = self._me()
+        if p.holding and self._topic:
+            raise RuntimeError(
+                f"this thread holds a claim on the topic {self.name!r} (a publish waiting to write it when a "
+                "signal handler or finalizer ran): publish from there once that call returned")
         if p.holding:
             raise RuntimeError(
                 "this thread holds a claim on the queue (an open reserve() or view(), or "
@@ -807,8 +814,14 @@ cdef class RingHandle:
                 encoded[i] = _as_bytes(encoded[i], i)
             size = PyBytes_GET_SIZE(encoded[i])
             if <uint64_t>size > self._slot_size:
-                raise errors.MessageTooLarge(size, self._slot_size)
+                raise self._too_large(size)
         return 0
+
+    cdef object _too_large(self, Py_ssize_t size):
+        """MessageTooLarge for a message of `size` bytes (a topic's names its keys' own limit)."""
+        if self._topic:
+            return errors.MessageTooLarge(size, self._slot_size, "topic", getattr(self, "max_topic_len"))
+        return errors.MessageTooLarge(size, self._slot_size)
 
     @cython.final
     cdef int _begin(self, _Participant p, shmring_span_t *span, uint64_t deadline, Py_ssize_t done) except -1:
@@ -984,7 +997,7 @@ cdef class QueueHandle(RingHandle):
         cdef _Participant p = self._enter()  # first: a closed (or never opened) handle says so
         try:
             if <uint64_t>size > self._slot_size:
-                raise errors.MessageTooLarge(size, self._slot_size)
+                raise self._too_large(size)
             # the common case in one C call: room now, claimed, filled and committed
             if shmring_queue_put(p.ptr, data, size) <= 0:
                 self._claim(True, p, 1, &span, deadline, 0)
@@ -1778,7 +1791,7 @@ cdef class TopicHandle(RingHandle):
         cdef _Participant p = self._enter()  # first: a closed (or never opened) handle says so
         try:
             if <uint64_t>size > self._slot_size:
-                raise errors.MessageTooLarge(size, self._slot_size)
+                raise self._too_large(size)
             rc = shmring_topic_publish(p.ptr, PyBytes_AS_STRING(key), <uint32_t>PyBytes_GET_SIZE(key), data,
                                        <uint32_t>size, &span)
             if rc == 1:
