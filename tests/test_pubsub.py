@@ -19,7 +19,7 @@ import zlib
 import pytest
 
 import shmring
-from conftest import child_python_env, interrupt_when_asleep, wait_until
+from conftest import child_python_env, interrupt_when_asleep, start_stalled_publisher, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -290,25 +290,11 @@ def test_a_sigkilled_subscriber_stops_gating_publishers_within_a_second(make_top
         child.wait(10)
 
 
-STALLED_PUBLISHER = """
-    import sys, shmring
-    from shmring import _core
-    t = shmring.Topic.attach(sys.argv[1])
-    pub = t.publisher()
-    _core._set_test_hook("put_claimed", 600)
-    print("claiming", flush=True)
-    pub.publish_bytes(b"k", b"never committed")
-"""
-
-
 def test_a_publisher_sigkilled_mid_claim_leaves_a_hole_subscribers_skip(make_topic):
     topic = make_topic(8, 32, max_topic_len=1, recover_after=0.05)
     sub = topic.subscribe()
-    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(STALLED_PUBLISHER), topic.name],
-                             stdout=subprocess.PIPE, text=True, env=child_python_env())
+    child = start_stalled_publisher(topic)
     try:
-        assert child.stdout.readline().strip() == "claiming"
-        wait_until(lambda: topic.stats()["published"] == 1, what="the claim")
         topic.publisher().publish_bytes(b"k", b"after")
         with pytest.raises(shmring.Empty):
             sub.recv_bytes(timeout=0.2)          # held by the live child's claim

@@ -1,16 +1,13 @@
 """Regression tests for the hostile review of shmring.Topic (one per finding; the
 C ones are in tests/c/test_topic.c)."""
 import multiprocessing as mp
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 
 import pytest
 
 import shmring
-from conftest import child_python_env, wait_until
+from conftest import start_stalled_publisher, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -128,24 +125,10 @@ def test_a_publisher_held_at_the_gate_ends_with_shutdown_from_another_process_wi
         sub.recv_bytes(timeout=1)
 
 
-CLAIMS_AND_STALLS = """
-    import sys, shmring
-    from shmring import _core
-    t = shmring.Topic.attach(sys.argv[1])
-    pub = t.publisher()
-    _core._set_test_hook("put_claimed", 600)
-    print("claiming", flush=True)
-    pub.publish_bytes(b"k", b"never committed")
-"""
-
-
 def test_a_pending_claim_sleeps_after_shutdown_and_its_message_is_delivered(make_topic):
     topic = make_topic(8, 16, recover_after=0.05)
-    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(CLAIMS_AND_STALLS), topic.name],
-                             stdout=subprocess.PIPE, text=True, env=child_python_env())
+    child = start_stalled_publisher(topic)  # claims position 0, never writes it
     try:
-        assert child.stdout.readline().strip() == "claiming"
-        wait_until(lambda: topic.stats()["published"] == 1, what="the child's claim of position 0")
         pub = topic.publisher()
         for i in range(1, 8):
             pub.publish_bytes(b"k", b"m%d" % i)
@@ -276,17 +259,14 @@ def test_publishing_from_a_signal_handler_while_a_claim_waits_says_topic(make_to
     import signal
 
     topic = make_topic(8, 16, recover_after=0.05)
-    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(CLAIMS_AND_STALLS), topic.name],
-                             stdout=subprocess.PIPE, text=True, env=child_python_env())
     pub = topic.publisher()
 
     def handler(signum, frame):
         pub.publish_bytes(b"k", b"from the handler")
 
+    child = start_stalled_publisher(topic)  # claims position 0, never writes it
     old = signal.signal(signal.SIGUSR1, handler)
     try:
-        assert child.stdout.readline().strip() == "claiming"
-        wait_until(lambda: topic.stats()["published"] == 1, what="the child's claim of position 0")
         for i in range(1, 8):
             pub.publish_bytes(b"k", b"m%d" % i)
         me = threading.get_ident()
