@@ -93,6 +93,7 @@ struct shmring_participant {
      * or the end of a publisher's claim), for the kind's ready_at (kind.h). */
     uint64_t cached_gate, cached_gen, wait_pos;
     uint32_t cached_who;            /* the subscriber entry whose cursor cached_gate is */
+    uint32_t wait_claimed;          /* 1: the waiter holds a claim it must still write (a topic's pending claim) */
     shmring_participant_t *prev, *next;
 };
 

@@ -431,7 +431,7 @@ int shmring_topic_subscribe(shmring_participant_t *owner, int start, uint64_t po
         /* relaxed: the end now, to refuse a position beyond it */
         uint64_t end = shmring__topic_end(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
         if (position > end)
-            return shmring__fail(SHMRING_EINVAL, "start position %llu is beyond the stream's end, %llu",
+            return shmring__fail(SHMRING_EINVAL, "start position %llu is out of range: 0 to %llu, the stream's end",
                                  (unsigned long long)position, (unsigned long long)end);
     }
     shmring_topic_sub_t *s = calloc(1, sizeof *s);
@@ -727,7 +727,10 @@ uint64_t shmring_topic_take_lag(shmring_topic_sub_t *s)
 
 /* Could the wait of me end now (me->wait_pos: a subscriber's cursor, or a
  * publisher's first position that waits)? relaxed loads: a hint, ordered after
- * the sleeper bit by F1; the operation decides. */
+ * the sleeper bit by F1; the operation decides. Shut down, a publisher without
+ * a claim is done (its claim fails); one that holds a claim (me->wait_claimed,
+ * made before the shut-down) still waits to write it, asleep: subscribers
+ * drain up to the end it is part of. */
 static int ready_at(const shmring_participant_t *me, int what)
 {
     const shmring_t *r = me->ring;
@@ -739,7 +742,7 @@ static int ready_at(const shmring_participant_t *me, int what)
             return 1; /* committed, a hole, or lapped */
         return (wp & SHMRING_TOPIC_SHUT) && shmring__topic_end(wp) <= p; /* drained */
     }
-    if (wp & SHMRING_TOPIC_SHUT)
+    if ((wp & SHMRING_TOPIC_SHUT) && !me->wait_claimed)
         return 1; /* a claim now says so */
     uint32_t who;
     if (blocking(r) && !shmring__gate_allows(r, shmring__topic_gate(r, &who), p + 1))
@@ -781,6 +784,7 @@ int shmring_topic_wait(shmring_participant_t *me, shmring_topic_sub_t *sub, cons
         me->wait_pos = sub->cursor;
     } else {
         what = SHMRING_WAIT_WRITABLE;
+        me->wait_claimed = span != NULL;
         /* a pending claim waits for its last position (the gate) and its
          * first unwritable slot; a publisher without one for the end */
         me->wait_pos = span ? span->pos + span->n - 1

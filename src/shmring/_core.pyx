@@ -615,7 +615,8 @@ cdef class RingHandle:
         if self._rec_check is not None:
             raise RuntimeError(f"{self._kind_word()} {self.name!r} has its records already: they are set once, at open")
         if getattr(dtype, "itemsize", None) != self._slot_size:
-            raise ValueError(f"a record of {dtype!r} is not {self._slot_size} bytes, this queue's slot size")
+            raise ValueError(f"a record of {dtype!r} is not {self._slot_size} bytes, this {self._kind_word()}'s "
+                             f"slot size")
         self._rec_check, self._rec_new, self._rec_trim, self._rec_array_of = check, new, trim, array_of
         self._rec_type, self._rec_dtype = array_type, dtype
         self._make_slots, self._seal = make_slots, seal
@@ -630,7 +631,8 @@ cdef class RingHandle:
     cdef object _records_only(self, what):
         self._records_ring(what)
         if self._rec_check is None:
-            raise TypeError(f"this handle has no records codec: {what} needs one (shmring.Queue sets it)")
+            raise TypeError(f"this handle has no records codec: {what} needs one "
+                            f"(shmring.{'Topic' if self._topic else 'Queue'} sets it)")
 
     @cython.final
     cdef inline object _encoded(self, obj):
@@ -641,7 +643,8 @@ cdef class RingHandle:
     @cython.final
     cdef inline int _codec_set(self) except -1:
         if self._encode is None:
-            raise TypeError("this handle has no codec: put/get need one (shmring.Queue sets it)")
+            raise TypeError(f"this handle has no codec: {'publish/recv' if self._topic else 'put/get'} need one "
+                            f"(shmring.{'Topic' if self._topic else 'Queue'} sets it)")
         return 0
 
     # ---- participants and in-flight accounting ----
@@ -693,6 +696,10 @@ cdef class RingHandle:
         if self._closing or self._ring == NULL:
             raise errors.QueueClosed(f"{self._kind_word()} {self.name!r} is closed")
         p = self._me()
+        if p.holding and self._topic:
+            raise RuntimeError(
+                f"this thread holds a claim on the topic {self.name!r} (a publish waiting to write it when a "
+                "signal handler or finalizer ran): publish from there once that call returned")
         if p.holding:
             raise RuntimeError(
                 "this thread holds a claim on the queue (an open reserve() or view(), or "
@@ -807,8 +814,14 @@ cdef class RingHandle:
                 encoded[i] = _as_bytes(encoded[i], i)
             size = PyBytes_GET_SIZE(encoded[i])
             if <uint64_t>size > self._slot_size:
-                raise errors.MessageTooLarge(size, self._slot_size)
+                raise self._too_large(size)
         return 0
+
+    cdef object _too_large(self, Py_ssize_t size):
+        """MessageTooLarge for a message of `size` bytes (a topic's names its keys' own limit)."""
+        if self._topic:
+            return errors.MessageTooLarge(size, self._slot_size, "topic", getattr(self, "max_topic_len"))
+        return errors.MessageTooLarge(size, self._slot_size)
 
     @cython.final
     cdef int _begin(self, _Participant p, shmring_span_t *span, uint64_t deadline, Py_ssize_t done) except -1:
@@ -984,7 +997,7 @@ cdef class QueueHandle(RingHandle):
         cdef _Participant p = self._enter()  # first: a closed (or never opened) handle says so
         try:
             if <uint64_t>size > self._slot_size:
-                raise errors.MessageTooLarge(size, self._slot_size)
+                raise self._too_large(size)
             # the common case in one C call: room now, claimed, filled and committed
             if shmring_queue_put(p.ptr, data, size) <= 0:
                 self._claim(True, p, 1, &span, deadline, 0)
@@ -1685,6 +1698,11 @@ cdef class _Subscription:
         """Messages missed since this was last asked."""
         return shmring_topic_take_lag(self.ptr) if self.ptr != NULL else 0
 
+    def __reduce__(self):
+        # its entry, cursor and buffer are this process's: another makes its own
+        raise TypeError("a Subscriber (its recv calls too) is made in the process that uses it: pass the Topic "
+                        "(it pickles) and call topic.subscribe() there")
+
     def __dealloc__(self):
         if self.ptr != NULL:
             if self.mapping is not None and self.mapping.ring != NULL:
@@ -1741,8 +1759,8 @@ cdef class TopicHandle(RingHandle):
     # ---- keys and errors ----
 
     @cython.final
-    cdef bytes _key(self, object key):
-        """A topic key as bytes (str: UTF-8), within max_topic_len."""
+    cdef bytes _key(self, object key, str what="topic key"):
+        """A topic key (or a prefix: what) as bytes (str: UTF-8), within max_topic_len."""
         cdef bytes k
         if type(key) is bytes:
             k = key
@@ -1752,12 +1770,17 @@ cdef class TopicHandle(RingHandle):
             try:
                 k = memoryview(key).tobytes()
             except TypeError:
-                raise TypeError(f"a topic key is bytes or str, got {type(key).__name__}") from None
+                raise TypeError(f"a {what} is bytes or str, got {type(key).__name__}") from None
         if <uint64_t>len(k) > self.max_topic_len:
             raise errors.InvalidArgument(
-                f"topic key of {len(k)} bytes is longer than this topic's max_topic_len of "
+                f"{what} of {len(k)} bytes is longer than this topic's max_topic_len of "
                 f"{self.max_topic_len} bytes: {k[:48]!r}")
         return k
+
+    def _prefixes(self, prefixes):
+        """Prefixes as a list of bytes (str: UTF-8), each within max_topic_len:
+        checked before a subscriber is made or changed."""
+        return [self._key(prefix, "prefix") for prefix in prefixes]
 
     # ---- publishing ----
 
@@ -1768,7 +1791,7 @@ cdef class TopicHandle(RingHandle):
         cdef _Participant p = self._enter()  # first: a closed (or never opened) handle says so
         try:
             if <uint64_t>size > self._slot_size:
-                raise errors.MessageTooLarge(size, self._slot_size)
+                raise self._too_large(size)
             rc = shmring_topic_publish(p.ptr, PyBytes_AS_STRING(key), <uint32_t>PyBytes_GET_SIZE(key), data,
                                        <uint32_t>size, &span)
             if rc == 1:
@@ -1863,16 +1886,21 @@ cdef class TopicHandle(RingHandle):
         cdef int mode, rc
         cdef uint64_t at = 0
         cdef _Participant p
-        if position is not None:
-            mode, at = SHMRING_START_AT, position
-        else:
-            mode = _STARTS[start]
+        cdef shmring_topic_stats_t st
+        mode = SHMRING_START_AT if position is not None else _STARTS[start]
         s.key_room = self.max_topic_len
         s.buf = <char *>PyMem_Malloc(self.max_topic_len + self._slot_size + 1)
         if s.buf == NULL:
             raise MemoryError()
         p = self._enter()
         try:
+            if position is not None and not 0 <= position <= UINT64_MAX:
+                # as the C layer says of a position beyond the end (its detail), never a wrap-around
+                shmring_topic_stats(self._ring, &st)
+                _raise_rc(SHMRING_EINVAL, self.name,
+                          f"start position {position} is out of range: 0 to {st.published}, the stream's end")
+            if position is not None:
+                at = position
             rc = shmring_topic_subscribe(self._part0.ptr, mode, at, &s.ptr)
             if rc == SHMRING_EFULLSUBS:
                 raise errors.TooManyParticipants(
@@ -1918,7 +1946,7 @@ cdef class TopicHandle(RingHandle):
         """Add or remove prefixes of s (bytes, or str as UTF-8)."""
         cdef bytes k
         cdef int rc
-        keys = [self._key(prefix) for prefix in prefixes]
+        keys = self._prefixes(prefixes)
         self._enter()  # close() waits for us, and a closed handle says so
         try:
             self._use(s)

@@ -264,14 +264,17 @@ class Subscriber(_OfThisProcess):
         elif isinstance(start, bool) or not hasattr(start, "__index__"):
             raise TypeError(f"start must be 'latest', 'oldest' or a position (an int), got {start!r}")
         else:
-            position = start.__index__()
-            if position < 0:
-                raise ValueError(f"start position must be at least 0, got {position}")
+            position = start.__index__()  # its range (0 to the end) is checked as the entry is taken
         self._on_lag = "count"
         self._held = None  # what the call that raised Lagged had received
+        prefixes = topic._prefixes(prefixes)  # bad ones refused before an entry is taken
         self._sub = topic._subscribe(start if position is None else "latest", position)
         if prefixes:
-            topic._filter(self._sub, prefixes, True)
+            try:
+                topic._filter(self._sub, prefixes, True)
+            except BaseException:  # out of memory, Ctrl-C: the entry gates nobody
+                topic._unsubscribe(self._sub)
+                raise
         self._bind(self._sub)
         _close_subscribers_at_exit()
 

@@ -6,8 +6,9 @@
  *   test_topic unit       single-threaded: retention and each start, prefix
  *                         filters, gating (block), lapping with exact counts
  *                         (overwrite), the slow timeout's detach and resume,
- *                         shut-down, a dead publisher's claim made holes, a dead
- *                         subscriber that stops gating
+ *                         shut-down (a claim made before it still waits to be
+ *                         written, asleep), a dead publisher's claim made holes,
+ *                         a dead subscriber that stops gating
  *   test_topic stress P S N MAXSIZE block|overwrite
  *                         P publisher x S subscriber threads, N messages each,
  *                         tagged (publisher, sequence) and checksummed; every
@@ -108,7 +109,7 @@ static void test_retention_and_starts(void)
     CHECK(shmring_topic_subscribe(me, SHMRING_START_AT, 3, &gone) == SHMRING_OK);
     shmring_topic_sub_t *beyond;
     CHECK(shmring_topic_subscribe(me, SHMRING_START_AT, 21, &beyond) == SHMRING_EINVAL);
-    CHECK(strstr(shmring_error_detail(), "start position 21 is beyond the stream's end, 20") != NULL);
+    CHECK(strstr(shmring_error_detail(), "start position 21 is out of range: 0 to 20, the stream's end") != NULL);
     CHECK(shmring_topic_position(old) == 12 && shmring_topic_position(late) == 20);
     CHECK(shmring_topic_lagged(gone) == 12 - 3 && shmring_topic_position(gone) == 12);
     for (int64_t i = 12; i < 20; i++) /* the last maxsize messages, in order */
@@ -403,6 +404,77 @@ static void test_a_dead_claim_keeps_an_unread_slot(void)
     drop_topic(r);
 }
 
+/* After shutdown, a publisher that holds a claim made before it (waiting for
+ * its slot's previous lap, or for a subscriber that joined after its claim)
+ * is not ready until it may write: it sleeps instead of spinning (finding 4),
+ * then writes and commits, and subscribers receive that message too before
+ * they end. A waiter without a claim is ready at once (its claim fails). */
+static int sleeps_for(shmring_participant_t *p, const shmring_span_t *span, uint64_t ns)
+{
+    uint64_t t = shmring_now_ns();
+    return shmring_topic_wait(p, NULL, span, SHMRING_WAIT_WRITABLE, ns, 0) == 0 && shmring_now_ns() - t >= ns / 2;
+}
+
+static void commit_value(shmring_participant_t *p, const shmring_span_t *span, uint64_t v)
+{
+    CHECK(shmring_topic_publish_begin(p, span) == 1);
+    shmring_topic_fill(p->ring, span->pos, "k", 1, &v, sizeof v);
+    shmring_topic_publish_commit(p, span, 1);
+}
+
+static void test_a_pending_claim_waits_asleep_after_shutdown(void)
+{
+    /* behind a slot whose previous lap a live publisher has claimed and not committed */
+    shmring_t *r = make_topic(16, 8, 2, 4, SHMRING_POLICY_BLOCK);
+    shmring_participant_t *a, *b;
+    shmring_topic_sub_t *s;
+    shmring_span_t first, span;
+    CHECK(shmring_participant_join(r, &a) == SHMRING_OK && shmring_participant_join(r, &b) == SHMRING_OK);
+    CHECK(shmring_topic_publish_claim(a, 1, &first) == 1 && first.pos == 0);
+    for (uint64_t v = 1; v < 8; v++)
+        CHECK(pub(b, "k", v) == 1);
+    uint64_t v = 8;
+    CHECK(shmring_topic_publish(b, "k", 1, &v, sizeof v, &span) == SHMRING_TOPIC_PENDING && span.pos == 8);
+    CHECK(shmring_topic_subscribe(b, SHMRING_START_OLDEST, 0, &s) == SHMRING_OK && shmring_topic_position(s) == 1);
+    shmring_topic_shutdown(r);
+    CHECK(shmring_topic_wait(b, NULL, &span, SHMRING_WAIT_WRITABLE, 0, 10) == 0);
+    CHECK(sleeps_for(b, &span, 2000000));
+    shmring_participant_t *c;
+    shmring_span_t later;
+    CHECK(shmring_participant_join(r, &c) == SHMRING_OK);
+    CHECK(shmring_topic_wait(c, NULL, NULL, SHMRING_WAIT_WRITABLE, 0, 1) == 1); /* no claim: done at once */
+    CHECK(shmring_topic_publish_claim(c, 1, &later) == SHMRING_ESHUTDOWN);
+    CHECK(shmring_topic_publish_begin(b, &span) == 0);
+    commit_value(a, &first, 0);
+    CHECK(shmring_topic_wait(b, NULL, &span, SHMRING_WAIT_WRITABLE, 0, 1) == 1);
+    commit_value(b, &span, 8);
+    for (int64_t w = 1; w <= 8; w++)
+        CHECK(recv_value(s, NULL) == w);
+    char k[8], d[16];
+    uint32_t kl, l;
+    uint64_t pos;
+    CHECK(shmring_topic_recv(s, k, &kl, d, &l, &pos) == SHMRING_ESHUTDOWN && shmring_topic_lagged(s) == 0);
+    shmring_topic_unsubscribe(s);
+    drop_topic(r);
+
+    /* behind the gate: a subscriber (start oldest) joined after the claim */
+    r = make_topic(16, 8, 2, 4, SHMRING_POLICY_BLOCK);
+    shmring_participant_t *me;
+    shmring_participant_t *p = claimed_before_an_oldest_subscriber(r, &s, &me, &span);
+    CHECK(shmring_topic_publish_begin(p, &span) == 0);
+    shmring_topic_shutdown(r);
+    CHECK(shmring_topic_wait(p, NULL, &span, SHMRING_WAIT_WRITABLE, 0, 10) == 0);
+    CHECK(sleeps_for(p, &span, 2000000));
+    for (int64_t w = 0; w < 8; w++)
+        CHECK(recv_value(s, NULL) == w);
+    CHECK(shmring_topic_wait(p, NULL, &span, SHMRING_WAIT_WRITABLE, 0, 1) == 1);
+    commit_value(p, &span, 8);
+    CHECK(recv_value(s, NULL) == 8);
+    CHECK(shmring_topic_recv(s, k, &kl, d, &l, &pos) == SHMRING_ESHUTDOWN && shmring_topic_lagged(s) == 0);
+    shmring_topic_unsubscribe(s);
+    drop_topic(r);
+}
+
 /* Subscribers whose process died, under overwrite (nothing waits, so nothing
  * recovers them): a subscribe() that finds the table full recovers them and
  * takes an entry (finding 3). */
@@ -463,6 +535,7 @@ static void test_unit(void)
     test_a_subscriber_whose_owner_left_gates_nobody();
     test_begin_refuses_after_the_table_changed();
     test_a_dead_claim_keeps_an_unread_slot();
+    test_a_pending_claim_waits_asleep_after_shutdown();
     test_subscribe_reclaims_dead_subscribers_entries();
     test_a_lap_count_past_the_word_s_lap_field();
     printf("topic unit ok\n");
