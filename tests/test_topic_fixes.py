@@ -279,3 +279,80 @@ def test_publishing_from_a_signal_handler_while_a_claim_waits_says_topic(make_to
         signal.signal(signal.SIGUSR1, old)
         child.kill()
         child.wait(10)
+
+
+# ---- the second review: findings C, E, F, H, I ----
+
+_raised_once = set()
+
+
+def _fail(exc, tag):
+    """What a _Failing message unpickles to: raises exc (KeyboardInterrupt: once per tag, as
+    a Ctrl-C would land once), else the tag."""
+    if exc is KeyboardInterrupt and tag in _raised_once:
+        return tag
+    _raised_once.add(tag)
+    raise exc(f"decoding {tag} failed")
+
+
+class _Failing:
+    """A message whose unpickling raises exc."""
+
+    def __init__(self, exc, tag):
+        self.exc, self.tag = exc, tag
+
+    def __reduce__(self):
+        return (_fail, (self.exc, self.tag))
+
+
+def test_recv_many_keeps_the_rest_of_its_batch_when_the_first_message_fails_to_decode(make_topic):
+    # finding C: the first message's error lost the rest of the batch (already past the cursor)
+    topic = make_topic(16, 256)
+    pub, sub = topic.publisher(), topic.subscribe()
+    pub.publish_many([(b"k", _Failing(ValueError, "bad")), (b"k", "good1"), (b"k", "good2")])
+    with pytest.raises(ValueError, match="decoding bad failed"):
+        sub.recv_many(timeout=1)
+    assert sub.recv(timeout=1) == (b"k", "good1")
+    assert sub.recv_many(timeout=1) == [(b"k", "good2")]
+    assert sub.lagged == 0 and sub.position == 3
+
+
+def test_recv_many_hands_out_a_later_decode_failure_in_its_turn(make_topic):
+    topic = make_topic(16, 256)
+    pub, sub = topic.publisher(), topic.subscribe()
+    pub.publish_many([(b"k", "good0"), (b"k", _Failing(ValueError, "bad")), (b"k", "good2"), (b"k", "good3")])
+    assert sub.recv_many(timeout=1) == [(b"k", "good0")]
+    with pytest.raises(ValueError, match="decoding bad failed"):
+        sub.recv_many(timeout=1)
+    assert sub.recv_many_bytes(1, timeout=1)[0][0] == b"k"  # good2, as bytes: held ones take any call's type
+    assert sub.recv_many(timeout=1) == [(b"k", "good3")]
+    with pytest.raises(shmring.Empty):
+        sub.recv(block=False)
+
+
+@pytest.mark.parametrize("call", ["recv", "recv_many", "iterate"])
+def test_an_interrupted_decode_loses_nothing_taken(make_topic, call):
+    # finding C: a KeyboardInterrupt while decoding lost the message (recv) or the whole batch
+    topic = make_topic(16, 256)
+    pub, sub = topic.publisher(), topic.subscribe()
+    tag = f"interrupted-{call}"
+    _raised_once.discard(tag)  # (a rerun in this process interrupts again)
+    pub.publish_many([(b"k", "good0"), (b"k", _Failing(KeyboardInterrupt, tag)), (b"k", "good2")])
+    if call == "recv_many":
+        with pytest.raises(KeyboardInterrupt):
+            sub.recv_many(timeout=1)
+        got = sub.recv_many(timeout=1)
+    elif call == "recv":
+        got = [sub.recv(timeout=1)]
+        with pytest.raises(KeyboardInterrupt):
+            sub.recv(timeout=1)
+        got += [sub.recv(timeout=1), sub.recv(timeout=1)]
+    else:
+        got = []
+        with pytest.raises(KeyboardInterrupt):
+            for item in sub:
+                got.append(item)
+        topic.shutdown()
+        got += list(sub)
+    assert got == [(b"k", "good0"), (b"k", tag), (b"k", "good2")]
+    assert sub.lagged == 0
