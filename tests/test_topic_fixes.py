@@ -356,3 +356,24 @@ def test_an_interrupted_decode_loses_nothing_taken(make_topic, call):
         got += list(sub)
     assert got == [(b"k", "good0"), (b"k", tag), (b"k", "good2")]
     assert sub.lagged == 0
+
+
+def test_a_records_topic_refuses_bytes_that_are_not_one_record(make_topic):
+    # finding E: publish_bytes of any length was published; recv_array dropped it, recv raised numpy's error
+    np = pytest.importorskip("numpy")
+    dt = np.dtype([("a", "<i8"), ("b", "<f8")])
+    topic = make_topic(16, dtype=dt)
+    pub, sub = topic.publisher(), topic.subscribe()
+    rule = r"{} of a records topic takes one record of \[\('a', '<i8'\), \('b', '<f8'\)\] \(16 bytes\), got {} bytes"
+    for bad in (b"abc", b"", bytearray(15), memoryview(b"x" * 8)):
+        with pytest.raises(shmring.InvalidArgument, match=rule.format(r"publish_bytes\(\)", len(bad))):
+            pub.publish_bytes(b"k", bad)
+        with pytest.raises(ValueError, match=rule.format(r"publish_many_bytes\(\)", len(bad))):
+            pub.publish_many_bytes([(b"k", bytes(16)), (b"k", bad)])
+    with pytest.raises(shmring.MessageTooLarge):
+        pub.publish_bytes(b"k", bytes(17))
+    assert topic.stats()["published"] == 0  # nothing of a refused call was published
+    record = np.array([(7, 0.5)], dt)
+    pub.publish_bytes(b"k", record.tobytes())
+    pub.publish_many_bytes([(b"k", record.tobytes())])
+    assert sub.recv_array(timeout=1).tolist() == [(7, 0.5), (7, 0.5)]

@@ -1802,6 +1802,8 @@ cdef class TopicHandle(RingHandle):
         try:
             if <uint64_t>size > self._slot_size:
                 raise self._too_large(size)
+            if self._records and <uint64_t>size != self._slot_size:
+                raise self._not_a_record("publish_bytes()", size)
             rc = shmring_topic_publish(p.ptr, PyBytes_AS_STRING(key), <uint32_t>PyBytes_GET_SIZE(key), data,
                                        <uint32_t>size, &span)
             if rc == 1:
@@ -1819,6 +1821,12 @@ cdef class TopicHandle(RingHandle):
         finally:
             self._leave()
         return 0
+
+    cdef object _not_a_record(self, str call, Py_ssize_t size):
+        """The error of a payload of `size` bytes given to a records topic's `call`."""
+        return errors.InvalidArgument(
+            f"{call} of a records topic takes one record of {self._rec_dtype} ({self._slot_size} bytes), "
+            f"got {size} bytes: nothing was published")
 
     @cython.final
     cdef int _publish_buffer(self, bytes key, object data, uint64_t deadline) except -1:
@@ -1853,7 +1861,13 @@ cdef class TopicHandle(RingHandle):
         cdef uint64_t deadline
         _deadline(block, timeout, &deadline)
         pairs = [(self._key(key), data) for key, data in items]
-        self._put_many([d for _, d in pairs], deadline, [k for k, _ in pairs])
+        payloads = [d for _, d in pairs]
+        if self._records:  # one record each, all checked before any is published
+            self._check_sizes(payloads)
+            for data in payloads:
+                if <uint64_t>PyBytes_GET_SIZE(data) != self._slot_size:
+                    raise self._not_a_record("publish_many_bytes()", PyBytes_GET_SIZE(data))
+        self._put_many(payloads, deadline, [k for k, _ in pairs])
 
     def publish_many(self, items, block=True, timeout=None):
         """Publish (key, object) pairs in order, each encoded before any is published."""
