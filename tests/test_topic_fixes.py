@@ -429,3 +429,22 @@ def test_what_a_lagged_call_took_comes_back_as_the_next_call_s_own_type(make_top
     assert got == list(range(missed, 10))  # in order, nothing lost
     with pytest.raises(shmring.Empty):
         sub.recv(block=False)
+
+
+def test_attaching_an_overwrite_topic_with_slow_subscriber_timeout_is_refused(make_topic):
+    # finding I: attach accepted it silently, while creating such a topic refuses it
+    topic = make_topic(8, 16, policy="overwrite")
+    rule = r"slow_subscriber_timeout is for policy 'block' \(overwrite never waits for subscribers\)"
+    with pytest.raises(ValueError, match=rule):
+        shmring.Topic(8, 16, policy="overwrite", slow_subscriber_timeout=1)
+    participants = topic.stats()["participants"]
+    with pytest.raises(ValueError, match=rule):
+        shmring.Topic.attach(topic.name, slow_subscriber_timeout=1)
+    assert topic.stats()["participants"] == participants  # the refused handle was closed
+    attached = shmring.Topic.attach(topic.name)
+    assert attached.policy == "overwrite" and attached.slow_subscriber_timeout is None
+    attached.close()
+    blocking = make_topic(8, 16)
+    attached = shmring.Topic.attach(blocking.name, slow_subscriber_timeout=1)
+    assert attached.slow_subscriber_timeout == 1
+    attached.close()

@@ -31,6 +31,7 @@ POLICIES = ("block", "overwrite")
 SUBSCRIBERS_MAX = 1024   # csrc/layout.h, SHMRING_SUBSCRIBERS_MAX
 TOPIC_LEN_MAX = 1024     # SHMRING_TOPIC_LEN_MAX
 CAPACITY_MAX = 1 << 30
+_SLOW_NOT_OVERWRITE = "slow_subscriber_timeout is for policy 'block' (overwrite never waits for subscribers)"
 
 
 class Topic(HandlePolicy, TopicHandle):
@@ -79,7 +80,7 @@ class Topic(HandlePolicy, TopicHandle):
         within("max_subscribers", integer("max_subscribers", max_subscribers), 1, SUBSCRIBERS_MAX)
         within("max_topic_len", integer("max_topic_len", max_topic_len), 0, TOPIC_LEN_MAX, "bytes")
         if slow_subscriber_timeout is not None and policy == "overwrite":
-            raise ValueError("slow_subscriber_timeout is for policy 'block' (overwrite never waits for subscribers)")
+            raise ValueError(_SLOW_NOT_OVERWRITE)
         chosen, msg_size, schema = self._checked(msg_size, dtype, PickleCodec(), max_participants, mode,
                                                  DEFAULT_MSG_SIZE)
         self._create(name, capacity, msg_size, chosen, mode, max_participants, recover_after, schema,
@@ -93,6 +94,9 @@ class Topic(HandlePolicy, TopicHandle):
         self = cls.__new__(cls)
         self._open(name, False, recover_after=recover_after, slow_subscriber_timeout=slow_subscriber_timeout,
                    trust_writable=bool(allow_world_writable))
+        if slow_subscriber_timeout is not None and self.policy == "overwrite":  # the policy is the segment's
+            self.close()
+            raise ValueError(_SLOW_NOT_OVERWRITE)
         return self._attached(name, None, None, allow_world_writable)
 
     def publisher(self):
