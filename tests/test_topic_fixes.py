@@ -448,3 +448,23 @@ def test_attaching_an_overwrite_topic_with_slow_subscriber_timeout_is_refused(ma
     attached = shmring.Topic.attach(blocking.name, slow_subscriber_timeout=1)
     assert attached.slow_subscriber_timeout == 1
     attached.close()
+
+
+def test_lagged_counts_the_positions_skipped_whatever_their_keys(make_topic):
+    # finding H: lagged is exact in positions of the stream, every message published in the
+    # gap, not only the messages of the subscriber's prefixes (their keys were overwritten)
+    capacity, published = 8, 100
+    topic = make_topic(capacity, 16, policy="overwrite")
+    pub, sub = topic.publisher(), topic.subscribe(b"a.")
+    for i in range(published):  # 1 in 10 under a.
+        pub.publish_bytes(b"a.%d" % i if i % 10 == 5 else b"b.%d" % i, b"m%d" % i)
+    got = []
+    with pytest.raises(shmring.Empty):
+        while True:
+            got.append(sub.recv_bytes(block=False))
+    # the subscriber, at 0, jumps to a quarter of the capacity behind the end (docs/design.md)
+    resumed = published - (capacity - capacity // 4)
+    assert got == [(b"a.95", b"m95")]
+    assert sub.lagged == resumed == 94  # positions 0..93, of which only 9 were a.* messages
+    assert sub.position == published
+    assert topic.stats()["subscribers"][0]["lagged"] == resumed

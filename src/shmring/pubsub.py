@@ -241,7 +241,8 @@ ON_LAG = ("count", "raise")
 
 class Subscriber(_OfThisProcess):
     """Receives a topic's messages (``topic.subscribe(...)``), from one thread at a
-    time. ``lagged`` counts exactly the messages it missed; ``on_lag = "raise"``
+    time. ``lagged`` counts exactly the positions of the stream it missed (every
+    message published in a gap, whatever its key); ``on_lag = "raise"``
     makes the call after a gap raise ``shmring.Lagged`` once instead (the next
     continues). Iterating blocks for the next message and ends once the topic
     is shut down and drained. ``close()`` frees its entry in the topic.
@@ -317,8 +318,13 @@ class Subscriber(_OfThisProcess):
 
     @property
     def lagged(self):
-        """Exact number of messages this subscriber missed (lapped under
-        overwrite, or detached under block), matching its prefixes or not."""
+        """Exact number of positions of the stream this subscriber missed (lapped
+        under overwrite, or detached under block, or started at a position no
+        longer retained): every message published in the gap, matching its
+        prefixes or not, holes too. The keys of overwritten messages can no
+        longer be read, so how many of them it had asked for is not known: a
+        ``b"a."`` subscriber that missed 94 positions lagged 94, even if only 9
+        of them were ``a.*`` messages."""
         return self._sub.lagged
 
     @property
