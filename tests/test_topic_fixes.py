@@ -468,3 +468,24 @@ def test_lagged_counts_the_positions_skipped_whatever_their_keys(make_topic):
     assert sub.lagged == resumed == 94  # positions 0..93, of which only 9 were a.* messages
     assert sub.position == published
     assert topic.stats()["subscribers"][0]["lagged"] == resumed
+
+
+def test_a_lagged_subscriber_s_recv_array_checks_out_before_it_takes_anything(make_topic):
+    # finding F's raise mode takes raw messages first: a bad out= must still be refused at once
+    np = pytest.importorskip("numpy")
+    dt = np.dtype([("a", "<i8")])
+    topic = make_topic(4, dtype=dt, policy="overwrite")
+    pub, sub = topic.publisher(), topic.subscribe()
+    sub.on_lag = "raise"
+    for bad, exc, match in ((np.zeros(2, np.int32), TypeError, r"array of dtype int32 given to a topic of"),
+                            (np.zeros(0, dt), ValueError, r"out= has no room for a record"),
+                            (np.zeros(4, dt)[::2], ValueError, r"out= must be C-contiguous")):
+        with pytest.raises(exc, match=match):
+            sub.recv_array(out=bad, timeout=0)  # not Empty: nothing is there yet
+    pub.publish_array(np.ones(1, dt), key=b"k")
+    frozen = np.zeros(2, dt)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match=r"out= must be a writable array"):
+        sub.recv_array(out=frozen, timeout=1)
+    assert sub.position == 0  # nothing was taken
+    assert sub.recv(timeout=1)[1]["a"] == 1

@@ -2102,10 +2102,11 @@ cdef class TopicHandle(RingHandle):
             raise
         return out
 
-    def recv_array(self, _Subscription s, max_items=None, block=True, timeout=None, out=None):
+    def recv_array(self, _Subscription s, max_items=None, block=True, timeout=None, out=None, bint check_only=False):
         """Records for s: 1..max_items as a new array (default: up to capacity),
         or, with out= (a writable 1-D C-contiguous array of the dtype), filled
-        from its start: the count."""
+        from its start: the count. check_only: the checks of the arguments alone
+        (raise, or 0), nothing received."""
         cdef uint64_t deadline
         cdef Py_buffer view
         cdef Py_ssize_t limit
@@ -2131,6 +2132,8 @@ cdef class TopicHandle(RingHandle):
             limit = min(limit, <Py_ssize_t>(<uint64_t>view.len // self._slot_size), <Py_ssize_t>UINT32_MAX)
             if limit < 1:
                 raise ValueError("out= has no room for a record")
+            if check_only:
+                return 0
             p = self._enter()
             try:
                 self._use(s)

@@ -362,8 +362,7 @@ class Subscriber(_OfThisProcess):
         return self._sub.recv_many_bytes(max_items, False)
 
     def recv_array(self, max_items=None, block=True, timeout=None, out=None):
-        if self._topic.dtype is None:
-            return self._sub.recv_array(max_items, block, timeout, out)  # its TypeError, nothing taken
+        self._topic.recv_array(self._sub, max_items, out=out, check_only=True)  # bad arguments: nothing taken
         if max_items is None and out is not None and getattr(out, "ndim", None) == 1 and len(out):
             max_items = len(out)  # no more than out= takes (more would only be held)
         self._lag_checked(self._sub.recv_many_bytes(max_items, block, timeout))
