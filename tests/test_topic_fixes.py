@@ -279,3 +279,213 @@ def test_publishing_from_a_signal_handler_while_a_claim_waits_says_topic(make_to
         signal.signal(signal.SIGUSR1, old)
         child.kill()
         child.wait(10)
+
+
+# ---- the second review: findings C, E, F, H, I ----
+
+_raised_once = set()
+
+
+def _fail(exc, tag):
+    """What a _Failing message unpickles to: raises exc (KeyboardInterrupt: once per tag, as
+    a Ctrl-C would land once), else the tag."""
+    if exc is KeyboardInterrupt and tag in _raised_once:
+        return tag
+    _raised_once.add(tag)
+    raise exc(f"decoding {tag} failed")
+
+
+class _Failing:
+    """A message whose unpickling raises exc."""
+
+    def __init__(self, exc, tag):
+        self.exc, self.tag = exc, tag
+
+    def __reduce__(self):
+        return (_fail, (self.exc, self.tag))
+
+
+def test_recv_many_keeps_the_rest_of_its_batch_when_the_first_message_fails_to_decode(make_topic):
+    # finding C: the first message's error lost the rest of the batch (already past the cursor)
+    topic = make_topic(16, 256)
+    pub, sub = topic.publisher(), topic.subscribe()
+    pub.publish_many([(b"k", _Failing(ValueError, "bad")), (b"k", "good1"), (b"k", "good2")])
+    with pytest.raises(ValueError, match="decoding bad failed"):
+        sub.recv_many(timeout=1)
+    assert sub.recv(timeout=1) == (b"k", "good1")
+    assert sub.recv_many(timeout=1) == [(b"k", "good2")]
+    assert sub.lagged == 0 and sub.position == 3
+
+
+def test_recv_many_hands_out_a_later_decode_failure_in_its_turn(make_topic):
+    topic = make_topic(16, 256)
+    pub, sub = topic.publisher(), topic.subscribe()
+    pub.publish_many([(b"k", "good0"), (b"k", _Failing(ValueError, "bad")), (b"k", "good2"), (b"k", "good3")])
+    assert sub.recv_many(timeout=1) == [(b"k", "good0")]
+    with pytest.raises(ValueError, match="decoding bad failed"):
+        sub.recv_many(timeout=1)
+    assert sub.recv_many_bytes(1, timeout=1)[0][0] == b"k"  # good2, as bytes: held ones take any call's type
+    assert sub.recv_many(timeout=1) == [(b"k", "good3")]
+    with pytest.raises(shmring.Empty):
+        sub.recv(block=False)
+
+
+@pytest.mark.parametrize("call", ["recv", "recv_many", "iterate"])
+def test_an_interrupted_decode_loses_nothing_taken(make_topic, call):
+    # finding C: a KeyboardInterrupt while decoding lost the message (recv) or the whole batch
+    topic = make_topic(16, 256)
+    pub, sub = topic.publisher(), topic.subscribe()
+    tag = f"interrupted-{call}"
+    _raised_once.discard(tag)  # (a rerun in this process interrupts again)
+    pub.publish_many([(b"k", "good0"), (b"k", _Failing(KeyboardInterrupt, tag)), (b"k", "good2")])
+    if call == "recv_many":
+        with pytest.raises(KeyboardInterrupt):
+            sub.recv_many(timeout=1)
+        got = sub.recv_many(timeout=1)
+    elif call == "recv":
+        got = [sub.recv(timeout=1)]
+        with pytest.raises(KeyboardInterrupt):
+            sub.recv(timeout=1)
+        got += [sub.recv(timeout=1), sub.recv(timeout=1)]
+    else:
+        got = []
+        with pytest.raises(KeyboardInterrupt):
+            for item in sub:
+                got.append(item)
+        topic.shutdown()
+        got += list(sub)
+    assert got == [(b"k", "good0"), (b"k", tag), (b"k", "good2")]
+    assert sub.lagged == 0
+
+
+def test_a_records_topic_refuses_bytes_that_are_not_one_record(make_topic):
+    # finding E: publish_bytes of any length was published; recv_array dropped it, recv raised numpy's error
+    np = pytest.importorskip("numpy")
+    dt = np.dtype([("a", "<i8"), ("b", "<f8")])
+    topic = make_topic(16, dtype=dt)
+    pub, sub = topic.publisher(), topic.subscribe()
+    rule = r"{} of a records topic takes one record of \[\('a', '<i8'\), \('b', '<f8'\)\] \(16 bytes\), got {} bytes"
+    for bad in (b"abc", b"", bytearray(15), memoryview(b"x" * 8)):
+        with pytest.raises(shmring.InvalidArgument, match=rule.format(r"publish_bytes\(\)", len(bad))):
+            pub.publish_bytes(b"k", bad)
+        with pytest.raises(ValueError, match=rule.format(r"publish_many_bytes\(\)", len(bad))):
+            pub.publish_many_bytes([(b"k", bytes(16)), (b"k", bad)])
+    with pytest.raises(shmring.MessageTooLarge):
+        pub.publish_bytes(b"k", bytes(17))
+    assert topic.stats()["published"] == 0  # nothing of a refused call was published
+    record = np.array([(7, 0.5)], dt)
+    pub.publish_bytes(b"k", record.tobytes())
+    pub.publish_many_bytes([(b"k", record.tobytes())])
+    assert sub.recv_array(timeout=1).tolist() == [(7, 0.5), (7, 0.5)]
+
+
+_METHODS = ["recv", "recv_bytes", "recv_many", "recv_many_bytes", "recv_array", "recv_array_out"]
+
+
+def _call(sub, method, np, dt):
+    """One call of `method`, checked for its own result type: the values it received (a list)."""
+    if method == "recv_array_out":
+        out = np.full(8, -1, dt)
+        n = sub.recv_array(out=out, timeout=1)
+        assert type(n) is int and 1 <= n <= 8 and (out["a"][n:] == -1).all()
+        return out["a"][:n].tolist()
+    got = getattr(sub, method)(timeout=1)
+    if method == "recv_array":
+        assert isinstance(got, np.ndarray) and got.dtype == dt
+        return got["a"].tolist()
+    items = got if method.startswith("recv_many") else [got]
+    assert isinstance(got, list if method.startswith("recv_many") else tuple)
+    values = []
+    for key, value in items:
+        assert key == b"k"
+        if method.endswith("bytes"):
+            assert type(value) is bytes
+            value = np.frombuffer(value, dt)[0]
+        assert isinstance(value, np.void) and value.dtype == dt
+        values.append(int(value["a"]))
+    return values
+
+
+@pytest.mark.parametrize("second", _METHODS)
+@pytest.mark.parametrize("first", _METHODS)
+def test_what_a_lagged_call_took_comes_back_as_the_next_call_s_own_type(make_topic, first, second):
+    # finding F: held from recv_array, recv() returned the ndarray; held from recv_many,
+    # recv_array(out=) returned a (key, record) tuple and left out= untouched
+    np = pytest.importorskip("numpy")
+    dt = np.dtype([("a", "<i8")])
+    topic = make_topic(4, dtype=dt, policy="overwrite")
+    pub, sub = topic.publisher(), topic.subscribe()
+    sub.on_lag = "raise"
+    arr = np.zeros(10, dt)
+    arr["a"] = np.arange(10)
+    pub.publish_array(arr, key=b"k")
+    with pytest.raises(shmring.Lagged) as e:
+        _call(sub, first, np, dt)
+    missed = e.value.count
+    assert missed == sub.lagged > 0
+    got = []
+    while len(got) < 10 - missed:
+        got += _call(sub, second, np, dt)
+    assert got == list(range(missed, 10))  # in order, nothing lost
+    with pytest.raises(shmring.Empty):
+        sub.recv(block=False)
+
+
+def test_attaching_an_overwrite_topic_with_slow_subscriber_timeout_is_refused(make_topic):
+    # finding I: attach accepted it silently, while creating such a topic refuses it
+    topic = make_topic(8, 16, policy="overwrite")
+    rule = r"slow_subscriber_timeout is for policy 'block' \(overwrite never waits for subscribers\)"
+    with pytest.raises(ValueError, match=rule):
+        shmring.Topic(8, 16, policy="overwrite", slow_subscriber_timeout=1)
+    participants = topic.stats()["participants"]
+    with pytest.raises(ValueError, match=rule):
+        shmring.Topic.attach(topic.name, slow_subscriber_timeout=1)
+    assert topic.stats()["participants"] == participants  # the refused handle was closed
+    attached = shmring.Topic.attach(topic.name)
+    assert attached.policy == "overwrite" and attached.slow_subscriber_timeout is None
+    attached.close()
+    blocking = make_topic(8, 16)
+    attached = shmring.Topic.attach(blocking.name, slow_subscriber_timeout=1)
+    assert attached.slow_subscriber_timeout == 1
+    attached.close()
+
+
+def test_lagged_counts_the_positions_skipped_whatever_their_keys(make_topic):
+    # finding H: lagged is exact in positions of the stream, every message published in the
+    # gap, not only the messages of the subscriber's prefixes (their keys were overwritten)
+    capacity, published = 8, 100
+    topic = make_topic(capacity, 16, policy="overwrite")
+    pub, sub = topic.publisher(), topic.subscribe(b"a.")
+    for i in range(published):  # 1 in 10 under a.
+        pub.publish_bytes(b"a.%d" % i if i % 10 == 5 else b"b.%d" % i, b"m%d" % i)
+    got = []
+    with pytest.raises(shmring.Empty):
+        while True:
+            got.append(sub.recv_bytes(block=False))
+    # the subscriber, at 0, jumps to a quarter of the capacity behind the end (docs/design.md)
+    resumed = published - (capacity - capacity // 4)
+    assert got == [(b"a.95", b"m95")]
+    assert sub.lagged == resumed == 94  # positions 0..93, of which only 9 were a.* messages
+    assert sub.position == published
+    assert topic.stats()["subscribers"][0]["lagged"] == resumed
+
+
+def test_a_lagged_subscriber_s_recv_array_checks_out_before_it_takes_anything(make_topic):
+    # finding F's raise mode takes raw messages first: a bad out= must still be refused at once
+    np = pytest.importorskip("numpy")
+    dt = np.dtype([("a", "<i8")])
+    topic = make_topic(4, dtype=dt, policy="overwrite")
+    pub, sub = topic.publisher(), topic.subscribe()
+    sub.on_lag = "raise"
+    for bad, exc, match in ((np.zeros(2, np.int32), TypeError, r"array of dtype int32 given to a topic of"),
+                            (np.zeros(0, dt), ValueError, r"out= has no room for a record"),
+                            (np.zeros(4, dt)[::2], ValueError, r"out= must be C-contiguous")):
+        with pytest.raises(exc, match=match):
+            sub.recv_array(out=bad, timeout=0)  # not Empty: nothing is there yet
+    pub.publish_array(np.ones(1, dt), key=b"k")
+    frozen = np.zeros(2, dt)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match=r"out= must be a writable array"):
+        sub.recv_array(out=frozen, timeout=1)
+    assert sub.position == 0  # nothing was taken
+    assert sub.recv(timeout=1)[1]["a"] == 1

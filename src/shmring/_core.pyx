@@ -1660,7 +1660,10 @@ cdef class _Subscription:
     cdef bint busy
     cdef char *buf                   # max_topic_len bytes of key, then a payload
     cdef uint32_t key_room
-    cdef list deferred               # errors of a recv_many's messages, raised in their turn
+    # taken past the cursor and not handed out yet, in stream order: messages as
+    # (key, raw bytes) and the errors of messages (raised in their turn); every
+    # receive hands these out first, as its own type (_held_out)
+    cdef list held
     cdef TopicHandle topic           # whose subscriber it is
     cdef bytes last_key              # the key of the last message: handed out again when the next has it too
 
@@ -1697,6 +1700,13 @@ cdef class _Subscription:
     def _take_lag(self):
         """Messages missed since this was last asked."""
         return shmring_topic_take_lag(self.ptr) if self.ptr != NULL else 0
+
+    def _hold(self, list items):
+        """Put (key, raw bytes) messages already taken back in front of what is
+        held: the next receives hand them out first, in order."""
+        if self.held is None:
+            self.held = []
+        self.held[0:0] = items
 
     def __reduce__(self):
         # its entry, cursor and buffer are this process's: another makes its own
@@ -1792,6 +1802,8 @@ cdef class TopicHandle(RingHandle):
         try:
             if <uint64_t>size > self._slot_size:
                 raise self._too_large(size)
+            if self._records and <uint64_t>size != self._slot_size:
+                raise self._not_a_record("publish_bytes()", size)
             rc = shmring_topic_publish(p.ptr, PyBytes_AS_STRING(key), <uint32_t>PyBytes_GET_SIZE(key), data,
                                        <uint32_t>size, &span)
             if rc == 1:
@@ -1809,6 +1821,12 @@ cdef class TopicHandle(RingHandle):
         finally:
             self._leave()
         return 0
+
+    cdef object _not_a_record(self, str call, Py_ssize_t size):
+        """The error of a payload of `size` bytes given to a records topic's `call`."""
+        return errors.InvalidArgument(
+            f"{call} of a records topic takes one record of {self._rec_dtype} ({self._slot_size} bytes), "
+            f"got {size} bytes: nothing was published")
 
     @cython.final
     cdef int _publish_buffer(self, bytes key, object data, uint64_t deadline) except -1:
@@ -1843,7 +1861,13 @@ cdef class TopicHandle(RingHandle):
         cdef uint64_t deadline
         _deadline(block, timeout, &deadline)
         pairs = [(self._key(key), data) for key, data in items]
-        self._put_many([d for _, d in pairs], deadline, [k for k, _ in pairs])
+        payloads = [d for _, d in pairs]
+        if self._records:  # one record each, all checked before any is published
+            self._check_sizes(payloads)
+            for data in payloads:
+                if <uint64_t>PyBytes_GET_SIZE(data) != self._slot_size:
+                    raise self._not_a_record("publish_many_bytes()", PyBytes_GET_SIZE(data))
+        self._put_many(payloads, deadline, [k for k, _ in pairs])
 
     def publish_many(self, items, block=True, timeout=None):
         """Publish (key, object) pairs in order, each encoded before any is published."""
@@ -2007,8 +2031,8 @@ cdef class TopicHandle(RingHandle):
         try:
             self._use(s)
             try:
-                if s.deferred:
-                    raise s.deferred.pop(0)
+                if s.held:
+                    return _held_out(s.held, limit)
                 if limit == 0:
                     return self._recv_one(s, p, deadline)
                 out = [self._recv_one(s, p, deadline)]
@@ -2020,9 +2044,7 @@ cdef class TopicHandle(RingHandle):
                     except Exception as e:
                         # the messages taken already are past the cursor: return them,
                         # and raise this error on the next call on s
-                        if s.deferred is None:
-                            s.deferred = []
-                        s.deferred.append(e)
+                        s._hold([e])
                         break
                 return out
             finally:
@@ -2042,7 +2064,12 @@ cdef class TopicHandle(RingHandle):
         _deadline(block, timeout, &deadline)
         self._codec_set()
         key, raw = self._receive(s, 0, deadline)
-        return key, self._decode(raw)
+        try:
+            return key, self._decode(raw)
+        except BaseException as e:
+            if not isinstance(e, Exception):  # interrupted (Ctrl-C): the next call receives it
+                s._hold([(key, raw)])
+            raise  # else this message's own error, in its turn
 
     def recv_many_bytes(self, _Subscription s, max_items=None, block=True, timeout=None):
         """1..max_items messages for s as (key, bytes) (default: up to capacity):
@@ -2053,26 +2080,33 @@ cdef class TopicHandle(RingHandle):
         return self._receive(s, limit, deadline)
 
     def recv_many(self, _Subscription s, max_items=None, block=True, timeout=None):
-        """As recv_many_bytes, decoded. A message that fails to decode does not
-        lose the others: they are returned, and its error is raised by the next
-        call on s (at once if it was the first)."""
+        """As recv_many_bytes, decoded, in order. A message that fails to decode
+        ends the batch: the ones before it are returned and its error is raised by
+        the next call on s (at once if it was the first); the ones after it are
+        held on s for the calls after, as is the whole batch if decoding is
+        interrupted (Ctrl-C): nothing taken is lost."""
+        cdef list batch, out = []
+        cdef Py_ssize_t i = 0
         self._codec_set()
-        out = []
-        for key, raw in self.recv_many_bytes(s, max_items, block, timeout):
-            try:
+        batch = self.recv_many_bytes(s, max_items, block, timeout)
+        try:
+            for i in range(len(batch)):
+                key, raw = batch[i]
                 out.append((key, self._decode(raw)))
-            except Exception as e:
-                if not out:
-                    raise
-                if s.deferred is None:
-                    s.deferred = []
-                s.deferred.append(e)
+        except Exception as e:
+            s._hold(batch[i + 1:] if not out else [e] + batch[i + 1:])
+            if not out:
+                raise
+        except BaseException:
+            s._hold(batch)
+            raise
         return out
 
-    def recv_array(self, _Subscription s, max_items=None, block=True, timeout=None, out=None):
+    def recv_array(self, _Subscription s, max_items=None, block=True, timeout=None, out=None, bint check_only=False):
         """Records for s: 1..max_items as a new array (default: up to capacity),
         or, with out= (a writable 1-D C-contiguous array of the dtype), filled
-        from its start: the count."""
+        from its start: the count. check_only: the checks of the arguments alone
+        (raise, or 0), nothing received."""
         cdef uint64_t deadline
         cdef Py_buffer view
         cdef Py_ssize_t limit
@@ -2098,11 +2132,17 @@ cdef class TopicHandle(RingHandle):
             limit = min(limit, <Py_ssize_t>(<uint64_t>view.len // self._slot_size), <Py_ssize_t>UINT32_MAX)
             if limit < 1:
                 raise ValueError("out= has no room for a record")
+            if check_only:
+                return 0
             p = self._enter()
             try:
                 self._use(s)
                 try:
-                    got = self._recv_wait(s, p, deadline, <char *>view.buf, <uint32_t>limit, &klen, &size, &pos)
+                    if s.held:
+                        got = self._held_records(s, <char *>view.buf, <uint32_t>limit)
+                    else:
+                        got = self._recv_wait(s, p, deadline, <char *>view.buf, <uint32_t>limit, &klen, &size,
+                                              &pos)
                 finally:
                     s.busy = False
             finally:
@@ -2113,6 +2153,30 @@ cdef class TopicHandle(RingHandle):
             return got
         return self._rec_trim(arr, got)
 
+    @cython.final
+    cdef int _held_records(self, _Subscription s, char *records, uint32_t limit) except -1:
+        """recv_array's records out of what s holds (not empty): up to limit, in
+        order, stopping before an error or a message that is not one record; either
+        of these in front is raised instead, in its turn."""
+        cdef list held = s.held
+        cdef uint32_t n = 0
+        cdef bytes raw
+        while n < limit and n < <uint32_t>len(held) and not isinstance(held[n], BaseException):
+            raw = held[n][1]
+            if <uint64_t>PyBytes_GET_SIZE(raw) != self._slot_size:
+                break
+            memcpy(records + <uint64_t>n * self._slot_size, PyBytes_AS_STRING(raw), self._slot_size)
+            n += 1
+        if n == 0:
+            first = held.pop(0)
+            if isinstance(first, BaseException):
+                raise first
+            raise errors.InvalidArgument(
+                f"a message of {len(first[1])} bytes in records topic {self.name!r} is not one record of "
+                f"{self._rec_dtype} ({self._slot_size} bytes): not received as one")
+        del held[:n]
+        return n
+
     # ---- counters ----
 
     def stats(self):
@@ -2120,6 +2184,25 @@ cdef class TopicHandle(RingHandle):
         if self._ring == NULL:
             raise errors.QueueClosed(f"topic {self.name!r} is closed")
         return _topic_stats(self._ring, self.max_subscribers)
+
+
+cdef object _held_out(list held, Py_ssize_t limit):
+    """What a receive hands out of a subscriber's held messages (not empty): the
+    first (limit 0), or a list of the first ones up to limit, stopping before an
+    error; an error in front is raised (its message's turn)."""
+    cdef Py_ssize_t n = 1
+    first = held[0]
+    if isinstance(first, BaseException):
+        del held[0]
+        raise first
+    if limit == 0:
+        del held[0]
+        return first
+    while n < limit and n < len(held) and not isinstance(held[n], BaseException):
+        n += 1
+    out = held[:n]
+    del held[:n]
+    return out
 
 
 cdef dict _topic_stats(shmring_t *ring, uint32_t max_subscribers):
