@@ -381,10 +381,13 @@ static int attach_entry(shmring_topic_sub_t *s, int start, uint64_t want)
     uint64_t c0 = start == SHMRING_START_LATEST ? end0 : start == SHMRING_START_OLDEST ? oldest(r, end0)
                                                                                        : (want < end0 ? want : end0);
     /* A full table may hold entries of dead owners that nothing recovered yet
-     * (under overwrite, or block with no publisher held): recover once, look again. */
+     * (under overwrite, or block with no publisher held): recover once, look
+     * again, whatever recovery returned (it counts the dead whose claims it
+     * settled; one whose claim is still pending had its entries freed all the
+     * same). */
     for (int pass = 0; pass < 2; pass++) {
-        if (pass == 1 && shmring_recover(r) <= 0)
-            break;
+        if (pass == 1)
+            (void)shmring_recover(r);
         for (uint32_t i = 0; i < r->kind_args[0]; i++) {
             struct shmring_subscriber_entry *e = &subs[i];
             /* acquire: whose the entry was (pairs with S3 / unsubscribe's release) */

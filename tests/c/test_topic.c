@@ -523,6 +523,32 @@ static void test_a_lap_count_past_the_word_s_lap_field(void)
     drop_topic(r);
 }
 
+/* subscribe() on a full table whose only entry is a dead participant's that
+ * also left a publish claim still pending (its slot's previous lap is being
+ * written): recovery freed the entry, so the first subscribe() takes it
+ * (review 2, G: it said SHMRING_EFULLSUBS, and only the second succeeded). */
+static void test_subscribe_takes_the_entry_of_a_dead_participant_with_a_pending_claim(void)
+{
+    shmring_t *r = make_topic(16, 4, 1, 4, SHMRING_POLICY_OVERWRITE);
+    shmring_participant_t *a, *me, *dying;
+    shmring_topic_sub_t *s, *again = NULL;
+    shmring_span_t first, held;
+    CHECK(shmring_participant_join(r, &a) == SHMRING_OK && shmring_participant_join(r, &me) == SHMRING_OK &&
+          shmring_participant_join(r, &dying) == SHMRING_OK);
+    CHECK(shmring_topic_publish_claim(a, 1, &first) == 1 && shmring_topic_publish_begin(a, &first) == 1);
+    CHECK(shmring_topic_subscribe(dying, SHMRING_START_LATEST, 0, &s) == SHMRING_OK);
+    for (uint64_t v = 1; v < 4; v++)
+        CHECK(pub(me, "k", v) == 1);
+    uint64_t v = 4;
+    CHECK(shmring_topic_publish(dying, "k", 1, &v, sizeof v, &held) == SHMRING_TOPIC_PENDING);
+    make_dead(dying, dead_pid());
+    CHECK(shmring_topic_subscribe(me, SHMRING_START_LATEST, 0, &again) == SHMRING_OK && again != NULL);
+    commit_value(a, &first, 0);
+    shmring_topic_sub_free(s);
+    shmring_topic_unsubscribe(again);
+    drop_topic(r);
+}
+
 static void test_unit(void)
 {
     test_retention_and_starts();
@@ -538,6 +564,7 @@ static void test_unit(void)
     test_a_pending_claim_waits_asleep_after_shutdown();
     test_subscribe_reclaims_dead_subscribers_entries();
     test_a_lap_count_past_the_word_s_lap_field();
+    test_subscribe_takes_the_entry_of_a_dead_participant_with_a_pending_claim();
     printf("topic unit ok\n");
 }
 
