@@ -22,7 +22,7 @@ const char *shmring_strerror(int rc)
     case SHMRING_ETOOBIG: return "message larger than the slot size";
     case SHMRING_ENOMEM: return "not enough memory (or /dev/shm space) for the ring";
     case SHMRING_EFULLTABLE: return "participant table is full (too many threads/processes attached)";
-    case SHMRING_ECORRUPT: return "a slot holds a length larger than the slot size (corrupt segment)";
+    case SHMRING_ECORRUPT: return "a slot holds an impossible length, or a counter an impossible position (corrupt segment)";
     case SHMRING_EJOIN: return "task_done() called more times than messages were put";
     case SHMRING_EINTR: return "interrupted by a signal";
     case SHMRING_ESHUTDOWN: return "the topic is shut down";

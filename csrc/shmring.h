@@ -41,7 +41,7 @@ enum {
     SHMRING_ETOOBIG = -7,       /* message larger than the slot size */
     SHMRING_ENOMEM = -8,        /* out of (local or shared) memory */
     SHMRING_EFULLTABLE = -9,    /* participant table is full */
-    SHMRING_ECORRUPT = -10,     /* a slot holds an impossible length */
+    SHMRING_ECORRUPT = -10,     /* a slot holds an impossible length (a cursor past the end) */
     SHMRING_EJOIN = -11,        /* task_done() called more times than put */
     SHMRING_EINTR = -12,        /* a wait was interrupted by a signal */
     SHMRING_ESHUTDOWN = -13,    /* the topic is shut down (and, for a subscriber, drained) */

@@ -554,6 +554,8 @@ static uint64_t jump(shmring_topic_sub_t *s, uint64_t c)
     /* relaxed: where to go; the slot words decide what we may read there */
     uint64_t end = shmring__topic_end(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
     uint64_t to = oldest(r, end) + r->maxsize / 4;
+    if (to > end)
+        to = end; /* only in a corrupt segment (end <= maxsize, a word of a later lap) */
     if (to <= c)
         to = c + 1;
     s->end = end;
@@ -681,7 +683,13 @@ static int next(shmring_topic_sub_t *s, void *key, uint32_t *key_len, void *data
                 let_publishers_on(s);
             /* D1: acquire, a shut-down bit seen with the final end */
             uint64_t wp = atomic_load_explicit(&r->seg->prod.write_pos, memory_order_acquire);
-            return (wp & SHMRING_TOPIC_SHUT) && shmring__topic_end(wp) == s->cursor ? SHMRING_ESHUTDOWN : 0;
+            if (!(wp & SHMRING_TOPIC_SHUT))
+                return 0;
+            /* drained; a cursor past the end (a peer lowered write_pos) is refused,
+             * as ready_at says ready there once shut down */
+            return shmring__topic_end(wp) == s->cursor ? SHMRING_ESHUTDOWN
+                   : shmring__topic_end(wp) < s->cursor ? SHMRING_ECORRUPT
+                                                        : 0;
         }
         if (passed % SHMRING_PUBLISH_CURSOR_EVERY == SHMRING_PUBLISH_CURSOR_EVERY - 1)
             set_cursor(s, s->cursor); /* a long run of others' messages: let publishers on */
@@ -740,10 +748,13 @@ static int ready_at(const shmring_participant_t *me, int what)
     uint64_t p = me->wait_pos;
     uint64_t wp = atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed);
     if (what == SHMRING_WAIT_READABLE) {
+        uint64_t end = shmring__topic_end(wp);
+        /* never the word at or past the end (next() does not look there: a
+         * word a peer scribbled on would end every wait at once) */
+        if (p >= end)
+            return (wp & SHMRING_TOPIC_SHUT) != 0; /* drained (p past the end: next() refuses) */
         uint32_t w = shmring__seq_load(r, p, memory_order_relaxed);
-        if (shmring__seq_diff(r, w, shmring__state(r, p, SHMRING_SEQ_FREE)) > 0)
-            return 1; /* committed, a hole, or lapped */
-        return (wp & SHMRING_TOPIC_SHUT) && shmring__topic_end(wp) <= p; /* drained */
+        return shmring__seq_diff(r, w, shmring__state(r, p, SHMRING_SEQ_FREE)) > 0; /* committed, a hole, lapped */
     }
     if ((wp & SHMRING_TOPIC_SHUT) && !me->wait_claimed)
         return 1; /* a claim now says so */

@@ -279,3 +279,48 @@ def test_publishing_from_a_signal_handler_while_a_claim_waits_says_topic(make_to
         signal.signal(signal.SIGUSR1, old)
         child.kill()
         child.wait(10)
+
+
+# ---- the second hostile review (C protocol) ----
+
+
+def _scribble(topic, fmt, value, at=None, slot=None, field=0):
+    """Write value (struct fmt) into topic's segment, as a hostile peer: at offset
+    `at`, or into slot `slot`'s word (field 0) or its length (field 4)."""
+    import mmap
+    import os
+    import struct
+
+    fd = os.open(f"/dev/shm/{topic.name}", os.O_RDWR)
+    try:
+        m = mmap.mmap(fd, 0)
+    finally:
+        os.close(fd)
+    try:
+        struct.pack_into(fmt, m, at if slot is None else struct.unpack_from("<Q", m, 72)[0] + slot * 8 + field, value)
+    finally:
+        m.close()
+
+
+@pytest.mark.parametrize("policy", ["block", "overwrite"])
+def test_a_scribbled_end_gives_an_idle_wait_and_a_clear_error_after_shutdown(make_topic, policy):
+    # review 2, D: a slot word committed at the end made recv(timeout) spin for all of it; a
+    # write_pos lowered below the cursor made recv spin after shutdown, never ShutDown
+    topic = make_topic(64, 16, policy=policy)
+    sub = topic.subscribe()
+    _scribble(topic, "<I", 1, slot=0)  # slot 0: committed(0), write_pos 0
+    c0 = time.process_time()
+    with pytest.raises(shmring.Empty):
+        sub.recv_bytes(timeout=0.5)
+    assert time.process_time() - c0 < 0.2  # was 0.5: a busy loop
+    topic = make_topic(64, 16, policy=policy)
+    sub, pub = topic.subscribe(), topic.publisher()
+    for i in range(10):
+        pub.publish_bytes(b"k", b"x")
+    assert len([sub.recv_bytes(timeout=1) for _ in range(10)]) == 10
+    _scribble(topic, "<Q", 5, at=128)  # write_pos 5 < the cursor, 10
+    topic.shutdown()
+    c0 = time.process_time()
+    with pytest.raises(shmring.SegmentError, match="corrupt"):
+        sub.recv_bytes(timeout=0.5)
+    assert time.process_time() - c0 < 0.2

@@ -523,6 +523,51 @@ static void test_a_lap_count_past_the_word_s_lap_field(void)
     drop_topic(r);
 }
 
+/* A hostile segment (review 2, D): a word committed at the end, or write_pos
+ * lowered below a cursor, gives an idle wait or SHMRING_ECORRUPT, never a
+ * wait that ends at once with nothing to receive (a busy loop); a jump never
+ * goes past the end. */
+static void test_a_scribbled_end_gives_an_idle_wait_or_an_error(void)
+{
+    char k[8], d[16];
+    uint32_t kl, l;
+    uint64_t pos;
+    for (int ow = 0; ow <= 1; ow++) {
+        uint32_t policy = ow ? SHMRING_POLICY_OVERWRITE : SHMRING_POLICY_BLOCK;
+        {
+            ONE_SUBSCRIBER(8, policy);
+            shmring__seq_store(r, 0, shmring__state(r, 0, SHMRING_SEQ_COMMITTED), memory_order_release);
+            CHECK(recv_value(s, NULL) == -1);
+            CHECK(shmring_topic_wait(me, s, NULL, SHMRING_WAIT_READABLE, 0, 10) == 0);
+            shmring_topic_unsubscribe(s);
+            drop_topic(r);
+        }
+        {
+            ONE_SUBSCRIBER(16, policy);
+            for (uint64_t v = 0; v < 10; v++)
+                CHECK(pub(me, "k", v) == 1);
+            for (int64_t v = 0; v < 10; v++)
+                CHECK(recv_value(s, NULL) == v);
+            atomic_store(&r->seg->prod.write_pos, 5);
+            CHECK(recv_value(s, NULL) == -1);
+            CHECK(shmring_topic_wait(me, s, NULL, SHMRING_WAIT_READABLE, 0, 10) == 0); /* idle */
+            shmring_topic_shutdown(r);
+            CHECK(shmring_topic_wait(me, s, NULL, SHMRING_WAIT_READABLE, 0, 1) == 1);
+            CHECK(shmring_topic_recv(s, k, &kl, d, &l, &pos) == SHMRING_ECORRUPT); /* was 0, and ready: a spin */
+            shmring_topic_unsubscribe(s);
+            drop_topic(r);
+        }
+    }
+    /* a word of a later lap while the end is within maxsize / 4: the jump stops at the end */
+    ONE_SUBSCRIBER(8, SHMRING_POLICY_OVERWRITE);
+    CHECK(pub(me, "k", 0) == 1);
+    shmring__seq_store(r, 0, shmring__state(r, 16, SHMRING_SEQ_COMMITTED), memory_order_release);
+    CHECK(recv_value(s, NULL) == -1 && shmring_topic_position(s) == 1 && shmring_topic_lagged(s) == 1);
+    CHECK(pub(me, "k", 7) == 1 && recv_value(s, NULL) == 7);
+    shmring_topic_unsubscribe(s);
+    drop_topic(r);
+}
+
 /* subscribe() on a full table whose only entry is a dead participant's that
  * also left a publish claim still pending (its slot's previous lap is being
  * written): recovery freed the entry, so the first subscribe() takes it
@@ -564,6 +609,7 @@ static void test_unit(void)
     test_a_pending_claim_waits_asleep_after_shutdown();
     test_subscribe_reclaims_dead_subscribers_entries();
     test_a_lap_count_past_the_word_s_lap_field();
+    test_a_scribbled_end_gives_an_idle_wait_or_an_error();
     test_subscribe_takes_the_entry_of_a_dead_participant_with_a_pending_claim();
     printf("topic unit ok\n");
 }
