@@ -696,8 +696,22 @@ static int next(shmring_topic_sub_t *s, void *key, uint32_t *key_len, void *data
     }
 }
 
+/* At the start of a call, under overwrite: the end for step()'s lap check,
+ * read again if the cursor is short of the one cached (at it, next() reads it
+ * anyway). An end cached by an earlier call may be any number of laps old (a
+ * subscriber that stopped part-way through a backlog), and the word's 30-bit
+ * lap field, which the check stands in for, aliases after 2^29 laps; within
+ * one call publishers cannot run that far. relaxed: as next()'s. */
+static void end_for_this_call(shmring_topic_sub_t *s)
+{
+    shmring_t *r = s->ring;
+    if (!blocking(r) && (int64_t)(s->cursor - s->end) < 0)
+        s->end = shmring__topic_end(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
+}
+
 int shmring_topic_recv(shmring_topic_sub_t *s, void *key, uint32_t *key_len, void *data, uint32_t *len, uint64_t *pos)
 {
+    end_for_this_call(s);
     return next(s, key, key_len, data, len, pos);
 }
 
@@ -705,6 +719,7 @@ int shmring_topic_recv_records(shmring_topic_sub_t *s, void *buf, uint32_t max_n
 {
     uint32_t got = 0, klen, len;
     uint64_t pos;
+    end_for_this_call(s);
     while (got < max_n) {
         int rc = next(s, s->key, &klen, (unsigned char *)buf + (uint64_t)got * s->ring->slot_size, &len, &pos);
         if (rc == SHMRING_ECORRUPT)
@@ -753,6 +768,8 @@ static int ready_at(const shmring_participant_t *me, int what)
          * word a peer scribbled on would end every wait at once) */
         if (p >= end)
             return (wp & SHMRING_TOPIC_SHUT) != 0; /* drained (p past the end: next() refuses) */
+        if (!blocking(r) && end - p > r->capacity)
+            return 1; /* lapped, whatever the word's lap field says (step) */
         uint32_t w = shmring__seq_load(r, p, memory_order_relaxed);
         return shmring__seq_diff(r, w, shmring__state(r, p, SHMRING_SEQ_FREE)) > 0; /* committed, a hole, lapped */
     }

@@ -523,6 +523,30 @@ static void test_a_lap_count_past_the_word_s_lap_field(void)
     drop_topic(r);
 }
 
+/* As test_a_lap_count_past_the_word_s_lap_field, for a subscriber that
+ * stopped part-way through a backlog: the end it cached in an earlier call is
+ * not trusted for the lap check (review 2, B; it waited forever at 2^29 laps
+ * and handed later messages out as earlier positions at 2^30). */
+static void test_a_lap_count_from_an_end_cached_by_an_earlier_call(void)
+{
+    for (int laps = 29; laps <= 30; laps++) {
+        ONE_SUBSCRIBER(4, SHMRING_POLICY_OVERWRITE);
+        for (uint64_t v = 0; v < 4; v++)
+            CHECK(pub(me, "k", v) == 1);
+        CHECK(recv_value(s, NULL) == 0); /* the end cached: 4 */
+        uint64_t base = (UINT64_C(1) << laps) * 4;
+        atomic_store(&r->seg->prod.write_pos, base);
+        for (uint64_t q = base - 4; q < base; q++)
+            shmring__seq_store(r, q, shmring__state(r, q, SHMRING_SEQ_COMMITTED), memory_order_release);
+        for (uint64_t v = base; v < base + 4; v++)
+            CHECK(pub(me, "k", v) == 1);
+        CHECK(shmring_topic_wait(me, s, NULL, SHMRING_WAIT_READABLE, 0, 1) == 1);
+        CHECK(recv_value(s, NULL) == (int64_t)(base + 1) && shmring_topic_lagged(s) == base);
+        shmring_topic_unsubscribe(s);
+        drop_topic(r);
+    }
+}
+
 /* A hostile segment (review 2, D): a word committed at the end, or write_pos
  * lowered below a cursor, gives an idle wait or SHMRING_ECORRUPT, never a
  * wait that ends at once with nothing to receive (a busy loop); a jump never
@@ -609,6 +633,7 @@ static void test_unit(void)
     test_a_pending_claim_waits_asleep_after_shutdown();
     test_subscribe_reclaims_dead_subscribers_entries();
     test_a_lap_count_past_the_word_s_lap_field();
+    test_a_lap_count_from_an_end_cached_by_an_earlier_call();
     test_a_scribbled_end_gives_an_idle_wait_or_an_error();
     test_subscribe_takes_the_entry_of_a_dead_participant_with_a_pending_claim();
     printf("topic unit ok\n");
