@@ -27,6 +27,7 @@ const char *shmring_strerror(int rc)
     case SHMRING_EINTR: return "interrupted by a signal";
     case SHMRING_ESHUTDOWN: return "the topic is shut down";
     case SHMRING_EFULLSUBS: return "the topic's subscriber table is full";
+    case SHMRING_ERECORD: return "a records topic's message is exactly one record (slot_size bytes)";
     case SHMRING_ETRUNCATED: return "segment is smaller than its header says (truncated)";
     case SHMRING_ENOTREADY: return "segment was never initialised (no magic number yet)";
     case SHMRING_EMAGIC: return "not a shmring segment (bad magic number)";

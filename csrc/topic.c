@@ -317,6 +317,8 @@ int shmring_topic_publish(shmring_participant_t *me, const void *key, uint32_t k
         return SHMRING_EINVAL;
     if (key_len > r->kind_args[1] || len > r->slot_size)
         return SHMRING_ETOOBIG;
+    if ((r->flags & SHMRING_FLAG_RECORDS) && len != r->slot_size)
+        return SHMRING_ERECORD; /* a records topic's message is one record, exactly */
     int n = shmring_topic_publish_claim(me, 1, span);
     if (n <= 0)
         return n;
@@ -612,7 +614,11 @@ static int step(shmring_topic_sub_t *s, void *key, uint32_t *key_len, void *data
     }
     const unsigned char *k = shmring__key(r, c);
     uint32_t klen = load_u32(k), plen = load_u32(shmring__len(r, c));
-    int bad = klen > r->kind_args[1] || plen > r->slot_size, ours = 0;
+    /* a records topic's message is exactly one record: another length is a
+     * peer's scribble, refused as a bad length is (the queue's SegmentError) */
+    int bad = klen > r->kind_args[1] || plen > r->slot_size ||
+              ((r->flags & SHMRING_FLAG_RECORDS) && plen != r->slot_size),
+        ours = 0;
     if (!bad) {
 #ifdef SHMRING_TOPIC_TSAN
         copy_out(s->key, k + 4, klen); /* TSan: every byte through an atomic */
@@ -649,6 +655,11 @@ static int step(shmring_topic_sub_t *s, void *key, uint32_t *key_len, void *data
 static int next(shmring_topic_sub_t *s, void *key, uint32_t *key_len, void *data, uint32_t *len, uint64_t *pos)
 {
     shmring_t *r = s->ring;
+    if (s->corrupt) { /* met by the last batch after what it returned: in its turn */
+        s->corrupt = 0;
+        *pos = s->corrupt_pos;
+        return SHMRING_ECORRUPT;
+    }
     if (blocking(r)) {
         int rc = reattach(s);
         if (rc != SHMRING_OK)
@@ -722,12 +733,16 @@ int shmring_topic_recv_records(shmring_topic_sub_t *s, void *buf, uint32_t max_n
     end_for_this_call(s);
     while (got < max_n) {
         int rc = next(s, s->key, &klen, (unsigned char *)buf + (uint64_t)got * s->ring->slot_size, &len, &pos);
-        if (rc == SHMRING_ECORRUPT)
-            continue; /* skipped */
+        if (rc == SHMRING_ECORRUPT && got > 0) {
+            /* a bad slot (or one not a record) after records taken: they are
+             * returned, and the next call says SHMRING_ECORRUPT for it */
+            s->corrupt = 1;
+            s->corrupt_pos = pos;
+            return (int)got;
+        }
         if (rc <= 0)
             return got > 0 ? (int)got : rc;
-        if (len == s->ring->slot_size) /* else not a record (bytes of another length): skipped */
-            got++;
+        got++;
     }
     return (int)got;
 }

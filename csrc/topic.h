@@ -114,6 +114,8 @@ struct shmring_topic_sub {
     uint64_t published;             /* the cursor as last stored in the entry (at most publish_every behind) */
     uint64_t publish_every;
     uint64_t lagged, unreported, received;
+    int corrupt;                    /* a batch met a bad slot after what it returned: the next call says so */
+    uint64_t corrupt_pos;           /* its position */
     unsigned long process;          /* shmring__process() of who subscribed */
     uint32_t n_prefixes, cap_prefixes;
     int everything;                 /* subscribed with no prefix, none added since: every key matches */

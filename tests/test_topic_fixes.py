@@ -324,3 +324,21 @@ def test_a_scribbled_end_gives_an_idle_wait_and_a_clear_error_after_shutdown(mak
     with pytest.raises(shmring.SegmentError, match="corrupt"):
         sub.recv_bytes(timeout=0.5)
     assert time.process_time() - c0 < 0.2
+
+
+def test_a_records_topic_refuses_a_payload_of_another_length_and_reports_a_scribbled_one(make_topic):
+    # review 2, E (the C side): publish_bytes of any length was published, and recv_array
+    # skipped a message of another length without a word (lagged 0)
+    np = pytest.importorskip("numpy")
+    dt = np.dtype([("x", "<i8")])
+    topic = make_topic(8, dtype=dt)
+    pub, sub = topic.publisher(), topic.subscribe()
+    with pytest.raises(ValueError):
+        pub.publish_bytes(b"k", b"abc")
+    assert topic.stats()["published"] == 0
+    pub.publish_array(np.arange(3, dtype="<i8").view(dt))
+    _scribble(topic, "<I", 4, slot=1, field=4)  # position 1: half a record
+    assert sub.recv_array(timeout=1)["x"].tolist() == [0]
+    with pytest.raises(shmring.SegmentError):
+        sub.recv_array(timeout=1)
+    assert sub.recv_array(timeout=1)["x"].tolist() == [2]

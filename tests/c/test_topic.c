@@ -618,6 +618,42 @@ static void test_subscribe_takes_the_entry_of_a_dead_participant_with_a_pending_
     drop_topic(r);
 }
 
+/* A records topic (review 2, E): publish refuses a payload that is not one
+ * record; a slot of another length (a hostile peer) is SHMRING_ECORRUPT in its
+ * turn, after the records before it, not skipped without a count. */
+static void test_a_records_topic_refuses_and_reports_other_lengths(void)
+{
+    snprintf(ring_name, sizeof ring_name, "/shmring-ttest-%d", (int)getpid());
+    shmring_unlink(ring_name);
+    shmring_params_t prm = {.slot_size = 8, .maxsize = 8, .kind = SHMRING_KIND_TOPIC, .max_participants = 8,
+                            .mode = 0600, .records = 1, .schema = "{}", .max_subscribers = 2,
+                            .max_topic_len = 4, .policy = SHMRING_POLICY_BLOCK};
+    shmring_t *r = NULL;
+    CHECK(shmring_create(ring_name, &prm, &r) == SHMRING_OK);
+    shmring_participant_t *me;
+    shmring_topic_sub_t *s;
+    shmring_span_t span;
+    CHECK(shmring_participant_join(r, &me) == SHMRING_OK);
+    CHECK(shmring_topic_subscribe(me, SHMRING_START_LATEST, 0, &s) == SHMRING_OK);
+    uint64_t recs[4] = {10, 11, 12, 13}, out[4];
+    CHECK(shmring_topic_publish(me, "k", 1, recs, 4, &span) == SHMRING_ERECORD);
+    CHECK(shmring_topic_publish(me, "k", 1, recs, 0, &span) == SHMRING_ERECORD);
+    for (int i = 0; i < 3; i++)
+        CHECK(shmring_topic_publish(me, "k", 1, &recs[i], 8, &span) == 1);
+    atomic_store((_Atomic uint32_t *)shmring__len(r, 1), 4); /* position 1: half a record */
+    CHECK(shmring_topic_recv_records(s, out, 4) == 1 && out[0] == 10);
+    CHECK(shmring_topic_recv_records(s, out, 4) == SHMRING_ECORRUPT);
+    CHECK(shmring_topic_recv_records(s, out, 4) == 1 && out[0] == 12);
+    CHECK(shmring_topic_publish(me, "k", 1, &recs[3], 8, &span) == 1);
+    atomic_store((_Atomic uint32_t *)shmring__len(r, 3), 4);
+    char k[8];
+    uint32_t kl, l;
+    uint64_t pos;
+    CHECK(shmring_topic_recv(s, k, &kl, out, &l, &pos) == SHMRING_ECORRUPT && pos == 3);
+    shmring_topic_unsubscribe(s);
+    drop_topic(r);
+}
+
 static void test_unit(void)
 {
     test_retention_and_starts();
@@ -636,6 +672,7 @@ static void test_unit(void)
     test_a_lap_count_from_an_end_cached_by_an_earlier_call();
     test_a_scribbled_end_gives_an_idle_wait_or_an_error();
     test_subscribe_takes_the_entry_of_a_dead_participant_with_a_pending_claim();
+    test_a_records_topic_refuses_and_reports_other_lengths();
     printf("topic unit ok\n");
 }
 
