@@ -31,7 +31,8 @@
  *                      the announcement (P2) to recovery's acquire load (R1);
  *                      seq_cst for the Dekker pair with S1/S2
  *   P2  announce       release stores of the announcement -> recovery (R2,
- *                      recovery.c); withdrawn (release) after commit
+ *                      recovery.c); withdrawn (release) after commit or a
+ *                      give-up (P8) -> R2, R7 (topic_recovery.c)
  *   P3  publish_begin  seq_cst load of the table's generation after P1 -> G1
  *                      (topic.h): a subscriber that joined before it is seen
  *   G0  publish_claim  acquire load of the generation before scanning -> G1:
@@ -45,7 +46,10 @@
  *   P6  publish_begin  relaxed stores of free(p) ("being written"), then a
  *                      release fence -> S6: a subscriber that read any byte we
  *                      write afterwards sees the mark in its re-check
- *   P7  publish_commit release stores of committed / hole -> S5
+ *   P7  publish_commit release stores of committed -> S5
+ *   P8  give_up        seq_cst load of the generation before making a claim
+ *                      given up holes (R3's CASes, topic_recovery.c) -> G1, as
+ *                      P3; then the withdrawal (P2) -> R7 (topic_recovery.c)
  *   S1  attach_entry   G1 (topic.h), after the entry's fields (S3): seq_cst
  *   S2  attach_entry   seq_cst load of write_pos after S1 -> P1
  *   S3  attach_entry   acq_rel CAS taking the entry (-> P4, and another
@@ -65,7 +69,8 @@
  *   atomics for every byte and length make the P6 / S6 pairs instead.
  *   F1/F2, N2/W2 (wait.c): no lost wake-up; ready_at's loads are relaxed hints
  *   ordered by F1.
- *   Recovery's side (R1-R3), the slow timeout and stats' liveness:
+ *   Recovery's side (R1-R3, R6, R7: a claim given up), the slow timeout and
+ *   stats' liveness:
  *   topic_recovery.c.
  */
 #define _GNU_SOURCE
@@ -289,6 +294,32 @@ static void prefetch_ahead(const shmring_participant_t *me, uint64_t next)
     }
 }
 
+/* Positions [kept, n) of a claim given up (a timeout, Ctrl-C while begin
+ * waited): each becomes a hole by recovery's rule (shmring__topic_make_hole):
+ * a slot we marked free(p) at once; one that still holds its previous lap once
+ * that lap is committed or a hole and, under block, the gate lets p be
+ * written. A slot that cannot be one yet (a live publisher a lap behind still
+ * writes it, or a subscriber has still to read that lap) is left as it is:
+ * once we withdraw (P2), no announcement covers it, and whoever is stuck
+ * behind it makes it a hole when it can (topic_recovery.c, settle_orphan).
+ * Storing hole(p) over a slot a lap-behind publisher then commits lost
+ * position p for good; over a lap a subscriber had still to read, lost that. */
+static void give_up(shmring_participant_t *me, const shmring_span_t *span, uint32_t kept)
+{
+    shmring_t *r = me->ring;
+    /* P8: seq_cst, as P3 (after our claim's P1, the Dekker pair with S1 / S2):
+     * a subscriber that joined before our claim is in make_hole's gate scan,
+     * and, through our withdrawal, in a settler's (R7) */
+    if (blocking(r))
+        (void)atomic_load_explicit(&r->seg->cons.read_pos, memory_order_seq_cst);
+    uint64_t made = 0;
+    for (uint32_t k = kept; k < span->n; k++)
+        made += (uint64_t)shmring__topic_make_hole(r, span->pos + k);
+    if (made)
+        /* relaxed: a statistic */
+        atomic_fetch_add_explicit(&r->seg->stats.lost, made, memory_order_relaxed);
+}
+
 void shmring_topic_publish_commit(shmring_participant_t *me, const shmring_span_t *span, uint32_t keep)
 {
     shmring_t *r = me->ring;
@@ -299,11 +330,8 @@ void shmring_topic_publish_commit(shmring_participant_t *me, const shmring_span_
     shmring__hook(SHMRING_HOOK_PUT_COMMITTING);
     if (half < kept)
         shmring__store_states(r, span->pos, half, kept, 0, SHMRING_SEQ_COMMITTED);
-    if (kept < n) {
-        shmring__store_states(r, span->pos, kept, n, 0, SHMRING_SEQ_HOLE);
-        /* relaxed: a statistic */
-        atomic_fetch_add_explicit(&r->seg->stats.lost, n - kept, memory_order_relaxed);
-    }
+    if (kept < n)
+        give_up(me, span, kept);
     withdraw(me->entry);
     prefetch_ahead(me, span->pos + span->n);
     shmring__wake(r, &r->seg->not_empty);

@@ -96,6 +96,8 @@ static inline int shmring__slot_writable(const shmring_t *r, uint64_t p)
 int shmring__topic_settle(shmring_t *r, const struct shmring__entry_view *seen, const uint8_t *dead, uint32_t i,
                           int *pending);
 int shmring__topic_first_pass(const struct shmring_participant_entry *e);
+/* Make claimed position p a hole if its slot allows (topic_recovery.c). */
+int shmring__topic_make_hole(const shmring_t *r, uint64_t p);
 
 /* A subscriber (process-local). */
 struct shmring_topic_prefix {

@@ -283,6 +283,62 @@ def test_publishing_from_a_signal_handler_while_a_claim_waits_says_topic(make_to
 
 # ---- the second hostile review (C protocol) ----
 
+SLOW_COMMITTER = """
+    import signal, sys, shmring
+    from shmring import _core
+    signal.signal(signal.SIGUSR1, lambda *a: None)  # ends the hook's stall (nanosleep: EINTR)
+    t = shmring.Topic.attach(sys.argv[1])
+    pub = t.publisher()
+    _core._set_test_hook("put_committing", 600)
+    print("claiming", flush=True)
+    pub.publish_bytes(b"k", b"m0")
+"""
+
+
+@pytest.mark.parametrize("policy", ["overwrite", "block"])
+def test_a_claim_given_up_behind_a_lap_being_written_is_skipped_not_a_hang(make_topic, policy):
+    # review 2, A: the give-up stored hole(4) over slot 0, which the child then committed as
+    # position 0: position 4 read "not written yet" forever, and publishing at 8 was Full
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    from conftest import child_python_env
+
+    topic = make_topic(4, 16, policy=policy, recover_after=0.05)
+    sub = None
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(SLOW_COMMITTER), topic.name],
+                             stdout=subprocess.PIPE, text=True, env=child_python_env())
+    try:
+        assert child.stdout.readline().strip() == "claiming"
+        wait_until(lambda: topic.stats()["published"] == 1, what="the child's claim of position 0")
+        pub = topic.publisher()
+        for i in range(1, 4):
+            pub.publish_bytes(b"k", b"m%d" % i)
+        if policy == "overwrite":  # from position 4, waiting there while 5..7 come
+            sub = topic.subscribe()
+        with pytest.raises(shmring.Full):
+            pub.publish_bytes(b"k", b"m4", timeout=0.2)  # slot 0 is still the child's
+        while child.poll() is None:  # let it commit (a signal before its stall is repeated)
+            child.send_signal(signal.SIGUSR1)
+            try:
+                child.wait(0.05)
+            except subprocess.TimeoutExpired:
+                pass
+        assert child.returncode == 0
+        for i in range(5, 8):
+            pub.publish_bytes(b"k", b"m%d" % i)
+        if sub is None:
+            sub = topic.subscribe(start="oldest")  # position 4 on
+        assert [sub.recv_bytes(timeout=5) for _ in range(3)] == [(b"k", b"m%d" % i) for i in (5, 6, 7)]
+        pub.publish_bytes(b"k", b"m8", timeout=5)
+        assert sub.recv_bytes(timeout=5) == (b"k", b"m8")
+        assert sub.lagged == 0 and topic.stats()["holes"] == 1
+    finally:
+        child.kill()
+        child.wait(10)
+
 
 def _scribble(topic, fmt, value, at=None, slot=None, field=0):
     """Write value (struct fmt) into topic's segment, as a hostile peer: at offset

@@ -523,6 +523,92 @@ static void test_a_lap_count_past_the_word_s_lap_field(void)
     drop_topic(r);
 }
 
+/* The word of the slot that holds p: is it state `code` of position q? */
+static int word_is(shmring_t *r, uint64_t p, uint64_t q, uint32_t code)
+{
+    return shmring__seq_load(r, p, memory_order_acquire) == shmring__state(r, q, code);
+}
+
+/* A claim given up while its slot's previous lap is still being written by a
+ * live publisher a lap behind (review 2, A): the slot is left to that
+ * publisher, not overwritten with a hole it would then overwrite in turn
+ * (position 4 was "not written yet" forever). Whoever is stuck behind it, a
+ * subscriber there (overwrite) or a publisher a lap later (block, no
+ * subscriber), makes it a hole once it can. */
+static void test_a_given_up_claim_leaves_a_lap_being_written(void)
+{
+    for (int ow = 0; ow <= 1; ow++) {
+        shmring_t *r = make_topic(16, 4, 2, 4, ow ? SHMRING_POLICY_OVERWRITE : SHMRING_POLICY_BLOCK);
+        shmring_participant_t *a, *b;
+        shmring_topic_sub_t *s = NULL;
+        shmring_span_t first, given, later;
+        CHECK(shmring_participant_join(r, &a) == SHMRING_OK && shmring_participant_join(r, &b) == SHMRING_OK);
+        CHECK(shmring_topic_publish_claim(a, 1, &first) == 1 && shmring_topic_publish_begin(a, &first) == 1);
+        for (uint64_t v = 1; v < 4; v++)
+            CHECK(pub(b, "k", v) == 1);
+        if (ow) /* from 4 (0 counts as lapped once 4 is claimed) */
+            CHECK(shmring_topic_subscribe(b, SHMRING_START_LATEST, 0, &s) == SHMRING_OK);
+        uint64_t v = 4;
+        CHECK(shmring_topic_publish(b, "k", 1, &v, sizeof v, &given) == SHMRING_TOPIC_PENDING && given.pos == 4);
+        shmring_topic_publish_commit(b, &given, 0); /* given up: a timeout */
+        CHECK(word_is(r, 0, 0, SHMRING_SEQ_FREE));  /* still a's, being written */
+        commit_value(a, &first, 0);
+        uint64_t recheck, t = shmring_now_ns();
+        if (ow) {
+            CHECK(recv_value(s, NULL) == -1); /* at 4 */
+            CHECK(shmring_topic_unstick(b, s, NULL, SHMRING_WAIT_READABLE, t, &recheck) == 1);
+        }
+        for (v = 5; v < 8; v++)
+            CHECK(pub(b, "k", v) == 1);
+        for (int64_t w = 5; ow && w < 8; w++)
+            CHECK(recv_value(s, NULL) == w);
+        v = 8;
+        int rc = shmring_topic_publish(b, "k", 1, &v, sizeof v, &later);
+        if (!ow) {
+            CHECK(rc == SHMRING_TOPIC_PENDING && word_is(r, 0, 0, SHMRING_SEQ_COMMITTED));
+            CHECK(shmring_topic_unstick(b, NULL, &later, SHMRING_WAIT_WRITABLE, t, &recheck) == 1);
+            commit_value(b, &later, 8);
+            CHECK(shmring_topic_subscribe(b, SHMRING_START_OLDEST, 0, &s) == SHMRING_OK);
+            for (int64_t w = 5; w <= 8; w++)
+                CHECK(recv_value(s, NULL) == w);
+        } else {
+            CHECK(rc == 1 && recv_value(s, NULL) == 8);
+        }
+        shmring_topic_stats_t st;
+        shmring_topic_stats(r, &st);
+        CHECK(st.holes == 1 && st.published == 9 && shmring_topic_lagged(s) == 0);
+        shmring_topic_unsubscribe(s);
+        drop_topic(r);
+    }
+}
+
+/* Under block, a claim given up after the gate refused it (a subscriber that
+ * joined after the claim has the slot's last lap still to read): that lap is
+ * read, not lost; the position becomes a hole once the gate lets it be
+ * written (review 2, A). */
+static void test_a_given_up_claim_keeps_an_unread_slot(void)
+{
+    shmring_t *r = make_topic(16, 8, 2, 4, SHMRING_POLICY_BLOCK);
+    shmring_participant_t *me;
+    shmring_topic_sub_t *s;
+    shmring_span_t span;
+    shmring_participant_t *p = claimed_before_an_oldest_subscriber(r, &s, &me, &span);
+    CHECK(shmring_topic_publish_begin(p, &span) == 0);
+    shmring_topic_publish_commit(p, &span, 0); /* given up */
+    CHECK(word_is(r, 8, 0, SHMRING_SEQ_COMMITTED));
+    for (int64_t v = 0; v < 8; v++)
+        CHECK(recv_value(s, NULL) == v);
+    CHECK(recv_value(s, NULL) == -1); /* at 8 */
+    uint64_t recheck;
+    CHECK(shmring_topic_unstick(me, s, NULL, SHMRING_WAIT_READABLE, shmring_now_ns(), &recheck) == 1);
+    CHECK(pub(p, "k", 9) == 1 && recv_value(s, NULL) == 9 && shmring_topic_lagged(s) == 0);
+    shmring_topic_stats_t st;
+    shmring_topic_stats(r, &st);
+    CHECK(st.holes == 1);
+    shmring_topic_unsubscribe(s);
+    drop_topic(r);
+}
+
 /* As test_a_lap_count_past_the_word_s_lap_field, for a subscriber that
  * stopped part-way through a backlog: the end it cached in an earlier call is
  * not trusted for the lap check (review 2, B; it waited forever at 2^29 laps
@@ -669,6 +755,8 @@ static void test_unit(void)
     test_a_pending_claim_waits_asleep_after_shutdown();
     test_subscribe_reclaims_dead_subscribers_entries();
     test_a_lap_count_past_the_word_s_lap_field();
+    test_a_given_up_claim_leaves_a_lap_being_written();
+    test_a_given_up_claim_keeps_an_unread_slot();
     test_a_lap_count_from_an_end_cached_by_an_earlier_call();
     test_a_scribbled_end_gives_an_idle_wait_or_an_error();
     test_subscribe_takes_the_entry_of_a_dead_participant_with_a_pending_claim();
