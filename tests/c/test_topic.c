@@ -496,6 +496,18 @@ static void test_subscribe_reclaims_dead_subscribers_entries(void)
     drop_topic(r);
 }
 
+/* Publishing up to position base, fast-forwarded (write_pos moved there, the
+ * last lap's words committed), then 4 messages, base to base + 3. */
+static void fast_forward(shmring_participant_t *me, uint64_t base)
+{
+    shmring_t *r = me->ring;
+    atomic_store(&r->seg->prod.write_pos, base);
+    for (uint64_t q = base - 4; q < base; q++)
+        shmring__seq_store(r, q, shmring__state(r, q, SHMRING_SEQ_COMMITTED), memory_order_release);
+    for (uint64_t v = base; v < base + 4; v++)
+        CHECK(pub(me, "k", v) == 1);
+}
+
 /* A subscriber lapped 2^29 laps or more (a slot word keeps the lap in 30 bits,
  * so it can pass for an earlier lap) counts the laps from the end it read, not
  * from the word (finding 8). The fast-forward stands for publishing 2^31 and
@@ -507,11 +519,7 @@ static void test_a_lap_count_past_the_word_s_lap_field(void)
         CHECK(pub(me, "k", v) == 1);
     for (int laps = 29; laps <= 30; laps++) {
         uint64_t base = (UINT64_C(1) << laps) * 4;
-        atomic_store(&r->seg->prod.write_pos, base);
-        for (uint64_t q = base - 4; q < base; q++)
-            shmring__seq_store(r, q, shmring__state(r, q, SHMRING_SEQ_COMMITTED), memory_order_release);
-        for (uint64_t v = base; v < base + 4; v++)
-            CHECK(pub(me, "k", v) == 1);
+        fast_forward(me, base);
         shmring_topic_sub_t *t;
         CHECK(shmring_topic_subscribe(me, SHMRING_START_LATEST, 0, &t) == SHMRING_OK);
         t->cursor = 0; /* a subscriber that was at 0 all along */
@@ -621,11 +629,7 @@ static void test_a_lap_count_from_an_end_cached_by_an_earlier_call(void)
             CHECK(pub(me, "k", v) == 1);
         CHECK(recv_value(s, NULL) == 0); /* the end cached: 4 */
         uint64_t base = (UINT64_C(1) << laps) * 4;
-        atomic_store(&r->seg->prod.write_pos, base);
-        for (uint64_t q = base - 4; q < base; q++)
-            shmring__seq_store(r, q, shmring__state(r, q, SHMRING_SEQ_COMMITTED), memory_order_release);
-        for (uint64_t v = base; v < base + 4; v++)
-            CHECK(pub(me, "k", v) == 1);
+        fast_forward(me, base);
         CHECK(shmring_topic_wait(me, s, NULL, SHMRING_WAIT_READABLE, 0, 1) == 1);
         CHECK(recv_value(s, NULL) == (int64_t)(base + 1) && shmring_topic_lagged(s) == base);
         shmring_topic_unsubscribe(s);
