@@ -41,11 +41,12 @@ enum {
     SHMRING_ETOOBIG = -7,       /* message larger than the slot size */
     SHMRING_ENOMEM = -8,        /* out of (local or shared) memory */
     SHMRING_EFULLTABLE = -9,    /* participant table is full */
-    SHMRING_ECORRUPT = -10,     /* a slot holds an impossible length */
+    SHMRING_ECORRUPT = -10,     /* a slot holds an impossible length (a cursor past the end) */
     SHMRING_EJOIN = -11,        /* task_done() called more times than put */
     SHMRING_EINTR = -12,        /* a wait was interrupted by a signal */
     SHMRING_ESHUTDOWN = -13,    /* the topic is shut down (and, for a subscriber, drained) */
     SHMRING_EFULLSUBS = -14,    /* the topic's subscriber table is full */
+    SHMRING_ERECORD = -15,      /* a records topic's message is not exactly one record */
     /* attach-time validation failures, one per thing that can be wrong */
     SHMRING_ETRUNCATED = -20,   /* segment smaller than its header says */
     SHMRING_ENOTREADY = -21,    /* segment exists but was never initialised */

@@ -25,26 +25,31 @@ def test_filtering_a_subscriber_after_its_topic_closed_is_refused(make_topic):
         sub.recv(block=False)
 
 
-def test_recv_many_keeps_what_it_took_when_a_later_message_is_corrupt(make_topic):
-    # finding 6: a bad slot after the first message lost the ones already taken
+def _scribble(topic, fmt, value, at=None, slot=None, field=0):
+    """Write value (struct fmt) into topic's segment, as a hostile peer: at offset
+    `at`, or into slot `slot`'s word (field 0) or its length (field 4)."""
     import mmap
     import os
     import struct
 
-    topic = make_topic(8, 64)
-    pub, sub = topic.publisher(), topic.subscribe()
-    for i in range(3):
-        pub.publish_bytes(b"k", b"m%d" % i)
     fd = os.open(f"/dev/shm/{topic.name}", os.O_RDWR)
     try:
         m = mmap.mmap(fd, 0)
     finally:
         os.close(fd)
     try:
-        meta = struct.unpack_from("<Q", m, 72)[0]
-        struct.pack_into("<I", m, meta + 1 * 8 + 4, 65)  # position 1: length 65 > msg_size 64
+        struct.pack_into(fmt, m, at if slot is None else struct.unpack_from("<Q", m, 72)[0] + slot * 8 + field, value)
     finally:
         m.close()
+
+
+def test_recv_many_keeps_what_it_took_when_a_later_message_is_corrupt(make_topic):
+    # finding 6: a bad slot after the first message lost the ones already taken
+    topic = make_topic(8, 64)
+    pub, sub = topic.publisher(), topic.subscribe()
+    for i in range(3):
+        pub.publish_bytes(b"k", b"m%d" % i)
+    _scribble(topic, "<I", 65, slot=1, field=4)  # position 1: length 65 > msg_size 64
     assert sub.recv_many_bytes(10, timeout=1) == [(b"k", b"m0")]
     with pytest.raises(shmring.ShmringError):
         sub.recv_many_bytes(10, timeout=1)
@@ -489,3 +494,104 @@ def test_a_lagged_subscriber_s_recv_array_checks_out_before_it_takes_anything(ma
         sub.recv_array(out=frozen, timeout=1)
     assert sub.position == 0  # nothing was taken
     assert sub.recv(timeout=1)[1]["a"] == 1
+
+
+# ---- the second hostile review (C protocol) ----
+
+SLOW_COMMITTER = """
+    import signal, sys, shmring
+    from shmring import _core
+    signal.signal(signal.SIGUSR1, lambda *a: None)  # ends the hook's stall (nanosleep: EINTR)
+    t = shmring.Topic.attach(sys.argv[1])
+    pub = t.publisher()
+    _core._set_test_hook("put_committing", 600)
+    print("claiming", flush=True)
+    pub.publish_bytes(b"k", b"m0")
+"""
+
+
+@pytest.mark.parametrize("policy", ["overwrite", "block"])
+def test_a_claim_given_up_behind_a_lap_being_written_is_skipped_not_a_hang(make_topic, policy):
+    # review 2, A: the give-up stored hole(4) over slot 0, which the child then committed as
+    # position 0: position 4 read "not written yet" forever, and publishing at 8 was Full
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    from conftest import child_python_env
+
+    topic = make_topic(4, 16, policy=policy, recover_after=0.05)
+    sub = None
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(SLOW_COMMITTER), topic.name],
+                             stdout=subprocess.PIPE, text=True, env=child_python_env())
+    try:
+        assert child.stdout.readline().strip() == "claiming"
+        wait_until(lambda: topic.stats()["published"] == 1, what="the child's claim of position 0")
+        pub = topic.publisher()
+        for i in range(1, 4):
+            pub.publish_bytes(b"k", b"m%d" % i)
+        if policy == "overwrite":  # from position 4, waiting there while 5..7 come
+            sub = topic.subscribe()
+        with pytest.raises(shmring.Full):
+            pub.publish_bytes(b"k", b"m4", timeout=0.2)  # slot 0 is still the child's
+        while child.poll() is None:  # let it commit (a signal before its stall is repeated)
+            child.send_signal(signal.SIGUSR1)
+            try:
+                child.wait(0.05)
+            except subprocess.TimeoutExpired:
+                pass
+        assert child.returncode == 0
+        for i in range(5, 8):
+            pub.publish_bytes(b"k", b"m%d" % i)
+        if sub is None:
+            sub = topic.subscribe(start="oldest")  # position 4 on
+        assert [sub.recv_bytes(timeout=5) for _ in range(3)] == [(b"k", b"m%d" % i) for i in (5, 6, 7)]
+        pub.publish_bytes(b"k", b"m8", timeout=5)
+        assert sub.recv_bytes(timeout=5) == (b"k", b"m8")
+        assert sub.lagged == 0 and topic.stats()["holes"] == 1
+    finally:
+        child.kill()
+        child.wait(10)
+
+
+@pytest.mark.parametrize("policy", ["block", "overwrite"])
+def test_a_scribbled_end_gives_an_idle_wait_and_a_clear_error_after_shutdown(make_topic, policy):
+    # review 2, D: a slot word committed at the end made recv(timeout) spin for all of it; a
+    # write_pos lowered below the cursor made recv spin after shutdown, never ShutDown
+    topic = make_topic(64, 16, policy=policy)
+    sub = topic.subscribe()
+    _scribble(topic, "<I", 1, slot=0)  # slot 0: committed(0), write_pos 0
+    c0 = time.process_time()
+    with pytest.raises(shmring.Empty):
+        sub.recv_bytes(timeout=0.5)
+    assert time.process_time() - c0 < 0.2  # was 0.5: a busy loop
+    topic = make_topic(64, 16, policy=policy)
+    sub, pub = topic.subscribe(), topic.publisher()
+    for i in range(10):
+        pub.publish_bytes(b"k", b"x")
+    assert len([sub.recv_bytes(timeout=1) for _ in range(10)]) == 10
+    _scribble(topic, "<Q", 5, at=128)  # write_pos 5 < the cursor, 10
+    topic.shutdown()
+    c0 = time.process_time()
+    with pytest.raises(shmring.SegmentError, match="corrupt"):
+        sub.recv_bytes(timeout=0.5)
+    assert time.process_time() - c0 < 0.2
+
+
+def test_a_records_topic_refuses_a_payload_of_another_length_and_reports_a_scribbled_one(make_topic):
+    # review 2, E (the C side): publish_bytes of any length was published, and recv_array
+    # skipped a message of another length without a word (lagged 0)
+    np = pytest.importorskip("numpy")
+    dt = np.dtype([("x", "<i8")])
+    topic = make_topic(8, dtype=dt)
+    pub, sub = topic.publisher(), topic.subscribe()
+    with pytest.raises(ValueError):
+        pub.publish_bytes(b"k", b"abc")
+    assert topic.stats()["published"] == 0
+    pub.publish_array(np.arange(3, dtype="<i8").view(dt))
+    _scribble(topic, "<I", 4, slot=1, field=4)  # position 1: half a record
+    assert sub.recv_array(timeout=1)["x"].tolist() == [0]
+    with pytest.raises(shmring.SegmentError):
+        sub.recv_array(timeout=1)
+    assert sub.recv_array(timeout=1)["x"].tolist() == [2]

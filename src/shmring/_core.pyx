@@ -223,6 +223,7 @@ _ERRORS = {
     SHMRING_EUNTRUSTED: errors.UntrustedSegment,
     SHMRING_ESHUTDOWN: errors.ShutDown,
     SHMRING_EFULLSUBS: errors.TooManyParticipants,
+    SHMRING_ERECORD: errors.InvalidArgument,
 }
 # How their messages read where not "{what}" (the C reason, the name, the detail).
 _TEMPLATES = {
