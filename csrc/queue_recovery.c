@@ -40,7 +40,8 @@
  *       the state we wrote, and we saw the state the dead owner left
  *   R4  (recovery.c) taking the entry as if joining (J1) and freeing it (L0, L1:
  *       participants.c), once settle says nothing of it is pending
- *   R5  release increments of tasks_done -> T2 (queue.c): join() sees them
+ *   R5  release increments of tasks_done -> T2 (queue.c): join() sees them (also
+ *       the discards of an immediate shutdown, queue.c: shmring__queue_count_done)
  *   covered_by_live (recovery.c): acquire load of an entry's state -> J3 / L1
  *       (members.c, participants.c): who owns the entry now, before its announcement
  *   stuck: relaxed loads, a hint whether recovery is worth its system calls;
@@ -48,13 +49,18 @@
  */
 #include "queue.h"
 
+void shmring__queue_count_done(struct shmring_segment *seg, _Atomic uint64_t *counter, uint64_t n)
+{
+    /* relaxed: a statistic */
+    atomic_fetch_add_explicit(counter, n, memory_order_relaxed);
+    /* R5: these messages will never get a task_done() */
+    atomic_fetch_add_explicit(&seg->join.tasks_done, n, memory_order_release);
+}
+
 /* Count n messages that will never reach a caller as lost (and done for join). */
 static void count_lost(struct shmring_segment *seg, uint64_t n)
 {
-    /* relaxed: a statistic */
-    atomic_fetch_add_explicit(&seg->stats.lost, n, memory_order_relaxed);
-    /* R5: lost messages will never get a task_done() */
-    atomic_fetch_add_explicit(&seg->join.tasks_done, n, memory_order_release);
+    shmring__queue_count_done(seg, &seg->stats.lost, n);
 }
 
 void shmring_queue_count_lost(shmring_t *r, uint64_t n)
@@ -68,8 +74,9 @@ void shmring_queue_count_lost(shmring_t *r, uint64_t n)
 /* R1: the counters now, read before deciding on one position. */
 static void load_counters(const shmring_t *r, uint64_t *write_pos, uint64_t *read_pos)
 {
-    *write_pos = atomic_load_explicit(&r->seg->prod.write_pos, memory_order_acquire);
-    *read_pos = atomic_load_explicit(&r->seg->cons.read_pos, memory_order_acquire);
+    /* positions: a shut-down queue's flags (layout.h) change nothing here */
+    *write_pos = shmring_pos(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_acquire));
+    *read_pos = shmring_pos(atomic_load_explicit(&r->seg->cons.read_pos, memory_order_acquire));
 }
 
 /* Can nobody hold position p in this role any more? A slot a dead producer
@@ -183,19 +190,20 @@ static int stuck(const shmring_t *r, int what, uint64_t *pos)
     struct shmring_segment *seg = r->seg;
     if (r->readonly)
         return 0; /* it has no slots to look at (segment.c, snapshot) */
-    /* relaxed throughout: a hint that decides whether recovery is worth running */
+    /* relaxed throughout: a hint that decides whether recovery is worth running;
+     * positions without the shut-down flags (layout.h) */
     if (what == SHMRING_WAIT_READABLE) {
-        uint64_t rp = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
+        uint64_t rp = shmring_pos(atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed));
         uint32_t seq = shmring__seq_load(r, rp, memory_order_relaxed);
-        uint64_t wp = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+        uint64_t wp = shmring_pos(atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed));
         *pos = rp;
         /* claimed by a producer, not committed */
         return seq == shmring__state(r, rp, SHMRING_SEQ_FREE) && (int64_t)(wp - rp) > 0;
     }
     if (what == SHMRING_WAIT_WRITABLE) {
-        uint64_t wp = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+        uint64_t wp = shmring_pos(atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed));
         uint32_t seq = shmring__seq_load(r, wp, memory_order_relaxed);
-        uint64_t rp = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
+        uint64_t rp = shmring_pos(atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed));
         uint64_t prev = wp - r->capacity; /* the position the slot held last lap */
         *pos = wp;
         /* claimed by a consumer (read_pos is past it), not released */
@@ -205,7 +213,7 @@ static int stuck(const shmring_t *r, int what, uint64_t *pos)
     }
     if (what == SHMRING_WAIT_JOINED) {
         uint64_t done = atomic_load_explicit(&seg->join.tasks_done, memory_order_relaxed);
-        uint64_t wp = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+        uint64_t wp = shmring_pos(atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed));
         /* join()'s blockers may be anywhere (a dead consumer's claim, a dead
          * producer's slot): one fixed position, so recovery runs every
          * recover_after for as long as tasks are unfinished */

@@ -192,7 +192,7 @@ int shmring_topic_publish_claim(shmring_participant_t *me, uint32_t max_n, shmri
     /* relaxed: a first guess; the CAS (P1) decides */
     uint64_t pos = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
     for (;;) {
-        if (pos & SHMRING_TOPIC_SHUT) {
+        if (pos & SHMRING_SHUT) {
             withdraw(me->entry);
             return SHMRING_ESHUTDOWN;
         }
@@ -332,7 +332,7 @@ void shmring_topic_shutdown(shmring_t *r)
     if (r->readonly || !is_topic(r))
         return;
     /* D1 */
-    atomic_fetch_or_explicit(&r->seg->prod.write_pos, SHMRING_TOPIC_SHUT, memory_order_release);
+    atomic_fetch_or_explicit(&r->seg->prod.write_pos, SHMRING_SHUT, memory_order_release);
     shmring_wake_all(r);
 }
 
@@ -377,7 +377,7 @@ static int attach_entry(shmring_topic_sub_t *s, int start, uint64_t want)
     shmring_t *r = s->ring;
     struct shmring_subscriber_entry *subs = shmring__subs(r);
     /* relaxed: a provisional cursor, raised below (it only grows) */
-    uint64_t end0 = shmring__topic_end(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
+    uint64_t end0 = shmring_pos(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
     uint64_t c0 = start == SHMRING_START_LATEST ? end0 : start == SHMRING_START_OLDEST ? oldest(r, end0)
                                                                                        : (want < end0 ? want : end0);
     /* A full table may hold entries of dead owners that nothing recovered yet
@@ -408,7 +408,7 @@ static int attach_entry(shmring_topic_sub_t *s, int start, uint64_t want)
             shmring__subs_changed(r);                                       /* S1 */
             /* S2: pairs with P1 */
             uint64_t end =
-                shmring__topic_end(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_seq_cst));
+                shmring_pos(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_seq_cst));
             uint64_t c = start == SHMRING_START_LATEST ? end : oldest(r, end);
             if (start == SHMRING_START_AT && want > c)
                 c = want;
@@ -429,7 +429,7 @@ int shmring_topic_subscribe(shmring_participant_t *owner, int start, uint64_t po
         return SHMRING_EINVAL;
     if (start == SHMRING_START_AT) {
         /* relaxed: the end now, to refuse a position beyond it */
-        uint64_t end = shmring__topic_end(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
+        uint64_t end = shmring_pos(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
         if (position > end)
             return shmring__fail(SHMRING_EINVAL, "start position %llu is beyond the stream's end, %llu",
                                  (unsigned long long)position, (unsigned long long)end);
@@ -549,7 +549,7 @@ static uint64_t jump(shmring_topic_sub_t *s, uint64_t c)
 {
     shmring_t *r = s->ring;
     /* relaxed: where to go; the slot words decide what we may read there */
-    uint64_t end = shmring__topic_end(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
+    uint64_t end = shmring_pos(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
     uint64_t to = oldest(r, end) + r->maxsize / 4;
     if (to <= c)
         to = c + 1;
@@ -657,7 +657,7 @@ static int next(shmring_topic_sub_t *s, void *key, uint32_t *key_len, void *data
          * word decides) only when the cursor reaches it. */
         int got = -1;
         if ((int64_t)(c - s->end) >= 0)
-            s->end = shmring__topic_end(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
+            s->end = shmring_pos(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
         if ((int64_t)(c - s->end) < 0)
             got = step(s, key, key_len, data, len);
         if (got == 1 || got == SHMRING_ECORRUPT) {
@@ -678,7 +678,7 @@ static int next(shmring_topic_sub_t *s, void *key, uint32_t *key_len, void *data
                 let_publishers_on(s);
             /* D1: acquire, a shut-down bit seen with the final end */
             uint64_t wp = atomic_load_explicit(&r->seg->prod.write_pos, memory_order_acquire);
-            return (wp & SHMRING_TOPIC_SHUT) && shmring__topic_end(wp) == s->cursor ? SHMRING_ESHUTDOWN : 0;
+            return (wp & SHMRING_SHUT) && shmring_pos(wp) == s->cursor ? SHMRING_ESHUTDOWN : 0;
         }
         if (passed % SHMRING_PUBLISH_CURSOR_EVERY == SHMRING_PUBLISH_CURSOR_EVERY - 1)
             set_cursor(s, s->cursor); /* a long run of others' messages: let publishers on */
@@ -737,14 +737,14 @@ static int ready_at(const shmring_participant_t *me, int what)
         uint32_t w = shmring__seq_load(r, p, memory_order_relaxed);
         if (shmring__seq_diff(r, w, shmring__state(r, p, SHMRING_SEQ_FREE)) > 0)
             return 1; /* committed, a hole, or lapped */
-        return (wp & SHMRING_TOPIC_SHUT) && shmring__topic_end(wp) <= p; /* drained */
+        return (wp & SHMRING_SHUT) && shmring_pos(wp) <= p; /* drained */
     }
-    if (wp & SHMRING_TOPIC_SHUT)
+    if (wp & SHMRING_SHUT)
         return 1; /* a claim now says so */
     uint32_t who;
     if (blocking(r) && !shmring__gate_allows(r, shmring__topic_gate(r, &who), p + 1))
         return 0;
-    return p >= shmring__topic_end(wp) || shmring__slot_writable(r, p);
+    return p >= shmring_pos(wp) || shmring__slot_writable(r, p);
 }
 
 /* A publisher held at the gate spins until there is room for a run of
@@ -784,7 +784,7 @@ int shmring_topic_wait(shmring_participant_t *me, shmring_topic_sub_t *sub, cons
         /* a pending claim waits for its last position (the gate) and its
          * first unwritable slot; a publisher without one for the end */
         me->wait_pos = span ? span->pos + span->n - 1
-                            : shmring__topic_end(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
+                            : shmring_pos(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
         if (span)
             for (uint32_t k = 0; k < span->n; k++)
                 if (!shmring__slot_writable(r, span->pos + k)) {
@@ -828,7 +828,7 @@ static int validate(struct shmring_segment *seg, const struct shmring_header *h)
 {
     (void)h;
     /* relaxed: plausibility of what a peer wrote, not synchronisation */
-    uint64_t end = shmring__topic_end(atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed));
+    uint64_t end = shmring_pos(atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed));
     uint64_t holes = atomic_load_explicit(&seg->stats.lost, memory_order_relaxed);
     if (end > (UINT64_C(1) << 62) || holes > end)
         return shmring__fail(SHMRING_EPOSITIONS, "counters inconsistent: write_pos %llu, holes %llu",

@@ -39,7 +39,7 @@ def test_fresh_segment_header_matches_the_documented_layout(make_queue, maxsize,
     q = make_queue(maxsize, msg_size)
     h = read_header(q.name)
     assert h["magic"] == MAGIC
-    assert h["layout_version"] == LAYOUT_VERSION == 6
+    assert h["layout_version"] == LAYOUT_VERSION == 7
     assert h["kind"] == 1
     assert h["flags"] == 0  # a byte ring
     assert (h["kind_arg0"], h["kind_arg1"]) == (0, 0)  # a topic's parameters
