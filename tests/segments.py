@@ -29,6 +29,9 @@ WRITE_POS_OFFSET = 128
 READ_POS_OFFSET = 256
 TASKS_DONE_OFFSET = 896
 LOST_OFFSET = 1152
+DISCARDED_OFFSET = 1176   # stats line: lost, recoveries, detached, discarded
+SHUT = 1 << 63            # write_pos: shut down (queue and topic)
+DRAINING, DISCARDING = 1 << 62, 1 << 63  # a queue's read_pos: shut down; at once (immediate)
 SUBSCRIBER_SIZE = 128     # a topic's subscriber entry (csrc/layout.h)
 MULTICAST, OVERWRITE = 2, 4  # a topic's header flags
 

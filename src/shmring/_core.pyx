@@ -133,19 +133,27 @@ def inspect(str name):
             found.update(_topic_stats(ring, params.max_subscribers))
             return found
         shmring_queue_stats(ring, &st)
-        found.update({
-            "put": st.write_pos,
-            "got": st.read_pos,
-            "fill": st.write_pos - st.read_pos,
-            "tasks_done": st.tasks_done,
-            "lost": st.lost,
-            "recoveries": st.recoveries,
-            "readers_waiting": st.readers_waiting,
-            "writers_waiting": st.writers_waiting,
-        })
+        found.update(_queue_counters(&st))
+        found["fill"] = st.write_pos - st.read_pos
         return found
     finally:
         shmring_close(ring)
+
+
+cdef dict _queue_counters(const shmring_stats_t *st):
+    """A queue's counters as stats() and inspect() show them."""
+    return {
+        "put": st.write_pos,
+        "got": st.read_pos,
+        "tasks_done": st.tasks_done,
+        "lost": st.lost,
+        "recoveries": st.recoveries,
+        "discarded": st.discarded,
+        "shut_down": st.shut != SHMRING_SHUT_NO,
+        "shut_down_immediate": st.shut == SHMRING_SHUT_IMMEDIATE,
+        "readers_waiting": st.readers_waiting,
+        "writers_waiting": st.writers_waiting,
+    }
 
 
 cdef object _lock_file_name(const shmring_t *ring):
@@ -792,10 +800,10 @@ cdef class RingHandle:
                               done)
         if n == 0:
             raise errors.Empty(f"queue {self.name!r} is empty")
-        if n == SHMRING_ESHUTDOWN:
+        if n == SHMRING_ESHUTDOWN and self._topic:
             raise errors.ShutDown(f"topic {self.name!r} is shut down: publishing stopped")
         if n < 0:
-            _raise_rc(n, self.name)
+            _raise_rc(n, self.name)  # a queue's SHMRING_ESHUTDOWN: ShutDown, by the table
         return n
 
     @cython.final
@@ -1502,6 +1510,19 @@ cdef class QueueHandle(RingHandle):
         """
         return self._wait_until(SHMRING_WAIT_JOINED, timeout)
 
+    def _shutdown(self, bint immediate):
+        """shmring_queue_shutdown from this thread's participant (Queue.shutdown
+        says what it does). Discarding makes claims: the GIL is released."""
+        cdef _Participant p = self._enter()
+        cdef int rc
+        try:
+            with nogil:
+                rc = shmring_queue_shutdown(p.ptr, immediate)
+        finally:
+            self._leave()
+        if rc < 0:
+            _raise_rc(rc, self.name)
+
     def qsize(self):
         """Approximate number of messages in the queue (exact when it is quiet)."""
         cdef shmring_stats_t st
@@ -1524,16 +1545,9 @@ cdef class QueueHandle(RingHandle):
         if self._ring == NULL:
             raise errors.QueueClosed(f"queue {self.name!r} is closed")
         shmring_queue_stats(self._ring, &st)
-        return {
-            "put": st.write_pos,
-            "got": st.read_pos,
-            "tasks_done": st.tasks_done,
-            "lost": st.lost,
-            "recoveries": st.recoveries,
-            "readers_waiting": st.readers_waiting,
-            "writers_waiting": st.writers_waiting,
-            "participants": shmring_participants_alive(self._ring),
-        }
+        found = _queue_counters(&st)
+        found["participants"] = shmring_participants_alive(self._ring)
+        return found
 
 
 cdef bytes _bytes_or_buffer(object data, Py_buffer *view):

@@ -124,8 +124,11 @@ class UntrustedSegment(PermissionDenied):
 
 
 class ShutDown(ShmringError, *([_stdlib_queue.ShutDown] if hasattr(_stdlib_queue, "ShutDown") else [])):
-    """The topic was shut down: ``publish`` raises it from then on, and a
-    subscriber's ``recv`` once it has received everything published before."""
+    """The topic or queue was shut down: ``publish`` / ``put`` raise it from
+    then on, a subscriber's ``recv`` once it has received everything published
+    before, a queue's ``get`` once the queue is drained (at once after
+    ``shutdown(immediate=True)``). Also a ``queue.ShutDown`` where Python has one
+    (3.13)."""
 
 
 class Lagged(ShmringError):
