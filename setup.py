@@ -45,15 +45,17 @@ extensions = [
 
 
 class build_py_with_ceiling(build_py):
-    """Ship bench/c_ceiling.c inside the package: `python -m shmring.bench` builds it."""
+    """Ship bench/c_ceiling.c (and the pin.h it includes) inside the package:
+    `python -m shmring.bench` builds it."""
 
     def run(self):
         super().run()
         if getattr(self, "editable_mode", False):
             return  # `pip install -e .` imports src/: bench/records.py finds bench/c_ceiling.c in the checkout
-        target = os.path.join(self.build_lib, "shmring", "bench", "c_ceiling.c")
-        self.mkpath(os.path.dirname(target))
-        self.copy_file("bench/c_ceiling.c", target)
+        for name in ("c_ceiling.c", "pin.h"):
+            target = os.path.join(self.build_lib, "shmring", "bench", name)
+            self.mkpath(os.path.dirname(target))
+            self.copy_file(os.path.join("bench", name), target)
 
 
 setup(

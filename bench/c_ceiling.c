@@ -25,12 +25,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#ifdef __linux__
-#include <sched.h>
-#endif
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "pin.h"
 
 struct control {
     _Alignas(128) _Atomic uint64_t written; /* bytes the producer has published */
@@ -42,20 +41,6 @@ static double now(void)
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
-/* Pin the calling process to one CPU where the OS can; the number comes from argv. */
-static void pin(const char *cpu)
-{
-#ifdef __linux__
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(atoi(cpu), &set);
-    if (sched_setaffinity(0, sizeof set, &set) != 0)
-        perror("sched_setaffinity");
-#else
-    (void)cpu;
-#endif
 }
 
 int main(int argc, char **argv)

@@ -19,24 +19,10 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#ifdef __linux__
-#include <sched.h>
-#endif
+
+#include "pin.h"
 
 enum { BATCHES = 15, TRIPS = 1000 };
-
-static void pin(const char *cpu)
-{
-#ifdef __linux__
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(atoi(cpu), &set);
-    if (sched_setaffinity(0, sizeof set, &set) != 0)
-        perror("sched_setaffinity");
-#else
-    (void)cpu;
-#endif
-}
 
 static double now_ns(void)
 {

@@ -93,6 +93,7 @@ struct shmring_participant {
      * or the end of a publisher's claim), for the kind's ready_at (kind.h). */
     uint64_t cached_gate, cached_gen, wait_pos;
     uint32_t cached_who;            /* the subscriber entry whose cursor cached_gate is */
+    uint32_t wait_claimed;          /* 1: the waiter holds a claim it must still write (a topic's pending claim) */
     shmring_participant_t *prev, *next;
 };
 
@@ -113,30 +114,14 @@ static inline uint32_t shmring__sleeper_words(const shmring_t *r)
 {
     return (r->max_participants + 63) / 64;
 }
-/* Someone sleeps behind q's sleeper bits: bump the futex word (N2) and wake
- * them all. 1 if the OS woke nobody, else 0. */
-int shmring__wake_sleepers(struct shmring_waitq *q);
-/* Wake whoever sleeps on q if anybody does; called after progress. Inline: with
- * nobody asleep it is a fence and a look at the bits, no call. 1 if a sleeper
- * bit was set but the OS woke nobody: maybe a sleeper that died asleep, and
- * the caller then asks for recovery (shmring__reap_sleepers); else 0. */
-#if defined(__SANITIZE_THREAD__)
-/* GCC refuses a fence inlined under ThreadSanitizer (-Wtsan; it never models
- * fences): there each file keeps its own out-of-line copy. */
-#define SHMRING_FENCED_INLINE static __attribute__((noinline, unused))
-#else
-#define SHMRING_FENCED_INLINE static inline
-#endif
-SHMRING_FENCED_INLINE int shmring__notify(const shmring_t *r, struct shmring_waitq *q)
-{
-    /* F2: pairs with F1 (wait.c). */
-    atomic_thread_fence(memory_order_seq_cst);
-    for (uint32_t w = 0; w < shmring__sleeper_words(r); w++)
-        /* relaxed: ordered by F2 */
-        if (atomic_load_explicit(&q->sleepers[w], memory_order_relaxed) != 0)
-            return shmring__wake_sleepers(q);
-    return 0;
-}
+/* Wake whoever sleeps on q if anybody does; called after progress: with nobody
+ * asleep a fence and a look at the bits, no system call. 1 if a sleeper bit was
+ * set but the OS woke nobody: maybe a sleeper that died asleep, and the caller
+ * then asks for recovery (shmring__reap_sleepers); else 0. Out of line, on
+ * purpose: inlined into the commit and release (as it was for a while), the
+ * one-message rows of `shmring bench` ran at 0.62-0.74x between two processes
+ * on cores that share a cache (bench/RESULTS.md, "the inlined notifier"). */
+int shmring__notify(const shmring_t *r, struct shmring_waitq *q);
 /* Announce me asleep on the kind's queue for `what`, re-check the kind's
  * readiness (ops->ready) and sleep at most timeout_ns unless ready: 1 ready or
  * woken, 0 timed out, SHMRING_EINTR. */

@@ -38,7 +38,8 @@ struct shmring_kind {
      * ready_at is given. */
     int (*ready)(const shmring_t *r, int what);
     /* Where readiness is the waiter's own (a topic's subscriber waits at its own
-     * cursor, me->wait_pos), this replaces ready for the re-check; else NULL. */
+     * cursor, me->wait_pos; a publisher for its own claim, me->wait_claimed),
+     * this replaces ready for the re-check; else NULL. */
     int (*ready_at)(const shmring_participant_t *me, int what);
     /* Recovery (recovery.c) settles the claims of dead entries in two passes:
      * first those for which first_pass says 1, then the others. settle gives

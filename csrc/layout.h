@@ -238,7 +238,8 @@ static inline uint32_t shmring_meta_shift(uint32_t flags, uint64_t capacity)
  *                    of it (subscribe, unsubscribe, detach, recovery), so that a
  *                    publisher knows when the slowest subscriber it cached is stale
  *   not_empty        subscribers sleep here; not_full: publishers (policy block)
- *   stats.lost       holes: positions claimed by publishers that died before committing
+ *   stats.lost       holes: positions claimed and never written, by publishers that died
+ *                    before committing or that gave their claim up (a timeout, Ctrl-C)
  *   join             unused
  * and its own area, at the kind offset after the participant table:
  *   subscribers      kind_args[0] (max_subscribers) x 128 bytes

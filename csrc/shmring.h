@@ -41,12 +41,13 @@ enum {
     SHMRING_ETOOBIG = -7,       /* message larger than the slot size */
     SHMRING_ENOMEM = -8,        /* out of (local or shared) memory */
     SHMRING_EFULLTABLE = -9,    /* participant table is full */
-    SHMRING_ECORRUPT = -10,     /* a slot holds an impossible length */
+    SHMRING_ECORRUPT = -10,     /* a slot holds an impossible length (a cursor past the end) */
     SHMRING_EJOIN = -11,        /* task_done() called more times than put */
     SHMRING_EINTR = -12,        /* a wait was interrupted by a signal */
     SHMRING_ESHUTDOWN = -13,    /* shut down: no more puts / publishes; a getter or subscriber has drained it
                                  * (or, a queue shut down at once, gets no more) */
     SHMRING_EFULLSUBS = -14,    /* the topic's subscriber table is full */
+    SHMRING_ERECORD = -15,      /* a records topic's message is not exactly one record */
     /* attach-time validation failures, one per thing that can be wrong */
     SHMRING_ETRUNCATED = -20,   /* segment smaller than its header says */
     SHMRING_ENOTREADY = -21,    /* segment exists but was never initialised */
@@ -320,7 +321,9 @@ uint64_t shmring_topic_lagged(const shmring_topic_sub_t *sub);
 uint64_t shmring_topic_take_lag(shmring_topic_sub_t *sub);
 /* Wait one slice: READABLE, for sub's next message (sub required); WRITABLE,
  * for room to claim from the current end (sub NULL) or for a pending claim's
- * begin (span: the claim, else NULL). As shmring_queue_wait. */
+ * begin (span: the claim, else NULL). As shmring_queue_wait. Shut down, a
+ * WRITABLE wait without a claim ends at once (the claim then fails); one for a
+ * pending claim, made before the shut-down, still waits until it may write. */
 int shmring_topic_wait(shmring_participant_t *me, shmring_topic_sub_t *sub, const shmring_span_t *span, int what,
                        uint64_t timeout_ns, uint32_t spin);
 /* Call when a recv (READABLE, sub) or a claim or begin (WRITABLE, span as for
@@ -333,8 +336,9 @@ int shmring_topic_unstick(shmring_participant_t *me, shmring_topic_sub_t *sub, c
 /* BLOCK: detach a live subscriber that held this handle's publishers at one
  * position for ns nanoseconds (0: never, the default). Process-local. */
 void shmring_topic_set_slow_timeout(shmring_t *ring, uint64_t ns);
-/* No claim succeeds from now on; subscribers end once they have read what was
- * claimed before. Wakes every waiter. */
+/* No claim succeeds from now on; a claim made before is still written (its
+ * publisher waits for its slots as before); subscribers end once they have
+ * read what was claimed before. Wakes every waiter. */
 void shmring_topic_shutdown(shmring_t *ring);
 
 typedef struct shmring_topic_stats {

@@ -31,7 +31,8 @@
  *                      the announcement (P2) to recovery's acquire load (R1);
  *                      seq_cst for the Dekker pair with S1/S2
  *   P2  announce       release stores of the announcement -> recovery (R2,
- *                      recovery.c); withdrawn (release) after commit
+ *                      recovery.c); withdrawn (release) after commit or a
+ *                      give-up (P8) -> R2, R7 (topic_recovery.c)
  *   P3  publish_begin  seq_cst load of the table's generation after P1 -> G1
  *                      (topic.h): a subscriber that joined before it is seen
  *   G0  publish_claim  acquire load of the generation before scanning -> G1:
@@ -45,7 +46,10 @@
  *   P6  publish_begin  relaxed stores of free(p) ("being written"), then a
  *                      release fence -> S6: a subscriber that read any byte we
  *                      write afterwards sees the mark in its re-check
- *   P7  publish_commit release stores of committed / hole -> S5
+ *   P7  publish_commit release stores of committed -> S5
+ *   P8  give_up        seq_cst load of the generation before making a claim
+ *                      given up holes (R3's CASes, topic_recovery.c) -> G1, as
+ *                      P3; then the withdrawal (P2) -> R7 (topic_recovery.c)
  *   S1  attach_entry   G1 (topic.h), after the entry's fields (S3): seq_cst
  *   S2  attach_entry   seq_cst load of write_pos after S1 -> P1
  *   S3  attach_entry   acq_rel CAS taking the entry (-> P4, and another
@@ -65,7 +69,8 @@
  *   atomics for every byte and length make the P6 / S6 pairs instead.
  *   F1/F2, N2/W2 (wait.c): no lost wake-up; ready_at's loads are relaxed hints
  *   ordered by F1.
- *   Recovery's side (R1-R3), the slow timeout and stats' liveness:
+ *   Recovery's side (R1-R3, R6, R7: a claim given up), the slow timeout and
+ *   stats' liveness:
  *   topic_recovery.c.
  */
 #define _GNU_SOURCE
@@ -289,6 +294,32 @@ static void prefetch_ahead(const shmring_participant_t *me, uint64_t next)
     }
 }
 
+/* Positions [kept, n) of a claim given up (a timeout, Ctrl-C while begin
+ * waited): each becomes a hole by recovery's rule (shmring__topic_make_hole):
+ * a slot we marked free(p) at once; one that still holds its previous lap once
+ * that lap is committed or a hole and, under block, the gate lets p be
+ * written. A slot that cannot be one yet (a live publisher a lap behind still
+ * writes it, or a subscriber has still to read that lap) is left as it is:
+ * once we withdraw (P2), no announcement covers it, and whoever is stuck
+ * behind it makes it a hole when it can (topic_recovery.c, settle_orphan).
+ * Storing hole(p) over a slot a lap-behind publisher then commits lost
+ * position p for good; over a lap a subscriber had still to read, lost that. */
+static void give_up(shmring_participant_t *me, const shmring_span_t *span, uint32_t kept)
+{
+    shmring_t *r = me->ring;
+    /* P8: seq_cst, as P3 (after our claim's P1, the Dekker pair with S1 / S2):
+     * a subscriber that joined before our claim is in make_hole's gate scan,
+     * and, through our withdrawal, in a settler's (R7) */
+    if (blocking(r))
+        (void)atomic_load_explicit(&r->seg->cons.read_pos, memory_order_seq_cst);
+    uint64_t made = 0;
+    for (uint32_t k = kept; k < span->n; k++)
+        made += (uint64_t)shmring__topic_make_hole(r, span->pos + k);
+    if (made)
+        /* relaxed: a statistic */
+        atomic_fetch_add_explicit(&r->seg->stats.lost, made, memory_order_relaxed);
+}
+
 void shmring_topic_publish_commit(shmring_participant_t *me, const shmring_span_t *span, uint32_t keep)
 {
     shmring_t *r = me->ring;
@@ -299,11 +330,8 @@ void shmring_topic_publish_commit(shmring_participant_t *me, const shmring_span_
     shmring__hook(SHMRING_HOOK_PUT_COMMITTING);
     if (half < kept)
         shmring__store_states(r, span->pos, half, kept, 0, SHMRING_SEQ_COMMITTED);
-    if (kept < n) {
-        shmring__store_states(r, span->pos, kept, n, 0, SHMRING_SEQ_HOLE);
-        /* relaxed: a statistic */
-        atomic_fetch_add_explicit(&r->seg->stats.lost, n - kept, memory_order_relaxed);
-    }
+    if (kept < n)
+        give_up(me, span, kept);
     withdraw(me->entry);
     prefetch_ahead(me, span->pos + span->n);
     shmring__wake(r, &r->seg->not_empty);
@@ -317,6 +345,8 @@ int shmring_topic_publish(shmring_participant_t *me, const void *key, uint32_t k
         return SHMRING_EINVAL;
     if (key_len > r->kind_args[1] || len > r->slot_size)
         return SHMRING_ETOOBIG;
+    if ((r->flags & SHMRING_FLAG_RECORDS) && len != r->slot_size)
+        return SHMRING_ERECORD; /* a records topic's message is one record, exactly */
     int n = shmring_topic_publish_claim(me, 1, span);
     if (n <= 0)
         return n;
@@ -381,10 +411,13 @@ static int attach_entry(shmring_topic_sub_t *s, int start, uint64_t want)
     uint64_t c0 = start == SHMRING_START_LATEST ? end0 : start == SHMRING_START_OLDEST ? oldest(r, end0)
                                                                                        : (want < end0 ? want : end0);
     /* A full table may hold entries of dead owners that nothing recovered yet
-     * (under overwrite, or block with no publisher held): recover once, look again. */
+     * (under overwrite, or block with no publisher held): recover once, look
+     * again, whatever recovery returned (it counts the dead whose claims it
+     * settled; one whose claim is still pending had its entries freed all the
+     * same). */
     for (int pass = 0; pass < 2; pass++) {
-        if (pass == 1 && shmring_recover(r) <= 0)
-            break;
+        if (pass == 1)
+            (void)shmring_recover(r);
         for (uint32_t i = 0; i < r->kind_args[0]; i++) {
             struct shmring_subscriber_entry *e = &subs[i];
             /* acquire: whose the entry was (pairs with S3 / unsubscribe's release) */
@@ -431,7 +464,7 @@ int shmring_topic_subscribe(shmring_participant_t *owner, int start, uint64_t po
         /* relaxed: the end now, to refuse a position beyond it */
         uint64_t end = shmring_pos(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
         if (position > end)
-            return shmring__fail(SHMRING_EINVAL, "start position %llu is beyond the stream's end, %llu",
+            return shmring__fail(SHMRING_EINVAL, "start position %llu is out of range: 0 to %llu, the stream's end",
                                  (unsigned long long)position, (unsigned long long)end);
     }
     shmring_topic_sub_t *s = calloc(1, sizeof *s);
@@ -551,6 +584,8 @@ static uint64_t jump(shmring_topic_sub_t *s, uint64_t c)
     /* relaxed: where to go; the slot words decide what we may read there */
     uint64_t end = shmring_pos(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
     uint64_t to = oldest(r, end) + r->maxsize / 4;
+    if (to > end)
+        to = end; /* only in a corrupt segment (end <= maxsize, a word of a later lap) */
     if (to <= c)
         to = c + 1;
     s->end = end;
@@ -607,7 +642,11 @@ static int step(shmring_topic_sub_t *s, void *key, uint32_t *key_len, void *data
     }
     const unsigned char *k = shmring__key(r, c);
     uint32_t klen = load_u32(k), plen = load_u32(shmring__len(r, c));
-    int bad = klen > r->kind_args[1] || plen > r->slot_size, ours = 0;
+    /* a records topic's message is exactly one record: another length is a
+     * peer's scribble, refused as a bad length is (the queue's SegmentError) */
+    int bad = klen > r->kind_args[1] || plen > r->slot_size ||
+              ((r->flags & SHMRING_FLAG_RECORDS) && plen != r->slot_size),
+        ours = 0;
     if (!bad) {
 #ifdef SHMRING_TOPIC_TSAN
         copy_out(s->key, k + 4, klen); /* TSan: every byte through an atomic */
@@ -644,6 +683,11 @@ static int step(shmring_topic_sub_t *s, void *key, uint32_t *key_len, void *data
 static int next(shmring_topic_sub_t *s, void *key, uint32_t *key_len, void *data, uint32_t *len, uint64_t *pos)
 {
     shmring_t *r = s->ring;
+    if (s->corrupt) { /* met by the last batch after what it returned: in its turn */
+        s->corrupt = 0;
+        *pos = s->corrupt_pos;
+        return SHMRING_ECORRUPT;
+    }
     if (blocking(r)) {
         int rc = reattach(s);
         if (rc != SHMRING_OK)
@@ -678,15 +722,35 @@ static int next(shmring_topic_sub_t *s, void *key, uint32_t *key_len, void *data
                 let_publishers_on(s);
             /* D1: acquire, a shut-down bit seen with the final end */
             uint64_t wp = atomic_load_explicit(&r->seg->prod.write_pos, memory_order_acquire);
-            return (wp & SHMRING_SHUT) && shmring_pos(wp) == s->cursor ? SHMRING_ESHUTDOWN : 0;
+            if (!(wp & SHMRING_SHUT))
+                return 0;
+            /* drained; a cursor past the end (a peer lowered write_pos) is refused,
+             * as ready_at says ready there once shut down */
+            return shmring_pos(wp) == s->cursor ? SHMRING_ESHUTDOWN
+                   : shmring_pos(wp) < s->cursor ? SHMRING_ECORRUPT
+                                                 : 0;
         }
         if (passed % SHMRING_PUBLISH_CURSOR_EVERY == SHMRING_PUBLISH_CURSOR_EVERY - 1)
             set_cursor(s, s->cursor); /* a long run of others' messages: let publishers on */
     }
 }
 
+/* At the start of a call, under overwrite: the end for step()'s lap check,
+ * read again if the cursor is short of the one cached (at it, next() reads it
+ * anyway). An end cached by an earlier call may be any number of laps old (a
+ * subscriber that stopped part-way through a backlog), and the word's 30-bit
+ * lap field, which the check stands in for, aliases after 2^29 laps; within
+ * one call publishers cannot run that far. relaxed: as next()'s. */
+static void end_for_this_call(shmring_topic_sub_t *s)
+{
+    shmring_t *r = s->ring;
+    if (!blocking(r) && (int64_t)(s->cursor - s->end) < 0)
+        s->end = shmring_pos(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
+}
+
 int shmring_topic_recv(shmring_topic_sub_t *s, void *key, uint32_t *key_len, void *data, uint32_t *len, uint64_t *pos)
 {
+    end_for_this_call(s);
     return next(s, key, key_len, data, len, pos);
 }
 
@@ -694,14 +758,19 @@ int shmring_topic_recv_records(shmring_topic_sub_t *s, void *buf, uint32_t max_n
 {
     uint32_t got = 0, klen, len;
     uint64_t pos;
+    end_for_this_call(s);
     while (got < max_n) {
         int rc = next(s, s->key, &klen, (unsigned char *)buf + (uint64_t)got * s->ring->slot_size, &len, &pos);
-        if (rc == SHMRING_ECORRUPT)
-            continue; /* skipped */
+        if (rc == SHMRING_ECORRUPT && got > 0) {
+            /* a bad slot (or one not a record) after records taken: they are
+             * returned, and the next call says SHMRING_ECORRUPT for it */
+            s->corrupt = 1;
+            s->corrupt_pos = pos;
+            return (int)got;
+        }
         if (rc <= 0)
             return got > 0 ? (int)got : rc;
-        if (len == s->ring->slot_size) /* else not a record (bytes of another length): skipped */
-            got++;
+        got++;
     }
     return (int)got;
 }
@@ -727,19 +796,27 @@ uint64_t shmring_topic_take_lag(shmring_topic_sub_t *s)
 
 /* Could the wait of me end now (me->wait_pos: a subscriber's cursor, or a
  * publisher's first position that waits)? relaxed loads: a hint, ordered after
- * the sleeper bit by F1; the operation decides. */
+ * the sleeper bit by F1; the operation decides. Shut down, a publisher without
+ * a claim is done (its claim fails); one that holds a claim (me->wait_claimed,
+ * made before the shut-down) still waits to write it, asleep: subscribers
+ * drain up to the end it is part of. */
 static int ready_at(const shmring_participant_t *me, int what)
 {
     const shmring_t *r = me->ring;
     uint64_t p = me->wait_pos;
     uint64_t wp = atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed);
     if (what == SHMRING_WAIT_READABLE) {
+        uint64_t end = shmring_pos(wp);
+        /* never the word at or past the end (next() does not look there: a
+         * word a peer scribbled on would end every wait at once) */
+        if (p >= end)
+            return (wp & SHMRING_SHUT) != 0; /* drained (p past the end: next() refuses) */
+        if (!blocking(r) && end - p > r->capacity)
+            return 1; /* lapped, whatever the word's lap field says (step) */
         uint32_t w = shmring__seq_load(r, p, memory_order_relaxed);
-        if (shmring__seq_diff(r, w, shmring__state(r, p, SHMRING_SEQ_FREE)) > 0)
-            return 1; /* committed, a hole, or lapped */
-        return (wp & SHMRING_SHUT) && shmring_pos(wp) <= p; /* drained */
+        return shmring__seq_diff(r, w, shmring__state(r, p, SHMRING_SEQ_FREE)) > 0; /* committed, a hole, lapped */
     }
-    if (wp & SHMRING_SHUT)
+    if ((wp & SHMRING_SHUT) && !me->wait_claimed)
         return 1; /* a claim now says so */
     uint32_t who;
     if (blocking(r) && !shmring__gate_allows(r, shmring__topic_gate(r, &who), p + 1))
@@ -781,6 +858,7 @@ int shmring_topic_wait(shmring_participant_t *me, shmring_topic_sub_t *sub, cons
         me->wait_pos = sub->cursor;
     } else {
         what = SHMRING_WAIT_WRITABLE;
+        me->wait_claimed = span != NULL;
         /* a pending claim waits for its last position (the gate) and its
          * first unwritable slot; a publisher without one for the end */
         me->wait_pos = span ? span->pos + span->n - 1

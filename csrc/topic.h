@@ -90,6 +90,8 @@ static inline int shmring__slot_writable(const shmring_t *r, uint64_t p)
 int shmring__topic_settle(shmring_t *r, const struct shmring__entry_view *seen, const uint8_t *dead, uint32_t i,
                           int *pending);
 int shmring__topic_first_pass(const struct shmring_participant_entry *e);
+/* Make claimed position p a hole if its slot allows (topic_recovery.c). */
+int shmring__topic_make_hole(const shmring_t *r, uint64_t p);
 
 /* A subscriber (process-local). */
 struct shmring_topic_prefix {
@@ -108,6 +110,8 @@ struct shmring_topic_sub {
     uint64_t published;             /* the cursor as last stored in the entry (at most publish_every behind) */
     uint64_t publish_every;
     uint64_t lagged, unreported, received;
+    int corrupt;                    /* a batch met a bad slot after what it returned: the next call says so */
+    uint64_t corrupt_pos;           /* its position */
     unsigned long process;          /* shmring__process() of who subscribed */
     uint32_t n_prefixes, cap_prefixes;
     int everything;                 /* subscribed with no prefix, none added since: every key matches */

@@ -5,6 +5,10 @@
  * live subscriber that held publishers for the slow timeout), and what an
  * operator looks at (stats, the subscriber table).
  *
+ * A live publisher that gave a claim up may leave positions it could not make
+ * holes yet (topic.c, give_up), announced by nobody: whoever is stuck behind
+ * one makes it a hole once it can (settle_orphan, from shmring_topic_unstick).
+ *
  * A dead participant may leave:
  *   a publish claim  positions it claimed (announced PUT, below write_pos) and
  *                    never committed: each becomes a hole, counted once by the
@@ -27,6 +31,11 @@
  *   R6  acq_rel CAS of a subscriber's state word (a dead owner's entry freed, a
  *       slow one detached) -> the acquire loads of scans (P4) and of the
  *       subscriber itself (topic.c, entry_ours); then G1 (topic.h)
+ *   R7  settle_orphan: acquire load of write_pos (as R1), then the entries'
+ *       states and announcements (R2, recovery.c) -> a give-up's withdrawal
+ *       (topic.c P2, after its P8): a position no live claim covers is one a
+ *       publisher gave up, and the gate scan of make_hole (P4) sees every
+ *       subscriber that publisher saw
  *   stuck checks, the slow timeout and stats: relaxed loads (hints and display),
  *   and relaxed process-local timing (internal.h)
  */
@@ -41,8 +50,9 @@ static int unfinished(const shmring_t *r, uint64_t p)
 }
 
 /* R3: make claimed position p a hole, from whichever state its publisher left
- * it in (marked for p, or never marked: still last lap's). 1 if we did. */
-static int make_hole(const shmring_t *r, uint64_t p)
+ * it in (marked for p, or never marked: still last lap's). 1 if we did. Also
+ * a live publisher's rule for the positions of a claim it gives up (topic.c). */
+int shmring__topic_make_hole(const shmring_t *r, uint64_t p)
 {
     uint32_t hole = shmring__state(r, p, SHMRING_SEQ_HOLE);
     if (shmring__seq_cas(r, p, shmring__state(r, p, SHMRING_SEQ_FREE), hole))
@@ -108,12 +118,35 @@ int shmring__topic_settle(shmring_t *r, const struct shmring__entry_view *seen, 
                 *pending = 1;
             continue;
         }
-        if (make_hole(r, p))
+        if (shmring__topic_make_hole(r, p))
             /* relaxed: a statistic */
             atomic_fetch_add_explicit(&r->seg->stats.lost, 1, memory_order_relaxed);
         else if (unfinished(r, p))
             *pending = 1; /* its slot's last lap is still being written: later */
     }
+    return 1;
+}
+
+/* A position claimed (below the end), not committed, and covered by no
+ * announcement: a claim its live publisher gave up (topic.c, give_up) while
+ * the slot could not be made a hole yet (its previous lap still being written,
+ * or not yet read by a subscriber). A claimed position of a live or dead
+ * publisher is always announced until its commit (P2 before P1), so nobody
+ * else will write it: make it a hole by the rule above, count it, and wake
+ * whoever waits behind it. 1 if we did. */
+static const uint8_t nobody_dead[SHMRING_PARTICIPANTS_MAX];
+
+static int settle_orphan(shmring_t *r, uint64_t p)
+{
+    /* R7 */
+    uint64_t end = shmring_pos(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_acquire));
+    if (p >= end || !unfinished(r, p) || shmring__covered_by_live(r, NULL, nobody_dead, SHMRING_CLAIM_PUT, p) ||
+        !shmring__topic_make_hole(r, p))
+        return 0;
+    /* relaxed: a statistic */
+    atomic_fetch_add_explicit(&r->seg->stats.lost, 1, memory_order_relaxed);
+    shmring__wake(r, &r->seg->not_empty);
+    shmring__wake(r, &r->seg->not_full);
     return 1;
 }
 
@@ -197,8 +230,12 @@ int shmring_topic_unstick(shmring_participant_t *me, shmring_topic_sub_t *sub, c
         if (sub == NULL)
             return 0;
         uint64_t c = sub->cursor;
-        /* claimed by a publisher, not committed */
-        return shmring__unstick_after(r, what, c < end && unfinished(r, c), c, now, recheck_ns);
+        /* claimed by a publisher, not committed: given up (at once), or its
+         * publisher may have died (after recover_after) */
+        int stuck = c < end && unfinished(r, c);
+        if (stuck && settle_orphan(r, c))
+            return 1;
+        return shmring__unstick_after(r, what, stuck, c, now, recheck_ns);
     }
     if (what != SHMRING_WAIT_WRITABLE)
         return 0;
@@ -215,6 +252,10 @@ int shmring_topic_unstick(shmring_participant_t *me, shmring_topic_sub_t *sub, c
     uint32_t who;
     uint64_t gate = r->flags & SHMRING_FLAG_OVERWRITE ? UINT64_MAX : shmring__topic_gate(r, &who), when = 0;
     int gated = !shmring__gate_allows(r, gate, last + 1);
+    /* the slot's previous lap, or the slowest subscriber's position, given up */
+    if ((lap && stuck_at >= r->capacity && settle_orphan(r, stuck_at - r->capacity)) ||
+        (gated && gate < end && settle_orphan(r, gate)))
+        return 1;
     if (gated) {
         if (time_slow(r, gate, last, now, &when))
             return 1;

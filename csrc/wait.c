@@ -5,15 +5,15 @@
  * sleeps on the queue's futex word (Linux: shared futex; macOS 14.4+:
  * os_sync_wait_on_address with the SHARED flag; elsewhere a bounded sleep).
  * Whoever makes progress (commit, release, task_done) calls shmring__wake
- * (inline, internal.h), whose shmring__notify only calls here, and enters the
- * kernel, when some sleeper bit is set. The wait queues
+ * (inline, internal.h), whose shmring__notify here enters the kernel only
+ * when some sleeper bit is set. The wait queues
  * and what makes a wait end (ops->ready) are the ring kind's (kind.h); the
  * kind's wait (queue.c, shmring_queue_wait) spins on its own readiness first.
  *
  * Atomic pairs in this file:
  *   F1 (waiter: seq_cst fence between setting its sleeper bit and re-checking the ring)
- *   F2 (notifier, shmring__notify in internal.h: seq_cst fence between
- *      publishing progress and reading the bits)
+ *   F2 (notifier, shmring__notify: seq_cst fence between publishing progress
+ *      and reading the bits)
  *      Either F2 precedes F1, and the waiter's re-check sees the progress and
  *      does not sleep, or F1 precedes F2, and the notifier sees the bit and
  *      wakes it. No wake-up is lost.
@@ -109,11 +109,18 @@ static int os_wake_all(_Atomic uint32_t *word)
 #endif
 }
 
-int shmring__wake_sleepers(struct shmring_waitq *q)
+int shmring__notify(const shmring_t *r, struct shmring_waitq *q)
 {
-    /* N2: pairs with W2. */
-    atomic_fetch_add_explicit(&q->futex, 1, memory_order_release);
-    return os_wake_all(&q->futex) == 0; /* nobody asleep behind the bit */
+    /* F2: pairs with F1. */
+    atomic_thread_fence(memory_order_seq_cst);
+    for (uint32_t w = 0; w < shmring__sleeper_words(r); w++)
+        /* relaxed: ordered by F2 */
+        if (atomic_load_explicit(&q->sleepers[w], memory_order_relaxed) != 0) {
+            /* N2: pairs with W2. */
+            atomic_fetch_add_explicit(&q->futex, 1, memory_order_release);
+            return os_wake_all(&q->futex) == 0; /* nobody asleep behind the bit */
+        }
+    return 0;
 }
 
 void shmring__clear_sleeper(const shmring_t *r, uint32_t i)

@@ -1,6 +1,9 @@
 import os
 import select
 import signal
+import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -97,6 +100,33 @@ def child_python_env():
     tests_dir = os.path.dirname(os.path.abspath(__file__))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [tests_dir, env.get("PYTHONPATH")]))
     return env
+
+
+STALLED_PUBLISHER = """
+    import sys, shmring
+    from shmring import _core
+    t = shmring.Topic.attach(sys.argv[1])
+    pub = t.publisher()
+    _core._set_test_hook("put_claimed", 600)
+    print("claiming", flush=True)
+    pub.publish_bytes(b"k", b"never committed")
+"""
+
+
+def start_stalled_publisher(topic):
+    """A child process that claims the topic's next position and stalls there,
+    alive, never committing it: its claim is made when this returns. Kill it."""
+    published = topic.stats()["published"]
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(STALLED_PUBLISHER), topic.name],
+                             stdout=subprocess.PIPE, text=True, env=child_python_env())
+    try:
+        assert child.stdout.readline().strip() == "claiming"
+        wait_until(lambda: topic.stats()["published"] == published + 1, what="the stalled child's claim")
+    except BaseException:
+        child.kill()
+        child.wait(10)
+        raise
+    return child
 
 
 def interrupt_when_asleep(q, child, waiting):

@@ -6,10 +6,11 @@ import subprocess
 
 import pytest
 
+from conftest import source_tree
 from test_arm import QEMU, build_for_arm
 from test_c_core import ROOT, build_all, check_stress, need, run_program
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), source_tree("csrc/topic.h", "tests/c/test_topic.c")]
 
 TOPIC_SRC = ROOT / "tests" / "c" / "test_topic.c"
 

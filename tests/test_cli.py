@@ -178,10 +178,10 @@ def test_bench_plot_is_a_png_that_opens(tiny_bench):
 @pytest.mark.timeout(120)
 def test_bench_missing_peers_are_skipped_with_a_note(tmp_path):
     # Modules that fail to import, put first on the path, stand in for peers not installed.
-    for module in ("zmq", "faster_fifo", "zeroq", "cloudtoid_interprocess"):
+    for module in ("zmq", "faster_fifo", "zeroq", "cloudtoid_interprocess", "msgq", "iceoryx2"):
         (tmp_path / f"{module}.py").write_text("raise ImportError('not here')\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), *sys.path]))
-    done = shmring_cmd("bench", "--only", "pyzmq,faster-fifo,zeroq,cloudtoid", "--payloads", "64", "--repeat", "1",
+    done = shmring_cmd("bench", "--only", "pyzmq,faster-fifo,zeroq,cloudtoid,msgq,iceoryx2", "--payloads", "64", "--repeat", "1",
                        "--json", str(tmp_path / "b.json"), env=env)
     assert done.returncode == 0, done.stderr
     with open(tmp_path / "b.json") as f:
@@ -192,6 +192,8 @@ def test_bench_missing_peers_are_skipped_with_a_note(tmp_path):
     assert any("faster_fifo not installed" in why for why in reasons)
     assert any("zeroq not installed" in why for why in reasons)
     assert any("cloudtoid_interprocess not installed" in why for why in reasons)
+    assert "msgq not installed (pip install 'shmring[bench-pubsub]')" in reasons
+    assert "iceoryx2 not installed (pip install 'shmring[bench-pubsub]')" in reasons
     assert all("not installed" in why or "CPUs" in why for why in reasons)  # N->M rows may need cores first
     assert "Traceback" not in done.stdout + done.stderr
 

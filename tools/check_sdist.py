@@ -22,7 +22,7 @@ REQUIRED = [
     "csrc/*.c", "csrc/*.h",
     "src/shmring/*.py", "src/shmring/*.pyx", "src/shmring/*.pxd", "src/shmring/bench/*.py",
     "tests/*.py", "tests/c/*.c", "tests/c/*.h", "tests/fuzz/*.c", "tests/fuzz/*.py", "tests/fuzz/corpus/*",
-    "bench/*.py", "bench/*.c", "bench/*.md",
+    "bench/*.py", "bench/*.c", "bench/*.h", "bench/*.md",
     "examples/*.py", "docs/*.md", "tools/*.sh", "tools/*.py", "tools/*.txt",
 ]
 UNWANTED = re.compile(r"(^src/shmring/_core\.c$|\.so$|\.o$|\.pyc$|(^|/)\.venv[^/]*/|(^|/)__pycache__/|^build/)")

@@ -231,6 +231,7 @@ _ERRORS = {
     SHMRING_EUNTRUSTED: errors.UntrustedSegment,
     SHMRING_ESHUTDOWN: errors.ShutDown,
     SHMRING_EFULLSUBS: errors.TooManyParticipants,
+    SHMRING_ERECORD: errors.InvalidArgument,
 }
 # How their messages read where not "{what}" (the C reason, the name, the detail).
 _TEMPLATES = {
@@ -623,7 +624,8 @@ cdef class RingHandle:
         if self._rec_check is not None:
             raise RuntimeError(f"{self._kind_word()} {self.name!r} has its records already: they are set once, at open")
         if getattr(dtype, "itemsize", None) != self._slot_size:
-            raise ValueError(f"a record of {dtype!r} is not {self._slot_size} bytes, this queue's slot size")
+            raise ValueError(f"a record of {dtype!r} is not {self._slot_size} bytes, this {self._kind_word()}'s "
+                             f"slot size")
         self._rec_check, self._rec_new, self._rec_trim, self._rec_array_of = check, new, trim, array_of
         self._rec_type, self._rec_dtype = array_type, dtype
         self._make_slots, self._seal = make_slots, seal
@@ -638,7 +640,8 @@ cdef class RingHandle:
     cdef object _records_only(self, what):
         self._records_ring(what)
         if self._rec_check is None:
-            raise TypeError(f"this handle has no records codec: {what} needs one (shmring.Queue sets it)")
+            raise TypeError(f"this handle has no records codec: {what} needs one "
+                            f"(shmring.{'Topic' if self._topic else 'Queue'} sets it)")
 
     @cython.final
     cdef inline object _encoded(self, obj):
@@ -649,7 +652,8 @@ cdef class RingHandle:
     @cython.final
     cdef inline int _codec_set(self) except -1:
         if self._encode is None:
-            raise TypeError("this handle has no codec: put/get need one (shmring.Queue sets it)")
+            raise TypeError(f"this handle has no codec: {'publish/recv' if self._topic else 'put/get'} need one "
+                            f"(shmring.{'Topic' if self._topic else 'Queue'} sets it)")
         return 0
 
     # ---- participants and in-flight accounting ----
@@ -701,6 +705,10 @@ cdef class RingHandle:
         if self._closing or self._ring == NULL:
             raise errors.QueueClosed(f"{self._kind_word()} {self.name!r} is closed")
         p = self._me()
+        if p.holding and self._topic:
+            raise RuntimeError(
+                f"this thread holds a claim on the topic {self.name!r} (a publish waiting to write it when a "
+                "signal handler or finalizer ran): publish from there once that call returned")
         if p.holding:
             raise RuntimeError(
                 "this thread holds a claim on the queue (an open reserve() or view(), or "
@@ -815,8 +823,14 @@ cdef class RingHandle:
                 encoded[i] = _as_bytes(encoded[i], i)
             size = PyBytes_GET_SIZE(encoded[i])
             if <uint64_t>size > self._slot_size:
-                raise errors.MessageTooLarge(size, self._slot_size)
+                raise self._too_large(size)
         return 0
+
+    cdef object _too_large(self, Py_ssize_t size):
+        """MessageTooLarge for a message of `size` bytes (a topic's names its keys' own limit)."""
+        if self._topic:
+            return errors.MessageTooLarge(size, self._slot_size, "topic", getattr(self, "max_topic_len"))
+        return errors.MessageTooLarge(size, self._slot_size)
 
     @cython.final
     cdef int _begin(self, _Participant p, shmring_span_t *span, uint64_t deadline, Py_ssize_t done) except -1:
@@ -992,7 +1006,7 @@ cdef class QueueHandle(RingHandle):
         cdef _Participant p = self._enter()  # first: a closed (or never opened) handle says so
         try:
             if <uint64_t>size > self._slot_size:
-                raise errors.MessageTooLarge(size, self._slot_size)
+                raise self._too_large(size)
             # the common case in one C call: room now, claimed, filled and committed
             if shmring_queue_put(p.ptr, data, size) <= 0:
                 self._claim(True, p, 1, &span, deadline, 0)
@@ -1661,7 +1675,10 @@ cdef class _Subscription:
     cdef bint busy
     cdef char *buf                   # max_topic_len bytes of key, then a payload
     cdef uint32_t key_room
-    cdef list deferred               # errors of a recv_many's messages, raised in their turn
+    # taken past the cursor and not handed out yet, in stream order: messages as
+    # (key, raw bytes) and the errors of messages (raised in their turn); every
+    # receive hands these out first, as its own type (_held_out)
+    cdef list held
     cdef TopicHandle topic           # whose subscriber it is
     cdef bytes last_key              # the key of the last message: handed out again when the next has it too
 
@@ -1698,6 +1715,18 @@ cdef class _Subscription:
     def _take_lag(self):
         """Messages missed since this was last asked."""
         return shmring_topic_take_lag(self.ptr) if self.ptr != NULL else 0
+
+    def _hold(self, list items):
+        """Put (key, raw bytes) messages already taken back in front of what is
+        held: the next receives hand them out first, in order."""
+        if self.held is None:
+            self.held = []
+        self.held[0:0] = items
+
+    def __reduce__(self):
+        # its entry, cursor and buffer are this process's: another makes its own
+        raise TypeError("a Subscriber (its recv calls too) is made in the process that uses it: pass the Topic "
+                        "(it pickles) and call topic.subscribe() there")
 
     def __dealloc__(self):
         if self.ptr != NULL:
@@ -1755,8 +1784,8 @@ cdef class TopicHandle(RingHandle):
     # ---- keys and errors ----
 
     @cython.final
-    cdef bytes _key(self, object key):
-        """A topic key as bytes (str: UTF-8), within max_topic_len."""
+    cdef bytes _key(self, object key, str what="topic key"):
+        """A topic key (or a prefix: what) as bytes (str: UTF-8), within max_topic_len."""
         cdef bytes k
         if type(key) is bytes:
             k = key
@@ -1766,12 +1795,17 @@ cdef class TopicHandle(RingHandle):
             try:
                 k = memoryview(key).tobytes()
             except TypeError:
-                raise TypeError(f"a topic key is bytes or str, got {type(key).__name__}") from None
+                raise TypeError(f"a {what} is bytes or str, got {type(key).__name__}") from None
         if <uint64_t>len(k) > self.max_topic_len:
             raise errors.InvalidArgument(
-                f"topic key of {len(k)} bytes is longer than this topic's max_topic_len of "
+                f"{what} of {len(k)} bytes is longer than this topic's max_topic_len of "
                 f"{self.max_topic_len} bytes: {k[:48]!r}")
         return k
+
+    def _prefixes(self, prefixes):
+        """Prefixes as a list of bytes (str: UTF-8), each within max_topic_len:
+        checked before a subscriber is made or changed."""
+        return [self._key(prefix, "prefix") for prefix in prefixes]
 
     # ---- publishing ----
 
@@ -1782,7 +1816,9 @@ cdef class TopicHandle(RingHandle):
         cdef _Participant p = self._enter()  # first: a closed (or never opened) handle says so
         try:
             if <uint64_t>size > self._slot_size:
-                raise errors.MessageTooLarge(size, self._slot_size)
+                raise self._too_large(size)
+            if self._records and <uint64_t>size != self._slot_size:
+                raise self._not_a_record("publish_bytes()", size)
             rc = shmring_topic_publish(p.ptr, PyBytes_AS_STRING(key), <uint32_t>PyBytes_GET_SIZE(key), data,
                                        <uint32_t>size, &span)
             if rc == 1:
@@ -1800,6 +1836,12 @@ cdef class TopicHandle(RingHandle):
         finally:
             self._leave()
         return 0
+
+    cdef object _not_a_record(self, str call, Py_ssize_t size):
+        """The error of a payload of `size` bytes given to a records topic's `call`."""
+        return errors.InvalidArgument(
+            f"{call} of a records topic takes one record of {self._rec_dtype} ({self._slot_size} bytes), "
+            f"got {size} bytes: nothing was published")
 
     @cython.final
     cdef int _publish_buffer(self, bytes key, object data, uint64_t deadline) except -1:
@@ -1834,7 +1876,13 @@ cdef class TopicHandle(RingHandle):
         cdef uint64_t deadline
         _deadline(block, timeout, &deadline)
         pairs = [(self._key(key), data) for key, data in items]
-        self._put_many([d for _, d in pairs], deadline, [k for k, _ in pairs])
+        payloads = [d for _, d in pairs]
+        if self._records:  # one record each, all checked before any is published
+            self._check_sizes(payloads)
+            for data in payloads:
+                if <uint64_t>PyBytes_GET_SIZE(data) != self._slot_size:
+                    raise self._not_a_record("publish_many_bytes()", PyBytes_GET_SIZE(data))
+        self._put_many(payloads, deadline, [k for k, _ in pairs])
 
     def publish_many(self, items, block=True, timeout=None):
         """Publish (key, object) pairs in order, each encoded before any is published."""
@@ -1877,16 +1925,21 @@ cdef class TopicHandle(RingHandle):
         cdef int mode, rc
         cdef uint64_t at = 0
         cdef _Participant p
-        if position is not None:
-            mode, at = SHMRING_START_AT, position
-        else:
-            mode = _STARTS[start]
+        cdef shmring_topic_stats_t st
+        mode = SHMRING_START_AT if position is not None else _STARTS[start]
         s.key_room = self.max_topic_len
         s.buf = <char *>PyMem_Malloc(self.max_topic_len + self._slot_size + 1)
         if s.buf == NULL:
             raise MemoryError()
         p = self._enter()
         try:
+            if position is not None and not 0 <= position <= UINT64_MAX:
+                # as the C layer says of a position beyond the end (its detail), never a wrap-around
+                shmring_topic_stats(self._ring, &st)
+                _raise_rc(SHMRING_EINVAL, self.name,
+                          f"start position {position} is out of range: 0 to {st.published}, the stream's end")
+            if position is not None:
+                at = position
             rc = shmring_topic_subscribe(self._part0.ptr, mode, at, &s.ptr)
             if rc == SHMRING_EFULLSUBS:
                 raise errors.TooManyParticipants(
@@ -1932,7 +1985,7 @@ cdef class TopicHandle(RingHandle):
         """Add or remove prefixes of s (bytes, or str as UTF-8)."""
         cdef bytes k
         cdef int rc
-        keys = [self._key(prefix) for prefix in prefixes]
+        keys = self._prefixes(prefixes)
         self._enter()  # close() waits for us, and a closed handle says so
         try:
             self._use(s)
@@ -1993,8 +2046,8 @@ cdef class TopicHandle(RingHandle):
         try:
             self._use(s)
             try:
-                if s.deferred:
-                    raise s.deferred.pop(0)
+                if s.held:
+                    return _held_out(s.held, limit)
                 if limit == 0:
                     return self._recv_one(s, p, deadline)
                 out = [self._recv_one(s, p, deadline)]
@@ -2006,9 +2059,7 @@ cdef class TopicHandle(RingHandle):
                     except Exception as e:
                         # the messages taken already are past the cursor: return them,
                         # and raise this error on the next call on s
-                        if s.deferred is None:
-                            s.deferred = []
-                        s.deferred.append(e)
+                        s._hold([e])
                         break
                 return out
             finally:
@@ -2028,7 +2079,12 @@ cdef class TopicHandle(RingHandle):
         _deadline(block, timeout, &deadline)
         self._codec_set()
         key, raw = self._receive(s, 0, deadline)
-        return key, self._decode(raw)
+        try:
+            return key, self._decode(raw)
+        except BaseException as e:
+            if not isinstance(e, Exception):  # interrupted (Ctrl-C): the next call receives it
+                s._hold([(key, raw)])
+            raise  # else this message's own error, in its turn
 
     def recv_many_bytes(self, _Subscription s, max_items=None, block=True, timeout=None):
         """1..max_items messages for s as (key, bytes) (default: up to capacity):
@@ -2039,26 +2095,33 @@ cdef class TopicHandle(RingHandle):
         return self._receive(s, limit, deadline)
 
     def recv_many(self, _Subscription s, max_items=None, block=True, timeout=None):
-        """As recv_many_bytes, decoded. A message that fails to decode does not
-        lose the others: they are returned, and its error is raised by the next
-        call on s (at once if it was the first)."""
+        """As recv_many_bytes, decoded, in order. A message that fails to decode
+        ends the batch: the ones before it are returned and its error is raised by
+        the next call on s (at once if it was the first); the ones after it are
+        held on s for the calls after, as is the whole batch if decoding is
+        interrupted (Ctrl-C): nothing taken is lost."""
+        cdef list batch, out = []
+        cdef Py_ssize_t i = 0
         self._codec_set()
-        out = []
-        for key, raw in self.recv_many_bytes(s, max_items, block, timeout):
-            try:
+        batch = self.recv_many_bytes(s, max_items, block, timeout)
+        try:
+            for i in range(len(batch)):
+                key, raw = batch[i]
                 out.append((key, self._decode(raw)))
-            except Exception as e:
-                if not out:
-                    raise
-                if s.deferred is None:
-                    s.deferred = []
-                s.deferred.append(e)
+        except Exception as e:
+            s._hold(batch[i + 1:] if not out else [e] + batch[i + 1:])
+            if not out:
+                raise
+        except BaseException:
+            s._hold(batch)
+            raise
         return out
 
-    def recv_array(self, _Subscription s, max_items=None, block=True, timeout=None, out=None):
+    def recv_array(self, _Subscription s, max_items=None, block=True, timeout=None, out=None, bint check_only=False):
         """Records for s: 1..max_items as a new array (default: up to capacity),
         or, with out= (a writable 1-D C-contiguous array of the dtype), filled
-        from its start: the count."""
+        from its start: the count. check_only: the checks of the arguments alone
+        (raise, or 0), nothing received."""
         cdef uint64_t deadline
         cdef Py_buffer view
         cdef Py_ssize_t limit
@@ -2084,11 +2147,17 @@ cdef class TopicHandle(RingHandle):
             limit = min(limit, <Py_ssize_t>(<uint64_t>view.len // self._slot_size), <Py_ssize_t>UINT32_MAX)
             if limit < 1:
                 raise ValueError("out= has no room for a record")
+            if check_only:
+                return 0
             p = self._enter()
             try:
                 self._use(s)
                 try:
-                    got = self._recv_wait(s, p, deadline, <char *>view.buf, <uint32_t>limit, &klen, &size, &pos)
+                    if s.held:
+                        got = self._held_records(s, <char *>view.buf, <uint32_t>limit)
+                    else:
+                        got = self._recv_wait(s, p, deadline, <char *>view.buf, <uint32_t>limit, &klen, &size,
+                                              &pos)
                 finally:
                     s.busy = False
             finally:
@@ -2099,6 +2168,30 @@ cdef class TopicHandle(RingHandle):
             return got
         return self._rec_trim(arr, got)
 
+    @cython.final
+    cdef int _held_records(self, _Subscription s, char *records, uint32_t limit) except -1:
+        """recv_array's records out of what s holds (not empty): up to limit, in
+        order, stopping before an error or a message that is not one record; either
+        of these in front is raised instead, in its turn."""
+        cdef list held = s.held
+        cdef uint32_t n = 0
+        cdef bytes raw
+        while n < limit and n < <uint32_t>len(held) and not isinstance(held[n], BaseException):
+            raw = held[n][1]
+            if <uint64_t>PyBytes_GET_SIZE(raw) != self._slot_size:
+                break
+            memcpy(records + <uint64_t>n * self._slot_size, PyBytes_AS_STRING(raw), self._slot_size)
+            n += 1
+        if n == 0:
+            first = held.pop(0)
+            if isinstance(first, BaseException):
+                raise first
+            raise errors.InvalidArgument(
+                f"a message of {len(first[1])} bytes in records topic {self.name!r} is not one record of "
+                f"{self._rec_dtype} ({self._slot_size} bytes): not received as one")
+        del held[:n]
+        return n
+
     # ---- counters ----
 
     def stats(self):
@@ -2106,6 +2199,25 @@ cdef class TopicHandle(RingHandle):
         if self._ring == NULL:
             raise errors.QueueClosed(f"topic {self.name!r} is closed")
         return _topic_stats(self._ring, self.max_subscribers)
+
+
+cdef object _held_out(list held, Py_ssize_t limit):
+    """What a receive hands out of a subscriber's held messages (not empty): the
+    first (limit 0), or a list of the first ones up to limit, stopping before an
+    error; an error in front is raised (its message's turn)."""
+    cdef Py_ssize_t n = 1
+    first = held[0]
+    if isinstance(first, BaseException):
+        del held[0]
+        raise first
+    if limit == 0:
+        del held[0]
+        return first
+    while n < limit and n < len(held) and not isinstance(held[n], BaseException):
+        n += 1
+    out = held[:n]
+    del held[:n]
+    return out
 
 
 cdef dict _topic_stats(shmring_t *ring, uint32_t max_subscribers):

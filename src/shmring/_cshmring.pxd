@@ -22,6 +22,7 @@ cdef extern from "shmring.h" nogil:
         SHMRING_EINTR
         SHMRING_ESHUTDOWN
         SHMRING_EFULLSUBS
+        SHMRING_ERECORD
         SHMRING_EKIND
         SHMRING_ETRUNCATED
         SHMRING_EPOSITIONS

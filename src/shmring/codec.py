@@ -101,9 +101,12 @@ class RecordsCodec(Codec):
         self.dtype = check_dtype(dtype)
         self._itemsize = self.dtype.itemsize
         self._dtype_ok = None  # the last array dtype found equal to ours (comparing is slow)
+        self._kind, self._put = "queue", "put"  # what errors call the handle and its call
 
     def install(self, q):
         np = _numpy()
+        if getattr(q, "_kind", "queue") == "topic":
+            self._kind, self._put = "topic", "publish"
         q._set_codec(self.encode, self.decode)
         q._set_records(check=self.as_records, new=np.empty, trim=_trim, array_of=self.array_of,
                        array_type=np.ndarray,
@@ -114,11 +117,11 @@ class RecordsCodec(Codec):
     def encode(self, obj):
         np = _numpy()
         if isinstance(obj, (np.ndarray, np.generic)) and obj.dtype != self.dtype:
-            raise TypeError(f"record of dtype {obj.dtype} put into a queue of {self.dtype}")
+            raise TypeError(f"record of dtype {obj.dtype} given to a {self._kind} of {self.dtype}")
         data = np.asarray(obj, dtype=self.dtype).tobytes()
         if len(data) != self._itemsize:
-            raise ValueError(f"put() takes one record ({self._itemsize} bytes of {self.dtype}), got "
-                             f"{len(data) // self._itemsize} records; use put_array() for many")
+            raise ValueError(f"{self._put}() takes one record ({self._itemsize} bytes of {self.dtype}), got "
+                             f"{len(data) // self._itemsize} records; use {self._put}_array() for many")
         return data
 
     def decode(self, raw):
@@ -143,7 +146,7 @@ class RecordsCodec(Codec):
         dt = arr.dtype
         if dt is not self._dtype_ok:
             if dt != self.dtype:
-                raise TypeError(f"array of dtype {dt} put into a queue of {self.dtype}")
+                raise TypeError(f"array of dtype {dt} given to a {self._kind} of {self.dtype}")
             self._dtype_ok = dt
         if arr.ndim != 1:
             raise ValueError(f"expected a 1-D array of records, got {arr.ndim} dimensions")

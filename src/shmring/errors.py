@@ -48,18 +48,25 @@ class Empty(ShmringError, _stdlib_queue.Empty):
 
 
 class MessageTooLarge(ShmringError, ValueError):
-    """An encoded message does not fit in a slot. Nothing was put."""
+    """An encoded message does not fit in a slot. Nothing was put (or published).
 
-    def __init__(self, size, msg_size):
+    ``kind`` is the ring's ("queue", "topic"); a topic's message also names its
+    ``max_topic_len``: the key is kept beside the payload and does not count."""
+
+    def __init__(self, size, msg_size, kind="queue", max_topic_len=None):
+        key = "" if max_topic_len is None else (
+            f"; its key does not count, keys have max_topic_len, {max_topic_len} bytes, of their own")
         super().__init__(
-            f"encoded message is {size} bytes, larger than this queue's msg_size of "
-            f"{msg_size} bytes (create the queue with a larger msg_size)"
+            f"encoded message is {size} bytes, larger than this {kind}'s msg_size of "
+            f"{msg_size} bytes (create the {kind} with a larger msg_size{key})"
         )
         self.size = size
         self.msg_size = msg_size
+        self.kind = kind
+        self.max_topic_len = max_topic_len
 
     def __reduce__(self):  # multiprocessing hands exceptions back pickled
-        return type(self), (self.size, self.msg_size)
+        return type(self), (self.size, self.msg_size, self.kind, self.max_topic_len)
 
 
 class QueueClosed(ShmringError, ValueError):

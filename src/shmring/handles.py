@@ -31,8 +31,9 @@ def within(what, value, low, high, unit=""):
         raise InvalidArgument(f"{what} must be {low} to {high}{' ' + unit if unit else ''}, got {value}")
 
 
-def ring_size(maxsize, msg_size):
-    """What a ring of maxsize messages of msg_size bytes takes, at least (its slots)."""
+def ring_size(maxsize, msg_size, what="maxsize"):
+    """What a ring of maxsize messages of msg_size bytes takes, at least (its slots);
+    what: the parameter's name (a topic's is capacity)."""
     slots = 1 << (maxsize - 1).bit_length()  # the capacity: a power of two
     size, unit = float(slots * msg_size), "bytes"
     for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
@@ -40,7 +41,7 @@ def ring_size(maxsize, msg_size):
             break
         size /= 1024
     rounded = f" (rounded up to {slots} slots)" if slots != maxsize else ""
-    return (f"maxsize {maxsize}{rounded} of msg_size {msg_size} bytes needs at least "
+    return (f"{what} {maxsize}{rounded} of msg_size {msg_size} bytes needs at least "
             f"{slots * msg_size} bytes ({size:.4g} {unit}) of shared memory")
 
 
@@ -77,7 +78,8 @@ class HandlePolicy:
         try:
             self._open(name, True, maxsize, msg_size, *open_args)
         except MemoryError as e:  # say how much was asked for
-            raise type(e)(f"{e}: {ring_size(maxsize, msg_size)}") from None
+            what = "capacity" if self._kind == "topic" else "maxsize"  # the parameter's name
+            raise type(e)(f"{e}: {ring_size(maxsize, msg_size, what)}") from None
         self._use(chosen)
         lifetime.track(self, created=True)
 

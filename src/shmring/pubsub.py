@@ -31,6 +31,7 @@ POLICIES = ("block", "overwrite")
 SUBSCRIBERS_MAX = 1024   # csrc/layout.h, SHMRING_SUBSCRIBERS_MAX
 TOPIC_LEN_MAX = 1024     # SHMRING_TOPIC_LEN_MAX
 CAPACITY_MAX = 1 << 30
+_SLOW_NOT_OVERWRITE = "slow_subscriber_timeout is for policy 'block' (overwrite never waits for subscribers)"
 
 
 class Topic(HandlePolicy, TopicHandle):
@@ -79,7 +80,7 @@ class Topic(HandlePolicy, TopicHandle):
         within("max_subscribers", integer("max_subscribers", max_subscribers), 1, SUBSCRIBERS_MAX)
         within("max_topic_len", integer("max_topic_len", max_topic_len), 0, TOPIC_LEN_MAX, "bytes")
         if slow_subscriber_timeout is not None and policy == "overwrite":
-            raise ValueError("slow_subscriber_timeout is for policy 'block' (overwrite never waits for subscribers)")
+            raise ValueError(_SLOW_NOT_OVERWRITE)
         chosen, msg_size, schema = self._checked(msg_size, dtype, PickleCodec(), max_participants, mode,
                                                  DEFAULT_MSG_SIZE)
         self._create(name, capacity, msg_size, chosen, mode, max_participants, recover_after, schema,
@@ -93,6 +94,9 @@ class Topic(HandlePolicy, TopicHandle):
         self = cls.__new__(cls)
         self._open(name, False, recover_after=recover_after, slow_subscriber_timeout=slow_subscriber_timeout,
                    trust_writable=bool(allow_world_writable))
+        if slow_subscriber_timeout is not None and self.policy == "overwrite":  # the policy is the segment's
+            self.close()
+            raise ValueError(_SLOW_NOT_OVERWRITE)
         return self._attached(name, None, None, allow_world_writable)
 
     def publisher(self):
@@ -237,7 +241,8 @@ ON_LAG = ("count", "raise")
 
 class Subscriber(_OfThisProcess):
     """Receives a topic's messages (``topic.subscribe(...)``), from one thread at a
-    time. ``lagged`` counts exactly the messages it missed; ``on_lag = "raise"``
+    time. ``lagged`` counts exactly the positions of the stream it missed (every
+    message published in a gap, whatever its key); ``on_lag = "raise"``
     makes the call after a gap raise ``shmring.Lagged`` once instead (the next
     continues). Iterating blocks for the next message and ends once the topic
     is shut down and drained. ``close()`` frees its entry in the topic.
@@ -264,14 +269,16 @@ class Subscriber(_OfThisProcess):
         elif isinstance(start, bool) or not hasattr(start, "__index__"):
             raise TypeError(f"start must be 'latest', 'oldest' or a position (an int), got {start!r}")
         else:
-            position = start.__index__()
-            if position < 0:
-                raise ValueError(f"start position must be at least 0, got {position}")
+            position = start.__index__()  # its range (0 to the end) is checked as the entry is taken
         self._on_lag = "count"
-        self._held = None  # what the call that raised Lagged had received
+        prefixes = topic._prefixes(prefixes)  # bad ones refused before an entry is taken
         self._sub = topic._subscribe(start if position is None else "latest", position)
         if prefixes:
-            topic._filter(self._sub, prefixes, True)
+            try:
+                topic._filter(self._sub, prefixes, True)
+            except BaseException:  # out of memory, Ctrl-C: the entry gates nobody
+                topic._unsubscribe(self._sub)
+                raise
         self._bind(self._sub)
         _close_subscribers_at_exit()
 
@@ -302,17 +309,22 @@ class Subscriber(_OfThisProcess):
         self._rebind()
 
     def _rebind(self):
-        """The binding's calls while nothing is held back and gaps only count;
-        else the methods below, which raise Lagged and hand out what was held."""
-        if self._on_lag == "count" and self._held is None:
+        """The binding's calls while gaps only count; else the methods below, which
+        raise Lagged."""
+        if self._on_lag == "count":
             self._bind(self._sub)
         elif getattr(self.__dict__.get("recv"), "__func__", None) is not _OfThisProcess._refuse:
             self._unbind()  # (a forked child's copy keeps refusing)
 
     @property
     def lagged(self):
-        """Exact number of messages this subscriber missed (lapped under
-        overwrite, or detached under block), matching its prefixes or not."""
+        """Exact number of positions of the stream this subscriber missed (lapped
+        under overwrite, or detached under block, or started at a position no
+        longer retained): every message published in the gap, matching its
+        prefixes or not, holes too. The keys of overwritten messages can no
+        longer be read, so how many of them it had asked for is not known: a
+        ``b"a."`` subscriber that missed 94 positions lagged 94, even if only 9
+        of them were ``a.*`` messages."""
         return self._sub.lagged
 
     @property
@@ -320,73 +332,41 @@ class Subscriber(_OfThisProcess):
         """The stream position this subscriber reads next (for start=<position>)."""
         return self._sub.position
 
-    def _handed(self, got):
-        """What a call received, or Lagged first if it came after a gap (on_lag="raise")."""
-        if self._on_lag == "raise":
-            missed = self._sub._take_lag()
-            if missed:
-                self._held = got
-                raise Lagged(f"subscriber of topic {self._topic.name!r} missed {missed} messages", missed)
-        return got
+    # ---- receiving while on_lag is "raise" ----
+    # Each call takes its messages as (key, raw bytes) and gives them back to the
+    # binding to hold; after a gap it raises Lagged, else (and on the next call
+    # after Lagged, whichever it is) the binding hands the held messages out as
+    # that call's own type, in order: nothing is lost, nothing changes shape.
 
-    def _take_held(self, many):
-        """What the call that raised Lagged had received, for this call: a batch
-        for a batch call, its first message for a single one (the rest stays)."""
-        got = self._held
-        if many == isinstance(got, list) or not isinstance(got, (list, tuple)):
-            self._held = None
-        elif many:
-            self._held, got = None, [got]
-        else:
-            got, rest = got[0], got[1:]
-            self._held = rest or None
-        self._rebind()
-        return got
-
-    # ---- receiving, while on_lag is "raise" or a message is held back ----
+    def _lag_checked(self, got):
+        """Hold what a call took (a list of (key, raw)); raise Lagged if it came after a gap."""
+        self._sub._hold(got)
+        missed = self._sub._take_lag()
+        if missed:
+            raise Lagged(f"subscriber of topic {self._topic.name!r} missed {missed} messages", missed)
 
     def recv(self, block=True, timeout=None):
-        if self._held is not None:
-            return self._take_held(False)
-        return self._handed(self._sub.recv(block, timeout))
+        self._lag_checked([self._sub.recv_bytes(block, timeout)])
+        return self._sub.recv(False)
 
     def recv_bytes(self, block=True, timeout=None):
-        if self._held is not None:
-            return self._take_held(False)
-        return self._handed(self._sub.recv_bytes(block, timeout))
+        self._lag_checked([self._sub.recv_bytes(block, timeout)])
+        return self._sub.recv_bytes(False)
 
     def recv_many(self, max_items=None, block=True, timeout=None):
-        if self._held is not None:
-            return self._take_held(True)
-        return self._handed(self._sub.recv_many(max_items, block, timeout))
+        self._lag_checked(self._sub.recv_many_bytes(max_items, block, timeout))
+        return self._sub.recv_many(max_items, False)
 
     def recv_many_bytes(self, max_items=None, block=True, timeout=None):
-        if self._held is not None:
-            return self._take_held(True)
-        return self._handed(self._sub.recv_many_bytes(max_items, block, timeout))
+        self._lag_checked(self._sub.recv_many_bytes(max_items, block, timeout))
+        return self._sub.recv_many_bytes(max_items, False)
 
     def recv_array(self, max_items=None, block=True, timeout=None, out=None):
-        if self._held is not None:
-            return self._take_held_records(out)
-        got = self._sub.recv_array(max_items, block, timeout, out)
-        try:
-            return self._handed(got)
-        except Lagged:
-            if out is not None:
-                self._held = out[:got].copy()  # the records, not a count that names this out=
-            raise
-
-    def _take_held_records(self, out):
-        """The records the call that raised Lagged had received: as an array, or
-        copied into out= (its count; what does not fit stays held)."""
-        got = self._held
-        if out is None or not hasattr(got, "dtype"):
-            return self._take_held(None)
-        n = min(len(got), len(out))
-        out[:n] = got[:n]
-        self._held = got[n:] if n < len(got) else None
-        self._rebind()
-        return n
+        self._topic.recv_array(self._sub, max_items, out=out, check_only=True)  # bad arguments: nothing taken
+        if max_items is None and out is not None and getattr(out, "ndim", None) == 1 and len(out):
+            max_items = len(out)  # no more than out= takes (more would only be held)
+        self._lag_checked(self._sub.recv_many_bytes(max_items, block, timeout))
+        return self._sub.recv_array(max_items, False, None, out)
 
     def __iter__(self):
         while True:

@@ -6,8 +6,9 @@
  *   test_topic unit       single-threaded: retention and each start, prefix
  *                         filters, gating (block), lapping with exact counts
  *                         (overwrite), the slow timeout's detach and resume,
- *                         shut-down, a dead publisher's claim made holes, a dead
- *                         subscriber that stops gating
+ *                         shut-down (a claim made before it still waits to be
+ *                         written, asleep), a dead publisher's claim made holes,
+ *                         a dead subscriber that stops gating
  *   test_topic stress P S N MAXSIZE block|overwrite
  *                         P publisher x S subscriber threads, N messages each,
  *                         tagged (publisher, sequence) and checksummed; every
@@ -108,7 +109,7 @@ static void test_retention_and_starts(void)
     CHECK(shmring_topic_subscribe(me, SHMRING_START_AT, 3, &gone) == SHMRING_OK);
     shmring_topic_sub_t *beyond;
     CHECK(shmring_topic_subscribe(me, SHMRING_START_AT, 21, &beyond) == SHMRING_EINVAL);
-    CHECK(strstr(shmring_error_detail(), "start position 21 is beyond the stream's end, 20") != NULL);
+    CHECK(strstr(shmring_error_detail(), "start position 21 is out of range: 0 to 20, the stream's end") != NULL);
     CHECK(shmring_topic_position(old) == 12 && shmring_topic_position(late) == 20);
     CHECK(shmring_topic_lagged(gone) == 12 - 3 && shmring_topic_position(gone) == 12);
     for (int64_t i = 12; i < 20; i++) /* the last maxsize messages, in order */
@@ -403,6 +404,77 @@ static void test_a_dead_claim_keeps_an_unread_slot(void)
     drop_topic(r);
 }
 
+/* After shutdown, a publisher that holds a claim made before it (waiting for
+ * its slot's previous lap, or for a subscriber that joined after its claim)
+ * is not ready until it may write: it sleeps instead of spinning (finding 4),
+ * then writes and commits, and subscribers receive that message too before
+ * they end. A waiter without a claim is ready at once (its claim fails). */
+static int sleeps_for(shmring_participant_t *p, const shmring_span_t *span, uint64_t ns)
+{
+    uint64_t t = shmring_now_ns();
+    return shmring_topic_wait(p, NULL, span, SHMRING_WAIT_WRITABLE, ns, 0) == 0 && shmring_now_ns() - t >= ns / 2;
+}
+
+static void commit_value(shmring_participant_t *p, const shmring_span_t *span, uint64_t v)
+{
+    CHECK(shmring_topic_publish_begin(p, span) == 1);
+    shmring_topic_fill(p->ring, span->pos, "k", 1, &v, sizeof v);
+    shmring_topic_publish_commit(p, span, 1);
+}
+
+static void test_a_pending_claim_waits_asleep_after_shutdown(void)
+{
+    /* behind a slot whose previous lap a live publisher has claimed and not committed */
+    shmring_t *r = make_topic(16, 8, 2, 4, SHMRING_POLICY_BLOCK);
+    shmring_participant_t *a, *b;
+    shmring_topic_sub_t *s;
+    shmring_span_t first, span;
+    CHECK(shmring_participant_join(r, &a) == SHMRING_OK && shmring_participant_join(r, &b) == SHMRING_OK);
+    CHECK(shmring_topic_publish_claim(a, 1, &first) == 1 && first.pos == 0);
+    for (uint64_t v = 1; v < 8; v++)
+        CHECK(pub(b, "k", v) == 1);
+    uint64_t v = 8;
+    CHECK(shmring_topic_publish(b, "k", 1, &v, sizeof v, &span) == SHMRING_TOPIC_PENDING && span.pos == 8);
+    CHECK(shmring_topic_subscribe(b, SHMRING_START_OLDEST, 0, &s) == SHMRING_OK && shmring_topic_position(s) == 1);
+    shmring_topic_shutdown(r);
+    CHECK(shmring_topic_wait(b, NULL, &span, SHMRING_WAIT_WRITABLE, 0, 10) == 0);
+    CHECK(sleeps_for(b, &span, 2000000));
+    shmring_participant_t *c;
+    shmring_span_t later;
+    CHECK(shmring_participant_join(r, &c) == SHMRING_OK);
+    CHECK(shmring_topic_wait(c, NULL, NULL, SHMRING_WAIT_WRITABLE, 0, 1) == 1); /* no claim: done at once */
+    CHECK(shmring_topic_publish_claim(c, 1, &later) == SHMRING_ESHUTDOWN);
+    CHECK(shmring_topic_publish_begin(b, &span) == 0);
+    commit_value(a, &first, 0);
+    CHECK(shmring_topic_wait(b, NULL, &span, SHMRING_WAIT_WRITABLE, 0, 1) == 1);
+    commit_value(b, &span, 8);
+    for (int64_t w = 1; w <= 8; w++)
+        CHECK(recv_value(s, NULL) == w);
+    char k[8], d[16];
+    uint32_t kl, l;
+    uint64_t pos;
+    CHECK(shmring_topic_recv(s, k, &kl, d, &l, &pos) == SHMRING_ESHUTDOWN && shmring_topic_lagged(s) == 0);
+    shmring_topic_unsubscribe(s);
+    drop_topic(r);
+
+    /* behind the gate: a subscriber (start oldest) joined after the claim */
+    r = make_topic(16, 8, 2, 4, SHMRING_POLICY_BLOCK);
+    shmring_participant_t *me;
+    shmring_participant_t *p = claimed_before_an_oldest_subscriber(r, &s, &me, &span);
+    CHECK(shmring_topic_publish_begin(p, &span) == 0);
+    shmring_topic_shutdown(r);
+    CHECK(shmring_topic_wait(p, NULL, &span, SHMRING_WAIT_WRITABLE, 0, 10) == 0);
+    CHECK(sleeps_for(p, &span, 2000000));
+    for (int64_t w = 0; w < 8; w++)
+        CHECK(recv_value(s, NULL) == w);
+    CHECK(shmring_topic_wait(p, NULL, &span, SHMRING_WAIT_WRITABLE, 0, 1) == 1);
+    commit_value(p, &span, 8);
+    CHECK(recv_value(s, NULL) == 8);
+    CHECK(shmring_topic_recv(s, k, &kl, d, &l, &pos) == SHMRING_ESHUTDOWN && shmring_topic_lagged(s) == 0);
+    shmring_topic_unsubscribe(s);
+    drop_topic(r);
+}
+
 /* Subscribers whose process died, under overwrite (nothing waits, so nothing
  * recovers them): a subscribe() that finds the table full recovers them and
  * takes an entry (finding 3). */
@@ -424,6 +496,18 @@ static void test_subscribe_reclaims_dead_subscribers_entries(void)
     drop_topic(r);
 }
 
+/* Publishing up to position base, fast-forwarded (write_pos moved there, the
+ * last lap's words committed), then 4 messages, base to base + 3. */
+static void fast_forward(shmring_participant_t *me, uint64_t base)
+{
+    shmring_t *r = me->ring;
+    atomic_store(&r->seg->prod.write_pos, base);
+    for (uint64_t q = base - 4; q < base; q++)
+        shmring__seq_store(r, q, shmring__state(r, q, SHMRING_SEQ_COMMITTED), memory_order_release);
+    for (uint64_t v = base; v < base + 4; v++)
+        CHECK(pub(me, "k", v) == 1);
+}
+
 /* A subscriber lapped 2^29 laps or more (a slot word keeps the lap in 30 bits,
  * so it can pass for an earlier lap) counts the laps from the end it read, not
  * from the word (finding 8). The fast-forward stands for publishing 2^31 and
@@ -435,11 +519,7 @@ static void test_a_lap_count_past_the_word_s_lap_field(void)
         CHECK(pub(me, "k", v) == 1);
     for (int laps = 29; laps <= 30; laps++) {
         uint64_t base = (UINT64_C(1) << laps) * 4;
-        atomic_store(&r->seg->prod.write_pos, base);
-        for (uint64_t q = base - 4; q < base; q++)
-            shmring__seq_store(r, q, shmring__state(r, q, SHMRING_SEQ_COMMITTED), memory_order_release);
-        for (uint64_t v = base; v < base + 4; v++)
-            CHECK(pub(me, "k", v) == 1);
+        fast_forward(me, base);
         shmring_topic_sub_t *t;
         CHECK(shmring_topic_subscribe(me, SHMRING_START_LATEST, 0, &t) == SHMRING_OK);
         t->cursor = 0; /* a subscriber that was at 0 all along */
@@ -447,6 +527,219 @@ static void test_a_lap_count_past_the_word_s_lap_field(void)
         CHECK(recv_value(t, NULL) == (int64_t)(base + 1) && shmring_topic_lagged(t) == base + 1);
         shmring_topic_unsubscribe(t);
     }
+    shmring_topic_unsubscribe(s);
+    drop_topic(r);
+}
+
+/* The word of the slot that holds p: is it state `code` of position q? */
+static int word_is(shmring_t *r, uint64_t p, uint64_t q, uint32_t code)
+{
+    return shmring__seq_load(r, p, memory_order_acquire) == shmring__state(r, q, code);
+}
+
+/* A claim given up while its slot's previous lap is still being written by a
+ * live publisher a lap behind (review 2, A): the slot is left to that
+ * publisher, not overwritten with a hole it would then overwrite in turn
+ * (position 4 was "not written yet" forever). Whoever is stuck behind it, a
+ * subscriber there (overwrite) or a publisher a lap later (block, no
+ * subscriber), makes it a hole once it can. */
+static void test_a_given_up_claim_leaves_a_lap_being_written(void)
+{
+    for (int ow = 0; ow <= 1; ow++) {
+        shmring_t *r = make_topic(16, 4, 2, 4, ow ? SHMRING_POLICY_OVERWRITE : SHMRING_POLICY_BLOCK);
+        shmring_participant_t *a, *b;
+        shmring_topic_sub_t *s = NULL;
+        shmring_span_t first, given, later;
+        CHECK(shmring_participant_join(r, &a) == SHMRING_OK && shmring_participant_join(r, &b) == SHMRING_OK);
+        CHECK(shmring_topic_publish_claim(a, 1, &first) == 1 && shmring_topic_publish_begin(a, &first) == 1);
+        for (uint64_t v = 1; v < 4; v++)
+            CHECK(pub(b, "k", v) == 1);
+        if (ow) /* from 4 (0 counts as lapped once 4 is claimed) */
+            CHECK(shmring_topic_subscribe(b, SHMRING_START_LATEST, 0, &s) == SHMRING_OK);
+        uint64_t v = 4;
+        CHECK(shmring_topic_publish(b, "k", 1, &v, sizeof v, &given) == SHMRING_TOPIC_PENDING && given.pos == 4);
+        shmring_topic_publish_commit(b, &given, 0); /* given up: a timeout */
+        CHECK(word_is(r, 0, 0, SHMRING_SEQ_FREE));  /* still a's, being written */
+        commit_value(a, &first, 0);
+        uint64_t recheck, t = shmring_now_ns();
+        if (ow) {
+            CHECK(recv_value(s, NULL) == -1); /* at 4 */
+            CHECK(shmring_topic_unstick(b, s, NULL, SHMRING_WAIT_READABLE, t, &recheck) == 1);
+        }
+        for (v = 5; v < 8; v++)
+            CHECK(pub(b, "k", v) == 1);
+        for (int64_t w = 5; ow && w < 8; w++)
+            CHECK(recv_value(s, NULL) == w);
+        v = 8;
+        int rc = shmring_topic_publish(b, "k", 1, &v, sizeof v, &later);
+        if (!ow) {
+            CHECK(rc == SHMRING_TOPIC_PENDING && word_is(r, 0, 0, SHMRING_SEQ_COMMITTED));
+            CHECK(shmring_topic_unstick(b, NULL, &later, SHMRING_WAIT_WRITABLE, t, &recheck) == 1);
+            commit_value(b, &later, 8);
+            CHECK(shmring_topic_subscribe(b, SHMRING_START_OLDEST, 0, &s) == SHMRING_OK);
+            for (int64_t w = 5; w <= 8; w++)
+                CHECK(recv_value(s, NULL) == w);
+        } else {
+            CHECK(rc == 1 && recv_value(s, NULL) == 8);
+        }
+        shmring_topic_stats_t st;
+        shmring_topic_stats(r, &st);
+        CHECK(st.holes == 1 && st.published == 9 && shmring_topic_lagged(s) == 0);
+        shmring_topic_unsubscribe(s);
+        drop_topic(r);
+    }
+}
+
+/* Under block, a claim given up after the gate refused it (a subscriber that
+ * joined after the claim has the slot's last lap still to read): that lap is
+ * read, not lost; the position becomes a hole once the gate lets it be
+ * written (review 2, A). */
+static void test_a_given_up_claim_keeps_an_unread_slot(void)
+{
+    shmring_t *r = make_topic(16, 8, 2, 4, SHMRING_POLICY_BLOCK);
+    shmring_participant_t *me;
+    shmring_topic_sub_t *s;
+    shmring_span_t span;
+    shmring_participant_t *p = claimed_before_an_oldest_subscriber(r, &s, &me, &span);
+    CHECK(shmring_topic_publish_begin(p, &span) == 0);
+    shmring_topic_publish_commit(p, &span, 0); /* given up */
+    CHECK(word_is(r, 8, 0, SHMRING_SEQ_COMMITTED));
+    for (int64_t v = 0; v < 8; v++)
+        CHECK(recv_value(s, NULL) == v);
+    CHECK(recv_value(s, NULL) == -1); /* at 8 */
+    uint64_t recheck;
+    CHECK(shmring_topic_unstick(me, s, NULL, SHMRING_WAIT_READABLE, shmring_now_ns(), &recheck) == 1);
+    CHECK(pub(p, "k", 9) == 1 && recv_value(s, NULL) == 9 && shmring_topic_lagged(s) == 0);
+    shmring_topic_stats_t st;
+    shmring_topic_stats(r, &st);
+    CHECK(st.holes == 1);
+    shmring_topic_unsubscribe(s);
+    drop_topic(r);
+}
+
+/* As test_a_lap_count_past_the_word_s_lap_field, for a subscriber that
+ * stopped part-way through a backlog: the end it cached in an earlier call is
+ * not trusted for the lap check (review 2, B; it waited forever at 2^29 laps
+ * and handed later messages out as earlier positions at 2^30). */
+static void test_a_lap_count_from_an_end_cached_by_an_earlier_call(void)
+{
+    for (int laps = 29; laps <= 30; laps++) {
+        ONE_SUBSCRIBER(4, SHMRING_POLICY_OVERWRITE);
+        for (uint64_t v = 0; v < 4; v++)
+            CHECK(pub(me, "k", v) == 1);
+        CHECK(recv_value(s, NULL) == 0); /* the end cached: 4 */
+        uint64_t base = (UINT64_C(1) << laps) * 4;
+        fast_forward(me, base);
+        CHECK(shmring_topic_wait(me, s, NULL, SHMRING_WAIT_READABLE, 0, 1) == 1);
+        CHECK(recv_value(s, NULL) == (int64_t)(base + 1) && shmring_topic_lagged(s) == base);
+        shmring_topic_unsubscribe(s);
+        drop_topic(r);
+    }
+}
+
+/* A hostile segment (review 2, D): a word committed at the end, or write_pos
+ * lowered below a cursor, gives an idle wait or SHMRING_ECORRUPT, never a
+ * wait that ends at once with nothing to receive (a busy loop); a jump never
+ * goes past the end. */
+static void test_a_scribbled_end_gives_an_idle_wait_or_an_error(void)
+{
+    char k[8], d[16];
+    uint32_t kl, l;
+    uint64_t pos;
+    for (int ow = 0; ow <= 1; ow++) {
+        uint32_t policy = ow ? SHMRING_POLICY_OVERWRITE : SHMRING_POLICY_BLOCK;
+        {
+            ONE_SUBSCRIBER(8, policy);
+            shmring__seq_store(r, 0, shmring__state(r, 0, SHMRING_SEQ_COMMITTED), memory_order_release);
+            CHECK(recv_value(s, NULL) == -1);
+            CHECK(shmring_topic_wait(me, s, NULL, SHMRING_WAIT_READABLE, 0, 10) == 0);
+            shmring_topic_unsubscribe(s);
+            drop_topic(r);
+        }
+        {
+            ONE_SUBSCRIBER(16, policy);
+            for (uint64_t v = 0; v < 10; v++)
+                CHECK(pub(me, "k", v) == 1);
+            for (int64_t v = 0; v < 10; v++)
+                CHECK(recv_value(s, NULL) == v);
+            atomic_store(&r->seg->prod.write_pos, 5);
+            CHECK(recv_value(s, NULL) == -1);
+            CHECK(shmring_topic_wait(me, s, NULL, SHMRING_WAIT_READABLE, 0, 10) == 0); /* idle */
+            shmring_topic_shutdown(r);
+            CHECK(shmring_topic_wait(me, s, NULL, SHMRING_WAIT_READABLE, 0, 1) == 1);
+            CHECK(shmring_topic_recv(s, k, &kl, d, &l, &pos) == SHMRING_ECORRUPT); /* was 0, and ready: a spin */
+            shmring_topic_unsubscribe(s);
+            drop_topic(r);
+        }
+    }
+    /* a word of a later lap while the end is within maxsize / 4: the jump stops at the end */
+    ONE_SUBSCRIBER(8, SHMRING_POLICY_OVERWRITE);
+    CHECK(pub(me, "k", 0) == 1);
+    shmring__seq_store(r, 0, shmring__state(r, 16, SHMRING_SEQ_COMMITTED), memory_order_release);
+    CHECK(recv_value(s, NULL) == -1 && shmring_topic_position(s) == 1 && shmring_topic_lagged(s) == 1);
+    CHECK(pub(me, "k", 7) == 1 && recv_value(s, NULL) == 7);
+    shmring_topic_unsubscribe(s);
+    drop_topic(r);
+}
+
+/* subscribe() on a full table whose only entry is a dead participant's that
+ * also left a publish claim still pending (its slot's previous lap is being
+ * written): recovery freed the entry, so the first subscribe() takes it
+ * (review 2, G: it said SHMRING_EFULLSUBS, and only the second succeeded). */
+static void test_subscribe_takes_the_entry_of_a_dead_participant_with_a_pending_claim(void)
+{
+    shmring_t *r = make_topic(16, 4, 1, 4, SHMRING_POLICY_OVERWRITE);
+    shmring_participant_t *a, *me, *dying;
+    shmring_topic_sub_t *s, *again = NULL;
+    shmring_span_t first, held;
+    CHECK(shmring_participant_join(r, &a) == SHMRING_OK && shmring_participant_join(r, &me) == SHMRING_OK &&
+          shmring_participant_join(r, &dying) == SHMRING_OK);
+    CHECK(shmring_topic_publish_claim(a, 1, &first) == 1 && shmring_topic_publish_begin(a, &first) == 1);
+    CHECK(shmring_topic_subscribe(dying, SHMRING_START_LATEST, 0, &s) == SHMRING_OK);
+    for (uint64_t v = 1; v < 4; v++)
+        CHECK(pub(me, "k", v) == 1);
+    uint64_t v = 4;
+    CHECK(shmring_topic_publish(dying, "k", 1, &v, sizeof v, &held) == SHMRING_TOPIC_PENDING);
+    make_dead(dying, dead_pid());
+    CHECK(shmring_topic_subscribe(me, SHMRING_START_LATEST, 0, &again) == SHMRING_OK && again != NULL);
+    commit_value(a, &first, 0);
+    shmring_topic_sub_free(s);
+    shmring_topic_unsubscribe(again);
+    drop_topic(r);
+}
+
+/* A records topic (review 2, E): publish refuses a payload that is not one
+ * record; a slot of another length (a hostile peer) is SHMRING_ECORRUPT in its
+ * turn, after the records before it, not skipped without a count. */
+static void test_a_records_topic_refuses_and_reports_other_lengths(void)
+{
+    snprintf(ring_name, sizeof ring_name, "/shmring-ttest-%d", (int)getpid());
+    shmring_unlink(ring_name);
+    shmring_params_t prm = {.slot_size = 8, .maxsize = 8, .kind = SHMRING_KIND_TOPIC, .max_participants = 8,
+                            .mode = 0600, .records = 1, .schema = "{}", .max_subscribers = 2,
+                            .max_topic_len = 4, .policy = SHMRING_POLICY_BLOCK};
+    shmring_t *r = NULL;
+    CHECK(shmring_create(ring_name, &prm, &r) == SHMRING_OK);
+    shmring_participant_t *me;
+    shmring_topic_sub_t *s;
+    shmring_span_t span;
+    CHECK(shmring_participant_join(r, &me) == SHMRING_OK);
+    CHECK(shmring_topic_subscribe(me, SHMRING_START_LATEST, 0, &s) == SHMRING_OK);
+    uint64_t recs[4] = {10, 11, 12, 13}, out[4];
+    CHECK(shmring_topic_publish(me, "k", 1, recs, 4, &span) == SHMRING_ERECORD);
+    CHECK(shmring_topic_publish(me, "k", 1, recs, 0, &span) == SHMRING_ERECORD);
+    for (int i = 0; i < 3; i++)
+        CHECK(shmring_topic_publish(me, "k", 1, &recs[i], 8, &span) == 1);
+    atomic_store((_Atomic uint32_t *)shmring__len(r, 1), 4); /* position 1: half a record */
+    CHECK(shmring_topic_recv_records(s, out, 4) == 1 && out[0] == 10);
+    CHECK(shmring_topic_recv_records(s, out, 4) == SHMRING_ECORRUPT);
+    CHECK(shmring_topic_recv_records(s, out, 4) == 1 && out[0] == 12);
+    CHECK(shmring_topic_publish(me, "k", 1, &recs[3], 8, &span) == 1);
+    atomic_store((_Atomic uint32_t *)shmring__len(r, 3), 4);
+    char k[8];
+    uint32_t kl, l;
+    uint64_t pos;
+    CHECK(shmring_topic_recv(s, k, &kl, out, &l, &pos) == SHMRING_ECORRUPT && pos == 3);
     shmring_topic_unsubscribe(s);
     drop_topic(r);
 }
@@ -463,8 +756,15 @@ static void test_unit(void)
     test_a_subscriber_whose_owner_left_gates_nobody();
     test_begin_refuses_after_the_table_changed();
     test_a_dead_claim_keeps_an_unread_slot();
+    test_a_pending_claim_waits_asleep_after_shutdown();
     test_subscribe_reclaims_dead_subscribers_entries();
     test_a_lap_count_past_the_word_s_lap_field();
+    test_a_given_up_claim_leaves_a_lap_being_written();
+    test_a_given_up_claim_keeps_an_unread_slot();
+    test_a_lap_count_from_an_end_cached_by_an_earlier_call();
+    test_a_scribbled_end_gives_an_idle_wait_or_an_error();
+    test_subscribe_takes_the_entry_of_a_dead_participant_with_a_pending_claim();
+    test_a_records_topic_refuses_and_reports_other_lengths();
     printf("topic unit ok\n");
 }
 

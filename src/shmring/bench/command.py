@@ -23,7 +23,7 @@ SCENARIOS = {
     "latency": f"round trip of a {latency.PAYLOAD}-byte message between two processes",
     "records": (f"numpy records in batches of {records.BATCH}, queues of {records.RING} records, "
                 "beside a bare C ring"),
-    "pubsub": (f"publish / subscribe, {pubsub.PAYLOAD}-byte payloads: shmring.Topic beside Queue and pyzmq PUB/SUB"),
+    "pubsub": (f"publish / subscribe, {pubsub.PAYLOAD}-byte payloads: shmring.Topic beside Queue, pyzmq PUB/SUB, msgq-ipc and iceoryx2"),
     "recovery": (f"recovery after kill -9: a producer killed inside a put ({recovery.MESSAGE >> 20} MiB messages), "
                  "until a fresh producer's message reaches the consumer"),
 }

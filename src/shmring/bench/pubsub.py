@@ -4,7 +4,8 @@ the Queue it is built like and pyzmq PUB/SUB over ipc://, 64-byte payloads.
 - 1 publisher -> 1 subscriber, publish_bytes / recv_bytes, beside Queue.put_bytes /
   get_bytes (the same processes, pinned the same way);
 - 1 -> 2 subscribers, policy block, the rate at one subscriber (each checks that it
-  got every message), beside pyzmq PUB/SUB with unlimited high-water marks;
+  got every message), beside pyzmq PUB/SUB with unlimited high-water marks and,
+  where they install, msgq-ipc and iceoryx2 (pubsub_peers);
 - a 1-of-10 prefix filter on a drained topic (everything published first), in C,
   beside a subscriber to everything that filters in Python: positions read per second;
 - policy overwrite, the publisher's rate alone (measured at the publisher): with a
@@ -15,7 +16,8 @@ the Queue it is built like and pyzmq PUB/SUB over ipc://, 64-byte payloads.
 import time
 
 import shmring
-from shmring.bench.runner import IpcSocket, PairRow, Row, context, pin, report, run_processes, time_each
+from shmring.bench import pubsub_peers
+from shmring.bench.runner import PairRow, Row, context, pin, report, run_processes, time_each
 from shmring.bench.throughput import ShmringBytes, queue_msg_size, zmq_subscribe
 
 PAYLOAD = 64
@@ -101,51 +103,68 @@ class Fanout(TopicBytes):
         return rate
 
 
-class ZmqFanout(IpcSocket, Fanout):
-    """pyzmq PUB/SUB with unlimited high-water marks (no drops): the publisher sends
-    probes until both subscribers have one, then the stream."""
+class PeerFanout(Fanout):
+    """A peer's 1 -> 2 fan-out (pubsub_peers): its publisher probes until both
+    subscribers have seen a probe, then streams; it stays until both are done."""
 
-    name = "pyzmq PUB/SUB ipc:// 1->2, per subscriber"
-    requires = "zmq"
+    peer = None
 
-    def make(self):
-        return IpcSocket.make(self)
-
-    def close(self, path):
-        IpcSocket.close(self, path)
-
-    def publisher(self, path, n):
-        import zmq
-        ctx = zmq.Context()
-        s = ctx.socket(zmq.PUB)
-        s.setsockopt(zmq.SNDHWM, 0)
-        s.bind("ipc://" + path)
-        message = b"D" + b"x" * (self.payload - 1)
-        joined = 0
-        while joined < 2:  # each subscriber says it saw a probe by connecting back
-            s.send(b"P")
-            time.sleep(0.001)
-            joined = sum(1 for e in self._joined if e.is_set())
-        for _ in range(n):
-            s.send(message)
-        s.close(linger=-1)
-        ctx.term()
-
-    def subscriber(self, path, n, ready):
-        return zmq_subscribe(path, n, None, ready)  # `ready`: set on its first probe
+    @property
+    def requires(self):
+        return self.peer.module
 
     def run(self, count):
         ctx = context()
-        path = self.make()
-        self._joined = [ctx.Event(), ctx.Event()]  # set by each subscriber on its first probe
-        return run_processes(self, path, (_fanout_subscriber, (self, path, count, self._joined[0])),
-                             (_fanout_subscriber, (self, path, count, self._joined[1])),
-                             (_zmq_publisher, (self, path, count)))
+        handle = self.peer.make()
+        self._bound, self._done = ctx.Event(), ctx.Semaphore(0)
+        self._joined = [ctx.Event(), ctx.Event()]  # set by each subscriber at its first probe
+        return run_processes(self, handle, (_fanout_subscriber, (self, handle, count, self._joined[0])),
+                             (_fanout_subscriber, (self, handle, count, self._joined[1])),
+                             (_peer_publisher, (self, handle, count)))
+
+    def close(self, handle):
+        self.peer.remove(handle)
+
+    def publisher(self, handle, n):
+        pub = self.peer.publisher(handle)
+        self._bound.set()
+        while not all(e.is_set() for e in self._joined):
+            pub.probe()
+            time.sleep(0.001)
+        pub.stream(n)
+        pub.close()
+        for _ in self._joined:
+            self._done.acquire(timeout=600)
+
+    def subscriber(self, handle, n, joined):
+        try:
+            if not self._bound.wait(60):
+                raise RuntimeError("the publisher did not start")
+            return self.peer.subscribe(handle, n, joined)
+        finally:
+            self._done.release()
 
 
-def _zmq_publisher(row, path, n):
+def _peer_publisher(row, handle, n):
     pin(1)
-    row.publisher(path, n)
+    row.publisher(handle, n)
+
+
+class ZmqFanout(PeerFanout):
+    name = "pyzmq PUB/SUB ipc:// 1->2, per subscriber"
+    peer = pubsub_peers.Zmq
+
+
+class MsgqFanout(PeerFanout):
+    name = "msgq-ipc PUB/SUB 1->2, per subscriber (lossy)"
+    peer = pubsub_peers.Msgq
+    extra = "bench-pubsub"
+
+
+class Iceoryx2Fanout(PeerFanout):
+    name = "iceoryx2 publish/subscribe 1->2, per subscriber"
+    peer = pubsub_peers.Iceoryx2
+    extra = "bench-pubsub"
 
 
 class Drained(Row):
@@ -243,8 +262,8 @@ class OverwriteEight(OverwritePublisher):
     subscribers = 8
 
 
-ROW_TYPES = [QueueBytes, TopicBytes, Fanout, ZmqFanout, FilterInC, FilterInPython, OverwriteAlone,
-             OverwriteStalled, OverwriteEight]
+ROW_TYPES = [QueueBytes, TopicBytes, Fanout, ZmqFanout, MsgqFanout, Iceoryx2Fanout, FilterInC, FilterInPython,
+             OverwriteAlone, OverwriteStalled, OverwriteEight]
 BASELINE = QueueBytes.name
 
 

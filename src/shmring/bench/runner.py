@@ -47,6 +47,7 @@ class Row:
     unit = "msgs"            # what the rate counts
     count = 1_000_000        # units per repetition (scaled by --quick / --scale)
     requires = None          # module that must import, else the row is skipped
+    extra = "bench"          # the extra of shmring that installs it
     payload = None           # bytes per message, if the row has one
     item_bytes = None        # bytes per unit, to report bytes/s
     min_cpus = 1             # the row needs this many CPUs, else it is skipped
@@ -63,7 +64,7 @@ class Row:
             try:
                 __import__(self.requires)
             except ImportError:
-                return f"{self.requires} not installed (pip install 'shmring[bench]')"
+                return f"{self.requires} not installed (pip install 'shmring[{self.extra}]')"
         return None
 
     def run(self, count):
