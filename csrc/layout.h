@@ -95,7 +95,8 @@ struct shmring_waitq {
 };
 
 /* The top bits of the position counters are flags, never positions (positions
- * grow by at most 2^30 a claim and stay far below 2^62):
+ * grow by at most 2^30 a claim and stay below SHMRING_POS_LIMIT, 2^61: attach
+ * refuses more, and a write_pos with bit 62 set):
  *   write_pos  bit 63, SHMRING_SHUT (queue and topic): shut down, no claim
  *              succeeds after it (a claim is a CAS on the same word)
  *   read_pos   a queue's (a topic's read_pos is a generation, without flags):
@@ -112,6 +113,11 @@ struct shmring_waitq {
 #define SHMRING_DRAINING (UINT64_C(1) << 62)
 #define SHMRING_DISCARDING (UINT64_C(1) << 63)
 #define SHMRING_COUNTER_FLAGS (UINT64_C(3) << 62)
+
+/* Positions of a valid segment stay below 2^61 (attach refuses a counter at or
+ * above it, and a write_pos with bit 62 set: a queue's validate, a topic's):
+ * a margin of a lap of 2^61 below the flags, 73 years at 10^9 messages/s. */
+#define SHMRING_POS_LIMIT (UINT64_C(1) << 61)
 
 /* The position a counter holds, without its flags. */
 static inline uint64_t shmring_pos(uint64_t counter)

@@ -30,9 +30,13 @@
  *                                           also the acquire reload of read_pos by a
  *                                           producer that must trust read_pos <= write_pos
  *   C3  get_release release store of next-lap free -> P1
- *   T1  task_done  release CAS tasks_done -> T2: a returning join() sees the work
- *   T2  joined / task_done  acquire load tasks_done -> T1: then write_pos, loaded
- *                  after it, is at least tasks_done (so put - done cannot wrap)
+ *   T1  shmring__queue_add_done (queue_recovery.c; for task_done, holes,
+ *                  discards, lost messages: R5) release
+ *                  CAS tasks_done, to at most the write_pos loaded after T2 ->
+ *                  T2: a returning join() sees the work
+ *   T2  joined / add_done  acquire load tasks_done -> T1: then write_pos, loaded
+ *                  after it, is at least tasks_done (so put - done cannot wrap,
+ *                  and T1's cap keeps it so: tasks_done <= write_pos always)
  *   V1  validate (attach) acquire loads of read_pos, tasks_done, write_pos -> C2, T1:
  *                  a live ring then shows read_pos, tasks_done <= write_pos
  *   Shut-down (shmring_queue_shutdown; the flags: layout.h):
@@ -58,6 +62,17 @@
  *                  recovery's acquire load (R2): a discarder killed before it is a
  *                  dead consumer whose claim recovery counts as lost; after it,
  *                  the count is the discarder's
+ *   D6  a joiner after an immediate shutdown sleeps on not_empty (a late commit
+ *                  wakes that queue, never joined): its discard's RMW of SHUT
+ *                  into write_pos, then its sleeper bit, F1 (wait.c), then its
+ *                  re-check (ready_at: unfinished, the slot at read_pos);
+ *                  against a waker of joiners (queue_recovery.c, shmring__queue_wake_joiners):
+ *                  its progress (T1), F2 of its wake of joined, then a relaxed
+ *                  load of write_pos and, shut, a wake of not_empty. Either F2
+ *                  precedes F1 and the re-check sees the progress, or F1
+ *                  precedes F2 and the load sees SHUT (an RMW sequenced before
+ *                  F1) and the wake the bit. A late commit: P4, F2 against F1
+ *                  and the slot's word, as for any getter
  *   P1, C1 of runs of more than one slot, and P4, C3 likewise, are slots.c's:
  *         per-word acquire loads / release stores, or on x86-64 outside TSan
  *         plain 16-byte accesses after an acquire fence / before a release
@@ -252,12 +267,14 @@ void shmring_queue_put_commit_partial(shmring_participant_t *me, const shmring_s
     publish(r, span->pos, 0, half, keep);
     shmring__hook(SHMRING_HOOK_PUT_COMMITTING);
     publish(r, span->pos, half, span->n, keep);
-    if (holes)
-        /* T1 (release, as a task_done): holes will never get a task_done() */
-        atomic_fetch_add_explicit(&r->seg->join.tasks_done, holes, memory_order_release);
+    int reached = 0;
+    if (holes) /* they will never get a task_done() */
+        shmring__queue_add_done(r->seg, holes, 0, &reached);
     withdraw(me->entry);
     prefetch_next_slots(me, span->pos + span->n);
     shmring__wake(r, &r->seg->not_empty);
+    if (reached)
+        shmring__queue_wake_joiners(r);
 }
 
 void shmring_queue_put_commit(shmring_participant_t *me, const shmring_span_t *span)
@@ -389,21 +406,12 @@ int shmring_queue_put(shmring_participant_t *me, const void *data, size_t len)
 
 int shmring_queue_task_done(shmring_participant_t *me, uint64_t n)
 {
-    shmring_t *r = me->ring;
-    struct shmring_segment *seg = r->seg;
-    /* T2: the write_pos loaded below is at least this. */
-    uint64_t done = atomic_load_explicit(&seg->join.tasks_done, memory_order_acquire);
-    uint64_t put;
-    do {
-        /* relaxed: an upper bound for tasks_done (T2 orders it after done) */
-        put = shmring_pos(atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed));
-        if (n > put - done)
-            return SHMRING_EJOIN;
-        /* T1: pairs with T2; on failure, acquire as T2. */
-    } while (!atomic_compare_exchange_weak_explicit(&seg->join.tasks_done, &done, done + n,
-                                                    memory_order_release, memory_order_acquire));
-    if (done + n == put)
-        shmring__wake(r, &seg->join.joined);
+    int reached = 0;
+    int64_t rc = shmring__queue_add_done(me->ring->seg, n, 1, &reached);
+    if (rc < 0)
+        return (int)rc;
+    if (reached)
+        shmring__queue_wake_joiners(me->ring);
     return SHMRING_OK;
 }
 
@@ -452,7 +460,9 @@ static void discard(shmring_participant_t *me)
     shmring_t *r = me->ring;
     shmring_span_t span;
     uint64_t total = 0;
-    seal(r->seg); /* no claim after it: what is left is final */
+    /* D2 (no claim after it: what is left is final), and always a store of
+     * ours: D6's joiner made it before its sleeper bit */
+    atomic_fetch_or_explicit(&r->seg->prod.write_pos, SHMRING_SHUT, memory_order_release);
     while (get_claim(me, (uint32_t)r->maxsize, 0, &span, SHMRING_DISCARDING) > 0) {
         /* D5: release, as P5; nothing else writes our entry while we live */
         atomic_store_explicit(&me->entry->claim_role, SHMRING_CLAIM_GET_COUNTED, memory_order_release);
@@ -461,7 +471,7 @@ static void discard(shmring_participant_t *me)
         total += span.n;
     }
     if (total)
-        shmring__wake(r, &r->seg->join.joined);
+        shmring__queue_wake_joiners(r);
 }
 
 int shmring_queue_shutdown(shmring_participant_t *me, int immediate)
@@ -560,16 +570,38 @@ static int has_room(const shmring_t *r, uint64_t room)
     return slot_free(r, pos);
 }
 
+/* The re-check before sleeping (wait.c). A joiner after an immediate shutdown
+ * (me->wait_join) sleeps on not_empty: it waits for its tasks to be done, or
+ * for something at read_pos that a discard takes (the commit of a claim made
+ * before the shutdown, or the hole recovery made of it). D6; relaxed, a hint
+ * as ready()'s. */
+static int ready_at(const shmring_participant_t *me, int what)
+{
+    const shmring_t *r = me->ring;
+    if (!me->wait_join)
+        return ready(r, what);
+    if (shmring_queue_unfinished(r) == 0)
+        return 1;
+    uint64_t pos = shmring_pos(atomic_load_explicit(&r->seg->cons.read_pos, memory_order_relaxed));
+    uint32_t seq = shmring__seq_load(r, pos, memory_order_relaxed);
+    return shmring__seq_diff(r, seq, shmring__state(r, pos, SHMRING_SEQ_COMMITTED)) >= 0;
+}
+
 int shmring_queue_wait(shmring_participant_t *me, int what, uint64_t timeout_ns, uint32_t spin)
 {
     shmring_t *r = me->ring;
     if (what != SHMRING_WAIT_READABLE && what != SHMRING_WAIT_WRITABLE)
         what = SHMRING_WAIT_JOINED;
     uint64_t room = what == SHMRING_WAIT_WRITABLE ? spin_room(r) : 0;
+    int sleep_on = what;
     /* relaxed: a hint; the discard's claims decide */
     if (what == SHMRING_WAIT_JOINED &&
-        (atomic_load_explicit(&me->ring->seg->cons.read_pos, memory_order_relaxed) & SHMRING_DISCARDING))
+        (atomic_load_explicit(&me->ring->seg->cons.read_pos, memory_order_relaxed) & SHMRING_DISCARDING)) {
         discard(me); /* commits of claims in flight when the queue shut at once */
+        /* D6: such a commit wakes not_empty, never joined: sleep there (a
+         * waker of joiners wakes it too once shut: shmring__queue_wake_joiners) */
+        sleep_on = SHMRING_WAIT_READABLE;
+    }
     for (uint32_t i = 0; i < spin; i++) {
         if (room ? has_room(r, room) : ready(r, what))
             return 1;
@@ -577,7 +609,10 @@ int shmring_queue_wait(shmring_participant_t *me, int what, uint64_t timeout_ns,
     }
     if (timeout_ns == 0)
         return ready(r, what);
-    return shmring__sleep(me, what, timeout_ns); /* re-checks ready() after F1 (wait.c) */
+    me->wait_join = sleep_on != what;
+    int rc = shmring__sleep(me, sleep_on, timeout_ns); /* re-checks ready_at() after F1 (wait.c) */
+    me->wait_join = 0;
+    return rc;
 }
 
 /* ---- the queue as a ring kind (kind.h) ---- */
@@ -603,15 +638,21 @@ static int validate(struct shmring_segment *seg, const struct shmring_header *h)
     for (int attempt = 0; attempt < 8; attempt++) {
         /* V1 (acquire, as C2 / T2): a live ring then shows read_pos, tasks_done <= write_pos */
         /* the shut-down flags are what they are, in any combination (a shutdown
-         * may be under way, or killed between its stores): positions alone */
+         * may be under way, or killed between its stores): positions alone,
+         * below SHMRING_POS_LIMIT, and write_pos's only flag is SHMRING_SHUT */
         uint64_t r = shmring_pos(atomic_load_explicit(&seg->cons.read_pos, memory_order_acquire));
         uint64_t done = atomic_load_explicit(&seg->join.tasks_done, memory_order_acquire);
-        uint64_t w1 = shmring_pos(atomic_load_explicit(&seg->prod.write_pos, memory_order_acquire));
+        uint64_t word = atomic_load_explicit(&seg->prod.write_pos, memory_order_acquire), w1 = shmring_pos(word);
         /* relaxed: a statistic, at most what was ever put */
         uint64_t lost = atomic_load_explicit(&seg->stats.lost, memory_order_relaxed);
         uint64_t w2 = shmring_pos(atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed));
         if (w1 != w2)
             continue;
+        if ((word & SHMRING_DRAINING) || w1 >= SHMRING_POS_LIMIT)
+            return shmring__fail(SHMRING_EPOSITIONS,
+                                 "counters inconsistent: write_pos 0x%llx (positions stay below 2^61, "
+                                 "and bit 63 is write_pos's only flag)",
+                                 (unsigned long long)word);
         if (r > w1 || w1 - r > h->maxsize || done > w1 || lost > w1)
             return shmring__fail(SHMRING_EPOSITIONS,
                                  "counters inconsistent: read_pos %llu, write_pos %llu, tasks_done %llu, lost %llu, maxsize %llu",
@@ -632,7 +673,7 @@ const struct shmring_kind shmring__queue_kind = {
                       [SHMRING_WAIT_WRITABLE] = offsetof(struct shmring_segment, not_full),
                       [SHMRING_WAIT_JOINED] = offsetof(struct shmring_segment, join.joined)},
     .ready = ready,
-    .ready_at = NULL,
+    .ready_at = ready_at,
     .first_pass = shmring__queue_first_pass,
     .settle = shmring__queue_settle,
 };

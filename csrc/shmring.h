@@ -233,7 +233,8 @@ int shmring_queue_put(shmring_participant_t *me, const void *data, size_t len);
  * as a dead consumer: its claim counts as lost). SHMRING_EINVAL: not a queue. */
 int shmring_queue_shutdown(shmring_participant_t *me, int immediate);
 
-/* task_done()/join() accounting: tasks_done may not overtake write_pos. */
+/* task_done()/join() accounting: tasks_done may not overtake write_pos
+ * (SHMRING_EJOIN once it would; discards, lost messages and holes stop there too). */
 int shmring_queue_task_done(shmring_participant_t *me, uint64_t n);
 /* n messages a caller claimed and released but could not hand out (it was
  * interrupted, or out of memory): count them lost, and done for join(). */
@@ -404,7 +405,8 @@ void shmring_info(const shmring_t *ring, shmring_info_t *out);
  * SHMRING_EINTR if a signal arrived. Spurious returns are allowed: the caller
  * retries its operation. Shut down (shmring_queue_shutdown), READABLE and
  * WRITABLE look true (the claim says SHMRING_ESHUTDOWN); JOINED first discards
- * what claims in flight committed since a shutdown with immediate. */
+ * what claims in flight committed since a shutdown with immediate, then sleeps
+ * where such a commit wakes it (not_empty: stats count it a reader waiting). */
 int shmring_queue_wait(shmring_participant_t *me, int what, uint64_t timeout_ns, uint32_t spin);
 /* Wake every waiter of this ring in every process (used by close). */
 void shmring_wake_all(shmring_t *ring);

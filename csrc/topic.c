@@ -906,9 +906,10 @@ static int validate(struct shmring_segment *seg, const struct shmring_header *h)
 {
     (void)h;
     /* relaxed: plausibility of what a peer wrote, not synchronisation */
-    uint64_t end = shmring_pos(atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed));
+    /* the raw word without its one flag (shmring_pos would hide bit 62) */
+    uint64_t end = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed) & ~SHMRING_SHUT;
     uint64_t holes = atomic_load_explicit(&seg->stats.lost, memory_order_relaxed);
-    if (end > (UINT64_C(1) << 62) || holes > end)
+    if (end >= SHMRING_POS_LIMIT || holes > end)
         return shmring__fail(SHMRING_EPOSITIONS, "counters inconsistent: write_pos %llu, holes %llu",
                              (unsigned long long)end, (unsigned long long)holes);
     return SHMRING_OK;
