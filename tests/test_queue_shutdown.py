@@ -8,14 +8,17 @@ slices: only the futex wake-up can end their waits within the bounds checked her
 import multiprocessing as mp
 import os
 import signal
+import struct
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
 
 import shmring
 from conftest import child_python_env, wait_until
+from segments import DRAINING, READ_POS_OFFSET, SHUT, TASKS_DONE_OFFSET, WRITE_POS_OFFSET, patch_segment, read_segment
 from shmring import _core
 
 pytestmark = pytest.mark.timeout(60)
@@ -247,7 +250,7 @@ def _joiner(q, conn):
 def test_join_returns_after_an_immediate_shutdown(make_queue):
     import time
 
-    q = make_queue(8)
+    q = make_queue(8, recover_after=30)  # the joiner recovers nothing meanwhile: only the wake ends its wait
     q.put_many(range(5))
     assert q.get() == 0
     q.task_done()
@@ -409,3 +412,257 @@ def test_a_consumer_killed_holding_messages_after_shutdown_is_recovered(make_que
         q.get_nowait()
     assert q.join(timeout=10) is True
     assert q.stats()["lost"] == 2
+
+
+# ---- review findings ----
+
+
+def _counters_consistent(q):
+    """tasks_done never passes put, and attach and inspect accept the segment."""
+    st = q.stats()
+    assert st["tasks_done"] <= st["put"], st
+    assert _core.inspect(q.name)["tasks_done"] == st["tasks_done"]
+    again = shmring.Queue.attach(q.name)
+    again.close()
+
+
+def test_an_early_task_done_then_an_immediate_shutdown_keeps_tasks_done_within_put(make_queue):
+    q = make_queue(8)
+    q.put_many([1, 2, 3])
+    q.task_done()  # before any get: allowed, as queue.Queue allows it
+    q.shutdown(immediate=True)
+    st = q.stats()
+    assert st["discarded"] == 3 and st["tasks_done"] == 3  # capped at put, as queue.Queue clamps at 0
+    for _ in range(3):
+        with pytest.raises(ValueError, match="too many times"):
+            q.task_done()
+    assert q.stats()["tasks_done"] == 3
+    _counters_consistent(q)
+    assert q.join(timeout=5) is True
+
+
+def test_early_task_dones_then_holes_keep_tasks_done_within_put(make_queue):
+    q = make_queue(8, dtype=np.dtype([("a", "i4")]))
+    span = q.reserve(2)
+    t = threading.Thread(target=lambda: (q.task_done(), q.task_done()))  # two claimed: two allowed
+    t.start()
+    t.join(20)
+    assert q.stats()["tasks_done"] == 2
+    span.commit(0)  # both holes, counted done too
+    assert q.stats()["tasks_done"] == 2
+    with pytest.raises(ValueError):
+        q.task_done()
+    _counters_consistent(q)
+
+
+def test_a_dead_consumer_whose_messages_had_an_early_task_done_keeps_tasks_done_within_put(make_queue):
+    q = make_queue(8, recover_after=0.05)
+    q.put_many(["a", "b"])
+    q.task_done()  # early, for "a"
+    p = CTX.Process(target=_stalled_consumer, args=(q,))
+    p.start()
+    wait_until(lambda: q.stats()["got"] == 2, what="the consumer to hold its claim")
+    os.kill(p.pid, signal.SIGKILL)
+    p.join(10)
+    assert q.join(timeout=10) is True  # recovery counts both lost: done, capped at put
+    st = q.stats()
+    assert st["lost"] == 2 and st["tasks_done"] == 2 and st["recoveries"] == 1, st
+    with pytest.raises(ValueError):
+        q.task_done()
+    _counters_consistent(q)
+
+
+def _reserver_then_commit(q, go, conn):
+    import time
+
+    span = q.reserve(1, timeout=10)
+    conn.send(("reserved", time.monotonic()))
+    assert go.poll(20)
+    span.array["a"] = [7]
+    span.commit()
+    conn.send(("committed", time.monotonic()))
+
+
+def test_a_waiting_join_wakes_at_a_commit_after_an_immediate_shutdown(make_queue):
+    q = make_queue(8, dtype=np.dtype([("a", "i4")]), recover_after=30)
+    go_recv, go_send = CTX.Pipe(duplex=False)
+    recv, send = CTX.Pipe(duplex=False)
+    r = CTX.Process(target=_reserver_then_commit, args=(q, go_recv, send))
+    r.start()
+    send.close()
+    assert recv.poll(20) and recv.recv()[0] == "reserved"
+    j, joined = _start(_joiner, q)
+    assert joined.poll(20) and joined.recv()[0] == "joining"
+    q.shutdown(immediate=True)
+    # the joiner discarded nothing (the claim is not committed) and waits again,
+    # on not_empty, where the commit wakes it (10 s slices, no recovery for 30 s)
+    wait_until(lambda: q.stats()["readers_waiting"] >= 1, what="the joiner asleep after the shutdown")
+    assert not joined.poll(0)
+    go_send.send("go")
+    assert recv.poll(20)
+    what, committed = recv.recv()
+    assert what == "committed"
+    assert joined.poll(20)
+    done, when = joined.recv()
+    _finish([r, j])
+    assert done is True and when - committed < WOKEN_WITHIN, (committed, when)
+    st = q.stats()
+    assert st["discarded"] == 1 and st["tasks_done"] == 1 and st["lost"] == 0
+
+
+@pytest.mark.parametrize("call", ["put_many", "put_many_bytes", "put_array"])
+def test_a_batch_put_refused_by_a_shutdown_midway_says_how_many_went_in(make_queue, call):
+    q = make_queue(4, dtype=np.dtype([("a", "i4")])) if call == "put_array" else make_queue(4)
+    calls = {"put_many": lambda: q.put_many(list(range(10)), timeout=20),
+             "put_many_bytes": lambda: q.put_many_bytes([b"%d" % i for i in range(10)], timeout=20),
+             "put_array": lambda: q.put_array(np.arange(10, dtype="i4").view(q.dtype), timeout=20)}
+    out = {}
+
+    def producer():
+        try:
+            calls[call]()
+        except shmring.ShutDown as e:
+            out["exc"] = e
+
+    t = threading.Thread(target=producer)
+    t.start()
+    wait_until(lambda: q.stats()["put"] == 4 and q.stats()["writers_waiting"] >= 1, what="the producer blocked")
+    q.shutdown()
+    t.join(20)
+    assert not t.is_alive()
+    e = out["exc"]
+    assert e.count == 4 and "puts refused" in str(e)
+    assert q.qsize() == 4
+    with pytest.raises(shmring.ShutDown) as single:
+        q.put_bytes(b"x") if call != "put_array" else q.put_array(np.zeros(1, q.dtype))
+    assert single.value.count == 0
+
+
+def test_shutdown_is_pickled_with_its_count():
+    import pickle
+    import queue
+
+    back = pickle.loads(pickle.dumps(shmring.ShutDown("queue 'x' is shut down: puts refused", 3)))
+    assert back.count == 3 and str(back) == "queue 'x' is shut down: puts refused"
+    assert shmring.ShutDown().count == 0
+    if hasattr(queue, "ShutDown"):
+        assert isinstance(back, queue.ShutDown)
+
+
+def _patch_counter(name, offset, value):
+    patch_segment(name, offset, struct.pack("<Q", value))
+
+
+def _counter(name, offset):
+    return struct.unpack_from("<Q", read_segment(name), offset)[0]
+
+
+@pytest.mark.parametrize("write_pos", [(1 << 61), (1 << 62) - 4, DRAINING | 3, SHUT | DRAINING | 3])
+def test_attach_refuses_a_queue_whose_positions_reach_the_flags(make_queue, write_pos):
+    q = make_queue(8)
+    _patch_counter(q.name, WRITE_POS_OFFSET, write_pos)
+    _patch_counter(q.name, READ_POS_OFFSET, write_pos & ~(SHUT | DRAINING))  # consistent but for write_pos
+    with pytest.raises(shmring.SegmentError, match=r"write_pos 0x[0-9a-f]+ \(positions stay below 2\^61"):
+        shmring.Queue.attach(q.name)
+    with pytest.raises(shmring.SegmentError):
+        _core.inspect(q.name)
+
+
+def test_attach_accepts_a_queue_just_below_the_limit(make_queue):
+    q = make_queue(8)
+    p = (1 << 61) - 1
+    for off in (WRITE_POS_OFFSET, READ_POS_OFFSET, TASKS_DONE_OFFSET):
+        _patch_counter(q.name, off, p)
+    _patch_counter(q.name, WRITE_POS_OFFSET, p | SHUT)
+    again = shmring.Queue.attach(q.name)
+    again.close()
+
+
+@pytest.mark.parametrize("write_pos", [(1 << 62) + 1, (1 << 62) | (1 << 61), 1 << 61, SHUT | (1 << 61)])
+def test_attach_refuses_a_topic_whose_end_reaches_the_flags(make_topic, write_pos):
+    t = make_topic(16, 64)
+    _patch_counter(t.name, WRITE_POS_OFFSET, write_pos)
+    with pytest.raises(shmring.SegmentError, match="counters inconsistent"):
+        shmring.Topic.attach(t.name)
+
+
+def test_queue_shutdown_messages_name_the_queue_and_what_was_refused(make_queue):
+    q = make_queue(8)
+    q.put(1)
+    q.shutdown()
+    with pytest.raises(shmring.ShutDown, match=rf"^queue '{q.name}' is shut down: puts refused$"):
+        q.put(2)
+    assert q.get() == 1
+    with pytest.raises(shmring.ShutDown, match=rf"^queue '{q.name}' is shut down and drained$"):
+        q.get()
+    r = make_queue(8)
+    r.put(1)
+    r.shutdown(immediate=True)
+    with pytest.raises(shmring.ShutDown, match=rf"^queue '{r.name}' is shut down and drained$"):
+        r.get_many(timeout=5)
+
+
+def test_a_plain_shutdown_is_allowed_while_this_thread_holds_a_claim(make_queue):
+    q = make_queue(8, dtype=np.dtype([("a", "i4")]))
+    span = q.reserve(1)
+    with pytest.raises(RuntimeError, match=r"shutdown\(immediate=True\) discards.*holds a claim.*without immediate"):
+        q.shutdown(immediate=True)
+    assert q.stats()["shut_down"] is False  # refused before doing anything
+    q.shutdown()  # claims nothing
+    span.array["a"] = [5]
+    span.commit()  # the claim made before still commits
+    with pytest.raises(shmring.ShutDown):
+        q.put_array(np.zeros(1, q.dtype))
+    assert q.get_array(timeout=5)["a"].tolist() == [5]
+    with pytest.raises(shmring.ShutDown):
+        q.get_array(timeout=5)
+
+
+def _stalled_releasing_discarder(q):
+    _core._set_test_hook("get_releasing", 60.0)
+    q.shutdown(immediate=True)
+
+
+def _join_a_participant(q):
+    """A new thread's first call joins the participant table (a full one: recovery first, members.c)."""
+    out = {}
+
+    def call():
+        try:
+            q.get_nowait()
+        except BaseException as e:  # noqa: BLE001 - ShutDown expected
+            out["exc"] = e
+
+    t = threading.Thread(target=call)
+    t.start()
+    t.join(20)
+    assert not t.is_alive()
+    return out.get("exc")
+
+
+def test_a_discarder_killed_after_counting_is_not_counted_again_by_recovery(make_queue):
+    q = make_queue(8, max_participants=2, recover_after=30)
+    q.put_many(list("abcd"))
+    p = CTX.Process(target=_stalled_releasing_discarder, args=(q,))
+    p.start()
+    wait_until(lambda: q.stats()["discarded"] == 4, what="the discarder to count, then stall releasing")
+    os.kill(p.pid, signal.SIGKILL)
+    p.join(10)
+    assert isinstance(_join_a_participant(q), shmring.ShutDown)
+    st = q.stats()
+    # recovered (D5 said counted: it releases the rest and counts nothing)
+    assert st["recoveries"] == 1, st
+    assert st["lost"] == 0 and st["discarded"] == 4 and st["tasks_done"] == 4, st
+    assert q.join(timeout=5) is True
+    _counters_consistent(q)
+
+
+def test_wait_writable_after_a_shutdown_killed_between_its_two_stores(make_queue):
+    q = make_queue(2)
+    q.put_many([1, 2])  # full
+    # read_pos flagged, write_pos not: a shutdown killed after D1 (nothing was woken)
+    _patch_counter(q.name, READ_POS_OFFSET, _counter(q.name, READ_POS_OFFSET) | DRAINING)
+    assert q.wait_writable(timeout=10) is True  # a put says ShutDown now: nothing to wait for
+    with pytest.raises(shmring.ShutDown):
+        q.put(3, timeout=10)
+    assert _counter(q.name, WRITE_POS_OFFSET) & SHUT  # that put sealed it

@@ -786,7 +786,8 @@ cdef class RingHandle:
                     uint64_t deadline, Py_ssize_t done, int flags=0) except -1:
         """Claim 1..max_n slots to write (put, or a topic's publish) or messages to
         read (a queue's get), waiting as asked. Raises Full (with `done` as its
-        count) or Empty when the deadline passes."""
+        count) or Empty when the deadline passes, ShutDown (with `done`) once
+        shut down."""
         cdef claim_fn claim = (_topic_claim if self._topic else
                                shmring_queue_put_claim if put else shmring_queue_get_claim)
         cdef int what = SHMRING_WAIT_WRITABLE if put else SHMRING_WAIT_READABLE
@@ -808,10 +809,12 @@ cdef class RingHandle:
                               done)
         if n == 0:
             raise errors.Empty(f"queue {self.name!r} is empty")
-        if n == SHMRING_ESHUTDOWN and self._topic:
-            raise errors.ShutDown(f"topic {self.name!r} is shut down: publishing stopped")
+        if n == SHMRING_ESHUTDOWN:  # with `done` as its count, as Full
+            raise errors.ShutDown(f"topic {self.name!r} is shut down: publishing stopped" if self._topic else
+                                  f"queue {self.name!r} is shut down: puts refused" if put else
+                                  f"queue {self.name!r} is shut down and drained", done)
         if n < 0:
-            _raise_rc(n, self.name)  # a queue's SHMRING_ESHUTDOWN: ShutDown, by the table
+            _raise_rc(n, self.name)
         return n
 
     @cython.final
@@ -1526,9 +1529,20 @@ cdef class QueueHandle(RingHandle):
 
     def _shutdown(self, bint immediate):
         """shmring_queue_shutdown from this thread's participant (Queue.shutdown
-        says what it does). Discarding makes claims: the GIL is released."""
-        cdef _Participant p = self._enter()
+        says what it does). Discarding makes claims: the GIL is released. A
+        plain shutdown claims nothing, so a thread that holds a claim may make
+        it; not an immediate one, whose discard would announce claims over it."""
+        cdef _Participant p
         cdef int rc
+        if self._closing or self._ring == NULL:
+            self._enter()  # raises QueueClosed
+        p = self._me()
+        if p.holding and immediate:
+            raise RuntimeError(
+                f"shutdown(immediate=True) discards what is left of the queue {self.name!r} by claiming it as a "
+                "get does, and this thread holds a claim on it (an open reserve() or view()): commit or release "
+                "that first, or call shutdown() without immediate, which claims nothing")
+        self._active += 1
         try:
             with nogil:
                 rc = shmring_queue_shutdown(p.ptr, immediate)
