@@ -25,7 +25,7 @@ const char *shmring_strerror(int rc)
     case SHMRING_ECORRUPT: return "a slot holds an impossible length, or a counter an impossible position (corrupt segment)";
     case SHMRING_EJOIN: return "task_done() called more times than messages were put";
     case SHMRING_EINTR: return "interrupted by a signal";
-    case SHMRING_ESHUTDOWN: return "the topic is shut down";
+    case SHMRING_ESHUTDOWN: return "the ring is shut down";
     case SHMRING_EFULLSUBS: return "the topic's subscriber table is full";
     case SHMRING_ERECORD: return "a records topic's message is exactly one record (slot_size bytes)";
     case SHMRING_ETRUNCATED: return "segment is smaller than its header says (truncated)";

@@ -94,6 +94,7 @@ struct shmring_participant {
     uint64_t cached_gate, cached_gen, wait_pos;
     uint32_t cached_who;            /* the subscriber entry whose cursor cached_gate is */
     uint32_t wait_claimed;          /* 1: the waiter holds a claim it must still write (a topic's pending claim) */
+    uint32_t wait_join;             /* 1: a queue's joiner that sleeps on not_empty (queue.c, ready_at) */
     shmring_participant_t *prev, *next;
 };
 

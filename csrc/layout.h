@@ -11,7 +11,7 @@
  *   384          not_empty wait queue futex word + sleeper bits (readers sleep here)
  *   640          not_full wait queue  futex word + sleeper bits (writers sleep here)
  *   896          join area            tasks_done + joined wait queue
- *   1152         stats line           counters for crash recovery (lost, recovered)
+ *   1152         stats line           counters for crash recovery (lost, recovered), discarded
  *   1280         schema               what a record is (records rings), NUL-terminated
  *   2304         participants         max_participants x 128 bytes
  *   kind_offset  the kind's own area  a topic's: its subscriber table and keys (topic.h); none in a queue
@@ -35,7 +35,7 @@
 #include <stdint.h>
 
 #define SHMRING_MAGIC UINT64_C(0x31474e49524d4853) /* "SHMRING1", little-endian */
-#define SHMRING_LAYOUT_VERSION 6u
+#define SHMRING_LAYOUT_VERSION 7u
 #define SHMRING_LINE 128u
 #define SHMRING_SCHEMA_MAX 1024u
 
@@ -94,24 +94,56 @@ struct shmring_waitq {
     _Atomic uint64_t sleepers[SHMRING_SLEEPER_WORDS];
 };
 
+/* The top bits of the position counters are flags, never positions (positions
+ * grow by at most 2^30 a claim and stay below SHMRING_POS_LIMIT, 2^61: attach
+ * refuses more, and a write_pos with bit 62 set):
+ *   write_pos  bit 63, SHMRING_SHUT (queue and topic): shut down, no claim
+ *              succeeds after it (a claim is a CAS on the same word)
+ *   read_pos   a queue's (a topic's read_pos is a generation, without flags):
+ *              bit 62, SHMRING_DRAINING: shut down, getters take what is left
+ *              and then refuse; bit 63, SHMRING_DISCARDING (with DRAINING):
+ *              shut down with immediate, no get claim succeeds after it, and
+ *              only discarders (queue.c, discard) claim what is left
+ * A queue's shutdown flags read_pos first, then write_pos; whoever finds
+ * read_pos flagged and write_pos not (a shutdown under way, or killed between
+ * the two) sets SHMRING_SHUT itself (queue.c, seal). Claims keep the flags
+ * (a CAS from the flagged word to the word plus n). Layout version 7 made them
+ * so: a version 6 reader would take a flag for a position. */
+#define SHMRING_SHUT (UINT64_C(1) << 63)
+#define SHMRING_DRAINING (UINT64_C(1) << 62)
+#define SHMRING_DISCARDING (UINT64_C(1) << 63)
+#define SHMRING_COUNTER_FLAGS (UINT64_C(3) << 62)
+
+/* Positions of a valid segment stay below 2^61 (attach refuses a counter at or
+ * above it, and a write_pos with bit 62 set: a queue's validate, a topic's):
+ * a margin of a lap of 2^61 below the flags, 73 years at 10^9 messages/s. */
+#define SHMRING_POS_LIMIT (UINT64_C(1) << 61)
+
+/* The position a counter holds, without its flags. */
+static inline uint64_t shmring_pos(uint64_t counter)
+{
+    return counter & ~SHMRING_COUNTER_FLAGS;
+}
+
 struct shmring_segment {
     struct shmring_header hdr;
     _Alignas(SHMRING_LINE) struct {
-        _Atomic uint64_t write_pos;     /* next position a producer claims */
+        _Atomic uint64_t write_pos;     /* next position a producer claims; SHMRING_SHUT */
     } prod;
     _Alignas(SHMRING_LINE) struct {
-        _Atomic uint64_t read_pos;      /* next position a consumer claims */
+        _Atomic uint64_t read_pos;      /* next position a consumer claims; SHMRING_DISCARDING */
     } cons;
     _Alignas(SHMRING_LINE) struct shmring_waitq not_empty;
     _Alignas(SHMRING_LINE) struct shmring_waitq not_full;
     _Alignas(SHMRING_LINE) struct {
-        _Atomic uint64_t tasks_done;    /* join(): done when tasks_done == write_pos */
+        _Atomic uint64_t tasks_done;    /* join(): done when tasks_done == shmring_pos(write_pos) */
         struct shmring_waitq joined;
     } join;
     _Alignas(SHMRING_LINE) struct {
         _Atomic uint64_t lost;          /* messages lost to dead participants */
         _Atomic uint64_t recoveries;    /* dead participants whose claims were recovered */
         _Atomic uint64_t detached;      /* a topic's subscribers detached for gating too long */
+        _Atomic uint64_t discarded;     /* a queue's messages discarded by an immediate shutdown */
     } stats;
     _Alignas(SHMRING_LINE) char schema[SHMRING_SCHEMA_MAX];
 };
@@ -206,7 +238,7 @@ static inline uint32_t shmring_meta_shift(uint32_t flags, uint64_t capacity)
 
 /* ---- A topic (SHMRING_KIND_TOPIC, topic.c) ----
  * The fixed part's lines mean, in a topic:
- *   prod.write_pos   the next position a publisher claims; bit 63 (SHMRING_TOPIC_SHUT)
+ *   prod.write_pos   the next position a publisher claims; bit 63 (SHMRING_SHUT)
  *                    once the topic is shut down: no claim after it
  *   cons.read_pos    the subscriber table's generation, bumped after every change
  *                    of it (subscribe, unsubscribe, detach, recovery), so that a
@@ -220,7 +252,6 @@ static inline uint32_t shmring_meta_shift(uint32_t flags, uint64_t capacity)
  *   keys             capacity x key stride: a 32-bit length, then up to
  *                    kind_args[1] (max_topic_len) bytes of the key, per slot
  * Slot words are the byte ring's (seq 32 + length 32) in every topic. */
-#define SHMRING_TOPIC_SHUT (UINT64_C(1) << 63)
 #define SHMRING_SUBSCRIBERS_MAX 1024u
 #define SHMRING_TOPIC_LEN_MAX 1024u
 
@@ -268,6 +299,7 @@ static_assert(offsetof(struct shmring_segment, not_empty) == 384, "reader wait q
 static_assert(offsetof(struct shmring_segment, not_full) == 640, "writer wait queue");
 static_assert(offsetof(struct shmring_segment, join) == 896, "join area");
 static_assert(offsetof(struct shmring_segment, stats) == 1152, "stats line");
+static_assert(offsetof(struct shmring_segment, stats.discarded) == 1176, "stats line: discarded");
 static_assert(offsetof(struct shmring_segment, schema) == 1280, "schema");
 static_assert(sizeof(struct shmring_segment) == 2304, "fixed part of the segment");
 static_assert(sizeof(struct shmring_participant_entry) == SHMRING_LINE, "one line each");

@@ -97,8 +97,9 @@ int shmring_participant_join(shmring_t *r, shmring_participant_t **out)
     me->entry = &r->parts[got];
     me->process = shmring__process();
     me->state = state;
-    /* relaxed: any value is a valid lower bound of read_pos */
-    me->cached_read_pos = atomic_load_explicit(&r->seg->cons.read_pos, memory_order_relaxed);
+    /* relaxed: any value is a valid lower bound of read_pos; a position, without
+     * a shut-down queue's flags (layout.h) */
+    me->cached_read_pos = shmring_pos(atomic_load_explicit(&r->seg->cons.read_pos, memory_order_relaxed));
     pthread_mutex_lock(&r->members_lock);
     me->next = r->members;
     if (r->members)

@@ -30,11 +30,49 @@
  *                                           also the acquire reload of read_pos by a
  *                                           producer that must trust read_pos <= write_pos
  *   C3  get_release release store of next-lap free -> P1
- *   T1  task_done  release CAS tasks_done -> T2: a returning join() sees the work
- *   T2  joined / task_done  acquire load tasks_done -> T1: then write_pos, loaded
- *                  after it, is at least tasks_done (so put - done cannot wrap)
+ *   T1  shmring__queue_add_done (queue_recovery.c; for task_done, holes,
+ *                  discards, lost messages: R5) release
+ *                  CAS tasks_done, to at most the write_pos loaded after T2 ->
+ *                  T2: a returning join() sees the work
+ *   T2  joined / add_done  acquire load tasks_done -> T1: then write_pos, loaded
+ *                  after it, is at least tasks_done (so put - done cannot wrap,
+ *                  and T1's cap keeps it so: tasks_done <= write_pos always)
  *   V1  validate (attach) acquire loads of read_pos, tasks_done, write_pos -> C2, T1:
  *                  a live ring then shows read_pos, tasks_done <= write_pos
+ *   Shut-down (shmring_queue_shutdown; the flags: layout.h):
+ *   D1  shutdown   release fetch_or of DRAINING (and DISCARDING) into read_pos
+ *                  -> D3; C2 is a CAS on the same word, so no get claim succeeds
+ *                  after DISCARDING, and every later one sees DRAINING
+ *   D2  seal       release fetch_or of SHUT into write_pos, after D1 (by the
+ *                  shutdown, or by whoever finds read_pos flagged and write_pos
+ *                  not: after its acquire load of read_pos, so D1 happens before
+ *                  it) -> D3. P3 is a CAS on the same word: each claim is before
+ *                  D2 in its modification order (within the end D2 leaves) or
+ *                  fails; no order is needed for that, release is for D3
+ *   D3  refusals   acquire re-load of the counter whose flag refused a call, or
+ *                  said drained (shut_down, drained) -> D1 / D2: a call that raises
+ *                  ShutDown sees what the shutting-down thread did before
+ *                  shutdown(). The flags themselves are tested on values the claims
+ *                  load anyway (the relaxed first guess, the CAS's failure): the
+ *                  hot path pays a test of a bit, no load, no order
+ *   D4  drained    relaxed load of write_pos after D3's load of read_pos: D2
+ *                  happens before it, and a shut write_pos moves no more, so it is
+ *                  the final end; read_pos there means every message was claimed
+ *   D5  discard    release store of claim_role = GET_COUNTED before counting ->
+ *                  recovery's acquire load (R2): a discarder killed before it is a
+ *                  dead consumer whose claim recovery counts as lost; after it,
+ *                  the count is the discarder's
+ *   D6  a joiner after an immediate shutdown sleeps on not_empty (a late commit
+ *                  wakes that queue, never joined): its discard's RMW of SHUT
+ *                  into write_pos, then its sleeper bit, F1 (wait.c), then its
+ *                  re-check (ready_at: unfinished, the slot at read_pos);
+ *                  against a waker of joiners (queue_recovery.c, shmring__queue_wake_joiners):
+ *                  its progress (T1), F2 of its wake of joined, then a relaxed
+ *                  load of write_pos and, shut, a wake of not_empty. Either F2
+ *                  precedes F1 and the re-check sees the progress, or F1
+ *                  precedes F2 and the load sees SHUT (an RMW sequenced before
+ *                  F1) and the wake the bit. A late commit: P4, F2 against F1
+ *                  and the slot's word, as for any getter
  *   P1, C1 of runs of more than one slot, and P4, C3 likewise, are slots.c's:
  *         per-word acquire loads / release stores, or on x86-64 outside TSan
  *         plain 16-byte accesses after an acquire fence / before a release
@@ -93,6 +131,39 @@ static int no_claim(struct shmring_participant_entry *e)
     return 0;
 }
 
+/* Make sure write_pos says shut down once read_pos does (D2): by the shutdown
+ * itself, or by whoever finds read_pos flagged first (a shutdown under way, or
+ * killed between its two stores). Returns the end, final from now on. Only
+ * after a flag of read_pos was seen with acquire (D3), or set (D1). */
+static uint64_t seal(struct shmring_segment *seg)
+{
+    /* relaxed: a look, and D1 happens before it in every caller; the RMW below
+     * reads the latest value whatever this saw */
+    uint64_t w = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+    if (!(w & SHMRING_SHUT))
+        w = atomic_fetch_or_explicit(&seg->prod.write_pos, SHMRING_SHUT, memory_order_release); /* D2 */
+    return shmring_pos(w);
+}
+
+/* A call refused because the queue is shut down: `counter`'s flag said so. D3:
+ * acquire, pairs with D1 / D2 (whose release sequence holds every later value). */
+static int shut_down(struct shmring_participant_entry *e, _Atomic uint64_t *counter)
+{
+    withdraw(e);
+    (void)atomic_load_explicit(counter, memory_order_acquire);
+    return SHMRING_ESHUTDOWN;
+}
+
+/* Shut down and drained: read_pos flagged, and at the final end (a getter that
+ * found nothing looks; so do waits). D3, D4; seals write_pos if need be. */
+static int drained(struct shmring_segment *seg)
+{
+    uint64_t rp = atomic_load_explicit(&seg->cons.read_pos, memory_order_acquire); /* D3 */
+    if (!(rp & SHMRING_DRAINING))
+        return 0;
+    return shmring_pos(rp) == seal(seg); /* D4 */
+}
+
 /* Has the counter moved on from *pos? If so, *pos takes its value. relaxed: a
  * guess for the next try, which the claim's CAS decides. */
 static int moved_on(_Atomic uint64_t *counter, uint64_t *pos)
@@ -121,18 +192,29 @@ int shmring_queue_put_claim(shmring_participant_t *me, uint32_t max_n, int flags
     struct shmring_segment *seg = r->seg;
     if (max_n == 0)
         return 0;
-    /* relaxed: a first guess; the CAS (P3) decides. */
+    /* relaxed: a first guess; the CAS (P3) decides. It carries SHMRING_SHUT,
+     * tested at once: the whole cost of shut-down to a put. */
     uint64_t pos = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
     for (;;) {
+        if (__builtin_expect(pos & SHMRING_SHUT, 0))
+            return shut_down(me->entry, &seg->prod.write_pos);
         uint64_t used = pos - me->cached_read_pos;
         if ((int64_t)used < 0 || used + max_n > r->maxsize) {
             /* acquire (C2): read_pos <= write_pos for what we load next. The
              * slot itself is handed over by C3 -> P1. */
-            me->cached_read_pos = atomic_load_explicit(&seg->cons.read_pos, memory_order_acquire);
+            uint64_t rp = atomic_load_explicit(&seg->cons.read_pos, memory_order_acquire);
+            if (__builtin_expect(rp & SHMRING_COUNTER_FLAGS, 0)) {
+                /* shutting down (D1 seen with acquire: D3): make sure no claim
+                 * succeeds, then refuse at the top (a producer blocked on a full
+                 * queue whose shutdown was killed midway completes it) */
+                pos = seal(seg) | SHMRING_SHUT;
+                continue;
+            }
+            me->cached_read_pos = rp;
             used = pos - me->cached_read_pos;
             if ((int64_t)used < 0) { /* our pos is stale: readers are past it */
                 uint64_t now = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
-                if ((int64_t)(me->cached_read_pos - now) > 0) {
+                if ((int64_t)(me->cached_read_pos - shmring_pos(now)) > 0) {
                     withdraw(me->entry);
                     return SHMRING_ECORRUPT; /* readers ahead of writers */
                 }
@@ -185,12 +267,14 @@ void shmring_queue_put_commit_partial(shmring_participant_t *me, const shmring_s
     publish(r, span->pos, 0, half, keep);
     shmring__hook(SHMRING_HOOK_PUT_COMMITTING);
     publish(r, span->pos, half, span->n, keep);
-    if (holes)
-        /* T1 (release, as a task_done): holes will never get a task_done() */
-        atomic_fetch_add_explicit(&r->seg->join.tasks_done, holes, memory_order_release);
+    int reached = 0;
+    if (holes) /* they will never get a task_done() */
+        shmring__queue_add_done(r->seg, holes, 0, &reached);
     withdraw(me->entry);
     prefetch_next_slots(me, span->pos + span->n);
     shmring__wake(r, &r->seg->not_empty);
+    if (reached)
+        shmring__queue_wake_joiners(r);
 }
 
 void shmring_queue_put_commit(shmring_participant_t *me, const shmring_span_t *span)
@@ -200,8 +284,9 @@ void shmring_queue_put_commit(shmring_participant_t *me, const shmring_span_t *s
 
 /* Consume the run of holes (slots abandoned by dead producers, marked by crash
  * recovery, or by an aborted reservation's commit) starting at pos: claim them
- * like messages, release them at once. */
-static void skip_holes(shmring_participant_t *me, uint64_t pos)
+ * like messages, release them at once. word: read_pos as loaded (pos and its
+ * flags, which the CAS keeps). */
+static void skip_holes(shmring_participant_t *me, uint64_t word, uint64_t pos)
 {
     shmring_t *r = me->ring;
     uint32_t n = 0;
@@ -213,7 +298,7 @@ static void skip_holes(shmring_participant_t *me, uint64_t pos)
         return; /* another consumer skipped them first */
     announce(me->entry, SHMRING_CLAIM_GET, pos, n);
     /* C2 */
-    if (atomic_compare_exchange_strong_explicit(&r->seg->cons.read_pos, &pos, pos + n,
+    if (atomic_compare_exchange_strong_explicit(&r->seg->cons.read_pos, &word, word + n,
                                                 memory_order_release, memory_order_relaxed)) {
         shmring_span_t span = {pos, n};
         shmring_queue_get_release(me, &span);
@@ -222,15 +307,28 @@ static void skip_holes(shmring_participant_t *me, uint64_t pos)
     }
 }
 
-int shmring_queue_get_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span)
+/* A get claim (discarding 0), or a discarder's after an immediate shutdown
+ * (discarding SHMRING_DISCARDING): a claim that finds read_pos's DISCARDING
+ * flag other than its own refuses. The CAS keeps the flags. */
+static inline int get_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span,
+                            uint64_t discarding)
 {
     shmring_t *r = me->ring;
     struct shmring_segment *seg = r->seg;
     if (max_n == 0)
         return 0;
-    /* relaxed: a first guess; the CAS (C2) decides. */
-    uint64_t pos = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
+    /* relaxed: a first guess; the CAS (C2) decides. It carries the shut-down
+     * flags, tested at once (D3): the whole cost of shut-down to a get. */
+    uint64_t word = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
     for (;;) {
+        if (__builtin_expect((word & SHMRING_DISCARDING) != discarding, 0)) {
+            if (discarding)
+                return no_claim(me->entry); /* never: the flag stays once set */
+            int rc = shut_down(me->entry, &seg->cons.read_pos);
+            seal(seg); /* no claim after it (D3 made D1 happen before) */
+            return rc;
+        }
+        uint64_t pos = shmring_pos(word);
         uint32_t want = max_n, seq;
         if (flags & SHMRING_CLAIM_CONTIGUOUS)
             want = shmring__run_at(r, pos, want);
@@ -239,28 +337,30 @@ int shmring_queue_get_claim(shmring_participant_t *me, uint32_t max_n, int flags
         if (n == 0) {
             /* not committed yet: empty, unless pos went stale meanwhile */
             if (shmring__seq_diff(r, seq, shmring__state(r, pos, SHMRING_SEQ_COMMITTED)) < 0) {
-                if (moved_on(&seg->cons.read_pos, &pos))
+                if (moved_on(&seg->cons.read_pos, &word))
                     continue;
+                if (__builtin_expect(word & SHMRING_DRAINING, 0) && drained(seg))
+                    return shut_down(me->entry, &seg->cons.read_pos);
                 return no_claim(me->entry);
             }
             if (seq == shmring__state(r, pos, SHMRING_SEQ_HOLE)) {
-                skip_holes(me, pos);
+                skip_holes(me, word, pos);
             } else {
                 /* Another consumer took pos, so read_pos has moved (C1
                  * synchronised with the release of pos). If it has not, the
                  * slot contradicts the counters: refuse rather than spin. */
                 uint64_t now = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
-                if (now == pos) {
+                if (now == word) {
                     withdraw(me->entry);
                     return SHMRING_ECORRUPT;
                 }
             }
-            pos = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
+            word = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
             continue;
         }
         announce(me->entry, SHMRING_CLAIM_GET, pos, n);
         /* C2: as P3, for the consumer's announcement. */
-        if (atomic_compare_exchange_weak_explicit(&seg->cons.read_pos, &pos, pos + n,
+        if (atomic_compare_exchange_weak_explicit(&seg->cons.read_pos, &word, word + n,
                                                   memory_order_release, memory_order_relaxed)) {
             /* P5 */
             atomic_store_explicit(&me->entry->claim_role, SHMRING_CLAIM_GET_HELD, memory_order_release);
@@ -270,6 +370,11 @@ int shmring_queue_get_claim(shmring_participant_t *me, uint32_t max_n, int flags
             return (int)n;
         }
     }
+}
+
+int shmring_queue_get_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span)
+{
+    return get_claim(me, max_n, flags, span, 0);
 }
 
 void shmring_queue_get_release(shmring_participant_t *me, const shmring_span_t *span)
@@ -301,21 +406,12 @@ int shmring_queue_put(shmring_participant_t *me, const void *data, size_t len)
 
 int shmring_queue_task_done(shmring_participant_t *me, uint64_t n)
 {
-    shmring_t *r = me->ring;
-    struct shmring_segment *seg = r->seg;
-    /* T2: the write_pos loaded below is at least this. */
-    uint64_t done = atomic_load_explicit(&seg->join.tasks_done, memory_order_acquire);
-    uint64_t put;
-    do {
-        /* relaxed: an upper bound for tasks_done (T2 orders it after done) */
-        put = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
-        if (n > put - done)
-            return SHMRING_EJOIN;
-        /* T1: pairs with T2; on failure, acquire as T2. */
-    } while (!atomic_compare_exchange_weak_explicit(&seg->join.tasks_done, &done, done + n,
-                                                    memory_order_release, memory_order_acquire));
-    if (done + n == put)
-        shmring__wake(r, &seg->join.joined);
+    int reached = 0;
+    int64_t rc = shmring__queue_add_done(me->ring->seg, n, 1, &reached);
+    if (rc < 0)
+        return (int)rc;
+    if (reached)
+        shmring__queue_wake_joiners(me->ring);
     return SHMRING_OK;
 }
 
@@ -325,7 +421,7 @@ uint64_t shmring_queue_unfinished(const shmring_t *r)
      * instant, so done >= put below means both were equal in between. */
     uint64_t done = atomic_load_explicit(&r->seg->join.tasks_done, memory_order_acquire);
     /* relaxed: write_pos publishes nothing join() needs */
-    uint64_t put = atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed);
+    uint64_t put = shmring_pos(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
     return put > done ? put - done : 0;
 }
 
@@ -335,14 +431,63 @@ void shmring_queue_stats(const shmring_t *r, shmring_stats_t *out)
     /* A snapshot for display and qsize(), documented as approximate. read_pos
      * first, with acquire (C2), so that write_pos loaded after it is at least
      * read_pos and write_pos - read_pos cannot wrap; likewise tasks_done (T2). */
-    out->read_pos = atomic_load_explicit(&seg->cons.read_pos, memory_order_acquire);
+    uint64_t rp = atomic_load_explicit(&seg->cons.read_pos, memory_order_acquire);
     out->tasks_done = atomic_load_explicit(&seg->join.tasks_done, memory_order_acquire);
-    out->write_pos = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+    uint64_t wp = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+    out->read_pos = shmring_pos(rp);
+    out->write_pos = shmring_pos(wp);
+    out->shut = rp & SHMRING_DISCARDING ? SHMRING_SHUT_IMMEDIATE
+                : (rp & SHMRING_DRAINING) || (wp & SHMRING_SHUT) ? SHMRING_SHUT_DRAIN : 0;
     out->readers_waiting = shmring__sleepers(r, &seg->not_empty);
     out->writers_waiting = shmring__sleepers(r, &seg->not_full);
     /* relaxed: counters for display */
     out->lost = atomic_load_explicit(&seg->stats.lost, memory_order_relaxed);
     out->recoveries = atomic_load_explicit(&seg->stats.recoveries, memory_order_relaxed);
+    out->discarded = atomic_load_explicit(&seg->stats.discarded, memory_order_relaxed);
+}
+
+/* ---- shut-down ---- */
+
+/* Discard what an immediate shutdown left: claim the committed messages from
+ * read_pos on as any consumer does (announced, held, holes skipped), count
+ * them discarded and done for join(), release them. It stops at the first
+ * position not committed: a claim in flight when the queue shut, whose commit
+ * the next discard takes (join()'s waits discard), or that recovery makes a
+ * hole if its producer died. Killed before its count (D5), a discarder is a
+ * dead consumer whose claim recovery counts as lost. */
+static void discard(shmring_participant_t *me)
+{
+    shmring_t *r = me->ring;
+    shmring_span_t span;
+    uint64_t total = 0;
+    /* D2 (no claim after it: what is left is final), and always a store of
+     * ours: D6's joiner made it before its sleeper bit */
+    atomic_fetch_or_explicit(&r->seg->prod.write_pos, SHMRING_SHUT, memory_order_release);
+    while (get_claim(me, (uint32_t)r->maxsize, 0, &span, SHMRING_DISCARDING) > 0) {
+        /* D5: release, as P5; nothing else writes our entry while we live */
+        atomic_store_explicit(&me->entry->claim_role, SHMRING_CLAIM_GET_COUNTED, memory_order_release);
+        shmring__queue_count_done(r->seg, &r->seg->stats.discarded, span.n);
+        shmring_queue_get_release(me, &span);
+        total += span.n;
+    }
+    if (total)
+        shmring__queue_wake_joiners(r);
+}
+
+int shmring_queue_shutdown(shmring_participant_t *me, int immediate)
+{
+    shmring_t *r = me->ring;
+    struct shmring_segment *seg = r->seg;
+    if (r->kind != SHMRING_KIND_QUEUE)
+        return SHMRING_EINVAL;
+    /* D1, then D2: getters learn it from read_pos, producers from write_pos */
+    atomic_fetch_or_explicit(&seg->cons.read_pos, SHMRING_DRAINING | (immediate ? SHMRING_DISCARDING : 0),
+                             memory_order_release);
+    seal(seg);
+    shmring_wake_all(r); /* every waiter looks again: producers refuse, getters drain or refuse */
+    if (immediate)
+        discard(me);
+    return SHMRING_OK;
 }
 
 /* ---- waiting ---- */
@@ -355,20 +500,28 @@ static int slot_free(const shmring_t *r, uint64_t pos)
     return shmring__seq_diff(r, seq, shmring__state(r, pos, SHMRING_SEQ_FREE)) >= 0;
 }
 
-/* Could the operation we wait for succeed now? relaxed loads throughout: a
- * hint only, the operation itself re-reads with the right orders; F1 orders
- * these loads after our waiter registration. */
+/* Could the operation we wait for succeed now (or refuse, shut down)? relaxed
+ * loads: a hint only, the operation itself re-reads with the right orders; F1
+ * orders these loads after our waiter registration. Only a shut-down queue's
+ * readers look further (drained: D3, D4), and at write_pos: a reader that
+ * waits on a queue that is not shut down never loads the producers' line. */
 static int ready(const shmring_t *r, int what)
 {
     struct shmring_segment *seg = r->seg;
     if (what == SHMRING_WAIT_READABLE) {
         uint64_t pos = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
+        /* shut down: at once (DISCARDING), or once drained (a get says so now) */
+        if (__builtin_expect(pos & SHMRING_COUNTER_FLAGS, 0) && ((pos & SHMRING_DISCARDING) || drained(seg)))
+            return 1;
+        pos = shmring_pos(pos);
         uint32_t seq = shmring__seq_load(r, pos, memory_order_relaxed);
         return shmring__seq_diff(r, seq, shmring__state(r, pos, SHMRING_SEQ_COMMITTED)) >= 0;
     }
     if (what == SHMRING_WAIT_WRITABLE) {
         uint64_t pos = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
         uint64_t rd = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
+        if ((pos & SHMRING_SHUT) || (rd & SHMRING_COUNTER_FLAGS))
+            return 1; /* a put says shut down now */
         int64_t used = (int64_t)(pos - rd);
         if (used >= 0 && (uint64_t)used >= r->maxsize)
             return 0;
@@ -405,6 +558,8 @@ static uint64_t spin_room(const shmring_t *r)
 static int has_room(const shmring_t *r, uint64_t room)
 {
     uint64_t pos = atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed);
+    if (pos & SHMRING_SHUT)
+        return 1; /* a put says shut down now */
     uint64_t last = pos + room - 1;
     if (last >= r->maxsize) {
         uint64_t gate = last - r->maxsize;
@@ -415,12 +570,38 @@ static int has_room(const shmring_t *r, uint64_t room)
     return slot_free(r, pos);
 }
 
+/* The re-check before sleeping (wait.c). A joiner after an immediate shutdown
+ * (me->wait_join) sleeps on not_empty: it waits for its tasks to be done, or
+ * for something at read_pos that a discard takes (the commit of a claim made
+ * before the shutdown, or the hole recovery made of it). D6; relaxed, a hint
+ * as ready()'s. */
+static int ready_at(const shmring_participant_t *me, int what)
+{
+    const shmring_t *r = me->ring;
+    if (!me->wait_join)
+        return ready(r, what);
+    if (shmring_queue_unfinished(r) == 0)
+        return 1;
+    uint64_t pos = shmring_pos(atomic_load_explicit(&r->seg->cons.read_pos, memory_order_relaxed));
+    uint32_t seq = shmring__seq_load(r, pos, memory_order_relaxed);
+    return shmring__seq_diff(r, seq, shmring__state(r, pos, SHMRING_SEQ_COMMITTED)) >= 0;
+}
+
 int shmring_queue_wait(shmring_participant_t *me, int what, uint64_t timeout_ns, uint32_t spin)
 {
     shmring_t *r = me->ring;
     if (what != SHMRING_WAIT_READABLE && what != SHMRING_WAIT_WRITABLE)
         what = SHMRING_WAIT_JOINED;
     uint64_t room = what == SHMRING_WAIT_WRITABLE ? spin_room(r) : 0;
+    int sleep_on = what;
+    /* relaxed: a hint; the discard's claims decide */
+    if (what == SHMRING_WAIT_JOINED &&
+        (atomic_load_explicit(&me->ring->seg->cons.read_pos, memory_order_relaxed) & SHMRING_DISCARDING)) {
+        discard(me); /* commits of claims in flight when the queue shut at once */
+        /* D6: such a commit wakes not_empty, never joined: sleep there (a
+         * waker of joiners wakes it too once shut: shmring__queue_wake_joiners) */
+        sleep_on = SHMRING_WAIT_READABLE;
+    }
     for (uint32_t i = 0; i < spin; i++) {
         if (room ? has_room(r, room) : ready(r, what))
             return 1;
@@ -428,7 +609,10 @@ int shmring_queue_wait(shmring_participant_t *me, int what, uint64_t timeout_ns,
     }
     if (timeout_ns == 0)
         return ready(r, what);
-    return shmring__sleep(me, what, timeout_ns); /* re-checks ready() after F1 (wait.c) */
+    me->wait_join = sleep_on != what;
+    int rc = shmring__sleep(me, sleep_on, timeout_ns); /* re-checks ready_at() after F1 (wait.c) */
+    me->wait_join = 0;
+    return rc;
 }
 
 /* ---- the queue as a ring kind (kind.h) ---- */
@@ -453,14 +637,22 @@ static int validate(struct shmring_segment *seg, const struct shmring_header *h)
      * (write_pos unchanged around the other loads) is judged. */
     for (int attempt = 0; attempt < 8; attempt++) {
         /* V1 (acquire, as C2 / T2): a live ring then shows read_pos, tasks_done <= write_pos */
-        uint64_t r = atomic_load_explicit(&seg->cons.read_pos, memory_order_acquire);
+        /* the shut-down flags are what they are, in any combination (a shutdown
+         * may be under way, or killed between its stores): positions alone,
+         * below SHMRING_POS_LIMIT, and write_pos's only flag is SHMRING_SHUT */
+        uint64_t r = shmring_pos(atomic_load_explicit(&seg->cons.read_pos, memory_order_acquire));
         uint64_t done = atomic_load_explicit(&seg->join.tasks_done, memory_order_acquire);
-        uint64_t w1 = atomic_load_explicit(&seg->prod.write_pos, memory_order_acquire);
+        uint64_t word = atomic_load_explicit(&seg->prod.write_pos, memory_order_acquire), w1 = shmring_pos(word);
         /* relaxed: a statistic, at most what was ever put */
         uint64_t lost = atomic_load_explicit(&seg->stats.lost, memory_order_relaxed);
-        uint64_t w2 = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+        uint64_t w2 = shmring_pos(atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed));
         if (w1 != w2)
             continue;
+        if ((word & SHMRING_DRAINING) || w1 >= SHMRING_POS_LIMIT)
+            return shmring__fail(SHMRING_EPOSITIONS,
+                                 "counters inconsistent: write_pos 0x%llx (positions stay below 2^61, "
+                                 "and bit 63 is write_pos's only flag)",
+                                 (unsigned long long)word);
         if (r > w1 || w1 - r > h->maxsize || done > w1 || lost > w1)
             return shmring__fail(SHMRING_EPOSITIONS,
                                  "counters inconsistent: read_pos %llu, write_pos %llu, tasks_done %llu, lost %llu, maxsize %llu",
@@ -481,7 +673,7 @@ const struct shmring_kind shmring__queue_kind = {
                       [SHMRING_WAIT_WRITABLE] = offsetof(struct shmring_segment, not_full),
                       [SHMRING_WAIT_JOINED] = offsetof(struct shmring_segment, join.joined)},
     .ready = ready,
-    .ready_at = NULL,
+    .ready_at = ready_at,
     .first_pass = shmring__queue_first_pass,
     .settle = shmring__queue_settle,
 };

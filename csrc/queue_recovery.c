@@ -40,7 +40,12 @@
  *       the state we wrote, and we saw the state the dead owner left
  *   R4  (recovery.c) taking the entry as if joining (J1) and freeing it (L0, L1:
  *       participants.c), once settle says nothing of it is pending
- *   R5  release increments of tasks_done -> T2 (queue.c): join() sees them
+ *   R5  increments of tasks_done, capped at write_pos: T1's CAS (queue.c's
+ *       table; shmring__queue_add_done, below) -> T2: join() sees them (also
+ *       the discards of an immediate shutdown: shmring__queue_count_done)
+ *   D6  (queue.c's table) shmring__queue_wake_joiners: after F2 of its wake of
+ *       joined, a relaxed load of write_pos; shut, it wakes not_empty too, where
+ *       a joiner sleeps after an immediate shutdown
  *   covered_by_live (recovery.c): acquire load of an entry's state -> J3 / L1
  *       (members.c, participants.c): who owns the entry now, before its announcement
  *   stuck: relaxed loads, a hint whether recovery is worth its system calls;
@@ -48,13 +53,50 @@
  */
 #include "queue.h"
 
+/* T1 / T2 (queue.c's table): tasks_done never passes write_pos. Here, beside
+ * the other additions to tasks_done, so that queue.c calls this file and not
+ * the other way round. */
+int64_t shmring__queue_add_done(struct shmring_segment *seg, uint64_t n, int exact, int *reached)
+{
+    /* T2: the write_pos loaded below is at least this. */
+    uint64_t done = atomic_load_explicit(&seg->join.tasks_done, memory_order_acquire), put, add;
+    do {
+        /* relaxed: an upper bound for tasks_done (T2 orders it after done) */
+        put = shmring_pos(atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed));
+        uint64_t room = put > done ? put - done : 0;
+        if (exact && (room == 0 || n > room))
+            return SHMRING_EJOIN;
+        add = n < room ? n : room;
+        if (add == 0)
+            break;
+        /* T1: pairs with T2; on failure, acquire as T2. */
+    } while (!atomic_compare_exchange_weak_explicit(&seg->join.tasks_done, &done, done + add,
+                                                    memory_order_release, memory_order_acquire));
+    *reached = add != 0 && done + add == put;
+    return (int64_t)add;
+}
+
+void shmring__queue_wake_joiners(shmring_t *r)
+{
+    shmring__wake(r, &r->seg->join.joined);
+    /* D6: relaxed, after F2 of the wake above (wait.c) */
+    if (atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed) & SHMRING_SHUT)
+        shmring__wake(r, &r->seg->not_empty);
+}
+
+void shmring__queue_count_done(struct shmring_segment *seg, _Atomic uint64_t *counter, uint64_t n)
+{
+    int reached;
+    /* relaxed: a statistic */
+    atomic_fetch_add_explicit(counter, n, memory_order_relaxed);
+    /* R5: these messages will never get a task_done() */
+    shmring__queue_add_done(seg, n, 0, &reached);
+}
+
 /* Count n messages that will never reach a caller as lost (and done for join). */
 static void count_lost(struct shmring_segment *seg, uint64_t n)
 {
-    /* relaxed: a statistic */
-    atomic_fetch_add_explicit(&seg->stats.lost, n, memory_order_relaxed);
-    /* R5: lost messages will never get a task_done() */
-    atomic_fetch_add_explicit(&seg->join.tasks_done, n, memory_order_release);
+    shmring__queue_count_done(seg, &seg->stats.lost, n);
 }
 
 void shmring_queue_count_lost(shmring_t *r, uint64_t n)
@@ -62,14 +104,15 @@ void shmring_queue_count_lost(shmring_t *r, uint64_t n)
     if (r->readonly)
         return;
     count_lost(r->seg, n);
-    shmring__wake(r, &r->seg->join.joined); /* join() may be done now */
+    shmring__queue_wake_joiners(r); /* join() may be done now */
 }
 
 /* R1: the counters now, read before deciding on one position. */
 static void load_counters(const shmring_t *r, uint64_t *write_pos, uint64_t *read_pos)
 {
-    *write_pos = atomic_load_explicit(&r->seg->prod.write_pos, memory_order_acquire);
-    *read_pos = atomic_load_explicit(&r->seg->cons.read_pos, memory_order_acquire);
+    /* positions: a shut-down queue's flags (layout.h) change nothing here */
+    *write_pos = shmring_pos(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_acquire));
+    *read_pos = shmring_pos(atomic_load_explicit(&r->seg->cons.read_pos, memory_order_acquire));
 }
 
 /* Can nobody hold position p in this role any more? A slot a dead producer
@@ -183,19 +226,20 @@ static int stuck(const shmring_t *r, int what, uint64_t *pos)
     struct shmring_segment *seg = r->seg;
     if (r->readonly)
         return 0; /* it has no slots to look at (segment.c, snapshot) */
-    /* relaxed throughout: a hint that decides whether recovery is worth running */
+    /* relaxed throughout: a hint that decides whether recovery is worth running;
+     * positions without the shut-down flags (layout.h) */
     if (what == SHMRING_WAIT_READABLE) {
-        uint64_t rp = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
+        uint64_t rp = shmring_pos(atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed));
         uint32_t seq = shmring__seq_load(r, rp, memory_order_relaxed);
-        uint64_t wp = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+        uint64_t wp = shmring_pos(atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed));
         *pos = rp;
         /* claimed by a producer, not committed */
         return seq == shmring__state(r, rp, SHMRING_SEQ_FREE) && (int64_t)(wp - rp) > 0;
     }
     if (what == SHMRING_WAIT_WRITABLE) {
-        uint64_t wp = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+        uint64_t wp = shmring_pos(atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed));
         uint32_t seq = shmring__seq_load(r, wp, memory_order_relaxed);
-        uint64_t rp = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
+        uint64_t rp = shmring_pos(atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed));
         uint64_t prev = wp - r->capacity; /* the position the slot held last lap */
         *pos = wp;
         /* claimed by a consumer (read_pos is past it), not released */
@@ -205,7 +249,7 @@ static int stuck(const shmring_t *r, int what, uint64_t *pos)
     }
     if (what == SHMRING_WAIT_JOINED) {
         uint64_t done = atomic_load_explicit(&seg->join.tasks_done, memory_order_relaxed);
-        uint64_t wp = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+        uint64_t wp = shmring_pos(atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed));
         /* join()'s blockers may be anywhere (a dead consumer's claim, a dead
          * producer's slot): one fixed position, so recovery runs every
          * recover_after for as long as tasks are unfinished */

@@ -44,7 +44,8 @@ enum {
     SHMRING_ECORRUPT = -10,     /* a slot holds an impossible length (a cursor past the end) */
     SHMRING_EJOIN = -11,        /* task_done() called more times than put */
     SHMRING_EINTR = -12,        /* a wait was interrupted by a signal */
-    SHMRING_ESHUTDOWN = -13,    /* the topic is shut down (and, for a subscriber, drained) */
+    SHMRING_ESHUTDOWN = -13,    /* shut down: no more puts / publishes; a getter or subscriber has drained it
+                                 * (or, a queue shut down at once, gets no more) */
     SHMRING_EFULLSUBS = -14,    /* the topic's subscriber table is full */
     SHMRING_ERECORD = -15,      /* a records topic's message is not exactly one record */
     /* attach-time validation failures, one per thing that can be wrong */
@@ -112,14 +113,19 @@ typedef struct shmring_span {
 } shmring_span_t;
 
 /* Fill level and counters, read without locking (approximate while busy). */
+/* shmring_stats_t.shut: how the queue was shut down (shmring_queue_shutdown). */
+enum { SHMRING_SHUT_NO = 0, SHMRING_SHUT_DRAIN = 1, SHMRING_SHUT_IMMEDIATE = 2 };
+
 typedef struct shmring_stats {
     uint64_t write_pos;         /* messages claimed by producers so far */
-    uint64_t read_pos;          /* messages claimed by consumers so far */
-    uint64_t tasks_done;        /* task_done() calls (and lost messages) so far */
+    uint64_t read_pos;          /* messages claimed by consumers (and discarders) so far */
+    uint64_t tasks_done;        /* task_done() calls (and lost and discarded messages) so far */
     uint64_t lost;              /* messages lost to participants that died */
     uint64_t recoveries;        /* dead participants whose claims were recovered */
+    uint64_t discarded;         /* messages discarded by an immediate shutdown */
     uint32_t readers_waiting;   /* participants asleep waiting for messages */
     uint32_t writers_waiting;   /* participants asleep waiting for space */
+    uint32_t shut;              /* SHMRING_SHUT_* */
 } shmring_stats_t;
 
 const char *shmring_strerror(int rc);
@@ -188,7 +194,7 @@ void shmring_after_fork(shmring_t *ring);
 enum { SHMRING_CLAIM_CONTIGUOUS = 1 };
 
 /* Claim up to max_n consecutive free slots for writing; returns the number
- * claimed (0: full). Fill them with shmring_slot_payload/shmring_slot_set_len,
+ * claimed (0: full), SHMRING_ESHUTDOWN (shmring_queue_shutdown). Fill them with shmring_slot_payload/shmring_slot_set_len,
  * then publish them all with shmring_queue_put_commit. */
 int shmring_queue_put_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span);
 void shmring_queue_put_commit(shmring_participant_t *me, const shmring_span_t *span);
@@ -196,7 +202,7 @@ void shmring_queue_put_commit(shmring_participant_t *me, const shmring_span_t *s
  * consumers skip (an aborted or partly used reservation). */
 void shmring_queue_put_commit_partial(shmring_participant_t *me, const shmring_span_t *span, uint32_t keep);
 /* Claim up to max_n consecutive committed messages; returns the number claimed
- * (0: empty). Read them, then hand the slots back with shmring_queue_get_release. */
+ * (0: empty), SHMRING_ESHUTDOWN (shut down and drained, or shut down at once). Read them, then hand the slots back with shmring_queue_get_release. */
 int shmring_queue_get_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span);
 void shmring_queue_get_release(shmring_participant_t *me, const shmring_span_t *span);
 
@@ -213,7 +219,22 @@ int64_t shmring_slot_len(const shmring_t *ring, uint64_t pos);
  * call: 1 done, 0 full, SHMRING_ETOOBIG. */
 int shmring_queue_put(shmring_participant_t *me, const void *data, size_t len);
 
-/* task_done()/join() accounting: tasks_done may not overtake write_pos. */
+/* Shut the queue down, for every process attached and every later one (as
+ * Python 3.13's queue.Queue.shutdown): from now on every put claim returns
+ * SHMRING_ESHUTDOWN; a claim made before finishes its commit normally. Get
+ * claims take what is committed (and what claims in flight commit) and return
+ * SHMRING_ESHUTDOWN once every position put was claimed by a consumer.
+ * immediate: get claims return SHMRING_ESHUTDOWN at once, and what is left is
+ * discarded: claimed and released by this call (and by later join() waits,
+ * shmring_queue_wait JOINED, for claims in flight now), counted in
+ * stats.discarded and done for join(). Wakes every waiter. Idempotent;
+ * immediate after a plain shutdown discards then. A participant, because
+ * discarding claims as a consumer does (a discarder killed midway is recovered
+ * as a dead consumer: its claim counts as lost). SHMRING_EINVAL: not a queue. */
+int shmring_queue_shutdown(shmring_participant_t *me, int immediate);
+
+/* task_done()/join() accounting: tasks_done may not overtake write_pos
+ * (SHMRING_EJOIN once it would; discards, lost messages and holes stop there too). */
 int shmring_queue_task_done(shmring_participant_t *me, uint64_t n);
 /* n messages a caller claimed and released but could not hand out (it was
  * interrupted, or out of memory): count them lost, and done for join(). */
@@ -382,7 +403,10 @@ void shmring_info(const shmring_t *ring, shmring_info_t *out);
  * timeout_ns (one slice). Spins up to `spin` rounds before sleeping on a word in
  * the segment. Returns 1 if the condition looked true, 0 if the slice ended,
  * SHMRING_EINTR if a signal arrived. Spurious returns are allowed: the caller
- * retries its operation. */
+ * retries its operation. Shut down (shmring_queue_shutdown), READABLE and
+ * WRITABLE look true (the claim says SHMRING_ESHUTDOWN); JOINED first discards
+ * what claims in flight committed since a shutdown with immediate, then sleeps
+ * where such a commit wakes it (not_empty: stats count it a reader waiting). */
 int shmring_queue_wait(shmring_participant_t *me, int what, uint64_t timeout_ns, uint32_t spin);
 /* Wake every waiter of this ring in every process (used by close). */
 void shmring_wake_all(shmring_t *ring);

@@ -197,7 +197,7 @@ int shmring_topic_publish_claim(shmring_participant_t *me, uint32_t max_n, shmri
     /* relaxed: a first guess; the CAS (P1) decides */
     uint64_t pos = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
     for (;;) {
-        if (pos & SHMRING_TOPIC_SHUT) {
+        if (pos & SHMRING_SHUT) {
             withdraw(me->entry);
             return SHMRING_ESHUTDOWN;
         }
@@ -362,7 +362,7 @@ void shmring_topic_shutdown(shmring_t *r)
     if (r->readonly || !is_topic(r))
         return;
     /* D1 */
-    atomic_fetch_or_explicit(&r->seg->prod.write_pos, SHMRING_TOPIC_SHUT, memory_order_release);
+    atomic_fetch_or_explicit(&r->seg->prod.write_pos, SHMRING_SHUT, memory_order_release);
     shmring_wake_all(r);
 }
 
@@ -407,7 +407,7 @@ static int attach_entry(shmring_topic_sub_t *s, int start, uint64_t want)
     shmring_t *r = s->ring;
     struct shmring_subscriber_entry *subs = shmring__subs(r);
     /* relaxed: a provisional cursor, raised below (it only grows) */
-    uint64_t end0 = shmring__topic_end(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
+    uint64_t end0 = shmring_pos(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
     uint64_t c0 = start == SHMRING_START_LATEST ? end0 : start == SHMRING_START_OLDEST ? oldest(r, end0)
                                                                                        : (want < end0 ? want : end0);
     /* A full table may hold entries of dead owners that nothing recovered yet
@@ -441,7 +441,7 @@ static int attach_entry(shmring_topic_sub_t *s, int start, uint64_t want)
             shmring__subs_changed(r);                                       /* S1 */
             /* S2: pairs with P1 */
             uint64_t end =
-                shmring__topic_end(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_seq_cst));
+                shmring_pos(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_seq_cst));
             uint64_t c = start == SHMRING_START_LATEST ? end : oldest(r, end);
             if (start == SHMRING_START_AT && want > c)
                 c = want;
@@ -462,7 +462,7 @@ int shmring_topic_subscribe(shmring_participant_t *owner, int start, uint64_t po
         return SHMRING_EINVAL;
     if (start == SHMRING_START_AT) {
         /* relaxed: the end now, to refuse a position beyond it */
-        uint64_t end = shmring__topic_end(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
+        uint64_t end = shmring_pos(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
         if (position > end)
             return shmring__fail(SHMRING_EINVAL, "start position %llu is out of range: 0 to %llu, the stream's end",
                                  (unsigned long long)position, (unsigned long long)end);
@@ -582,7 +582,7 @@ static uint64_t jump(shmring_topic_sub_t *s, uint64_t c)
 {
     shmring_t *r = s->ring;
     /* relaxed: where to go; the slot words decide what we may read there */
-    uint64_t end = shmring__topic_end(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
+    uint64_t end = shmring_pos(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
     uint64_t to = oldest(r, end) + r->maxsize / 4;
     if (to > end)
         to = end; /* only in a corrupt segment (end <= maxsize, a word of a later lap) */
@@ -701,7 +701,7 @@ static int next(shmring_topic_sub_t *s, void *key, uint32_t *key_len, void *data
          * word decides) only when the cursor reaches it. */
         int got = -1;
         if ((int64_t)(c - s->end) >= 0)
-            s->end = shmring__topic_end(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
+            s->end = shmring_pos(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
         if ((int64_t)(c - s->end) < 0)
             got = step(s, key, key_len, data, len);
         if (got == 1 || got == SHMRING_ECORRUPT) {
@@ -722,13 +722,13 @@ static int next(shmring_topic_sub_t *s, void *key, uint32_t *key_len, void *data
                 let_publishers_on(s);
             /* D1: acquire, a shut-down bit seen with the final end */
             uint64_t wp = atomic_load_explicit(&r->seg->prod.write_pos, memory_order_acquire);
-            if (!(wp & SHMRING_TOPIC_SHUT))
+            if (!(wp & SHMRING_SHUT))
                 return 0;
             /* drained; a cursor past the end (a peer lowered write_pos) is refused,
              * as ready_at says ready there once shut down */
-            return shmring__topic_end(wp) == s->cursor ? SHMRING_ESHUTDOWN
-                   : shmring__topic_end(wp) < s->cursor ? SHMRING_ECORRUPT
-                                                        : 0;
+            return shmring_pos(wp) == s->cursor ? SHMRING_ESHUTDOWN
+                   : shmring_pos(wp) < s->cursor ? SHMRING_ECORRUPT
+                                                 : 0;
         }
         if (passed % SHMRING_PUBLISH_CURSOR_EVERY == SHMRING_PUBLISH_CURSOR_EVERY - 1)
             set_cursor(s, s->cursor); /* a long run of others' messages: let publishers on */
@@ -745,7 +745,7 @@ static void end_for_this_call(shmring_topic_sub_t *s)
 {
     shmring_t *r = s->ring;
     if (!blocking(r) && (int64_t)(s->cursor - s->end) < 0)
-        s->end = shmring__topic_end(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
+        s->end = shmring_pos(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
 }
 
 int shmring_topic_recv(shmring_topic_sub_t *s, void *key, uint32_t *key_len, void *data, uint32_t *len, uint64_t *pos)
@@ -806,22 +806,22 @@ static int ready_at(const shmring_participant_t *me, int what)
     uint64_t p = me->wait_pos;
     uint64_t wp = atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed);
     if (what == SHMRING_WAIT_READABLE) {
-        uint64_t end = shmring__topic_end(wp);
+        uint64_t end = shmring_pos(wp);
         /* never the word at or past the end (next() does not look there: a
          * word a peer scribbled on would end every wait at once) */
         if (p >= end)
-            return (wp & SHMRING_TOPIC_SHUT) != 0; /* drained (p past the end: next() refuses) */
+            return (wp & SHMRING_SHUT) != 0; /* drained (p past the end: next() refuses) */
         if (!blocking(r) && end - p > r->capacity)
             return 1; /* lapped, whatever the word's lap field says (step) */
         uint32_t w = shmring__seq_load(r, p, memory_order_relaxed);
         return shmring__seq_diff(r, w, shmring__state(r, p, SHMRING_SEQ_FREE)) > 0; /* committed, a hole, lapped */
     }
-    if ((wp & SHMRING_TOPIC_SHUT) && !me->wait_claimed)
+    if ((wp & SHMRING_SHUT) && !me->wait_claimed)
         return 1; /* a claim now says so */
     uint32_t who;
     if (blocking(r) && !shmring__gate_allows(r, shmring__topic_gate(r, &who), p + 1))
         return 0;
-    return p >= shmring__topic_end(wp) || shmring__slot_writable(r, p);
+    return p >= shmring_pos(wp) || shmring__slot_writable(r, p);
 }
 
 /* A publisher held at the gate spins until there is room for a run of
@@ -862,7 +862,7 @@ int shmring_topic_wait(shmring_participant_t *me, shmring_topic_sub_t *sub, cons
         /* a pending claim waits for its last position (the gate) and its
          * first unwritable slot; a publisher without one for the end */
         me->wait_pos = span ? span->pos + span->n - 1
-                            : shmring__topic_end(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
+                            : shmring_pos(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
         if (span)
             for (uint32_t k = 0; k < span->n; k++)
                 if (!shmring__slot_writable(r, span->pos + k)) {
@@ -906,9 +906,10 @@ static int validate(struct shmring_segment *seg, const struct shmring_header *h)
 {
     (void)h;
     /* relaxed: plausibility of what a peer wrote, not synchronisation */
-    uint64_t end = shmring__topic_end(atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed));
+    /* the raw word without its one flag (shmring_pos would hide bit 62) */
+    uint64_t end = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed) & ~SHMRING_SHUT;
     uint64_t holes = atomic_load_explicit(&seg->stats.lost, memory_order_relaxed);
-    if (end > (UINT64_C(1) << 62) || holes > end)
+    if (end >= SHMRING_POS_LIMIT || holes > end)
         return shmring__fail(SHMRING_EPOSITIONS, "counters inconsistent: write_pos %llu, holes %llu",
                              (unsigned long long)end, (unsigned long long)holes);
     return SHMRING_OK;

@@ -23,12 +23,6 @@ static inline unsigned char *shmring__key(const shmring_t *r, uint64_t pos)
            (pos & r->mask) * shmring_key_stride(r->kind_args[1]);
 }
 
-/* Positions claimed so far (write_pos without the shut-down bit). */
-static inline uint64_t shmring__topic_end(uint64_t write_pos)
-{
-    return write_pos & ~SHMRING_TOPIC_SHUT;
-}
-
 /* Is the owner of a subscriber entry whose state word is w still the
  * participant that subscribed? relaxed: whose the participant entry is now; an
  * entry left or recovered holds another state word (its generation moved on),

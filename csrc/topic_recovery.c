@@ -108,7 +108,7 @@ int shmring__topic_settle(shmring_t *r, const struct shmring__entry_view *seen, 
     if (a.n == 0 || a.n > r->maxsize || a.role != SHMRING_CLAIM_PUT)
         return held; /* nothing claimed, or garbage: no claim is larger than maxsize */
     /* R1 */
-    uint64_t end = shmring__topic_end(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_acquire));
+    uint64_t end = shmring_pos(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_acquire));
     for (uint32_t k = 0; k < a.n; k++) {
         uint64_t p = a.pos + k;
         if ((int64_t)(end - p) <= 0)
@@ -139,7 +139,7 @@ static const uint8_t nobody_dead[SHMRING_PARTICIPANTS_MAX];
 static int settle_orphan(shmring_t *r, uint64_t p)
 {
     /* R7 */
-    uint64_t end = shmring__topic_end(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_acquire));
+    uint64_t end = shmring_pos(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_acquire));
     if (p >= end || !unfinished(r, p) || shmring__covered_by_live(r, NULL, nobody_dead, SHMRING_CLAIM_PUT, p) ||
         !shmring__topic_make_hole(r, p))
         return 0;
@@ -225,7 +225,7 @@ int shmring_topic_unstick(shmring_participant_t *me, shmring_topic_sub_t *sub, c
     if (now == 0)
         now = shmring_now_ns();
     /* relaxed throughout: hints whether recovery is worth its system calls */
-    uint64_t end = shmring__topic_end(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
+    uint64_t end = shmring_pos(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
     if (what == SHMRING_WAIT_READABLE) {
         if (sub == NULL)
             return 0;
@@ -276,8 +276,8 @@ void shmring_topic_stats(const shmring_t *r, shmring_topic_stats_t *out)
     struct shmring_segment *seg = r->seg;
     /* relaxed throughout: a snapshot for display */
     uint64_t wp = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
-    out->published = shmring__topic_end(wp);
-    out->shut = (wp & SHMRING_TOPIC_SHUT) != 0;
+    out->published = shmring_pos(wp);
+    out->shut = (wp & SHMRING_SHUT) != 0;
     out->holes = atomic_load_explicit(&seg->stats.lost, memory_order_relaxed);
     out->recoveries = atomic_load_explicit(&seg->stats.recoveries, memory_order_relaxed);
     out->detached = atomic_load_explicit(&seg->stats.detached, memory_order_relaxed);

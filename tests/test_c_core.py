@@ -132,3 +132,15 @@ def test_c_pingpong_every_hand_off_is_woken_not_timed_out(binaries, build, round
     assert done.returncode == 0, done.stdout + done.stderr
     assert "pingpong ok" in done.stdout
     assert "WARNING: ThreadSanitizer" not in done.stderr
+
+
+@pytest.mark.parametrize("build", ["plain", "asan", "tsan"])
+def test_c_shutdown_refuses_puts_drains_or_discards_and_wakes_every_waiter(binaries, build):
+    """shmring_queue_shutdown: white-box (drain, immediate, a shutdown killed between its
+    two stores, recovery after it) and threads putting and getting until refused, whose
+    5 s wait slices only a wake-up ends early; under TSan with no race reported."""
+    done = run_program(need(binaries, build), "shutdown")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "shutdown ok" in done.stdout
+    assert done.stdout.count("shutdown threads ok") == 6
+    assert "WARNING: ThreadSanitizer" not in done.stderr

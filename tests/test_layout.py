@@ -7,6 +7,9 @@ import shmring
 
 from segments import (
     COMMITTED,
+    DISCARDED_OFFSET,
+    DISCARDING,
+    DRAINING,
     MULTICAST,
     OVERWRITE,
     SUBSCRIBER_SIZE,
@@ -20,6 +23,7 @@ from segments import (
     SCHEMA_MAX,
     SCHEMA_OFFSET,
     SEQ16_MIN_CAPACITY,
+    SHUT,
     WRITE_POS_OFFSET,
     read_header,
     read_segment,
@@ -39,7 +43,7 @@ def test_fresh_segment_header_matches_the_documented_layout(make_queue, maxsize,
     q = make_queue(maxsize, msg_size)
     h = read_header(q.name)
     assert h["magic"] == MAGIC
-    assert h["layout_version"] == LAYOUT_VERSION == 6
+    assert h["layout_version"] == LAYOUT_VERSION == 7
     assert h["kind"] == 1
     assert h["flags"] == 0  # a byte ring
     assert (h["kind_arg0"], h["kind_arg1"]) == (0, 0)  # a topic's parameters
@@ -124,7 +128,7 @@ def test_a_topic_has_its_parameters_its_own_area_and_byte_ring_slot_words(policy
     t = shmring.Topic(100, None if records else 48, dtype=dtype, policy=policy, max_subscribers=5, max_topic_len=13)
     try:
         h = read_header(t.name)
-        assert h["kind"] == 2 and h["layout_version"] == 6
+        assert h["kind"] == 2 and h["layout_version"] == 7
         assert h["flags"] == MULTICAST | (OVERWRITE if policy == "overwrite" else 0) | (1 if records else 0)
         assert (h["kind_arg0"], h["kind_arg1"]) == (5, 13)
         assert (h["maxsize"], h["capacity"]) == (100, 128)
@@ -140,3 +144,20 @@ def test_a_topic_has_its_parameters_its_own_area_and_byte_ring_slot_words(policy
         assert int.from_bytes(key[:4], "little") == 3 and key[4:7] == b"k.1"
     finally:
         t.close()
+
+
+def test_a_shut_down_queue_flags_its_position_counters_as_documented(make_queue):
+    q = make_queue(8, 8)
+    q.put_many_bytes([b"a", b"b", b"c"])
+    q.get_bytes()
+
+    def counters():
+        raw = read_segment(q.name)
+        return tuple(int.from_bytes(raw[off:off + 8], "little")
+                     for off in (WRITE_POS_OFFSET, READ_POS_OFFSET, DISCARDED_OFFSET))
+
+    assert counters() == (3, 1, 0)
+    q.shutdown()
+    assert counters() == (SHUT | 3, DRAINING | 1, 0)
+    q.shutdown(immediate=True)  # the two left are discarded: claimed, read_pos keeps its flags
+    assert counters() == (SHUT | 3, DISCARDING | DRAINING | 3, 2)

@@ -133,19 +133,27 @@ def inspect(str name):
             found.update(_topic_stats(ring, params.max_subscribers))
             return found
         shmring_queue_stats(ring, &st)
-        found.update({
-            "put": st.write_pos,
-            "got": st.read_pos,
-            "fill": st.write_pos - st.read_pos,
-            "tasks_done": st.tasks_done,
-            "lost": st.lost,
-            "recoveries": st.recoveries,
-            "readers_waiting": st.readers_waiting,
-            "writers_waiting": st.writers_waiting,
-        })
+        found.update(_queue_counters(&st))
+        found["fill"] = st.write_pos - st.read_pos
         return found
     finally:
         shmring_close(ring)
+
+
+cdef dict _queue_counters(const shmring_stats_t *st):
+    """A queue's counters as stats() and inspect() show them."""
+    return {
+        "put": st.write_pos,
+        "got": st.read_pos,
+        "tasks_done": st.tasks_done,
+        "lost": st.lost,
+        "recoveries": st.recoveries,
+        "discarded": st.discarded,
+        "shut_down": st.shut != SHMRING_SHUT_NO,
+        "shut_down_immediate": st.shut == SHMRING_SHUT_IMMEDIATE,
+        "readers_waiting": st.readers_waiting,
+        "writers_waiting": st.writers_waiting,
+    }
 
 
 cdef object _lock_file_name(const shmring_t *ring):
@@ -778,7 +786,8 @@ cdef class RingHandle:
                     uint64_t deadline, Py_ssize_t done, int flags=0) except -1:
         """Claim 1..max_n slots to write (put, or a topic's publish) or messages to
         read (a queue's get), waiting as asked. Raises Full (with `done` as its
-        count) or Empty when the deadline passes."""
+        count) or Empty when the deadline passes, ShutDown (with `done`) once
+        shut down."""
         cdef claim_fn claim = (_topic_claim if self._topic else
                                shmring_queue_put_claim if put else shmring_queue_get_claim)
         cdef int what = SHMRING_WAIT_WRITABLE if put else SHMRING_WAIT_READABLE
@@ -800,8 +809,10 @@ cdef class RingHandle:
                               done)
         if n == 0:
             raise errors.Empty(f"queue {self.name!r} is empty")
-        if n == SHMRING_ESHUTDOWN:
-            raise errors.ShutDown(f"topic {self.name!r} is shut down: publishing stopped")
+        if n == SHMRING_ESHUTDOWN:  # with `done` as its count, as Full
+            raise errors.ShutDown(f"topic {self.name!r} is shut down: publishing stopped" if self._topic else
+                                  f"queue {self.name!r} is shut down: puts refused" if put else
+                                  f"queue {self.name!r} is shut down and drained", done)
         if n < 0:
             _raise_rc(n, self.name)
         return n
@@ -1516,6 +1527,30 @@ cdef class QueueHandle(RingHandle):
         """
         return self._wait_until(SHMRING_WAIT_JOINED, timeout)
 
+    def _shutdown(self, bint immediate):
+        """shmring_queue_shutdown from this thread's participant (Queue.shutdown
+        says what it does). Discarding makes claims: the GIL is released. A
+        plain shutdown claims nothing, so a thread that holds a claim may make
+        it; not an immediate one, whose discard would announce claims over it."""
+        cdef _Participant p
+        cdef int rc
+        if self._closing or self._ring == NULL:
+            self._enter()  # raises QueueClosed
+        p = self._me()
+        if p.holding and immediate:
+            raise RuntimeError(
+                f"shutdown(immediate=True) discards what is left of the queue {self.name!r} by claiming it as a "
+                "get does, and this thread holds a claim on it (an open reserve() or view()): commit or release "
+                "that first, or call shutdown() without immediate, which claims nothing")
+        self._active += 1
+        try:
+            with nogil:
+                rc = shmring_queue_shutdown(p.ptr, immediate)
+        finally:
+            self._leave()
+        if rc < 0:
+            _raise_rc(rc, self.name)
+
     def qsize(self):
         """Approximate number of messages in the queue (exact when it is quiet)."""
         cdef shmring_stats_t st
@@ -1538,16 +1573,9 @@ cdef class QueueHandle(RingHandle):
         if self._ring == NULL:
             raise errors.QueueClosed(f"queue {self.name!r} is closed")
         shmring_queue_stats(self._ring, &st)
-        return {
-            "put": st.write_pos,
-            "got": st.read_pos,
-            "tasks_done": st.tasks_done,
-            "lost": st.lost,
-            "recoveries": st.recoveries,
-            "readers_waiting": st.readers_waiting,
-            "writers_waiting": st.writers_waiting,
-            "participants": shmring_participants_alive(self._ring),
-        }
+        found = _queue_counters(&st)
+        found["participants"] = shmring_participants_alive(self._ring)
+        return found
 
 
 cdef bytes _bytes_or_buffer(object data, Py_buffer *view):

@@ -37,6 +37,9 @@ cdef extern from "shmring.h" nogil:
         SHMRING_WAIT_READABLE
         SHMRING_WAIT_WRITABLE
         SHMRING_WAIT_JOINED
+        SHMRING_SHUT_NO
+        SHMRING_SHUT_DRAIN
+        SHMRING_SHUT_IMMEDIATE
         SHMRING_NAME_MAX
         SHMRING_SLOT_SIZE_MAX
         SHMRING_MAXSIZE_MAX
@@ -68,8 +71,10 @@ cdef extern from "shmring.h" nogil:
         uint64_t tasks_done
         uint64_t lost
         uint64_t recoveries
+        uint64_t discarded
         uint32_t readers_waiting
         uint32_t writers_waiting
+        uint32_t shut
 
     const char *shmring_strerror(int rc)
     const char *shmring_error_detail()
@@ -102,6 +107,7 @@ cdef extern from "shmring.h" nogil:
 
     int shmring_queue_task_done(shmring_participant_t *me, uint64_t n)
     void shmring_queue_count_lost(shmring_t *ring, uint64_t n)
+    int shmring_queue_shutdown(shmring_participant_t *me, int immediate)
     uint64_t shmring_queue_unfinished(const shmring_t *ring)
     void shmring_queue_stats(const shmring_t *ring, shmring_stats_t *out)
     uint32_t shmring_participants_alive(const shmring_t *ring)

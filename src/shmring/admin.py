@@ -236,4 +236,8 @@ def describe(info, previous=None, interval=1.0):
         f"lost            {info['lost']} messages (held by processes that died), "
         f"{info['recoveries']} recoveries",
     ]
+    if info["shut_down"]:
+        lines.append("shut down       at once (immediate): gets refuse, "
+                     f"{info['discarded']} messages discarded" if info["shut_down_immediate"] else
+                     "shut down       puts refuse, gets drain what is left")
     return "\n".join(lines) + "\n"

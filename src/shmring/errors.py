@@ -131,8 +131,21 @@ class UntrustedSegment(PermissionDenied):
 
 
 class ShutDown(ShmringError, *([_stdlib_queue.ShutDown] if hasattr(_stdlib_queue, "ShutDown") else [])):
-    """The topic was shut down: ``publish`` raises it from then on, and a
-    subscriber's ``recv`` once it has received everything published before."""
+    """The topic or queue was shut down: ``publish`` / ``put`` raise it from
+    then on, a subscriber's ``recv`` once it has received everything published
+    before, a queue's ``get`` once the queue is drained (at once after
+    ``shutdown(immediate=True)``). Also a ``queue.ShutDown`` where Python has one
+    (3.13).
+
+    ``count`` is how many items of a ``put_many`` / ``put_many_bytes`` /
+    ``put_array`` (a topic's ``publish_many`` ...) call went in before the
+    shutdown refused the rest (they stay in the queue, in order, as ``Full``'s);
+    0 for single calls and gets.
+    """
+
+    def __init__(self, message="shut down", count=0):
+        super().__init__(message)
+        self.count = count
 
 
 class Lagged(ShmringError):

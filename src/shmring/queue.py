@@ -88,6 +88,35 @@ class Queue(HandlePolicy, QueueHandle):
         self._open(name, False, recover_after=recover_after, trust_writable=bool(allow_world_writable))
         return self._attached(name, chosen, codec, allow_world_writable)
 
+    def shutdown(self, immediate=False):
+        """Shut the queue down, for every process attached and every later one
+        (as Python 3.13's ``queue.Queue.shutdown``, across processes).
+
+        From now on every put (``put``, ``put_nowait``, ``put_bytes``,
+        ``put_many``, ``put_many_bytes``, ``put_array``, ``reserve``) raises
+        ``shmring.ShutDown``, in every process, and producers blocked on a full
+        queue wake with it. A put that had already claimed its slots (a
+        reservation open, say) still commits: nothing claimed is lost.
+
+        - ``immediate=False``: getters drain what is there (and what those
+          claims commit); once everything put was taken, every get, blocked or
+          new, raises ``ShutDown``.
+        - ``immediate=True``: every get raises ``ShutDown`` at once, even with
+          messages left. Those are discarded (as ``queue.Queue`` drains them):
+          taken from the ring by this call, counted in ``stats()["discarded"]``
+          and as done for ``join()``, so ``join()`` returns once every message
+          handed out before has had its ``task_done()``. A put committed after
+          this call by a claim made before it is discarded by the next
+          ``join()``.
+
+        Idempotent; ``immediate=True`` after a plain shutdown discards then.
+        ``stats()["shut_down"]`` (and ``shmring stat``) shows it. A shutdown
+        killed midway is completed by the next call that notices; a process
+        killed while discarding is recovered as a dead consumer (its messages
+        count as lost, and done).
+        """
+        self._shutdown(bool(immediate))
+
     # ---- records: arrays in and out, reservations and views are the binding's ----
 
     def peek_array(self, max_items=None, block=True, timeout=None):

@@ -16,6 +16,10 @@
  *   test_ring recovery                white-box crash recovery: claims set up by hand,
  *                                     owners marked dead, then recovered; the
  *                                     timing of recovery (shmring_queue_unstick)
+ *   test_ring shutdown                shmring_queue_shutdown: drain and immediate,
+ *                                     white-box (a shutdown killed between its two
+ *                                     stores, recovery after it), and threads that
+ *                                     put and get until refused, woken by it
  *   test_ring pingpong N              two threads hand N messages back and forth
  *                                     through maxsize-1 rings with 5 s wait slices:
  *                                     a lost wake-up shows as a wait over 1 s
@@ -219,7 +223,7 @@ static void test_details(void)
     check_attach_detail("capacity 16 in the header, maxsize 8 needs 8", SHMRING_ECAPACITY);
     h->capacity = 8;
     h->layout_version = 4;
-    check_attach_detail("layout version 4 in the header, this build's is 6", SHMRING_EVERSION);
+    check_attach_detail("layout version 4 in the header, this build's is 7", SHMRING_EVERSION);
     h->layout_version = SHMRING_LAYOUT_VERSION;
     atomic_store(&r->seg->prod.write_pos, 20);
     check_attach_detail("counters inconsistent: read_pos 0, write_pos 20, tasks_done 0, lost 0, maxsize 8",
@@ -1180,6 +1184,341 @@ static void test_stress(int np, int nc, uint64_t n, uint64_t maxsize, int record
            (unsigned long long)maxsize, wrap ? ", across the lap count's wrap" : "", words);
 }
 
+/* ---- shut-down (shmring_queue_shutdown) ---- */
+
+static shmring_stats_t stats_of(shmring_t *r)
+{
+    shmring_stats_t st;
+    shmring_queue_stats(r, &st);
+    return st;
+}
+
+static void put_ints(shmring_participant_t *me, int from, int to)
+{
+    for (int i = from; i < to; i++)
+        CHECK(shmring_queue_put(me, &i, sizeof i) == 1);
+}
+
+static int get_int(shmring_participant_t *me)
+{
+    char buf[16];
+    size_t len;
+    CHECK(test_get(me, buf, sizeof buf, &len) == 1 && len == sizeof(int));
+    int v;
+    memcpy(&v, buf, sizeof v);
+    return v;
+}
+
+/* Drain: puts refuse at once, a claim made before commits, getters take what
+ * is there and what that claim commits, then refuse; waits end. */
+static void test_shutdown_drains(void)
+{
+    shmring_t *r = make_ring(16, 8);
+    shmring_participant_t *me, *slow;
+    CHECK(shmring_participant_join(r, &me) == SHMRING_OK);
+    CHECK(shmring_participant_join(r, &slow) == SHMRING_OK);
+    put_ints(me, 0, 3);
+    shmring_span_t held, span;
+    CHECK(shmring_queue_put_claim(slow, 1, 0, &held) == 1); /* in flight across the shutdown */
+    CHECK(stats_of(r).shut == SHMRING_SHUT_NO);
+    CHECK(shmring_queue_shutdown(me, 0) == SHMRING_OK);
+    CHECK(stats_of(r).shut == SHMRING_SHUT_DRAIN);
+    int x = 7;
+    CHECK(shmring_queue_put(me, &x, sizeof x) == SHMRING_ESHUTDOWN);
+    CHECK(shmring_queue_put_claim(slow, 4, 0, &span) == SHMRING_ESHUTDOWN);
+    CHECK(atomic_load(&slow->entry->claim_n) == 0); /* a refusal withdraws its announcement */
+    CHECK(shmring_queue_wait(me, SHMRING_WAIT_WRITABLE, 0, 0) == 1); /* a put says so now */
+    for (int i = 0; i < 3; i++)
+        CHECK(get_int(me) == i);
+    CHECK(shmring_queue_get_claim(me, 4, 0, &span) == 0); /* the claim in flight: not drained */
+    CHECK(shmring_queue_wait(me, SHMRING_WAIT_READABLE, 0, 0) == 0);
+    memcpy(shmring_slot_payload(r, held.pos), &x, sizeof x);
+    shmring_slot_set_len(r, held.pos, sizeof x);
+    shmring_queue_put_commit(slow, &held); /* nothing claimed is lost */
+    CHECK(shmring_queue_wait(me, SHMRING_WAIT_READABLE, 0, 0) == 1);
+    CHECK(get_int(me) == 7);
+    CHECK(shmring_queue_get_claim(me, 1, 0, &span) == SHMRING_ESHUTDOWN);
+    CHECK(shmring_queue_wait(me, SHMRING_WAIT_READABLE, 0, 0) == 1);
+    CHECK(shmring_queue_shutdown(slow, 0) == SHMRING_OK); /* idempotent */
+    shmring_stats_t st = stats_of(r);
+    CHECK(st.write_pos == 4 && st.read_pos == 4 && st.discarded == 0 && st.shut == SHMRING_SHUT_DRAIN);
+    CHECK(shmring_queue_task_done(me, 4) == SHMRING_OK && shmring_queue_unfinished(r) == 0);
+    CHECK(shmring_queue_task_done(me, 1) == SHMRING_EJOIN);
+    /* a later attach sees it (and accepts the flags) */
+    shmring_t *r2;
+    shmring_participant_t *late;
+    CHECK(shmring_attach(ring_name, SHMRING_KIND_QUEUE, 0, &r2) == SHMRING_OK);
+    CHECK(shmring_participant_join(r2, &late) == SHMRING_OK);
+    CHECK(stats_of(r2).shut == SHMRING_SHUT_DRAIN && stats_of(r2).write_pos == 4);
+    CHECK(shmring_queue_put(late, &x, sizeof x) == SHMRING_ESHUTDOWN);
+    CHECK(shmring_queue_get_claim(late, 1, 0, &span) == SHMRING_ESHUTDOWN);
+    shmring_close(r2);
+    /* immediate after a plain shutdown: nothing left to discard, getters refuse */
+    CHECK(shmring_queue_shutdown(me, 1) == SHMRING_OK);
+    CHECK(stats_of(r).shut == SHMRING_SHUT_IMMEDIATE && stats_of(r).discarded == 0);
+    shmring_close(r);
+    CHECK(shmring_unlink(ring_name) == SHMRING_OK);
+}
+
+/* Immediate: getters refuse even with messages left; what is left is
+ * discarded, counted, and done for join(); a claim in flight commits, and the
+ * next join() wait discards it. */
+static void test_shutdown_immediate(void)
+{
+    shmring_t *r = make_ring(16, 8);
+    shmring_participant_t *me, *slow;
+    CHECK(shmring_participant_join(r, &me) == SHMRING_OK);
+    CHECK(shmring_participant_join(r, &slow) == SHMRING_OK);
+    put_ints(me, 0, 5);
+    CHECK(get_int(me) == 0); /* handed out: still needs its task_done() */
+    shmring_span_t held, span;
+    CHECK(shmring_queue_put_claim(slow, 2, 0, &held) == 2);
+    CHECK(shmring_queue_shutdown(me, 1) == SHMRING_OK);
+    shmring_stats_t st = stats_of(r);
+    CHECK(st.discarded == 4 && st.shut == SHMRING_SHUT_IMMEDIATE && st.read_pos == 5 && st.write_pos == 7);
+    CHECK(shmring_queue_get_claim(me, 1, 0, &span) == SHMRING_ESHUTDOWN);
+    CHECK(shmring_queue_wait(me, SHMRING_WAIT_READABLE, 0, 0) == 1);
+    CHECK(shmring_queue_unfinished(r) == 1 + 2);
+    for (uint32_t i = 0; i < held.n; i++)
+        shmring_slot_set_len(r, held.pos + i, 0);
+    shmring_queue_put_commit(slow, &held);
+    CHECK(shmring_queue_get_claim(me, 1, 0, &span) == SHMRING_ESHUTDOWN); /* never handed out */
+    CHECK(shmring_queue_wait(me, SHMRING_WAIT_JOINED, 0, 0) == 0);        /* discards them, 1 left */
+    st = stats_of(r);
+    CHECK(st.discarded == 6 && st.read_pos == 7 && shmring_queue_unfinished(r) == 1);
+    CHECK(shmring_queue_task_done(me, 1) == SHMRING_OK);
+    CHECK(shmring_queue_wait(me, SHMRING_WAIT_JOINED, 0, 0) == 1);
+    CHECK(shmring_queue_shutdown(slow, 1) == SHMRING_OK && stats_of(r).discarded == 6); /* idempotent */
+    /* the slots were released as by any consumer */
+    for (uint64_t p = 1; p < 7; p++)
+        CHECK(shmring__seq_load(r, p, memory_order_relaxed) == shmring__state(r, p + r->capacity, SHMRING_SEQ_FREE));
+    CHECK(shmring_participants_alive(r) == 2 && atomic_load(&me->entry->claim_n) == 0);
+    shmring_close(r);
+    CHECK(shmring_unlink(ring_name) == SHMRING_OK);
+}
+
+/* A shutdown killed between its two stores (read_pos flagged, write_pos not):
+ * the next call that sees the flag completes it. */
+static void test_shutdown_killed_midway(void)
+{
+    for (int immediate = 0; immediate < 2; immediate++) {
+        shmring_t *r = make_ring(16, 4);
+        shmring_participant_t *me;
+        shmring_span_t span;
+        CHECK(shmring_participant_join(r, &me) == SHMRING_OK);
+        put_ints(me, 0, 2);
+        atomic_fetch_or(&r->seg->cons.read_pos, SHMRING_DRAINING | (immediate ? SHMRING_DISCARDING : 0));
+        CHECK(stats_of(r).shut == (immediate ? SHMRING_SHUT_IMMEDIATE : SHMRING_SHUT_DRAIN));
+        if (immediate) {
+            CHECK(shmring_queue_get_claim(me, 1, 0, &span) == SHMRING_ESHUTDOWN); /* and seals */
+            CHECK(shmring_queue_put(me, &immediate, sizeof immediate) == SHMRING_ESHUTDOWN);
+            CHECK(shmring_queue_wait(me, SHMRING_WAIT_JOINED, 0, 0) == 1); /* join() discards the two */
+            CHECK(stats_of(r).discarded == 2);
+        } else {
+            put_ints(me, 2, 4); /* not sealed yet: as if the shutdown came after these */
+            CHECK(shmring_queue_put(me, &immediate, sizeof immediate) == SHMRING_ESHUTDOWN); /* full: looks, seals */
+            for (int i = 0; i < 4; i++)
+                CHECK(get_int(me) == i);
+            CHECK(shmring_queue_get_claim(me, 1, 0, &span) == SHMRING_ESHUTDOWN);
+        }
+        CHECK(atomic_load(&r->seg->prod.write_pos) & SHMRING_SHUT);
+        shmring_close(r);
+        CHECK(shmring_unlink(ring_name) == SHMRING_OK);
+    }
+    /* a getter on an empty queue seals too */
+    shmring_t *r = make_ring(16, 4);
+    shmring_participant_t *me;
+    shmring_span_t span;
+    CHECK(shmring_participant_join(r, &me) == SHMRING_OK);
+    atomic_fetch_or(&r->seg->cons.read_pos, SHMRING_DRAINING);
+    CHECK(shmring_queue_wait(me, SHMRING_WAIT_READABLE, 0, 0) == 1);
+    CHECK(shmring_queue_get_claim(me, 1, 0, &span) == SHMRING_ESHUTDOWN);
+    CHECK(shmring_queue_put(me, &span, 1) == SHMRING_ESHUTDOWN);
+    shmring_close(r);
+    CHECK(shmring_unlink(ring_name) == SHMRING_OK);
+}
+
+/* Recovery after a shutdown: a dead producer's claim becomes a hole and the
+ * getters drain past it; a discarder killed holding its claim is a dead
+ * consumer, counted lost (and done) once. */
+static void test_shutdown_recovery(void)
+{
+    pid_t gone = dead_pid();
+    shmring_t *r = make_ring(16, 8);
+    shmring_participant_t *me, *dead;
+    shmring_span_t span;
+    CHECK(shmring_participant_join(r, &me) == SHMRING_OK);
+    CHECK(shmring_participant_join(r, &dead) == SHMRING_OK);
+    put_ints(me, 0, 1);
+    CHECK(shmring_queue_put_claim(dead, 1, 0, &span) == 1);
+    put_ints(me, 1, 2);
+    CHECK(shmring_queue_shutdown(me, 0) == SHMRING_OK);
+    CHECK(get_int(me) == 0);
+    CHECK(shmring_queue_get_claim(me, 1, 0, &span) == 0); /* stuck behind the claim */
+    make_dead(dead, gone);
+    CHECK(shmring_recover(r) == 1);
+    CHECK(get_int(me) == 1);
+    CHECK(shmring_queue_get_claim(me, 1, 0, &span) == SHMRING_ESHUTDOWN);
+    CHECK(stats_of(r).lost == 1 && shmring_queue_unfinished(r) == 2);
+    shmring_close(r);
+    CHECK(shmring_unlink(ring_name) == SHMRING_OK);
+
+    r = make_ring(16, 8);
+    CHECK(shmring_participant_join(r, &me) == SHMRING_OK);
+    CHECK(shmring_participant_join(r, &dead) == SHMRING_OK);
+    put_ints(me, 0, 4);
+    /* as a discarder killed after its claim (D5 not reached): flags set, the
+     * first three claimed and held */
+    atomic_fetch_or(&r->seg->cons.read_pos, SHMRING_DRAINING | SHMRING_DISCARDING);
+    atomic_fetch_or(&r->seg->prod.write_pos, SHMRING_SHUT);
+    atomic_store(&dead->entry->claim_role, SHMRING_CLAIM_GET_HELD);
+    atomic_store(&dead->entry->claim_pos, 0);
+    atomic_store(&dead->entry->claim_n, 3);
+    atomic_fetch_add(&r->seg->cons.read_pos, 3);
+    make_dead(dead, gone);
+    CHECK(shmring_recover(r) == 1);
+    shmring_stats_t st = stats_of(r);
+    CHECK(st.lost == 3 && st.discarded == 0 && shmring_queue_unfinished(r) == 1);
+    CHECK(shmring_queue_wait(me, SHMRING_WAIT_JOINED, 0, 0) == 1); /* the fourth is discarded */
+    st = stats_of(r);
+    CHECK(st.lost == 3 && st.discarded == 1 && st.read_pos == 4 && st.write_pos == 4);
+    CHECK(shmring_recover(r) == 0 && stats_of(r).lost == 3); /* counted once */
+    shmring_close(r);
+    CHECK(shmring_unlink(ring_name) == SHMRING_OK);
+}
+
+/* Threads: producers put batches until refused, consumers get until refused,
+ * main shuts down midway with 5 s wait slices: every thread blocked then must
+ * be woken (a slice running out would take 5 s). Every message put is
+ * received exactly once, or (immediate) received or discarded. */
+static shmring_t *shut_ring;
+static _Atomic uint64_t shut_put, shut_got;
+static _Atomic int shut_started;
+static unsigned char *shut_seen;
+#define SHUT_PER_PRODUCER 2000000u
+
+static void *shut_producer(void *arg)
+{
+    uint32_t id = (uint32_t)(uintptr_t)arg;
+    shmring_participant_t *me;
+    CHECK(shmring_participant_join(shut_ring, &me) == SHMRING_OK);
+    unsigned seed = id * 7919u + 5;
+    uint64_t next = 0;
+    atomic_fetch_add(&shut_started, 1);
+    for (;;) {
+        shmring_span_t span;
+        int n = shmring_queue_put_claim(me, 1 + (uint32_t)(rand_r(&seed) % 16), 0, &span);
+        if (n == SHMRING_ESHUTDOWN)
+            break;
+        CHECK(n >= 0 && next + (uint64_t)n <= SHUT_PER_PRODUCER);
+        if (n == 0) {
+            CHECK(shmring_queue_wait(me, SHMRING_WAIT_WRITABLE, 5000000000u, 200) >= 0);
+            continue;
+        }
+        for (uint32_t i = 0; i < span.n; i++) {
+            struct msg m = {.producer = id, .seq = next++};
+            memcpy(shmring_slot_payload(shut_ring, span.pos + i), &m, sizeof m);
+            shmring_slot_set_len(shut_ring, span.pos + i, sizeof m);
+        }
+        shmring_queue_put_commit(me, &span);
+        atomic_fetch_add(&shut_put, (uint64_t)n);
+    }
+    shmring_participant_leave(me);
+    return NULL;
+}
+
+static void *shut_consumer(void *arg)
+{
+    unsigned seed = (unsigned)(uintptr_t)arg * 104729u + 11;
+    shmring_participant_t *me;
+    CHECK(shmring_participant_join(shut_ring, &me) == SHMRING_OK);
+    atomic_fetch_add(&shut_started, 1);
+    for (;;) {
+        shmring_span_t span;
+        int n = shmring_queue_get_claim(me, 1 + (uint32_t)(rand_r(&seed) % 16), 0, &span);
+        if (n == SHMRING_ESHUTDOWN)
+            break;
+        CHECK(n >= 0);
+        if (n == 0) {
+            CHECK(shmring_queue_wait(me, SHMRING_WAIT_READABLE, 5000000000u, 200) >= 0);
+            continue;
+        }
+        for (uint32_t i = 0; i < span.n; i++) {
+            struct msg m;
+            memcpy(&m, shmring_slot_payload(shut_ring, span.pos + i), sizeof m);
+            CHECK(m.producer < 8 && m.seq < SHUT_PER_PRODUCER);
+            pthread_mutex_lock(&seen_lock);
+            CHECK(shut_seen[m.producer * SHUT_PER_PRODUCER + m.seq] == 0); /* no duplicate */
+            shut_seen[m.producer * SHUT_PER_PRODUCER + m.seq] = 1;
+            pthread_mutex_unlock(&seen_lock);
+        }
+        shmring_queue_get_release(me, &span);
+        CHECK(shmring_queue_task_done(me, span.n) == SHMRING_OK);
+        atomic_fetch_add(&shut_got, (uint64_t)span.n);
+    }
+    shmring_participant_leave(me);
+    return NULL;
+}
+
+static void test_shutdown_threads(int np, int nc, uint64_t maxsize, uint64_t after, int immediate)
+{
+    CHECK(np <= 8 && np + nc <= 64);
+    shut_ring = make_ring(sizeof(struct msg), maxsize);
+    shut_seen = calloc((size_t)np * SHUT_PER_PRODUCER, 1);
+    atomic_store(&shut_put, 0);
+    atomic_store(&shut_got, 0);
+    atomic_store(&shut_started, 0);
+    pthread_t th[64];
+    for (int i = 0; i < nc; i++)
+        pthread_create(&th[i], NULL, shut_consumer, (void *)(uintptr_t)i);
+    for (int i = 0; i < np; i++)
+        pthread_create(&th[nc + i], NULL, shut_producer, (void *)(uintptr_t)i);
+    shmring_participant_t *me;
+    CHECK(shmring_participant_join(shut_ring, &me) == SHMRING_OK);
+    while (atomic_load(&shut_started) < np + nc || stats_of(shut_ring).write_pos < after)
+        sched_yield();
+    CHECK(shmring_queue_shutdown(me, immediate) == SHMRING_OK);
+    uint64_t t0 = shmring_now_ns();
+    for (int i = 0; i < np + nc; i++)
+        pthread_join(th[i], NULL);
+    uint64_t took = shmring_now_ns() - t0;
+    CHECK(took < 2000000000u); /* woken, not timed out (5 s slices) */
+    /* what claims in flight at the shutdown committed after its discard: the
+     * next join() wait discards it */
+    CHECK(shmring_queue_wait(me, SHMRING_WAIT_JOINED, 0, 0) == 1);
+    shmring_stats_t st = stats_of(shut_ring);
+    uint64_t put = atomic_load(&shut_put), got = atomic_load(&shut_got);
+    CHECK(st.write_pos == put && st.read_pos == put && st.lost == 0);
+    CHECK(got + st.discarded == put && (immediate || st.discarded == 0));
+    CHECK(shmring_queue_unfinished(shut_ring) == 0);
+    uint64_t seen = 0;
+    for (uint64_t i = 0; i < (uint64_t)np * SHUT_PER_PRODUCER; i++)
+        seen += shut_seen[i];
+    CHECK(seen == got);
+    free(shut_seen);
+    shmring_participant_leave(me);
+    shmring_close(shut_ring);
+    shmring_unlink(ring_name);
+    printf("shutdown threads ok: %d producers x %d consumers, maxsize %llu, %s after %llu put: %llu received, "
+           "%llu discarded, all woken within %llu ms\n",
+           np, nc, (unsigned long long)maxsize, immediate ? "immediate" : "drain", (unsigned long long)after,
+           (unsigned long long)got, (unsigned long long)st.discarded, (unsigned long long)(took / 1000000u));
+}
+
+static void test_shutdown(void)
+{
+    test_shutdown_drains();
+    test_shutdown_immediate();
+    test_shutdown_killed_midway();
+    test_shutdown_recovery();
+    for (int immediate = 0; immediate < 2; immediate++) {
+        test_shutdown_threads(3, 3, 1000, 100000, immediate);
+        test_shutdown_threads(4, 2, 3, 20000, immediate); /* mostly blocked producers */
+        test_shutdown_threads(2, 4, 64, 20000, immediate);
+    }
+    printf("shutdown ok\n");
+}
+
 /* ---- pingpong: every hand-off needs a wake-up ---- */
 
 static shmring_t *ping_ring, *pong_ring;
@@ -1279,11 +1618,16 @@ int main(int argc, char **argv)
         test_refusals();
         return 0;
     }
+    if (argc == 2 && strcmp(argv[1], "shutdown") == 0) {
+        test_shutdown();
+        return 0;
+    }
     if (argc == 3 && strcmp(argv[1], "pingpong") == 0) {
         test_pingpong(strtoull(argv[2], NULL, 10));
         return 0;
     }
-    fprintf(stderr, "usage: %s unit | recovery | liveness | stress P C N MAXSIZE [records | records-wrap] | pingpong N\n",
+    fprintf(stderr, "usage: %s unit | recovery | liveness | shutdown | stress P C N MAXSIZE [records | records-wrap] | "
+                    "pingpong N\n",
             argv[0]);
     return 2;
 }
