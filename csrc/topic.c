@@ -301,7 +301,8 @@ static void prefetch_ahead(const shmring_participant_t *me, uint64_t next)
  * written. A slot that cannot be one yet (a live publisher a lap behind still
  * writes it, or a subscriber has still to read that lap) is left as it is:
  * once we withdraw (P2), no announcement covers it, and whoever is stuck
- * behind it makes it a hole when it can (topic_recovery.c, settle_orphan).
+ * behind it makes it a hole when it can (topic_recovery.c, settle_orphan),
+ * and first any earlier laps of its slot given up so before it (settle_chain).
  * Storing hole(p) over a slot a lap-behind publisher then commits lost
  * position p for good; over a lap a subscriber had still to read, lost that. */
 static void give_up(shmring_participant_t *me, const shmring_span_t *span, uint32_t kept)
