@@ -76,6 +76,7 @@
 #define _GNU_SOURCE
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "topic.h"
 
@@ -301,7 +302,8 @@ static void prefetch_ahead(const shmring_participant_t *me, uint64_t next)
  * written. A slot that cannot be one yet (a live publisher a lap behind still
  * writes it, or a subscriber has still to read that lap) is left as it is:
  * once we withdraw (P2), no announcement covers it, and whoever is stuck
- * behind it makes it a hole when it can (topic_recovery.c, settle_orphan).
+ * behind it makes it a hole when it can (topic_recovery.c, settle_orphan),
+ * and first any earlier laps of its slot given up so before it (settle_chain).
  * Storing hole(p) over a slot a lap-behind publisher then commits lost
  * position p for good; over a lap a subscriber had still to read, lost that. */
 static void give_up(shmring_participant_t *me, const shmring_span_t *span, uint32_t kept)
@@ -735,17 +737,43 @@ static int next(shmring_topic_sub_t *s, void *key, uint32_t *key_len, void *data
     }
 }
 
+/* A process-local monotonic clock, coarse where the system has one (a vDSO
+ * read of a few ns, a tick's resolution): no shared line is touched. */
+static uint64_t coarse_now_ns(void)
+{
+    struct timespec ts;
+#ifdef CLOCK_MONOTONIC_COARSE
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+#else
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+#endif
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* How long an end read by an earlier call is trusted for step()'s lap check. */
+#define END_TRUSTED_NS UINT64_C(1000000)
+
 /* At the start of a call, under overwrite: the end for step()'s lap check,
  * read again if the cursor is short of the one cached (at it, next() reads it
- * anyway). An end cached by an earlier call may be any number of laps old (a
- * subscriber that stopped part-way through a backlog), and the word's 30-bit
- * lap field, which the check stands in for, aliases after 2^29 laps; within
- * one call publishers cannot run that far. relaxed: as next()'s. */
+ * anyway) and the end was last read again more than END_TRUSTED_NS ago. An
+ * end cached by an earlier call may be any number of laps old (a subscriber
+ * that stopped part-way through a backlog), and the word's 30-bit lap field,
+ * which the check stands in for, aliases after 2^29 laps: publishers cannot
+ * run that far in a millisecond and a tick (2^30 positions or more), nor
+ * within one call. Reading write_pos (the publishers' line) at every call
+ * cost a line transfer per message of a backlog taken one message a call (the
+ * binding's recv_many); the clock costs a few ns and nothing shared. relaxed:
+ * as next()'s; the clock is process-local, and the handle's own. */
 static void end_for_this_call(shmring_topic_sub_t *s)
 {
     shmring_t *r = s->ring;
-    if (!blocking(r) && (int64_t)(s->cursor - s->end) < 0)
-        s->end = shmring_pos(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
+    if (blocking(r) || (int64_t)(s->cursor - s->end) >= 0)
+        return;
+    uint64_t now = coarse_now_ns();
+    if (now - s->end_checked_at <= END_TRUSTED_NS && now >= s->end_checked_at)
+        return;
+    s->end_checked_at = now;
+    s->end = shmring_pos(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
 }
 
 int shmring_topic_recv(shmring_topic_sub_t *s, void *key, uint32_t *key_len, void *data, uint32_t *len, uint64_t *pos)

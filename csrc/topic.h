@@ -107,6 +107,7 @@ struct shmring_topic_sub {
     uint64_t word;                  /* entry's state word while it is ours and attached (ACTIVE) */
     uint64_t cursor;                /* our copy: we are the only writer of entry->cursor */
     uint64_t end;                   /* the end as we last read it: positions at or past it are not looked at */
+    uint64_t end_checked_at;        /* coarse monotonic ns when a call last read the end again (topic.c) */
     uint64_t published;             /* the cursor as last stored in the entry (at most publish_every behind) */
     uint64_t publish_every;
     uint64_t lagged, unreported, received;

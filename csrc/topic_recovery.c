@@ -7,12 +7,16 @@
  *
  * A live publisher that gave a claim up may leave positions it could not make
  * holes yet (topic.c, give_up), announced by nobody: whoever is stuck behind
- * one makes it a hole once it can (settle_orphan, from shmring_topic_unstick).
+ * one makes it a hole once it can (settle_orphan, from shmring_topic_unstick),
+ * together with the positions of its slot's earlier laps left so before it
+ * (settle_chain: claims given up on consecutive laps of one slot).
  *
  * A dead participant may leave:
  *   a publish claim  positions it claimed (announced PUT, below write_pos) and
- *                    never committed: each becomes a hole, counted once by the
- *                    winner of the CAS that made it, unless a live participant
+ *                    never committed: each becomes a hole (after the given-up
+ *                    earlier laps of its slot it waits for, settle_chain),
+ *                    counted once by the winner of the CAS that made it,
+ *                    unless a live participant
  *                    announces the position (the dead one's CAS may have lost
  *                    to it: then it is looked at again, and the entry kept)
  *   subscriptions    entries of the subscriber table it owns (owner index and
@@ -35,7 +39,10 @@
  *       states and announcements (R2, recovery.c) -> a give-up's withdrawal
  *       (topic.c P2, after its P8): a position no live claim covers is one a
  *       publisher gave up, and the gate scan of make_hole (P4) sees every
- *       subscriber that publisher saw
+ *       subscriber that publisher saw; settle_chain makes the same reads
+ *       (after R7's or R1's load of write_pos) for each earlier lap it walks
+ *       down to, and its relaxed loads of slot words (unfinished) are hints:
+ *       make_hole's CAS (R3) decides
  *   stuck checks, the slow timeout and stats: relaxed loads (hints and display),
  *   and relaxed process-local timing (internal.h)
  */
@@ -68,6 +75,39 @@ int shmring__topic_make_hole(const shmring_t *r, uint64_t p)
         return 0;
     return shmring__seq_cas(r, p, shmring__state(r, p - r->capacity, SHMRING_SEQ_COMMITTED), hole) ||
            shmring__seq_cas(r, p, shmring__state(r, p - r->capacity, SHMRING_SEQ_HOLE), hole);
+}
+
+/* R3 along a chain: make unfinished position p a hole (its caller has found
+ * that no live claim covers it), and first the positions of its slot's earlier
+ * laps that it depends on. make_hole(p) moves a slot on only from free(p),
+ * committed(p - capacity) or hole(p - capacity); when claims on two or more
+ * consecutive laps of a slot were given up while an older lap was still being
+ * written (give_up, topic.c), or a dead claim lies above such a one, p - capacity
+ * is itself unfinished and announced by nobody, and only its own waiter could
+ * settle it: gone, if it gave up. So go down from p while x - capacity is
+ * unfinished and no live claim covers it (x - capacity < p < end: claimed, and
+ * announced before its claim, R7 / R1), then up to p making each x a hole by
+ * the rule (under block: once the gate lets x be written), stopping at the
+ * first that cannot be one yet; one that a concurrent settler made a hole
+ * first is passed over. A position seen uncovered stays so (announcements only
+ * precede claims, and these are below the end). How many CASes we won: each
+ * hole is counted once, by its winner. */
+static uint64_t settle_chain(const shmring_t *r, const struct shmring__entry_view *seen, const uint8_t *dead,
+                             uint64_t p)
+{
+    uint64_t x = p, made = 0;
+    while (x >= r->capacity && unfinished(r, x - r->capacity) &&
+           !shmring__covered_by_live(r, seen, dead, SHMRING_CLAIM_PUT, x - r->capacity))
+        x -= r->capacity;
+    for (;; x += r->capacity) {
+        if (shmring__topic_make_hole(r, x))
+            made++;
+        else if (unfinished(r, x))
+            break; /* its slot's older lap is still being written, or unread (block): later */
+        if (x == p)
+            break;
+    }
+    return made;
 }
 
 /* Free the subscriber entries participant i owned as `state`: 1 if any. */
@@ -118,10 +158,11 @@ int shmring__topic_settle(shmring_t *r, const struct shmring__entry_view *seen, 
                 *pending = 1;
             continue;
         }
-        if (shmring__topic_make_hole(r, p))
+        uint64_t made = settle_chain(r, seen, dead, p);
+        if (made)
             /* relaxed: a statistic */
-            atomic_fetch_add_explicit(&r->seg->stats.lost, 1, memory_order_relaxed);
-        else if (unfinished(r, p))
+            atomic_fetch_add_explicit(&r->seg->stats.lost, made, memory_order_relaxed);
+        if (unfinished(r, p))
             *pending = 1; /* its slot's last lap is still being written: later */
     }
     return 1;
@@ -132,19 +173,22 @@ int shmring__topic_settle(shmring_t *r, const struct shmring__entry_view *seen, 
  * the slot could not be made a hole yet (its previous lap still being written,
  * or not yet read by a subscriber). A claimed position of a live or dead
  * publisher is always announced until its commit (P2 before P1), so nobody
- * else will write it: make it a hole by the rule above, count it, and wake
- * whoever waits behind it. 1 if we did. */
+ * else will write it: make it a hole by the rule above, with the given-up
+ * earlier laps of its slot it waits for (settle_chain), count them, and wake
+ * whoever waits behind them. 1 if we made any. */
 static const uint8_t nobody_dead[SHMRING_PARTICIPANTS_MAX];
 
 static int settle_orphan(shmring_t *r, uint64_t p)
 {
     /* R7 */
     uint64_t end = shmring_pos(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_acquire));
-    if (p >= end || !unfinished(r, p) || shmring__covered_by_live(r, NULL, nobody_dead, SHMRING_CLAIM_PUT, p) ||
-        !shmring__topic_make_hole(r, p))
+    if (p >= end || !unfinished(r, p) || shmring__covered_by_live(r, NULL, nobody_dead, SHMRING_CLAIM_PUT, p))
+        return 0;
+    uint64_t made = settle_chain(r, NULL, nobody_dead, p);
+    if (!made)
         return 0;
     /* relaxed: a statistic */
-    atomic_fetch_add_explicit(&r->seg->stats.lost, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&r->seg->stats.lost, made, memory_order_relaxed);
     shmring__wake(r, &r->seg->not_empty);
     shmring__wake(r, &r->seg->not_full);
     return 1;

@@ -510,24 +510,48 @@ SLOW_COMMITTER = """
 """
 
 
-@pytest.mark.parametrize("policy", ["overwrite", "block"])
-def test_a_claim_given_up_behind_a_lap_being_written_is_skipped_not_a_hang(make_topic, policy):
-    # review 2, A: the give-up stored hole(4) over slot 0, which the child then committed as
-    # position 0: position 4 read "not written yet" forever, and publishing at 8 was Full
-    import signal
+def start_slow_committer(topic):
+    """A child that claims position 0, marks it and stalls before committing it."""
     import subprocess
     import sys
     import textwrap
 
     from conftest import child_python_env
 
-    topic = make_topic(4, 16, policy=policy, recover_after=0.05)
-    sub = None
     child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(SLOW_COMMITTER), topic.name],
                              stdout=subprocess.PIPE, text=True, env=child_python_env())
     try:
         assert child.stdout.readline().strip() == "claiming"
         wait_until(lambda: topic.stats()["published"] == 1, what="the child's claim of position 0")
+    except BaseException:
+        child.kill()
+        child.wait(10)
+        raise
+    return child
+
+
+def release_slow_committer(child):
+    """Let it commit position 0 (a signal sent before its stall is repeated)."""
+    import signal
+    import subprocess
+
+    while child.poll() is None:
+        child.send_signal(signal.SIGUSR1)
+        try:
+            child.wait(0.05)
+        except subprocess.TimeoutExpired:
+            pass
+    assert child.returncode == 0
+
+
+@pytest.mark.parametrize("policy", ["overwrite", "block"])
+def test_a_claim_given_up_behind_a_lap_being_written_is_skipped_not_a_hang(make_topic, policy):
+    # review 2, A: the give-up stored hole(4) over slot 0, which the child then committed as
+    # position 0: position 4 read "not written yet" forever, and publishing at 8 was Full
+    topic = make_topic(4, 16, policy=policy, recover_after=0.05)
+    sub = None
+    child = start_slow_committer(topic)
+    try:
         pub = topic.publisher()
         for i in range(1, 4):
             pub.publish_bytes(b"k", b"m%d" % i)
@@ -535,13 +559,7 @@ def test_a_claim_given_up_behind_a_lap_being_written_is_skipped_not_a_hang(make_
             sub = topic.subscribe()
         with pytest.raises(shmring.Full):
             pub.publish_bytes(b"k", b"m4", timeout=0.2)  # slot 0 is still the child's
-        while child.poll() is None:  # let it commit (a signal before its stall is repeated)
-            child.send_signal(signal.SIGUSR1)
-            try:
-                child.wait(0.05)
-            except subprocess.TimeoutExpired:
-                pass
-        assert child.returncode == 0
+        release_slow_committer(child)
         for i in range(5, 8):
             pub.publish_bytes(b"k", b"m%d" % i)
         if sub is None:
@@ -550,6 +568,50 @@ def test_a_claim_given_up_behind_a_lap_being_written_is_skipped_not_a_hang(make_
         pub.publish_bytes(b"k", b"m8", timeout=5)
         assert sub.recv_bytes(timeout=5) == (b"k", b"m8")
         assert sub.lagged == 0 and topic.stats()["holes"] == 1
+    finally:
+        child.kill()
+        child.wait(10)
+
+
+@pytest.mark.parametrize("settler", ["subscriber", "publisher"])
+@pytest.mark.parametrize("policy", ["overwrite", "block"])
+def test_claims_given_up_on_two_laps_of_a_slot_are_settled_not_a_hang(make_topic, policy, settler):
+    # review 3: positions 4 and 8 (slot 0, twice) were given up while the child still wrote
+    # position 0; settle_orphan looked one lap back only, so once 0 was committed position 8
+    # waited for 4 and 4 for nobody: a subscriber at 8 got Empty forever, publishing at 12
+    # was Full forever, and holes stayed 0
+    topic = make_topic(4, 16, policy=policy, recover_after=0.05)
+    child = start_slow_committer(topic)
+    try:
+        pub = topic.publisher()
+        for i in (1, 2, 3):
+            pub.publish_bytes(b"k", b"m%d" % i)
+        with pytest.raises(shmring.Full):
+            pub.publish_bytes(b"k", b"m4", block=False)  # slot 0 is still the child's
+        for i in (5, 6, 7):
+            pub.publish_bytes(b"k", b"m%d" % i)
+        with pytest.raises(shmring.Full):
+            pub.publish_bytes(b"k", b"m8", block=False)  # slot 0 again: 8 depends on 4
+        for i in (9, 10, 11):
+            pub.publish_bytes(b"k", b"m%d" % i)
+        release_slow_committer(child)
+        assert topic.stats()["holes"] == 0  # nobody has waited behind 4 or 8 yet
+        if settler == "subscriber":  # its cursor at 8, the second orphan: it settles 4, then 8
+            sub = topic.subscribe(start="oldest")
+            assert sub.position == 8
+            assert [sub.recv_bytes(timeout=5) for _ in range(3)] == [(b"k", b"m%d" % i) for i in (9, 10, 11)]
+            assert topic.stats()["holes"] == 2
+            pub.publish_bytes(b"k", b"m12", timeout=5)
+        else:  # 12's slot still holds 0 (committed): the publisher settles 4, then 8
+            pub.publish_bytes(b"k", b"m12", timeout=5)
+            assert topic.stats()["holes"] == 2
+            sub = topic.subscribe(start="oldest")
+            assert sub.position == 9
+            assert [sub.recv_bytes(timeout=5) for _ in range(3)] == [(b"k", b"m%d" % i) for i in (9, 10, 11)]
+        assert sub.recv_bytes(timeout=5) == (b"k", b"m12")
+        pub.publish_bytes(b"k", b"m13", timeout=5)
+        assert sub.recv_bytes(timeout=5) == (b"k", b"m13")
+        assert sub.lagged == 0 and topic.stats()["holes"] == 2
     finally:
         child.kill()
         child.wait(10)
