@@ -103,21 +103,24 @@ def child_python_env():
 
 
 STALLED_PUBLISHER = """
-    import sys, shmring
+    import signal, sys, shmring
     from shmring import _core
+    signal.signal(signal.SIGUSR1, lambda *a: None)  # ends the hook's stall (nanosleep: EINTR)
     t = shmring.Topic.attach(sys.argv[1])
     pub = t.publisher()
-    _core._set_test_hook("put_claimed", 600)
+    _core._set_test_hook(sys.argv[2], 600)
     print("claiming", flush=True)
-    pub.publish_bytes(b"k", b"never committed")
+    pub.publish_bytes(b"k", b"stalled")
 """
 
 
-def start_stalled_publisher(topic):
-    """A child process that claims the topic's next position and stalls there,
-    alive, never committing it: its claim is made when this returns. Kill it."""
+def start_stalled_publisher(topic, at="put_claimed"):
+    """A child process that claims the topic's next position and stalls, alive, at
+    test hook `at`: "put_claimed" (claimed, not written), or "put_committing"
+    (written and marked, not committed). Its claim is made when this returns.
+    Kill it, or let it go on with release_stalled_publisher."""
     published = topic.stats()["published"]
-    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(STALLED_PUBLISHER), topic.name],
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(STALLED_PUBLISHER), topic.name, at],
                              stdout=subprocess.PIPE, text=True, env=child_python_env())
     try:
         assert child.stdout.readline().strip() == "claiming"
@@ -127,6 +130,17 @@ def start_stalled_publisher(topic):
         child.wait(10)
         raise
     return child
+
+
+def release_stalled_publisher(child):
+    """Let a stalled child go on and finish (a signal sent before its stall is repeated)."""
+    while child.poll() is None:
+        child.send_signal(signal.SIGUSR1)
+        try:
+            child.wait(0.05)
+        except subprocess.TimeoutExpired:
+            pass
+    assert child.returncode == 0
 
 
 def interrupt_when_asleep(q, child, waiting):

@@ -7,7 +7,7 @@ import time
 import pytest
 
 import shmring
-from conftest import start_stalled_publisher, wait_until
+from conftest import release_stalled_publisher, start_stalled_publisher, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -498,51 +498,6 @@ def test_a_lagged_subscriber_s_recv_array_checks_out_before_it_takes_anything(ma
 
 # ---- the second hostile review (C protocol) ----
 
-SLOW_COMMITTER = """
-    import signal, sys, shmring
-    from shmring import _core
-    signal.signal(signal.SIGUSR1, lambda *a: None)  # ends the hook's stall (nanosleep: EINTR)
-    t = shmring.Topic.attach(sys.argv[1])
-    pub = t.publisher()
-    _core._set_test_hook("put_committing", 600)
-    print("claiming", flush=True)
-    pub.publish_bytes(b"k", b"m0")
-"""
-
-
-def start_slow_committer(topic):
-    """A child that claims position 0, marks it and stalls before committing it."""
-    import subprocess
-    import sys
-    import textwrap
-
-    from conftest import child_python_env
-
-    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(SLOW_COMMITTER), topic.name],
-                             stdout=subprocess.PIPE, text=True, env=child_python_env())
-    try:
-        assert child.stdout.readline().strip() == "claiming"
-        wait_until(lambda: topic.stats()["published"] == 1, what="the child's claim of position 0")
-    except BaseException:
-        child.kill()
-        child.wait(10)
-        raise
-    return child
-
-
-def release_slow_committer(child):
-    """Let it commit position 0 (a signal sent before its stall is repeated)."""
-    import signal
-    import subprocess
-
-    while child.poll() is None:
-        child.send_signal(signal.SIGUSR1)
-        try:
-            child.wait(0.05)
-        except subprocess.TimeoutExpired:
-            pass
-    assert child.returncode == 0
-
 
 @pytest.mark.parametrize("policy", ["overwrite", "block"])
 def test_a_claim_given_up_behind_a_lap_being_written_is_skipped_not_a_hang(make_topic, policy):
@@ -550,7 +505,7 @@ def test_a_claim_given_up_behind_a_lap_being_written_is_skipped_not_a_hang(make_
     # position 0: position 4 read "not written yet" forever, and publishing at 8 was Full
     topic = make_topic(4, 16, policy=policy, recover_after=0.05)
     sub = None
-    child = start_slow_committer(topic)
+    child = start_stalled_publisher(topic, at="put_committing")
     try:
         pub = topic.publisher()
         for i in range(1, 4):
@@ -559,7 +514,7 @@ def test_a_claim_given_up_behind_a_lap_being_written_is_skipped_not_a_hang(make_
             sub = topic.subscribe()
         with pytest.raises(shmring.Full):
             pub.publish_bytes(b"k", b"m4", timeout=0.2)  # slot 0 is still the child's
-        release_slow_committer(child)
+        release_stalled_publisher(child)
         for i in range(5, 8):
             pub.publish_bytes(b"k", b"m%d" % i)
         if sub is None:
@@ -581,7 +536,7 @@ def test_claims_given_up_on_two_laps_of_a_slot_are_settled_not_a_hang(make_topic
     # waited for 4 and 4 for nobody: a subscriber at 8 got Empty forever, publishing at 12
     # was Full forever, and holes stayed 0
     topic = make_topic(4, 16, policy=policy, recover_after=0.05)
-    child = start_slow_committer(topic)
+    child = start_stalled_publisher(topic, at="put_committing")
     try:
         pub = topic.publisher()
         for i in (1, 2, 3):
@@ -594,7 +549,7 @@ def test_claims_given_up_on_two_laps_of_a_slot_are_settled_not_a_hang(make_topic
             pub.publish_bytes(b"k", b"m8", block=False)  # slot 0 again: 8 depends on 4
         for i in (9, 10, 11):
             pub.publish_bytes(b"k", b"m%d" % i)
-        release_slow_committer(child)
+        release_stalled_publisher(child)
         assert topic.stats()["holes"] == 0  # nobody has waited behind 4 or 8 yet
         if settler == "subscriber":  # its cursor at 8, the second orphan: it settles 4, then 8
             sub = topic.subscribe(start="oldest")
