@@ -14,7 +14,8 @@
  *   1152         stats line           counters for crash recovery (lost, recovered), discarded
  *   1280         schema               what a record is (records rings), NUL-terminated
  *   2304         participants         max_participants x 128 bytes
- *   kind_offset  the kind's own area  a topic's: its subscriber table and keys (topic.h); none in a queue
+ *   kind_offset  the kind's own area  a topic's: its subscriber table and keys (topic.h); a queue's:
+ *                                     its expiry line, then capacity x 8 bytes of message deadlines
  *   meta_offset  slot meta            capacity x 8 bytes (seq 32 + len 32) in byte rings,
  *                                     capacity x 4 bytes (seq 32) in records rings, or
  *                                     capacity x 2 bytes (seq 16) from 65536 slots on
@@ -35,7 +36,7 @@
 #include <stdint.h>
 
 #define SHMRING_MAGIC UINT64_C(0x31474e49524d4853) /* "SHMRING1", little-endian */
-#define SHMRING_LAYOUT_VERSION 7u
+#define SHMRING_LAYOUT_VERSION 8u
 #define SHMRING_LINE 128u
 #define SHMRING_SCHEMA_MAX 1024u
 
@@ -144,6 +145,7 @@ struct shmring_segment {
         _Atomic uint64_t recoveries;    /* dead participants whose claims were recovered */
         _Atomic uint64_t detached;      /* a topic's subscribers detached for gating too long */
         _Atomic uint64_t discarded;     /* a queue's messages discarded by an immediate shutdown */
+        _Atomic uint64_t expired;       /* a queue's messages dropped at dequeue, their deadline passed */
     } stats;
     _Alignas(SHMRING_LINE) char schema[SHMRING_SCHEMA_MAX];
 };
@@ -236,6 +238,24 @@ static inline uint32_t shmring_meta_shift(uint32_t flags, uint64_t capacity)
     return capacity >= SHMRING_SEQ16_MIN_CAPACITY ? 1 : 2;
 }
 
+/* ---- A queue's own area (queue.c: message deadlines) ----
+ * One line, then a deadline per slot. `expiring` is 0 until some producer first
+ * puts a message with a deadline, then 1 for good: until then no producer and
+ * no consumer touches the deadlines (one relaxed load of a line nobody writes).
+ * Once it is 1, every put claim clears its slots' deadlines (0: none) before a
+ * put with a deadline writes them, so a deadline of an earlier lap never
+ * applies to a later message. Layout version 8 added the area and
+ * stats.expired. */
+struct shmring_queue_area {
+    _Atomic uint32_t expiring;
+    uint8_t reserved[SHMRING_LINE - 4];
+};
+struct shmring_expiry {
+    _Atomic uint64_t deadline_ns;   /* CLOCK_MONOTONIC ns, dropped at dequeue once passed; 0: none */
+};
+static_assert(sizeof(struct shmring_queue_area) == SHMRING_LINE, "one line");
+static_assert(sizeof(struct shmring_expiry) == 8, "8 bytes a slot");
+
 /* ---- A topic (SHMRING_KIND_TOPIC, topic.c) ----
  * The fixed part's lines mean, in a topic:
  *   prod.write_pos   the next position a publisher claims; bit 63 (SHMRING_SHUT)
@@ -300,6 +320,7 @@ static_assert(offsetof(struct shmring_segment, not_full) == 640, "writer wait qu
 static_assert(offsetof(struct shmring_segment, join) == 896, "join area");
 static_assert(offsetof(struct shmring_segment, stats) == 1152, "stats line");
 static_assert(offsetof(struct shmring_segment, stats.discarded) == 1176, "stats line: discarded");
+static_assert(offsetof(struct shmring_segment, stats.expired) == 1184, "stats line: expired");
 static_assert(offsetof(struct shmring_segment, schema) == 1280, "schema");
 static_assert(sizeof(struct shmring_segment) == 2304, "fixed part of the segment");
 static_assert(sizeof(struct shmring_participant_entry) == SHMRING_LINE, "one line each");

@@ -73,6 +73,18 @@
  *                  precedes F2 and the load sees SHUT (an RMW sequenced before
  *                  F1) and the wake the bit. A late commit: P4, F2 against F1
  *                  and the slot's word, as for any getter
+ *   Deadlines (the queue's area, layout.h):
+ *   E1  set_expiry relaxed stores of `expiring` (once) and of the slot's entry,
+ *                  between the claim and P4 -> E2: P4 / C1 order them, so a
+ *                  consumer that acquired the commit sees the flag and the entry
+ *   E2  live_run   relaxed loads of `expiring` and the entries, after C1 (the
+ *                  entry of a position is written only by its claimer, before
+ *                  its commit, and read only by its consumer, before C3)
+ *   E3  put claim  relaxed load of `expiring`, after P1, and stores clearing the
+ *                  claimed slots' entries: a slot whose entry an earlier lap's
+ *                  claimer wrote (after setting `expiring`: E1) came to us
+ *                  through P4 -> C1 -> C3 -> P1, so the flag is seen. A claimer
+ *                  that died is past by the time recovery runs.
  *   P1, C1 of runs of more than one slot, and P4, C3 likewise, are slots.c's:
  *         per-word acquire loads / release stores, or on x86-64 outside TSan
  *         plain 16-byte accesses after an acquire fence / before a release
@@ -186,6 +198,30 @@ static void publish(const shmring_t *r, uint64_t pos, uint32_t from, uint32_t to
         shmring__store_states(r, pos, split, to, 0, SHMRING_SEQ_HOLE);
 }
 
+/* ---- message deadlines (the queue's area, layout.h): the put side ---- */
+
+static inline struct shmring_queue_area *queue_area(const shmring_t *r)
+{
+    return (struct shmring_queue_area *)r->kind_area;
+}
+
+static inline struct shmring_expiry *expiry_entry(const shmring_t *r, uint64_t pos)
+{
+    return (struct shmring_expiry *)(r->kind_area + SHMRING_LINE) + (pos & r->mask);
+}
+
+/* A put claim's: clear the deadlines its slots held on an earlier lap, once
+ * any message has had one. E3: relaxed, after P1 (count_states): whoever wrote
+ * a deadline into one of these slots set `expiring` first, and its commit
+ * reached us through the consumer's release of the slot, so we see the flag. */
+static inline void clear_expiries(const shmring_t *r, uint64_t pos, uint32_t n)
+{
+    if (__builtin_expect(!atomic_load_explicit(&queue_area(r)->expiring, memory_order_relaxed), 1))
+        return;
+    for (uint32_t i = 0; i < n; i++)
+        atomic_store_explicit(&expiry_entry(r, pos + i)->deadline_ns, 0, memory_order_relaxed);
+}
+
 int shmring_queue_put_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span)
 {
     shmring_t *r = me->ring;
@@ -254,6 +290,7 @@ int shmring_queue_put_claim(shmring_participant_t *me, uint32_t max_n, int flags
                                                   memory_order_release, memory_order_relaxed)) {
             span->pos = pos;
             span->n = n;
+            clear_expiries(r, pos, n);
             shmring__hook(SHMRING_HOOK_PUT_CLAIMED);
             return (int)n;
         }
@@ -282,10 +319,33 @@ void shmring_queue_put_commit(shmring_participant_t *me, const shmring_span_t *s
     shmring_queue_put_commit_partial(me, span, span->n);
 }
 
+/* Claim the n positions from pos (read_pos as loaded: `word`, with its flags,
+ * which the CAS keeps) and release them at once, handing nothing out: a run of
+ * holes (counted by whoever made them) or of expired messages (counted here,
+ * in stats.expired and done for join()). Another consumer may take them first. */
+static void drop_run(shmring_participant_t *me, uint64_t word, uint64_t pos, uint32_t n, int expired)
+{
+    announce(me->entry, SHMRING_CLAIM_GET, pos, n);
+    /* C2 */
+    if (!atomic_compare_exchange_strong_explicit(&me->ring->seg->cons.read_pos, &word, word + n,
+                                                 memory_order_release, memory_order_relaxed)) {
+        withdraw(me->entry);
+        return;
+    }
+    shmring_span_t span = {pos, n};
+    if (expired) {
+        /* as D5: killed after it, our count stands; before it (role GET, claimed),
+         * recovery counts them lost instead. Either way once. */
+        atomic_store_explicit(&me->entry->claim_role, SHMRING_CLAIM_GET_COUNTED, memory_order_release);
+        shmring__queue_count_done(me->ring->seg, &me->ring->seg->stats.expired, n);
+    }
+    shmring_queue_get_release(me, &span);
+    if (expired)
+        shmring__queue_wake_joiners(me->ring);
+}
+
 /* Consume the run of holes (slots abandoned by dead producers, marked by crash
- * recovery, or by an aborted reservation's commit) starting at pos: claim them
- * like messages, release them at once. word: read_pos as loaded (pos and its
- * flags, which the CAS keeps). */
+ * recovery, or by an aborted reservation's commit) starting at pos. */
 static void skip_holes(shmring_participant_t *me, uint64_t word, uint64_t pos)
 {
     shmring_t *r = me->ring;
@@ -294,17 +354,65 @@ static void skip_holes(shmring_participant_t *me, uint64_t word, uint64_t pos)
     while (n < UINT32_MAX &&
            shmring__seq_load(r, pos + n, memory_order_acquire) == shmring__state(r, pos + n, SHMRING_SEQ_HOLE))
         n++;
-    if (n == 0)
-        return; /* another consumer skipped them first */
-    announce(me->entry, SHMRING_CLAIM_GET, pos, n);
-    /* C2 */
-    if (atomic_compare_exchange_strong_explicit(&r->seg->cons.read_pos, &word, word + n,
-                                                memory_order_release, memory_order_relaxed)) {
-        shmring_span_t span = {pos, n};
-        shmring_queue_get_release(me, &span);
-    } else {
-        withdraw(me->entry);
-    }
+    if (n)
+        drop_run(me, word, pos, n, 0); /* else another consumer skipped them first */
+}
+
+/* ---- message deadlines: the get side ---- */
+
+int shmring_queue_expiry(const shmring_t *r, uint64_t pos, uint64_t *deadline_ns)
+{
+    /* E2: relaxed, after the claim's C1 */
+    if (!atomic_load_explicit(&queue_area(r)->expiring, memory_order_relaxed))
+        return 0;
+    *deadline_ns = atomic_load_explicit(&expiry_entry(r, pos)->deadline_ns, memory_order_relaxed);
+    return *deadline_ns != 0;
+}
+
+void shmring_queue_set_expiry(const shmring_t *r, uint64_t pos, uint32_t n, uint64_t deadline_ns)
+{
+    /* E1: relaxed, ordered before the commit by P4 */
+    if (!atomic_load_explicit(&queue_area(r)->expiring, memory_order_relaxed))
+        atomic_store_explicit(&queue_area(r)->expiring, 1, memory_order_relaxed);
+    for (uint32_t i = 0; i < n; i++)
+        atomic_store_explicit(&expiry_entry(r, pos + i)->deadline_ns, deadline_ns, memory_order_relaxed);
+}
+
+void shmring_queue_count_expired(shmring_t *r, uint64_t n)
+{
+    if (!r->readonly)
+        atomic_fetch_add_explicit(&r->seg->stats.expired, n, memory_order_relaxed); /* a statistic */
+}
+
+/* Has the message at pos a deadline that passed? now: read at the first
+ * deadline met (one clock read a claim). */
+static int expired_at(const shmring_t *r, uint64_t pos, uint64_t *now)
+{
+    uint64_t deadline;
+    if (!shmring_queue_expiry(r, pos, &deadline))
+        return 0;
+    if (*now == 0)
+        *now = shmring_now_ns();
+    return *now >= deadline;
+}
+
+/* Of the n committed messages from pos: how many lead before the first whose
+ * deadline passed. 0: the first has; then *expired says how many in a row. */
+static uint32_t live_run(const shmring_t *r, uint64_t pos, uint32_t n, uint32_t *expired)
+{
+    /* E2: relaxed, after C1 (count_states) */
+    if (__builtin_expect(!atomic_load_explicit(&queue_area(r)->expiring, memory_order_relaxed), 1))
+        return n;
+    uint64_t now = 0;
+    uint32_t i = 0;
+    while (i < n && !expired_at(r, pos + i, &now))
+        i++;
+    if (i > 0)
+        return i;
+    while (i < n && expired_at(r, pos + i, &now))
+        i++;
+    *expired = i;
+    return 0;
 }
 
 /* A get claim (discarding 0), or a discarder's after an immediate shutdown
@@ -334,6 +442,15 @@ static inline int get_claim(shmring_participant_t *me, uint32_t max_n, int flags
             want = shmring__run_at(r, pos, want);
         /* C1: pairs with P4 (acquire loads inside). */
         uint32_t n = shmring__count_states(r, pos, want, SHMRING_SEQ_COMMITTED, &seq);
+        if (n > 0 && !(flags & SHMRING_CLAIM_EXPIRED) && !discarding) {
+            uint32_t expired = 0;
+            n = live_run(r, pos, n, &expired);
+            if (n == 0) { /* never handed out: dropped, counted, and on to what follows */
+                drop_run(me, word, pos, expired, 1);
+                word = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
+                continue;
+            }
+        }
         if (n == 0) {
             /* not committed yet: empty, unless pos went stale meanwhile */
             if (shmring__seq_diff(r, seq, shmring__state(r, pos, SHMRING_SEQ_COMMITTED)) < 0) {
@@ -444,6 +561,7 @@ void shmring_queue_stats(const shmring_t *r, shmring_stats_t *out)
     out->lost = atomic_load_explicit(&seg->stats.lost, memory_order_relaxed);
     out->recoveries = atomic_load_explicit(&seg->stats.recoveries, memory_order_relaxed);
     out->discarded = atomic_load_explicit(&seg->stats.discarded, memory_order_relaxed);
+    out->expired = atomic_load_explicit(&seg->stats.expired, memory_order_relaxed);
 }
 
 /* ---- shut-down ---- */
@@ -617,8 +735,8 @@ int shmring_queue_wait(shmring_participant_t *me, int what, uint64_t timeout_ns,
 
 /* ---- the queue as a ring kind (kind.h) ---- */
 
-/* The queue's areas: the generic layout, with no area of its own and none of
- * a topic's parameters. */
+/* The queue's areas: the generic layout, with its own area (the expiry line and
+ * a deadline entry per slot, layout.h) and none of a topic's parameters. */
 static int layout(const struct shmring_header *h, struct shmring_layout *out)
 {
     if (h->flags & (SHMRING_FLAG_MULTICAST | SHMRING_FLAG_OVERWRITE))
@@ -626,7 +744,12 @@ static int layout(const struct shmring_header *h, struct shmring_layout *out)
     if (h->kind_args[0] != 0 || h->kind_args[1] != 0)
         return shmring__fail(SHMRING_ERESERVED, "reserved header bytes (a topic's parameters) %u, %u in a queue, not 0",
                              h->kind_args[0], h->kind_args[1]);
-    return shmring__layout_compute(h->slot_size, h->maxsize, h->max_participants, h->flags, 0, out);
+    struct shmring_layout bare;
+    int rc = shmring__layout_compute(h->slot_size, h->maxsize, h->max_participants, h->flags, 0, &bare);
+    if (rc)
+        return rc;
+    return shmring__layout_compute(h->slot_size, h->maxsize, h->max_participants, h->flags,
+                                   SHMRING_LINE + bare.capacity * sizeof(struct shmring_expiry), out);
 }
 
 /* Attach: the counters of a ring that passed every header check. */

@@ -123,6 +123,7 @@ typedef struct shmring_stats {
     uint64_t lost;              /* messages lost to participants that died */
     uint64_t recoveries;        /* dead participants whose claims were recovered */
     uint64_t discarded;         /* messages discarded by an immediate shutdown */
+    uint64_t expired;           /* messages dropped at dequeue: their deadline had passed */
     uint32_t readers_waiting;   /* participants asleep waiting for messages */
     uint32_t writers_waiting;   /* participants asleep waiting for space */
     uint32_t shut;              /* SHMRING_SHUT_* */
@@ -191,7 +192,10 @@ void shmring_after_fork(shmring_t *ring);
 
 /* Claim flags: CONTIGUOUS stops a claim at the end of the payload area, so that
  * the claimed slots are one block of memory (for zero-copy views). */
-enum { SHMRING_CLAIM_CONTIGUOUS = 1 };
+/* EXPIRED: a get claim that hands out messages whose deadline passed too (the
+ * caller marks them, shmring_queue_expiry); without it they are dropped at
+ * dequeue, counted in stats.expired and done for join(). */
+enum { SHMRING_CLAIM_CONTIGUOUS = 1, SHMRING_CLAIM_EXPIRED = 2 };
 
 /* Claim up to max_n consecutive free slots for writing; returns the number
  * claimed (0: full), SHMRING_ESHUTDOWN (shmring_queue_shutdown). Fill them with shmring_slot_payload/shmring_slot_set_len,
@@ -205,6 +209,16 @@ void shmring_queue_put_commit_partial(shmring_participant_t *me, const shmring_s
  * (0: empty), SHMRING_ESHUTDOWN (shut down and drained, or shut down at once). Read them, then hand the slots back with shmring_queue_get_release. */
 int shmring_queue_get_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span);
 void shmring_queue_get_release(shmring_participant_t *me, const shmring_span_t *span);
+
+/* Message deadlines (CLOCK_MONOTONIC ns, as shmring_now_ns; 0 is none). set:
+ * between a put claim and its commit, for the n positions from pos (a put
+ * without one writes nothing). expiry: 1 and *deadline_ns if the claimed message at pos
+ * carries one, else 0. */
+void shmring_queue_set_expiry(const shmring_t *ring, uint64_t pos, uint32_t n, uint64_t deadline_ns);
+int shmring_queue_expiry(const shmring_t *ring, uint64_t pos, uint64_t *deadline_ns);
+/* Count n messages a caller took (SHMRING_CLAIM_EXPIRED) and dropped as
+ * expired in stats.expired (they are its to mark done for join()). */
+void shmring_queue_count_expired(shmring_t *ring, uint64_t n);
 
 /* Copy the slots of a claimed span to (into_ring = 0) or from buf: at most two
  * memcpy calls (the span may wrap round the end of the payload area). */

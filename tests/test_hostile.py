@@ -442,8 +442,8 @@ def test_memory_is_what_the_readme_says(make_queue):
     for maxsize, msg_size, dtype in ((1000, 1024, None), (5, 64, None), (70000, None, TICK)):
         q = make_queue(maxsize, msg_size, dtype=dtype)
         capacity = 1 << max(2, (maxsize - 1).bit_length())        # maxsize rounded up to a power of two
-        slot = q.msg_size + (8 if dtype is None else (2 if capacity >= 65536 else 4))
-        expected = capacity * slot + 2304 + 256 * 128               # README: capacity x (msg_size + 8) + 34 KiB
+        slot = q.msg_size + (8 if dtype is None else (2 if capacity >= 65536 else 4)) + 8  # + its deadline
+        expected = capacity * slot + 2304 + 256 * 128 + 128         # README: capacity x (msg_size + 16) + 34 KiB
         assert shmring._core.inspect(q.name)["bytes"] == pytest.approx(expected, abs=256)
 
 

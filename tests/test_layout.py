@@ -10,6 +10,8 @@ from segments import (
     DISCARDED_OFFSET,
     DISCARDING,
     DRAINING,
+    EXPIRED_OFFSET,
+    EXPIRY_SIZE,
     MULTICAST,
     OVERWRITE,
     SUBSCRIBER_SIZE,
@@ -43,7 +45,7 @@ def test_fresh_segment_header_matches_the_documented_layout(make_queue, maxsize,
     q = make_queue(maxsize, msg_size)
     h = read_header(q.name)
     assert h["magic"] == MAGIC
-    assert h["layout_version"] == LAYOUT_VERSION == 7
+    assert h["layout_version"] == LAYOUT_VERSION == 8
     assert h["kind"] == 1
     assert h["flags"] == 0  # a byte ring
     assert (h["kind_arg0"], h["kind_arg1"]) == (0, 0)  # a topic's parameters
@@ -52,7 +54,9 @@ def test_fresh_segment_header_matches_the_documented_layout(make_queue, maxsize,
     assert h["creator_pid"] == os.getpid()
     assert h["participants_offset"] == FIXED_PART
     assert h["participant_size"] == PARTICIPANT_SIZE
-    assert h["meta_offset"] == align(FIXED_PART + h["max_participants"] * PARTICIPANT_SIZE)
+    kind_offset = align(FIXED_PART + h["max_participants"] * PARTICIPANT_SIZE)
+    # the queue's own area: the expiry line, then an 8-byte deadline per slot
+    assert h["meta_offset"] == align(kind_offset + 128 + capacity * 8)
     assert h["payload_offset"] == align(h["meta_offset"] + capacity * META_SIZE)
     assert h["mapped_size"] == h["payload_offset"] + capacity * msg_size
     assert len(read_segment(q.name)) >= h["mapped_size"]
@@ -128,7 +132,7 @@ def test_a_topic_has_its_parameters_its_own_area_and_byte_ring_slot_words(policy
     t = shmring.Topic(100, None if records else 48, dtype=dtype, policy=policy, max_subscribers=5, max_topic_len=13)
     try:
         h = read_header(t.name)
-        assert h["kind"] == 2 and h["layout_version"] == 7
+        assert h["kind"] == 2 and h["layout_version"] == 8
         assert h["flags"] == MULTICAST | (OVERWRITE if policy == "overwrite" else 0) | (1 if records else 0)
         assert (h["kind_arg0"], h["kind_arg1"]) == (5, 13)
         assert (h["maxsize"], h["capacity"]) == (100, 128)
@@ -161,3 +165,30 @@ def test_a_shut_down_queue_flags_its_position_counters_as_documented(make_queue)
     assert counters() == (SHUT | 3, DRAINING | 1, 0)
     q.shutdown(immediate=True)  # the two left are discarded: claimed, read_pos keeps its flags
     assert counters() == (SHUT | 3, DISCARDING | DRAINING | 3, 2)
+
+
+def test_a_queue_keeps_message_deadlines_in_its_own_area_as_documented(make_queue):
+    q = make_queue(4, 8)
+    h = read_header(q.name)
+    area = align(FIXED_PART + h["max_participants"] * PARTICIPANT_SIZE)
+
+    def word(off):
+        return int.from_bytes(read_segment(q.name)[off:off + 8], "little")
+
+    def entry(pos):
+        return word(area + 128 + (pos % h["capacity"]) * EXPIRY_SIZE)
+
+    q.put_bytes(b"a")
+    assert word(area) == 0 and entry(0) == 0  # no deadline yet: the area stays untouched
+    q.put_bytes(b"b", deadline=1e9)  # about 31 years of uptime from now: still ahead
+    q.put_bytes(b"c", deadline=1.0)  # passed long ago
+    assert word(area) & 0xFFFFFFFF == 1  # expiring: on for good
+    assert (entry(1), entry(2)) == (10**18, 10**9)
+    q.put_bytes(b"d")
+    assert entry(3) == 0
+    assert q.get_many_bytes(timeout=5) == [b"a", b"b", b"d"]  # c dropped between two claims
+    assert word(EXPIRED_OFFSET) == 1
+    q.put_bytes(b"e")  # position 4: slot 0 again
+    q.put_bytes(b"f")  # position 5: slot 1, whose deadline of the last lap is cleared
+    assert (entry(4), entry(5)) == (0, 0)
+    assert q.get_many_bytes(timeout=5) == [b"e", b"f"] and word(EXPIRED_OFFSET) == 1

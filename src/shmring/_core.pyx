@@ -35,6 +35,7 @@ cimport cython
 
 from shmring._cshmring cimport *
 
+import numbers
 import os
 import threading
 
@@ -149,6 +150,7 @@ cdef dict _queue_counters(const shmring_stats_t *st):
         "lost": st.lost,
         "recoveries": st.recoveries,
         "discarded": st.discarded,
+        "expired": st.expired,
         "shut_down": st.shut != SHMRING_SHUT_NO,
         "shut_down_immediate": st.shut == SHMRING_SHUT_IMMEDIATE,
         "readers_waiting": st.readers_waiting,
@@ -285,6 +287,97 @@ cdef int _deadline_of(object block, object timeout, uint64_t *out) except -1:
     else:
         out[0] = shmring_now_ns() + <uint64_t>(t * 1e9)
     return 0
+
+
+# ---- message deadlines: put's ttl= / deadline= (queue.c: the queue's area) ----
+
+cdef class Expired:
+    """A message whose deadline had passed, handed out by a get with
+    ``expired="return"``: ``message`` (as that get hands messages out) and
+    ``deadline`` (its CLOCK_MONOTONIC deadline, in seconds)."""
+    cdef public object message, deadline
+
+    def __init__(self, message, deadline):
+        self.message = message
+        self.deadline = deadline
+
+    def __repr__(self):
+        return f"Expired({self.message!r}, deadline={self.deadline!r})"
+
+
+# How _take hands a message out: bytes; Expired when its deadline passed (get's
+# expired="return"); (bytes, deadline in seconds or None), expired or not.
+cdef enum:
+    HAND_PLAIN, HAND_MARKED, HAND_TIMED
+
+
+# A deadline past this (CLOCK_MONOTONIC seconds: ~317 years of uptime) is a mistake.
+cdef double DEADLINE_MAX = 1e10
+
+
+cdef double _seconds(str what, object value) except? -1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"'{what}' must be a number of seconds, got {value!r}")
+    return value
+
+
+cdef int _one_of(object ttl, object deadline) except -1:
+    if ttl is not None and deadline is not None:
+        raise TypeError(f"give ttl= or deadline=, not both (got ttl={ttl!r}, deadline={deadline!r})")
+    return 0
+
+
+cdef uint64_t _expiry_ns(object ttl, object deadline, uint64_t default_ttl_ns) except? 0:
+    """A message's deadline in CLOCK_MONOTONIC ns (at least 1), or 0: none."""
+    cdef double t
+    if ttl is None and deadline is None:
+        return shmring_now_ns() + default_ttl_ns if default_ttl_ns else 0
+    _one_of(ttl, deadline)
+    if ttl is not None:
+        t = _seconds("ttl", ttl)
+        if not 0 <= t <= 3e8:  # also refuses NaN
+            raise ValueError(f"'ttl' must be a number of seconds from 0 to 3e8, got {ttl!r}")
+        return shmring_now_ns() + <uint64_t>(t * 1e9)
+    t = _seconds("deadline", deadline)
+    if not t <= DEADLINE_MAX:  # also refuses NaN
+        raise ValueError(f"'deadline' must be a CLOCK_MONOTONIC time in seconds (time.monotonic() on Linux) "
+                         f"of at most {DEADLINE_MAX:g}, got {deadline!r}")
+    return max(<uint64_t>(t * 1e9), <uint64_t>1) if t > 0 else 1
+
+
+cdef inline bint _marked(object expired) except -1:
+    """get's expired=: "drop" (False) or "return" (True)."""
+    if expired == "drop":
+        return False
+    if expired == "return":
+        return True
+    raise ValueError(f"'expired' must be 'drop' or 'return', got {expired!r}")
+
+
+cdef object _expiries(object ttl, object deadline, uint64_t default_ttl_ns, Py_ssize_t n):
+    """Deadlines of a batch of n messages: None (none), one ns value for all, or
+    a list of n (0: none), when ttl= or deadline= is a list or tuple of n."""
+    cdef uint64_t one
+    _one_of(ttl, deadline)
+    for what, given in (("ttl", ttl), ("deadline", deadline)):
+        if isinstance(given, (list, tuple)):
+            if len(given) != n:
+                raise ValueError(f"'{what}' has {len(given)} values for {n} messages: give one, or one per message")
+            return [_expiry_ns(g, None, default_ttl_ns) if what == "ttl" else _expiry_ns(None, g, default_ttl_ns)
+                    for g in given]
+    one = _expiry_ns(ttl, deadline, default_ttl_ns)
+    return one if one else None
+
+
+def default_ttl_ns(seconds):
+    """Queue(default_ttl=) checked, in ns (0: None)."""
+    if seconds is None:
+        return 0
+    cdef double t = _seconds("default_ttl", seconds)
+    if not 0 < t <= 3e8:  # also refuses NaN
+        raise ValueError(f"'default_ttl' must be None or a number of seconds above 0 and at most 3e8, "
+                         f"got {seconds!r}")
+    return max(<uint64_t>(t * 1e9), <uint64_t>1)
 
 
 # recover_after: above 0, at most a day (a longer one would never act).
@@ -857,27 +950,28 @@ cdef class RingHandle:
         return 0
 
     @cython.final
-    cdef int _put_many(self, list encoded, uint64_t deadline, list keys=None) except -1:
+    cdef int _put_many(self, list encoded, uint64_t deadline, list keys=None, object expires=None) except -1:
         """Put bytes objects in order (a topic: publish them, under keys); all are
-        checked before any is put."""
+        checked before any is put. expires: _expiries'."""
         self._check_sizes(encoded)
-        return self._put_runs(len(encoded), encoded, NULL, deadline, keys)
+        return self._put_runs(len(encoded), encoded, NULL, deadline, keys, None, expires)
 
     @cython.final
-    cdef int _put_view(self, Py_buffer *view, uint64_t deadline, bytes key=None) except -1:
+    cdef int _put_view(self, Py_buffer *view, uint64_t deadline, bytes key=None, object expires=None) except -1:
         """Put the records of a C-contiguous buffer (a topic: under key), streaming as space frees."""
         if <uint64_t>view.len % self._slot_size:
             raise ValueError(f"a buffer of {view.len} bytes is not a whole number of "
                              f"{self._slot_size}-byte records")
         return self._put_runs(<Py_ssize_t>(<uint64_t>view.len // self._slot_size), None, <const char *>view.buf,
-                              deadline, None, key)
+                              deadline, None, key, expires)
 
     @cython.final
     cdef int _put_runs(self, Py_ssize_t total, list encoded, const char *records, uint64_t deadline,
-                       list keys, bytes key=None) except -1:
+                       list keys, bytes key=None, object expires=None) except -1:
         """Put `total` messages in order, one claim per run (a topic: publish them):
         the bytes objects of `encoded` (under `keys`), or whole records of slot_size
-        bytes from `records` (under `key`)."""
+        bytes from `records` (under `key`); a queue's with the deadlines `expires`
+        (_expiries: None, one for all, or one per message)."""
         cdef Py_ssize_t done = 0
         cdef uint32_t k
         cdef shmring_span_t span
@@ -910,10 +1004,26 @@ cdef class RingHandle:
                 if self._topic:
                     shmring_topic_publish_commit(p.ptr, &span, span.n)
                 else:
+                    if expires is not None:
+                        self._set_expiries(&span, expires, done)
                     shmring_queue_put_commit(p.ptr, &span)
                 done += span.n
         finally:
             self._leave()
+        return 0
+
+    @cython.final
+    cdef int _set_expiries(self, shmring_span_t *span, object expires, Py_ssize_t done) except -1:
+        """Deadlines of a claimed span of a batch (_expiries), before its commit."""
+        cdef uint32_t k
+        cdef uint64_t d
+        if type(expires) is not list:
+            shmring_queue_set_expiry(self._ring, span.pos, span.n, <uint64_t>expires)
+            return 0
+        for k in range(span.n):
+            d = (<list>expires)[done + k]
+            if d:
+                shmring_queue_set_expiry(self._ring, span.pos + k, 1, d)
         return 0
 
     @cython.final
@@ -953,6 +1063,7 @@ cdef class QueueHandle(RingHandle):
     from above: the layer over this one hands over a codec's encode/decode
     callables (_set_codec) and, for records rings, how to make arrays over the
     slots (_set_records). Nothing here knows pickle or numpy."""
+    cdef uint64_t _default_ttl_ns    # put's deadline when none is given (0: none)
 
     def _open(self, str name, bint create, uint64_t maxsize=0, uint64_t msg_size=0,
               uint32_t mode=0o600, uint32_t max_participants=0, recover_after=0.1,
@@ -1004,51 +1115,58 @@ cdef class QueueHandle(RingHandle):
     # ---- moving bytes ----
 
     @cython.final
-    cdef int _put_one(self, const char *data, Py_ssize_t size, uint64_t deadline) except -1:
+    cdef int _put_one(self, const char *data, Py_ssize_t size, uint64_t deadline, uint64_t expires) except -1:
         cdef shmring_span_t span
         cdef _Participant p = self._enter()  # first: a closed (or never opened) handle says so
         try:
             if <uint64_t>size > self._slot_size:
                 raise self._too_large(size)
             # the common case in one C call: room now, claimed, filled and committed
-            if shmring_queue_put(p.ptr, data, size) <= 0:
+            if expires or shmring_queue_put(p.ptr, data, size) <= 0:
                 self._claim(True, p, 1, &span, deadline, 0)
                 memcpy(shmring_slot_payload(self._ring, span.pos), data, size)
                 shmring_slot_set_len(self._ring, span.pos, <uint32_t>size)
+                if expires:
+                    shmring_queue_set_expiry(self._ring, span.pos, 1, expires)
                 shmring_queue_put_commit(p.ptr, &span)
         finally:
             self._leave()
         return 0
 
     @cython.final
-    cdef int _put_buffer(self, object data, uint64_t deadline) except -1:
+    cdef int _put_buffer(self, object data, uint64_t deadline, uint64_t expires) except -1:
         """Put any bytes-like object as one message (a non-contiguous one copied first)."""
         cdef Py_buffer view
         cdef bytes b = _bytes_or_buffer(data, &view)
         if b is not None:
-            return self._put_one(PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b), deadline)
+            return self._put_one(PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b), deadline, expires)
         try:
-            self._put_one(<const char *>view.buf, view.len, deadline)
+            self._put_one(<const char *>view.buf, view.len, deadline, expires)
         finally:
             PyBuffer_Release(&view)
         return 0
 
     @cython.final
-    cdef object _get_one(self, uint64_t deadline):
-        """One message as bytes (a corrupt slot's SegmentError is raised in its turn)."""
+    cdef object _get_one(self, uint64_t deadline, bint marked=False):
+        """One message as bytes (a corrupt slot's SegmentError is raised in its turn).
+        marked (expired="return"): one whose deadline passed too, as Expired."""
         cdef shmring_span_t span
         cdef _Participant p = self._enter()
         cdef int64_t size = 0
         cdef object raw = None
+        cdef uint64_t passed = 0
+        cdef int flags = SHMRING_CLAIM_EXPIRED if marked else 0
         try:
             p.raise_deferred()
-            if shmring_queue_get_claim(p.ptr, 1, 0, &span) <= 0:  # the common case without a call: one is there
-                self._claim(False, p, 1, &span, deadline, 0)
+            if shmring_queue_get_claim(p.ptr, 1, flags, &span) <= 0:  # the common case without a call: one is there
+                self._claim(False, p, 1, &span, deadline, 0, flags)
             p.holding = True
             try:
                 size = shmring_slot_len(self._ring, span.pos)
                 if size >= 0:
                     raw = PyBytes_FromStringAndSize(<char *>shmring_slot_payload(self._ring, span.pos), size)
+                    if marked:
+                        passed = self._passed(span.pos)
             finally:
                 shmring_queue_get_release(p.ptr, &span)
                 p.holding = False
@@ -1058,18 +1176,40 @@ cdef class QueueHandle(RingHandle):
             self._leave()
         if size < 0:
             _raise_rc(<int>size, self.name)  # this message's turn: the others are intact
+        if passed:
+            try:
+                return Expired(raw, passed / 1e9)
+            except BaseException:
+                self._count_lost(1)
+                raise
         return raw
 
     @cython.final
-    cdef int _take(self, _Participant p, shmring_span_t *span, list out) except -1:
+    cdef object _deadline_s(self, uint64_t pos):
+        """The deadline of the claimed message at pos in seconds, or None."""
+        cdef uint64_t d
+        return d / 1e9 if shmring_queue_expiry(self._ring, pos, &d) else None
+
+    @cython.final
+    cdef inline uint64_t _passed(self, uint64_t pos) noexcept:
+        """The deadline of the claimed message at pos if it has passed, else 0."""
+        cdef uint64_t d
+        if shmring_queue_expiry(self._ring, pos, &d) and shmring_now_ns() >= d:
+            return d if d else 1
+        return 0
+
+    @cython.final
+    cdef int _take(self, _Participant p, shmring_span_t *span, list out, int mode=HAND_PLAIN) except -1:
         """Copy the claimed messages into new bytes objects, then release the slots.
 
         A slot with an impossible length becomes a SegmentError in `out`, raised
         in its turn (see _decode_batch), so the messages around it survive. If
         copying fails (out of memory), what this call took is counted lost.
+        mode: how a message is handed out (HAND_*).
         """
         cdef uint32_t k
         cdef int64_t size
+        cdef uint64_t passed
         cdef Py_ssize_t before = len(out)
         p.holding = True
         try:
@@ -1078,8 +1218,14 @@ cdef class QueueHandle(RingHandle):
                 if size < 0:
                     out.append(errors.SegmentError(f"{shmring_strerror(<int>size).decode()}: {self.name!r}"))
                 else:
-                    out.append(PyBytes_FromStringAndSize(
-                        <char *>shmring_slot_payload(self._ring, span.pos + k), size))
+                    raw = PyBytes_FromStringAndSize(<char *>shmring_slot_payload(self._ring, span.pos + k), size)
+                    if mode == HAND_PLAIN:
+                        out.append(raw)
+                    elif mode == HAND_MARKED:
+                        passed = self._passed(span.pos + k)
+                        out.append(Expired(raw, passed / 1e9) if passed else raw)
+                    else:
+                        out.append((raw, self._deadline_s(span.pos + k)))
         except BaseException:
             shmring_queue_get_release(p.ptr, span)
             p.holding = False
@@ -1090,21 +1236,23 @@ cdef class QueueHandle(RingHandle):
         return 0
 
     @cython.final
-    cdef list _get_raw(self, Py_ssize_t limit, uint64_t deadline):
-        """1..limit messages as bytes (or SegmentError markers), waiting as asked."""
+    cdef list _get_raw(self, Py_ssize_t limit, uint64_t deadline, int mode=HAND_PLAIN):
+        """1..limit messages as bytes (or SegmentError markers), as `mode` hands
+        them out (HAND_*), waiting as asked."""
         cdef shmring_span_t span
         cdef _Participant p
         cdef list out = []
+        cdef int flags = SHMRING_CLAIM_EXPIRED if mode != HAND_PLAIN else 0
         p = self._enter()
         try:
             p.raise_deferred()
-            self._claim(False, p, <uint32_t>min(limit, UINT32_MAX), &span, deadline, 0)
+            self._claim(False, p, <uint32_t>min(limit, UINT32_MAX), &span, deadline, 0, flags)
             while True:
-                self._take(p, &span, out)
+                self._take(p, &span, out, mode)
                 if len(out) >= limit:
                     break
                 # more may have arrived meanwhile: take it in the same call, never wait
-                if shmring_queue_get_claim(p.ptr, <uint32_t>min(limit - len(out), UINT32_MAX), 0, &span) <= 0:
+                if shmring_queue_get_claim(p.ptr, <uint32_t>min(limit - len(out), UINT32_MAX), flags, &span) <= 0:
                     break
         finally:
             self._leave()
@@ -1125,6 +1273,11 @@ cdef class QueueHandle(RingHandle):
             try:
                 if isinstance(item, BaseException):
                     raise item
+                if type(item) is Expired:  # only from expired="return"
+                    if decode is not None:
+                        item.message = decode(item.message)
+                    out.append(item)
+                    continue
                 out.append(item if decode is None else decode(item))
             except Exception as e:
                 failed.append(e)
@@ -1164,109 +1317,168 @@ cdef class QueueHandle(RingHandle):
 
     # ---- the public operations: bytes ----
 
-    def put_bytes(self, data, block=True, timeout=None):
-        """Put a bytes-like object as one message, without encoding it."""
-        cdef uint64_t deadline
-        _deadline(block, timeout, &deadline)
+    def put_bytes(self, data, block=True, timeout=None, *, ttl=None, deadline=None):
+        """Put a bytes-like object as one message, without encoding it (ttl=,
+        deadline=: as put)."""
+        cdef uint64_t wait
+        cdef uint64_t expires = _expiry_ns(ttl, deadline, self._default_ttl_ns)
+        _deadline(block, timeout, &wait)
         if type(data) is bytes:
-            self._put_one(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), deadline)
+            self._put_one(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), wait, expires)
             return
-        self._put_buffer(data, deadline)
+        self._put_buffer(data, wait, expires)
 
-    def get_bytes(self, block=True, timeout=None):
-        """Remove and return one message as bytes, without decoding it."""
-        cdef uint64_t deadline
-        _deadline(block, timeout, &deadline)
-        return self._get_one(deadline)
+    def get_bytes(self, block=True, timeout=None, *, expired="drop"):
+        """Remove and return one message as bytes, without decoding it (expired=: as get)."""
+        cdef uint64_t wait
+        cdef bint marked = _marked(expired)
+        _deadline(block, timeout, &wait)
+        return self._get_one(wait, marked)
 
-    def put_many_bytes(self, items, block=True, timeout=None):
+    def put_many_bytes(self, items, block=True, timeout=None, *, ttl=None, deadline=None):
         """Put every bytes-like item as one message, in order, claiming slots in
         batches, without encoding. Every item is checked (bytes-like, fits a slot)
         before any is put. If the queue stays full past the timeout, Full is raised
-        and its ``count`` says how many leading items were put."""
-        cdef uint64_t deadline
-        _deadline(block, timeout, &deadline)
-        self._put_many(list(items), deadline)
+        and its ``count`` says how many leading items were put. ttl=, deadline=:
+        one for all, or a list of one per item (as put_many)."""
+        cdef uint64_t wait
+        items = list(items)
+        expires = _expiries(ttl, deadline, self._default_ttl_ns, len(items))
+        _deadline(block, timeout, &wait)
+        self._put_many(items, wait, None, expires)
 
-    def get_many_bytes(self, max_items=None, block=True, timeout=None):
+    def get_many_bytes(self, max_items=None, block=True, timeout=None, *, expired="drop"):
         """Remove and return a list of 1..max_items messages as bytes (default: up
         to maxsize), never decoding them. Blocks until at least one is there. A
         slot found corrupt is a SegmentError raised by this thread's next get
-        call; the messages around it are returned."""
-        cdef uint64_t deadline
-        _deadline(block, timeout, &deadline)
-        return self._decode_batch(self._get_raw(self._how_many(max_items, "max_items"), deadline), None)
+        call; the messages around it are returned. expired=: as get."""
+        cdef uint64_t wait
+        cdef bint marked = _marked(expired)
+        _deadline(block, timeout, &wait)
+        return self._decode_batch(self._get_raw(self._how_many(max_items, "max_items"), wait,
+                                                HAND_MARKED if marked else HAND_PLAIN), None)
+
+    def _get_many_timed(self, max_items=None, block=True, timeout=None):
+        """For those who forward messages with their deadlines (workers.py): as
+        get_many_bytes, but a list of (bytes, deadline in seconds or None) pairs,
+        expired ones included: what the caller drops it counts (_count_expired)."""
+        cdef uint64_t wait
+        _deadline(block, timeout, &wait)
+        return self._decode_batch(self._get_raw(self._how_many(max_items, "max_items"), wait, HAND_TIMED), None)
+
+    def _count_expired(self, n):
+        """Count n messages taken by _get_many_timed and dropped as expired."""
+        if self._ring != NULL:
+            shmring_queue_count_expired(self._ring, n)
 
     # ---- the public operations: objects, through the codec ----
 
-    def put(self, obj, block=True, timeout=None):
-        """Put one object, encoded by the queue's codec."""
-        cdef uint64_t deadline
-        _deadline(block, timeout, &deadline)
+    def put(self, obj, block=True, timeout=None, *, ttl=None, deadline=None):
+        """Put one object, encoded by the queue's codec.
+
+        ``ttl=`` (seconds from now) or ``deadline=`` (a CLOCK_MONOTONIC time in
+        seconds: ``time.monotonic()`` on Linux, ``time.clock_gettime(
+        time.CLOCK_MONOTONIC)`` everywhere): once it has passed, no get returns
+        the message; the get that meets it drops it and counts it in
+        ``stats()["expired"]`` (and as done for ``join()``). Default: the queue's
+        ``default_ttl``, else none."""
+        cdef uint64_t wait
+        cdef uint64_t expires = _expiry_ns(ttl, deadline, self._default_ttl_ns)
+        _deadline(block, timeout, &wait)
         self._codec_set()
         data = self._encoded(obj)
         if type(data) is bytes:
-            self._put_one(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), deadline)
+            self._put_one(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), wait, expires)
         else:
-            self._put_buffer(data, deadline)
+            self._put_buffer(data, wait, expires)
 
-    def get(self, block=True, timeout=None):
-        """Remove and return one object, decoded by the queue's codec."""
-        cdef uint64_t deadline
-        _deadline(block, timeout, &deadline)
+    def get(self, block=True, timeout=None, *, expired="drop"):
+        """Remove and return one object, decoded by the queue's codec.
+
+        ``expired="drop"`` (the default) drops messages whose deadline passed;
+        ``expired="return"`` hands such a message back as ``shmring.Expired``
+        (``.message``, ``.deadline``) instead, counted nowhere."""
+        cdef uint64_t wait
+        cdef bint marked = _marked(expired)
+        _deadline(block, timeout, &wait)
         self._codec_set()
-        return self._decode_one(self._get_one(deadline))
+        if not marked:
+            return self._decode_one(self._get_one(wait))
+        raw = self._get_one(wait, True)
+        if type(raw) is Expired:
+            (<Expired>raw).message = self._decode_one((<Expired>raw).message)
+            return raw
+        return self._decode_one(raw)
 
     def put_nowait(self, obj):
         """put(obj, block=False)."""
+        cdef uint64_t expires = _expiry_ns(None, None, self._default_ttl_ns)
         self._codec_set()
         data = self._encoded(obj)
         if type(data) is bytes:
-            self._put_one(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), 0)
+            self._put_one(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), 0, expires)
         else:
-            self._put_buffer(data, 0)
+            self._put_buffer(data, 0, expires)
 
     def get_nowait(self):
         """get(block=False)."""
         self._codec_set()
         return self._decode_one(self._get_one(0))
 
-    def put_many(self, items, block=True, timeout=None):
+    def put_many(self, items, block=True, timeout=None, *, ttl=None, deadline=None):
         """Put every item, in order, claiming slots in batches; every item is
         encoded before any is put.
 
         If the queue stays full past the timeout, Full is raised and its
-        ``count`` says how many leading items were put.
+        ``count`` says how many leading items were put. ``ttl=`` / ``deadline=``
+        (as put): one for the batch, or a list or tuple of one per item (None:
+        that item gets the default, ``default_ttl``).
         """
-        cdef uint64_t deadline
+        cdef uint64_t wait
         if self._records:  # one array, one copy per run (and numpy's casts)
             self._records_only("put_many()")
-            return self.put_array(self._rec_array_of(items), block, timeout)
-        _deadline(block, timeout, &deadline)
+            return self.put_array(self._rec_array_of(items), block, timeout, ttl=ttl, deadline=deadline)
+        _deadline(block, timeout, &wait)
         self._codec_set()
         if self._encode_arg is _NO_ARG:
-            self._put_many([self._encode(item) for item in items], deadline)
+            encoded = [self._encode(item) for item in items]
         else:
-            self._put_many([self._encode(item, self._encode_arg) for item in items], deadline)
+            encoded = [self._encode(item, self._encode_arg) for item in items]
+        self._put_many(encoded, wait, None, _expiries(ttl, deadline, self._default_ttl_ns, len(encoded)))
 
-    def get_many(self, max_items=None, block=True, timeout=None):
+    def get_many(self, max_items=None, block=True, timeout=None, *, expired="drop"):
         """Remove and return a list of 1..max_items objects (default: up to maxsize).
 
         Blocks until at least one is there; returns what is there then. A message
         that fails to decode does not lose the others: they are returned, and its
-        error is raised by this thread's next get call.
+        error is raised by this thread's next get call. expired=: as get (a
+        records queue drops them, always).
         """
-        cdef uint64_t deadline
+        cdef uint64_t wait
+        cdef bint marked = _marked(expired)
         if self._records:  # the records of one get_array, as numpy scalars
+            if marked:
+                raise ValueError("a records queue drops expired records: expired='return' is for the other queues")
             arr = self.get_array(max_items, block, timeout)
             try:
                 return list(arr)
             except BaseException:  # out of memory, Ctrl-C: taken, never handed out
                 self._count_lost(len(arr))
                 raise
-        _deadline(block, timeout, &deadline)
+        _deadline(block, timeout, &wait)
         self._codec_set()
-        return self._decode_batch(self._get_raw(self._how_many(max_items, "max_items"), deadline), self._decode)
+        return self._decode_batch(self._get_raw(self._how_many(max_items, "max_items"), wait,
+                                                HAND_MARKED if marked else HAND_PLAIN), self._decode)
+
+    @property
+    def default_ttl(self):
+        """Seconds a message put without ttl=/deadline= lives (None: for ever);
+        this handle's, pickled with it."""
+        return self._default_ttl_ns / 1e9 if self._default_ttl_ns else None
+
+    def _set_default_ttl(self, uint64_t ns):
+        """ns: from default_ttl_ns."""
+        self._default_ttl_ns = ns
 
     # ---- records: in and out of a caller's buffer, reservations and views ----
 
@@ -1323,25 +1535,29 @@ cdef class QueueHandle(RingHandle):
             raise ValueError("out= must be a writable array (it is filled in place)") from None
         return 0
 
-    def put_array(self, arr, block=True, timeout=None):
+    def put_array(self, arr, block=True, timeout=None, *, ttl=None, deadline=None):
         """Put every record of a 1-D array of the queue's dtype, in order.
 
         Any length: an array longer than the queue streams through as space frees.
         A non-contiguous array is copied first; another dtype is a TypeError, more
         than one dimension a ValueError. If the queue stays full past the
         timeout, Full is raised and its ``count`` says how many records were put.
+        ``ttl=`` / ``deadline=``: as put_many, one for all or one per record;
+        get_array, get_many and view drop expired records (counted).
         """
-        cdef uint64_t deadline
+        cdef uint64_t wait
         cdef Py_buffer view
         self._records_only("put_array()")
-        _deadline(block, timeout, &deadline)
+        expires = _expiries(ttl, deadline, self._default_ttl_ns, len(arr)) if (
+            ttl is not None or deadline is not None or self._default_ttl_ns) else None
+        _deadline(block, timeout, &wait)
         if not self._known_records(arr, &view, PyBUF_C_CONTIGUOUS):
             checked = self._rec_check(arr)  # raises, or a C-contiguous 1-D array of the dtype
             if checked is arr and type(arr) is self._rec_type:
                 self._rec_seen = arr.dtype  # equal to ours: the next one goes the fast way
             PyObject_GetBuffer(checked, &view, PyBUF_C_CONTIGUOUS)
         try:
-            self._put_view(&view, deadline)
+            self._put_view(&view, wait, None, expires)
         finally:
             PyBuffer_Release(&view)
 
@@ -1448,8 +1664,9 @@ cdef class QueueHandle(RingHandle):
         return slots
 
     @cython.final
-    cdef _Span _open_span(self, bint put, Py_ssize_t n, object block, object timeout):
-        """Claim a contiguous run for a reservation or a view, as a _Span over its slots."""
+    cdef _Span _open_span(self, bint put, Py_ssize_t n, object block, object timeout, uint64_t expires=0):
+        """Claim a contiguous run for a reservation (whose commit gives its records
+        the deadline `expires`) or a view, as a _Span over its slots."""
         cdef uint64_t deadline
         cdef _Participant p
         cdef Py_ssize_t first
@@ -1463,7 +1680,7 @@ cdef class QueueHandle(RingHandle):
             self._leave()
             raise
         p.holding = True
-        s.queue, s.p, s.put, s.fork = self, p, put, _forks
+        s.queue, s.p, s.put, s.fork, s.expires = self, p, put, _forks, expires
         first = (shmring_slot_payload(self._ring, s.span.pos) - shmring_slot_payload(self._ring, 0)) // self._slot_size
         try:
             s.array = slots[first:first + s.span.n]  # the claim does not wrap (CONTIGUOUS)
@@ -1484,8 +1701,9 @@ cdef class QueueHandle(RingHandle):
         p.holding = False
         self._leave()
 
-    def reserve(self, n, block=True, timeout=None):
-        """Claim up to n free slots as a writable array (fewer if the ring wraps).
+    def reserve(self, n, block=True, timeout=None, *, ttl=None, deadline=None):
+        """Claim up to n free slots as a writable array (fewer if the ring wraps);
+        what it commits has the deadline of ttl= / deadline= (as put).
 
         Fill it and commit: ``with q.reserve(n) as arr: arr[:] = ...`` commits on
         exit (an exception aborts instead: the slots are skipped); or call
@@ -1494,7 +1712,8 @@ cdef class QueueHandle(RingHandle):
         and no longer the queue's business (do not write through its base).
         """
         self._records_only("reserve()")
-        return self._open_span(True, self._how_many(n, "n"), block, timeout)
+        cdef uint64_t expires = _expiry_ns(ttl, deadline, self._default_ttl_ns)
+        return self._open_span(True, self._how_many(n, "n"), block, timeout, expires)
 
     def view(self, max_items=None, block=True, timeout=None):
         """Claim up to max_items ready records as a read-only array, without copying.
@@ -1606,6 +1825,7 @@ cdef class _Span:
     cdef _Participant p
     cdef shmring_span_t span
     cdef bint put, done
+    cdef uint64_t expires            # a reservation's deadline for what it commits (0: none)
     cdef long fork                   # _forks of the process that made it
     cdef readonly object array
 
@@ -1621,6 +1841,8 @@ cdef class _Span:
             try:
                 self.queue._seal(self.array)
             finally:
+                if self.expires and keep:
+                    shmring_queue_set_expiry(self.queue._ring, self.span.pos, keep, self.expires)
                 self.queue._end_span(self.p, &self.span, self.put, keep)
         else:
             self.queue._end_span(self.p, &self.span, self.put, keep)

@@ -72,6 +72,7 @@ cdef extern from "shmring.h" nogil:
         uint64_t lost
         uint64_t recoveries
         uint64_t discarded
+        uint64_t expired
         uint32_t readers_waiting
         uint32_t writers_waiting
         uint32_t shut
@@ -94,6 +95,7 @@ cdef extern from "shmring.h" nogil:
 
     enum:
         SHMRING_CLAIM_CONTIGUOUS
+        SHMRING_CLAIM_EXPIRED
     int shmring_queue_put_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span)
     void shmring_queue_put_commit(shmring_participant_t *me, const shmring_span_t *span)
     void shmring_queue_put_commit_partial(shmring_participant_t *me, const shmring_span_t *span, uint32_t keep)
@@ -107,6 +109,9 @@ cdef extern from "shmring.h" nogil:
 
     int shmring_queue_task_done(shmring_participant_t *me, uint64_t n)
     void shmring_queue_count_lost(shmring_t *ring, uint64_t n)
+    void shmring_queue_count_expired(shmring_t *ring, uint64_t n)
+    void shmring_queue_set_expiry(const shmring_t *ring, uint64_t pos, uint32_t n, uint64_t deadline_ns)
+    int shmring_queue_expiry(const shmring_t *ring, uint64_t pos, uint64_t *deadline_ns)
     int shmring_queue_shutdown(shmring_participant_t *me, int immediate)
     uint64_t shmring_queue_unfinished(const shmring_t *ring)
     void shmring_queue_stats(const shmring_t *ring, shmring_stats_t *out)

@@ -5,7 +5,7 @@ with a codec (codec.py: pickle by default, bytes, or numpy records) and the
 policy here: defaults, segment names, checks of arguments, pickling of handles.
 Fork and exit hooks are in lifetime.py.
 """
-from shmring._core import QueueHandle
+from shmring._core import QueueHandle, default_ttl_ns
 from shmring.codec import PickleCodec, codec_named
 from shmring.errors import SegmentError
 from shmring.handles import (  # noqa: F401 (NAME_PREFIX, MSG_SIZE_MAX, PARTICIPANTS_MAX: this module's names too)
@@ -29,7 +29,7 @@ class Queue(HandlePolicy, QueueHandle):
     """A bounded FIFO of messages in shared memory, usable from many processes.
 
     ``Queue(maxsize=0, msg_size=1024, *, dtype=None, codec=None, name=None,
-    mode=0o600, max_participants=256, recover_after=0.1)``
+    mode=0o600, max_participants=256, recover_after=0.1, default_ttl=None)``
 
     - ``maxsize``: most messages held at once; exact. ``maxsize <= 0`` gives
       ``DEFAULT_MAXSIZE`` (8192), since shared memory is allocated up front.
@@ -53,6 +53,11 @@ class Queue(HandlePolicy, QueueHandle):
       looks for processes that died holding what it waits for (a slot claimed but
       never filled, messages taken but never released) and recovers them;
       above 0 and at most 86400.
+    - ``default_ttl``: seconds a message put through this handle lives when the
+      put gives no ``ttl=``/``deadline=`` (None: for ever). A setting of the
+      handle, carried when it is pickled; ``attach(name, default_ttl=...)``
+      sets it on an attached one. Expired messages are dropped at dequeue and
+      counted in ``stats()["expired"]`` (see ``put``).
 
     The creating process owns the segment: it is unlinked when the creator calls
     ``close()``, when the handle is garbage collected, or when the creator's
@@ -62,7 +67,7 @@ class Queue(HandlePolicy, QueueHandle):
     """
 
     def __init__(self, maxsize=0, msg_size=None, *, dtype=None, codec=None, name=None, mode=0o600,
-                 max_participants=256, recover_after=0.1):
+                 max_participants=256, recover_after=0.1, default_ttl=None):
         maxsize = _integer("maxsize", maxsize)
         if maxsize <= 0:
             maxsize = DEFAULT_MAXSIZE
@@ -72,19 +77,24 @@ class Queue(HandlePolicy, QueueHandle):
         chosen = PickleCodec() if codec is None else codec_named(codec)()
         chosen, msg_size, schema = self._checked(msg_size, dtype, chosen, max_participants, mode,
                                                  DEFAULT_MSG_SIZE)
+        ttl_ns = default_ttl_ns(default_ttl)
         self._create(name, maxsize, msg_size, chosen, mode, max_participants, recover_after, schema)
+        self._set_default_ttl(ttl_ns)
 
     @classmethod
-    def attach(cls, name, *, recover_after=0.1, allow_world_writable=False, codec=None):
+    def attach(cls, name, *, recover_after=0.1, allow_world_writable=False, codec=None, default_ttl=None):
         """Open a handle on an existing queue by segment name.
 
         A segment that every user may write and another user owns is refused
         (``UntrustedSegment``): anyone could have put the pickles this process
         would load. ``allow_world_writable=True`` trusts it anyway. ``codec``
         as for ``Queue()``; a records queue's dtype is read from the segment.
+        ``default_ttl`` as for ``Queue()``: this handle's.
         """
         chosen = None if codec is None else codec_named(codec)()
+        ttl_ns = default_ttl_ns(default_ttl)
         self = cls.__new__(cls)
+        self._set_default_ttl(ttl_ns)
         self._open(name, False, recover_after=recover_after, trust_writable=bool(allow_world_writable))
         return self._attached(name, chosen, codec, allow_world_writable)
 
@@ -126,7 +136,7 @@ class Queue(HandlePolicy, QueueHandle):
     def __reduce__(self):
         self._closed_for_pickling()
         return (_unpickle_queue, (type(self), self.name, self.maxsize, self.msg_size, self.recover_after,
-                                  self.dtype, self._trust_writable, self._codec.name))
+                                  self.dtype, self._trust_writable, self._codec.name, self.default_ttl))
 
     def _repr_size(self):
         return f"maxsize={self.maxsize}"
@@ -142,10 +152,11 @@ class Queue(HandlePolicy, QueueHandle):
         """No-op (multiprocessing.Queue compatibility: shmring has no feeder thread)."""
 
 
-def _unpickle_queue(cls, name, maxsize, msg_size, recover_after, dtype=None, trust_writable=False, codec="pickle"):
+def _unpickle_queue(cls, name, maxsize, msg_size, recover_after, dtype=None, trust_writable=False, codec="pickle",
+                    default_ttl=None):
     # Attach at once, so that a missing or corrupt segment raises from pickle.loads.
     q = cls.attach(name, recover_after=recover_after, allow_world_writable=trust_writable,
-                   codec=None if dtype is not None else codec)
+                   codec=None if dtype is not None else codec, default_ttl=default_ttl)
     if (q.maxsize, q.msg_size, q.dtype) != (maxsize, msg_size, dtype):
         found = (q.maxsize, q.msg_size, q.dtype)
         q.close()

@@ -102,6 +102,17 @@ class ShmringBytes(ShmringRow):
     calls = ("put_bytes", "get_bytes")
 
 
+class ShmringBytesDeadlines(ShmringBytes):
+    """As ShmringBytes, every message with a deadline (an hour ahead: none
+    expires), so the get checks each one against the clock."""
+    name = "shmring put_bytes(ttl=)/get_bytes"
+
+    def produce(self, handle, n):
+        put, message = handle.put_bytes, self.message()
+        for _ in range(n):
+            put(message, ttl=3600.0)
+
+
 class ShmringBatch(ShmringRow):
     name = f"shmring put_many/get_many ({BATCH})"
     base_count = 4_000_000
@@ -292,7 +303,7 @@ def zmq_subscribe(path, n, ready, joined):
     return result
 
 
-ROW_TYPES = [ShmringObjects, ShmringBytes, ShmringBatch, ThreadQueue, MpQueue, MpSimpleQueue, MpPipe,
+ROW_TYPES = [ShmringObjects, ShmringBytes, ShmringBytesDeadlines, ShmringBatch, ThreadQueue, MpQueue, MpSimpleQueue, MpPipe,
              FasterFifo, FasterFifoBatch, Zeroq, ZmqPushPull, ZmqPubSub]
 BASELINE = MpQueue.name
 
