@@ -400,9 +400,6 @@ static int expired_at(const shmring_t *r, uint64_t pos, uint64_t *now)
  * deadline passed. 0: the first has; then *expired says how many in a row. */
 static uint32_t live_run(const shmring_t *r, uint64_t pos, uint32_t n, uint32_t *expired)
 {
-    /* E2: relaxed, after C1 (count_states) */
-    if (__builtin_expect(!atomic_load_explicit(&queue_area(r)->expiring, memory_order_relaxed), 1))
-        return n;
     uint64_t now = 0;
     uint32_t i = 0;
     while (i < n && !expired_at(r, pos + i, &now))
@@ -442,7 +439,9 @@ static inline int get_claim(shmring_participant_t *me, uint32_t max_n, int flags
             want = shmring__run_at(r, pos, want);
         /* C1: pairs with P4 (acquire loads inside). */
         uint32_t n = shmring__count_states(r, pos, want, SHMRING_SEQ_COMMITTED, &seq);
-        if (n > 0 && !(flags & SHMRING_CLAIM_EXPIRED) && !discarding) {
+        /* E2: relaxed, after C1; tested first, the whole cost to a queue without deadlines */
+        if (__builtin_expect(atomic_load_explicit(&queue_area(r)->expiring, memory_order_relaxed), 0) &&
+            n > 0 && !(flags & SHMRING_CLAIM_EXPIRED) && !discarding) {
             uint32_t expired = 0;
             n = live_run(r, pos, n, &expired);
             if (n == 0) { /* never handed out: dropped, counted, and on to what follows */

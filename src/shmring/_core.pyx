@@ -311,6 +311,9 @@ cdef enum:
     HAND_PLAIN, HAND_MARKED, HAND_TIMED
 
 
+cdef object _DROP = "drop"  # the very object get's default is (the module's constants are one)
+
+
 # A deadline past this (CLOCK_MONOTONIC seconds: ~317 years of uptime) is a mistake.
 cdef double DEADLINE_MAX = 1e10
 
@@ -327,8 +330,9 @@ cdef int _one_of(object ttl, object deadline) except -1:
     return 0
 
 
-cdef uint64_t _expiry_ns(object ttl, object deadline, uint64_t default_ttl_ns) except? 0:
-    """A message's deadline in CLOCK_MONOTONIC ns (at least 1), or 0: none."""
+cdef inline uint64_t _expiry_ns(object ttl, object deadline, uint64_t default_ttl_ns) except 0xFFFFFFFFFFFFFFFF:
+    """A message's deadline in CLOCK_MONOTONIC ns (at least 1), or 0: none
+    (UINT64_MAX, never a deadline: the error value, so 0 costs no check)."""
     cdef double t
     if ttl is None and deadline is None:
         return shmring_now_ns() + default_ttl_ns if default_ttl_ns else 0
@@ -347,6 +351,12 @@ cdef uint64_t _expiry_ns(object ttl, object deadline, uint64_t default_ttl_ns) e
 
 cdef inline bint _marked(object expired) except -1:
     """get's expired=: "drop" (False) or "return" (True)."""
+    if expired is _DROP:  # the default, at the cost of a pointer comparison
+        return False
+    return _marked_slow(expired)
+
+
+cdef bint _marked_slow(object expired) except -1:
     if expired == "drop":
         return False
     if expired == "return":
@@ -1147,7 +1157,7 @@ cdef class QueueHandle(RingHandle):
         return 0
 
     @cython.final
-    cdef object _get_one(self, uint64_t deadline, bint marked=False):
+    cdef inline object _get_one(self, uint64_t deadline, bint marked):
         """One message as bytes (a corrupt slot's SegmentError is raised in its turn).
         marked (expired="return"): one whose deadline passed too, as Expired."""
         cdef shmring_span_t span
@@ -1403,7 +1413,7 @@ cdef class QueueHandle(RingHandle):
         _deadline(block, timeout, &wait)
         self._codec_set()
         if not marked:
-            return self._decode_one(self._get_one(wait))
+            return self._decode_one(self._get_one(wait, False))
         raw = self._get_one(wait, True)
         if type(raw) is Expired:
             (<Expired>raw).message = self._decode_one((<Expired>raw).message)
@@ -1423,7 +1433,7 @@ cdef class QueueHandle(RingHandle):
     def get_nowait(self):
         """get(block=False)."""
         self._codec_set()
-        return self._decode_one(self._get_one(0))
+        return self._decode_one(self._get_one(0, False))
 
     def put_many(self, items, block=True, timeout=None, *, ttl=None, deadline=None):
         """Put every item, in order, claiming slots in batches; every item is
