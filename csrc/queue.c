@@ -396,6 +396,10 @@ static int expired_at(const shmring_t *r, uint64_t pos, uint64_t *now)
     return *now >= deadline;
 }
 
+/* Most expired messages one drop takes: a get of one message that meets a
+ * backlog of them drops it in runs this long, not one at a time. */
+#define DROP_MAX 4096u
+
 /* Of the n committed messages from pos: how many lead before the first whose
  * deadline passed. 0: the first has; then *expired says how many in a row. */
 static uint32_t live_run(const shmring_t *r, uint64_t pos, uint32_t n, uint32_t *expired)
@@ -445,6 +449,10 @@ static inline int get_claim(shmring_participant_t *me, uint32_t max_n, int flags
             uint32_t expired = 0;
             n = live_run(r, pos, n, &expired);
             if (n == 0) { /* never handed out: dropped, counted, and on to what follows */
+                if (expired == want && want < DROP_MAX) { /* a backlog: drop it in large runs (C1 again) */
+                    uint32_t wide = shmring__count_states(r, pos, DROP_MAX, SHMRING_SEQ_COMMITTED, &seq);
+                    (void)live_run(r, pos, wide, &expired);
+                }
                 drop_run(me, word, pos, expired, 1);
                 word = atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed);
                 continue;

@@ -5,6 +5,7 @@ it by choosing deadlines: PAST has passed long ago, FUTURE is an hour ahead.
 """
 import multiprocessing as mp
 import pickle
+import re
 import random
 import threading
 import time
@@ -160,18 +161,20 @@ def test_slots_of_earlier_laps_never_lend_their_deadline(make_queue):
 
 
 @pytest.mark.parametrize("bad, rule", [
-    (dict(ttl=-1), "'ttl' must be a number of seconds from 0 to 3e8, got -1"),
-    (dict(ttl=float("nan")), "'ttl' must be a number of seconds from 0 to 3e8, got nan"),
+    (dict(ttl=-1), "'ttl' must be a number of seconds from 0 to 3e+08, got -1"),
+    (dict(ttl=float("nan")), "'ttl' must be a number of seconds from 0 to 3e+08, got nan"),
     (dict(ttl="1"), "'ttl' must be a number of seconds, got '1'"),
     (dict(ttl=True), "'ttl' must be a number of seconds, got True"),
     (dict(deadline=float("inf")), "'deadline' must be a CLOCK_MONOTONIC time in seconds"),
+    (dict(deadline=time.time()), "a time.time() value?"),
+    (dict(ttl=10**400), "'ttl' must be a number of seconds, got 1000"),
     (dict(deadline=None, ttl=[1]), "'ttl' has 1 values for 2 messages"),
     (dict(ttl=1, deadline=2), "give ttl= or deadline=, not both"),
 ])
 def test_bad_deadlines_raise_and_put_nothing(make_queue, bad, rule):
     q = make_queue(8)
     for put in (lambda: q.put_many(["a", "b"], **bad), lambda: q.put_many_bytes([b"a", b"b"], **bad)):
-        with pytest.raises((TypeError, ValueError), match=rule.replace("(", r"\(").replace("[", r"\[")):
+        with pytest.raises((TypeError, ValueError), match=re.escape(rule)):
             put()
     if "[1]" not in repr(bad):
         with pytest.raises((TypeError, ValueError)):
@@ -186,6 +189,8 @@ def test_bad_expired_and_default_ttl_are_refused(make_queue):
     q.put("kept")
     with pytest.raises(ValueError, match="'expired' must be 'drop' or 'return', got 'keep'"):
         q.get(expired="keep")
+    with pytest.raises(ValueError, match="'expired' must be 'drop' or 'return', got array"):
+        q.get_many(expired=__import__("array").array("b", [1, 2]))
     assert q.qsize() == 1
     for bad in (0, -1, float("nan"), "1"):
         with pytest.raises((TypeError, ValueError), match="'default_ttl'"):
@@ -264,3 +269,46 @@ def test_records_drop_expired_records_in_every_get(make_queue):
     while count < 3:
         count += q.get_array(out=out[count:], timeout=5)
     assert out[:3].tolist() == [0, 2, 3] and q.stats()["expired"] == 7
+
+
+def test_an_expired_message_handed_back_travels_like_any_message(make_queue):
+    q = make_queue(8)
+    q.put({"order": 7}, deadline=PAST)
+    got = q.get(timeout=5, expired="return")
+    again = pickle.loads(pickle.dumps(got))
+    assert again == got and again is not got and again.message == {"order": 7}
+    assert got != shmring.Expired({"order": 7}, PAST + 1) and got != {"order": 7}
+    q.put(got)  # through a queue, pickled
+    assert q.get(timeout=5) == got
+
+
+def test_a_get_of_one_message_drops_a_backlog_of_expired_ones(make_queue):
+    q = make_queue(20_000)
+    q.put_many_bytes([b"old"] * 19_999, deadline=PAST)
+    q.put_bytes(b"new")
+    assert q.get_bytes(timeout=5) == b"new"
+    assert q.stats()["expired"] == 19_999 and q.qsize() == 0
+
+
+def test_records_batches_return_the_live_records_around_an_expired_one(make_queue):
+    np = pytest.importorskip("numpy")
+    q = make_queue(16, dtype=np.int64)
+    q.put_array(np.arange(6), deadline=[None, PAST, None, None, PAST, None])
+    assert q.get_array(timeout=5).tolist() == [0, 2, 3, 5]
+    q.put_array(np.arange(4), deadline=[None, PAST, None, None])
+    assert q.get_many(timeout=5) == [0, 2, 3]
+    assert q.stats()["expired"] == 3
+
+
+def test_shmring_stat_shows_the_expired_count(make_queue):
+    import io
+
+    from shmring import cli
+
+    q = make_queue(8)
+    q.put_many_bytes([b"a", b"b"], deadline=PAST)
+    with pytest.raises(shmring.Empty):
+        q.get_bytes(block=False)
+    out = io.StringIO()
+    assert cli.main(["stat", q.name], out) == 0
+    assert "expired         2 messages" in out.getvalue()

@@ -304,6 +304,16 @@ cdef class Expired:
     def __repr__(self):
         return f"Expired({self.message!r}, deadline={self.deadline!r})"
 
+    def __eq__(self, other):
+        if type(other) is not Expired:
+            return NotImplemented
+        return (self.message, self.deadline) == ((<Expired>other).message, (<Expired>other).deadline)
+
+    __hash__ = None  # mutable, as the message it holds
+
+    def __reduce__(self):  # forwarded through queues and pools like any message
+        return (Expired, (self.message, self.deadline))
+
 
 # How _take hands a message out: bytes; Expired when its deadline passed (get's
 # expired="return"); (bytes, deadline in seconds or None), expired or not.
@@ -314,14 +324,18 @@ cdef enum:
 cdef object _DROP = "drop"  # the very object get's default is (the module's constants are one)
 
 
-# A deadline past this (CLOCK_MONOTONIC seconds: ~317 years of uptime) is a mistake.
-cdef double DEADLINE_MAX = 1e10
+# The longest a message may live, in seconds (~9.5 years): a deadline further
+# ahead is a mistake (a time.time() value, say).
+cdef double TTL_MAX = 3e8
 
 
 cdef double _seconds(str what, object value) except? -1:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"'{what}' must be a number of seconds, got {value!r}")
-    return value
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"'{what}' must be a number of seconds, got {value!r}: too large") from None
 
 
 cdef int _one_of(object ttl, object deadline) except -1:
@@ -339,13 +353,13 @@ cdef inline uint64_t _expiry_ns(object ttl, object deadline, uint64_t default_tt
     _one_of(ttl, deadline)
     if ttl is not None:
         t = _seconds("ttl", ttl)
-        if not 0 <= t <= 3e8:  # also refuses NaN
-            raise ValueError(f"'ttl' must be a number of seconds from 0 to 3e8, got {ttl!r}")
+        if not 0 <= t <= TTL_MAX:  # also refuses NaN
+            raise ValueError(f"'ttl' must be a number of seconds from 0 to {TTL_MAX:g}, got {ttl!r}")
         return shmring_now_ns() + <uint64_t>(t * 1e9)
     t = _seconds("deadline", deadline)
-    if not t <= DEADLINE_MAX:  # also refuses NaN
+    if not t * 1e9 <= shmring_now_ns() + TTL_MAX * 1e9:  # also refuses NaN
         raise ValueError(f"'deadline' must be a CLOCK_MONOTONIC time in seconds (time.monotonic() on Linux) "
-                         f"of at most {DEADLINE_MAX:g}, got {deadline!r}")
+                         f"at most {TTL_MAX:g} s from now, got {deadline!r} (a time.time() value?)")
     return max(<uint64_t>(t * 1e9), <uint64_t>1) if t > 0 else 1
 
 
@@ -357,10 +371,8 @@ cdef inline bint _marked(object expired) except -1:
 
 
 cdef bint _marked_slow(object expired) except -1:
-    if expired == "drop":
-        return False
-    if expired == "return":
-        return True
+    if isinstance(expired, str) and expired in ("drop", "return"):
+        return expired == "return"
     raise ValueError(f"'expired' must be 'drop' or 'return', got {expired!r}")
 
 
@@ -384,8 +396,8 @@ def default_ttl_ns(seconds):
     if seconds is None:
         return 0
     cdef double t = _seconds("default_ttl", seconds)
-    if not 0 < t <= 3e8:  # also refuses NaN
-        raise ValueError(f"'default_ttl' must be None or a number of seconds above 0 and at most 3e8, "
+    if not 0 < t <= TTL_MAX:  # also refuses NaN
+        raise ValueError(f"'default_ttl' must be None or a number of seconds above 0 and at most {TTL_MAX:g}, "
                          f"got {seconds!r}")
     return max(<uint64_t>(t * 1e9), <uint64_t>1)
 
@@ -1514,7 +1526,9 @@ cdef class QueueHandle(RingHandle):
     @cython.final
     cdef Py_ssize_t _take_view(self, Py_buffer *view, Py_ssize_t limit, uint64_t deadline, bint fill) except -1:
         """Take 1..limit records into a writable buffer from its start; how many.
-        One claim, or with fill further claims of what else is there, never waiting."""
+        One claim, or with fill further claims of what else is there, never waiting;
+        a claim cut short by an expired record (dropped by the next) is followed
+        by another either way."""
         cdef shmring_span_t span
         cdef Py_ssize_t got = 0
         cdef _Participant p
@@ -1530,7 +1544,7 @@ cdef class QueueHandle(RingHandle):
                 self._copy(&span, <char *>view.buf + got * self._slot_size, False)
                 shmring_queue_get_release(p.ptr, &span)
                 got += span.n
-                if not fill or got >= limit or shmring_queue_get_claim(
+                if not (fill or self._passed(span.pos + span.n)) or got >= limit or shmring_queue_get_claim(
                         p.ptr, <uint32_t>min(limit - got, UINT32_MAX), 0, &span) <= 0:
                     break
         finally:
@@ -1558,14 +1572,18 @@ cdef class QueueHandle(RingHandle):
         cdef uint64_t wait
         cdef Py_buffer view
         self._records_only("put_array()")
-        expires = _expiries(ttl, deadline, self._default_ttl_ns, len(arr)) if (
-            ttl is not None or deadline is not None or self._default_ttl_ns) else None
         _deadline(block, timeout, &wait)
         if not self._known_records(arr, &view, PyBUF_C_CONTIGUOUS):
             checked = self._rec_check(arr)  # raises, or a C-contiguous 1-D array of the dtype
             if checked is arr and type(arr) is self._rec_type:
                 self._rec_seen = arr.dtype  # equal to ours: the next one goes the fast way
             PyObject_GetBuffer(checked, &view, PyBUF_C_CONTIGUOUS)
+        try:
+            expires = _expiries(ttl, deadline, self._default_ttl_ns, view.len // self._slot_size) if (
+                ttl is not None or deadline is not None or self._default_ttl_ns) else None
+        except BaseException:
+            PyBuffer_Release(&view)
+            raise
         try:
             self._put_view(&view, wait, None, expires)
         finally:

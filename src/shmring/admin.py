@@ -235,6 +235,7 @@ def describe(info, previous=None, interval=1.0):
         f"participants    {info['participants_alive']} alive of {info['participants']} registered",
         f"lost            {info['lost']} messages (held by processes that died), "
         f"{info['recoveries']} recoveries",
+        f"expired         {info['expired']} messages (dropped by gets: their deadline had passed)",
     ]
     if info["shut_down"]:
         lines.append("shut down       at once (immediate): gets refuse, "
