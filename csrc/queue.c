@@ -513,7 +513,7 @@ void shmring_queue_get_release(shmring_participant_t *me, const shmring_span_t *
     shmring__wake(r, &r->seg->not_full);
 }
 
-int shmring_queue_put(shmring_participant_t *me, const void *data, size_t len)
+int shmring_queue_put_deadline(shmring_participant_t *me, const void *data, size_t len, uint64_t deadline_ns)
 {
     shmring_t *r = me->ring;
     if (len > r->slot_size)
@@ -524,8 +524,15 @@ int shmring_queue_put(shmring_participant_t *me, const void *data, size_t len)
         return n;
     memcpy(shmring__slot_payload(r, span.pos), data, len);
     shmring__slot_set_len(r, span.pos, (uint32_t)len);
+    if (deadline_ns)
+        shmring_queue_set_expiry(r, span.pos, 1, deadline_ns);
     shmring_queue_put_commit(me, &span);
     return 1;
+}
+
+int shmring_queue_put(shmring_participant_t *me, const void *data, size_t len)
+{
+    return shmring_queue_put_deadline(me, data, len, 0);
 }
 
 int shmring_queue_task_done(shmring_participant_t *me, uint64_t n)

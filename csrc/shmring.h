@@ -232,6 +232,8 @@ int64_t shmring_slot_len(const shmring_t *ring, uint64_t pos);
 /* One message in (claim + copy + commit), the common case of a put in one
  * call: 1 done, 0 full, SHMRING_ETOOBIG. */
 int shmring_queue_put(shmring_participant_t *me, const void *data, size_t len);
+/* The same, the message with a deadline (deadline_ns as shmring_queue_set_expiry; 0: none). */
+int shmring_queue_put_deadline(shmring_participant_t *me, const void *data, size_t len, uint64_t deadline_ns);
 
 /* Shut the queue down, for every process attached and every later one (as
  * Python 3.13's queue.Queue.shutdown): from now on every put claim returns

@@ -330,6 +330,8 @@ cdef double TTL_MAX = 3e8
 
 
 cdef double _seconds(str what, object value) except? -1:
+    if type(value) is float:  # the common case, without the ABC's isinstance below
+        return <double>value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"'{what}' must be a number of seconds, got {value!r}")
     try:
@@ -1144,7 +1146,7 @@ cdef class QueueHandle(RingHandle):
             if <uint64_t>size > self._slot_size:
                 raise self._too_large(size)
             # the common case in one C call: room now, claimed, filled and committed
-            if expires or shmring_queue_put(p.ptr, data, size) <= 0:
+            if shmring_queue_put_deadline(p.ptr, data, size, expires) <= 0:
                 self._claim(True, p, 1, &span, deadline, 0)
                 memcpy(shmring_slot_payload(self._ring, span.pos), data, size)
                 shmring_slot_set_len(self._ring, span.pos, <uint32_t>size)

@@ -105,7 +105,7 @@ cdef extern from "shmring.h" nogil:
     unsigned char *shmring_slot_payload(const shmring_t *ring, uint64_t pos)
     void shmring_slot_set_len(const shmring_t *ring, uint64_t pos, uint32_t len)
     int64_t shmring_slot_len(const shmring_t *ring, uint64_t pos)
-    int shmring_queue_put(shmring_participant_t *me, const void *data, size_t len)
+    int shmring_queue_put_deadline(shmring_participant_t *me, const void *data, size_t len, uint64_t deadline_ns)
 
     int shmring_queue_task_done(shmring_participant_t *me, uint64_t n)
     void shmring_queue_count_lost(shmring_t *ring, uint64_t n)

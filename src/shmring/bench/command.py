@@ -184,8 +184,8 @@ TARGETS = [
     ("put_many/get_many vs faster-fifo put_many/get_many", throughput.ShmringBatch.name, 64,
      throughput.FasterFifoBatch.name, 10),
     ("put_bytes/get_bytes vs zeroq put/get", throughput.ShmringBytes.name, 64, throughput.Zeroq.name, 2),
-    ("deadlines: put_bytes(ttl=)/get_bytes vs without", throughput.ShmringBytesDeadlines.name, 64,
-     throughput.ShmringBytes.name, 0.9),
+    ("deadlines: get_bytes of messages with a deadline vs without", throughput.ShmringGetBytesDeadlines.name, 64,
+     throughput.ShmringGetBytes.name, 0.9),
     # streaming readers reuse one array (out=); get_array's new arrays are in the table beside it
     ("records: put_array/get_array(out=) vs the C ceiling", records.GET_ARRAY_OUT.name, None,
      records.CEILING.name, 0.5),

@@ -102,15 +102,25 @@ class ShmringBytes(ShmringRow):
     calls = ("put_bytes", "get_bytes")
 
 
-class ShmringBytesDeadlines(ShmringBytes):
-    """As ShmringBytes, every message with a deadline (an hour ahead: none
-    expires), so the get checks each one against the clock."""
-    name = "shmring put_bytes(ttl=)/get_bytes"
+class ShmringGetBytes(ShmringBytes):
+    """get_bytes one message a call, fed by put_many_bytes in batches, so that
+    the consumer is what is measured (a producer slower than it would make the
+    row measure wake-ups instead)."""
+    name = "shmring put_many_bytes/get_bytes"
+    put_kwargs = {}
 
     def produce(self, handle, n):
-        put, message = handle.put_bytes, self.message()
-        for _ in range(n):
-            put(message, ttl=3600.0)
+        put, items = handle.put_many_bytes, [self.message()] * BATCH
+        for _ in range(n // BATCH):
+            put(items, **self.put_kwargs)
+        put(items[:n % BATCH], **self.put_kwargs)  # the consumer gets n, one at a time
+
+
+class ShmringGetBytesDeadlines(ShmringGetBytes):
+    """As ShmringGetBytes, every message with a deadline (an hour ahead: none
+    expires), so every get checks one against the clock."""
+    name = "shmring put_many_bytes(ttl=)/get_bytes"
+    put_kwargs = {"ttl": 3600.0}
 
 
 class ShmringBatch(ShmringRow):
@@ -303,7 +313,7 @@ def zmq_subscribe(path, n, ready, joined):
     return result
 
 
-ROW_TYPES = [ShmringObjects, ShmringBytes, ShmringBytesDeadlines, ShmringBatch, ThreadQueue, MpQueue, MpSimpleQueue, MpPipe,
+ROW_TYPES = [ShmringObjects, ShmringBytes, ShmringGetBytes, ShmringGetBytesDeadlines, ShmringBatch, ThreadQueue, MpQueue, MpSimpleQueue, MpPipe,
              FasterFifo, FasterFifoBatch, Zeroq, ZmqPushPull, ZmqPubSub]
 BASELINE = MpQueue.name
 
