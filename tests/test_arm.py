@@ -53,6 +53,7 @@ def arm_binary(tmp_path_factory):
     (["stress", 4, 4, 30_000, 3], "stress ok"),
     (["stress", 3, 3, 100_000, 1000, "records"], "stress ok"),
     (["stress", 3, 3, 100_000, 65536, "records-wrap"], "stress ok"),
+    (["stress", 3, 3, 100_000, 64, "expiring"], "a third expired"),
     (["pingpong", 20_000], "pingpong ok"),
 ])
 def test_c_tests_pass_on_aarch64_under_qemu(arm_binary, args, expect):

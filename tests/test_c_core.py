@@ -86,14 +86,15 @@ STRESS = {
     # build: [(producers, consumers, messages per producer, maxsize[, "records"])]
     # records rings check their slot words 16 bytes at a time on x86-64, except under TSan;
     # from 65536 slots on their words are 16-bit; records-wrap starts two laps before the
-    # words' lap count wraps
+    # words' lap count wraps; expiring gives a third of the messages a deadline passed
+    # (dropped at dequeue, counted) and a third one ahead
     "plain": [(3, 3, 1_000_000, 1000), (4, 4, 300_000, 3), (3, 3, 1_000_000, 1000, "records"),
               (2, 2, 300_000, 70, "records"), (3, 3, 1_000_000, 65536, "records-wrap"),
-              (2, 2, 300_000, 70, "records-wrap")],
+              (2, 2, 300_000, 70, "records-wrap"), (3, 3, 300_000, 64, "expiring")],
     "asan": [(3, 3, 200_000, 1000), (4, 4, 100_000, 3), (3, 3, 200_000, 1000, "records"),
-             (3, 3, 200_000, 65536, "records-wrap")],
+             (3, 3, 200_000, 65536, "records-wrap"), (2, 2, 100_000, 64, "expiring")],
     "tsan": [(3, 3, 200_000, 1000), (4, 4, 100_000, 3), (3, 3, 100_000, 1000, "records"),
-             (3, 3, 100_000, 65536, "records-wrap")],
+             (3, 3, 100_000, 65536, "records-wrap"), (3, 3, 100_000, 64, "expiring")],
 }
 
 

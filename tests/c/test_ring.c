@@ -4,7 +4,7 @@
  *
  *   test_ring unit                    single-threaded protocol checks, and the
  *                                     details of validation failures
- *   test_ring stress P C N MAXSIZE [records | records-wrap]
+ *   test_ring stress P C N MAXSIZE [records | records-wrap | expiring]
  *                                     P producer x C consumer threads, N messages
  *                                     each, tagged (producer, sequence): checks no
  *                                     loss, no duplicate, per-producer order, and
@@ -1069,6 +1069,7 @@ static uint64_t per_producer;
 static int n_producers;
 static uint32_t max_batch;           /* claims take 1..max_batch positions */
 static unsigned char *seen;          /* [producer][seq], set once per delivery */
+static int expiring;                 /* seq % 3: 1 has a deadline passed, 2 one ahead, 0 none */
 static pthread_mutex_t seen_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic uint64_t consumed;
 
@@ -1102,11 +1103,21 @@ static void *producer(void *arg)
             struct msg m = {.producer = id, .seq = next++};
             memcpy(shmring_slot_payload(stress_ring, span.pos + i), &m, sizeof m);
             shmring_slot_set_len(stress_ring, span.pos + i, sizeof m);
+            if (expiring && m.seq % 3)
+                shmring_queue_set_expiry(stress_ring, span.pos + i, 1, m.seq % 3 == 1 ? 1 : UINT64_MAX / 2);
         }
         shmring_queue_put_commit(me, &span);
     }
     shmring_participant_leave(me);
     return NULL;
+}
+
+/* What the consumers get: every message, or with `expiring` those whose deadline
+ * has not passed (seq % 3 != 1). */
+static uint64_t live_messages(void)
+{
+    uint64_t expired = expiring ? (per_producer + 1) / 3 : 0; /* seq 1, 4, 7, ... */
+    return (per_producer - expired) * (uint64_t)n_producers;
 }
 
 static void *consumer(void *arg)
@@ -1115,7 +1126,7 @@ static void *consumer(void *arg)
     shmring_participant_t *me;
     CHECK(shmring_participant_join(stress_ring, &me) == SHMRING_OK);
     uint64_t *last = calloc((size_t)n_producers, sizeof *last); /* next expected seq + 1 */
-    uint64_t total = per_producer * (uint64_t)n_producers;
+    uint64_t total = live_messages();
     /* relaxed: a progress counter; the final check runs after join */
     while (atomic_load_explicit(&consumed, memory_order_relaxed) < total) {
         shmring_span_t span;
@@ -1130,6 +1141,7 @@ static void *consumer(void *arg)
             struct msg m;
             memcpy(&m, shmring_slot_payload(stress_ring, span.pos + i), sizeof m);
             CHECK(m.producer < (uint32_t)n_producers && m.seq < per_producer);
+            CHECK(!expiring || m.seq % 3 != 1); /* an expired message is never handed out */
             CHECK(m.seq + 1 > last[m.producer]); /* per-producer order, as this consumer sees it */
             last[m.producer] = m.seq + 1;
             pthread_mutex_lock(&seen_lock);
@@ -1146,11 +1158,13 @@ static void *consumer(void *arg)
 }
 
 /* records: a records ring (packed slot words, see slots.c), claims of up to 64;
- * wrap: start two laps before the slot words' lap count wraps */
-static void test_stress(int np, int nc, uint64_t n, uint64_t maxsize, int records, int wrap)
+ * wrap: start two laps before the slot words' lap count wraps; expire: messages
+ * with deadlines, a third of them passed (dropped by the get claims, counted) */
+static void test_stress(int np, int nc, uint64_t n, uint64_t maxsize, int records, int wrap, int expire)
 {
     n_producers = np;
     per_producer = n;
+    expiring = expire;
     max_batch = records ? 64 : 16;
     stress_ring = make_ring_of(sizeof(struct msg), maxsize, records);
     uint64_t start = wrap ? (lap_count(stress_ring) - 2) * stress_ring->capacity : 0;
@@ -1165,9 +1179,17 @@ static void test_stress(int np, int nc, uint64_t n, uint64_t maxsize, int record
     for (int i = 0; i < np + nc; i++)
         pthread_join(th[i], NULL);
     for (uint64_t i = 0; i < n * (uint64_t)np; i++)
-        CHECK(seen[i] == 1); /* no loss */
+        CHECK(seen[i] == !(expiring && i % n % 3 == 1)); /* no loss */
+    if (expiring) { /* expired messages after the last live one: the next claim drops them */
+        shmring_participant_t *me;
+        shmring_span_t span;
+        CHECK(shmring_participant_join(stress_ring, &me) == SHMRING_OK);
+        CHECK(shmring_queue_get_claim(me, 1, 0, &span) == 0);
+        shmring_participant_leave(me);
+    }
     shmring_stats_t st;
     shmring_queue_stats(stress_ring, &st);
+    CHECK(st.expired == n * (uint64_t)np - live_messages());
     CHECK(st.write_pos == start + n * (uint64_t)np && st.read_pos == st.write_pos);
     CHECK(shmring_participants_alive(stress_ring) == 0);
     CHECK(st.readers_waiting == 0 && st.writers_waiting == 0);
@@ -1179,9 +1201,10 @@ static void test_stress(int np, int nc, uint64_t n, uint64_t maxsize, int record
 #else
     const char *words = records ? "; slot words: scalar" : "";
 #endif
-    printf("stress ok: %d producers x %d consumers, %llu %s, maxsize %llu%s%s\n", np, nc,
+    printf("stress ok: %d producers x %d consumers, %llu %s, maxsize %llu%s%s%s\n", np, nc,
            (unsigned long long)(n * (uint64_t)np), records ? "records" : "messages",
-           (unsigned long long)maxsize, wrap ? ", across the lap count's wrap" : "", words);
+           (unsigned long long)maxsize, wrap ? ", across the lap count's wrap" : "", words,
+           expiring ? ", a third expired" : "");
 }
 
 /* ---- shut-down (shmring_queue_shutdown) ---- */
@@ -1598,9 +1621,11 @@ int main(int argc, char **argv)
         return 0;
     }
     int wrap = argc == 7 && strcmp(argv[6], "records-wrap") == 0;
-    if ((argc == 6 || (argc == 7 && (wrap || strcmp(argv[6], "records") == 0))) && strcmp(argv[1], "stress") == 0) {
+    int expire = argc == 7 && strcmp(argv[6], "expiring") == 0;
+    if ((argc == 6 || (argc == 7 && (wrap || expire || strcmp(argv[6], "records") == 0))) &&
+        strcmp(argv[1], "stress") == 0) {
         test_stress(atoi(argv[2]), atoi(argv[3]), strtoull(argv[4], NULL, 10),
-                    strtoull(argv[5], NULL, 10), argc == 7, wrap);
+                    strtoull(argv[5], NULL, 10), argc == 7 && !expire, wrap, expire);
         return 0;
     }
     if (argc == 2 && strcmp(argv[1], "recovery") == 0) {
