@@ -1,0 +1,776 @@
+"""shmring.WorkerPool and shmring.imap_unordered: processes that drain a Queue
+into a handler, and never hang because one of them died.
+
+Crash-safe ownership (docs/design.md, "The worker pool"): every worker slot has
+a lease in shared memory, made by the pool before its workers start. A worker
+takes messages with ``QueueHandle._take_leased``, which copies them into the
+lease and stores the lease's count before it releases its claim on the ring:
+a message is always in the ring, claimed (a taker killed then is a dead
+consumer to the queue's own recovery, which counts it lost), or in a lease.
+When the handler is done, ``_finish_leased`` empties the lease and marks the
+messages done (``task_done``). A worker that dies leaves its lease to the pool:
+its replacement in the slot handles the messages again (at_least_once, until
+``max_attempts`` handler calls in all), or the pool dead-letters them, or
+(at_most_once) counts them lost; each one gets exactly one ``task_done``.
+
+Lease header (the binding owns the first two words, _core.LEASE_*):
+
+| offset | type | field |
+|---|---|---|
+| 0 | u32 | count: messages held (the binding's) |
+| 4 | u32 | finishing (the binding's, _finish_leased) |
+| 8 | u32 | attempts: handler calls made on the held messages |
+| 12 | u32 | state: how the slot's last worker ended (_RUNNING ...) |
+| 16 | f64 | busy_since: time.monotonic() when the current handler call began, 0 idle |
+| 24 | u64 x 5 | processed, failed, retried, dead_lettered, expired (this slot's workers) |
+
+then ``batch`` entries of ``source._lease_stride`` bytes (u32 length, u32
+unused, u64 deadline ns, payload). The control region before the leases holds
+the pool's stop flag (u32).
+"""
+import collections
+import itertools
+import multiprocessing as mp
+import os
+import signal
+import struct
+import threading
+import time
+import traceback
+from multiprocessing.connection import wait as _wait_for
+
+from shmring._core import LEASE_CORRUPT, LEASE_ENTRY, LEASE_FINISHING, LEASE_HEADER, QueueHandle
+from shmring.errors import Empty, Full, PoolBroken, ShutDown
+
+__all__ = ["WorkerPool", "imap_unordered", "RemoteTraceback"]
+
+_U32 = struct.Struct("=I")
+_U64 = struct.Struct("=Q")
+_F64 = struct.Struct("=d")
+_ENTRY = struct.Struct("=IIQ")      # length, unused, deadline ns
+_COUNTERS_FMT = struct.Struct("=5Q")
+
+_ATTEMPTS, _STATE, _BUSY, _COUNTERS = 8, 12, 16, 24
+_COUNTER_NAMES = ("processed", "failed", "retried", "dead_lettered", "expired")
+_RUNNING, _RECYCLED, _STOPPED, _DRAINED = 0, 1, 2, 3
+_CONTROL = 64                        # bytes before the first lease: the stop flag at 0
+_TAKE_WAIT = 0.1                     # seconds a worker waits in one take before it looks at the stop flag
+_PUT_BACK_WAIT = 1.0                 # seconds the pool waits for room to put leftovers back
+_DELIVERIES = ("at_least_once", "at_most_once")
+
+
+def _now_ns():
+    # the clock of message deadlines (shmring_now_ns: CLOCK_MONOTONIC)
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+class _Lease:
+    """One slot's lease, a view of the pool's shared region."""
+
+    def __init__(self, region, slot, size, stride):
+        start = _CONTROL + slot * size
+        self.buf = memoryview(region).cast("B")[start:start + size]
+        self.stride = stride
+
+    def count(self):
+        return _U32.unpack_from(self.buf, 0)[0]
+
+    def finishing(self):
+        return _U32.unpack_from(self.buf, LEASE_FINISHING)[0]
+
+    def get(self, offset, kind=_U32):
+        return kind.unpack_from(self.buf, offset)[0]
+
+    def set(self, offset, value, kind=_U32):
+        kind.pack_into(self.buf, offset, value)
+
+    def entries(self, n):
+        """[(bytes or None if the slot was corrupt, deadline ns or 0)] of the n held."""
+        out = []
+        for i in range(n):
+            at = LEASE_HEADER + i * self.stride
+            length, _, deadline = _ENTRY.unpack_from(self.buf, at)
+            raw = None if length == LEASE_CORRUPT else bytes(self.buf[at + LEASE_ENTRY:at + LEASE_ENTRY + length])
+            out.append((raw, deadline))
+        return out
+
+    def counters(self):
+        return dict(zip(_COUNTER_NAMES, _COUNTERS_FMT.unpack_from(self.buf, _COUNTERS)))
+
+    def add(self, name, n):
+        if n:
+            at = _COUNTERS + 8 * _COUNTER_NAMES.index(name)
+            _U64.pack_into(self.buf, at, _U64.unpack_from(self.buf, at)[0] + n)
+
+
+class _Config:
+    """What a worker needs (pickled to it under spawn and forkserver)."""
+
+    def __init__(self, handler, source, results, dead_letter, batch, max_attempts, max_tasks_per_child,
+                 initializer, initargs, lease_size):
+        self.handler, self.source, self.results, self.dead_letter = handler, source, results, dead_letter
+        self.batch, self.max_attempts, self.max_tasks = batch, max_attempts, max_tasks_per_child
+        self.initializer, self.initargs, self.lease_size = initializer, initargs, lease_size
+
+
+def _dead_letter_entry(message, reason, attempts, error):
+    return {"message": message, "reason": reason, "attempts": attempts, "error": error}
+
+
+def _worker_main(config, region, slot):
+    # A terminal's Ctrl-C reaches the whole process group: the pool decides what
+    # its workers do (a fork child also inherits the parent's Python handlers).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _Worker(config, region, slot).run()
+
+
+class _Worker:
+    def __init__(self, config, region, slot):
+        self.c = config
+        self.control = memoryview(region).cast("B")[:_CONTROL]
+        self.lease = _Lease(region, slot, config.lease_size, config.source._lease_stride)
+
+    def run(self):
+        c, lease, source = self.c, self.lease, self.c.source
+        if c.initializer is not None:
+            c.initializer(*c.initargs)
+        taken, state = 0, _STOPPED
+        while True:
+            n = lease.count()
+            if n == 0:  # else a predecessor in this slot died holding them: redeliveries
+                if c.max_tasks is not None and taken >= c.max_tasks:
+                    state = _RECYCLED
+                    break
+                if _U32.unpack_from(self.control, 0)[0]:
+                    break
+                try:
+                    n = source._take_leased(lease.buf, c.batch, True, _TAKE_WAIT)
+                except Empty:
+                    continue
+                except ShutDown:
+                    state = _DRAINED
+                    break
+                lease.set(_ATTEMPTS, 0)
+            self.handle(n)
+            taken += n
+        lease.set(_STATE, state)
+
+    def handle(self, n):
+        """Handle the n messages of the lease, then finish them (one task_done each)."""
+        c, lease, source = self.c, self.lease, self.c.source
+        attempts = lease.get(_ATTEMPTS)
+        dead, items, raws = [], [], []
+        for raw, deadline in lease.entries(n):
+            if raw is None:
+                dead.append(_dead_letter_entry(None, "error", attempts, "the message's slot was corrupt "
+                                                                         "(an impossible length)"))
+                continue
+            try:
+                items.append((c.source._decode_message(raw), raw, deadline))
+            except Exception:
+                dead.append(_dead_letter_entry(raw, "error", attempts, traceback.format_exc()))
+        expired = 0
+        done = 0
+        while items:
+            now = _now_ns()  # the deadlines again, just before the handler is called
+            live = [it for it in items if not it[2] or it[2] > now]
+            expired += len(items) - len(live)
+            items = live
+            if not items:
+                break
+            if attempts:
+                lease.add("retried", len(items))
+            attempts += 1
+            lease.set(_ATTEMPTS, attempts)  # before the call: a kill in it counts it
+            lease.set(_BUSY, time.monotonic(), _F64)
+            try:
+                result = c.handler([it[0] for it in items] if c.batch > 1 else items[0][0])
+            except Exception:
+                lease.set(_BUSY, 0.0, _F64)
+                lease.add("failed", 1)
+                if attempts >= c.max_attempts:
+                    error = traceback.format_exc()
+                    dead.extend(_dead_letter_entry(it[0], "error", attempts, error) for it in items)
+                    items = []
+                continue
+            lease.set(_BUSY, 0.0, _F64)
+            if c.results is not None:
+                try:
+                    c.results.put(result)
+                except Exception:  # too large, unpicklable, shut down: this message's error
+                    error = traceback.format_exc()
+                    dead.extend(_dead_letter_entry(it[0], "error", attempts, error) for it in items)
+                    items = []
+                    continue
+            done = len(items)
+            break
+        for entry in dead:
+            _send_dead_letter(c.dead_letter, entry)
+        if expired:
+            source._count_expired(expired)
+        source._finish_leased(lease.buf)
+        lease.add("processed", done)
+        lease.add("dead_lettered", len(dead))
+        lease.add("expired", expired)
+
+
+def _send_dead_letter(queue, entry, timeout=None):
+    """Put a dead letter; False where it could not go (no queue, or it refused): counted, dropped."""
+    if queue is None:
+        return False
+    try:
+        queue.put(entry, timeout=timeout)
+    except Exception:
+        try:  # the message itself may be what does not pickle or fit
+            queue.put(dict(entry, message=repr(entry["message"])[:200]), timeout=timeout)
+        except Exception:
+            return False
+    return True
+
+
+class WorkerPool:
+    """Processes that take messages from ``source`` (a ``shmring.Queue``) and
+    call ``handler`` on them.
+
+    ``WorkerPool(handler, source, *, workers=None, results=None, batch=1,
+    delivery="at_least_once", max_attempts=3, dead_letter=None,
+    task_timeout=None, initializer=None, initargs=(), max_tasks_per_child=None,
+    restart_limit=(10, 60.0), start_method=None)``
+
+    - ``handler(item)`` (``handler(list)`` of 1..batch items when ``batch > 1``)
+      runs in ``workers`` processes (default: the CPUs usable); its return value
+      is put to ``results`` (a Queue) when given.
+    - A handler exception is retried, up to ``max_attempts`` handler calls in
+      all, then the message goes to ``dead_letter`` (a Queue receiving
+      ``{"message", "reason": "error" | "worker_lost" | "timeout", "attempts",
+      "error": traceback text or None}``), or is counted and dropped without one.
+    - ``delivery="at_least_once"``: a worker that dies (SIGKILL, segfault, OOM)
+      leaves its messages in its lease; its replacement handles them again, so a
+      message may be handled twice (at most one duplicate per kill). After
+      ``max_attempts`` calls they are dead-lettered (reason ``worker_lost``, or
+      ``timeout`` when the pool killed it). ``"at_most_once"``: a dead worker's
+      messages are lost, counted in ``stats()["lost"]``.
+    - ``task_timeout``: seconds a handler call may last; then its worker is
+      killed (SIGKILL) and restarted, and the message is retried as above.
+    - More than N restarts within S seconds (``restart_limit=(N, S)``): the pool
+      stops, and ``stop()`` / ``join()`` raise ``shmring.PoolBroken``.
+    - ``max_tasks_per_child``: a worker exits after that many messages and is
+      replaced (not a restart). ``initializer(*initargs)`` runs in each worker
+      first. ``start_method``: multiprocessing's (None: its default).
+    - Expired messages (``put(..., ttl=)``) never reach the handler: checked
+      just before each call, counted once in ``stats()["expired"]`` and the
+      queue's.
+    - Every message taken gets exactly one ``source.task_done()``, so
+      ``source.join()`` waits for the pool's work; ``source.shutdown()`` ends
+      the workers once the queue is drained (``join()`` then returns).
+
+    ``with pool:`` starts it and stops it (warm) at the end. Started from the
+    main thread, it handles SIGTERM as a warm stop and a second SIGTERM or a
+    Ctrl-C as a cold one, until it stops.
+    """
+
+    def __init__(self, handler, source, *, workers=None, results=None, batch=1, delivery="at_least_once",
+                 max_attempts=3, dead_letter=None, task_timeout=None, initializer=None, initargs=(),
+                 max_tasks_per_child=None, restart_limit=(10, 60.0), start_method=None, _signals=True):
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, got {handler!r}")
+        for what, q in (("source", source), ("results", results), ("dead_letter", dead_letter)):
+            if not isinstance(q, QueueHandle) and (q is not None or what == "source"):
+                raise TypeError(f"{what} must be a shmring.Queue{'' if what == 'source' else ' or None'}, got {q!r}")
+        if delivery not in _DELIVERIES:
+            raise ValueError(f"delivery must be one of {_DELIVERIES}, got {delivery!r}")
+        if workers is None:
+            workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self._workers = _count("workers", workers)
+        self._batch = _count("batch", batch)
+        self._max_attempts = _count("max_attempts", max_attempts)
+        self._max_tasks = None if max_tasks_per_child is None else _count("max_tasks_per_child", max_tasks_per_child)
+        if task_timeout is not None and not (isinstance(task_timeout, (int, float)) and task_timeout > 0):
+            raise ValueError(f"task_timeout must be None or a number of seconds above 0, got {task_timeout!r}")
+        try:
+            limit, window = restart_limit
+        except (TypeError, ValueError):
+            raise TypeError(f"restart_limit must be (N, S): N restarts within S seconds, got {restart_limit!r}") from None
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0 or not window > 0:
+            raise ValueError(f"restart_limit must be (N, S) with N >= 0 and S > 0 seconds, got {restart_limit!r}")
+        if initializer is not None and not callable(initializer):
+            raise TypeError(f"initializer must be callable or None, got {initializer!r}")
+        self._handler, self._source, self._results, self._dead_letter = handler, source, results, dead_letter
+        self._delivery, self._task_timeout = delivery, task_timeout
+        self._initializer, self._initargs = initializer, tuple(initargs)
+        self._restart_limit = (limit, float(window))
+        self._ctx = mp.get_context(start_method)
+        self._signals = _signals
+        self._lock = threading.RLock()
+        self._started = self._finished = False
+        self._supervisor = None
+        self._procs = []
+        self._stopping = self._cold = False
+        self._broken = None
+        self._timed_out_slots = set()
+        self._deaths = collections.deque()
+        self._parent = dict(dead_lettered=0, timed_out=0, restarts=0, lost=0, returned=0, recycled=0)
+        self._saved_handlers = {}
+
+    # ---- starting ----
+
+    def start(self):
+        """Start the workers and the supervisor thread (once)."""
+        with self._lock:
+            if self._started:
+                raise RuntimeError("this WorkerPool was started already")
+            self._started = True
+            stride = self._source._lease_stride
+            self._lease_size = LEASE_HEADER + self._batch * stride
+            self._region = self._ctx.RawArray("B", _CONTROL + self._workers * self._lease_size)
+            self._control = memoryview(self._region).cast("B")[:_CONTROL]
+            self._leases = [_Lease(self._region, i, self._lease_size, stride) for i in range(self._workers)]
+            self._config = _Config(self._handler, self._source, self._results, self._dead_letter, self._batch,
+                                   self._max_attempts, self._max_tasks, self._initializer, self._initargs,
+                                   self._lease_size)
+            self._wake_r, self._wake_w = os.pipe()
+            os.set_blocking(self._wake_w, False)
+            self._ended = [False] * self._workers
+            self._procs = [None] * self._workers
+            try:
+                for i in range(self._workers):
+                    self._spawn(i)
+            except BaseException:
+                self._stopping = self._cold = True
+                self._kill_all()
+                raise
+            self._install_signals()
+            self._supervisor = threading.Thread(target=self._supervise, name="shmring-WorkerPool-supervisor",
+                                                daemon=True)
+            self._supervisor.start()
+        return self
+
+    def _spawn(self, slot):
+        self._leases[slot].set(_STATE, _RUNNING)
+        self._leases[slot].set(_BUSY, 0.0, _F64)
+        p = self._ctx.Process(target=_worker_main, args=(self._config, self._region, slot),
+                              name=f"shmring-worker-{slot}", daemon=True)
+        p.start()
+        self._procs[slot] = p
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None and not issubclass(exc_type, Exception):  # Ctrl-C, SystemExit: at once
+            self.terminate()
+        else:
+            self.stop()
+
+    # ---- signals (main thread only) ----
+
+    def _install_signals(self):
+        if not self._signals or threading.current_thread() is not threading.main_thread():
+            return
+        previous_int = signal.getsignal(signal.SIGINT)
+
+        def on_term(signum, frame):
+            if self._stopping:
+                self._request_cold()
+            else:
+                self._request_stop()
+
+        def on_int(signum, frame):
+            self._request_cold()
+            if callable(previous_int):
+                previous_int(signum, frame)  # the default raises KeyboardInterrupt
+        self._saved_handlers = {signal.SIGTERM: signal.signal(signal.SIGTERM, on_term),
+                                signal.SIGINT: signal.signal(signal.SIGINT, on_int)}
+        self._our_handlers = {signal.SIGTERM: on_term, signal.SIGINT: on_int}
+
+    def _restore_signals(self):
+        if not self._saved_handlers or threading.current_thread() is not threading.main_thread():
+            return
+        for signum, handler in self._saved_handlers.items():
+            if signal.getsignal(signum) is self._our_handlers[signum]:  # unless someone replaced ours
+                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._saved_handlers = {}
+
+    # ---- stopping ----
+
+    def _wake(self):
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):  # full (it is awake anyway) or closed (it has ended)
+            pass
+
+    def _request_stop(self):
+        """Warm: workers take nothing more, finish what they hold and exit."""
+        self._stopping = True
+        _U32.pack_into(self._control, 0, 1)
+        self._wake()
+
+    def _request_cold(self):
+        """Cold: workers are killed; what they held goes back to the source."""
+        self._stopping = self._cold = True
+        _U32.pack_into(self._control, 0, 1)
+        self._wake()
+
+    def stop(self, timeout=30.0):
+        """Warm stop: no worker takes another message, handlers running finish
+        and their workers exit; after `timeout` seconds the rest are killed
+        (terminate). Messages not taken stay in the source. Raises PoolBroken if
+        the pool broke (restart_limit)."""
+        if not self._started:
+            return
+        if not self._finished:
+            self._request_stop()
+            self._supervisor.join(timeout)
+            if self._supervisor.is_alive():
+                self._request_cold()
+        self._end()
+
+    def terminate(self):
+        """Cold stop: kill every worker now; what they held goes back to the
+        source (at_least_once; at_most_once: counted lost). Raises PoolBroken if
+        the pool had broken."""
+        if not self._started:
+            return
+        if not self._finished:
+            self._request_cold()
+        self._end()
+
+    def join(self, timeout=None):
+        """Wait until every worker has ended (after stop(), or once the source
+        was shut down and drained) and the pool has finished: True, or False if
+        the timeout passed first. Raises PoolBroken if the pool broke."""
+        if not self._started:
+            raise RuntimeError("join() of a WorkerPool that was not started")
+        if not self._finished:
+            self._supervisor.join(timeout)
+            if self._supervisor.is_alive():
+                return False
+        self._end()
+        return True
+
+    def _end(self):
+        """After the supervisor: leftovers back, signals restored; PoolBroken raised."""
+        self._supervisor.join()
+        with self._lock:
+            if not self._finished:
+                self._finished = True
+                try:
+                    self._return_leftovers()
+                finally:
+                    self._restore_signals()
+                    os.close(self._wake_r)
+                    os.close(self._wake_w)
+        if self._broken is not None:
+            raise self._broken
+
+    # ---- the supervisor thread ----
+
+    def _supervise(self):
+        try:
+            while True:
+                live = {p.sentinel: i for i, p in enumerate(self._procs) if p is not None}
+                if not live:
+                    break
+                if self._cold:
+                    self._kill_all()
+                ready = _wait_for([*live, self._wake_r], self._until_next_timeout())
+                if self._wake_r in ready:
+                    os.read(self._wake_r, 4096)
+                for sentinel in ready:
+                    if sentinel in live:
+                        self._reap(live[sentinel])
+                self._kill_timed_out()
+        except BaseException as e:  # never leave workers behind a dead supervisor
+            self._broken = self._broken or PoolBroken(f"worker pool supervisor failed: {e!r}")
+            self._stopping = self._cold = True
+            self._kill_all()
+            for p in self._procs:
+                if p is not None:
+                    p.join()
+            raise
+
+    def _kill_all(self):
+        for p in self._procs:
+            if p is not None and p.exitcode is None:
+                p.kill()
+
+    def _until_next_timeout(self):
+        """Seconds until the earliest handler call passes task_timeout (None: no
+        timeout; with nobody busy, one task_timeout: a call begun after now ends later)."""
+        if self._task_timeout is None:
+            return None
+        now, soonest = time.monotonic(), self._task_timeout
+        for i, p in enumerate(self._procs):
+            busy = self._leases[i].get(_BUSY, _F64)
+            if p is not None and busy and i not in self._timed_out_slots:
+                soonest = min(soonest, busy + self._task_timeout - now)
+        return max(soonest, 0.0)
+
+    def _kill_timed_out(self):
+        if self._task_timeout is None:
+            return
+        now = time.monotonic()
+        for i, p in enumerate(self._procs):
+            busy = self._leases[i].get(_BUSY, _F64)
+            if p is not None and busy and now - busy >= self._task_timeout and i not in self._timed_out_slots:
+                self._timed_out_slots.add(i)
+                self._parent["timed_out"] += 1
+                p.kill()
+
+    def _reap(self, slot):
+        """A worker of `slot` ended: decide for its lease, replace it or not."""
+        p, lease = self._procs[slot], self._leases[slot]
+        p.join()
+        code, state = p.exitcode, lease.get(_STATE)
+        self._procs[slot] = None
+        timed_out = slot in self._timed_out_slots
+        self._timed_out_slots.discard(slot)
+        if code == 0 and state == _RECYCLED and not self._stopping:
+            self._parent["recycled"] += 1
+            self._spawn(slot)
+            return
+        if code == 0 and state in (_STOPPED, _DRAINED):
+            self._ended[slot] = True
+            return
+        self._settle_finishing(lease)
+        count = lease.count()
+        if count and not self._stopping:
+            attempts = lease.get(_ATTEMPTS)
+            if self._delivery == "at_most_once":
+                self._parent["lost"] += count
+                self._source._finish_leased(lease.buf)
+            elif attempts >= self._max_attempts:
+                self._dead_letter_lease(lease, "timeout" if timed_out else "worker_lost", attempts)
+            # else: the replacement inherits the lease and handles them again
+        if self._stopping:
+            self._ended[slot] = True
+            return
+        now = time.monotonic()
+        self._deaths.append((now, p.pid, code))
+        limit, window = self._restart_limit
+        while self._deaths and self._deaths[0][0] < now - window:
+            self._deaths.popleft()
+        if len(self._deaths) > limit:
+            self._broken = PoolBroken.of([(pid, c) for _, pid, c in self._deaths], limit, window)
+            self._ended[slot] = True
+            self._request_stop()
+            return
+        self._parent["restarts"] += 1
+        self._spawn(slot)
+
+    def _settle_finishing(self, lease):
+        """A worker killed inside _finish_leased: the done it owed (see there)."""
+        finishing, count = lease.finishing(), lease.count()
+        if finishing and (count == 0 or count == finishing):
+            self._source._finish_leased(lease.buf, finishing)
+
+    def _dead_letter_lease(self, lease, reason, attempts):
+        for raw, _ in lease.entries(lease.count()):
+            message = raw
+            if raw is not None:
+                try:
+                    message = self._source._decode_message(raw)
+                except Exception:
+                    pass
+            _send_dead_letter(self._dead_letter, _dead_letter_entry(message, reason, attempts, None), timeout=10)
+            self._parent["dead_lettered"] += 1
+        self._source._finish_leased(lease.buf)
+
+    def _return_leftovers(self):
+        """Messages still in leases when the pool ends go back to the source with
+        their deadlines (at_least_once), else (at_most_once, a source shut down
+        or full) are counted lost; then marked done, as taken ones."""
+        for lease in getattr(self, "_leases", ()):
+            self._settle_finishing(lease)
+            count = lease.count()
+            if not count:
+                continue
+            back = 0
+            if self._delivery == "at_least_once":
+                entries = [(raw, d) for raw, d in lease.entries(count) if raw is not None]
+                try:
+                    self._source.put_many_bytes([raw for raw, _ in entries],
+                                                deadline=[d / 1e9 if d else None for _, d in entries],
+                                                timeout=_PUT_BACK_WAIT)
+                    back = len(entries)
+                except (Full, ShutDown) as e:
+                    back = e.count
+            self._parent["returned"] += back
+            self._parent["lost"] += count - back
+            self._source._finish_leased(lease.buf)
+
+    # ---- looking at it ----
+
+    def stats(self):
+        """Counters, summed over every worker the pool had: processed, failed
+        (handler calls that raised), retried (messages handed to the handler
+        again), dead_lettered, expired, timed_out (workers killed for
+        task_timeout), restarts, recycled (max_tasks_per_child), lost, returned
+        (put back into the source at the end), in_flight (held by workers now);
+        and per worker slot: pid, alive, processed, busy_since
+        (time.monotonic() when its handler call began, None when idle)."""
+        out = dict.fromkeys(_COUNTER_NAMES, 0)
+        workers = []
+        for i, lease in enumerate(getattr(self, "_leases", ())):
+            mine = lease.counters()
+            for name in _COUNTER_NAMES:
+                out[name] += mine[name]
+            p = self._procs[i] if i < len(self._procs) else None
+            busy = lease.get(_BUSY, _F64)
+            workers.append({"slot": i, "pid": p.pid if p is not None else None,
+                            "alive": p is not None and p.exitcode is None, "processed": mine["processed"],
+                            "busy_since": busy or None, "in_flight": lease.count()})
+        for name, value in self._parent.items():
+            out[name] = out.get(name, 0) + value
+        out["in_flight"] = sum(w["in_flight"] for w in workers)
+        out["workers"] = workers
+        return out
+
+    def __repr__(self):
+        state = ("broken" if self._broken else "finished" if self._finished else "stopping" if self._stopping
+                 else "running" if self._started else "not started")
+        return f"<shmring.WorkerPool {self._workers} workers, {state}>"
+
+
+def _count(what, value):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{what} must be at least 1, got {value}")
+    return value
+
+
+# ---- imap_unordered ----
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a worker, as text (chained as the
+    __cause__ of the exception re-raised in the caller, as concurrent.futures does)."""
+
+    def __init__(self, tb):
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self):
+        return self.tb
+
+
+class _Apply:
+    """imap_unordered's handler: func over a batch of (seq, item), results put as
+    (seq, True, value) or (seq, False, (exception, traceback text))."""
+
+    def __init__(self, func, results):
+        self.func, self.results = func, results
+
+    def __call__(self, batch):
+        out = []
+        for seq, item in batch:
+            try:
+                out.append((seq, True, self.func(item)))
+            except Exception as e:
+                out.append((seq, False, (e, traceback.format_exc())))
+        try:
+            self.results.put_many(out)
+        except Exception:  # an exception or result that does not pickle or fit: said as text
+            self.results.put_many([(seq, ok, value) if _fits(self.results, (seq, ok, value)) else
+                                   (seq, False, (RuntimeError(f"the result of item {seq} could not be sent "
+                                                              f"back: {_describe(value)}"), ""))
+                                   for seq, ok, value in out])
+
+
+def _fits(q, message):
+    import pickle
+
+    try:
+        return len(pickle.dumps(message, 5)) <= q.msg_size
+    except Exception:
+        return False
+
+
+def _describe(value):
+    return f"{type(value).__name__}, {len(repr(value))} characters as repr"
+
+
+IMAP_MSG_SIZE = 4096  # bytes an item or a result may take, pickled
+
+
+def imap_unordered(func, iterable, *, workers=None, batch=256, buffersize=None):
+    """``multiprocessing.Pool.imap_unordered`` on a WorkerPool: ``func(item)``
+    for every item, in worker processes, results yielded as they finish.
+
+    The input is consumed lazily, at most ``buffersize`` (default 2 x workers x
+    batch) items outstanding; workers take ``batch`` items at a time. An
+    exception in ``func`` is raised here with its original type, the worker's
+    traceback chained (``RemoteTraceback``); the other results came before it
+    or still come after, if you go on. Closing the generator (a ``break``) or
+    an exception here (Ctrl-C) stops everything: workers killed, queues
+    removed. Items and results must pickle within IMAP_MSG_SIZE bytes. A worker
+    killed meanwhile is replaced and its items are run again; each result is
+    yielded once."""
+    batch = _count("batch", batch)
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = _count("workers", workers)
+    buffersize = 2 * workers * batch if buffersize is None else _count("buffersize", buffersize)
+    return _imap(func, iter(iterable), workers, batch, buffersize)
+
+
+def _imap(func, items, workers, batch, buffersize):
+    from shmring.queue import Queue
+
+    made = []
+    try:
+        inputs = Queue(buffersize, IMAP_MSG_SIZE)
+        made.append(inputs)
+        results = Queue(buffersize, IMAP_MSG_SIZE)
+        made.append(results)
+        dead = Queue(64, 2 * IMAP_MSG_SIZE)  # items whose workers died max_attempts times
+        made.append(dead)
+    except BaseException:
+        for q in made:
+            q.close()
+        raise
+    pool = WorkerPool(_Apply(func, results), inputs, workers=workers, batch=batch, dead_letter=dead,
+                      _signals=False)
+    try:
+        pool.start()
+        pending = set()  # sequence numbers given out and not yet answered
+        seq = itertools.count()
+        exhausted = False
+        while True:
+            if not exhausted and len(pending) < buffersize:
+                want = buffersize - len(pending)
+                chunk = list(zip(seq, itertools.islice(items, want)))
+                exhausted = len(chunk) < want
+                if chunk:  # room for them: the queue holds buffersize, at most `pending` are in it
+                    inputs.put_many(chunk)
+                    pending.update(s for s, _ in chunk)
+            if not pending:
+                break
+            try:
+                answers = results.get_many(block=True, timeout=_TAKE_WAIT)
+            except Empty:
+                answers = ()
+                if pool._broken is not None or pool._finished:
+                    pool.terminate()  # raises PoolBroken
+            for s, ok, value in answers:
+                if s not in pending:  # a duplicate: its worker was killed after answering
+                    continue
+                pending.discard(s)
+                if not ok:
+                    exc, tb = value
+                    raise exc from RemoteTraceback(tb)
+                yield value
+            if dead.qsize():
+                lost = dead.get()
+                item = lost["message"]
+                what = f"item {item[0]}" if isinstance(item, tuple) else "an item"
+                raise PoolBroken(f"imap_unordered: {what}: its worker died {lost['attempts']} times handling it "
+                                 f"({lost['reason']})")
+    finally:
+        try:
+            inputs.shutdown(immediate=True)
+            pool.terminate()
+        finally:
+            for q in made:
+                q.close()
