@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -78,6 +79,10 @@ def square_but_not_7(x):
     if x == 7:
         raise KeyError("seven")
     return x * x
+
+
+def unpicklable_for_3(x):
+    return threading.Lock() if x == 3 else x
 
 
 # ---- helpers ----
@@ -399,6 +404,16 @@ def test_imap_unordered_raises_the_workers_exception_with_its_traceback():
     cause = raised.value.__cause__
     assert isinstance(cause, RemoteTraceback) and "square_but_not_7" in str(cause) and "KeyError" in str(cause)
     assert shm_segments() <= before and not mp.active_children()
+
+
+@pytest.mark.timeout(60)
+def test_imap_unordered_says_which_result_did_not_pickle_and_delivers_the_others():
+    got, gen = [], shmring.imap_unordered(unpicklable_for_3, range(20), workers=2, batch=8)
+    with pytest.raises(RuntimeError, match="the result of an item does not pickle"):
+        for x in gen:
+            got.append(x)
+    assert set(got) <= set(range(20)) - {3}
+    assert not shm_segments() and not mp.active_children()
 
 
 @pytest.mark.timeout(60)

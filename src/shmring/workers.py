@@ -32,6 +32,7 @@ import collections
 import itertools
 import multiprocessing as mp
 import os
+import pickle
 import signal
 import struct
 import threading
@@ -40,7 +41,7 @@ import traceback
 from multiprocessing.connection import wait as _wait_for
 
 from shmring._core import LEASE_CORRUPT, LEASE_ENTRY, LEASE_FINISHING, LEASE_HEADER, QueueHandle
-from shmring.errors import Empty, Full, PoolBroken, ShutDown
+from shmring.errors import Empty, Full, MessageTooLarge, PoolBroken, ShutDown
 
 __all__ = ["WorkerPool", "imap_unordered", "RemoteTraceback"]
 
@@ -656,57 +657,65 @@ class RemoteTraceback(Exception):
 
 
 class _Apply:
-    """imap_unordered's handler: func over a batch of (seq, item), results put as
-    (seq, True, value) or (seq, False, (exception, traceback text))."""
+    """imap_unordered's handler: func over one chunk (seq, items); the answers
+    go to results as (seq, start, [(True, value) | (False, (exception,
+    traceback text)), ...]) for the items from `start` on: one message, or
+    more where the answers do not fit one."""
 
     def __init__(self, func, results):
         self.func, self.results = func, results
 
-    def __call__(self, batch):
+    def __call__(self, chunk):
+        seq, items = chunk
         out = []
-        for seq, item in batch:
+        for item in items:
             try:
-                out.append((seq, True, self.func(item)))
+                out.append((True, self.func(item)))
             except Exception as e:
-                out.append((seq, False, (e, traceback.format_exc())))
+                out.append((False, (e, traceback.format_exc())))
+        self._send(seq, 0, out)
+
+    def _send(self, seq, start, out):
         try:
-            self.results.put_many(out)
-        except Exception:  # an exception or result that does not pickle or fit: said as text
-            self.results.put_many([(seq, ok, value) if _fits(self.results, (seq, ok, value)) else
-                                   (seq, False, (RuntimeError(f"the result of item {seq} could not be sent "
-                                                              f"back: {_describe(value)}"), ""))
-                                   for seq, ok, value in out])
+            self.results.put((seq, start, out))
+        except MessageTooLarge:
+            if len(out) > 1:
+                half = len(out) // 2
+                self._send(seq, start, out[:half])
+                self._send(seq, start + half, out[half:])
+            else:
+                self._refused(seq, start, out, "is too large")
+        except (pickle.PicklingError, TypeError, AttributeError):  # a result or exception that does not pickle
+            if len(out) > 1:
+                for i, answer in enumerate(out):
+                    self._send(seq, start + i, [answer])
+            else:
+                self._refused(seq, start, out, "does not pickle")
+
+    def _refused(self, seq, start, out, why):
+        (ok, value), = out
+        what = "result" if ok else f"exception ({type(value[0]).__name__}: {str(value[0])[:200]})"
+        self.results.put((seq, start, [(False, (RuntimeError(f"imap_unordered: the {what} of an item {why}"),
+                                                  value[1] if not ok else ""))]))
 
 
-def _fits(q, message):
-    import pickle
-
-    try:
-        return len(pickle.dumps(message, 5)) <= q.msg_size
-    except Exception:
-        return False
-
-
-def _describe(value):
-    return f"{type(value).__name__}, {len(repr(value))} characters as repr"
-
-
-IMAP_MSG_SIZE = 4096  # bytes an item or a result may take, pickled
+IMAP_CHUNK_BYTES = 256 * 1024  # bytes a chunk of items, or its answers, may take pickled (else it is split)
 
 
 def imap_unordered(func, iterable, *, workers=None, batch=256, buffersize=None):
     """``multiprocessing.Pool.imap_unordered`` on a WorkerPool: ``func(item)``
     for every item, in worker processes, results yielded as they finish.
 
-    The input is consumed lazily, at most ``buffersize`` (default 2 x workers x
-    batch) items outstanding; workers take ``batch`` items at a time. An
+    Items go to the workers in chunks of ``batch`` (one message each, as
+    ``Pool.imap_unordered``'s chunksize); the input is consumed lazily, at
+    most ``buffersize`` items (default 2 x workers x batch) outstanding. An
     exception in ``func`` is raised here with its original type, the worker's
     traceback chained (``RemoteTraceback``); the other results came before it
     or still come after, if you go on. Closing the generator (a ``break``) or
     an exception here (Ctrl-C) stops everything: workers killed, queues
-    removed. Items and results must pickle within IMAP_MSG_SIZE bytes. A worker
-    killed meanwhile is replaced and its items are run again; each result is
-    yielded once."""
+    removed. A chunk that pickles to more than IMAP_CHUNK_BYTES is split; a
+    single item that large raises MessageTooLarge. A worker killed meanwhile
+    is replaced and its chunk is run again; each result is yielded once."""
     batch = _count("batch", batch)
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -718,33 +727,52 @@ def imap_unordered(func, iterable, *, workers=None, batch=256, buffersize=None):
 def _imap(func, items, workers, batch, buffersize):
     from shmring.queue import Queue
 
+    chunks = max(2, -(-buffersize // batch))  # chunks outstanding, unless some were split
     made = []
     try:
-        inputs = Queue(buffersize, IMAP_MSG_SIZE)
-        made.append(inputs)
-        results = Queue(buffersize, IMAP_MSG_SIZE)
-        made.append(results)
-        dead = Queue(64, 2 * IMAP_MSG_SIZE)  # items whose workers died max_attempts times
-        made.append(dead)
+        for maxsize, msg_size in ((chunks, IMAP_CHUNK_BYTES), (2 * chunks, IMAP_CHUNK_BYTES),
+                                  (4, 2 * IMAP_CHUNK_BYTES)):  # inputs, results, dead letters
+            made.append(Queue(maxsize, msg_size))
     except BaseException:
         for q in made:
             q.close()
         raise
-    pool = WorkerPool(_Apply(func, results), inputs, workers=workers, batch=batch, dead_letter=dead,
-                      _signals=False)
+    inputs, results, dead = made
+    pool = WorkerPool(_Apply(func, results), inputs, workers=workers, dead_letter=dead, _signals=False)
     try:
         pool.start()
-        pending = set()  # sequence numbers given out and not yet answered
+        pending = {}     # chunk seq -> [items not answered yet, starts answered]
+        outstanding = 0  # items given out and not answered
         seq = itertools.count()
+        unsent = collections.deque()  # (seq, items) not in the queue yet: it was full, or split them
         exhausted = False
         while True:
-            if not exhausted and len(pending) < buffersize:
-                want = buffersize - len(pending)
-                chunk = list(zip(seq, itertools.islice(items, want)))
-                exhausted = len(chunk) < want
-                if chunk:  # room for them: the queue holds buffersize, at most `pending` are in it
-                    inputs.put_many(chunk)
-                    pending.update(s for s, _ in chunk)
+            while unsent or (not exhausted and outstanding < buffersize):
+                if not unsent:
+                    chunk = list(itertools.islice(items, min(batch, buffersize - outstanding)))
+                    if not chunk:
+                        exhausted = True
+                        break
+                    s = next(seq)
+                    pending[s] = [len(chunk), set()]
+                    outstanding += len(chunk)
+                    unsent.append((s, chunk))
+                try:
+                    inputs.put(unsent[0], block=False)
+                except Full:  # never wait here: the workers may be waiting for us to take answers
+                    break
+                except MessageTooLarge:
+                    s, chunk = unsent.popleft()
+                    if len(chunk) == 1:
+                        raise
+                    del pending[s]
+                    half = len(chunk) // 2
+                    for part in (chunk[:half], chunk[half:]):
+                        t = next(seq)
+                        pending[t] = [len(part), set()]
+                        unsent.appendleft((t, part))
+                    continue
+                unsent.popleft()
             if not pending:
                 break
             try:
@@ -753,19 +781,25 @@ def _imap(func, items, workers, batch, buffersize):
                 answers = ()
                 if pool._broken is not None or pool._finished:
                     pool.terminate()  # raises PoolBroken
-            for s, ok, value in answers:
-                if s not in pending:  # a duplicate: its worker was killed after answering
+            for s, start, out in answers:
+                state = pending.get(s)
+                if state is None or start in state[1]:  # a duplicate: its worker was killed after answering
                     continue
-                pending.discard(s)
-                if not ok:
-                    exc, tb = value
-                    raise exc from RemoteTraceback(tb)
-                yield value
+                state[1].add(start)
+                state[0] -= len(out)
+                outstanding -= len(out)
+                if not state[0]:
+                    del pending[s]
+                for ok, value in out:
+                    if not ok:
+                        exc, tb = value
+                        raise exc from RemoteTraceback(tb)
+                    yield value
             if dead.qsize():
                 lost = dead.get()
-                item = lost["message"]
-                what = f"item {item[0]}" if isinstance(item, tuple) else "an item"
-                raise PoolBroken(f"imap_unordered: {what}: its worker died {lost['attempts']} times handling it "
+                chunk = lost["message"]
+                what = f"chunk {chunk[0]}" if isinstance(chunk, tuple) else "a chunk"
+                raise PoolBroken(f"imap_unordered: {what}: its worker died {lost['attempts']} times running it "
                                  f"({lost['reason']})")
     finally:
         try:
