@@ -50,14 +50,20 @@ _U64 = struct.Struct("=Q")
 _F64 = struct.Struct("=d")
 _ENTRY = struct.Struct("=IIQ")      # length, unused, deadline ns
 _COUNTERS_FMT = struct.Struct("=5Q")
+_BEGIN = struct.Struct("=I4xd")     # attempts, state (0: running), busy_since: one store as a handler call begins
+_END = struct.Struct("=dQ")         # busy_since, processed: one store as a message is finished
 
 _ATTEMPTS, _STATE, _BUSY, _COUNTERS = 8, 12, 16, 24
 _COUNTER_NAMES = ("processed", "failed", "retried", "dead_lettered", "expired")
 _RUNNING, _RECYCLED, _STOPPED, _DRAINED = 0, 1, 2, 3
+_PAYLOAD = LEASE_HEADER + LEASE_ENTRY  # the first entry's payload
 _CONTROL = 64                        # bytes before the first lease: the stop flag at 0
 _TAKE_WAIT = 0.1                     # seconds a worker waits in one take before it looks at the stop flag
 _PUT_BACK_WAIT = 1.0                 # seconds the pool waits for room to put leftovers back
 _DELIVERIES = ("at_least_once", "at_most_once")
+
+
+_monotonic = time.monotonic
 
 
 def _now_ns():
@@ -134,19 +140,23 @@ class _Worker:
 
     def run(self):
         c, lease, source = self.c, self.lease, self.c.source
+        buf, control, take, batch = lease.buf, self.control, source._take_leased, c.batch
         if c.initializer is not None:
             c.initializer(*c.initargs)
+        if batch == 1 and c.max_tasks is None:
+            lease.set(_STATE, self.run_ones())
+            return
         taken, state = 0, _STOPPED
         while True:
-            n = lease.count()
+            n = _U32.unpack_from(buf, 0)[0]
             if n == 0:  # else a predecessor in this slot died holding them: redeliveries
                 if c.max_tasks is not None and taken >= c.max_tasks:
                     state = _RECYCLED
                     break
-                if _U32.unpack_from(self.control, 0)[0]:
+                if _U32.unpack_from(control, 0)[0]:
                     break
                 try:
-                    n = source._take_leased(lease.buf, c.batch, True, _TAKE_WAIT)
+                    n = take(buf, batch, True, _TAKE_WAIT)
                 except Empty:
                     continue
                 except ShutDown:
@@ -157,53 +167,106 @@ class _Worker:
             taken += n
         lease.set(_STATE, state)
 
-    def handle(self, n):
-        """Handle the n messages of the lease, then finish them (one task_done each)."""
+    def run_ones(self):
+        """run() for batch=1 without max_tasks_per_child: the same steps in fewer
+        calls; anything unusual goes on in handle(), as there. Returns how the
+        worker ended (the lease's state)."""
+        c, lease, source = self.c, self.lease, self.c.source
+        buf, control, take, finish = lease.buf, self.control, source._take_leased, source._finish_leased
+        decode, handler, results = source._decode_message, c.handler, c.results
+        u32, entry, begin, end, f64, u64 = _U32, _ENTRY, _BEGIN, _END, _F64, _U64
+        while True:
+            if u32.unpack_from(buf, 0)[0]:  # a predecessor in this slot died holding it: a redelivery
+                self.handle(1)
+                continue
+            if u32.unpack_from(control, 0)[0]:
+                return _STOPPED
+            try:
+                take(buf, 1, True, _TAKE_WAIT)
+            except Empty:
+                continue
+            except ShutDown:
+                return _DRAINED
+            length, _, deadline = entry.unpack_from(buf, LEASE_HEADER)
+            if length == LEASE_CORRUPT or (deadline and _now_ns() >= deadline):
+                u32.pack_into(buf, _ATTEMPTS, 0)
+                self.handle(1)
+                continue
+            try:  # decoded from the lease itself: get's objects never refer to it, nor do these
+                item = decode(buf[_PAYLOAD:_PAYLOAD + length])
+            except Exception:
+                u32.pack_into(buf, _ATTEMPTS, 0)
+                self.handle(1)
+                continue
+            # attempts and busy_since, before the call: a kill in it counts it (state, 0 = running, kept)
+            begin.pack_into(buf, _ATTEMPTS, 1, _monotonic())
+            try:
+                result = handler(item)
+            except Exception:
+                f64.pack_into(buf, _BUSY, 0.0)
+                lease.add("failed", 1)
+                self.handle(1, traceback.format_exc())
+                continue
+            if results is not None:
+                try:
+                    results.put(result)
+                except Exception:
+                    f64.pack_into(buf, _BUSY, 0.0)
+                    self.handle(1, traceback.format_exc(), sent=False)
+                    continue
+            finish(buf)
+            end.pack_into(buf, _BUSY, 0.0, u64.unpack_from(buf, _COUNTERS)[0] + 1)  # idle, processed
+
+    def handle(self, n, error=None, sent=True):
+        """Handle the n messages of the lease, then finish them (one task_done
+        each). error: the traceback of the last handler call, if it raised (its
+        attempt counted in the lease); sent=False: the handler returned, and its
+        result could not be put (error says why): dead-lettered."""
         c, lease, source = self.c, self.lease, self.c.source
         attempts = lease.get(_ATTEMPTS)
-        dead, items, raws = [], [], []
+        dead, items = [], []
         for raw, deadline in lease.entries(n):
             if raw is None:
                 dead.append(_dead_letter_entry(None, "error", attempts, "the message's slot was corrupt "
                                                                          "(an impossible length)"))
                 continue
             try:
-                items.append((c.source._decode_message(raw), raw, deadline))
+                items.append((c.source._decode_message(raw), deadline))
             except Exception:
                 dead.append(_dead_letter_entry(raw, "error", attempts, traceback.format_exc()))
-        expired = 0
-        done = 0
+        if not sent:
+            dead.extend(_dead_letter_entry(it[0], "error", attempts, error) for it in items)
+            items = []
+        expired = done = 0
         while items:
             now = _now_ns()  # the deadlines again, just before the handler is called
-            live = [it for it in items if not it[2] or it[2] > now]
+            live = [it for it in items if not it[1] or it[1] > now]
             expired += len(items) - len(live)
             items = live
             if not items:
                 break
+            if attempts >= c.max_attempts:
+                dead.extend(_dead_letter_entry(it[0], "error", attempts, error) for it in items)
+                break
             if attempts:
                 lease.add("retried", len(items))
             attempts += 1
-            lease.set(_ATTEMPTS, attempts)  # before the call: a kill in it counts it
-            lease.set(_BUSY, time.monotonic(), _F64)
+            _BEGIN.pack_into(lease.buf, _ATTEMPTS, attempts, time.monotonic())  # before the call: a kill in it counts
             try:
                 result = c.handler([it[0] for it in items] if c.batch > 1 else items[0][0])
             except Exception:
                 lease.set(_BUSY, 0.0, _F64)
                 lease.add("failed", 1)
-                if attempts >= c.max_attempts:
-                    error = traceback.format_exc()
-                    dead.extend(_dead_letter_entry(it[0], "error", attempts, error) for it in items)
-                    items = []
+                error = traceback.format_exc()
                 continue
             lease.set(_BUSY, 0.0, _F64)
             if c.results is not None:
                 try:
                     c.results.put(result)
-                except Exception:  # too large, unpicklable, shut down: this message's error
+                except Exception:  # too large, unpicklable, shut down: these messages' error
                     error = traceback.format_exc()
                     dead.extend(_dead_letter_entry(it[0], "error", attempts, error) for it in items)
-                    items = []
-                    continue
+                    break
             done = len(items)
             break
         for entry in dead:
