@@ -455,3 +455,63 @@ def test_ctrl_c_in_imap_unordered_stops_everything_at_once_and_leaves_nothing_be
     wait_until(lambda: all(process_gone(pid) for pid in workers), timeout=5, what="the workers gone")
     assert not [name for name in segments if os.path.exists(f"/dev/shm/{name}")]
     assert not shm_segments(child.pid, *workers), f"segments left: {shm_segments(child.pid, *workers)}"
+
+
+# ---- the lease primitives of the binding ----
+
+
+def lease_of(q, n):
+    """A lease for n messages of q, as the pool makes them (shared memory, 8-byte aligned)."""
+    region = mp.get_context("fork").RawArray("B", shmring._core.LEASE_HEADER + n * q._lease_stride)
+    return memoryview(region).cast("B")
+
+
+def lease_object(q, n):
+    """lease_of(q, n) as the pool's own _Lease, for its readers."""
+    lease = shmring.workers._Lease.__new__(shmring.workers._Lease)
+    lease.buf, lease.stride = lease_of(q, n), q._lease_stride
+    return lease
+
+
+def test_take_leased_copies_messages_with_their_deadlines_and_counts_them_last(make_queue):
+    q = make_queue(16, 64, codec="bytes")
+    q.put_bytes(b"a", deadline=time.monotonic() - 1)  # expired: taken too, the worker drops it
+    q.put_bytes(b"bcd")
+    held = lease_object(q, 4)
+    lease = held.buf
+    assert q._take_leased(lease, 4, block=False) == 2
+    entries = held.entries(2)
+    assert [raw for raw, _ in entries] == [b"a", b"bcd"]
+    assert entries[0][1] > 0 and entries[1][1] == 0
+    assert lease[:4].cast("I")[0] == 2 and q.qsize() == 0 and q.stats()["expired"] == 0
+    with pytest.raises(ValueError, match="holds messages"):
+        q._take_leased(lease, 4, block=False)
+    assert q._finish_leased(lease) == 2 and lease[:4].cast("I")[0] == 0
+    assert q.join(timeout=0)
+
+
+def test_take_leased_refuses_a_bad_lease_before_taking_anything(make_queue):
+    q = make_queue(16, 64)
+    q.put(1)
+    with pytest.raises(ValueError, match="writable"):
+        q._take_leased(bytes(4096), 1)
+    with pytest.raises(ValueError, match="no room"):
+        q._take_leased(lease_of(q, 1), 2)
+    with pytest.raises(ValueError, match="aligned"):
+        q._take_leased(lease_of(q, 2)[4:], 1)
+    assert q.qsize() == 1 and q.get() == 1
+
+
+@pytest.mark.parametrize("emptied", [False, True], ids=["before emptying", "after emptying"])
+def test_the_pool_pays_the_done_of_a_worker_killed_inside_finish_leased(make_queue, emptied):
+    q = make_queue(16, 64)
+    q.put_many([1, 2])
+    lease = lease_object(q, 2)
+    assert q._take_leased(lease.buf, 2) == 2
+    words = lease.buf[:8].cast("I")
+    words[1] = 2                      # finishing: what _finish_leased stores first
+    if emptied:
+        words[0] = 0                  # then the count
+    assert not q.join(timeout=0)      # the done is owed
+    shmring.WorkerPool(echo, q)._settle_finishing(lease)
+    assert words.tolist() == [0, 0] and q.join(timeout=0)
