@@ -603,7 +603,7 @@ class WorkerPool:
             attempts = lease.get(_ATTEMPTS)
             if self._delivery == "at_most_once":
                 self._parent["lost"] += count
-                self._source._finish_leased(lease.buf)
+                self._finish(lease)
             elif attempts >= self._max_attempts:
                 self._dead_letter_lease(lease, "timeout" if timed_out else "worker_lost", attempts)
             # else: the replacement inherits the lease and handles them again
@@ -623,11 +623,21 @@ class WorkerPool:
         self._parent["restarts"] += 1
         self._spawn(slot)
 
+    def _finish(self, lease, n=None):
+        """_finish_leased from the pool. Its task_done is refused (ValueError) only
+        where join()'s count already reached every message put (a done paid twice
+        by a worker killed inside _finish_leased, discards of an immediate
+        shutdown): the lease is emptied all the same, and there is nothing to add."""
+        try:
+            self._source._finish_leased(lease.buf, n)
+        except ValueError:
+            pass
+
     def _settle_finishing(self, lease):
         """A worker killed inside _finish_leased: the done it owed (see there)."""
         finishing, count = lease.finishing(), lease.count()
         if finishing and (count == 0 or count == finishing):
-            self._source._finish_leased(lease.buf, finishing)
+            self._finish(lease, finishing)
 
     def _dead_letter_lease(self, lease, reason, attempts):
         for raw, _ in lease.entries(lease.count()):
@@ -639,7 +649,7 @@ class WorkerPool:
                     pass
             _send_dead_letter(self._dead_letter, _dead_letter_entry(message, reason, attempts, None), timeout=10)
             self._parent["dead_lettered"] += 1
-        self._source._finish_leased(lease.buf)
+        self._finish(lease)
 
     def _return_leftovers(self):
         """Messages still in leases when the pool ends go back to the source with
@@ -662,7 +672,7 @@ class WorkerPool:
                     back = e.count
             self._parent["returned"] += back
             self._parent["lost"] += count - back
-            self._source._finish_leased(lease.buf)
+            self._finish(lease)
 
     # ---- looking at it ----
 
