@@ -50,15 +50,15 @@ class WorkerPoolOne(PoolRow):
         source = shmring.Queue(65536, 64)
         try:
             with shmring.WorkerPool(noop, source, workers=workers(), batch=1):
-                items = list(range(FEED))
+                items = list(range(count))
                 t0 = time.perf_counter()
-                for _ in range(count // FEED):
-                    source.put_many(items)
+                for i in range(0, count, FEED):
+                    source.put_many(items[i:i + FEED])
                 source.join()
                 took = time.perf_counter() - t0
         finally:
             source.close()
-        return {"rate": count // FEED * FEED / took}
+        return {"rate": count / took}
 
 
 class MpPoolOne(PoolRow):
