@@ -152,22 +152,29 @@ def test_every_message_is_processed_exactly_once_without_kills(make_queue, metho
     assert source.qsize() == 0 and results.qsize() == 0
 
 
-@pytest.mark.timeout(60)
-def test_at_least_once_under_sigkills_of_busy_workers(make_queue):
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kills", [8, pytest.param(200, marks=pytest.mark.slow)])
+def test_at_least_once_under_sigkills_of_busy_workers(make_queue, kills):
     source, results = make_queue(4096), make_queue(4096, 64)
-    n, kills = 300, 8
+    n = 300 + 4 * kills
     source.put_many(range(n))
     pool = shmring.WorkerPool(slow_echo, source, workers=2, results=results, max_attempts=kills + 2,
-                              restart_limit=(kills + 1, 60.0))
+                              restart_limit=(kills + 1, 600.0))
+    redelivered_after = []  # seconds from a kill to its slot's new worker busy again (with that message)
     with pool:
-        done = 0
-        while done < kills:
+        for done in range(1, kills + 1):
             wait_until(lambda: busy_workers(pool), what="a busy worker")
             victim = busy_workers(pool)[0]
             os.kill(victim["pid"], signal.SIGKILL)
-            done += 1
+            killed = time.monotonic()
             wait_until(lambda: pool.stats()["restarts"] == done, what="the restart")
-        assert source.join(timeout=30)
+
+            def busy_again():
+                w = pool.stats()["workers"][victim["slot"]]
+                return w["pid"] != victim["pid"] and w["busy_since"] is not None
+            wait_until(busy_again, what="the redelivery")
+            redelivered_after.append(time.monotonic() - killed)
+        assert source.join(timeout=60)
     got = drain(results, results.qsize())  # every result was put before its message was done
     assert set(got) == set(range(n)), f"lost: {sorted(set(range(n)) - set(got))}"
     stats = pool.stats()
@@ -175,6 +182,7 @@ def test_at_least_once_under_sigkills_of_busy_workers(make_queue):
     assert duplicates <= stats["retried"] <= kills  # a kill mid-handler: one redelivery, a duplicate at most
     assert stats["restarts"] == kills and stats["dead_lettered"] == 0 and stats["lost"] == 0
     assert stats["processed"] == n and source.stats()["lost"] == 0
+    assert max(redelivered_after) < 1.0, f"redelivered after {max(redelivered_after):.3f} s at worst"
 
 
 @pytest.mark.timeout(60)
