@@ -1424,8 +1424,8 @@ cdef class QueueHandle(RingHandle):
         ShutDown)."""
         cdef uint64_t wait
         cdef Py_buffer view
-        cdef Py_ssize_t limit = self._how_many(max_items, "max_items")
-        cdef uint64_t stride
+        cdef Py_ssize_t limit
+        cdef uint64_t stride = C_LEASE_ENTRY + ((self._slot_size + 7) & ~<uint64_t>7)  # _lease_stride
         cdef uint32_t got = 0, k, length
         cdef shmring_span_t span
         cdef _Participant p
@@ -1433,10 +1433,13 @@ cdef class QueueHandle(RingHandle):
         cdef int64_t size
         cdef uint64_t d
         cdef int flags = SHMRING_CLAIM_EXPIRED
+        if type(max_items) is int and 1 <= max_items <= PY_SSIZE_T_MAX:  # a worker's every call: no checks to pay
+            limit = max_items
+        else:
+            limit = self._how_many(max_items, "max_items")
         _deadline(block, timeout, &wait)
         if self._ring == NULL:
             raise errors.QueueClosed(f"queue {self.name!r} is closed")
-        stride = self._lease_stride
         try:
             PyObject_GetBuffer(lease, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
         except (BufferError, ValueError, TypeError):

@@ -175,9 +175,10 @@ class _Worker:
         buf, control, take, finish = lease.buf, self.control, source._take_leased, source._finish_leased
         decode, handler, results = source._decode_message, c.handler, c.results
         u32, entry, begin, end, f64, u64 = _U32, _ENTRY, _BEGIN, _END, _F64, _U64
+        processed = u64.unpack_from(buf, _COUNTERS)[0]  # the slot's, kept here and stored with each finish
         while True:
             if u32.unpack_from(buf, 0)[0]:  # a predecessor in this slot died holding it: a redelivery
-                self.handle(1)
+                processed = self.handled(1)
                 continue
             if u32.unpack_from(control, 0)[0]:
                 return _STOPPED
@@ -190,13 +191,13 @@ class _Worker:
             length, _, deadline = entry.unpack_from(buf, LEASE_HEADER)
             if length == LEASE_CORRUPT or (deadline and _now_ns() >= deadline):
                 u32.pack_into(buf, _ATTEMPTS, 0)
-                self.handle(1)
+                processed = self.handled(1)
                 continue
             try:  # decoded from the lease itself: get's objects never refer to it, nor do these
                 item = decode(buf[_PAYLOAD:_PAYLOAD + length])
             except Exception:
                 u32.pack_into(buf, _ATTEMPTS, 0)
-                self.handle(1)
+                processed = self.handled(1)
                 continue
             # attempts and busy_since, before the call: a kill in it counts it (state, 0 = running, kept)
             begin.pack_into(buf, _ATTEMPTS, 1, _monotonic())
@@ -205,17 +206,23 @@ class _Worker:
             except Exception:
                 f64.pack_into(buf, _BUSY, 0.0)
                 lease.add("failed", 1)
-                self.handle(1, traceback.format_exc())
+                processed = self.handled(1, traceback.format_exc())
                 continue
             if results is not None:
                 try:
                     results.put(result)
                 except Exception:
                     f64.pack_into(buf, _BUSY, 0.0)
-                    self.handle(1, traceback.format_exc(), sent=False)
+                    processed = self.handled(1, traceback.format_exc(), sent=False)
                     continue
             finish(buf)
-            end.pack_into(buf, _BUSY, 0.0, u64.unpack_from(buf, _COUNTERS)[0] + 1)  # idle, processed
+            processed += 1
+            end.pack_into(buf, _BUSY, 0.0, processed)  # idle, and the count
+
+    def handled(self, *args, **kwargs):
+        """handle(), then the slot's processed count (run_ones keeps it)."""
+        self.handle(*args, **kwargs)
+        return _U64.unpack_from(self.lease.buf, _COUNTERS)[0]
 
     def handle(self, n, error=None, sent=True):
         """Handle the n messages of the lease, then finish them (one task_done
