@@ -280,9 +280,12 @@ def test_terminate_kills_at_once_and_puts_held_messages_back(make_queue):
 def test_source_shutdown_ends_the_workers_once_drained(make_queue):
     source = make_queue(64)
     source.put_many(range(10))
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     pool = shmring.WorkerPool(echo, source, workers=2).start()
+    assert signal.getsignal(signal.SIGTERM) is not before[0]  # the pool's, while it runs
     source.shutdown()
     assert pool.join(timeout=20)
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before  # restored
     assert pool.stats()["processed"] == 10 and not any(w["alive"] for w in pool.stats()["workers"])
 
 
