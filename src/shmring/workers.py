@@ -738,45 +738,45 @@ class RemoteTraceback(Exception):
 
 class _Apply:
     """imap_unordered's handler: func over one chunk (seq, items); the answers
-    go to results as (seq, start, [(True, value) | (False, (exception,
-    traceback text)), ...]) for the items from `start` on: one message, or
-    more where the answers do not fit one."""
+    go to results as (seq, start, values, errors) for the items from `start`
+    on: values, a list of results (None where func raised), and errors, None or
+    {index in values: (exception, traceback text)}; one message, or more where
+    the answers do not fit one."""
 
     def __init__(self, func, results):
         self.func, self.results = func, results
 
     def __call__(self, chunk):
         seq, items = chunk
-        out = []
-        for item in items:
+        values, errors, rest = [], None, iter(items)
+        while True:
             try:
-                out.append((True, self.func(item)))
+                values.extend(map(self.func, rest))  # what func returned before raising is kept
+                break
             except Exception as e:
-                out.append((False, (e, traceback.format_exc())))
-        self._send(seq, 0, out)
+                errors = errors or {}
+                errors[len(values)] = (e, traceback.format_exc())
+                values.append(None)  # `rest` goes on after the item that raised
+        self._send(seq, 0, values, errors)
 
-    def _send(self, seq, start, out):
+    def _send(self, seq, start, values, errors):
         try:
-            self.results.put((seq, start, out))
+            self.results.put((seq, start, values, errors))
+            return
         except MessageTooLarge:
-            if len(out) > 1:
-                half = len(out) // 2
-                self._send(seq, start, out[:half])
-                self._send(seq, start + half, out[half:])
-            else:
-                self._refused(seq, start, out, "is too large")
+            why = "is too large"
         except (pickle.PicklingError, TypeError, AttributeError):  # a result or exception that does not pickle
-            if len(out) > 1:
-                for i, answer in enumerate(out):
-                    self._send(seq, start + i, [answer])
-            else:
-                self._refused(seq, start, out, "does not pickle")
-
-    def _refused(self, seq, start, out, why):
-        (ok, value), = out
-        what = "result" if ok else f"exception ({type(value[0]).__name__}: {str(value[0])[:200]})"
-        self.results.put((seq, start, [(False, (RuntimeError(f"imap_unordered: the {what} of an item {why}"),
-                                                  value[1] if not ok else ""))]))
+            why = "does not pickle"
+        if len(values) == 1:
+            failed = errors and errors.get(0)
+            what = (f"exception ({type(failed[0]).__name__}: {str(failed[0])[:200]})" if failed else "result")
+            self.results.put((seq, start, [None], {0: (RuntimeError(f"imap_unordered: the {what} of an item {why}"),
+                                                       failed[1] if failed else "")}))
+            return
+        half = len(values) // 2
+        for lo, hi in ((0, half), (half, len(values))):
+            part = errors and {i - lo: e for i, e in errors.items() if lo <= i < hi}
+            self._send(seq, start + lo, values[lo:hi], part or None)
 
 
 IMAP_CHUNK_BYTES = 256 * 1024  # bytes a chunk of items, or its answers, may take pickled (else it is split)
@@ -790,8 +790,8 @@ def imap_unordered(func, iterable, *, workers=None, batch=256, buffersize=None):
     ``Pool.imap_unordered``'s chunksize); the input is consumed lazily, at
     most ``buffersize`` items (default 2 x workers x batch) outstanding. An
     exception in ``func`` is raised here with its original type, the worker's
-    traceback chained (``RemoteTraceback``); the other results came before it
-    or still come after, if you go on. Closing the generator (a ``break``) or
+    traceback chained (``RemoteTraceback``), and ends the iteration (unlike
+    multiprocessing's iterator, which can be asked for more after one). Closing the generator (a ``break``) or
     an exception here (Ctrl-C) stops everything: workers killed, queues
     removed. A chunk that pickles to more than IMAP_CHUNK_BYTES is split; a
     single item that large raises MessageTooLarge. A worker killed meanwhile
@@ -861,18 +861,21 @@ def _imap(func, items, workers, batch, buffersize):
                 answers = ()
                 if pool._broken is not None or pool._finished:
                     pool.terminate()  # raises PoolBroken
-            for s, start, out in answers:
+            for s, start, values, errors in answers:
                 state = pending.get(s)
                 if state is None or start in state[1]:  # a duplicate: its worker was killed after answering
                     continue
                 state[1].add(start)
-                state[0] -= len(out)
-                outstanding -= len(out)
+                state[0] -= len(values)
+                outstanding -= len(values)
                 if not state[0]:
                     del pending[s]
-                for ok, value in out:
-                    if not ok:
-                        exc, tb = value
+                if errors is None:
+                    yield from values
+                    continue
+                for i, value in enumerate(values):
+                    if i in errors:
+                        exc, tb = errors[i]
                         raise exc from RemoteTraceback(tb)
                     yield value
             if dead.qsize():
