@@ -23,10 +23,11 @@ Lease header (the binding owns the first two words, _core.LEASE_*):
 | 12 | u32 | state: how the slot's last worker ended (_RUNNING ...) |
 | 16 | f64 | busy_since: time.monotonic() when the current handler call began, 0 idle |
 | 24 | u64 x 5 | processed, failed, retried, dead_lettered, expired (this slot's workers) |
+| 64 | u32 | stop: the pool's stop flag, copied into every slot (one load with count) |
 
 then ``batch`` entries of ``source._lease_stride`` bytes (u32 length, u32
 unused, u64 deadline ns, payload). The control region before the leases holds
-the pool's stop flag (u32).
+the pool's stop flag (u32) too.
 """
 import collections
 import itertools
@@ -53,7 +54,8 @@ _COUNTERS_FMT = struct.Struct("=5Q")
 _BEGIN = struct.Struct("=I4xd")     # attempts, state (0: running), busy_since: one store as a handler call begins
 _END = struct.Struct("=dQ")         # busy_since, processed: one store as a message is finished
 
-_ATTEMPTS, _STATE, _BUSY, _COUNTERS = 8, 12, 16, 24
+_ATTEMPTS, _STATE, _BUSY, _COUNTERS, _SLOT_STOP = 8, 12, 16, 24, 64
+_COUNT_AND_STOP = struct.Struct("=I60xI")  # count (0) and stop (64): what a worker loads before each take
 _COUNTER_NAMES = ("processed", "failed", "retried", "dead_lettered", "expired")
 _RUNNING, _RECYCLED, _STOPPED, _DRAINED = 0, 1, 2, 3
 _PAYLOAD = LEASE_HEADER + LEASE_ENTRY  # the first entry's payload
@@ -120,6 +122,13 @@ class _Config:
         self.initializer, self.initargs, self.lease_size = initializer, initargs, lease_size
 
 
+def _decoder(source):
+    """What turns a message's bytes into the object get returns: the pickle
+    codec's own loads (one call less a message), else the handle's."""
+    codec = getattr(source, "_codec", None)
+    return pickle.loads if codec is not None and codec.name == "pickle" else source._decode_message
+
+
 def _dead_letter_entry(message, reason, attempts, error):
     return {"message": message, "reason": reason, "attempts": attempts, "error": error}
 
@@ -172,15 +181,17 @@ class _Worker:
         calls; anything unusual goes on in handle(), as there. Returns how the
         worker ended (the lease's state)."""
         c, lease, source = self.c, self.lease, self.c.source
-        buf, control, take, finish = lease.buf, self.control, source._take_leased, source._finish_leased
-        decode, handler, results = source._decode_message, c.handler, c.results
+        buf, take, finish = lease.buf, source._take_leased, source._finish_leased
+        decode, handler, results = _decoder(source), c.handler, c.results
         u32, entry, begin, end, f64, u64 = _U32, _ENTRY, _BEGIN, _END, _F64, _U64
         processed = u64.unpack_from(buf, _COUNTERS)[0]  # the slot's, kept here and stored with each finish
+        count_and_stop = _COUNT_AND_STOP
         while True:
-            if u32.unpack_from(buf, 0)[0]:  # a predecessor in this slot died holding it: a redelivery
+            held, stop = count_and_stop.unpack_from(buf, 0)
+            if held:  # a predecessor in this slot died holding it: a redelivery
                 processed = self.handled(1)
                 continue
-            if u32.unpack_from(control, 0)[0]:
+            if stop:
                 return _STOPPED
             try:
                 take(buf, 1, True, _TAKE_WAIT)
@@ -471,16 +482,21 @@ class WorkerPool:
         except (BlockingIOError, OSError):  # full (it is awake anyway) or closed (it has ended)
             pass
 
+    def _set_stop_flag(self):
+        _U32.pack_into(self._control, 0, 1)
+        for lease in self._leases:
+            lease.set(_SLOT_STOP, 1)
+
     def _request_stop(self):
         """Warm: workers take nothing more, finish what they hold and exit."""
         self._stopping = True
-        _U32.pack_into(self._control, 0, 1)
+        self._set_stop_flag()
         self._wake()
 
     def _request_cold(self):
         """Cold: workers are killed; what they held goes back to the source."""
         self._stopping = self._cold = True
-        _U32.pack_into(self._control, 0, 1)
+        self._set_stop_flag()
         self._wake()
 
     def stop(self, timeout=30.0):
