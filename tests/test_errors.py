@@ -29,6 +29,7 @@ STDLIB_BASES = {
     "PermissionDenied": PermissionError,
     "OutOfMemory": MemoryError,
     "SystemCallError": OSError,
+    "PoolBroken": RuntimeError,
 }
 
 

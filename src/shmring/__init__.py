@@ -10,7 +10,8 @@ from shmring._core import Expired
 from shmring.errors import *  # noqa: F403 (their names are errors.__all__)
 from shmring.pubsub import Publisher, Subscriber, Topic
 from shmring.queue import DEFAULT_MAXSIZE, DEFAULT_MSG_SIZE, Queue
+from shmring.workers import WorkerPool, imap_unordered
 
 __version__ = "0.1.0"
 
-__all__ = ["Queue", "Expired", "Topic", "Publisher", "Subscriber", "DEFAULT_MAXSIZE", "DEFAULT_MSG_SIZE", "__version__", *errors.__all__]
+__all__ = ["Queue", "Expired", "WorkerPool", "imap_unordered", "Topic", "Publisher", "Subscriber", "DEFAULT_MAXSIZE", "DEFAULT_MSG_SIZE", "__version__", *errors.__all__]

@@ -54,6 +54,27 @@ cdef extern from "pythread.h":
     unsigned long PyThread_get_thread_ident()
 
 
+cdef extern from *:
+    """
+    #include <stdatomic.h>
+    #include <stdint.h>
+    /* L1: a word of a worker's lease (workers.py), stored after what it
+     * describes. Its partners are not concurrent loads: whoever relies on the
+     * entries reads them after learning from the kernel that the writer died
+     * (waitpid, a sentinel), which orders everything the dead process stored
+     * before it. What must hold is program order against a SIGKILL at any
+     * instruction (count never ahead of its entries), so a signal fence (a
+     * compiler barrier) and a relaxed store are enough; stats() reads the word
+     * alone, racily, which relaxed allows. */
+    static inline void shmring_lease_store(uint32_t *word, uint32_t value) {
+        atomic_signal_fence(memory_order_release);
+        atomic_store_explicit((_Atomic uint32_t *)word, value, memory_order_relaxed);
+        atomic_signal_fence(memory_order_release);
+    }
+    """
+    void shmring_lease_store(uint32_t *word, uint32_t value) nogil
+
+
 # Longest a C wait lasts before we look at signals, the deadline and close().
 cdef uint64_t SLICE_NS = 50_000_000
 # Busy-wait rounds before the first sleep of a blocking call (tens of microseconds),
@@ -327,6 +348,17 @@ cdef object _DROP = "drop"  # the very object get's default is (the module's con
 # The longest a message may live, in seconds (~9.5 years): a deadline further
 # ahead is a mistake (a time.time() value, say).
 cdef double TTL_MAX = 3e8
+
+
+# A worker's lease (QueueHandle._take_leased; the rest of its header is workers.py's):
+# the count word at 0 (u32, messages held), the finishing word (u32, see
+# _finish_leased), entries from LEASE_HEADER on, each LEASE_ENTRY bytes before its payload.
+cdef uint64_t C_LEASE_HEADER = 128
+cdef uint64_t C_LEASE_FINISHING = 4
+cdef uint64_t C_LEASE_ENTRY = 16
+cdef uint32_t C_LEASE_CORRUPT = 0xFFFFFFFF
+LEASE_HEADER, LEASE_FINISHING, LEASE_ENTRY, LEASE_CORRUPT = (C_LEASE_HEADER, C_LEASE_FINISHING, C_LEASE_ENTRY,
+                                                             C_LEASE_CORRUPT)
 
 
 cdef double _seconds(str what, object value) except? -1:
@@ -1394,6 +1426,121 @@ cdef class QueueHandle(RingHandle):
         """Count n messages taken by _get_many_timed and dropped as expired."""
         if self._ring != NULL:
             shmring_queue_count_expired(self._ring, n)
+
+    # ---- leases: messages held by a worker of a pool, crash-safe (workers.py) ----
+
+    @property
+    def _lease_stride(self):
+        """Bytes of one entry of a lease of this queue: u32 length (LEASE_CORRUPT:
+        the slot's length was impossible), u32 unused, u64 deadline in
+        CLOCK_MONOTONIC ns (0: none), then msg_size bytes of payload, rounded up to 8."""
+        return C_LEASE_ENTRY + ((self._slot_size + 7) & ~<uint64_t>7)
+
+    def _take_leased(self, lease, max_items, block=True, timeout=None):
+        """Take 1..max_items messages into `lease` (a writable C-contiguous buffer,
+        8-byte aligned, of at least LEASE_HEADER + max_items * _lease_stride bytes,
+        whose count word is 0), expired ones included (the caller drops them and
+        counts them, _count_expired); how many it took. Each claim's messages are
+        copied with their lengths and deadlines, the count word is stored after
+        them (L1), and only then is the claim released: a message is in the
+        ring, claimed (a taker killed then is a dead consumer to the queue's
+        recovery: counted lost), or in the lease. Waits as get does (Empty,
+        ShutDown)."""
+        cdef uint64_t wait
+        cdef Py_buffer view
+        cdef Py_ssize_t limit
+        cdef uint64_t stride = C_LEASE_ENTRY + ((self._slot_size + 7) & ~<uint64_t>7)  # _lease_stride
+        cdef uint32_t got = 0, k, length
+        cdef shmring_span_t span
+        cdef _Participant p
+        cdef char *entry
+        cdef int64_t size
+        cdef uint64_t d
+        cdef int flags = SHMRING_CLAIM_EXPIRED
+        if type(max_items) is int and 1 <= max_items <= PY_SSIZE_T_MAX:  # a worker's every call: no checks to pay
+            limit = max_items
+        else:
+            limit = self._how_many(max_items, "max_items")
+        _deadline(block, timeout, &wait)
+        if self._ring == NULL:
+            raise errors.QueueClosed(f"queue {self.name!r} is closed")
+        try:
+            PyObject_GetBuffer(lease, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+        except (BufferError, ValueError, TypeError):
+            raise ValueError("a lease must be a writable C-contiguous buffer") from None
+        # Everything that can fail is checked before claiming: nothing is taken then.
+        try:
+            if <uint64_t>view.len < C_LEASE_HEADER + <uint64_t>limit * stride:
+                raise ValueError(f"a lease of {view.len} bytes has no room for {limit} messages of this queue "
+                                 f"({C_LEASE_HEADER} + {limit} x {stride} bytes)")
+            if (<size_t>view.buf) % 8:
+                raise ValueError("a lease must be 8-byte aligned")
+            if (<uint32_t *>view.buf)[0] != 0:
+                raise ValueError("the lease holds messages: finish them first (_finish_leased)")
+            p = self._enter()
+            try:
+                self._claim(False, p, <uint32_t>min(limit, UINT32_MAX), &span, wait, 0, flags)
+                while True:
+                    p.holding = True
+                    for k in range(span.n):
+                        entry = <char *>view.buf + C_LEASE_HEADER + (got + k) * stride
+                        size = shmring_slot_len(self._ring, span.pos + k)
+                        if size < 0:
+                            length = C_LEASE_CORRUPT
+                        else:
+                            length = <uint32_t>size
+                            memcpy(entry + C_LEASE_ENTRY, shmring_slot_payload(self._ring, span.pos + k), size)
+                        (<uint64_t *>(entry + 8))[0] = d if shmring_queue_expiry(self._ring, span.pos + k, &d) else 0
+                        (<uint32_t *>entry)[0] = length
+                    got += span.n
+                    shmring_lease_store(<uint32_t *>view.buf, got)  # L1, before the release
+                    shmring_queue_get_release(p.ptr, &span)
+                    p.holding = False
+                    # more may have arrived meanwhile: take it in the same call, never wait
+                    if got >= limit or shmring_queue_get_claim(
+                            p.ptr, <uint32_t>min(limit - got, UINT32_MAX), flags, &span) <= 0:
+                        break
+            finally:
+                self._leave()
+        finally:
+            PyBuffer_Release(&view)
+        return got
+
+    def _finish_leased(self, lease, n=None):
+        """The lease's messages are finished (handled, dead-lettered, dropped):
+        mark n (default: the count word) as finishing, empty the lease, mark
+        them done for join() (task_done), clear the mark; one C sequence, no
+        Python code in between. A process killed in it leaves finishing == count
+        (not emptied yet: only done is owed) or finishing > 0 with count 0 (done
+        owed, or just paid: the window of one store)."""
+        cdef Py_buffer view
+        cdef uint32_t count
+        cdef _Participant p
+        cdef int rc = SHMRING_OK
+        try:
+            PyObject_GetBuffer(lease, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+        except (BufferError, ValueError, TypeError):
+            raise ValueError("a lease must be a writable C-contiguous buffer") from None
+        try:
+            if <uint64_t>view.len < C_LEASE_HEADER or (<size_t>view.buf) % 8:
+                raise ValueError("not a lease: too short or not 8-byte aligned")
+            count = (<uint32_t *>view.buf)[0] if n is None else <uint32_t>n
+            p = self._enter()
+            shmring_lease_store(<uint32_t *>(<char *>view.buf + C_LEASE_FINISHING), count)  # L1
+            shmring_lease_store(<uint32_t *>view.buf, 0)  # L1
+            rc = shmring_queue_task_done(p.ptr, count) if count else SHMRING_OK
+            shmring_lease_store(<uint32_t *>(<char *>view.buf + C_LEASE_FINISHING), 0)  # L1
+            self._leave()
+        finally:
+            PyBuffer_Release(&view)
+        if rc == SHMRING_EJOIN:
+            raise ValueError("task_done() called too many times")
+        return count
+
+    def _decode_message(self, raw):
+        """One message's bytes decoded by the queue's codec (what get would return)."""
+        self._codec_set()
+        return self._decode(raw)
 
     # ---- the public operations: objects, through the codec ----
 

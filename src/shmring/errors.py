@@ -24,6 +24,7 @@ __all__ = [
     "SystemCallError",
     "ShutDown",
     "Lagged",
+    "PoolBroken",
 ]
 
 
@@ -159,3 +160,26 @@ class Lagged(ShmringError):
 
     def __reduce__(self):
         return type(self), (self.args[0] if self.args else "subscriber lagged", self.count)
+
+
+class PoolBroken(ShmringError, RuntimeError):
+    """A ``WorkerPool``'s workers died more often than its ``restart_limit``
+    allows (more than N restarts within S seconds): the pool stopped restarting
+    them, and ``stop()`` / ``join()`` raise this. ``deaths`` lists the deaths
+    within the window as ``(pid, exitcode)`` pairs (a negative exit code is the
+    signal that killed it); the message names them."""
+
+    def __init__(self, message="worker pool broken", deaths=()):
+        super().__init__(message)
+        self.deaths = list(deaths)
+
+    @classmethod
+    def of(cls, deaths, limit, window):
+        """The exception for these deaths, more than `limit` within `window` seconds."""
+        named = ", ".join(f"pid {pid} exit code {code}" + (f" (signal {-code})" if code is not None and code < 0
+                                                           else "") for pid, code in deaths)
+        return cls(f"worker pool broken: {len(deaths)} worker deaths within {window:g} s, more than the "
+                   f"restart_limit of {limit}: {named}", deaths)
+
+    def __reduce__(self):
+        return type(self), (self.args[0] if self.args else "worker pool broken", self.deaths)

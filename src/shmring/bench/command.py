@@ -13,7 +13,7 @@ import os
 import statistics
 import sys
 
-from shmring.bench import latency, pubsub, records, recovery, throughput
+from shmring.bench import latency, pubsub, records, recovery, throughput, workers
 from shmring.bench.runner import header, machine, measure, summarize
 from shmring.cli import positive_float, positive_int
 
@@ -26,6 +26,8 @@ SCENARIOS = {
     "pubsub": (f"publish / subscribe, {pubsub.PAYLOAD}-byte payloads: shmring.Topic beside Queue, pyzmq PUB/SUB, msgq-ipc and iceoryx2"),
     "recovery": (f"recovery after kill -9: a producer killed inside a put ({recovery.MESSAGE >> 20} MiB messages), "
                  "until a fresh producer's message reaches the consumer"),
+    "workers": (f"worker pools, {workers.workers()} workers, a no-op handler over small ints: shmring.WorkerPool "
+                "and imap_unordered beside multiprocessing.Pool and ProcessPoolExecutor"),
 }
 
 
@@ -81,6 +83,7 @@ def build_rows(payloads):
         "records": (records.rows(), records.BASELINE),
         "pubsub": (pubsub.rows(), pubsub.BASELINE),
         "recovery": (recovery.ROWS, None),  # no ratios: a queue that wedges has no time to divide
+        "workers": (workers.ROWS, workers.BASELINE),
     }
 
 
@@ -191,6 +194,7 @@ TARGETS = [
      records.CEILING.name, 0.5),
     ("records: zero-copy view vs get_array(out=)", records.VIEW.name, None, records.GET_ARRAY_OUT.name, 1.0),
     *((label, row, pubsub.PAYLOAD, other, need) for label, row, other, need in pubsub.TARGETS),
+    *((label, row, None, other, need) for label, row, other, need in workers.TARGETS),
 ]
 
 

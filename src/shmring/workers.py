@@ -1,0 +1,909 @@
+"""shmring.WorkerPool and shmring.imap_unordered: processes that drain a Queue
+into a handler, and never hang because one of them died.
+
+Crash-safe ownership (docs/design.md, "The worker pool"): every worker slot has
+a lease in shared memory, made by the pool before its workers start. A worker
+takes messages with ``QueueHandle._take_leased``, which copies them into the
+lease and stores the lease's count before it releases its claim on the ring:
+a message is always in the ring, claimed (a taker killed then is a dead
+consumer to the queue's own recovery, which counts it lost), or in a lease.
+When the handler is done, ``_finish_leased`` empties the lease and marks the
+messages done (``task_done``). A worker that dies leaves its lease to the pool:
+its replacement in the slot handles the messages again (at_least_once, until
+``max_attempts`` handler calls in all), or the pool dead-letters them, or
+(at_most_once) counts them lost; each one gets exactly one ``task_done``.
+
+Lease header (the binding owns the first two words, _core.LEASE_*):
+
+| offset | type | field |
+|---|---|---|
+| 0 | u32 | count: messages held (the binding's) |
+| 4 | u32 | finishing (the binding's, _finish_leased) |
+| 8 | u32 | attempts: handler calls made on the held messages |
+| 12 | u32 | state: how the slot's last worker ended (_RUNNING ...) |
+| 16 | f64 | busy_since: time.monotonic() when the current handler call began, 0 idle |
+| 24 | u64 x 5 | processed, failed, retried, dead_lettered, expired (this slot's workers) |
+| 64 | u32 | stop: the pool's stop flag, copied into every slot (one load with count) |
+
+then ``batch`` entries of ``source._lease_stride`` bytes (u32 length, u32
+unused, u64 deadline ns, payload). The control region before the leases holds
+the pool's stop flag (u32) too.
+"""
+import collections
+import itertools
+import multiprocessing as mp
+import os
+import pickle
+import signal
+import struct
+import threading
+import time
+import traceback
+from multiprocessing.connection import wait as _wait_for
+
+from shmring._core import LEASE_CORRUPT, LEASE_ENTRY, LEASE_FINISHING, LEASE_HEADER, QueueHandle
+from shmring.errors import Empty, Full, MessageTooLarge, PoolBroken, ShutDown
+
+__all__ = ["WorkerPool", "imap_unordered", "RemoteTraceback"]
+
+_U32 = struct.Struct("=I")
+_U64 = struct.Struct("=Q")
+_F64 = struct.Struct("=d")
+_ENTRY = struct.Struct("=IIQ")      # length, unused, deadline ns
+_COUNTERS_FMT = struct.Struct("=5Q")
+_BEGIN = struct.Struct("=I4xd")     # attempts, state (0: running), busy_since: one store as a handler call begins
+_END = struct.Struct("=dQ")         # busy_since, processed: one store as a message is finished
+
+_ATTEMPTS, _STATE, _BUSY, _COUNTERS, _SLOT_STOP = 8, 12, 16, 24, 64
+_COUNT_AND_STOP = struct.Struct("=I60xI")  # count (0) and stop (64): what a worker loads before each take
+_COUNTER_NAMES = ("processed", "failed", "retried", "dead_lettered", "expired")
+_RUNNING, _RECYCLED, _STOPPED, _DRAINED = 0, 1, 2, 3
+_PAYLOAD = LEASE_HEADER + LEASE_ENTRY  # the first entry's payload
+_CONTROL = 64                        # bytes before the first lease: the stop flag at 0
+_TAKE_WAIT = 0.1                     # seconds a worker waits in one take before it looks at the stop flag
+_PUT_BACK_WAIT = 1.0                 # seconds the pool waits for room to put leftovers back
+_DELIVERIES = ("at_least_once", "at_most_once")
+
+
+_monotonic = time.monotonic
+
+
+def _now_ns():
+    # the clock of message deadlines (shmring_now_ns: CLOCK_MONOTONIC)
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+class _Lease:
+    """One slot's lease, a view of the pool's shared region."""
+
+    def __init__(self, region, slot, size, stride):
+        start = _CONTROL + slot * size
+        self.buf = memoryview(region).cast("B")[start:start + size]
+        self.stride = stride
+
+    def count(self):
+        return _U32.unpack_from(self.buf, 0)[0]
+
+    def finishing(self):
+        return _U32.unpack_from(self.buf, LEASE_FINISHING)[0]
+
+    def get(self, offset, kind=_U32):
+        return kind.unpack_from(self.buf, offset)[0]
+
+    def set(self, offset, value, kind=_U32):
+        kind.pack_into(self.buf, offset, value)
+
+    def entries(self, n):
+        """[(bytes or None if the slot was corrupt, deadline ns or 0)] of the n held."""
+        out = []
+        for i in range(n):
+            at = LEASE_HEADER + i * self.stride
+            length, _, deadline = _ENTRY.unpack_from(self.buf, at)
+            raw = None if length == LEASE_CORRUPT else bytes(self.buf[at + LEASE_ENTRY:at + LEASE_ENTRY + length])
+            out.append((raw, deadline))
+        return out
+
+    def counters(self):
+        return dict(zip(_COUNTER_NAMES, _COUNTERS_FMT.unpack_from(self.buf, _COUNTERS)))
+
+    def add(self, name, n):
+        if n:
+            at = _COUNTERS + 8 * _COUNTER_NAMES.index(name)
+            _U64.pack_into(self.buf, at, _U64.unpack_from(self.buf, at)[0] + n)
+
+
+class _Config:
+    """What a worker needs (pickled to it under spawn and forkserver)."""
+
+    def __init__(self, handler, source, results, dead_letter, batch, max_attempts, max_tasks_per_child,
+                 initializer, initargs, lease_size):
+        self.handler, self.source, self.results, self.dead_letter = handler, source, results, dead_letter
+        self.batch, self.max_attempts, self.max_tasks = batch, max_attempts, max_tasks_per_child
+        self.initializer, self.initargs, self.lease_size = initializer, initargs, lease_size
+
+
+def _decoder(source):
+    """What turns a message's bytes into the object get returns: the pickle
+    codec's own loads (one call less a message), else the handle's."""
+    codec = getattr(source, "_codec", None)
+    return pickle.loads if codec is not None and codec.name == "pickle" else source._decode_message
+
+
+def _dead_letter_entry(message, reason, attempts, error):
+    return {"message": message, "reason": reason, "attempts": attempts, "error": error}
+
+
+def _worker_main(config, region, slot):
+    # A terminal's Ctrl-C reaches the whole process group: the pool decides what
+    # its workers do (a fork child also inherits the parent's Python handlers).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _Worker(config, region, slot).run()
+
+
+class _Worker:
+    def __init__(self, config, region, slot):
+        self.c = config
+        self.control = memoryview(region).cast("B")[:_CONTROL]
+        self.lease = _Lease(region, slot, config.lease_size, config.source._lease_stride)
+
+    def run(self):
+        c, lease, source = self.c, self.lease, self.c.source
+        buf, control, take, batch = lease.buf, self.control, source._take_leased, c.batch
+        if c.initializer is not None:
+            c.initializer(*c.initargs)
+        if batch == 1 and c.max_tasks is None:
+            lease.set(_STATE, self.run_ones())
+            return
+        taken, state = 0, _STOPPED
+        while True:
+            n = _U32.unpack_from(buf, 0)[0]
+            if n == 0:  # else a predecessor in this slot died holding them: redeliveries
+                if c.max_tasks is not None and taken >= c.max_tasks:
+                    state = _RECYCLED
+                    break
+                if _U32.unpack_from(control, 0)[0]:
+                    break
+                try:
+                    n = take(buf, batch, True, _TAKE_WAIT)
+                except Empty:
+                    continue
+                except ShutDown:
+                    state = _DRAINED
+                    break
+                lease.set(_ATTEMPTS, 0)
+            self.handle(n)
+            taken += n
+        lease.set(_STATE, state)
+
+    def run_ones(self):
+        """run() for batch=1 without max_tasks_per_child: the same steps in fewer
+        calls; anything unusual goes on in handle(), as there. Returns how the
+        worker ended (the lease's state)."""
+        c, lease, source = self.c, self.lease, self.c.source
+        buf, take, finish = lease.buf, source._take_leased, source._finish_leased
+        decode, handler, results = _decoder(source), c.handler, c.results
+        u32, entry, begin, end, f64, u64 = _U32, _ENTRY, _BEGIN, _END, _F64, _U64
+        processed = u64.unpack_from(buf, _COUNTERS)[0]  # the slot's, kept here and stored with each finish
+        count_and_stop = _COUNT_AND_STOP
+        while True:
+            held, stop = count_and_stop.unpack_from(buf, 0)
+            if held:  # a predecessor in this slot died holding it: a redelivery
+                processed = self.handled(1)
+                continue
+            if stop:
+                return _STOPPED
+            try:
+                take(buf, 1, True, _TAKE_WAIT)
+            except Empty:
+                continue
+            except ShutDown:
+                return _DRAINED
+            length, _, deadline = entry.unpack_from(buf, LEASE_HEADER)
+            if length == LEASE_CORRUPT or (deadline and _now_ns() >= deadline):
+                u32.pack_into(buf, _ATTEMPTS, 0)
+                processed = self.handled(1)
+                continue
+            try:  # decoded from the lease itself: get's objects never refer to it, nor do these
+                item = decode(buf[_PAYLOAD:_PAYLOAD + length])
+            except Exception:
+                u32.pack_into(buf, _ATTEMPTS, 0)
+                processed = self.handled(1)
+                continue
+            # attempts and busy_since, before the call: a kill in it counts it (state, 0 = running, kept)
+            begin.pack_into(buf, _ATTEMPTS, 1, _monotonic())
+            try:
+                result = handler(item)
+            except Exception:
+                f64.pack_into(buf, _BUSY, 0.0)
+                lease.add("failed", 1)
+                processed = self.handled(1, traceback.format_exc())
+                continue
+            if results is not None:
+                try:
+                    results.put(result)
+                except Exception:
+                    f64.pack_into(buf, _BUSY, 0.0)
+                    processed = self.handled(1, traceback.format_exc(), sent=False)
+                    continue
+            finish(buf)
+            processed += 1
+            end.pack_into(buf, _BUSY, 0.0, processed)  # idle, and the count
+
+    def handled(self, *args, **kwargs):
+        """handle(), then the slot's processed count (run_ones keeps it)."""
+        self.handle(*args, **kwargs)
+        return _U64.unpack_from(self.lease.buf, _COUNTERS)[0]
+
+    def handle(self, n, error=None, sent=True):
+        """Handle the n messages of the lease, then finish them (one task_done
+        each). error: the traceback of the last handler call, if it raised (its
+        attempt counted in the lease); sent=False: the handler returned, and its
+        result could not be put (error says why): dead-lettered."""
+        c, lease, source = self.c, self.lease, self.c.source
+        attempts = lease.get(_ATTEMPTS)
+        dead, items = [], []
+        for raw, deadline in lease.entries(n):
+            if raw is None:
+                dead.append(_dead_letter_entry(None, "error", attempts, "the message's slot was corrupt "
+                                                                         "(an impossible length)"))
+                continue
+            try:
+                items.append((c.source._decode_message(raw), deadline))
+            except Exception:
+                dead.append(_dead_letter_entry(raw, "error", attempts, traceback.format_exc()))
+        if not sent:
+            dead.extend(_dead_letter_entry(it[0], "error", attempts, error) for it in items)
+            items = []
+        expired = done = 0
+        while items:
+            now = _now_ns()  # the deadlines again, just before the handler is called
+            live = [it for it in items if not it[1] or it[1] > now]
+            expired += len(items) - len(live)
+            items = live
+            if not items:
+                break
+            if attempts >= c.max_attempts:
+                dead.extend(_dead_letter_entry(it[0], "error", attempts, error) for it in items)
+                break
+            if attempts:
+                lease.add("retried", len(items))
+            attempts += 1
+            _BEGIN.pack_into(lease.buf, _ATTEMPTS, attempts, time.monotonic())  # before the call: a kill in it counts
+            try:
+                result = c.handler([it[0] for it in items] if c.batch > 1 else items[0][0])
+            except Exception:
+                lease.set(_BUSY, 0.0, _F64)
+                lease.add("failed", 1)
+                error = traceback.format_exc()
+                continue
+            lease.set(_BUSY, 0.0, _F64)
+            if c.results is not None:
+                try:
+                    c.results.put(result)
+                except Exception:  # too large, unpicklable, shut down: these messages' error
+                    error = traceback.format_exc()
+                    dead.extend(_dead_letter_entry(it[0], "error", attempts, error) for it in items)
+                    break
+            done = len(items)
+            break
+        for entry in dead:
+            _send_dead_letter(c.dead_letter, entry)
+        if expired:
+            source._count_expired(expired)
+        source._finish_leased(lease.buf)
+        lease.add("processed", done)
+        lease.add("dead_lettered", len(dead))
+        lease.add("expired", expired)
+
+
+def _send_dead_letter(queue, entry, timeout=None):
+    """Put a dead letter; False where it could not go (no queue, or it refused): counted, dropped."""
+    if queue is None:
+        return False
+    try:
+        queue.put(entry, timeout=timeout)
+    except Exception:
+        try:  # the message itself may be what does not pickle or fit
+            queue.put(dict(entry, message=repr(entry["message"])[:200]), timeout=timeout)
+        except Exception:
+            return False
+    return True
+
+
+class WorkerPool:
+    """Processes that take messages from ``source`` (a ``shmring.Queue``) and
+    call ``handler`` on them.
+
+    ``WorkerPool(handler, source, *, workers=None, results=None, batch=1,
+    delivery="at_least_once", max_attempts=3, dead_letter=None,
+    task_timeout=None, initializer=None, initargs=(), max_tasks_per_child=None,
+    restart_limit=(10, 60.0), start_method=None)``
+
+    - ``handler(item)`` (``handler(list)`` of 1..batch items when ``batch > 1``)
+      runs in ``workers`` processes (default: the CPUs usable); its return value
+      is put to ``results`` (a Queue) when given.
+    - A handler exception is retried, up to ``max_attempts`` handler calls in
+      all, then the message goes to ``dead_letter`` (a Queue receiving
+      ``{"message", "reason": "error" | "worker_lost" | "timeout", "attempts",
+      "error": traceback text or None}``), or is counted and dropped without one.
+    - ``delivery="at_least_once"``: a worker that dies (SIGKILL, segfault, OOM)
+      leaves its messages in its lease; its replacement handles them again, so a
+      message may be handled twice (at most one duplicate per kill). After
+      ``max_attempts`` calls they are dead-lettered (reason ``worker_lost``, or
+      ``timeout`` when the pool killed it). ``"at_most_once"``: a dead worker's
+      messages are lost, counted in ``stats()["lost"]``.
+    - ``task_timeout``: seconds a handler call may last; then its worker is
+      killed (SIGKILL) and restarted, and the message is retried as above.
+    - More than N restarts within S seconds (``restart_limit=(N, S)``): the pool
+      stops, and ``stop()`` / ``join()`` raise ``shmring.PoolBroken``.
+    - ``max_tasks_per_child``: a worker exits after that many messages and is
+      replaced (not a restart). ``initializer(*initargs)`` runs in each worker
+      first. ``start_method``: multiprocessing's (None: its default).
+    - Expired messages (``put(..., ttl=)``) never reach the handler: checked
+      just before each call, counted once in ``stats()["expired"]`` and the
+      queue's.
+    - Every message taken gets exactly one ``source.task_done()``, so
+      ``source.join()`` waits for the pool's work; ``source.shutdown()`` ends
+      the workers once the queue is drained (``join()`` then returns).
+
+    ``with pool:`` starts it and stops it (warm) at the end. Started from the
+    main thread, it handles SIGTERM as a warm stop and a second SIGTERM or a
+    Ctrl-C as a cold one, until it stops.
+    """
+
+    def __init__(self, handler, source, *, workers=None, results=None, batch=1, delivery="at_least_once",
+                 max_attempts=3, dead_letter=None, task_timeout=None, initializer=None, initargs=(),
+                 max_tasks_per_child=None, restart_limit=(10, 60.0), start_method=None, _signals=True):
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, got {handler!r}")
+        for what, q in (("source", source), ("results", results), ("dead_letter", dead_letter)):
+            if not isinstance(q, QueueHandle) and (q is not None or what == "source"):
+                raise TypeError(f"{what} must be a shmring.Queue{'' if what == 'source' else ' or None'}, got {q!r}")
+        if delivery not in _DELIVERIES:
+            raise ValueError(f"delivery must be one of {_DELIVERIES}, got {delivery!r}")
+        if workers is None:
+            workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self._workers = _count("workers", workers)
+        self._batch = _count("batch", batch)
+        self._max_attempts = _count("max_attempts", max_attempts)
+        self._max_tasks = None if max_tasks_per_child is None else _count("max_tasks_per_child", max_tasks_per_child)
+        if task_timeout is not None and not (isinstance(task_timeout, (int, float)) and task_timeout > 0):
+            raise ValueError(f"task_timeout must be None or a number of seconds above 0, got {task_timeout!r}")
+        try:
+            limit, window = restart_limit
+        except (TypeError, ValueError):
+            raise TypeError(f"restart_limit must be (N, S): N restarts within S seconds, got {restart_limit!r}") from None
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0 or not window > 0:
+            raise ValueError(f"restart_limit must be (N, S) with N >= 0 and S > 0 seconds, got {restart_limit!r}")
+        if initializer is not None and not callable(initializer):
+            raise TypeError(f"initializer must be callable or None, got {initializer!r}")
+        self._handler, self._source, self._results, self._dead_letter = handler, source, results, dead_letter
+        self._delivery, self._task_timeout = delivery, task_timeout
+        self._initializer, self._initargs = initializer, tuple(initargs)
+        self._restart_limit = (limit, float(window))
+        self._ctx = mp.get_context(start_method)
+        self._signals = _signals
+        self._lock = threading.RLock()
+        self._started = self._finished = False
+        self._supervisor = None
+        self._procs = []
+        self._stopping = self._cold = False
+        self._broken = None
+        self._timed_out_slots = set()
+        self._deaths = collections.deque()
+        self._parent = dict(dead_lettered=0, timed_out=0, restarts=0, lost=0, returned=0, recycled=0)
+        self._saved_handlers = {}
+
+    # ---- starting ----
+
+    def start(self):
+        """Start the workers and the supervisor thread (once)."""
+        with self._lock:
+            if self._started:
+                raise RuntimeError("this WorkerPool was started already")
+            self._started = True
+            stride = self._source._lease_stride
+            self._lease_size = LEASE_HEADER + self._batch * stride
+            self._region = self._ctx.RawArray("B", _CONTROL + self._workers * self._lease_size)
+            self._control = memoryview(self._region).cast("B")[:_CONTROL]
+            self._leases = [_Lease(self._region, i, self._lease_size, stride) for i in range(self._workers)]
+            self._config = _Config(self._handler, self._source, self._results, self._dead_letter, self._batch,
+                                   self._max_attempts, self._max_tasks, self._initializer, self._initargs,
+                                   self._lease_size)
+            self._wake_r, self._wake_w = os.pipe()
+            os.set_blocking(self._wake_w, False)
+            self._ended = [False] * self._workers
+            self._procs = [None] * self._workers
+            try:
+                for i in range(self._workers):
+                    self._spawn(i)
+            except BaseException:
+                self._stopping = self._cold = True
+                self._kill_all()
+                raise
+            self._install_signals()
+            self._supervisor = threading.Thread(target=self._supervise, name="shmring-WorkerPool-supervisor",
+                                                daemon=True)
+            self._supervisor.start()
+        return self
+
+    def _spawn(self, slot):
+        self._leases[slot].set(_STATE, _RUNNING)
+        self._leases[slot].set(_BUSY, 0.0, _F64)
+        p = self._ctx.Process(target=_worker_main, args=(self._config, self._region, slot),
+                              name=f"shmring-worker-{slot}", daemon=True)
+        p.start()
+        self._procs[slot] = p
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None and not issubclass(exc_type, Exception):  # Ctrl-C, SystemExit: at once
+            self.terminate()
+        else:
+            self.stop()
+
+    # ---- signals (main thread only) ----
+
+    def _install_signals(self):
+        if not self._signals or threading.current_thread() is not threading.main_thread():
+            return
+        previous_int = signal.getsignal(signal.SIGINT)
+
+        def on_term(signum, frame):
+            if self._stopping:
+                self._request_cold()
+            else:
+                self._request_stop()
+
+        def on_int(signum, frame):
+            self._request_cold()
+            if callable(previous_int):
+                previous_int(signum, frame)  # the default raises KeyboardInterrupt
+        self._saved_handlers = {signal.SIGTERM: signal.signal(signal.SIGTERM, on_term),
+                                signal.SIGINT: signal.signal(signal.SIGINT, on_int)}
+        self._our_handlers = {signal.SIGTERM: on_term, signal.SIGINT: on_int}
+
+    def _restore_signals(self):
+        if not self._saved_handlers or threading.current_thread() is not threading.main_thread():
+            return
+        for signum, handler in self._saved_handlers.items():
+            if signal.getsignal(signum) is self._our_handlers[signum]:  # unless someone replaced ours
+                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._saved_handlers = {}
+
+    # ---- stopping ----
+
+    def _wake(self):
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):  # full (it is awake anyway) or closed (it has ended)
+            pass
+
+    def _set_stop_flag(self):
+        _U32.pack_into(self._control, 0, 1)
+        for lease in self._leases:
+            lease.set(_SLOT_STOP, 1)
+
+    def _request_stop(self):
+        """Warm: workers take nothing more, finish what they hold and exit."""
+        self._stopping = True
+        self._set_stop_flag()
+        self._wake()
+
+    def _request_cold(self):
+        """Cold: workers are killed; what they held goes back to the source."""
+        self._stopping = self._cold = True
+        self._set_stop_flag()
+        self._wake()
+
+    def stop(self, timeout=30.0):
+        """Warm stop: no worker takes another message, handlers running finish
+        and their workers exit; after `timeout` seconds the rest are killed
+        (terminate). Messages not taken stay in the source. Raises PoolBroken if
+        the pool broke (restart_limit)."""
+        if not self._started:
+            return
+        if not self._finished:
+            self._request_stop()
+            self._supervisor.join(timeout)
+            if self._supervisor.is_alive():
+                self._request_cold()
+        self._end()
+
+    def terminate(self):
+        """Cold stop: kill every worker now; what they held goes back to the
+        source (at_least_once; at_most_once: counted lost). Raises PoolBroken if
+        the pool had broken."""
+        if not self._started:
+            return
+        if not self._finished:
+            self._request_cold()
+        self._end()
+
+    def join(self, timeout=None):
+        """Wait until every worker has ended (after stop(), or once the source
+        was shut down and drained) and the pool has finished: True, or False if
+        the timeout passed first. Raises PoolBroken if the pool broke."""
+        if not self._started:
+            raise RuntimeError("join() of a WorkerPool that was not started")
+        if not self._finished:
+            self._supervisor.join(timeout)
+            if self._supervisor.is_alive():
+                return False
+        self._end()
+        return True
+
+    def _end(self):
+        """After the supervisor: leftovers back, signals restored; PoolBroken raised."""
+        self._supervisor.join()
+        with self._lock:
+            if not self._finished:
+                self._finished = True
+                try:
+                    self._return_leftovers()
+                finally:
+                    self._restore_signals()
+                    os.close(self._wake_r)
+                    os.close(self._wake_w)
+        if self._broken is not None:
+            raise self._broken
+
+    # ---- the supervisor thread ----
+
+    def _supervise(self):
+        try:
+            while True:
+                live = {p.sentinel: i for i, p in enumerate(self._procs) if p is not None}
+                if not live:
+                    break
+                if self._cold:
+                    self._kill_all()
+                ready = _wait_for([*live, self._wake_r], self._until_next_timeout())
+                if self._wake_r in ready:
+                    os.read(self._wake_r, 4096)
+                for sentinel in ready:
+                    if sentinel in live:
+                        self._reap(live[sentinel])
+                self._kill_timed_out()
+        except BaseException as e:  # never leave workers behind a dead supervisor
+            self._broken = self._broken or PoolBroken(f"worker pool supervisor failed: {e!r}")
+            self._stopping = self._cold = True
+            self._kill_all()
+            for p in self._procs:
+                if p is not None:
+                    p.join()
+            raise
+
+    def _kill_all(self):
+        for p in self._procs:
+            if p is not None and p.exitcode is None:
+                p.kill()
+
+    def _until_next_timeout(self):
+        """Seconds until the earliest handler call passes task_timeout (None: no
+        timeout; with nobody busy, one task_timeout: a call begun after now ends later)."""
+        if self._task_timeout is None:
+            return None
+        now, soonest = time.monotonic(), self._task_timeout
+        for i, p in enumerate(self._procs):
+            busy = self._leases[i].get(_BUSY, _F64)
+            if p is not None and busy and i not in self._timed_out_slots:
+                soonest = min(soonest, busy + self._task_timeout - now)
+        return max(soonest, 0.0)
+
+    def _kill_timed_out(self):
+        if self._task_timeout is None:
+            return
+        now = time.monotonic()
+        for i, p in enumerate(self._procs):
+            busy = self._leases[i].get(_BUSY, _F64)
+            if p is not None and busy and now - busy >= self._task_timeout and i not in self._timed_out_slots:
+                self._timed_out_slots.add(i)
+                self._parent["timed_out"] += 1
+                p.kill()
+
+    def _reap(self, slot):
+        """A worker of `slot` ended: decide for its lease, replace it or not."""
+        p, lease = self._procs[slot], self._leases[slot]
+        p.join()
+        code, state = p.exitcode, lease.get(_STATE)
+        self._procs[slot] = None
+        timed_out = slot in self._timed_out_slots
+        self._timed_out_slots.discard(slot)
+        if code == 0 and state == _RECYCLED and not self._stopping:
+            self._parent["recycled"] += 1
+            self._spawn(slot)
+            return
+        if code == 0 and state in (_STOPPED, _DRAINED):
+            self._ended[slot] = True
+            return
+        self._settle_finishing(lease)
+        count = lease.count()
+        if count and not self._stopping:
+            attempts = lease.get(_ATTEMPTS)
+            if self._delivery == "at_most_once":
+                self._parent["lost"] += count
+                self._finish(lease)
+            elif attempts >= self._max_attempts:
+                self._dead_letter_lease(lease, "timeout" if timed_out else "worker_lost", attempts)
+            # else: the replacement inherits the lease and handles them again
+        if self._stopping:
+            self._ended[slot] = True
+            return
+        now = time.monotonic()
+        self._deaths.append((now, p.pid, code))
+        limit, window = self._restart_limit
+        while self._deaths and self._deaths[0][0] < now - window:
+            self._deaths.popleft()
+        if len(self._deaths) > limit:
+            self._broken = PoolBroken.of([(pid, c) for _, pid, c in self._deaths], limit, window)
+            self._ended[slot] = True
+            self._request_stop()
+            return
+        self._parent["restarts"] += 1
+        self._spawn(slot)
+
+    def _finish(self, lease, n=None):
+        """_finish_leased from the pool. Its task_done is refused (ValueError) only
+        where join()'s count already reached every message put (a done paid twice
+        by a worker killed inside _finish_leased, discards of an immediate
+        shutdown): the lease is emptied all the same, and there is nothing to add."""
+        try:
+            self._source._finish_leased(lease.buf, n)
+        except ValueError:
+            pass
+
+    def _settle_finishing(self, lease):
+        """A worker killed inside _finish_leased: the done it owed (see there)."""
+        finishing, count = lease.finishing(), lease.count()
+        if finishing and (count == 0 or count == finishing):
+            self._finish(lease, finishing)
+
+    def _dead_letter_lease(self, lease, reason, attempts):
+        for raw, _ in lease.entries(lease.count()):
+            message = raw
+            if raw is not None:
+                try:
+                    message = self._source._decode_message(raw)
+                except Exception:
+                    pass
+            _send_dead_letter(self._dead_letter, _dead_letter_entry(message, reason, attempts, None), timeout=10)
+            self._parent["dead_lettered"] += 1
+        self._finish(lease)
+
+    def _return_leftovers(self):
+        """Messages still in leases when the pool ends go back to the source with
+        their deadlines (at_least_once), else (at_most_once, a source shut down
+        or full) are counted lost; then marked done, as taken ones."""
+        for lease in getattr(self, "_leases", ()):
+            self._settle_finishing(lease)
+            count = lease.count()
+            if not count:
+                continue
+            back = 0
+            if self._delivery == "at_least_once":
+                entries = [(raw, d) for raw, d in lease.entries(count) if raw is not None]
+                try:
+                    self._source.put_many_bytes([raw for raw, _ in entries],
+                                                deadline=[d / 1e9 if d else None for _, d in entries],
+                                                timeout=_PUT_BACK_WAIT)
+                    back = len(entries)
+                except (Full, ShutDown) as e:
+                    back = e.count
+            self._parent["returned"] += back
+            self._parent["lost"] += count - back
+            self._finish(lease)
+
+    # ---- looking at it ----
+
+    def stats(self):
+        """Counters, summed over every worker the pool had: processed, failed
+        (handler calls that raised), retried (messages handed to the handler
+        again), dead_lettered, expired, timed_out (workers killed for
+        task_timeout), restarts, recycled (max_tasks_per_child), lost, returned
+        (put back into the source at the end), in_flight (held by workers now);
+        and per worker slot: pid, alive, processed, busy_since
+        (time.monotonic() when its handler call began, None when idle)."""
+        out = dict.fromkeys(_COUNTER_NAMES, 0)
+        workers = []
+        for i, lease in enumerate(getattr(self, "_leases", ())):
+            mine = lease.counters()
+            for name in _COUNTER_NAMES:
+                out[name] += mine[name]
+            p = self._procs[i] if i < len(self._procs) else None
+            busy = lease.get(_BUSY, _F64)
+            workers.append({"slot": i, "pid": p.pid if p is not None else None,
+                            "alive": p is not None and p.exitcode is None, "processed": mine["processed"],
+                            "busy_since": busy or None, "in_flight": lease.count()})
+        for name, value in self._parent.items():
+            out[name] = out.get(name, 0) + value
+        out["in_flight"] = sum(w["in_flight"] for w in workers)
+        out["workers"] = workers
+        return out
+
+    def __repr__(self):
+        state = ("broken" if self._broken else "finished" if self._finished else "stopping" if self._stopping
+                 else "running" if self._started else "not started")
+        return f"<shmring.WorkerPool {self._workers} workers, {state}>"
+
+
+def _count(what, value):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{what} must be at least 1, got {value}")
+    return value
+
+
+# ---- imap_unordered ----
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a worker, as text (chained as the
+    __cause__ of the exception re-raised in the caller, as concurrent.futures does)."""
+
+    def __init__(self, tb):
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self):
+        return self.tb
+
+
+class _Apply:
+    """imap_unordered's handler: func over one chunk (seq, items); the answers
+    go to results as (seq, start, values, errors) for the items from `start`
+    on: values, a list of results (None where func raised), and errors, None or
+    {index in values: (exception, traceback text)}; one message, or more where
+    the answers do not fit one."""
+
+    def __init__(self, func, results):
+        self.func, self.results = func, results
+
+    def __call__(self, chunk):
+        seq, items = chunk
+        values, errors, rest = [], None, iter(items)
+        while True:
+            try:
+                values.extend(map(self.func, rest))  # what func returned before raising is kept
+                break
+            except Exception as e:
+                errors = errors or {}
+                errors[len(values)] = (e, traceback.format_exc())
+                values.append(None)  # `rest` goes on after the item that raised
+        self._send(seq, 0, values, errors)
+
+    def _send(self, seq, start, values, errors):
+        try:
+            self.results.put((seq, start, values, errors))
+            return
+        except MessageTooLarge:
+            why = "is too large"
+        except (pickle.PicklingError, TypeError, AttributeError):  # a result or exception that does not pickle
+            why = "does not pickle"
+        if len(values) == 1:
+            failed = errors and errors.get(0)
+            what = (f"exception ({type(failed[0]).__name__}: {str(failed[0])[:200]})" if failed else "result")
+            self.results.put((seq, start, [None], {0: (RuntimeError(f"imap_unordered: the {what} of an item {why}"),
+                                                       failed[1] if failed else "")}))
+            return
+        half = len(values) // 2
+        for lo, hi in ((0, half), (half, len(values))):
+            part = errors and {i - lo: e for i, e in errors.items() if lo <= i < hi}
+            self._send(seq, start + lo, values[lo:hi], part or None)
+
+
+IMAP_CHUNK_BYTES = 256 * 1024  # bytes a chunk of items, or its answers, may take pickled (else it is split)
+
+
+def imap_unordered(func, iterable, *, workers=None, batch=256, buffersize=None):
+    """``multiprocessing.Pool.imap_unordered`` on a WorkerPool: ``func(item)``
+    for every item, in worker processes, results yielded as they finish.
+
+    Items go to the workers in chunks of ``batch`` (one message each, as
+    ``Pool.imap_unordered``'s chunksize); the input is consumed lazily, at
+    most ``buffersize`` items (default 2 x workers x batch) outstanding. An
+    exception in ``func`` is raised here with its original type, the worker's
+    traceback chained (``RemoteTraceback``), and ends the iteration (unlike
+    multiprocessing's iterator, which can be asked for more after one). Closing the generator (a ``break``) or
+    an exception here (Ctrl-C) stops everything: workers killed, queues
+    removed. A chunk that pickles to more than IMAP_CHUNK_BYTES is split; a
+    single item that large raises MessageTooLarge. A worker killed meanwhile
+    is replaced and its chunk is run again; each result is yielded once."""
+    batch = _count("batch", batch)
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = _count("workers", workers)
+    buffersize = 2 * workers * batch if buffersize is None else _count("buffersize", buffersize)
+    return _imap(func, iter(iterable), workers, batch, buffersize)
+
+
+def _imap(func, items, workers, batch, buffersize):
+    from shmring.queue import Queue
+
+    chunks = max(2, -(-buffersize // batch))  # chunks outstanding, unless some were split
+    made = []
+    try:
+        for maxsize, msg_size in ((chunks, IMAP_CHUNK_BYTES), (2 * chunks, IMAP_CHUNK_BYTES),
+                                  (4, 2 * IMAP_CHUNK_BYTES)):  # inputs, results, dead letters
+            made.append(Queue(maxsize, msg_size))
+    except BaseException:
+        for q in made:
+            q.close()
+        raise
+    inputs, results, dead = made
+    pool = WorkerPool(_Apply(func, results), inputs, workers=workers, dead_letter=dead, _signals=False)
+    try:
+        pool.start()
+        pending = {}     # chunk seq -> [items not answered yet, starts answered]
+        outstanding = 0  # items given out and not answered
+        seq = itertools.count()
+        unsent = collections.deque()  # (seq, items) not in the queue yet: it was full, or split them
+        exhausted = False
+        while True:
+            while unsent or (not exhausted and outstanding < buffersize):
+                if not unsent:
+                    chunk = list(itertools.islice(items, min(batch, buffersize - outstanding)))
+                    if not chunk:
+                        exhausted = True
+                        break
+                    s = next(seq)
+                    pending[s] = [len(chunk), set()]
+                    outstanding += len(chunk)
+                    unsent.append((s, chunk))
+                try:
+                    inputs.put(unsent[0], block=False)
+                except Full:  # never wait here: the workers may be waiting for us to take answers
+                    break
+                except MessageTooLarge:
+                    s, chunk = unsent.popleft()
+                    if len(chunk) == 1:
+                        raise
+                    del pending[s]
+                    half = len(chunk) // 2
+                    for part in (chunk[:half], chunk[half:]):
+                        t = next(seq)
+                        pending[t] = [len(part), set()]
+                        unsent.appendleft((t, part))
+                    continue
+                unsent.popleft()
+            if not pending:
+                break
+            try:
+                answers = results.get_many(block=True, timeout=_TAKE_WAIT)
+            except Empty:
+                answers = ()
+                if pool._broken is not None or pool._finished:
+                    pool.terminate()  # raises PoolBroken
+            for s, start, values, errors in answers:
+                state = pending.get(s)
+                if state is None or start in state[1]:  # a duplicate: its worker was killed after answering
+                    continue
+                state[1].add(start)
+                state[0] -= len(values)
+                outstanding -= len(values)
+                if not state[0]:
+                    del pending[s]
+                if errors is None:
+                    yield from values
+                    continue
+                for i, value in enumerate(values):
+                    if i in errors:
+                        exc, tb = errors[i]
+                        raise exc from RemoteTraceback(tb)
+                    yield value
+            if dead.qsize():
+                lost = dead.get()
+                chunk = lost["message"]
+                what = f"chunk {chunk[0]}" if isinstance(chunk, tuple) else "a chunk"
+                raise PoolBroken(f"imap_unordered: {what}: its worker died {lost['attempts']} times running it "
+                                 f"({lost['reason']})")
+    finally:
+        try:
+            inputs.shutdown(immediate=True)
+            pool.terminate()
+        finally:
+            for q in made:
+                q.close()

@@ -1,0 +1,528 @@
+"""shmring.WorkerPool and shmring.imap_unordered (issue 13, sections 2 and 3).
+
+Handlers live at module level so that spawn children can import them."""
+import json
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import shmring
+from conftest import child_python_env, wait_until
+from shmring._core import inspect
+from shmring.workers import RemoteTraceback
+
+# ---- handlers (run in the workers) ----
+
+
+def echo(x):
+    return x
+
+
+def slow_echo(x):
+    time.sleep(0.02)
+    return x
+
+
+def refuse_poison(x):
+    if x == "poison":
+        raise ValueError(f"cannot handle {x!r}")
+    return x
+
+
+def hang_on_stuck(x):
+    if x == "stuck":
+        time.sleep(60)
+    return x
+
+
+def exit_3(x):
+    os._exit(3)
+
+
+def pid_and_item(x):
+    return os.getpid(), x
+
+
+_SETTING = None
+
+
+def remember(value):
+    global _SETTING
+    _SETTING = value
+
+
+def with_setting(x):
+    return _SETTING, x
+
+
+def as_list(items):
+    return list(items)
+
+
+def nap_then_echo(x):
+    time.sleep(x[1])
+    return x
+
+
+def square(x):
+    return x * x
+
+
+def square_but_not_7(x):
+    if x == 7:
+        raise KeyError("seven")
+    return x * x
+
+
+def unpicklable_for_3(x):
+    return threading.Lock() if x == 3 else x
+
+
+# ---- helpers ----
+
+
+def drain(q, n, timeout=20.0):
+    """n messages from q (fails, not hangs, if they do not come)."""
+    got, deadline = [], time.monotonic() + timeout
+    while len(got) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            pytest.fail(f"got {len(got)} of {n} messages")
+        try:
+            got.extend(q.get_many(n - len(got), timeout=left))
+        except shmring.Empty:
+            pass
+    return got
+
+
+def busy_workers(pool):
+    return [w for w in pool.stats()["workers"] if w["busy_since"] is not None and w["alive"]]
+
+
+def shm_segments(*pids):
+    """The shmring segments in /dev/shm that processes `pids` (default: this one)
+    created (others, of other programs on this machine, may come and go meanwhile)."""
+    pids = set(pids or [os.getpid()])
+    if not os.path.isdir("/dev/shm"):
+        return set()
+    mine = set()
+    for name in os.listdir("/dev/shm"):
+        if name.startswith("shmring-") and "~" not in name:
+            try:
+                if inspect(name)["creator_pid"] in pids:
+                    mine.add(name)
+            except (OSError, ValueError):  # gone meanwhile, or not ours to read
+                pass
+    return mine
+
+
+def process_gone(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")  # a zombie is gone too
+    except FileNotFoundError:
+        return True
+
+
+# ---- the pool ----
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_every_message_is_processed_exactly_once_without_kills(make_queue, method):
+    if method not in mp.get_all_start_methods():
+        pytest.skip(f"no {method} here")
+    source, results = make_queue(4096), make_queue(4096, 64)
+    n = 2000
+    source.put_many(range(n))
+    with shmring.WorkerPool(echo, source, workers=2, results=results, start_method=method) as pool:
+        assert source.join(timeout=30)
+        got = drain(results, n)
+    assert sorted(got) == list(range(n)) and sum(got) == n * (n - 1) // 2
+    stats = pool.stats()
+    assert stats["processed"] == n and stats["restarts"] == 0 and stats["in_flight"] == 0
+    assert sum(w["processed"] for w in stats["workers"]) == n
+    assert source.qsize() == 0 and results.qsize() == 0
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kills", [8, pytest.param(200, marks=pytest.mark.slow)])
+def test_at_least_once_under_sigkills_of_busy_workers(make_queue, kills):
+    source, results = make_queue(4096), make_queue(4096, 64)
+    n = 300 + 4 * kills
+    source.put_many(range(n))
+    pool = shmring.WorkerPool(slow_echo, source, workers=2, results=results, max_attempts=kills + 2,
+                              restart_limit=(kills + 1, 600.0))
+    redelivered_after = []  # seconds from a kill to its slot's new worker busy again (with that message)
+    with pool:
+        for done in range(1, kills + 1):
+            wait_until(lambda: busy_workers(pool), what="a busy worker")
+            victim = busy_workers(pool)[0]
+            os.kill(victim["pid"], signal.SIGKILL)
+            killed = time.monotonic()
+            wait_until(lambda: pool.stats()["restarts"] == done, what="the restart")
+
+            def busy_again():
+                w = pool.stats()["workers"][victim["slot"]]
+                return w["pid"] != victim["pid"] and w["busy_since"] is not None
+            wait_until(busy_again, what="the redelivery")
+            redelivered_after.append(time.monotonic() - killed)
+        assert source.join(timeout=60)
+    got = drain(results, results.qsize())  # every result was put before its message was done
+    assert set(got) == set(range(n)), f"lost: {sorted(set(range(n)) - set(got))}"
+    stats = pool.stats()
+    duplicates = len(got) - n
+    assert duplicates <= stats["retried"] <= kills  # a kill mid-handler: one redelivery, a duplicate at most
+    assert stats["restarts"] == kills and stats["dead_lettered"] == 0 and stats["lost"] == 0
+    assert stats["processed"] == n and source.stats()["lost"] == 0
+    assert max(redelivered_after) < 1.0, f"redelivered after {max(redelivered_after):.3f} s at worst"
+
+
+@pytest.mark.timeout(60)
+def test_a_poison_message_goes_to_the_dead_letter_queue_after_max_attempts(make_queue):
+    source, results, dead = make_queue(64), make_queue(64), make_queue(16, 8192)
+    source.put_many(["a", "poison", "b"])
+    with shmring.WorkerPool(refuse_poison, source, workers=1, results=results, dead_letter=dead,
+                            max_attempts=3) as pool:
+        assert source.join(timeout=20)
+        letter = dead.get(timeout=10)
+        source.put("c")  # the pool goes on
+        assert source.join(timeout=20)
+    assert letter["message"] == "poison" and letter["reason"] == "error" and letter["attempts"] == 3
+    assert "ValueError: cannot handle 'poison'" in letter["error"] and "refuse_poison" in letter["error"]
+    assert sorted(drain(results, 3)) == ["a", "b", "c"]
+    stats = pool.stats()
+    assert (stats["failed"], stats["retried"], stats["dead_lettered"], stats["processed"]) == (3, 2, 1, 3)
+    assert stats["restarts"] == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_handler_error_without_a_dead_letter_queue_is_counted_and_dropped(make_queue):
+    source = make_queue(64)
+    source.put_many(["poison", "a"])
+    with shmring.WorkerPool(refuse_poison, source, workers=1, max_attempts=2) as pool:
+        assert source.join(timeout=20)
+    assert pool.stats()["dead_lettered"] == 1 and pool.stats()["processed"] == 1
+
+
+@pytest.mark.timeout(60)
+def test_task_timeout_kills_a_stuck_worker_then_dead_letters_with_reason_timeout(make_queue):
+    source, results, dead = make_queue(64), make_queue(64), make_queue(16, 4096)
+    source.put_many(["stuck", "a", "b"])
+    with shmring.WorkerPool(hang_on_stuck, source, workers=1, results=results, dead_letter=dead,
+                            task_timeout=0.4, max_attempts=2) as pool:
+        letter = dead.get(timeout=20)
+        assert source.join(timeout=20)
+    assert letter == {"message": "stuck", "reason": "timeout", "attempts": 2, "error": None}
+    assert sorted(drain(results, 2)) == ["a", "b"]
+    stats = pool.stats()
+    assert stats["timed_out"] == 2 and stats["restarts"] == 2 and stats["dead_lettered"] == 1
+
+
+@pytest.mark.timeout(60)
+def test_too_many_restarts_break_the_pool_naming_pids_and_exit_codes(make_queue):
+    source = make_queue(64)
+    source.put_many(range(5))
+    pool = shmring.WorkerPool(exit_3, source, workers=1, max_attempts=100, restart_limit=(2, 60.0))
+    pool.start()
+    with pytest.raises(shmring.PoolBroken) as broken:
+        assert pool.join(timeout=30)
+    assert isinstance(broken.value, RuntimeError) and isinstance(broken.value, shmring.ShmringError)
+    assert len(broken.value.deaths) == 3 and all(code == 3 for _, code in broken.value.deaths)
+    for pid, _ in broken.value.deaths:
+        assert f"pid {pid} exit code 3" in str(broken.value)
+    stats = pool.stats()
+    assert stats["restarts"] == 2 and stats["returned"] == 1 and stats["in_flight"] == 0
+    assert source.qsize() == 5  # the held message went back, the others were never taken
+    with pytest.raises(shmring.PoolBroken):
+        pool.stop()
+
+
+@pytest.mark.timeout(60)
+def test_warm_stop_finishes_in_flight_handlers_and_leaves_untaken_messages_in_the_queue(make_queue):
+    source, results = make_queue(64), make_queue(64)
+    source.put_many([("m", 0.5)] * 10)
+    pool = shmring.WorkerPool(nap_then_echo, source, workers=2, results=results).start()
+    wait_until(lambda: len(busy_workers(pool)) == 2, what="both workers busy")
+    pool.stop(timeout=10)
+    stats = pool.stats()
+    assert stats["processed"] == 2 and stats["returned"] == 0 and stats["in_flight"] == 0
+    assert results.qsize() == 2 and source.qsize() == 8
+    assert not any(w["alive"] for w in stats["workers"])
+
+
+@pytest.mark.timeout(60)
+def test_terminate_kills_at_once_and_puts_held_messages_back(make_queue):
+    source = make_queue(64)
+    source.put_many([("m", 30)] * 5)
+    pool = shmring.WorkerPool(nap_then_echo, source, workers=2).start()
+    wait_until(lambda: len(busy_workers(pool)) == 2, what="both workers busy")
+    pids = [w["pid"] for w in pool.stats()["workers"]]
+    began = time.monotonic()
+    pool.terminate()
+    assert time.monotonic() - began < 2
+    assert all(process_gone(pid) for pid in pids)
+    stats = pool.stats()
+    assert stats["returned"] == 2 and stats["processed"] == 0 and stats["lost"] == 0
+    assert source.qsize() == 5 and source.get() == ("m", 30)
+    source.task_done()
+    assert source.join(timeout=1) is False  # four are still there, undone
+
+
+@pytest.mark.timeout(60)
+def test_source_shutdown_ends_the_workers_once_drained(make_queue):
+    source = make_queue(64)
+    source.put_many(range(10))
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    pool = shmring.WorkerPool(echo, source, workers=2).start()
+    assert signal.getsignal(signal.SIGTERM) is not before[0]  # the pool's, while it runs
+    source.shutdown()
+    assert pool.join(timeout=20)
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before  # restored
+    assert pool.stats()["processed"] == 10 and not any(w["alive"] for w in pool.stats()["workers"])
+
+
+PARENT = """
+    import json, sys, time, shmring
+    from test_workers import nap_then_echo
+    source = shmring.Queue(64)
+    source.put_many([("m", 0.5)] * 10)
+    with shmring.WorkerPool(nap_then_echo, source, workers=2) as pool:
+        while sum(w["busy_since"] is not None for w in pool.stats()["workers"]) < 2:
+            time.sleep(0.005)
+        print("ready", flush=True)
+        pool.join()
+    stats = pool.stats()
+    print(json.dumps({"processed": stats["processed"], "left": source.qsize(), "returned": stats["returned"]}))
+"""
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_to_the_parent_is_a_warm_stop():
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(PARENT)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=child_python_env())
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        child.send_signal(signal.SIGTERM)
+        out, err = child.communicate(timeout=20)
+    finally:
+        child.kill()
+        child.wait(10)
+    assert child.returncode == 0, err
+    assert json.loads(out) == {"processed": 2, "left": 8, "returned": 0}
+
+
+@pytest.mark.timeout(60)
+def test_expired_messages_never_reach_the_handler_and_are_counted_once(make_queue):
+    source, results = make_queue(64), make_queue(64)
+    source.put_many(["old1", "old2"], deadline=time.monotonic() - 1)
+    source.put(("first", 0.5))                    # while it is handled, the next one expires
+    source.put(("late", 0), ttl=0.2)
+    source.put_many([("fresh", 0)] * 3)
+    with shmring.WorkerPool(nap_then_echo, source, workers=1, results=results) as pool:
+        assert source.join(timeout=20)
+    got = drain(results, 4)
+    assert sorted(got) == [("first", 0.5)] + [("fresh", 0)] * 3
+    assert pool.stats()["expired"] == 3 and source.stats()["expired"] == 3
+    assert results.qsize() == 0
+
+
+@pytest.mark.timeout(60)
+def test_batch_handlers_get_lists_of_up_to_batch_items(make_queue):
+    source, results = make_queue(1024), make_queue(1024, 4096)
+    source.put_many(range(100))
+    with shmring.WorkerPool(as_list, source, workers=2, results=results, batch=8) as pool:
+        assert source.join(timeout=20)
+    lists = drain(results, results.qsize())
+    assert sorted(x for batch in lists for x in batch) == list(range(100))
+    assert all(1 <= len(batch) <= 8 for batch in lists) and max(len(batch) for batch in lists) == 8
+    assert pool.stats()["processed"] == 100
+
+
+@pytest.mark.timeout(60)
+def test_max_tasks_per_child_replaces_workers_without_counting_restarts(make_queue):
+    source, results = make_queue(64), make_queue(64)
+    source.put_many(range(20))
+    with shmring.WorkerPool(pid_and_item, source, workers=1, results=results, max_tasks_per_child=5) as pool:
+        assert source.join(timeout=30)
+    got = drain(results, 20)
+    per_pid = {}
+    for pid, x in got:
+        per_pid.setdefault(pid, []).append(x)
+    assert len(per_pid) == 4 and all(len(xs) == 5 for xs in per_pid.values())
+    assert sorted(x for _, x in got) == list(range(20))
+    assert pool.stats()["restarts"] == 0 and pool.stats()["recycled"] >= 3
+
+
+@pytest.mark.timeout(60)
+def test_the_initializer_runs_in_every_worker(make_queue):
+    source, results = make_queue(64), make_queue(64)
+    source.put_many(range(10))
+    with shmring.WorkerPool(with_setting, source, workers=2, results=results, initializer=remember,
+                            initargs=("set",)):
+        assert source.join(timeout=20)
+    assert sorted(drain(results, 10)) == [("set", x) for x in range(10)]
+
+
+@pytest.mark.timeout(60)
+def test_at_most_once_loses_a_killed_workers_message_and_counts_it(make_queue):
+    source, results = make_queue(64), make_queue(64)
+    source.put_many(["stuck", "a", "b"])
+    with shmring.WorkerPool(hang_on_stuck, source, workers=1, results=results, delivery="at_most_once") as pool:
+        wait_until(lambda: busy_workers(pool), what="the worker busy with 'stuck'")
+        os.kill(busy_workers(pool)[0]["pid"], signal.SIGKILL)
+        assert source.join(timeout=20)
+    assert sorted(drain(results, 2)) == ["a", "b"] and results.qsize() == 0
+    stats = pool.stats()
+    assert stats["lost"] == 1 and stats["restarts"] == 1 and stats["processed"] == 2
+
+
+def test_bad_arguments_are_refused(make_queue):
+    q = make_queue(8)
+    with pytest.raises(TypeError):
+        shmring.WorkerPool(echo, "not a queue")
+    with pytest.raises(ValueError, match="delivery"):
+        shmring.WorkerPool(echo, q, delivery="exactly_once")
+    with pytest.raises(ValueError, match="batch"):
+        shmring.WorkerPool(echo, q, batch=0)
+    with pytest.raises(ValueError, match="restart_limit"):
+        shmring.WorkerPool(echo, q, restart_limit=(1, 0))
+
+
+# ---- imap_unordered ----
+
+
+@pytest.mark.timeout(60)
+def test_imap_unordered_returns_every_result():
+    before = shm_segments()
+    got = list(shmring.imap_unordered(square, range(3000), workers=2, batch=64))
+    assert sorted(got) == [x * x for x in range(3000)]
+    assert shm_segments() <= before and not mp.active_children()
+
+
+@pytest.mark.timeout(60)
+def test_imap_unordered_raises_the_workers_exception_with_its_traceback():
+    before = shm_segments()
+    with pytest.raises(KeyError) as raised:
+        list(shmring.imap_unordered(square_but_not_7, range(100), workers=2, batch=8))
+    cause = raised.value.__cause__
+    assert isinstance(cause, RemoteTraceback) and "square_but_not_7" in str(cause) and "KeyError" in str(cause)
+    assert shm_segments() <= before and not mp.active_children()
+
+
+@pytest.mark.timeout(60)
+def test_imap_unordered_says_which_result_did_not_pickle_and_delivers_the_others():
+    got, gen = [], shmring.imap_unordered(unpicklable_for_3, range(20), workers=2, batch=8)
+    with pytest.raises(RuntimeError, match="the result of an item does not pickle"):
+        for x in gen:
+            got.append(x)
+    assert set(got) <= set(range(20)) - {3}
+    assert not shm_segments() and not mp.active_children()
+
+
+@pytest.mark.timeout(60)
+def test_breaking_out_of_imap_unordered_cleans_up():
+    before = shm_segments()
+    for x in shmring.imap_unordered(square, iter(int, 1), workers=2, batch=16):  # endless input
+        break
+    assert shm_segments() <= before
+    wait_until(lambda: not mp.active_children(), what="the workers gone")
+
+
+IMAP_CHILD = """
+    import multiprocessing as mp, os, sys, time, shmring
+    from test_workers import shm_segments, slow_echo
+    for i, x in enumerate(shmring.imap_unordered(slow_echo, iter(int, 1), workers=2, batch=4)):
+        if i == 0:
+            print(" ".join(str(p.pid) for p in mp.active_children()), flush=True)
+            print(" ".join(shm_segments()), flush=True)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_in_imap_unordered_stops_everything_at_once_and_leaves_nothing_behind():
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(IMAP_CHILD)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=child_python_env())
+    try:
+        workers = [int(pid) for pid in child.stdout.readline().split()]
+        segments = child.stdout.readline().split()
+        assert len(workers) == 2 and len(segments) == 3  # inputs, results, dead letters
+        sent = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=10)
+        took = time.monotonic() - sent
+    finally:
+        child.kill()
+        child.wait(10)
+    assert "KeyboardInterrupt" in err and child.returncode != 0
+    assert took < 3, f"took {took:.1f} s to stop"
+    wait_until(lambda: all(process_gone(pid) for pid in workers), timeout=5, what="the workers gone")
+    assert not [name for name in segments if os.path.exists(f"/dev/shm/{name}")]
+    assert not shm_segments(child.pid, *workers), f"segments left: {shm_segments(child.pid, *workers)}"
+
+
+# ---- the lease primitives of the binding ----
+
+
+def lease_of(q, n):
+    """A lease for n messages of q, as the pool makes them (shared memory, 8-byte aligned)."""
+    region = mp.get_context("fork").RawArray("B", shmring._core.LEASE_HEADER + n * q._lease_stride)
+    return memoryview(region).cast("B")
+
+
+def lease_object(q, n):
+    """lease_of(q, n) as the pool's own _Lease, for its readers."""
+    lease = shmring.workers._Lease.__new__(shmring.workers._Lease)
+    lease.buf, lease.stride = lease_of(q, n), q._lease_stride
+    return lease
+
+
+def test_take_leased_copies_messages_with_their_deadlines_and_counts_them_last(make_queue):
+    q = make_queue(16, 64, codec="bytes")
+    q.put_bytes(b"a", deadline=time.monotonic() - 1)  # expired: taken too, the worker drops it
+    q.put_bytes(b"bcd")
+    held = lease_object(q, 4)
+    lease = held.buf
+    assert q._take_leased(lease, 4, block=False) == 2
+    entries = held.entries(2)
+    assert [raw for raw, _ in entries] == [b"a", b"bcd"]
+    assert entries[0][1] > 0 and entries[1][1] == 0
+    assert lease[:4].cast("I")[0] == 2 and q.qsize() == 0 and q.stats()["expired"] == 0
+    with pytest.raises(ValueError, match="holds messages"):
+        q._take_leased(lease, 4, block=False)
+    assert q._finish_leased(lease) == 2 and lease[:4].cast("I")[0] == 0
+    assert q.join(timeout=0)
+
+
+def test_take_leased_refuses_a_bad_lease_before_taking_anything(make_queue):
+    q = make_queue(16, 64)
+    q.put(1)
+    with pytest.raises(ValueError, match="writable"):
+        q._take_leased(bytes(4096), 1)
+    with pytest.raises(ValueError, match="no room"):
+        q._take_leased(lease_of(q, 1), 2)
+    with pytest.raises(ValueError, match="aligned"):
+        q._take_leased(lease_of(q, 2)[4:], 1)
+    assert q.qsize() == 1 and q.get() == 1
+
+
+@pytest.mark.parametrize("emptied", [False, True], ids=["before emptying", "after emptying"])
+def test_the_pool_pays_the_done_of_a_worker_killed_inside_finish_leased(make_queue, emptied):
+    q = make_queue(16, 64)
+    q.put_many([1, 2])
+    lease = lease_object(q, 2)
+    assert q._take_leased(lease.buf, 2) == 2
+    words = lease.buf[:8].cast("I")
+    words[1] = 2                      # finishing: what _finish_leased stores first
+    if emptied:
+        words[0] = 0                  # then the count
+    assert not q.join(timeout=0)      # the done is owed
+    shmring.WorkerPool(echo, q)._settle_finishing(lease)
+    assert words.tolist() == [0, 0] and q.join(timeout=0)
