@@ -174,6 +174,8 @@ def print_table(scenario, results, baseline, out):
             print(f"vs baseline: throughput (bytes/s where known) over {baseline}'s, same payload "
                   "(median over repetitions, each compared within its round)",
                   file=out)
+        if scenario == "workers" and workers.kill_summary(results):
+            print(workers.kill_summary(results), file=out)
     for why, labels in skipped.items():  # one line per reason
         print(f"skipped ({why}): {'; '.join(labels)}", file=out)
 
@@ -219,6 +221,8 @@ def check_targets(all_results, out):
         add("records: 24-byte records per second", statistics.median(rates[(records.GET_ARRAY.name, None)]), 30e6)
     if (records.GET_ARRAY_8.name, None) in rates:
         add("records: 8-byte records per second", statistics.median(rates[(records.GET_ARRAY_8.name, None)]), 60e6)
+    for label, value, needed in workers.kill_targets(all_results.get("workers", {})):
+        add(label, value, needed)
     for r in all_results.get("recovery", {}).values():
         if r["name"] == recovery.ShmringBytes.name and "metrics" in r:  # an at-most target, as a ratio
             add("recovery: shmring within 1 s of a kill -9 (1 s / median seconds to recovery)",
