@@ -222,7 +222,8 @@ static inline void clear_expiries(const shmring_t *r, uint64_t pos, uint32_t n)
         atomic_store_explicit(&expiry_entry(r, pos + i)->deadline_ns, 0, memory_order_relaxed);
 }
 
-int shmring_queue_put_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span)
+/* shmring_queue_put_claim's body, inlined into the single-message put too */
+static inline int put_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span)
 {
     shmring_t *r = me->ring;
     struct shmring_segment *seg = r->seg;
@@ -295,6 +296,11 @@ int shmring_queue_put_claim(shmring_participant_t *me, uint32_t max_n, int flags
             return (int)n;
         }
     }
+}
+
+int shmring_queue_put_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span)
+{
+    return put_claim(me, max_n, flags, span);
 }
 
 void shmring_queue_put_commit_partial(shmring_participant_t *me, const shmring_span_t *span, uint32_t keep)
@@ -519,7 +525,7 @@ int shmring_queue_put_deadline(shmring_participant_t *me, const void *data, size
     if (len > r->slot_size)
         return SHMRING_ETOOBIG;
     shmring_span_t span;
-    int n = shmring_queue_put_claim(me, 1, 0, &span);
+    int n = put_claim(me, 1, 0, &span);
     if (n <= 0)
         return n;
     memcpy(shmring__slot_payload(r, span.pos), data, len);

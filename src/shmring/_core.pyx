@@ -1203,26 +1203,22 @@ cdef class QueueHandle(RingHandle):
         return 0
 
     @cython.final
-    cdef inline object _get_one(self, uint64_t deadline, bint marked):
+    cdef object _get_one(self, uint64_t deadline):
         """One message as bytes (a corrupt slot's SegmentError is raised in its turn).
-        marked (expired="return"): one whose deadline passed too, as Expired."""
+        Marked ones (expired="return") come by _get_marked."""
         cdef shmring_span_t span
         cdef _Participant p = self._enter()
         cdef int64_t size = 0
         cdef object raw = None
-        cdef uint64_t passed = 0
-        cdef int flags = SHMRING_CLAIM_EXPIRED if marked else 0
         try:
             p.raise_deferred()
-            if shmring_queue_get_claim(p.ptr, 1, flags, &span) <= 0:  # the common case without a call: one is there
-                self._claim(False, p, 1, &span, deadline, 0, flags)
+            if shmring_queue_get_claim(p.ptr, 1, 0, &span) <= 0:  # the common case without a call: one is there
+                self._claim(False, p, 1, &span, deadline, 0)
             p.holding = True
             try:
                 size = shmring_slot_len(self._ring, span.pos)
                 if size >= 0:
                     raw = PyBytes_FromStringAndSize(<char *>shmring_slot_payload(self._ring, span.pos), size)
-                    if marked:
-                        passed = self._passed(span.pos)
             finally:
                 shmring_queue_get_release(p.ptr, &span)
                 p.holding = False
@@ -1232,13 +1228,12 @@ cdef class QueueHandle(RingHandle):
             self._leave()
         if size < 0:
             _raise_rc(<int>size, self.name)  # this message's turn: the others are intact
-        if passed:
-            try:
-                return Expired(raw, passed / 1e9)
-            except BaseException:
-                self._count_lost(1)
-                raise
         return raw
+
+    @cython.final
+    cdef object _get_marked(self, uint64_t deadline):
+        """One message as bytes, or as Expired if its deadline passed (expired="return")."""
+        return self._decode_batch(self._get_raw(1, deadline, HAND_MARKED), None)[0]
 
     @cython.final
     cdef object _deadline_s(self, uint64_t pos):
@@ -1389,7 +1384,7 @@ cdef class QueueHandle(RingHandle):
         cdef uint64_t wait
         cdef bint marked = _marked(expired)
         _deadline(block, timeout, &wait)
-        return self._get_one(wait, marked)
+        return self._get_marked(wait) if marked else self._get_one(wait)
 
     def put_many_bytes(self, items, block=True, timeout=None, *, ttl=None, deadline=None):
         """Put every bytes-like item as one message, in order, claiming slots in
@@ -1574,8 +1569,8 @@ cdef class QueueHandle(RingHandle):
         _deadline(block, timeout, &wait)
         self._codec_set()
         if not marked:
-            return self._decode_one(self._get_one(wait, False))
-        raw = self._get_one(wait, True)
+            return self._decode_one(self._get_one(wait))
+        raw = self._get_marked(wait)
         if type(raw) is Expired:
             (<Expired>raw).message = self._decode_one((<Expired>raw).message)
             return raw
@@ -1594,7 +1589,7 @@ cdef class QueueHandle(RingHandle):
     def get_nowait(self):
         """get(block=False)."""
         self._codec_set()
-        return self._decode_one(self._get_one(0, False))
+        return self._decode_one(self._get_one(0))
 
     def put_many(self, items, block=True, timeout=None, *, ttl=None, deadline=None):
         """Put every item, in order, claiming slots in batches; every item is
