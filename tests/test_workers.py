@@ -513,6 +513,18 @@ def test_take_leased_refuses_a_bad_lease_before_taking_anything(make_queue):
     assert q.qsize() == 1 and q.get() == 1
 
 
+@pytest.mark.timeout(30)
+def test_take_leased_room_check_does_not_wrap_for_a_huge_max_items(make_queue):
+    q = make_queue(64, 64, codec="bytes")
+    q.put_many_bytes([b"\xaa" * 64] * 32)
+    stride = q._lease_stride
+    wraps = 1 << (64 - ((stride & -stride).bit_length() - 1))  # wraps * stride == 0 mod 2**64
+    for max_items in (wraps, 2 ** 63 - 1, 2 ** 32 + 1):
+        with pytest.raises(ValueError, match="no room"):
+            q._take_leased(lease_of(q, 1), max_items, block=False)
+    assert q.qsize() == 32
+
+
 @pytest.mark.parametrize("emptied", [False, True], ids=["before emptying", "after emptying"])
 def test_the_pool_pays_the_done_of_a_worker_killed_inside_finish_leased(make_queue, emptied):
     q = make_queue(16, 64)

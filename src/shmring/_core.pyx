@@ -1464,8 +1464,10 @@ cdef class QueueHandle(RingHandle):
         except (BufferError, ValueError, TypeError):
             raise ValueError("a lease must be a writable C-contiguous buffer") from None
         # Everything that can fail is checked before claiming: nothing is taken then.
+        if <uint64_t>limit > UINT32_MAX:  # the count word's range; the room check below without a product that wraps
+            limit = UINT32_MAX
         try:
-            if <uint64_t>view.len < C_LEASE_HEADER + <uint64_t>limit * stride:
+            if <uint64_t>view.len < C_LEASE_HEADER or <uint64_t>limit > (<uint64_t>view.len - C_LEASE_HEADER) // stride:
                 raise ValueError(f"a lease of {view.len} bytes has no room for {limit} messages of this queue "
                                  f"({C_LEASE_HEADER} + {limit} x {stride} bytes)")
             if (<size_t>view.buf) % 8:
