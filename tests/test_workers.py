@@ -16,6 +16,7 @@ import pytest
 
 import shmring
 from conftest import child_python_env, wait_until
+from shmring import admin
 from shmring._core import inspect
 from shmring.workers import RemoteTraceback
 
@@ -88,6 +89,37 @@ def square_but_not_7(x):
 
 def unpicklable_for_3(x):
     return threading.Lock() if x == 3 else x
+
+
+class NeedsTwo(Exception):
+    """Pickles, does not unpickle (its __init__ wants two arguments, args holds one)."""
+
+    def __init__(self, a, b):
+        super().__init__(f"{a}/{b}")
+
+
+def raise_needs_two(x):
+    if x == 5:
+        raise NeedsTwo(1, 2)
+    return x
+
+
+class RefusesToPickle:
+    def __reduce__(self):
+        raise ValueError("nope")
+
+
+def refusing_result_for_5(x):
+    return RefusesToPickle() if x == 5 else x
+
+
+def answer_item_1_early(x):
+    """imap_unordered's func: for item 0, first answers item 1 of its chunk alone, as
+    the run of a killed worker that split the chunk's answers otherwise would have."""
+    if x == 0:
+        caller = sys._getframe(1).f_locals  # _Apply.__call__
+        caller["self"].results.put((caller["seq"], 1, [10], None))
+    return x * 10
 
 
 def hang_or_exit_7(x):
@@ -676,6 +708,62 @@ def test_imap_unordered_says_which_result_did_not_pickle_and_delivers_the_others
             got.append(x)
     assert set(got) <= set(range(20)) - {3}
     assert not shm_segments() and not mp.active_children()
+
+
+@pytest.mark.timeout(60)
+def test_imap_unordered_an_exception_that_does_not_unpickle_arrives_as_runtime_error_with_the_traceback():
+    with pytest.raises(RuntimeError, match="NeedsTwo") as raised:
+        list(shmring.imap_unordered(raise_needs_two, range(20), workers=2, batch=4))
+    cause = raised.value.__cause__
+    assert isinstance(cause, RemoteTraceback) and "raise_needs_two" in str(cause)
+    assert not shm_segments() and not mp.active_children()
+
+
+@pytest.mark.timeout(60)
+def test_imap_unordered_a_result_whose_reduce_raises_is_said_not_to_pickle_not_a_dead_worker():
+    with pytest.raises(RuntimeError, match="the result of an item does not pickle"):
+        list(shmring.imap_unordered(refusing_result_for_5, range(20), workers=2, batch=4))
+    assert not shm_segments() and not mp.active_children()
+
+
+@pytest.mark.timeout(60)
+def test_imap_unordered_inside_a_worker_says_why_it_cannot_run():
+    with pytest.raises(AssertionError, match="daemonic processes are not allowed to have children"):
+        list(shmring.imap_unordered(nested_imap, range(4), workers=1, batch=4))
+    assert not mp.active_children()
+
+
+@pytest.mark.timeout(30)
+def test_imap_unordered_answers_split_otherwise_by_a_rerun_are_yielded_once():
+    assert sorted(shmring.imap_unordered(answer_item_1_early, range(4), workers=1, batch=4)) == [0, 10, 20, 30]
+
+
+ORPHAN = """
+    import json, time, shmring
+    from test_workers import slow_echo
+    q = shmring.Queue(64)
+    pool = shmring.WorkerPool(slow_echo, q, workers=2).start()
+    print(json.dumps([q.name, [w["pid"] for w in pool.stats()["workers"]]]), flush=True)
+    while True:
+        q.put_many(range(10))
+        time.sleep(0.05)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_workers_of_a_parent_killed_by_sigkill_exit():
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(ORPHAN)], stdout=subprocess.PIPE,
+                             text=True, env=child_python_env())
+    name, workers = json.loads(child.stdout.readline())
+    try:
+        child.kill()
+        child.wait(10)
+        wait_until(lambda: all(process_gone(pid) for pid in workers), 10, "the orphaned workers to exit")
+    finally:
+        for pid in workers:
+            if not process_gone(pid):
+                os.kill(pid, signal.SIGKILL)
+        admin.remove(name, force=True)
 
 
 @pytest.mark.timeout(60)

@@ -141,7 +141,29 @@ def _worker_main(config, region, slot):
     # its workers do (a fork child also inherits the parent's Python handlers).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _watch_parent()
     _Worker(config, region, slot).run()
+
+
+_PARENT_WATCH = 0.2  # seconds between a worker's looks at its parent
+
+
+def _watch_parent():
+    """A worker whose parent died (SIGKILL: no stop, no terminate) exits within
+    _PARENT_WATCH seconds instead of draining the source forever: a daemon
+    thread compares os.getppid() with the parent it started with (the pool's
+    process, or under forkserver the server, which ends with it). Nothing on
+    the message path; not PR_SET_PDEATHSIG, which fires when the thread that
+    started the worker ends (the supervisor restarts workers; start() may run
+    in a thread that returns)."""
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(_PARENT_WATCH)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="shmring-worker-parent-watch", daemon=True).start()
 
 
 def _finish_leased(source, buf):
@@ -916,7 +938,7 @@ class _Apply:
                 break
             except Exception as e:
                 errors = errors or {}
-                errors[len(values)] = (e, traceback.format_exc())
+                errors[len(values)] = (_portable(e), traceback.format_exc())
                 values.append(None)  # `rest` goes on after the item that raised
         self._send(seq, 0, values, errors)
 
@@ -926,7 +948,9 @@ class _Apply:
             return
         except MessageTooLarge:
             why = "is too large"
-        except (pickle.PicklingError, TypeError, AttributeError):  # a result or exception that does not pickle
+        except (ShutDown, QueueClosed):
+            raise
+        except Exception:  # a result that does not pickle (its __reduce__ may raise anything)
             why = "does not pickle"
         if len(values) == 1:
             failed = errors and errors.get(0)
@@ -938,6 +962,17 @@ class _Apply:
         for lo, hi in ((0, half), (half, len(values))):
             part = errors and {i - lo: e for i, e in errors.items() if lo <= i < hi}
             self._send(seq, start + lo, values[lo:hi], part or None)
+
+
+def _portable(e):
+    """e, if it survives pickling both ways (the caller re-raises it), else a
+    RuntimeError naming it (the caller chains the worker's traceback to it)."""
+    try:
+        pickle.loads(pickle.dumps(e))
+        return e
+    except Exception:
+        return RuntimeError(f"imap_unordered: func raised {e!r:.500}, which does not survive pickling: "
+                            "see the RemoteTraceback")
 
 
 IMAP_CHUNK_BYTES = 256 * 1024  # bytes a chunk of items, or its answers, may take pickled (else it is split)
@@ -982,7 +1017,7 @@ def _imap(func, items, workers, batch, buffersize):
     pool = WorkerPool(_Apply(func, results), inputs, workers=workers, dead_letter=dead, _signals=False)
     try:
         pool.start()
-        pending = {}     # chunk seq -> [items not answered yet, starts answered]
+        pending = {}     # chunk seq -> [items not answered yet, [(start, end) of the answers]]
         outstanding = 0  # items given out and not answered
         seq = itertools.count()
         unsent = collections.deque()  # (seq, items) not in the queue yet: it was full, or split them
@@ -995,7 +1030,7 @@ def _imap(func, items, workers, batch, buffersize):
                         exhausted = True
                         break
                     s = next(seq)
-                    pending[s] = [len(chunk), set()]
+                    pending[s] = [len(chunk), []]
                     outstanding += len(chunk)
                     unsent.append((s, chunk))
                 try:
@@ -1010,7 +1045,7 @@ def _imap(func, items, workers, batch, buffersize):
                     half = len(chunk) // 2
                     for part in (chunk[:half], chunk[half:]):
                         t = next(seq)
-                        pending[t] = [len(part), set()]
+                        pending[t] = [len(part), []]
                         unsent.appendleft((t, part))
                     continue
                 unsent.popleft()
@@ -1024,21 +1059,27 @@ def _imap(func, items, workers, batch, buffersize):
                     pool.terminate()  # raises PoolBroken
             for s, start, values, errors in answers:
                 state = pending.get(s)
-                if state is None or start in state[1]:  # a duplicate: its worker was killed after answering
+                if state is None:  # a duplicate: its worker was killed after answering
                     continue
-                state[1].add(start)
-                state[0] -= len(values)
-                outstanding -= len(values)
+                end, spans = start + len(values), state[1]
+                fresh = range(len(values))
+                if any(a < end and start < b for a, b in spans):  # answered in part: a rerun split it otherwise
+                    fresh = [i for i in fresh if not any(a <= start + i < b for a, b in spans)]
+                    if not fresh:
+                        continue
+                spans.append((start, end))
+                state[0] -= len(fresh)
+                outstanding -= len(fresh)
                 if not state[0]:
                     del pending[s]
-                if errors is None:
+                if errors is None and len(fresh) == len(values):
                     yield from values
                     continue
-                for i, value in enumerate(values):
-                    if i in errors:
+                for i in fresh:
+                    if errors and i in errors:
                         exc, tb = errors[i]
                         raise exc from RemoteTraceback(tb)
-                    yield value
+                    yield values[i]
             if dead.qsize():
                 lost = dead.get()
                 chunk = lost["message"]
