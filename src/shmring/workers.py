@@ -11,7 +11,8 @@ When the handler is done, ``_finish_leased`` empties the lease and marks the
 messages done (``task_done``). A worker that dies leaves its lease to the pool:
 its replacement in the slot handles the messages again (at_least_once, until
 ``max_attempts`` handler calls in all), or the pool dead-letters them, or
-(at_most_once) counts them lost; each one gets exactly one ``task_done``.
+(at_most_once) counts them lost; each one gets one ``task_done`` (but for the
+windows of a worker killed inside its take: docs/design.md, known limits).
 
 Lease header (the binding owns the first two words, _core.LEASE_*):
 
@@ -431,13 +432,20 @@ class WorkerPool:
     - Expired messages (``put(..., ttl=)``) never reach the handler: checked
       just before each call, counted once in ``stats()["expired"]`` and the
       queue's.
-    - Every message taken gets exactly one ``source.task_done()``, so
-      ``source.join()`` waits for the pool's work; ``source.shutdown()`` ends
-      the workers once the queue is drained (``join()`` then returns).
+    - Every message taken gets its ``source.task_done()`` (once, but for the
+      windows of a worker killed inside its take: README), so ``source.join()``
+      waits for the pool's work; ``source.shutdown()`` ends the workers once the
+      queue is drained (``join()`` then returns).
+    - ``results`` / ``dead_letter`` full: workers wait for room while the pool
+      runs (not under task_timeout) and give up at stop (a result: its message
+      dead-lettered; a dead letter: counted in dead_letter_dropped).
 
     ``with pool:`` starts it and stops it (warm) at the end. Started from the
-    main thread, it handles SIGTERM as a warm stop and a second SIGTERM or a
-    Ctrl-C as a cold one, until it stops.
+    main thread, it handles signals until it ends: the first SIGTERM is a warm
+    stop that raises ``shmring.PoolStopped`` in the main thread (``with pool:``
+    catches its own and goes on after the block); Ctrl-C is cold; a second
+    SIGTERM or Ctrl-C while stopping is cold, then the signal is raised again
+    for the previous handler.
     """
 
     def __init__(self, handler, source, *, workers=None, results=None, batch=1, delivery="at_least_once",
@@ -862,8 +870,10 @@ class WorkerPool:
     def stats(self):
         """Counters, summed over every worker the pool had: processed, failed
         (handler calls that raised), retried (messages handed to the handler
-        again), dead_lettered, expired, timed_out (workers killed for
-        task_timeout), restarts, recycled (max_tasks_per_child), lost, returned
+        again), dead_lettered, dead_letter_dropped (refused by dead_letter),
+        expired, timed_out (workers killed for task_timeout), restarts, recycled
+        (max_tasks_per_child), lost (source_lost included: the source's own
+        count of lost messages since start, up to the end), returned
         (put back into the source at the end), in_flight (held by workers now);
         and per worker slot: pid, alive, processed, busy_since
         (time.monotonic() when its handler call began, None when idle)."""
