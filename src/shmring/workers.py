@@ -301,22 +301,6 @@ class _Worker:
             return traceback.format_exc()
         return None
 
-    def send_dead_letter(self, entry):
-        """True: delivered (or no dead_letter queue: counted and dropped); False:
-        the queue refused it, or was full when the pool stopped."""
-        queue = self.c.dead_letter
-        if queue is None:
-            return True
-        for letter in (entry, dict(entry, message=repr(entry["message"])[:200])):  # the message may not pickle
-            try:
-                self.put_waiting(queue, letter)
-                return True
-            except Full:
-                return False
-            except Exception:
-                continue
-        return False
-
     def handle(self, n, error=None, sent=True):
         """Handle the n messages of the lease, then finish them (one task_done
         each). error: the traceback of the last attempt, if it raised (decoding
@@ -372,7 +356,7 @@ class _Worker:
                     break
             done = len(items)
             break
-        delivered = sum(self.send_dead_letter(entry) for entry in dead)
+        delivered = sum(_send_dead_letter(c.dead_letter, entry, self.put_waiting) for entry in dead)
         if expired:
             source._count_expired(expired)
         # the counts before the finish that wakes join(): stats() right after it has them
@@ -383,15 +367,20 @@ class _Worker:
         _finish_leased(source, lease.buf)
 
 
-def _send_dead_letter(queue, entry):
-    """Put a dead letter from the pool's supervisor, never waiting: True where it
-    went (or there is no dead_letter queue: counted and dropped), False where the
-    queue refused it (full, or it would not take the message nor its repr)."""
+def _put_now(queue, obj):
+    queue.put(obj, block=False)
+
+
+def _send_dead_letter(queue, entry, put=_put_now):
+    """Put a dead letter with put(queue, letter) (a worker's waits while the pool
+    runs; the supervisor's, the default, never waits): True where it went (or
+    there is no dead_letter queue: counted and dropped), False where the queue
+    refused it (Full, or it would take neither the message nor its repr)."""
     if queue is None:
         return True
-    for letter in (entry, dict(entry, message=repr(entry["message"])[:200])):
+    for letter in (entry, dict(entry, message=repr(entry["message"])[:200])):  # the message may not pickle
         try:
-            queue.put(letter, block=False)
+            put(queue, letter)
             return True
         except Full:
             return False
