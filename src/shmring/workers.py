@@ -260,7 +260,7 @@ class _Worker:
             end.pack_into(buf, _BUSY, 0.0, processed)
             if results is not None:
                 try:
-                    results.put(result, block=False)
+                    results.put(result, False)
                 except Exception:  # full (wait for room while the pool runs), or it cannot go
                     error = self.put_result(result)
                     if error is not None:
