@@ -518,10 +518,10 @@ class WorkerPool:
                     if fd is not None:
                         os.close(fd)
                 raise
-            self._install_signals()
             self._supervisor = threading.Thread(target=self._supervise, name="shmring-WorkerPool-supervisor",
                                                 daemon=True)
             self._supervisor.start()
+            self._install_signals()  # last: a SIGTERM from here on finds a pool that stop() can end
         return self
 
     def _spawn(self, slot):
