@@ -137,6 +137,15 @@ def plant_then_die(where):
     os._exit(1)
 
 
+def pay_own_done_first(x):
+    """Marks its message done itself: the worker's own task_done is then refused
+    (what the queue's recovery of a taker killed around its release leads to)."""
+    import gc
+    worker = next(o for o in gc.get_objects() if isinstance(o, shmring.workers._Worker))
+    worker.c.source.task_done()
+    return x
+
+
 def die_5(x):
     os._exit(5)
 
@@ -572,6 +581,18 @@ def test_an_immediate_shutdown_while_a_handler_runs_does_not_crash_its_worker(ma
     source.shutdown(immediate=True)  # the discards pay the done of the queued ones; the worker's own is refused
     assert pool.join(timeout=20)
     assert pool.stats()["restarts"] == 0 and pool.stats()["processed"] == 1
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("batch", [1, 2])
+def test_a_refused_task_done_never_crashes_a_worker(make_queue, batch):
+    source = make_queue(16)
+    with shmring.WorkerPool(pay_own_done_first, source, workers=1, batch=batch, _signals=False) as pool:
+        for i in range(3):
+            source.put(i)
+            wait_until(lambda: pool.stats()["processed"] == i + 1 and not pool.stats()["in_flight"], 10,
+                       "the message finished")
+    assert pool.stats()["restarts"] == 0 and pool.stats()["lost"] == 0
 
 
 @pytest.mark.timeout(60)
