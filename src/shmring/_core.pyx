@@ -1434,7 +1434,8 @@ cdef class QueueHandle(RingHandle):
     def _take_leased(self, lease, max_items, block=True, timeout=None):
         """Take 1..max_items messages into `lease` (a writable C-contiguous buffer,
         8-byte aligned, of at least LEASE_HEADER + max_items * _lease_stride bytes,
-        whose count word is 0), expired ones included (the caller drops them and
+        max_items capped at 2**32 - 1, the count word's range; whose count word
+        is 0), expired ones included (the caller drops them and
         counts them, _count_expired); how many it took. Each claim's messages are
         copied with their lengths and deadlines, the count word is stored after
         them (L1), and only then is the claim released: a message is in the
