@@ -584,6 +584,18 @@ def test_an_immediate_shutdown_while_a_handler_runs_does_not_crash_its_worker(ma
 
 
 @pytest.mark.timeout(60)
+def test_a_source_closed_before_terminate_counts_the_held_message_lost(make_queue):
+    source = make_queue(16)
+    source.put("stuck")
+    pool = shmring.WorkerPool(hang_on_stuck, source, workers=1, _signals=False).start()
+    wait_until(lambda: busy_workers(pool), 10, "the handler running")
+    source.close()
+    pool.terminate()  # nothing can go back: counted, never QueueClosed
+    stats = pool.stats()
+    assert stats["lost"] == 1 and stats["returned"] == 0
+
+
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("batch", [1, 2])
 def test_a_refused_task_done_never_crashes_a_worker(make_queue, batch):
     source = make_queue(16)
