@@ -390,9 +390,9 @@ PARENT = """
 """
 
 
-@pytest.mark.timeout(60)
-def test_sigterm_to_the_parent_is_a_warm_stop():
-    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(PARENT)], stdout=subprocess.PIPE,
+def sigterm_once_ready(code):
+    """Run `code` in a child; once it prints "ready", SIGTERM it: (its exit code, stdout, stderr)."""
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env=child_python_env())
     try:
         assert child.stdout.readline().strip() == "ready"
@@ -401,7 +401,13 @@ def test_sigterm_to_the_parent_is_a_warm_stop():
     finally:
         child.kill()
         child.wait(10)
-    assert child.returncode == 0, err
+    return child.returncode, out, err
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_to_the_parent_is_a_warm_stop():
+    code, out, err = sigterm_once_ready(PARENT)
+    assert code == 0, err
     assert json.loads(out) == {"processed": 2, "left": 8, "returned": 0}
 
 
@@ -447,6 +453,26 @@ def test_sigterm_ends_the_readme_pattern_of_a_with_block_waiting_in_source_join(
     else:  # cold, then SIGTERM's default action
         assert child.returncode == -signal.SIGTERM, err
     wait_until(lambda: all(process_gone(pid) for pid in workers), 10, "the workers to end")
+
+
+JOIN_WITHOUT_WITH = """
+    import json, shmring
+    from test_workers import nap_then_echo
+    source = shmring.Queue(64)
+    source.put_many([("m", 0.5)] * 10)
+    pool = shmring.WorkerPool(nap_then_echo, source, workers=2).start()
+    while pool.stats()["in_flight"] < 2:
+        pass
+    print("ready", flush=True)
+    print(json.dumps(pool.join(timeout=30)), json.dumps(pool.stats()["processed"]), flush=True)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_while_pool_join_waits_outside_a_with_block_is_the_warm_stop_it_returns_after():
+    code, out, err = sigterm_once_ready(JOIN_WITHOUT_WITH)
+    assert code == 0, err
+    assert out.split() == ["true", "2"]
 
 
 @pytest.mark.timeout(60)

@@ -187,10 +187,10 @@ class PoolBroken(ShmringError, RuntimeError):
 
 
 class PoolStopped(BaseException):
-    """Raised in the main thread by the first SIGTERM a started ``WorkerPool``
-    receives (it handles SIGTERM while it runs, when started from the main
-    thread), after it asked its workers for a warm stop: it takes the main
-    thread out of whatever it was blocked in (``source.join()``, ``pool.join()``),
-    as Ctrl-C's KeyboardInterrupt does. A BaseException, not an Exception, for
+    """Raised in the main thread by the first SIGTERM a ``WorkerPool`` receives
+    inside its ``with`` block (it handles SIGTERM while it runs, when started
+    from the main thread), after it asked its workers for a warm stop: it takes
+    the main thread out of whatever it was blocked in (``source.join()``), as
+    Ctrl-C's KeyboardInterrupt does. A BaseException, not an Exception, for
     the same reason. ``with pool:`` catches the one its pool raised: the block
     ends, the pool stops warm, and the program goes on after the block."""

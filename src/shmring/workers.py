@@ -431,8 +431,10 @@ class WorkerPool:
 
     ``with pool:`` starts it and stops it (warm) at the end. Started from the
     main thread, it handles signals until it ends: the first SIGTERM is a warm
-    stop that raises ``shmring.PoolStopped`` in the main thread (``with pool:``
-    catches its own and goes on after the block); Ctrl-C is cold; a second
+    stop, which inside ``with pool:`` raises ``shmring.PoolStopped`` in the main
+    thread (the block ends; ``__exit__`` catches its own, stops warm and the
+    program goes on after the block; a ``pool.join()`` waiting in it takes it as
+    the stop it waits for); Ctrl-C is cold; a second
     SIGTERM or Ctrl-C while stopping is cold, then the signal is raised again
     for the previous handler.
     """
@@ -483,6 +485,7 @@ class WorkerPool:
         self._saved_handlers = {}
         self._lost_at_start = self._lost_at_end = None
         self._signal_stop = None  # the PoolStopped our SIGTERM handler raised, for __exit__
+        self._in_with = False     # inside `with pool:` (where SIGTERM raises PoolStopped)
 
     # ---- starting ----
 
@@ -533,9 +536,12 @@ class WorkerPool:
         self._procs[slot] = p
 
     def __enter__(self):
-        return self.start()
+        self.start()
+        self._in_with = True  # our SIGTERM raises PoolStopped: the block may be blocked in source.join()
+        return self
 
     def __exit__(self, exc_type, exc, tb):
+        self._in_with = False
         if exc is not None and exc is self._signal_stop:  # our SIGTERM: warm, and the program goes on
             self._signal_stop = None
             self.stop()
@@ -557,7 +563,9 @@ class WorkerPool:
             if self._stopping:
                 return self._on_second_signal(signum)
             self._request_stop()
-            # the main thread leaves what it waits in (source.join(), pool.join()): with pool: stops warm
+            if not self._in_with:  # start() ... join(): join() returns once the warm stop is done
+                return
+            # the main thread leaves what it waits in (source.join()): with pool: stops warm and goes on
             self._signal_stop = PoolStopped(f"SIGTERM: the worker pool stops (warm); a second SIGTERM or "
                                             f"Ctrl-C kills its workers")
             raise self._signal_stop
@@ -648,8 +656,17 @@ class WorkerPool:
         a broken pool kills its workers)."""
         if not self._started:
             raise RuntimeError("join() of a WorkerPool that was not started")
-        if self._supervisor is not None and not self._finished and not self._wait(timeout):
-            return False
+        if self._supervisor is not None and not self._finished:
+            until = None if timeout is None else time.monotonic() + timeout
+            try:
+                done = self._wait(timeout)
+            except PoolStopped as e:  # our SIGTERM: the warm stop it asked for is what this waits for
+                if e is not self._signal_stop:
+                    raise
+                self._signal_stop = None
+                done = self._wait(None if until is None else max(0.0, until - time.monotonic()))
+            if not done:
+                return False
         self._end()
         return True
 
