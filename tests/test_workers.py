@@ -4,6 +4,7 @@ Handlers live at module level so that spawn children can import them."""
 import json
 import multiprocessing as mp
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 
 import shmring
 from conftest import child_python_env, wait_until
+from shmring import admin
 from shmring._core import inspect
 from shmring.workers import RemoteTraceback
 
@@ -34,6 +36,10 @@ def refuse_poison(x):
     if x == "poison":
         raise ValueError(f"cannot handle {x!r}")
     return x
+
+
+def refuse_poison_all(x):
+    raise ValueError(f"cannot handle {x!r}")
 
 
 def hang_on_stuck(x):
@@ -83,6 +89,84 @@ def square_but_not_7(x):
 
 def unpicklable_for_3(x):
     return threading.Lock() if x == 3 else x
+
+
+class NeedsTwo(Exception):
+    """Pickles, does not unpickle (its __init__ wants two arguments, args holds one)."""
+
+    def __init__(self, a, b):
+        super().__init__(f"{a}/{b}")
+
+
+def raise_needs_two(x):
+    if x == 5:
+        raise NeedsTwo(1, 2)
+    return x
+
+
+class RefusesToPickle:
+    def __reduce__(self):
+        raise ValueError("nope")
+
+
+def refusing_result_for_5(x):
+    return RefusesToPickle() if x == 5 else x
+
+
+def answer_item_1_early(x):
+    """imap_unordered's func: for item 0, first answers item 1 of its chunk alone, as
+    the run of a killed worker that split the chunk's answers otherwise would have."""
+    if x == 0:
+        caller = sys._getframe(1).f_locals  # _Apply.__call__
+        caller["self"].results.put((caller["seq"], 1, [10], None))
+    return x * 10
+
+
+def hang_or_exit_7(x):
+    if x == "hang":
+        time.sleep(60)
+    os._exit(7)
+
+
+def plant_then_die(where):
+    """A buggy or hostile handler: writes a word of its own lease, then dies."""
+    import gc
+    worker = next(o for o in gc.get_objects() if isinstance(o, shmring.workers._Worker))
+    for offset, value in where:
+        shmring.workers._U32.pack_into(worker.lease.buf, offset, value)
+    os._exit(1)
+
+
+def pay_own_done_first(x):
+    """Marks its message done itself: the worker's own task_done is then refused
+    (what the queue's recovery of a taker killed around its release leads to)."""
+    import gc
+    worker = next(o for o in gc.get_objects() if isinstance(o, shmring.workers._Worker))
+    worker.c.source.task_done()
+    return x
+
+
+def die_5(x):
+    os._exit(5)
+
+
+class ExitOnLoad:
+    """Pickled, it kills whoever unpickles it (a poison message: a segfault in a
+    C extension's __setstate__, an OOM while unpickling a big array)."""
+
+    def __reduce__(self):
+        return os._exit, (9,)
+
+
+def nested_imap(x):
+    return sum(shmring.imap_unordered(abs, range(3), workers=1))
+
+
+def stall_first_take(flag, hook):
+    """initializer: the first worker stalls (30 s) at `hook` inside _take_leased."""
+    if not os.path.exists(flag):
+        open(flag, "w").close()
+        shmring._core._set_test_hook(hook, 30)
 
 
 # ---- helpers ----
@@ -220,7 +304,9 @@ def test_task_timeout_kills_a_stuck_worker_then_dead_letters_with_reason_timeout
                             task_timeout=0.4, max_attempts=2) as pool:
         letter = dead.get(timeout=20)
         assert source.join(timeout=20)
-    assert letter == {"message": "stuck", "reason": "timeout", "attempts": 2, "error": None}
+    # the pool never decodes a dead worker's message itself: its raw bytes
+    assert source._decode_message(letter.pop("message")) == "stuck"
+    assert letter == {"reason": "timeout", "attempts": 2, "error": None}
     assert sorted(drain(results, 2)) == ["a", "b"]
     stats = pool.stats()
     assert stats["timed_out"] == 2 and stats["restarts"] == 2 and stats["dead_lettered"] == 1
@@ -304,9 +390,9 @@ PARENT = """
 """
 
 
-@pytest.mark.timeout(60)
-def test_sigterm_to_the_parent_is_a_warm_stop():
-    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(PARENT)], stdout=subprocess.PIPE,
+def sigterm_once_ready(code):
+    """Run `code` in a child; once it prints "ready", SIGTERM it: (its exit code, stdout, stderr)."""
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env=child_python_env())
     try:
         assert child.stdout.readline().strip() == "ready"
@@ -315,8 +401,264 @@ def test_sigterm_to_the_parent_is_a_warm_stop():
     finally:
         child.kill()
         child.wait(10)
-    assert child.returncode == 0, err
+    return child.returncode, out, err
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_to_the_parent_is_a_warm_stop():
+    code, out, err = sigterm_once_ready(PARENT)
+    assert code == 0, err
     assert json.loads(out) == {"processed": 2, "left": 8, "returned": 0}
+
+
+README_PATTERN = """
+    import json, sys, time, shmring
+
+    def handler(x):
+        time.sleep(x)
+        return x
+
+    if __name__ == "__main__":
+        q = shmring.Queue(1024, 64)
+        q.put_many([float(sys.argv[1])] * int(sys.argv[2]))
+        with shmring.WorkerPool(handler, q, workers=2) as pool:
+            while pool.stats()["in_flight"] < 1:
+                time.sleep(0.001)
+            print(json.dumps([w["pid"] for w in pool.stats()["workers"]]), flush=True)
+            q.join()                 # SIGTERM: leaves this, the pool stops warm
+        print("after", pool.stats()["processed"], flush=True)
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("sigterms", [1, 2])
+def test_sigterm_ends_the_readme_pattern_of_a_with_block_waiting_in_source_join(sigterms):
+    # one: 500 messages of 50 ms, a warm stop; two: the second during the warm stop's 60 s handler call
+    args = ["0.05", "500"] if sigterms == 1 else ["60", "1"]
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(README_PATTERN), *args], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=child_python_env())
+    try:
+        workers = json.loads(child.stdout.readline())
+        child.send_signal(signal.SIGTERM)
+        if sigterms == 2:  # the idle worker ends: the first one was handled
+            wait_until(lambda: any(process_gone(pid) for pid in workers), 10, "a worker to end")
+            child.send_signal(signal.SIGTERM)
+        out, err = child.communicate(timeout=10)
+    finally:
+        child.kill()
+        child.wait(10)
+    if sigterms == 1:
+        assert child.returncode == 0, err
+        assert out.split()[0] == "after" and 0 < int(out.split()[1]) < 500
+    else:  # cold, then SIGTERM's default action
+        assert child.returncode == -signal.SIGTERM, err
+    wait_until(lambda: all(process_gone(pid) for pid in workers), 10, "the workers to end")
+
+
+JOIN_WITHOUT_WITH = """
+    import json, shmring
+    from test_workers import nap_then_echo
+    source = shmring.Queue(64)
+    source.put_many([("m", 0.5)] * 10)
+    pool = shmring.WorkerPool(nap_then_echo, source, workers=2).start()
+    while pool.stats()["in_flight"] < 2:
+        pass
+    print("ready", flush=True)
+    print(json.dumps(pool.join(timeout=30)), json.dumps(pool.stats()["processed"]), flush=True)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_while_pool_join_waits_outside_a_with_block_is_the_warm_stop_it_returns_after():
+    code, out, err = sigterm_once_ready(JOIN_WITHOUT_WITH)
+    assert code == 0, err
+    assert out.split() == ["true", "2"]
+
+
+@pytest.mark.timeout(60)
+def test_a_failed_start_leaves_nothing_behind_and_stop_and_terminate_do_nothing(make_queue):
+    source = make_queue(16)
+    fds = None
+    for _ in range(3):  # the first may open multiprocessing's own (its heap, the resource tracker)
+        pool = shmring.WorkerPool(lambda x: x, source, workers=2, start_method="spawn")
+        with pytest.raises((pickle.PicklingError, AttributeError)):
+            pool.start()
+        pool.stop()
+        pool.terminate()
+        assert pool.stats()["processed"] == 0
+        now = len(os.listdir("/proc/self/fd"))
+        assert fds is None or now == fds
+        fds = now
+    assert not [p for p in mp.active_children() if p.name.startswith("shmring-worker")]
+
+
+@pytest.mark.timeout(60)
+def test_join_of_a_broken_pool_raises_pool_broken_at_once_even_with_a_handler_still_running(make_queue):
+    source = make_queue(64)
+    source.put("hang")
+    pool = shmring.WorkerPool(hang_or_exit_7, source, workers=2, restart_limit=(2, 60), _signals=False).start()
+    try:
+        wait_until(lambda: busy_workers(pool), 10, "the hanging handler")
+        source.put_many(["x"] * 10)
+        with pytest.raises(shmring.PoolBroken, match="exit code 7"):
+            pool.join(timeout=20)
+    finally:
+        with pytest.raises(shmring.PoolBroken):
+            pool.terminate()
+    assert not any(w["alive"] for w in pool.stats()["workers"])
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("batch", [1, 2])
+def test_processed_is_counted_before_the_done_that_wakes_source_join(make_queue, batch):
+    source = make_queue(256)
+    with shmring.WorkerPool(echo, source, workers=1, batch=batch, _signals=False) as pool:
+        short = 0
+        for i in range(30):
+            source.put_many(range(10))
+            assert source.join(timeout=20)
+            short += pool.stats()["processed"] != 10 * (i + 1)
+    assert short == 0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("where", [[(0, 0xFFFFFFF0)], [(0, 0), (4, 0xFFFFFFF0)]], ids=["count", "finishing"])
+def test_a_lease_a_handler_wrote_over_is_counted_lost_never_a_crash_of_the_pool(make_queue, where):
+    source = make_queue(16)
+    source.put(where)
+    pool = shmring.WorkerPool(plant_then_die, source, workers=1, _signals=False).start()
+    try:
+        assert source.join(timeout=20)
+        wait_until(lambda: pool.stats()["lost"] == 1, 10, "the message counted lost")
+    finally:
+        pool.stop(timeout=10)
+    stats = pool.stats()
+    assert stats["lost"] == 1 and stats["in_flight"] == 0 and stats["restarts"] == 1
+
+
+@pytest.mark.timeout(60)
+def test_a_message_whose_decoding_kills_the_worker_is_dead_lettered_as_raw_bytes(make_queue):
+    source, dead = make_queue(16, 256), make_queue(16, 1024)
+    poison = pickle.dumps(ExitOnLoad())
+    source.put_bytes(poison)
+    source.put("after")
+    with shmring.WorkerPool(echo, source, workers=1, dead_letter=dead, max_attempts=2, restart_limit=(5, 60),
+                            _signals=False) as pool:
+        letter = dead.get(timeout=20)
+        assert source.join(timeout=20)
+    assert letter == {"message": poison, "reason": "worker_lost", "attempts": 2, "error": None}
+    stats = pool.stats()
+    assert (stats["restarts"], stats["dead_lettered"], stats["processed"]) == (2, 1, 1)
+
+
+@pytest.mark.timeout(60)
+def test_a_full_dead_letter_queue_never_blocks_a_worker_nor_the_supervisor(make_queue):
+    source, dead = make_queue(16), make_queue(1, 1024)
+    dead.put("filler")
+    source.put_many([1, 2, 3])
+    pool = shmring.WorkerPool(refuse_poison_all, source, workers=1, max_attempts=1, dead_letter=dead,
+                              task_timeout=0.5, _signals=False).start()
+    wait_until(lambda: pool.stats()["failed"] >= 1, 10, "a failed handler call")
+    t = time.monotonic()
+    pool.stop(timeout=10)  # ends the worker's wait for room in dead_letter
+    assert time.monotonic() - t < 5
+    stats = pool.stats()
+    assert stats["dead_lettered"] == 0 and stats["dead_letter_dropped"] >= 1 and stats["timed_out"] == 0
+    # the supervisor: a dead worker's 2 messages after max_attempts, to a full dead_letter
+    source.get_many(block=False) if source.qsize() else None
+    source.put_many([1, 2])
+    pool = shmring.WorkerPool(die_5, source, workers=1, batch=2, max_attempts=1, dead_letter=dead,
+                              _signals=False).start()
+    wait_until(lambda: pool.stats()["dead_letter_dropped"] == 2, 10, "the dead letters dropped")
+    t = time.monotonic()
+    pool.stop(timeout=1)
+    assert time.monotonic() - t < 5
+    assert pool.stats()["dead_lettered"] == 0 and dead.get(block=False) == "filler"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("batch", [1, 2])
+def test_a_full_results_queue_is_waited_for_outside_task_timeout_until_stop(make_queue, batch):
+    source, results, dead = make_queue(16), make_queue(1), make_queue(16, 4096)
+    results.put("filler")
+    source.put(1)
+    pool = shmring.WorkerPool(echo, source, workers=1, results=results, batch=batch, task_timeout=0.3,
+                              max_attempts=2, dead_letter=dead, _signals=False).start()
+    try:  # the handler returned: idle (busy_since None), the message still held, waiting for room
+        wait_until(lambda: pool.stats()["in_flight"] == 1 and not busy_workers(pool)
+                   and pool.stats()["workers"][0]["pid"] is not None, 10, "the worker waiting for room")
+        assert pool.stats()["timed_out"] == 0
+    finally:
+        t = time.monotonic()
+        pool.stop(timeout=10)  # ends the wait: the result could not go, the message is dead-lettered
+    assert time.monotonic() - t < 5
+    letter = dead.get(timeout=5)
+    assert letter["reason"] == "error" and "Full" in letter["error"] and letter["message"] == 1
+    stats = pool.stats()
+    assert (stats["timed_out"], stats["restarts"], stats["processed"], stats["dead_lettered"]) == (0, 0, 0, 1)
+
+
+@pytest.mark.timeout(60)
+def test_an_immediate_shutdown_while_a_handler_runs_does_not_crash_its_worker(make_queue):
+    source = make_queue(16)
+    source.put_many([("m", 0.5)] * 5)
+    pool = shmring.WorkerPool(nap_then_echo, source, workers=1, _signals=False).start()
+    wait_until(lambda: busy_workers(pool), 10, "the handler running")
+    source.shutdown(immediate=True)  # the discards pay the done of the queued ones; the worker's own is refused
+    assert pool.join(timeout=20)
+    assert pool.stats()["restarts"] == 0 and pool.stats()["processed"] == 1
+
+
+@pytest.mark.timeout(60)
+def test_a_source_closed_before_terminate_counts_the_held_message_lost(make_queue):
+    source = make_queue(16)
+    source.put("stuck")
+    pool = shmring.WorkerPool(hang_on_stuck, source, workers=1, _signals=False).start()
+    wait_until(lambda: busy_workers(pool), 10, "the handler running")
+    source.close()
+    pool.terminate()  # nothing can go back: counted, never QueueClosed
+    stats = pool.stats()
+    assert stats["lost"] == 1 and stats["returned"] == 0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("batch", [1, 2])
+def test_a_refused_task_done_never_crashes_a_worker(make_queue, batch):
+    source = make_queue(16)
+    with shmring.WorkerPool(pay_own_done_first, source, workers=1, batch=batch, _signals=False) as pool:
+        for i in range(3):
+            source.put(i)
+            wait_until(lambda: pool.stats()["processed"] == i + 1 and not pool.stats()["in_flight"], 10,
+                       "the message finished")
+    assert pool.stats()["restarts"] == 0 and pool.stats()["lost"] == 0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("hook", ["get_claimed", "get_releasing"])
+def test_a_worker_killed_inside_take_leased_is_never_reported_as_nothing_lost(make_queue, tmp_path, hook):
+    source, results = make_queue(16), make_queue(16)
+    source.put("A")
+    pool = shmring.WorkerPool(echo, source, workers=1, results=results, initializer=stall_first_take,
+                              initargs=(str(tmp_path / "stalled"), hook), _signals=False).start()
+    try:
+        held = 0 if hook == "get_claimed" else 1  # the count stored before the release
+        wait_until(lambda: (tmp_path / "stalled").exists() and source.qsize() == 0
+                   and pool.stats()["in_flight"] == held, 10, "the take stalled")
+        pid = pool.stats()["workers"][0]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: pool.stats()["restarts"] == 1, 10, "the restart")
+        source.put("B")
+        assert source.join(timeout=20)
+        got = drain(results, 1 if hook == "get_claimed" else 2)  # get_releasing: "A" was in the lease too
+        source.put("C")  # the pool goes on: no worker crashes on a done the recovery paid already
+        assert source.join(timeout=20) and drain(results, 1) == ["C"]
+    finally:
+        pool.stop(timeout=10)
+    # what the queue counted lost, the pool says (get_releasing: the queue's recovery of the dead taker
+    # counts "A" lost and done when it runs, though the pool redelivered it: docs/design.md)
+    assert pool.stats()["lost"] == pool.stats()["source_lost"] == source.stats()["lost"]
+    assert source.stats()["lost"] == (1 if hook == "get_claimed" else source.stats()["lost"])
+    assert "B" in got and pool.stats()["restarts"] == 1
 
 
 @pytest.mark.timeout(60)
@@ -428,6 +770,62 @@ def test_imap_unordered_says_which_result_did_not_pickle_and_delivers_the_others
 
 
 @pytest.mark.timeout(60)
+def test_imap_unordered_an_exception_that_does_not_unpickle_arrives_as_runtime_error_with_the_traceback():
+    with pytest.raises(RuntimeError, match="NeedsTwo") as raised:
+        list(shmring.imap_unordered(raise_needs_two, range(20), workers=2, batch=4))
+    cause = raised.value.__cause__
+    assert isinstance(cause, RemoteTraceback) and "raise_needs_two" in str(cause)
+    assert not shm_segments() and not mp.active_children()
+
+
+@pytest.mark.timeout(60)
+def test_imap_unordered_a_result_whose_reduce_raises_is_said_not_to_pickle_not_a_dead_worker():
+    with pytest.raises(RuntimeError, match="the result of an item does not pickle"):
+        list(shmring.imap_unordered(refusing_result_for_5, range(20), workers=2, batch=4))
+    assert not shm_segments() and not mp.active_children()
+
+
+@pytest.mark.timeout(60)
+def test_imap_unordered_inside_a_worker_says_why_it_cannot_run():
+    with pytest.raises(AssertionError, match="daemonic processes are not allowed to have children"):
+        list(shmring.imap_unordered(nested_imap, range(4), workers=1, batch=4))
+    assert not mp.active_children()
+
+
+@pytest.mark.timeout(30)
+def test_imap_unordered_answers_split_otherwise_by_a_rerun_are_yielded_once():
+    assert sorted(shmring.imap_unordered(answer_item_1_early, range(4), workers=1, batch=4)) == [0, 10, 20, 30]
+
+
+ORPHAN = """
+    import json, time, shmring
+    from test_workers import slow_echo
+    q = shmring.Queue(64)
+    pool = shmring.WorkerPool(slow_echo, q, workers=2).start()
+    print(json.dumps([q.name, [w["pid"] for w in pool.stats()["workers"]]]), flush=True)
+    while True:
+        q.put_many(range(10))
+        time.sleep(0.05)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_workers_of_a_parent_killed_by_sigkill_exit():
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(ORPHAN)], stdout=subprocess.PIPE,
+                             text=True, env=child_python_env())
+    name, workers = json.loads(child.stdout.readline())
+    try:
+        child.kill()
+        child.wait(10)
+        wait_until(lambda: all(process_gone(pid) for pid in workers), 10, "the orphaned workers to exit")
+    finally:
+        for pid in workers:
+            if not process_gone(pid):
+                os.kill(pid, signal.SIGKILL)
+        admin.remove(name, force=True)
+
+
+@pytest.mark.timeout(60)
 def test_breaking_out_of_imap_unordered_cleans_up():
     before = shm_segments()
     for x in shmring.imap_unordered(square, iter(int, 1), workers=2, batch=16):  # endless input
@@ -480,7 +878,7 @@ def lease_of(q, n):
 def lease_object(q, n):
     """lease_of(q, n) as the pool's own _Lease, for its readers."""
     lease = shmring.workers._Lease.__new__(shmring.workers._Lease)
-    lease.buf, lease.stride = lease_of(q, n), q._lease_stride
+    lease.buf, lease.stride, lease.batch = lease_of(q, n), q._lease_stride, n
     return lease
 
 
@@ -513,6 +911,18 @@ def test_take_leased_refuses_a_bad_lease_before_taking_anything(make_queue):
     assert q.qsize() == 1 and q.get() == 1
 
 
+@pytest.mark.timeout(30)
+def test_take_leased_room_check_does_not_wrap_for_a_huge_max_items(make_queue):
+    q = make_queue(64, 64, codec="bytes")
+    q.put_many_bytes([b"\xaa" * 64] * 32)
+    stride = q._lease_stride
+    wraps = 1 << (64 - ((stride & -stride).bit_length() - 1))  # wraps * stride == 0 mod 2**64
+    for max_items in (wraps, 2 ** 63 - 1, 2 ** 32 + 1):
+        with pytest.raises(ValueError, match="no room"):
+            q._take_leased(lease_of(q, 1), max_items, block=False)
+    assert q.qsize() == 32
+
+
 @pytest.mark.parametrize("emptied", [False, True], ids=["before emptying", "after emptying"])
 def test_the_pool_pays_the_done_of_a_worker_killed_inside_finish_leased(make_queue, emptied):
     q = make_queue(16, 64)
@@ -524,5 +934,5 @@ def test_the_pool_pays_the_done_of_a_worker_killed_inside_finish_leased(make_que
     if emptied:
         words[0] = 0                  # then the count
     assert not q.join(timeout=0)      # the done is owed
-    shmring.WorkerPool(echo, q)._settle_finishing(lease)
+    shmring.WorkerPool(echo, q, batch=2)._settle_finishing(lease)
     assert words.tolist() == [0, 0] and q.join(timeout=0)

@@ -1434,7 +1434,8 @@ cdef class QueueHandle(RingHandle):
     def _take_leased(self, lease, max_items, block=True, timeout=None):
         """Take 1..max_items messages into `lease` (a writable C-contiguous buffer,
         8-byte aligned, of at least LEASE_HEADER + max_items * _lease_stride bytes,
-        whose count word is 0), expired ones included (the caller drops them and
+        max_items capped at 2**32 - 1, the count word's range; whose count word
+        is 0), expired ones included (the caller drops them and
         counts them, _count_expired); how many it took. Each claim's messages are
         copied with their lengths and deadlines, the count word is stored after
         them (L1), and only then is the claim released: a message is in the
@@ -1464,8 +1465,10 @@ cdef class QueueHandle(RingHandle):
         except (BufferError, ValueError, TypeError):
             raise ValueError("a lease must be a writable C-contiguous buffer") from None
         # Everything that can fail is checked before claiming: nothing is taken then.
+        if <uint64_t>limit > UINT32_MAX:  # the count word's range; the room check below without a product that wraps
+            limit = UINT32_MAX
         try:
-            if <uint64_t>view.len < C_LEASE_HEADER + <uint64_t>limit * stride:
+            if <uint64_t>view.len < C_LEASE_HEADER or <uint64_t>limit > (<uint64_t>view.len - C_LEASE_HEADER) // stride:
                 raise ValueError(f"a lease of {view.len} bytes has no room for {limit} messages of this queue "
                                  f"({C_LEASE_HEADER} + {limit} x {stride} bytes)")
             if (<size_t>view.buf) % 8:

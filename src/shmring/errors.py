@@ -25,6 +25,7 @@ __all__ = [
     "ShutDown",
     "Lagged",
     "PoolBroken",
+    "PoolStopped",
 ]
 
 
@@ -183,3 +184,13 @@ class PoolBroken(ShmringError, RuntimeError):
 
     def __reduce__(self):
         return type(self), (self.args[0] if self.args else "worker pool broken", self.deaths)
+
+
+class PoolStopped(BaseException):
+    """Raised in the main thread by the first SIGTERM a ``WorkerPool`` receives
+    inside its ``with`` block (it handles SIGTERM while it runs, when started
+    from the main thread), after it asked its workers for a warm stop: it takes
+    the main thread out of whatever it was blocked in (``source.join()``), as
+    Ctrl-C's KeyboardInterrupt does. A BaseException, not an Exception, for
+    the same reason. ``with pool:`` catches the one its pool raised: the block
+    ends, the pool stops warm, and the program goes on after the block."""

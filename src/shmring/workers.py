@@ -11,7 +11,8 @@ When the handler is done, ``_finish_leased`` empties the lease and marks the
 messages done (``task_done``). A worker that dies leaves its lease to the pool:
 its replacement in the slot handles the messages again (at_least_once, until
 ``max_attempts`` handler calls in all), or the pool dead-letters them, or
-(at_most_once) counts them lost; each one gets exactly one ``task_done``.
+(at_most_once) counts them lost; each one gets one ``task_done`` (but for the
+windows of a worker killed inside its take: docs/design.md, known limits).
 
 Lease header (the binding owns the first two words, _core.LEASE_*):
 
@@ -24,6 +25,7 @@ Lease header (the binding owns the first two words, _core.LEASE_*):
 | 16 | f64 | busy_since: time.monotonic() when the current handler call began, 0 idle |
 | 24 | u64 x 5 | processed, failed, retried, dead_lettered, expired (this slot's workers) |
 | 64 | u32 | stop: the pool's stop flag, copied into every slot (one load with count) |
+| 72 | u64 | dead_letter_dropped (this slot's workers) |
 
 then ``batch`` entries of ``source._lease_stride`` bytes (u32 length, u32
 unused, u64 deadline ns, payload). The control region before the leases holds
@@ -42,7 +44,7 @@ import traceback
 from multiprocessing.connection import wait as _wait_for
 
 from shmring._core import LEASE_CORRUPT, LEASE_ENTRY, LEASE_FINISHING, LEASE_HEADER, QueueHandle
-from shmring.errors import Empty, Full, MessageTooLarge, PoolBroken, ShutDown
+from shmring.errors import Empty, Full, MessageTooLarge, PoolBroken, PoolStopped, QueueClosed, ShutDown
 
 __all__ = ["WorkerPool", "imap_unordered", "RemoteTraceback"]
 
@@ -50,13 +52,14 @@ _U32 = struct.Struct("=I")
 _U64 = struct.Struct("=Q")
 _F64 = struct.Struct("=d")
 _ENTRY = struct.Struct("=IIQ")      # length, unused, deadline ns
-_COUNTERS_FMT = struct.Struct("=5Q")
 _BEGIN = struct.Struct("=I4xd")     # attempts, state (0: running), busy_since: one store as a handler call begins
 _END = struct.Struct("=dQ")         # busy_since, processed: one store as a message is finished
 
 _ATTEMPTS, _STATE, _BUSY, _COUNTERS, _SLOT_STOP = 8, 12, 16, 24, 64
 _COUNT_AND_STOP = struct.Struct("=I60xI")  # count (0) and stop (64): what a worker loads before each take
-_COUNTER_NAMES = ("processed", "failed", "retried", "dead_lettered", "expired")
+_COUNTER_AT = {"processed": 24, "failed": 32, "retried": 40, "dead_lettered": 48, "expired": 56,
+               "dead_letter_dropped": 72}  # u64 each (64: the stop word)
+_COUNTER_NAMES = tuple(_COUNTER_AT)
 _RUNNING, _RECYCLED, _STOPPED, _DRAINED = 0, 1, 2, 3
 _PAYLOAD = LEASE_HEADER + LEASE_ENTRY  # the first entry's payload
 _CONTROL = 64                        # bytes before the first lease: the stop flag at 0
@@ -76,10 +79,10 @@ def _now_ns():
 class _Lease:
     """One slot's lease, a view of the pool's shared region."""
 
-    def __init__(self, region, slot, size, stride):
+    def __init__(self, region, slot, size, stride, batch):
         start = _CONTROL + slot * size
         self.buf = memoryview(region).cast("B")[start:start + size]
-        self.stride = stride
+        self.stride, self.batch = stride, batch
 
     def count(self):
         return _U32.unpack_from(self.buf, 0)[0]
@@ -94,21 +97,22 @@ class _Lease:
         kind.pack_into(self.buf, offset, value)
 
     def entries(self, n):
-        """[(bytes or None if the slot was corrupt, deadline ns or 0)] of the n held."""
-        out = []
-        for i in range(n):
+        """[(bytes or None if the slot was corrupt, deadline ns or 0)] of the n
+        held (at most batch; a length beyond an entry's payload is corrupt too)."""
+        out, room = [], self.stride - LEASE_ENTRY
+        for i in range(min(n, self.batch)):
             at = LEASE_HEADER + i * self.stride
             length, _, deadline = _ENTRY.unpack_from(self.buf, at)
-            raw = None if length == LEASE_CORRUPT else bytes(self.buf[at + LEASE_ENTRY:at + LEASE_ENTRY + length])
+            raw = None if length > room else bytes(self.buf[at + LEASE_ENTRY:at + LEASE_ENTRY + length])
             out.append((raw, deadline))
         return out
 
     def counters(self):
-        return dict(zip(_COUNTER_NAMES, _COUNTERS_FMT.unpack_from(self.buf, _COUNTERS)))
+        return {name: _U64.unpack_from(self.buf, at)[0] for name, at in _COUNTER_AT.items()}
 
     def add(self, name, n):
         if n:
-            at = _COUNTERS + 8 * _COUNTER_NAMES.index(name)
+            at = _COUNTER_AT[name]
             _U64.pack_into(self.buf, at, _U64.unpack_from(self.buf, at)[0] + n)
 
 
@@ -138,14 +142,47 @@ def _worker_main(config, region, slot):
     # its workers do (a fork child also inherits the parent's Python handlers).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _watch_parent()
     _Worker(config, region, slot).run()
+
+
+_PARENT_WATCH = 0.2  # seconds between a worker's looks at its parent
+
+
+def _watch_parent():
+    """A worker whose parent died (SIGKILL: no stop, no terminate) exits within
+    _PARENT_WATCH seconds instead of draining the source forever: a daemon
+    thread compares os.getppid() with the parent it started with (the pool's
+    process, or under forkserver the server, which ends with it). Nothing on
+    the message path; not PR_SET_PDEATHSIG, which fires when the thread that
+    started the worker ends (the supervisor restarts workers; start() may run
+    in a thread that returns)."""
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(_PARENT_WATCH)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="shmring-worker-parent-watch", daemon=True).start()
+
+
+def _finish_leased(source, buf):
+    """source._finish_leased(buf), its refused task_done (ValueError: join()'s
+    count already reached every message put, e.g. by the queue's recovery of a
+    taker killed around its release, or an immediate shutdown's discards)
+    ignored: the lease is emptied all the same, and there is nothing to add."""
+    try:
+        source._finish_leased(buf)
+    except ValueError:
+        pass
 
 
 class _Worker:
     def __init__(self, config, region, slot):
         self.c = config
         self.control = memoryview(region).cast("B")[:_CONTROL]
-        self.lease = _Lease(region, slot, config.lease_size, config.source._lease_stride)
+        self.lease = _Lease(region, slot, config.lease_size, config.source._lease_stride, config.batch)
 
     def run(self):
         c, lease, source = self.c, self.lease, self.c.source
@@ -180,11 +217,11 @@ class _Worker:
         """run() for batch=1 without max_tasks_per_child: the same steps in fewer
         calls; anything unusual goes on in handle(), as there. Returns how the
         worker ended (the lease's state)."""
-        c, lease, source = self.c, self.lease, self.c.source
-        buf, take, finish = lease.buf, source._take_leased, source._finish_leased
+        c, source = self.c, self.c.source
+        buf, take, finish = self.lease.buf, source._take_leased, source._finish_leased
         decode, handler, results = _decoder(source), c.handler, c.results
-        u32, entry, begin, end, f64, u64 = _U32, _ENTRY, _BEGIN, _END, _F64, _U64
-        processed = u64.unpack_from(buf, _COUNTERS)[0]  # the slot's, kept here and stored with each finish
+        u32, entry, begin, end, f64 = _U32, _ENTRY, _BEGIN, _END, _F64
+        processed = _U64.unpack_from(buf, _COUNTERS)[0]  # the slot's, kept here and stored with each finish
         count_and_stop = _COUNT_AND_STOP
         while True:
             held, stop = count_and_stop.unpack_from(buf, 0)
@@ -204,45 +241,78 @@ class _Worker:
                 u32.pack_into(buf, _ATTEMPTS, 0)
                 processed = self.handled(1)
                 continue
+            # attempts and busy_since, before decoding and the call: a kill in either counts (state 0: running)
+            begin.pack_into(buf, _ATTEMPTS, 1, _monotonic())
             try:  # decoded from the lease itself: get's objects never refer to it, nor do these
                 item = decode(buf[_PAYLOAD:_PAYLOAD + length])
-            except Exception:
-                u32.pack_into(buf, _ATTEMPTS, 0)
+            except Exception:  # handle() decodes it again, and dead-letters it
+                f64.pack_into(buf, _BUSY, 0.0)
                 processed = self.handled(1)
                 continue
-            # attempts and busy_since, before the call: a kill in it counts it (state, 0 = running, kept)
-            begin.pack_into(buf, _ATTEMPTS, 1, _monotonic())
             try:
                 result = handler(item)
             except Exception:
                 f64.pack_into(buf, _BUSY, 0.0)
-                lease.add("failed", 1)
                 processed = self.handled(1, traceback.format_exc())
                 continue
+            # idle (busy_since covers the handler only) and the count, before the finish that wakes join()
+            processed += 1
+            end.pack_into(buf, _BUSY, 0.0, processed)
             if results is not None:
                 try:
-                    results.put(result)
-                except Exception:
-                    f64.pack_into(buf, _BUSY, 0.0)
-                    processed = self.handled(1, traceback.format_exc(), sent=False)
-                    continue
-            finish(buf)
-            processed += 1
-            end.pack_into(buf, _BUSY, 0.0, processed)  # idle, and the count
+                    results.put(result, False)
+                except Exception:  # full (wait for room while the pool runs), or it cannot go
+                    error = self.put_result(result)
+                    if error is not None:
+                        processed -= 1
+                        _U64.pack_into(buf, _COUNTERS, processed)
+                        processed = self.handled(1, error, sent=False)
+                        continue
+            try:
+                finish(buf)
+            except ValueError:  # see _finish_leased
+                pass
 
     def handled(self, *args, **kwargs):
         """handle(), then the slot's processed count (run_ones keeps it)."""
         self.handle(*args, **kwargs)
         return _U64.unpack_from(self.lease.buf, _COUNTERS)[0]
 
+    def stopping(self):
+        return _U32.unpack_from(self.control, 0)[0] != 0
+
+    def put_waiting(self, queue, obj):
+        """queue.put(obj), waiting for room in slices of _TAKE_WAIT while the pool
+        runs: Full once the pool stops (so stop() ends the wait)."""
+        while True:
+            try:
+                return queue.put(obj, timeout=_TAKE_WAIT)
+            except Full:
+                if self.stopping():
+                    raise
+
+    def put_result(self, result):
+        """A handler's result to results (put_waiting): None, or the traceback
+        text of why it could not go (too large, unpicklable, shut down, full at
+        the pool's stop)."""
+        try:
+            self.put_waiting(self.c.results, result)
+        except Exception:
+            return traceback.format_exc()
+        return None
+
     def handle(self, n, error=None, sent=True):
         """Handle the n messages of the lease, then finish them (one task_done
-        each). error: the traceback of the last handler call, if it raised (its
-        attempt counted in the lease); sent=False: the handler returned, and its
-        result could not be put (error says why): dead-lettered."""
+        each). error: the traceback of the last attempt, if it raised (decoding
+        or the handler; counted in the lease's attempts, so was the failure
+        unless sent=False); sent=False: the handler returned, and its result
+        could not be put (error says why): dead-lettered."""
         c, lease, source = self.c, self.lease, self.c.source
         attempts = lease.get(_ATTEMPTS)
+        if error is not None and sent:
+            lease.add("failed", 1)
         dead, items = [], []
+        lease.set(_ATTEMPTS, attempts + 1)  # decoding: a kill in it counts as an attempt (a poison pickle)
         for raw, deadline in lease.entries(n):
             if raw is None:
                 dead.append(_dead_letter_entry(None, "error", attempts, "the message's slot was corrupt "
@@ -252,6 +322,7 @@ class _Worker:
                 items.append((c.source._decode_message(raw), deadline))
             except Exception:
                 dead.append(_dead_letter_entry(raw, "error", attempts, traceback.format_exc()))
+        lease.set(_ATTEMPTS, attempts)
         if not sent:
             dead.extend(_dead_letter_entry(it[0], "error", attempts, error) for it in items)
             items = []
@@ -277,38 +348,45 @@ class _Worker:
                 lease.add("failed", 1)
                 error = traceback.format_exc()
                 continue
-            lease.set(_BUSY, 0.0, _F64)
+            lease.set(_BUSY, 0.0, _F64)  # busy_since covers the handler only
             if c.results is not None:
-                try:
-                    c.results.put(result)
-                except Exception:  # too large, unpicklable, shut down: these messages' error
-                    error = traceback.format_exc()
+                error = self.put_result(result)
+                if error is not None:
                     dead.extend(_dead_letter_entry(it[0], "error", attempts, error) for it in items)
                     break
             done = len(items)
             break
-        for entry in dead:
-            _send_dead_letter(c.dead_letter, entry)
+        delivered = sum(_send_dead_letter(c.dead_letter, entry, self.put_waiting) for entry in dead)
         if expired:
             source._count_expired(expired)
-        source._finish_leased(lease.buf)
+        # the counts before the finish that wakes join(): stats() right after it has them
         lease.add("processed", done)
-        lease.add("dead_lettered", len(dead))
+        lease.add("dead_lettered", delivered)
+        lease.add("dead_letter_dropped", len(dead) - delivered)
         lease.add("expired", expired)
+        _finish_leased(source, lease.buf)
 
 
-def _send_dead_letter(queue, entry, timeout=None):
-    """Put a dead letter; False where it could not go (no queue, or it refused): counted, dropped."""
+def _put_now(queue, obj):
+    queue.put(obj, block=False)
+
+
+def _send_dead_letter(queue, entry, put=_put_now):
+    """Put a dead letter with put(queue, letter) (a worker's waits while the pool
+    runs; the supervisor's, the default, never waits): True where it went (or
+    there is no dead_letter queue: counted and dropped), False where the queue
+    refused it (Full, or it would take neither the message nor its repr)."""
     if queue is None:
-        return False
-    try:
-        queue.put(entry, timeout=timeout)
-    except Exception:
-        try:  # the message itself may be what does not pickle or fit
-            queue.put(dict(entry, message=repr(entry["message"])[:200]), timeout=timeout)
-        except Exception:
+        return True
+    for letter in (entry, dict(entry, message=repr(entry["message"])[:200])):  # the message may not pickle
+        try:
+            put(queue, letter)
+            return True
+        except Full:
             return False
-    return True
+        except Exception:
+            continue
+    return False
 
 
 class WorkerPool:
@@ -343,13 +421,22 @@ class WorkerPool:
     - Expired messages (``put(..., ttl=)``) never reach the handler: checked
       just before each call, counted once in ``stats()["expired"]`` and the
       queue's.
-    - Every message taken gets exactly one ``source.task_done()``, so
-      ``source.join()`` waits for the pool's work; ``source.shutdown()`` ends
-      the workers once the queue is drained (``join()`` then returns).
+    - Every message taken gets its ``source.task_done()`` (once, but for the
+      windows of a worker killed inside its take: README), so ``source.join()``
+      waits for the pool's work; ``source.shutdown()`` ends the workers once the
+      queue is drained (``join()`` then returns).
+    - ``results`` / ``dead_letter`` full: workers wait for room while the pool
+      runs (not under task_timeout) and give up at stop (a result: its message
+      dead-lettered; a dead letter: counted in dead_letter_dropped).
 
     ``with pool:`` starts it and stops it (warm) at the end. Started from the
-    main thread, it handles SIGTERM as a warm stop and a second SIGTERM or a
-    Ctrl-C as a cold one, until it stops.
+    main thread, it handles signals until it ends: the first SIGTERM is a warm
+    stop, which inside ``with pool:`` raises ``shmring.PoolStopped`` in the main
+    thread (the block ends; ``__exit__`` catches its own, stops warm and the
+    program goes on after the block; a ``pool.join()`` waiting in it takes it as
+    the stop it waits for); Ctrl-C is cold; a second
+    SIGTERM or Ctrl-C while stopping is cold, then the signal is raised again
+    for the previous handler.
     """
 
     def __init__(self, handler, source, *, workers=None, results=None, batch=1, delivery="at_least_once",
@@ -387,13 +474,18 @@ class WorkerPool:
         self._lock = threading.RLock()
         self._started = self._finished = False
         self._supervisor = None
-        self._procs = []
+        self._supervised = threading.Event()  # set as the supervisor thread ends
+        self._procs, self._leases = [], []
         self._stopping = self._cold = False
         self._broken = None
         self._timed_out_slots = set()
         self._deaths = collections.deque()
-        self._parent = dict(dead_lettered=0, timed_out=0, restarts=0, lost=0, returned=0, recycled=0)
+        self._parent = dict(dead_lettered=0, dead_letter_dropped=0, timed_out=0, restarts=0, lost=0, returned=0,
+                            recycled=0)
         self._saved_handlers = {}
+        self._lost_at_start = self._lost_at_end = None
+        self._signal_stop = None  # the PoolStopped our SIGTERM handler raised, for __exit__
+        self._in_with = False     # inside `with pool:` (where SIGTERM raises PoolStopped)
 
     # ---- starting ----
 
@@ -403,29 +495,36 @@ class WorkerPool:
             if self._started:
                 raise RuntimeError("this WorkerPool was started already")
             self._started = True
-            stride = self._source._lease_stride
-            self._lease_size = LEASE_HEADER + self._batch * stride
-            self._region = self._ctx.RawArray("B", _CONTROL + self._workers * self._lease_size)
-            self._control = memoryview(self._region).cast("B")[:_CONTROL]
-            self._leases = [_Lease(self._region, i, self._lease_size, stride) for i in range(self._workers)]
-            self._config = _Config(self._handler, self._source, self._results, self._dead_letter, self._batch,
-                                   self._max_attempts, self._max_tasks, self._initializer, self._initargs,
-                                   self._lease_size)
-            self._wake_r, self._wake_w = os.pipe()
-            os.set_blocking(self._wake_w, False)
-            self._ended = [False] * self._workers
             self._procs = [None] * self._workers
             try:
+                stride = self._source._lease_stride
+                self._lease_size = LEASE_HEADER + self._batch * stride
+                self._region = self._ctx.RawArray("B", _CONTROL + self._workers * self._lease_size)
+                self._control = memoryview(self._region).cast("B")[:_CONTROL]
+                self._leases = [_Lease(self._region, i, self._lease_size, stride, self._batch)
+                                for i in range(self._workers)]
+                self._config = _Config(self._handler, self._source, self._results, self._dead_letter, self._batch,
+                                       self._max_attempts, self._max_tasks, self._initializer, self._initargs,
+                                       self._lease_size)
+                self._wake_r, self._wake_w = os.pipe()
+                os.set_blocking(self._wake_w, False)
+                self._lost_at_start = self._source_lost()
                 for i in range(self._workers):
                     self._spawn(i)
-            except BaseException:
-                self._stopping = self._cold = True
+            except BaseException:  # nothing left behind: the pool is finished, stop() and the rest do nothing
+                self._stopping = self._cold = self._finished = True
                 self._kill_all()
+                for p in self._procs:
+                    if p is not None:
+                        p.join()
+                for fd in (getattr(self, "_wake_r", None), getattr(self, "_wake_w", None)):
+                    if fd is not None:
+                        os.close(fd)
                 raise
-            self._install_signals()
             self._supervisor = threading.Thread(target=self._supervise, name="shmring-WorkerPool-supervisor",
                                                 daemon=True)
             self._supervisor.start()
+            self._install_signals()  # last: a SIGTERM from here on finds a pool that stop() can end
         return self
 
     def _spawn(self, slot):
@@ -437,13 +536,21 @@ class WorkerPool:
         self._procs[slot] = p
 
     def __enter__(self):
-        return self.start()
+        self.start()
+        self._in_with = True  # our SIGTERM raises PoolStopped: the block may be blocked in source.join()
+        return self
 
     def __exit__(self, exc_type, exc, tb):
+        self._in_with = False
+        if exc is not None and exc is self._signal_stop:  # our SIGTERM: warm, and the program goes on
+            self._signal_stop = None
+            self.stop()
+            return True
         if exc_type is not None and not issubclass(exc_type, Exception):  # Ctrl-C, SystemExit: at once
             self.terminate()
         else:
             self.stop()
+        return False
 
     # ---- signals (main thread only) ----
 
@@ -454,17 +561,36 @@ class WorkerPool:
 
         def on_term(signum, frame):
             if self._stopping:
-                self._request_cold()
-            else:
-                self._request_stop()
+                return self._on_second_signal(signum)
+            self._request_stop()
+            if not self._in_with:  # start() ... join(): join() returns once the warm stop is done
+                return
+            # the main thread leaves what it waits in (source.join()): with pool: stops warm and goes on
+            self._signal_stop = PoolStopped(f"SIGTERM: the worker pool stops (warm); a second SIGTERM or "
+                                            f"Ctrl-C kills its workers")
+            raise self._signal_stop
 
         def on_int(signum, frame):
+            if self._stopping:
+                return self._on_second_signal(signum)
             self._request_cold()
             if callable(previous_int):
                 previous_int(signum, frame)  # the default raises KeyboardInterrupt
         self._saved_handlers = {signal.SIGTERM: signal.signal(signal.SIGTERM, on_term),
                                 signal.SIGINT: signal.signal(signal.SIGINT, on_int)}
         self._our_handlers = {signal.SIGTERM: on_term, signal.SIGINT: on_int}
+
+    def _on_second_signal(self, signum):
+        """A SIGTERM or Ctrl-C while the pool stops: cold (terminate), the previous
+        handlers back, and the signal raised again for them (the default one ends
+        the program)."""
+        try:
+            self.terminate()
+        except PoolBroken:
+            pass
+        finally:
+            self._restore_signals()
+        signal.raise_signal(signum)
 
     def _restore_signals(self):
         if not self._saved_handlers or threading.current_thread() is not threading.main_thread():
@@ -503,13 +629,13 @@ class WorkerPool:
         """Warm stop: no worker takes another message, handlers running finish
         and their workers exit; after `timeout` seconds the rest are killed
         (terminate). Messages not taken stay in the source. Raises PoolBroken if
-        the pool broke (restart_limit)."""
-        if not self._started:
+        the pool broke (restart_limit). Nothing to do for a pool never started,
+        or whose start() failed."""
+        if self._supervisor is None:
             return
         if not self._finished:
             self._request_stop()
-            self._supervisor.join(timeout)
-            if self._supervisor.is_alive():
+            if not self._wait(timeout):
                 self._request_cold()
         self._end()
 
@@ -517,7 +643,7 @@ class WorkerPool:
         """Cold stop: kill every worker now; what they held goes back to the
         source (at_least_once; at_most_once: counted lost). Raises PoolBroken if
         the pool had broken."""
-        if not self._started:
+        if self._supervisor is None:
             return
         if not self._finished:
             self._request_cold()
@@ -526,21 +652,38 @@ class WorkerPool:
     def join(self, timeout=None):
         """Wait until every worker has ended (after stop(), or once the source
         was shut down and drained) and the pool has finished: True, or False if
-        the timeout passed first. Raises PoolBroken if the pool broke."""
+        the timeout passed first. Raises PoolBroken if the pool broke (at once:
+        a broken pool kills its workers)."""
         if not self._started:
             raise RuntimeError("join() of a WorkerPool that was not started")
-        if not self._finished:
-            self._supervisor.join(timeout)
-            if self._supervisor.is_alive():
+        if self._supervisor is not None and not self._finished:
+            until = None if timeout is None else time.monotonic() + timeout
+            try:
+                done = self._wait(timeout)
+            except PoolStopped as e:  # our SIGTERM: the warm stop it asked for is what this waits for
+                if e is not self._signal_stop:
+                    raise
+                self._signal_stop = None
+                done = self._wait(None if until is None else max(0.0, until - time.monotonic()))
+            if not done:
                 return False
         self._end()
         return True
 
+    def _wait(self, timeout):
+        """Wait for the supervisor to end: True, or False after timeout seconds.
+        On an Event, not Thread.join: a signal handler's exception (Ctrl-C,
+        PoolStopped) interrupting Thread.join can mark a live thread stopped."""
+        return self._supervised.wait(timeout)
+
     def _end(self):
         """After the supervisor: leftovers back, signals restored; PoolBroken raised."""
-        self._supervisor.join()
+        if self._supervisor is not None:
+            self._supervised.wait()
+            self._supervisor.join()
         with self._lock:
             if not self._finished:
+                self._lost_at_end = self._source_lost()
                 self._finished = True
                 try:
                     self._return_leftovers()
@@ -554,6 +697,12 @@ class WorkerPool:
     # ---- the supervisor thread ----
 
     def _supervise(self):
+        try:
+            self._supervise_workers()
+        finally:
+            self._supervised.set()
+
+    def _supervise_workers(self):
         try:
             while True:
                 live = {p.sentinel: i for i, p in enumerate(self._procs) if p is not None}
@@ -618,10 +767,9 @@ class WorkerPool:
             self._spawn(slot)
             return
         if code == 0 and state in (_STOPPED, _DRAINED):
-            self._ended[slot] = True
             return
         self._settle_finishing(lease)
-        count = lease.count()
+        count = self._held(lease)
         if count and not self._stopping:
             attempts = lease.get(_ATTEMPTS)
             if self._delivery == "at_most_once":
@@ -631,7 +779,6 @@ class WorkerPool:
                 self._dead_letter_lease(lease, "timeout" if timed_out else "worker_lost", attempts)
             # else: the replacement inherits the lease and handles them again
         if self._stopping:
-            self._ended[slot] = True
             return
         now = time.monotonic()
         self._deaths.append((now, p.pid, code))
@@ -640,11 +787,18 @@ class WorkerPool:
             self._deaths.popleft()
         if len(self._deaths) > limit:
             self._broken = PoolBroken.of([(pid, c) for _, pid, c in self._deaths], limit, window)
-            self._ended[slot] = True
-            self._request_stop()
+            self._request_cold()  # broken: the rest are killed, what they hold goes back, join() raises now
             return
         self._parent["restarts"] += 1
         self._spawn(slot)
+
+    def _source_lost(self):
+        """The source's own count of messages lost (claims of consumers that died
+        holding them), or None where it cannot say (closed)."""
+        try:
+            return self._source.stats()["lost"]
+        except Exception:
+            return None
 
     def _finish(self, lease, n=None):
         """_finish_leased from the pool. Its task_done is refused (ValueError) only
@@ -657,30 +811,48 @@ class WorkerPool:
             pass
 
     def _settle_finishing(self, lease):
-        """A worker killed inside _finish_leased: the done it owed (see there)."""
+        """A worker killed inside _finish_leased: the done it owed (see there).
+        A finishing word above batch is corrupt: cleared; with nothing held, as
+        _held's corrupt count (one message lost and done)."""
         finishing, count = lease.finishing(), lease.count()
-        if finishing and (count == 0 or count == finishing):
+        if finishing > self._batch:
+            lease.set(LEASE_FINISHING, 0)
+            if count == 0:
+                self._parent["lost"] += 1
+                self._finish(lease, 1)
+        elif finishing and (count == 0 or count == finishing):
             self._finish(lease, finishing)
 
+    def _held(self, lease):
+        """The lease's count word, checked: one above batch (a worker wrote over
+        its lease) is corrupt: the lease is emptied and one message counted lost
+        and done (how many it held cannot be known); 0 then."""
+        count = lease.count()
+        if count <= self._batch:
+            return count
+        self._parent["lost"] += 1
+        self._finish(lease, 1)
+        return 0
+
     def _dead_letter_lease(self, lease, reason, attempts):
+        """A dead worker's messages, after max_attempts, to dead_letter as their
+        raw bytes: the pool never decodes (unpickles) a message itself, it may
+        be what killed the worker. Never waits (a full dead_letter: counted in
+        dead_letter_dropped)."""
         for raw, _ in lease.entries(lease.count()):
-            message = raw
-            if raw is not None:
-                try:
-                    message = self._source._decode_message(raw)
-                except Exception:
-                    pass
-            _send_dead_letter(self._dead_letter, _dead_letter_entry(message, reason, attempts, None), timeout=10)
-            self._parent["dead_lettered"] += 1
+            if _send_dead_letter(self._dead_letter, _dead_letter_entry(raw, reason, attempts, None)):
+                self._parent["dead_lettered"] += 1
+            else:
+                self._parent["dead_letter_dropped"] += 1
         self._finish(lease)
 
     def _return_leftovers(self):
         """Messages still in leases when the pool ends go back to the source with
-        their deadlines (at_least_once), else (at_most_once, a source shut down
-        or full) are counted lost; then marked done, as taken ones."""
-        for lease in getattr(self, "_leases", ()):
+        their deadlines (at_least_once), else (at_most_once, a source shut down,
+        closed or full) are counted lost; then marked done, as taken ones."""
+        for lease in self._leases:
             self._settle_finishing(lease)
-            count = lease.count()
+            count = self._held(lease)
             if not count:
                 continue
             back = 0
@@ -693,23 +865,27 @@ class WorkerPool:
                     back = len(entries)
                 except (Full, ShutDown) as e:
                     back = e.count
+                except QueueClosed:  # closed by its user before stop(): nothing goes back, nor is done paid
+                    back = 0
             self._parent["returned"] += back
             self._parent["lost"] += count - back
-            self._finish(lease)
+            self._finish(lease)  # QueueClosed is a ValueError: ignored there
 
     # ---- looking at it ----
 
     def stats(self):
         """Counters, summed over every worker the pool had: processed, failed
         (handler calls that raised), retried (messages handed to the handler
-        again), dead_lettered, expired, timed_out (workers killed for
-        task_timeout), restarts, recycled (max_tasks_per_child), lost, returned
+        again), dead_lettered, dead_letter_dropped (refused by dead_letter),
+        expired, timed_out (workers killed for task_timeout), restarts, recycled
+        (max_tasks_per_child), lost (source_lost included: the source's own
+        count of lost messages since start, up to the end), returned
         (put back into the source at the end), in_flight (held by workers now);
         and per worker slot: pid, alive, processed, busy_since
         (time.monotonic() when its handler call began, None when idle)."""
         out = dict.fromkeys(_COUNTER_NAMES, 0)
         workers = []
-        for i, lease in enumerate(getattr(self, "_leases", ())):
+        for i, lease in enumerate(self._leases):
             mine = lease.counters()
             for name in _COUNTER_NAMES:
                 out[name] += mine[name]
@@ -720,6 +896,13 @@ class WorkerPool:
                             "busy_since": busy or None, "in_flight": lease.count()})
         for name, value in self._parent.items():
             out[name] = out.get(name, 0) + value
+        # A worker killed inside _take_leased, around the release of its claim: the
+        # queue's recovery counts the message lost (docs/design.md, the worker pool).
+        # Any consumer of the source that died meanwhile is counted here too.
+        now = self._lost_at_end if self._finished else self._source_lost()
+        start = self._lost_at_start
+        out["source_lost"] = now - start if now is not None and start is not None else 0
+        out["lost"] += out["source_lost"]
         out["in_flight"] = sum(w["in_flight"] for w in workers)
         out["workers"] = workers
         return out
@@ -771,7 +954,7 @@ class _Apply:
                 break
             except Exception as e:
                 errors = errors or {}
-                errors[len(values)] = (e, traceback.format_exc())
+                errors[len(values)] = (_portable(e), traceback.format_exc())
                 values.append(None)  # `rest` goes on after the item that raised
         self._send(seq, 0, values, errors)
 
@@ -781,7 +964,9 @@ class _Apply:
             return
         except MessageTooLarge:
             why = "is too large"
-        except (pickle.PicklingError, TypeError, AttributeError):  # a result or exception that does not pickle
+        except (ShutDown, QueueClosed):
+            raise
+        except Exception:  # a result that does not pickle (its __reduce__ may raise anything)
             why = "does not pickle"
         if len(values) == 1:
             failed = errors and errors.get(0)
@@ -793,6 +978,17 @@ class _Apply:
         for lo, hi in ((0, half), (half, len(values))):
             part = errors and {i - lo: e for i, e in errors.items() if lo <= i < hi}
             self._send(seq, start + lo, values[lo:hi], part or None)
+
+
+def _portable(e):
+    """e, if it survives pickling both ways (the caller re-raises it), else a
+    RuntimeError naming it (the caller chains the worker's traceback to it)."""
+    try:
+        pickle.loads(pickle.dumps(e))
+        return e
+    except Exception:
+        return RuntimeError(f"imap_unordered: func raised {e!r:.500}, which does not survive pickling: "
+                            "see the RemoteTraceback")
 
 
 IMAP_CHUNK_BYTES = 256 * 1024  # bytes a chunk of items, or its answers, may take pickled (else it is split)
@@ -837,7 +1033,7 @@ def _imap(func, items, workers, batch, buffersize):
     pool = WorkerPool(_Apply(func, results), inputs, workers=workers, dead_letter=dead, _signals=False)
     try:
         pool.start()
-        pending = {}     # chunk seq -> [items not answered yet, starts answered]
+        pending = {}     # chunk seq -> [items not answered yet, [(start, end) of the answers]]
         outstanding = 0  # items given out and not answered
         seq = itertools.count()
         unsent = collections.deque()  # (seq, items) not in the queue yet: it was full, or split them
@@ -850,7 +1046,7 @@ def _imap(func, items, workers, batch, buffersize):
                         exhausted = True
                         break
                     s = next(seq)
-                    pending[s] = [len(chunk), set()]
+                    pending[s] = [len(chunk), []]
                     outstanding += len(chunk)
                     unsent.append((s, chunk))
                 try:
@@ -865,7 +1061,7 @@ def _imap(func, items, workers, batch, buffersize):
                     half = len(chunk) // 2
                     for part in (chunk[:half], chunk[half:]):
                         t = next(seq)
-                        pending[t] = [len(part), set()]
+                        pending[t] = [len(part), []]
                         unsent.appendleft((t, part))
                     continue
                 unsent.popleft()
@@ -879,21 +1075,27 @@ def _imap(func, items, workers, batch, buffersize):
                     pool.terminate()  # raises PoolBroken
             for s, start, values, errors in answers:
                 state = pending.get(s)
-                if state is None or start in state[1]:  # a duplicate: its worker was killed after answering
+                if state is None:  # a duplicate: its worker was killed after answering
                     continue
-                state[1].add(start)
-                state[0] -= len(values)
-                outstanding -= len(values)
+                end, spans = start + len(values), state[1]
+                fresh = range(len(values))
+                if any(a < end and start < b for a, b in spans):  # answered in part: a rerun split it otherwise
+                    fresh = [i for i in fresh if not any(a <= start + i < b for a, b in spans)]
+                    if not fresh:
+                        continue
+                spans.append((start, end))
+                state[0] -= len(fresh)
+                outstanding -= len(fresh)
                 if not state[0]:
                     del pending[s]
-                if errors is None:
+                if errors is None and len(fresh) == len(values):
                     yield from values
                     continue
-                for i, value in enumerate(values):
-                    if i in errors:
+                for i in fresh:
+                    if errors and i in errors:
                         exc, tb = errors[i]
                         raise exc from RemoteTraceback(tb)
-                    yield value
+                    yield values[i]
             if dead.qsize():
                 lost = dead.get()
                 chunk = lost["message"]
