@@ -131,9 +131,9 @@ def hang_or_exit_7(x):
 def plant_then_die(where):
     """A buggy or hostile handler: writes a word of its own lease, then dies."""
     import gc
-    worker = next(o for o in gc.get_objects() if isinstance(o, shmring.workers._Worker))
+    worker = next(o for o in gc.get_objects() if isinstance(o, shmring.workers.worker._Worker))
     for offset, value in where:
-        shmring.workers._U32.pack_into(worker.lease.buf, offset, value)
+        shmring.workers.lease._U32.pack_into(worker.lease.buf, offset, value)
     os._exit(1)
 
 
@@ -141,7 +141,7 @@ def pay_own_done_first(x):
     """Marks its message done itself: the worker's own task_done is then refused
     (what the queue's recovery of a taker killed around its release leads to)."""
     import gc
-    worker = next(o for o in gc.get_objects() if isinstance(o, shmring.workers._Worker))
+    worker = next(o for o in gc.get_objects() if isinstance(o, shmring.workers.worker._Worker))
     worker.c.source.task_done()
     return x
 
@@ -877,7 +877,7 @@ def lease_of(q, n):
 
 def lease_object(q, n):
     """lease_of(q, n) as the pool's own _Lease, for its readers."""
-    lease = shmring.workers._Lease.__new__(shmring.workers._Lease)
+    lease = shmring.workers.lease._Lease.__new__(shmring.workers.lease._Lease)
     lease.buf, lease.stride, lease.batch = lease_of(q, n), q._lease_stride, n
     return lease
 

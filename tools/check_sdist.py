@@ -21,6 +21,7 @@ REQUIRED = [
     "README.md", "LICENSE", "pyproject.toml", "setup.py", "MANIFEST.in", ".ci/run",
     "csrc/*.c", "csrc/*.h",
     "src/shmring/*.py", "src/shmring/*.pyx", "src/shmring/*.pxd", "src/shmring/bench/*.py",
+    "src/shmring/workers/*.py",
     "tests/*.py", "tests/c/*.c", "tests/c/*.h", "tests/fuzz/*.c", "tests/fuzz/*.py", "tests/fuzz/corpus/*",
     "bench/*.py", "bench/*.c", "bench/*.h", "bench/*.md",
     "examples/*.py", "docs/*.md", "tools/*.sh", "tools/*.py", "tools/*.txt",

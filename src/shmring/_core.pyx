@@ -58,7 +58,7 @@ cdef extern from *:
     """
     #include <stdatomic.h>
     #include <stdint.h>
-    /* L1: a word of a worker's lease (workers.py), stored after what it
+    /* L1: a word of a worker's lease (shmring/workers/), stored after what it
      * describes. Its partners are not concurrent loads: whoever relies on the
      * entries reads them after learning from the kernel that the writer died
      * (waitpid, a sentinel), which orders everything the dead process stored
@@ -350,7 +350,7 @@ cdef object _DROP = "drop"  # the very object get's default is (the module's con
 cdef double TTL_MAX = 3e8
 
 
-# A worker's lease (QueueHandle._take_leased; the rest of its header is workers.py's):
+# A worker's lease (QueueHandle._take_leased; the rest of its header is shmring/workers/lease.py's):
 # the count word at 0 (u32, messages held), the finishing word (u32, see
 # _finish_leased), entries from LEASE_HEADER on, each LEASE_ENTRY bytes before its payload.
 cdef uint64_t C_LEASE_HEADER = 128
@@ -1410,7 +1410,7 @@ cdef class QueueHandle(RingHandle):
                                                 HAND_MARKED if marked else HAND_PLAIN), None)
 
     def _get_many_timed(self, max_items=None, block=True, timeout=None):
-        """For those who forward messages with their deadlines (workers.py): as
+        """For those who forward messages with their deadlines (shmring/workers/): as
         get_many_bytes, but a list of (bytes, deadline in seconds or None) pairs,
         expired ones included: what the caller drops it counts (_count_expired)."""
         cdef uint64_t wait
@@ -1422,7 +1422,7 @@ cdef class QueueHandle(RingHandle):
         if self._ring != NULL:
             shmring_queue_count_expired(self._ring, n)
 
-    # ---- leases: messages held by a worker of a pool, crash-safe (workers.py) ----
+    # ---- leases: messages held by a worker of a pool, crash-safe (shmring/workers/) ----
 
     @property
     def _lease_stride(self):
