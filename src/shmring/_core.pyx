@@ -2271,6 +2271,9 @@ cdef class TopicHandle(RingHandle):
         """Publish a bytes-like payload under `key` (bytes, or str as UTF-8), as it is."""
         cdef uint64_t deadline
         _deadline(block, timeout, &deadline)
+        if type(key) is bytes and type(data) is bytes and <uint64_t>PyBytes_GET_SIZE(key) <= self.max_topic_len:
+            self._publish_one(key, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), deadline)  # the common case
+            return
         self._publish_buffer(self._key(key), data, deadline)
 
     def publish(self, key, obj, block=True, timeout=None):
@@ -2412,11 +2415,11 @@ cdef class TopicHandle(RingHandle):
 
     @cython.final
     cdef int _recv_wait(self, _Subscription s, _Participant p, uint64_t deadline, char *records,
-                        uint32_t limit, uint32_t *klen, uint32_t *len, uint64_t *pos) except -1:
+                        uint32_t limit, uint32_t *klen, uint32_t *len, uint64_t *pos, int rc) except -1:
         """The next message of s into its buffer (records: up to limit records
-        into `records`), waiting as asked: the count (1 for a message)."""
+        into `records`), waiting as asked: the count (1 for a message). rc: what
+        the caller's first attempt (_try_recv) returned."""
         cdef uint32_t spin = SPIN
-        cdef int rc = self._try_recv(s, records, limit, klen, len, pos)
         if rc == 0 and deadline != 0:  # as a claim: a few rounds holding the GIL first
             shmring_topic_wait(p.ptr, s.ptr, NULL, SHMRING_WAIT_READABLE, 0, SPIN_WITH_GIL)
             rc = self._try_recv(s, records, limit, klen, len, pos)
@@ -2441,7 +2444,9 @@ cdef class TopicHandle(RingHandle):
     cdef tuple _recv_one(self, _Subscription s, _Participant p, uint64_t deadline):
         cdef uint32_t klen = 0, size = 0
         cdef uint64_t pos
-        self._recv_wait(s, p, deadline, NULL, 0, &klen, &size, &pos)
+        cdef int rc = shmring_topic_recv(s.ptr, s.buf, &klen, s.buf + s.key_room, &size, &pos)
+        if rc != 1:  # the common case is a message there now: one C call, no other
+            self._recv_wait(s, p, deadline, NULL, 0, &klen, &size, &pos, rc)
         # a stream has few keys: the same one is the same (immutable) bytes object, not a new one each time
         key = s.last_key
         if key is None or PyBytes_GET_SIZE(key) != klen or memcmp(PyBytes_AS_STRING(key), s.buf, klen) != 0:
@@ -2568,7 +2573,8 @@ cdef class TopicHandle(RingHandle):
                         got = self._held_records(s, <char *>view.buf, <uint32_t>limit)
                     else:
                         got = self._recv_wait(s, p, deadline, <char *>view.buf, <uint32_t>limit, &klen, &size,
-                                              &pos)
+                                              &pos, self._try_recv(s, <char *>view.buf, <uint32_t>limit, &klen,
+                                                                   &size, &pos))
                 finally:
                     s.busy = False
             finally:
