@@ -59,6 +59,8 @@ struct shmring {
     /* When a wake call found no sleeper behind a sleeper bit, recovery may next
      * look for dead sleepers (recovery.c, reap_sleepers); relaxed, process-local. */
     _Atomic uint64_t reap_after_ns;
+    /* This handle's last wake of each of waitqs (wait.c, N3): relaxed, process-local. */
+    _Atomic uint64_t woke[SHMRING_WAITQS_MAX];
     /* Recovery timing (shmring_queue_unstick): how long a waiter may see what it
      * waits for held by an unfinished claim at one position before recovery
      * runs, and per side (readers [0], writers [1], join() [2]) where and since when
@@ -122,7 +124,7 @@ static inline uint32_t shmring__sleeper_words(const shmring_t *r)
  * purpose: inlined into the commit and release (as it was for a while), the
  * one-message rows of `shmring bench` ran at 0.62-0.74x between two processes
  * on cores that share a cache (bench/RESULTS.md, "the inlined notifier"). */
-int shmring__notify(const shmring_t *r, struct shmring_waitq *q);
+int shmring__notify(shmring_t *r, struct shmring_waitq *q);
 /* Announce me asleep on the kind's queue for `what`, re-check the kind's
  * readiness (ops->ready) and sleep at most timeout_ns unless ready: 1 ready or
  * woken, 0 timed out, SHMRING_EINTR. */

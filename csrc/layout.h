@@ -36,7 +36,7 @@
 #include <stdint.h>
 
 #define SHMRING_MAGIC UINT64_C(0x31474e49524d4853) /* "SHMRING1", little-endian */
-#define SHMRING_LAYOUT_VERSION 8u
+#define SHMRING_LAYOUT_VERSION 9u
 #define SHMRING_LINE 128u
 #define SHMRING_SCHEMA_MAX 1024u
 

@@ -11,16 +11,31 @@
  * kind's wait (queue.c, shmring_queue_wait) spins on its own readiness first.
  *
  * Atomic pairs in this file:
- *   F1 (waiter: seq_cst fence between setting its sleeper bit and re-checking the ring)
+ *   F1 (waiter: seq_cst fence between setting its sleeper bit and bumping the
+ *      futex word (W3), and re-checking the ring)
  *   F2 (notifier, shmring__notify: seq_cst fence between publishing progress
  *      and reading the bits)
  *      Either F2 precedes F1, and the waiter's re-check sees the progress and
  *      does not sleep, or F1 precedes F2, and the notifier sees the bit and
  *      wakes it. No wake-up is lost.
  *   N2 (notifier: release increment of the futex word) pairs with W2 (waiter:
- *      acquire load of the futex word): a waiter whose snapshot already includes
- *      the bump also sees the progress, so it never sleeps on a stale snapshot
- *      with the progress invisible.
+ *      its own acquire increment of the futex word, its snapshot): a waiter
+ *      whose snapshot already includes the bump also sees the progress, so it
+ *      never sleeps on a stale snapshot with the progress invisible.
+ *   W3 (waiter: that increment, sequenced before F1) pairs with N3 (notifier:
+ *      relaxed load of the futex word after F2, only when a sleeper bit is
+ *      set). A handle remembers the word as its last wake left it (shmring_t
+ *      woke); a notifier that finds it unchanged skips the wake call: every
+ *      waiter asleep behind a bit bumped the word before that wake (F1 before
+ *      F2 makes a later bump visible to N3), so that wake woke it or its wait
+ *      returned at once on the changed word. Without this, a waiter woken but
+ *      not yet run (its CPU busy with another process) cost each later progress
+ *      a futex system call until it ran (a topic's 1 -> 2 subscribers on one
+ *      CPU: a fifth of the publisher's time). Layout version 9 made waiters
+ *      bump the word: a version 8 waiter that only loads it would be skipped.
+ *      The word is 32 bits: 2^32 bumps between two of a handle's notifies
+ *      would make an unchanged word of a changed one (a wake missed until the
+ *      waiter's slice ends, at most SLICE_NS in the binding).
  * Waits are bounded by the caller's slice, so timeouts and signals are handled
  * by the caller between slices.
  */
@@ -109,17 +124,40 @@ static int os_wake_all(_Atomic uint32_t *word)
 #endif
 }
 
-int shmring__notify(const shmring_t *r, struct shmring_waitq *q)
+/* shmring_t woke[k]: bit 63 once this handle woke waitqs[k], bit 32 if that
+ * wake found nobody asleep, the low 32 bits the futex word it left. */
+#define WOKE_MADE (UINT64_C(1) << 63)
+#define WOKE_NOBODY (UINT64_C(1) << 32)
+
+static int wake_sleepers(shmring_t *r, struct shmring_waitq *q)
+{
+    uint32_t k = 0;
+    while (k < r->n_waitqs && r->waitqs[k] != q)
+        k++;
+    if (k < r->n_waitqs) {
+        /* relaxed: process-local; the value it holds was left by a wake that returned */
+        uint64_t last = atomic_load_explicit(&r->woke[k], memory_order_relaxed);
+        /* N3: pairs with W3 (ordered after the sleeper bits by F2) */
+        uint32_t now = atomic_load_explicit(&q->futex, memory_order_relaxed);
+        if ((last & WOKE_MADE) && (uint32_t)last == now)
+            return (last & WOKE_NOBODY) != 0; /* nobody slept since our wake: it woke them */
+    }
+    /* N2: pairs with W2. */
+    uint32_t left = atomic_fetch_add_explicit(&q->futex, 1, memory_order_release) + 1;
+    int nobody = os_wake_all(&q->futex) == 0; /* nobody asleep behind the bit */
+    if (k < r->n_waitqs)
+        atomic_store_explicit(&r->woke[k], WOKE_MADE | (nobody ? WOKE_NOBODY : 0) | left, memory_order_relaxed);
+    return nobody;
+}
+
+int shmring__notify(shmring_t *r, struct shmring_waitq *q)
 {
     /* F2: pairs with F1. */
     atomic_thread_fence(memory_order_seq_cst);
     for (uint32_t w = 0; w < shmring__sleeper_words(r); w++)
         /* relaxed: ordered by F2 */
-        if (atomic_load_explicit(&q->sleepers[w], memory_order_relaxed) != 0) {
-            /* N2: pairs with W2. */
-            atomic_fetch_add_explicit(&q->futex, 1, memory_order_release);
-            return os_wake_all(&q->futex) == 0; /* nobody asleep behind the bit */
-        }
+        if (atomic_load_explicit(&q->sleepers[w], memory_order_relaxed) != 0)
+            return wake_sleepers(r, q);
     return 0;
 }
 
@@ -148,10 +186,10 @@ int shmring__sleep(shmring_participant_t *me, int what, uint64_t timeout_ns)
     uint64_t bit = UINT64_C(1) << (me->index % 64);
     /* relaxed: ordered before the re-check by F1 */
     atomic_fetch_or_explicit(word, bit, memory_order_relaxed);
+    /* W2: pairs with N2; W3, before F1: a notifier's N3 then sees the word moved */
+    uint32_t snapshot = atomic_fetch_add_explicit(&q->futex, 1, memory_order_acquire) + 1;
     /* F1: pairs with F2. */
     atomic_thread_fence(memory_order_seq_cst);
-    /* W2: pairs with N2. */
-    uint32_t snapshot = atomic_load_explicit(&q->futex, memory_order_acquire);
     int ready = r->ops->ready_at ? r->ops->ready_at(me, what) : r->ops->ready(r, what);
     int rc = ready ? 1 : os_wait(&q->futex, snapshot, timeout_ns);
     /* relaxed: a stale bit only costs a notifier one spare wake call */
