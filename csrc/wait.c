@@ -129,7 +129,7 @@ static int os_wake_all(_Atomic uint32_t *word)
 #define WOKE_MADE (UINT64_C(1) << 63)
 #define WOKE_NOBODY (UINT64_C(1) << 32)
 
-static int wake_sleepers(shmring_t *r, struct shmring_waitq *q)
+static __attribute__((noinline)) int wake_sleepers(shmring_t *r, struct shmring_waitq *q)
 {
     uint32_t k = 0;
     while (k < r->n_waitqs && r->waitqs[k] != q)
