@@ -85,8 +85,9 @@ struct shmring_header {
  * byte SHMRING_LOCK_CREATING by the creator until the segment is published. */
 #define SHMRING_LOCK_CREATING SHMRING_PARTICIPANTS_MAX
 
-/* A place to sleep: the futex word is bumped by whoever makes progress, and the
- * sleeper bits let that party skip the wake system call when nobody sleeps.
+/* A place to sleep: the futex word is bumped by whoever makes progress and by
+ * each sleeper before it sleeps (wait.c, W3), and the sleeper bits let that
+ * party skip the wake system call when nobody sleeps.
  * A bit per participant (not a count) so that the bits of a process killed in
  * its sleep can be cleared exactly by whoever recovers its entry. */
 struct shmring_waitq {

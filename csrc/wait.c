@@ -144,8 +144,13 @@ static __attribute__((noinline)) int wake_sleepers(shmring_t *r, struct shmring_
     }
     /* N2: pairs with W2. */
     uint32_t left = atomic_fetch_add_explicit(&q->futex, 1, memory_order_release) + 1;
-    int nobody = os_wake_all(&q->futex) == 0; /* nobody asleep behind the bit */
-    if (k < r->n_waitqs)
+    int woken = os_wake_all(&q->futex);
+    int nobody = woken == 0; /* nobody asleep behind the bit */
+    /* a wake that failed is no wake to skip on. A skip replays the flag of the
+     * wake it skips on: a dead sleeper's bit left beside one a woken waiter
+     * cleared is reaped by the next wake that moves the word (any new sleeper's
+     * bump does), not by every notify meanwhile. */
+    if (k < r->n_waitqs && woken >= 0)
         atomic_store_explicit(&r->woke[k], WOKE_MADE | (nobody ? WOKE_NOBODY : 0) | left, memory_order_relaxed);
     return nobody;
 }
