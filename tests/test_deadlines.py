@@ -105,12 +105,9 @@ def test_expired_return_hands_them_back_marked_and_uncounted(make_queue):
     assert q.stats()["expired"] == 0
 
 
-def test_forwarding_reads_every_deadline(make_queue):
+def test_a_caller_that_drops_an_expired_message_counts_it(make_queue):
     q = make_queue(8)
-    ahead = future()
-    q.put_many_bytes([b"a", b"b", b"c"], deadline=[ahead, PAST, None])
-    assert q._get_many_timed(timeout=5) == [(b"a", pytest.approx(ahead, abs=1e-6)), (b"b", PAST), (b"c", None)]
-    q._count_expired(1)
+    q._count_expired(1)  # the worker pool's count of what it drops before the handler
     assert q.stats()["expired"] == 1
 
 

@@ -336,12 +336,6 @@ cdef class Expired:
         return (Expired, (self.message, self.deadline))
 
 
-# How _take hands a message out: bytes; Expired when its deadline passed (get's
-# expired="return"); (bytes, deadline in seconds or None), expired or not.
-cdef enum:
-    HAND_PLAIN, HAND_MARKED, HAND_TIMED
-
-
 cdef object _DROP = "drop"  # the very object get's default is (the module's constants are one)
 
 
@@ -1233,13 +1227,7 @@ cdef class QueueHandle(RingHandle):
     @cython.final
     cdef object _get_marked(self, uint64_t deadline):
         """One message as bytes, or as Expired if its deadline passed (expired="return")."""
-        return self._decode_batch(self._get_raw(1, deadline, HAND_MARKED), None)[0]
-
-    @cython.final
-    cdef object _deadline_s(self, uint64_t pos):
-        """The deadline of the claimed message at pos in seconds, or None."""
-        cdef uint64_t d
-        return d / 1e9 if shmring_queue_expiry(self._ring, pos, &d) else None
+        return self._decode_batch(self._get_raw(1, deadline, True), None)[0]
 
     @cython.final
     cdef inline uint64_t _passed(self, uint64_t pos) noexcept:
@@ -1250,13 +1238,13 @@ cdef class QueueHandle(RingHandle):
         return 0
 
     @cython.final
-    cdef int _take(self, _Participant p, shmring_span_t *span, list out, int mode=HAND_PLAIN) except -1:
+    cdef int _take(self, _Participant p, shmring_span_t *span, list out, bint marked=False) except -1:
         """Copy the claimed messages into new bytes objects, then release the slots.
 
         A slot with an impossible length becomes a SegmentError in `out`, raised
         in its turn (see _decode_batch), so the messages around it survive. If
         copying fails (out of memory), what this call took is counted lost.
-        mode: how a message is handed out (HAND_*).
+        marked (expired="return"): one whose deadline passed as Expired.
         """
         cdef uint32_t k
         cdef int64_t size
@@ -1270,13 +1258,8 @@ cdef class QueueHandle(RingHandle):
                     out.append(errors.SegmentError(f"{shmring_strerror(<int>size).decode()}: {self.name!r}"))
                 else:
                     raw = PyBytes_FromStringAndSize(<char *>shmring_slot_payload(self._ring, span.pos + k), size)
-                    if mode == HAND_PLAIN:
-                        out.append(raw)
-                    elif mode == HAND_MARKED:
-                        passed = self._passed(span.pos + k)
-                        out.append(Expired(raw, passed / 1e9) if passed else raw)
-                    else:
-                        out.append((raw, self._deadline_s(span.pos + k)))
+                    passed = self._passed(span.pos + k) if marked else 0
+                    out.append(Expired(raw, passed / 1e9) if passed else raw)
         except BaseException:
             shmring_queue_get_release(p.ptr, span)
             p.holding = False
@@ -1287,19 +1270,19 @@ cdef class QueueHandle(RingHandle):
         return 0
 
     @cython.final
-    cdef list _get_raw(self, Py_ssize_t limit, uint64_t deadline, int mode=HAND_PLAIN):
-        """1..limit messages as bytes (or SegmentError markers), as `mode` hands
-        them out (HAND_*), waiting as asked."""
+    cdef list _get_raw(self, Py_ssize_t limit, uint64_t deadline, bint marked=False):
+        """1..limit messages as bytes (or SegmentError markers; marked: Expired
+        ones too), waiting as asked."""
         cdef shmring_span_t span
         cdef _Participant p
         cdef list out = []
-        cdef int flags = SHMRING_CLAIM_EXPIRED if mode != HAND_PLAIN else 0
+        cdef int flags = SHMRING_CLAIM_EXPIRED if marked else 0
         p = self._enter()
         try:
             p.raise_deferred()
             self._claim(False, p, <uint32_t>min(limit, UINT32_MAX), &span, deadline, 0, flags)
             while True:
-                self._take(p, &span, out, mode)
+                self._take(p, &span, out, marked)
                 if len(out) >= limit:
                     break
                 # more may have arrived meanwhile: take it in the same call, never wait
@@ -1406,19 +1389,11 @@ cdef class QueueHandle(RingHandle):
         cdef uint64_t wait
         cdef bint marked = _marked(expired)
         _deadline(block, timeout, &wait)
-        return self._decode_batch(self._get_raw(self._how_many(max_items, "max_items"), wait,
-                                                HAND_MARKED if marked else HAND_PLAIN), None)
-
-    def _get_many_timed(self, max_items=None, block=True, timeout=None):
-        """For those who forward messages with their deadlines (shmring/workers/): as
-        get_many_bytes, but a list of (bytes, deadline in seconds or None) pairs,
-        expired ones included: what the caller drops it counts (_count_expired)."""
-        cdef uint64_t wait
-        _deadline(block, timeout, &wait)
-        return self._decode_batch(self._get_raw(self._how_many(max_items, "max_items"), wait, HAND_TIMED), None)
+        return self._decode_batch(self._get_raw(self._how_many(max_items, "max_items"), wait, marked), None)
 
     def _count_expired(self, n):
-        """Count n messages taken by _get_many_timed and dropped as expired."""
+        """Count n messages a caller took and dropped as expired (the worker pool:
+        taken with their deadlines by _take_leased, checked just before the handler)."""
         if self._ring != NULL:
             shmring_queue_count_expired(self._ring, n)
 
@@ -1636,8 +1611,7 @@ cdef class QueueHandle(RingHandle):
                 raise
         _deadline(block, timeout, &wait)
         self._codec_set()
-        return self._decode_batch(self._get_raw(self._how_many(max_items, "max_items"), wait,
-                                                HAND_MARKED if marked else HAND_PLAIN), self._decode)
+        return self._decode_batch(self._get_raw(self._how_many(max_items, "max_items"), wait, marked), self._decode)
 
     @property
     def default_ttl(self):
