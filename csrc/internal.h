@@ -133,6 +133,11 @@ int shmring__sleep(shmring_participant_t *me, int what, uint64_t timeout_ns);
 void shmring__clear_sleeper(const shmring_t *r, uint32_t i);
 /* Sleeper bits set on q (a snapshot for display). */
 uint32_t shmring__sleepers(const shmring_t *r, const struct shmring_waitq *q);
+/* CLOCK_MONOTONIC as of the last timer tick where the system has that clock
+ * (a vDSO read of a few ns, a tick's resolution, never ahead of the precise
+ * clock), else the precise one; 0 when the system gives no time (a kernel or
+ * sandbox refusing the clock). Process-local: no shared line is touched. */
+uint64_t shmring__coarse_now_ns(void);
 
 static inline void shmring__cpu_relax(void)
 {

@@ -84,7 +84,9 @@
  *                  claimed slots' entries: a slot whose entry an earlier lap's
  *                  claimer wrote (after setting `expiring`: E1) came to us
  *                  through P4 -> C1 -> C3 -> P1, so the flag is seen. A claimer
- *                  that died is past by the time recovery runs.
+ *                  that died is past by the time recovery runs. A claim with
+ *                  SHMRING_CLAIM_EXPIRY_SET leaves the entries to its caller's
+ *                  E1, which stores every one of them before the commit.
  *   P1, C1 of runs of more than one slot, and P4, C3 likewise, are slots.c's:
  *         per-word acquire loads / release stores, or on x86-64 outside TSan
  *         plain 16-byte accesses after an acquire fence / before a release
@@ -291,7 +293,8 @@ static inline int put_claim(shmring_participant_t *me, uint32_t max_n, int flags
                                                   memory_order_release, memory_order_relaxed)) {
             span->pos = pos;
             span->n = n;
-            clear_expiries(r, pos, n);
+            if (!(flags & SHMRING_CLAIM_EXPIRY_SET)) /* else the caller writes them: one store, not two */
+                clear_expiries(r, pos, n);
             shmring__hook(SHMRING_HOOK_PUT_CLAIMED);
             return (int)n;
         }
@@ -390,17 +393,16 @@ void shmring_queue_count_expired(shmring_t *r, uint64_t n)
         atomic_fetch_add_explicit(&r->seg->stats.expired, n, memory_order_relaxed); /* a statistic */
 }
 
-/* Has the message at pos a deadline that passed? now: read at the first
+/* Has the message at pos a deadline that passed? The clock: read at the first
  * deadline met (one clock read a claim). */
-static int expired_at(const shmring_t *r, uint64_t pos, uint64_t *now)
+static int expired_at(const shmring_t *r, uint64_t pos, shmring_clock_t *clock)
 {
     uint64_t deadline;
-    if (!shmring_queue_expiry(r, pos, &deadline))
-        return 0;
-    if (*now == 0)
-        *now = shmring_now_ns();
-    return *now >= deadline;
+    return shmring_queue_expiry(r, pos, &deadline) && shmring_deadline_passed(clock, deadline);
 }
+
+/* Entries ahead of a get that it asks the cache for: two 64-byte lines on. */
+#define EXPIRY_PREFETCH_AHEAD 16u
 
 /* Most expired messages one drop takes: a get of one message that meets a
  * backlog of them drops it in runs this long, not one at a time. */
@@ -410,13 +412,13 @@ static int expired_at(const shmring_t *r, uint64_t pos, uint64_t *now)
  * deadline passed. 0: the first has; then *expired says how many in a row. */
 static uint32_t live_run(const shmring_t *r, uint64_t pos, uint32_t n, uint32_t *expired)
 {
-    uint64_t now = 0;
+    shmring_clock_t clock = {0, 0};
     uint32_t i = 0;
-    while (i < n && !expired_at(r, pos + i, &now))
+    while (i < n && !expired_at(r, pos + i, &clock))
         i++;
     if (i > 0)
         return i;
-    while (i < n && expired_at(r, pos + i, &now))
+    while (i < n && expired_at(r, pos + i, &clock))
         i++;
     *expired = i;
     return 0;
@@ -453,6 +455,11 @@ static inline int get_claim(shmring_participant_t *me, uint32_t max_n, int flags
         if (__builtin_expect(atomic_load_explicit(&queue_area(r)->expiring, memory_order_relaxed), 0) &&
             n > 0 && !(flags & SHMRING_CLAIM_EXPIRED) && !discarding) {
             uint32_t expired = 0;
+            /* the entries a few lines on, so that their transfer from the
+             * producer's cache overlaps this get instead of stalling a later
+             * one (measured, 64-byte gets of one message: 0.88 -> 0.90-0.93 of
+             * the rate without deadlines) */
+            __builtin_prefetch(expiry_entry(r, pos + EXPIRY_PREFETCH_AHEAD), 0, 3);
             n = live_run(r, pos, n, &expired);
             if (n == 0) { /* never handed out: dropped, counted, and on to what follows */
                 if (expired == want && want < DROP_MAX) { /* a backlog: drop it in large runs (C1 again) */
@@ -525,6 +532,9 @@ int shmring_queue_put_deadline(shmring_participant_t *me, const void *data, size
     if (len > r->slot_size)
         return SHMRING_ETOOBIG;
     shmring_span_t span;
+    /* flags 0, a constant: the inlined claim of every single put stays as
+     * short as without deadlines (with a non-constant flag: 0.93-0.95x on
+     * 64-byte put_bytes/get_bytes); a deadline here costs a second store */
     int n = put_claim(me, 1, 0, &span);
     if (n <= 0)
         return n;

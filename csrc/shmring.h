@@ -195,7 +195,11 @@ void shmring_after_fork(shmring_t *ring);
 /* EXPIRED: a get claim that hands out messages whose deadline passed too (the
  * caller marks them, shmring_queue_expiry); without it they are dropped at
  * dequeue, counted in stats.expired and done for join(). */
-enum { SHMRING_CLAIM_CONTIGUOUS = 1, SHMRING_CLAIM_EXPIRED = 2 };
+/* EXPIRY_SET: a put claim whose caller gives every claimed slot its deadline
+ * (shmring_queue_set_expiry of the whole span) before the commit; without it
+ * the claim clears the deadlines its slots held on an earlier lap (once any
+ * message of the queue had one), so that a put that sets none leaves none. */
+enum { SHMRING_CLAIM_CONTIGUOUS = 1, SHMRING_CLAIM_EXPIRED = 2, SHMRING_CLAIM_EXPIRY_SET = 4 };
 
 /* Claim up to max_n consecutive free slots for writing; returns the number
  * claimed (0: full), SHMRING_ESHUTDOWN (shmring_queue_shutdown). Fill them with shmring_slot_payload/shmring_slot_set_len,
@@ -428,6 +432,14 @@ int shmring_queue_wait(shmring_participant_t *me, int what, uint64_t timeout_ns,
 void shmring_wake_all(shmring_t *ring);
 
 uint64_t shmring_now_ns(void);
+/* Has a CLOCK_MONOTONIC deadline (ns) passed? The clock is read at the first
+ * check that needs it and kept for the checks after it: start each batch of
+ * checks with a zeroed shmring_clock_t. Cheaper than shmring_now_ns() for a
+ * deadline well ahead (wait.c says how far, and the limit of that). */
+typedef struct {
+    uint64_t coarse_ns, precise_ns; /* 0: not read yet */
+} shmring_clock_t;
+int shmring_deadline_passed(shmring_clock_t *clock, uint64_t deadline_ns);
 
 /* ---- test hooks (hooks.c) ---- */
 

@@ -758,21 +758,6 @@ static int next(shmring_topic_sub_t *s, void *key, uint32_t *key_len, void *data
     }
 }
 
-/* A process-local monotonic clock, coarse where the system has one (a vDSO
- * read of a few ns, a tick's resolution): no shared line is touched. 0 when
- * the system gives no time (a kernel or sandbox refusing the clock): then no
- * end is trusted from one call to the next. */
-static uint64_t coarse_now_ns(void)
-{
-    struct timespec ts;
-#ifdef CLOCK_MONOTONIC_COARSE
-    if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) != 0)
-#endif
-        if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
-            return 0;
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* How long an end read by an earlier call is trusted for step()'s lap check. */
 #define END_TRUSTED_NS UINT64_C(1000000)
 
@@ -792,7 +777,7 @@ static void end_for_this_call(shmring_topic_sub_t *s)
     shmring_t *r = s->ring;
     if (blocking(r) || (int64_t)(s->cursor - s->end) >= 0)
         return;
-    uint64_t now = coarse_now_ns();
+    uint64_t now = shmring__coarse_now_ns(); /* 0: no time, then no end is trusted from one call to the next */
     if (now != 0 && now - s->end_checked_at <= END_TRUSTED_NS && now >= s->end_checked_at)
         return;
     s->end_checked_at = now;

@@ -157,6 +157,24 @@ def test_slots_of_earlier_laps_never_lend_their_deadline(make_queue):
     assert q.stats()["expired"] == 50 and q.qsize() == 0
 
 
+@pytest.mark.parametrize("put", ["put", "put_bytes", "put_many", "put_many_bytes"])
+def test_a_deadline_for_every_slot_replaces_an_earlier_laps(make_queue, put):
+    # A put with one deadline for all claims without clearing (its caller
+    # writes every claimed slot's): none may keep the passed deadline of before.
+    q = make_queue(4)
+    items = [b"m0"] if put in ("put", "put_bytes") else [b"m0", b"m1", b"m2"]
+    send = (lambda dl: getattr(q, put)(items[0], deadline=dl)) if len(items) == 1 else (
+        lambda dl: getattr(q, put)(items, deadline=dl))
+    get = q.get_bytes if put.endswith("bytes") else q.get
+    for lap in range(30):
+        send(PAST)
+        with pytest.raises(shmring.Empty):
+            q.get_nowait()  # drops them, leaving their deadlines in the slots
+        send(future())
+        assert [get(timeout=5) for _ in items] == items
+    assert q.stats()["expired"] == 30 * len(items) and q.qsize() == 0
+
+
 @pytest.mark.parametrize("bad, rule", [
     (dict(ttl=-1), "'ttl' must be a number of seconds from 0 to 3e+08, got -1"),
     (dict(ttl=float("nan")), "'ttl' must be a number of seconds from 0 to 3e+08, got nan"),

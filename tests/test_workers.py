@@ -826,6 +826,19 @@ def test_workers_of_a_parent_killed_by_sigkill_exit():
 
 
 @pytest.mark.timeout(60)
+def test_a_worker_whose_parent_died_before_it_watched_exits():
+    # The race of the test above: a parent killed while its worker was still
+    # starting left the worker taking the parent it found then (init) for its
+    # own, and draining the queue forever. The pool now says who the parent is.
+    code = ("import os, time\n"
+            "from shmring.workers.worker import _watch_parent\n"
+            "_watch_parent(os.getppid() + 1)\n"  # not our parent: it is gone
+            "time.sleep(30)\n")
+    child = subprocess.Popen([sys.executable, "-c", code], env=child_python_env())
+    assert child.wait(10) == 1
+
+
+@pytest.mark.timeout(60)
 def test_breaking_out_of_imap_unordered_cleans_up():
     before = shm_segments()
     for x in shmring.imap_unordered(square, iter(int, 1), workers=2, batch=16):  # endless input

@@ -1027,12 +1027,14 @@ cdef class RingHandle:
         cdef shmring_span_t span
         cdef _Participant p
         cdef bytes b, kb
+        # one deadline for all: _set_expiries writes every claimed slot's
+        cdef int flags = SHMRING_CLAIM_EXPIRY_SET if expires is not None and type(expires) is not list else 0
         if total == 0:
             return 0
         p = self._enter()
         try:
             while done < total:
-                self._claim(True, p, <uint32_t>min(total - done, UINT32_MAX), &span, deadline, done)
+                self._claim(True, p, <uint32_t>min(total - done, UINT32_MAX), &span, deadline, done, flags)
                 if self._topic:
                     self._begin(p, &span, deadline, done)
                 if records != NULL and self._topic:
@@ -1173,7 +1175,7 @@ cdef class QueueHandle(RingHandle):
                 raise self._too_large(size)
             # the common case in one C call: room now, claimed, filled and committed
             if shmring_queue_put_deadline(p.ptr, data, size, expires) <= 0:
-                self._claim(True, p, 1, &span, deadline, 0)
+                self._claim(True, p, 1, &span, deadline, 0, SHMRING_CLAIM_EXPIRY_SET if expires else 0)
                 memcpy(shmring_slot_payload(self._ring, span.pos), data, size)
                 shmring_slot_set_len(self._ring, span.pos, <uint32_t>size)
                 if expires:
@@ -1233,7 +1235,8 @@ cdef class QueueHandle(RingHandle):
     cdef inline uint64_t _passed(self, uint64_t pos) noexcept:
         """The deadline of the claimed message at pos if it has passed, else 0."""
         cdef uint64_t d
-        if shmring_queue_expiry(self._ring, pos, &d) and shmring_now_ns() >= d:
+        cdef shmring_clock_t clock = [0, 0]
+        if shmring_queue_expiry(self._ring, pos, &d) and shmring_deadline_passed(&clock, d):
             return d if d else 1
         return 0
 

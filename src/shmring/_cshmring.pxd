@@ -96,6 +96,7 @@ cdef extern from "shmring.h" nogil:
     enum:
         SHMRING_CLAIM_CONTIGUOUS
         SHMRING_CLAIM_EXPIRED
+        SHMRING_CLAIM_EXPIRY_SET
     int shmring_queue_put_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span)
     void shmring_queue_put_commit(shmring_participant_t *me, const shmring_span_t *span)
     void shmring_queue_put_commit_partial(shmring_participant_t *me, const shmring_span_t *span, uint32_t keep)
@@ -131,6 +132,10 @@ cdef extern from "shmring.h" nogil:
     int shmring_queue_wait(shmring_participant_t *me, int what, uint64_t timeout_ns, uint32_t spin)
     void shmring_wake_all(shmring_t *ring)
     uint64_t shmring_now_ns()
+    ctypedef struct shmring_clock_t:
+        uint64_t coarse_ns
+        uint64_t precise_ns
+    int shmring_deadline_passed(shmring_clock_t *clock, uint64_t deadline_ns)
 
     # topics (topic.c, topic_recovery.c)
     ctypedef struct shmring_topic_sub_t:

@@ -238,8 +238,26 @@ static void test_details(void)
     printf("details ok\n");
 }
 
+/* The deadline check: a deadline well ahead is not passed without the precise
+ * clock (Linux: the coarse clock answers), a near one reads it, the clock is
+ * read once a batch of checks. */
+static void test_deadline_clock(void)
+{
+    uint64_t now = shmring_now_ns();
+    shmring_clock_t past = {0, 0}, near = {0, 0}, far = {0, 0};
+    CHECK(shmring_deadline_passed(&past, now - 1000000) == 1); /* a millisecond ago */
+    CHECK(past.precise_ns >= now);
+    CHECK(shmring_deadline_passed(&past, past.precise_ns + 1) == 0); /* the same reading, kept */
+    CHECK(shmring_deadline_passed(&near, now + 50000000) == 0 && near.precise_ns != 0);
+    CHECK(shmring_deadline_passed(&far, now + UINT64_C(3600000000000)) == 0);
+#if defined(__linux__)
+    CHECK(far.precise_ns == 0 && far.coarse_ns != 0 && far.coarse_ns <= shmring_now_ns()); /* the coarse clock answered */
+#endif
+}
+
 static void test_unit(void)
 {
+    test_deadline_clock();
     shmring_t *r = make_ring(16, 5); /* capacity 8, maxsize exactly 5 */
     shmring_participant_t *me;
     CHECK(shmring_participant_join(r, &me) == SHMRING_OK);

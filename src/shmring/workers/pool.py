@@ -173,7 +173,8 @@ class WorkerPool:
     def _spawn(self, slot):
         self._leases[slot].set(_STATE, _RUNNING)
         self._leases[slot].set(_BUSY, 0.0, _F64)
-        p = self._ctx.Process(target=_worker_main, args=(self._config, self._region, slot),
+        parent = None if self._ctx.get_start_method() == "forkserver" else os.getpid()
+        p = self._ctx.Process(target=_worker_main, args=(self._config, self._region, slot, parent),
                               name=f"shmring-worker-{slot}", daemon=True)
         p.start()
         self._procs[slot] = p

@@ -36,27 +36,31 @@ def _dead_letter_entry(message, reason, attempts, error):
     return {"message": message, "reason": reason, "attempts": attempts, "error": error}
 
 
-def _worker_main(config, region, slot):
+def _worker_main(config, region, slot, parent):
     # A terminal's Ctrl-C reaches the whole process group: the pool decides what
     # its workers do (a fork child also inherits the parent's Python handlers).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _watch_parent()
+    _watch_parent(parent)
     _Worker(config, region, slot).run()
 
 
 _PARENT_WATCH = 0.2  # seconds between a worker's looks at its parent
 
 
-def _watch_parent():
+def _watch_parent(parent):
     """A worker whose parent died (SIGKILL: no stop, no terminate) exits within
     _PARENT_WATCH seconds instead of draining the source forever: a daemon
-    thread compares os.getppid() with the parent it started with (the pool's
-    process, or under forkserver the server, which ends with it). Nothing on
+    thread compares os.getppid() with its parent: `parent`, the pool's pid,
+    given by the pool, so that a parent killed before the worker got here is
+    seen too (its getppid() is then already another); None under forkserver,
+    whose workers are the server's children (it ends with the pool): then the
+    parent it started with (a server gone before that is not seen). Nothing on
     the message path; not PR_SET_PDEATHSIG, which fires when the thread that
     started the worker ends (the supervisor restarts workers; start() may run
     in a thread that returns)."""
-    parent = os.getppid()
+    if parent is None:
+        parent = os.getppid()
 
     def watch():
         while os.getppid() == parent:
