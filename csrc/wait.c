@@ -238,8 +238,8 @@ uint64_t shmring__coarse_now_ns(void)
  * leads it: a deadline further than SHMRING_COARSE_TRUST_NS beyond it has
  * not passed. Nearer ones read the precise clock. The limit of the trust: a
  * tick held up for longer than that (a VM resumed from a pause runs until its
- * first tick with the time of before) lets a message through that many
- * nanoseconds after its deadline at most. Without a coarse clock the first
+ * first tick with the time of before; the vCPU that keeps time preempted by
+ * its host that long) lets a message through that much after its deadline. Without a coarse clock the first
  * look is at the precise clock, and the rule holds the same. */
 #define SHMRING_COARSE_TRUST_NS 100000000u
 

@@ -172,7 +172,29 @@ def test_a_deadline_for_every_slot_replaces_an_earlier_laps(make_queue, put):
             q.get_nowait()  # drops them, leaving their deadlines in the slots
         send(future())
         assert [get(timeout=5) for _ in items] == items
+        q.put_bytes(b"plain")  # one position more a lap: every slot meets both deadlines
+        assert q.get_bytes(timeout=5) == b"plain"
     assert q.stats()["expired"] == 30 * len(items) and q.qsize() == 0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("put", ["put", "put_bytes"])
+def test_a_put_that_waited_for_room_replaces_a_passed_deadline(make_queue, put):
+    # the binding's claim after a wait (not the C fast path) also claims with
+    # EXPIRY_SET: the slot it gets held a passed deadline
+    q = make_queue(4)
+    for i in range(4):
+        q.put_bytes(b"old", deadline=PAST)
+    done = []
+    t = threading.Thread(target=lambda: done.append(getattr(q, put)(b"new", deadline=future(), timeout=30)))
+    t.start()
+    wait_until(lambda: q.stats()["writers_waiting"] >= 1, 10, "the put to wait for room")
+    with pytest.raises(shmring.Empty):
+        q.get_nowait()  # drops the four: room, in a slot that held a passed deadline
+    t.join(10)
+    assert done == [None]
+    assert (q.get_bytes if put == "put_bytes" else q.get)(timeout=5) == b"new"
+    assert q.stats()["expired"] == 4 and q.qsize() == 0
 
 
 @pytest.mark.parametrize("bad, rule", [

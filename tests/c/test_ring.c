@@ -248,16 +248,47 @@ static void test_deadline_clock(void)
     CHECK(shmring_deadline_passed(&past, now - 1000000) == 1); /* a millisecond ago */
     CHECK(past.precise_ns >= now);
     CHECK(shmring_deadline_passed(&past, past.precise_ns + 1) == 0); /* the same reading, kept */
-    CHECK(shmring_deadline_passed(&near, now + 50000000) == 0 && near.precise_ns != 0);
+    int got = shmring_deadline_passed(&near, now + 50000000); /* near: the precise clock decides */
+    CHECK(near.precise_ns != 0 && got == (near.precise_ns >= now + 50000000));
     CHECK(shmring_deadline_passed(&far, now + UINT64_C(3600000000000)) == 0);
 #if defined(__linux__)
     CHECK(far.precise_ns == 0 && far.coarse_ns != 0 && far.coarse_ns <= shmring_now_ns()); /* the coarse clock answered */
 #endif
 }
 
+/* A put claim clears the deadlines its slots held on an earlier lap, unless
+ * SHMRING_CLAIM_EXPIRY_SET says its caller writes them (then it leaves them). */
+static void test_claim_expiry_set(void)
+{
+    shmring_t *r = make_ring(16, 4);
+    shmring_participant_t *me;
+    shmring_span_t span;
+    uint64_t d;
+    CHECK(shmring_participant_join(r, &me) == SHMRING_OK);
+    for (int lap = 0; lap < 3; lap++) {
+        for (int flags = 0; flags <= SHMRING_CLAIM_EXPIRY_SET; flags += SHMRING_CLAIM_EXPIRY_SET) {
+            CHECK(shmring_queue_put_claim(me, 4, 0, &span) == 4);
+            shmring_queue_set_expiry(r, span.pos, 4, 1); /* passed long ago */
+            shmring_queue_put_commit(me, &span);
+            CHECK(shmring_queue_get_claim(me, 4, 0, &span) == 0); /* all four dropped */
+            CHECK(shmring_queue_put_claim(me, 4, flags, &span) == 4);
+            for (uint32_t k = 0; k < 4; k++) /* cleared, or left to us */
+                CHECK(shmring_queue_expiry(r, span.pos + k, &d) == (flags ? 1 : 0));
+            if (flags)
+                shmring_queue_set_expiry(r, span.pos, 4, UINT64_MAX / 2);
+            shmring_queue_put_commit(me, &span);
+            CHECK(shmring_queue_get_claim(me, 4, 0, &span) == 4); /* none dropped */
+            shmring_queue_get_release(me, &span);
+        }
+    }
+    shmring_participant_leave(me);
+    shmring_close(r);
+}
+
 static void test_unit(void)
 {
     test_deadline_clock();
+    test_claim_expiry_set();
     shmring_t *r = make_ring(16, 5); /* capacity 8, maxsize exactly 5 */
     shmring_participant_t *me;
     CHECK(shmring_participant_join(r, &me) == SHMRING_OK);
