@@ -1354,6 +1354,10 @@ cdef class QueueHandle(RingHandle):
 
     # ---- the public operations: bytes ----
 
+    # binding=False (and a clinic signature for inspect): the single-message
+    # calls' argument handling costs less (docs/design.md, "The binding and its codecs")
+    @cython.binding(False)
+    @cython.embedsignature.format("clinic")
     def put_bytes(self, data, block=True, timeout=None, *, ttl=None, deadline=None):
         """Put a bytes-like object as one message, without encoding it (ttl=,
         deadline=: as put)."""
@@ -1365,6 +1369,8 @@ cdef class QueueHandle(RingHandle):
             return
         self._put_buffer(data, wait, expires)
 
+    @cython.binding(False)
+    @cython.embedsignature.format("clinic")
     def get_bytes(self, block=True, timeout=None, *, expired="drop"):
         """Remove and return one message as bytes, without decoding it (expired=: as get)."""
         cdef uint64_t wait
@@ -1520,6 +1526,8 @@ cdef class QueueHandle(RingHandle):
 
     # ---- the public operations: objects, through the codec ----
 
+    @cython.binding(False)
+    @cython.embedsignature.format("clinic")
     def put(self, obj, block=True, timeout=None, *, ttl=None, deadline=None):
         """Put one object, encoded by the queue's codec.
 
@@ -1539,6 +1547,8 @@ cdef class QueueHandle(RingHandle):
         else:
             self._put_buffer(data, wait, expires)
 
+    @cython.binding(False)
+    @cython.embedsignature.format("clinic")
     def get(self, block=True, timeout=None, *, expired="drop"):
         """Remove and return one object, decoded by the queue's codec.
 
