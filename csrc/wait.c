@@ -213,11 +213,16 @@ void shmring_wake_all(shmring_t *r)
     }
 }
 
+static uint64_t ns_of(const struct timespec *ts)
+{
+    return (uint64_t)ts->tv_sec * 1000000000u + (uint64_t)ts->tv_nsec;
+}
+
 uint64_t shmring_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    return ns_of(&ts);
 }
 
 uint64_t shmring__coarse_now_ns(void)
@@ -228,7 +233,7 @@ uint64_t shmring__coarse_now_ns(void)
 #endif
         if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
             return 0;
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    return ns_of(&ts);
 }
 
 /* A deadline check is made for every message a get claims, and the precise
@@ -239,8 +244,9 @@ uint64_t shmring__coarse_now_ns(void)
  * not passed. Nearer ones read the precise clock. The limit of the trust: a
  * tick held up for longer than that (a VM resumed from a pause runs until its
  * first tick with the time of before; the vCPU that keeps time preempted by
- * its host that long) lets a message through that much after its deadline. Without a coarse clock the first
- * look is at the precise clock, and the rule holds the same. */
+ * its host that long) lets a message through that much after its deadline.
+ * Without a coarse clock the first look is at the precise clock, and the rule
+ * holds the same. */
 #define SHMRING_COARSE_TRUST_NS 100000000u
 
 int shmring_deadline_passed(shmring_clock_t *clock, uint64_t deadline_ns)
