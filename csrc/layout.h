@@ -36,7 +36,7 @@
 #include <stdint.h>
 
 #define SHMRING_MAGIC UINT64_C(0x31474e49524d4853) /* "SHMRING1", little-endian */
-#define SHMRING_LAYOUT_VERSION 9u
+#define SHMRING_LAYOUT_VERSION 10u
 #define SHMRING_LINE 128u
 #define SHMRING_SCHEMA_MAX 1024u
 
@@ -165,13 +165,15 @@ enum { SHMRING_PART_FREE = 0, SHMRING_PART_JOINING = 1, SHMRING_PART_ACTIVE = 2,
 /* What a participant's announced claim is for. GET becomes GET_HELD once the
  * claim CAS succeeded (so recovery knows every announced message was the dead
  * consumer's, even those it had already released), and GET_COUNTED once a
- * recoverer has counted them as lost. */
+ * recoverer has counted them as lost, or GET_ADOPTED once a supervisor took
+ * the dead consumer's claim over (shmring_queue_adopt). */
 enum {
     SHMRING_CLAIM_NONE = 0,
     SHMRING_CLAIM_PUT = 1,
     SHMRING_CLAIM_GET = 2,
     SHMRING_CLAIM_GET_HELD = 3,
     SHMRING_CLAIM_GET_COUNTED = 4,
+    SHMRING_CLAIM_GET_ADOPTED = 5,
 };
 
 /* How the death of an entry's process is established (liveness.c).

@@ -110,6 +110,11 @@ int shmring_participant_join(shmring_t *r, shmring_participant_t **out)
     return SHMRING_OK;
 }
 
+uint32_t shmring_participant_index(const shmring_participant_t *me)
+{
+    return me->index;
+}
+
 void shmring_participant_leave(shmring_participant_t *me)
 {
     if (me == NULL)

@@ -21,8 +21,18 @@
  *             lost to it: then it is looked at again next time and the dead entry
  *             is kept until nothing of it is pending)
  *
+ *   GET_ADOPTED  as GET_HELD: the supervisor that adopted the claim died before
+ *             it finished (shmring_queue_adopt, below)
+ *
  * Dead GET_HELD entries go first: a dead consumer whose claim CAS lost to one of
  * them then finds those messages released already, so nothing is counted twice.
+ *
+ * Adoption: a supervisor that knows its consumer died (a WorkerPool, which
+ * reaped it) takes the entry as a recoverer does (R4), then its held claim
+ * (A1), copies the messages where it keeps them and releases the slots itself,
+ * counting nothing lost. Its lock on the entry keeps recoverers out while it
+ * works; one killed midway leaves an entry whose death shows, with a claim
+ * recovery counts lost.
  *
  * Each change is a CAS from the exact state seen and each count is made by the
  * winner of a CAS, right after it, so recoverers running at once in several
@@ -40,6 +50,10 @@
  *       the state we wrote, and we saw the state the dead owner left
  *   R4  (recovery.c) taking the entry as if joining (J1) and freeing it (L0, L1:
  *       participants.c), once settle says nothing of it is pending
+ *   A1  acq_rel CAS of claim_role GET_HELD -> GET_ADOPTED (shmring_queue_adopt)
+ *       against R2's GET_HELD -> GET_COUNTED: exactly one of adopter and
+ *       recoverers owns the messages; a recoverer whose CAS lost to A1 leaves
+ *       the slots alone (the adopter reads them before releasing them)
  *   R5  increments of tasks_done, capped at write_pos: T1's CAS (queue.c's
  *       table; shmring__queue_add_done, below) -> T2: join() sees them (also
  *       the discards of an immediate shutdown: shmring__queue_count_done)
@@ -135,6 +149,22 @@ static int move_slot(const shmring_t *r, uint64_t p, uint32_t from, uint32_t to)
     return shmring__seq_cas(r, p, from, to);
 }
 
+/* Hand back the slots of a read claim [pos, pos + n) that are still unreleased
+ * (committed, or a hole it was skipping) for the next lap. */
+static void release_held(const shmring_t *r, uint64_t pos, uint32_t n)
+{
+    uint64_t write_pos, read_pos;
+    for (uint32_t k = 0; k < n; k++) {
+        uint64_t p = pos + k;
+        load_counters(r, &write_pos, &read_pos);
+        if (settled(r, 0, p, write_pos, read_pos))
+            continue;
+        uint32_t released = shmring__state(r, p + r->capacity, SHMRING_SEQ_FREE);
+        if (!move_slot(r, p, shmring__state(r, p, SHMRING_SEQ_COMMITTED), released))
+            move_slot(r, p, shmring__state(r, p, SHMRING_SEQ_HOLE), released); /* a hole it was skipping */
+    }
+}
+
 /* Give back what dead entry i announced. Returns 1 if it announced a claim
  * (which this call or another recoverer settled); sets *pending if a position
  * could not be settled yet. */
@@ -155,21 +185,21 @@ int shmring__queue_settle(shmring_t *r, const struct shmring__entry_view *seen, 
     if (a.n == 0 || a.n > r->maxsize)
         return 0; /* nothing held, or garbage: no claim is larger than maxsize */
 
-    if (a.role == SHMRING_CLAIM_GET_HELD || a.role == SHMRING_CLAIM_GET_COUNTED) {
-        uint32_t held = SHMRING_CLAIM_GET_HELD;
-        /* R2 (acq_rel): one recoverer counts the claim */
-        if (atomic_compare_exchange_strong_explicit(&e->claim_role, &held, SHMRING_CLAIM_GET_COUNTED,
-                                                    memory_order_acq_rel, memory_order_acquire))
-            count_lost(r->seg, a.n);
-        for (uint32_t k = 0; k < a.n; k++) {
-            uint64_t p = a.pos + k;
-            load_counters(r, &write_pos, &read_pos);
-            if (settled(r, 0, p, write_pos, read_pos))
-                continue;
-            uint32_t released = shmring__state(r, p + r->capacity, SHMRING_SEQ_FREE);
-            if (!move_slot(r, p, shmring__state(r, p, SHMRING_SEQ_COMMITTED), released))
-                move_slot(r, p, shmring__state(r, p, SHMRING_SEQ_HOLE), released); /* a hole it was skipping */
+    if (a.role == SHMRING_CLAIM_GET_HELD || a.role == SHMRING_CLAIM_GET_COUNTED ||
+        a.role == SHMRING_CLAIM_GET_ADOPTED) {
+        uint32_t role = a.role;
+        /* R2 (acq_rel): one recoverer counts the claim (of a dead consumer, or
+         * of a dead adopter); against A1: an adopter that took it since we looked owns it */
+        if (role != SHMRING_CLAIM_GET_COUNTED) {
+            if (atomic_compare_exchange_strong_explicit(&e->claim_role, &role, SHMRING_CLAIM_GET_COUNTED,
+                                                        memory_order_acq_rel, memory_order_acquire))
+                count_lost(r->seg, a.n);
+            else if (role == SHMRING_CLAIM_GET_ADOPTED) {
+                *pending = 1; /* the entry is the adopter's now */
+                return 1;
+            }
         }
+        release_held(r, a.pos, a.n);
         return 1;
     }
     if (a.role != SHMRING_CLAIM_PUT && a.role != SHMRING_CLAIM_GET)
@@ -211,7 +241,49 @@ int shmring__queue_first_pass(const struct shmring_participant_entry *e)
 {
     uint32_t role = atomic_load_explicit(&e->claim_role, memory_order_acquire);
     return atomic_load_explicit(&e->claim_n, memory_order_acquire) != 0 &&
-           (role == SHMRING_CLAIM_GET_HELD || role == SHMRING_CLAIM_GET_COUNTED);
+           (role == SHMRING_CLAIM_GET_HELD || role == SHMRING_CLAIM_GET_COUNTED || role == SHMRING_CLAIM_GET_ADOPTED);
+}
+
+int shmring_queue_adopt(shmring_t *r, uint32_t i, int32_t pid, shmring_adoption_t *out)
+{
+    if (r->readonly || i >= r->max_participants)
+        return SHMRING_EINVAL;
+    struct shmring_participant_entry *e = &r->parts[i];
+    struct shmring__entry_view v;
+    struct shmring__announcement a;
+    if (!shmring__entry_snapshot(e, &v) || SHMRING_PART_STATUS(v.state) != SHMRING_PART_ACTIVE || v.pid != pid ||
+        shmring__entry_alive(r, i, &v))
+        return 0;
+    /* R2. Only a claim that succeeded (P5): one killed between its claim CAS
+     * and P5, a few instructions, is left to recovery (counted lost). */
+    shmring__announcement(e, &a);
+    if (a.role != SHMRING_CLAIM_GET_HELD || a.n == 0 || a.n > r->maxsize)
+        return 0;
+    /* R4: the entry is ours (a changed state: a recoverer or joiner was first) */
+    uint32_t taken = shmring__entry_take(r, i, v.state);
+    if (taken == 0)
+        return 0;
+    uint32_t held = SHMRING_CLAIM_GET_HELD;
+    /* A1: pairs with R2's CAS */
+    if (!atomic_compare_exchange_strong_explicit(&e->claim_role, &held, SHMRING_CLAIM_GET_ADOPTED,
+                                                 memory_order_acq_rel, memory_order_acquire)) {
+        shmring__entry_free(r, i, taken); /* a recoverer counted them, and releases them */
+        return 0;
+    }
+    out->span.pos = a.pos;
+    out->span.n = a.n;
+    out->entry = i;
+    out->state = taken;
+    return 1;
+}
+
+void shmring_queue_adopt_release(shmring_t *r, const shmring_adoption_t *ad)
+{
+    release_held(r, ad->span.pos, ad->span.n);
+    shmring__entry_free(r, ad->entry, ad->state);
+    /* relaxed: a statistic */
+    atomic_fetch_add_explicit(&r->seg->stats.recoveries, 1, memory_order_relaxed);
+    shmring__wake(r, &r->seg->not_full); /* room for producers, as a release makes */
 }
 
 /* 1 if what a caller waiting for `what` (READABLE / WRITABLE) waits on is held by

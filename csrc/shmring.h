@@ -182,6 +182,9 @@ uint64_t shmring_capacity(const shmring_t *ring);
  * drops it when the process dies, which is how others know (liveness.c). */
 int shmring_participant_join(shmring_t *ring, shmring_participant_t **out);
 void shmring_participant_leave(shmring_participant_t *me);
+/* The index of me's entry in the table: what a supervisor names to adopt the
+ * claim of a consumer that died (shmring_queue_adopt). */
+uint32_t shmring_participant_index(const shmring_participant_t *me);
 /* In a child after fork(), before it uses the ring: stop sharing the parent's
  * open file description, whose liveness locks would otherwise keep the parent
  * looking alive as long as the child runs (and reset the handle's mutex). The
@@ -260,6 +263,23 @@ int shmring_queue_task_done(shmring_participant_t *me, uint64_t n);
  * interrupted, or out of memory): count them lost, and done for join(). */
 void shmring_queue_count_lost(shmring_t *ring, uint64_t n);
 uint64_t shmring_queue_unfinished(const shmring_t *ring);
+
+/* Adoption (queue_recovery.c): a supervisor takes over the read claim that
+ * its consumer held when it died, so that the messages go where the
+ * supervisor keeps them and recovery does not count them lost. entry: the
+ * dead participant's index (shmring_participant_index, told while it lived);
+ * pid: its process as the supervisor knows it (the entry must name it). 1:
+ * *out holds the claim; its slots stay readable (shmring_slot_*) until
+ * shmring_queue_adopt_release hands them back (counting nothing lost). 0:
+ * nothing to adopt (the entry is alive, another process's, holds no claim
+ * that succeeded, or a recoverer was first and counted it lost).
+ * SHMRING_EINVAL: entry out of range, or a read-only handle. */
+typedef struct shmring_adoption {
+    shmring_span_t span;        /* the adopted claim */
+    uint32_t entry, state;      /* the entry, ours until the release */
+} shmring_adoption_t;
+int shmring_queue_adopt(shmring_t *ring, uint32_t entry, int32_t pid, shmring_adoption_t *out);
+void shmring_queue_adopt_release(shmring_t *ring, const shmring_adoption_t *adoption);
 
 void shmring_queue_stats(const shmring_t *ring, shmring_stats_t *out);
 

@@ -25,7 +25,7 @@ from cpython.buffer cimport (
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport errno
-from libc.stdint cimport UINT32_MAX, UINT64_MAX, int64_t, uint32_t, uint64_t
+from libc.stdint cimport UINT32_MAX, UINT64_MAX, int32_t, int64_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.pyport cimport PY_SSIZE_T_MAX
@@ -66,13 +66,16 @@ cdef extern from *:
      * instruction (count never ahead of its entries), so a signal fence (a
      * compiler barrier) and a relaxed store are enough; stats() reads the word
      * alone, racily, which relaxed allows. */
-    static inline void shmring_lease_store(uint32_t *word, uint32_t value) {
-        atomic_signal_fence(memory_order_release);
-        atomic_store_explicit((_Atomic uint32_t *)word, value, memory_order_relaxed);
-        atomic_signal_fence(memory_order_release);
-    }
+    #define SHMRING_LEASE_STORE(word, value, type) do { \
+        atomic_signal_fence(memory_order_release); \
+        atomic_store_explicit((_Atomic type *)(word), (value), memory_order_relaxed); \
+        atomic_signal_fence(memory_order_release); \
+    } while (0)
+    static inline void shmring_lease_store(uint32_t *word, uint32_t value) { SHMRING_LEASE_STORE(word, value, uint32_t); }
+    static inline void shmring_lease_store64(uint64_t *word, uint64_t value) { SHMRING_LEASE_STORE(word, value, uint64_t); }
     """
     void shmring_lease_store(uint32_t *word, uint32_t value) nogil
+    void shmring_lease_store64(uint64_t *word, uint64_t value) nogil
 
 
 # Longest a C wait lasts before we look at signals, the deadline and close().
@@ -346,13 +349,31 @@ cdef double TTL_MAX = 3e8
 
 # A worker's lease (QueueHandle._take_leased; the rest of its header is shmring/workers/lease.py's):
 # the count word at 0 (u32, messages held), the finishing word (u32, see
-# _finish_leased), entries from LEASE_HEADER on, each LEASE_ENTRY bytes before its payload.
+# _finish_leased), for _adopt_leased the taker's claim (u64 position at 80, u32
+# participant index + 1 at 88, u32 count before the claim at 92), entries from
+# LEASE_HEADER on, each LEASE_ENTRY bytes before its payload.
 cdef uint64_t C_LEASE_HEADER = 128
 cdef uint64_t C_LEASE_FINISHING = 4
+cdef uint64_t C_LEASE_CLAIM_POS = 80
+cdef uint64_t C_LEASE_TAKER = 88
+cdef uint64_t C_LEASE_CLAIM_BASE = 92
 cdef uint64_t C_LEASE_ENTRY = 16
 cdef uint32_t C_LEASE_CORRUPT = 0xFFFFFFFF
-LEASE_HEADER, LEASE_FINISHING, LEASE_ENTRY, LEASE_CORRUPT = (C_LEASE_HEADER, C_LEASE_FINISHING, C_LEASE_ENTRY,
-                                                             C_LEASE_CORRUPT)
+LEASE_HEADER, LEASE_FINISHING, LEASE_TAKER, LEASE_ENTRY, LEASE_CORRUPT = (
+    C_LEASE_HEADER, C_LEASE_FINISHING, C_LEASE_TAKER, C_LEASE_ENTRY, C_LEASE_CORRUPT)
+
+
+cdef int _lease_buffer(object lease, Py_buffer *view) except -1:
+    """*view of a lease, checked: writable, C-contiguous, a header long, 8-byte
+    aligned (released again if not)."""
+    try:
+        PyObject_GetBuffer(lease, view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+    except (BufferError, ValueError, TypeError):
+        raise ValueError("a lease must be a writable C-contiguous buffer") from None
+    if <uint64_t>view.len < C_LEASE_HEADER or (<size_t>view.buf) % 8:
+        PyBuffer_Release(view)
+        raise ValueError("not a lease: too short or not 8-byte aligned")
+    return 0
 
 
 cdef double _seconds(str what, object value) except? -1:
@@ -1423,19 +1444,16 @@ cdef class QueueHandle(RingHandle):
         counts them, _count_expired); how many it took. Each claim's messages are
         copied with their lengths and deadlines, the count word is stored after
         them (L1), and only then is the claim released: a message is in the
-        ring, claimed (a taker killed then is a dead consumer to the queue's
-        recovery: counted lost), or in the lease. Waits as get does (Empty,
-        ShutDown)."""
+        ring, claimed (a taker killed then is a dead consumer: the pool adopts
+        its claim, _adopt_leased, or else recovery counts it lost), or in the
+        lease. Waits as get does (Empty, ShutDown)."""
         cdef uint64_t wait
         cdef Py_buffer view
         cdef Py_ssize_t limit
         cdef uint64_t stride = C_LEASE_ENTRY + ((self._slot_size + 7) & ~<uint64_t>7)  # _lease_stride
-        cdef uint32_t got = 0, k, length
+        cdef uint32_t got = 0
         cdef shmring_span_t span
         cdef _Participant p
-        cdef char *entry
-        cdef int64_t size
-        cdef uint64_t d
         cdef int flags = SHMRING_CLAIM_EXPIRED
         if type(max_items) is int and 1 <= max_items <= PY_SSIZE_T_MAX:  # a worker's every call: no checks to pay
             limit = max_items
@@ -1461,21 +1479,12 @@ cdef class QueueHandle(RingHandle):
                 raise ValueError("the lease holds messages: finish them first (_finish_leased)")
             p = self._enter()
             try:
+                # who claims, for the pool to adopt the claim if this process dies holding it
+                shmring_lease_store(<uint32_t *>(<char *>view.buf + C_LEASE_TAKER), shmring_participant_index(p.ptr) + 1)
                 self._claim(False, p, <uint32_t>min(limit, UINT32_MAX), &span, wait, 0, flags)
                 while True:
                     p.holding = True
-                    for k in range(span.n):
-                        entry = <char *>view.buf + C_LEASE_HEADER + (got + k) * stride
-                        size = shmring_slot_len(self._ring, span.pos + k)
-                        if size < 0:
-                            length = C_LEASE_CORRUPT
-                        else:
-                            length = <uint32_t>size
-                            memcpy(entry + C_LEASE_ENTRY, shmring_slot_payload(self._ring, span.pos + k), size)
-                        (<uint64_t *>(entry + 8))[0] = d if shmring_queue_expiry(self._ring, span.pos + k, &d) else 0
-                        (<uint32_t *>entry)[0] = length
-                    got += span.n
-                    shmring_lease_store(<uint32_t *>view.buf, got)  # L1, before the release
+                    got = self._lease_copy(<char *>view.buf, stride, got, &span)
                     shmring_queue_get_release(p.ptr, &span)
                     p.holding = False
                     # more may have arrived meanwhile: take it in the same call, never wait
@@ -1488,6 +1497,69 @@ cdef class QueueHandle(RingHandle):
             PyBuffer_Release(&view)
         return got
 
+    @cython.final
+    cdef uint32_t _lease_copy(self, char *lease, uint64_t stride, uint32_t got, const shmring_span_t *span) noexcept:
+        """Copy a read claim's messages into a lease's entries from index got
+        (lengths, deadlines, payloads; a corrupt slot's length is LEASE_CORRUPT)
+        and store the count that covers them (L1); the new count. Before it, the
+        count the claim adds to and the claim's position, in that order: a
+        taker killed in between, whose claim the pool adopts, leaves the
+        position of an earlier claim, or this one's with the count still at
+        the base (copy them) or covering them (L1 done: they are there)."""
+        cdef uint32_t k, length
+        cdef int64_t size
+        cdef uint64_t d
+        cdef char *entry
+        shmring_lease_store(<uint32_t *>(lease + C_LEASE_CLAIM_BASE), got)
+        shmring_lease_store64(<uint64_t *>(lease + C_LEASE_CLAIM_POS), span.pos)
+        for k in range(span.n):
+            entry = lease + C_LEASE_HEADER + (got + k) * stride
+            size = shmring_slot_len(self._ring, span.pos + k)
+            if size < 0:
+                length = C_LEASE_CORRUPT
+            else:
+                length = <uint32_t>size
+                memcpy(entry + C_LEASE_ENTRY, shmring_slot_payload(self._ring, span.pos + k), size)
+            (<uint64_t *>(entry + 8))[0] = d if shmring_queue_expiry(self._ring, span.pos + k, &d) else 0
+            (<uint32_t *>entry)[0] = length
+        shmring_lease_store(<uint32_t *>lease, got + span.n)  # L1, before the release
+        return got + span.n
+
+    def _adopt_leased(self, lease, pid):
+        """The read claim that the dead taker of `lease` (process `pid`) held in
+        _take_leased, if recovery has not counted it lost yet: its messages
+        are copied into the lease after those the count covers (killed before
+        L1), or are there already (killed between L1 and the release); the
+        slots are released either way, nothing counted lost
+        (shmring_queue_adopt). How many messages the claim held; 0 if there
+        was nothing to adopt, or the lease had no room for them (its count
+        word overwritten): lost then, counted."""
+        cdef Py_buffer view
+        cdef shmring_adoption_t ad
+        cdef uint32_t count, who, adopted
+        cdef uint64_t stride = C_LEASE_ENTRY + ((self._slot_size + 7) & ~<uint64_t>7)  # _lease_stride
+        cdef int32_t taker = pid  # OverflowError for what no process is
+        if self._ring == NULL:
+            raise errors.QueueClosed(f"queue {self.name!r} is closed")
+        _lease_buffer(lease, &view)
+        try:
+            who = (<uint32_t *>(<char *>view.buf + C_LEASE_TAKER))[0]
+            if who == 0 or shmring_queue_adopt(self._ring, who - 1, taker, &ad) <= 0:
+                return 0  # no taker yet, another's entry, nothing held, or recovery was first
+            adopted = ad.span.n
+            count = (<uint32_t *>view.buf)[0]
+            if not ((<uint64_t *>(<char *>view.buf + C_LEASE_CLAIM_POS))[0] == ad.span.pos and
+                    count == (<uint32_t *>(<char *>view.buf + C_LEASE_CLAIM_BASE))[0] + ad.span.n):
+                if <uint64_t>count + ad.span.n <= (<uint64_t>view.len - C_LEASE_HEADER) // stride:
+                    self._lease_copy(<char *>view.buf, stride, count, &ad.span)
+                else:
+                    shmring_queue_count_lost(self._ring, ad.span.n)
+                    adopted = 0
+            shmring_queue_adopt_release(self._ring, &ad)
+        finally:
+            PyBuffer_Release(&view)
+        return adopted
+
     def _finish_leased(self, lease, n=None):
         """The lease's messages are finished (handled, dead-lettered, dropped):
         mark n (default: the count word) as finishing, empty the lease, mark
@@ -1499,13 +1571,8 @@ cdef class QueueHandle(RingHandle):
         cdef uint32_t count
         cdef _Participant p
         cdef int rc = SHMRING_OK
+        _lease_buffer(lease, &view)
         try:
-            PyObject_GetBuffer(lease, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
-        except (BufferError, ValueError, TypeError):
-            raise ValueError("a lease must be a writable C-contiguous buffer") from None
-        try:
-            if <uint64_t>view.len < C_LEASE_HEADER or (<size_t>view.buf) % 8:
-                raise ValueError("not a lease: too short or not 8-byte aligned")
             count = (<uint32_t *>view.buf)[0] if n is None else <uint32_t>n
             p = self._enter()
             shmring_lease_store(<uint32_t *>(<char *>view.buf + C_LEASE_FINISHING), count)  # L1

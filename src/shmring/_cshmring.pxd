@@ -2,7 +2,7 @@
 # values live in the header. Names in quotes are the C names (issue 11 renamed
 # the queue's verbs and the accessors); the Cython names are those the binding
 # used before, until it is renamed too.
-from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 
 
 cdef extern from "shmring.h" nogil:
@@ -91,6 +91,7 @@ cdef extern from "shmring.h" nogil:
 
     int shmring_participant_join(shmring_t *ring, shmring_participant_t **out)
     void shmring_participant_leave(shmring_participant_t *me)
+    uint32_t shmring_participant_index(const shmring_participant_t *me)
     void shmring_after_fork(shmring_t *ring)
 
     enum:
@@ -110,6 +111,12 @@ cdef extern from "shmring.h" nogil:
 
     int shmring_queue_task_done(shmring_participant_t *me, uint64_t n)
     void shmring_queue_count_lost(shmring_t *ring, uint64_t n)
+    ctypedef struct shmring_adoption_t:
+        shmring_span_t span
+        uint32_t entry
+        uint32_t state
+    int shmring_queue_adopt(shmring_t *ring, uint32_t entry, int32_t pid, shmring_adoption_t *out)
+    void shmring_queue_adopt_release(shmring_t *ring, const shmring_adoption_t *adoption)
     void shmring_queue_count_expired(shmring_t *ring, uint64_t n)
     void shmring_queue_set_expiry(const shmring_t *ring, uint64_t pos, uint32_t n, uint64_t deadline_ns)
     int shmring_queue_expiry(const shmring_t *ring, uint64_t pos, uint64_t *deadline_ns)

@@ -223,7 +223,7 @@ static void test_details(void)
     check_attach_detail("capacity 16 in the header, maxsize 8 needs 8", SHMRING_ECAPACITY);
     h->capacity = 8;
     h->layout_version = 4;
-    check_attach_detail("layout version 4 in the header, this build's is 9", SHMRING_EVERSION);
+    check_attach_detail("layout version 4 in the header, this build's is 10", SHMRING_EVERSION);
     h->layout_version = SHMRING_LAYOUT_VERSION;
     atomic_store(&r->seg->prod.write_pos, 20);
     check_attach_detail("counters inconsistent: read_pos 0, write_pos 20, tasks_done 0, lost 0, maxsize 8",
@@ -567,6 +567,74 @@ static void test_two_dead_consumers_on_the_same_messages_count_them_once(pid_t g
     CHECK(shmring_unlink(ring_name) == SHMRING_OK);
 }
 
+/* Adoption (shmring_queue_adopt): a supervisor takes over the read claim of
+ * its dead consumer; recovery keeps away from it meanwhile and counts nothing;
+ * a recoverer first, or an adopter that dies adopting, count the claim lost once. */
+static void test_adoption(pid_t gone)
+{
+    shmring_t *r = make_ring(16, 8);
+    shmring_participant_t *prod, *cons, *dead;
+    CHECK(shmring_participant_join(r, &prod) == SHMRING_OK);
+    CHECK(shmring_participant_join(r, &cons) == SHMRING_OK);
+    CHECK(shmring_participant_join(r, &dead) == SHMRING_OK);
+    CHECK(shmring_participant_index(dead) == dead->index);
+    for (int i = 0; i < 6; i++)
+        CHECK(shmring_queue_put(prod, &i, sizeof i) == 1);
+    shmring_span_t span;
+    shmring_adoption_t ad;
+    CHECK(shmring_queue_get_claim(dead, 2, 0, &span) == 2 && span.pos == 0);
+    CHECK(shmring_queue_adopt(r, dead->index, gone, &ad) == 0); /* alive still */
+    make_dead(dead, gone);
+    CHECK(shmring_queue_adopt(r, r->max_participants, gone, &ad) == SHMRING_EINVAL);
+    CHECK(shmring_queue_adopt(r, dead->index, gone + 1, &ad) == 0);          /* not that process */
+    CHECK(shmring_queue_adopt(r, cons->index, atomic_load(&cons->entry->pid), &ad) == 0); /* alive, no claim */
+    uint64_t lost = stat_lost(r), unfinished = shmring_queue_unfinished(r);
+    CHECK(shmring_queue_adopt(r, dead->index, gone, &ad) == 1 && ad.span.pos == 0 && ad.span.n == 2);
+    CHECK(atomic_load(&dead->entry->claim_role) == SHMRING_CLAIM_GET_ADOPTED);
+    CHECK(shmring_recover(r) == 0 && stat_lost(r) == lost); /* the adopter's now */
+    for (uint32_t k = 0; k < 2; k++) { /* unreleased, readable */
+        int v;
+        memcpy(&v, shmring_slot_payload(r, ad.span.pos + k), sizeof v);
+        CHECK(v == (int)k && shmring_slot_len(r, ad.span.pos + k) == (int64_t)sizeof v);
+    }
+    shmring_queue_adopt_release(r, &ad);
+    CHECK(stat_lost(r) == lost && shmring_queue_unfinished(r) == unfinished); /* done is the supervisor's to pay */
+    CHECK(SHMRING_PART_STATUS(atomic_load(&dead->entry->state)) == SHMRING_PART_FREE);
+    for (uint32_t k = 0; k < 2; k++)
+        CHECK(shmring__seq_load(r, k, memory_order_relaxed) == shmring__state(r, k + r->capacity, SHMRING_SEQ_FREE));
+    CHECK(shmring_queue_adopt(r, dead->index, gone, &ad) == 0); /* once */
+
+    /* a recoverer first: counted lost, nothing left to adopt */
+    shmring_participant_t *dead2, *dead3;
+    CHECK(shmring_participant_join(r, &dead2) == SHMRING_OK);
+    CHECK(shmring_queue_get_claim(dead2, 1, 0, &span) == 1);
+    make_dead(dead2, gone);
+    CHECK(shmring_recover(r) == 1 && stat_lost(r) == lost + 1);
+    CHECK(shmring_queue_adopt(r, dead2->index, gone, &ad) == 0);
+
+    /* an adopter that dies adopting (its lock gone): recovery counts the claim lost, once */
+    CHECK(shmring_participant_join(r, &dead3) == SHMRING_OK);
+    CHECK(shmring_queue_get_claim(dead3, 1, 0, &span) == 1);
+    uint32_t index = dead3->index;
+    make_dead(dead3, gone);
+    CHECK(shmring_queue_adopt(r, index, gone, &ad) == 1);
+    shmring__unlock_entry(r, index);
+    if (SHMRING_PART_STATUS(atomic_load(&r->parts[index].state)) == SHMRING_PART_JOINING_LOCKED) {
+        CHECK(shmring_recover(r) == 1 && stat_lost(r) == lost + 2);
+        CHECK(shmring_recover(r) == 0 && stat_lost(r) == lost + 2);
+        CHECK(SHMRING_PART_STATUS(atomic_load(&r->parts[index].state)) == SHMRING_PART_FREE);
+        CHECK(shmring__seq_load(r, span.pos, memory_order_relaxed) ==
+              shmring__state(r, span.pos + r->capacity, SHMRING_SEQ_FREE));
+    } else { /* no locks here (JOINING: looks alive, as a recoverer's entry does): finish the adoption */
+        shmring_queue_adopt_release(r, &ad);
+    }
+    char buf[16];
+    size_t len;
+    CHECK(test_get(cons, buf, sizeof buf, &len) == 1 && len == sizeof(int)); /* a working queue: 4 of 6 were taken */
+    shmring_close(r);
+    CHECK(shmring_unlink(ring_name) == SHMRING_OK);
+}
+
 static void test_recovery(void)
 {
     char buf[16];
@@ -679,6 +747,7 @@ static void test_recovery(void)
     test_old_announcements_after_the_lap_count_wrapped(gone);
     test_old_read_announcement_after_the_lap_count_wrapped(gone);
     test_two_dead_consumers_on_the_same_messages_count_them_once(gone);
+    test_adoption(gone);
     printf("recovery ok\n");
 }
 

@@ -13,6 +13,9 @@ Lease header (the binding owns the first two words, _core.LEASE_*):
 | 24 | u64 x 5 | processed, failed, retried, dead_lettered, expired (this slot's workers) |
 | 64 | u32 | stop: the pool's stop flag, copied into every slot (one load with count) |
 | 72 | u64 | dead_letter_dropped (this slot's workers) |
+| 80 | u64 | the position of the taker's last claim (the binding's, _adopt_leased) |
+| 88 | u32 | the taker's participant index + 1, 0 none (the binding's) |
+| 92 | u32 | the count that claim adds to (the binding's) |
 
 then ``batch`` entries of ``source._lease_stride`` bytes (u32 length, u32
 unused, u64 deadline ns, payload). The control region before the leases holds

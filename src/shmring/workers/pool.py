@@ -7,13 +7,14 @@ a lease in shared memory, made by the pool before its workers start. A worker
 takes messages with ``QueueHandle._take_leased``, which copies them into the
 lease and stores the lease's count before it releases its claim on the ring:
 a message is always in the ring, claimed (a taker killed then is a dead
-consumer to the queue's own recovery, which counts it lost), or in a lease.
+consumer whose claim the pool adopts into its lease, ``_adopt_leased``, unless
+the queue's own recovery was first and counted it lost), or in a lease.
 When the handler is done, ``_finish_leased`` empties the lease and marks the
 messages done (``task_done``). A worker that dies leaves its lease to the pool:
 its replacement in the slot handles the messages again (at_least_once, until
 ``max_attempts`` handler calls in all), or the pool dead-letters them, or
-(at_most_once) counts them lost; each one gets one ``task_done`` (but for the
-windows of a worker killed inside its take: docs/design.md, known limits).
+(at_most_once) counts them lost; each one gets one ``task_done`` (docs/design.md,
+known limits: the windows of a worker killed inside its finish).
 """
 import collections
 import multiprocessing as mp
@@ -23,7 +24,7 @@ import threading
 import time
 from multiprocessing.connection import wait as _wait_for
 
-from shmring._core import LEASE_FINISHING, LEASE_HEADER, QueueHandle
+from shmring._core import LEASE_FINISHING, LEASE_HEADER, LEASE_TAKER, QueueHandle
 from shmring.errors import Full, PoolBroken, PoolStopped, QueueClosed, ShutDown
 from shmring.workers.lease import (
     _ATTEMPTS, _BUSY, _CONTROL, _COUNTER_NAMES, _DELIVERIES, _DRAINED, _F64, _Lease, _PUT_BACK_WAIT,
@@ -64,8 +65,8 @@ class WorkerPool:
     - Expired messages (``put(..., ttl=)``) never reach the handler: checked
       just before each call, counted once in ``stats()["expired"]`` and the
       queue's.
-    - Every message taken gets its ``source.task_done()`` (once, but for the
-      windows of a worker killed inside its take: README), so ``source.join()``
+    - Every message taken gets its ``source.task_done()`` (once; a worker
+      killed inside its take: its claim is adopted, README), so ``source.join()``
       waits for the pool's work; ``source.shutdown()`` ends the workers once the
       queue is drained (``join()`` then returns).
     - ``results`` / ``dead_letter`` full: workers wait for room while the pool
@@ -124,7 +125,7 @@ class WorkerPool:
         self._timed_out_slots = set()
         self._deaths = collections.deque()
         self._parent = dict(dead_lettered=0, dead_letter_dropped=0, timed_out=0, restarts=0, lost=0, returned=0,
-                            recycled=0)
+                            recycled=0, adopted=0)
         self._saved_handlers = {}
         self._lost_at_start = self._lost_at_end = None
         self._signal_stop = None  # the PoolStopped our SIGTERM handler raised, for __exit__
@@ -172,6 +173,7 @@ class WorkerPool:
 
     def _spawn(self, slot):
         self._leases[slot].set(_STATE, _RUNNING)
+        self._leases[slot].set(LEASE_TAKER, 0)  # the last worker's participant is not this one's
         self._leases[slot].set(_BUSY, 0.0, _F64)
         parent = None if self._ctx.get_start_method() == "forkserver" else os.getpid()
         p = self._ctx.Process(target=_worker_main, args=(self._config, self._region, slot, parent),
@@ -412,6 +414,7 @@ class WorkerPool:
             return
         if code == 0 and state in (_STOPPED, _DRAINED):
             return
+        self._adopt(lease, p.pid)
         self._settle_finishing(lease)
         count = self._held(lease)
         if count and not self._stopping:
@@ -452,6 +455,15 @@ class WorkerPool:
         try:
             self._source._finish_leased(lease.buf, n)
         except ValueError:
+            pass
+
+    def _adopt(self, lease, pid):
+        """A worker killed inside its take holds a claim on the source: its
+        messages into the lease (or, killed after storing the count, only the
+        claim released), before the queue's recovery counts them lost."""
+        try:
+            self._parent["adopted"] += self._source._adopt_leased(lease.buf, pid)
+        except ValueError:  # a source closed by its user: its recovery is not ours
             pass
 
     def _settle_finishing(self, lease):
@@ -522,7 +534,8 @@ class WorkerPool:
         (handler calls that raised), retried (messages handed to the handler
         again), dead_lettered, dead_letter_dropped (refused by dead_letter),
         expired, timed_out (workers killed for task_timeout), restarts, recycled
-        (max_tasks_per_child), lost (source_lost included: the source's own
+        (max_tasks_per_child), adopted (messages a worker killed inside its
+        take still claimed, taken into its lease), lost (source_lost included: the source's own
         count of lost messages since start, up to the end), returned
         (put back into the source at the end), in_flight (held by workers now);
         and per worker slot: pid, alive, processed, busy_since
@@ -540,9 +553,9 @@ class WorkerPool:
                             "busy_since": busy or None, "in_flight": lease.count()})
         for name, value in self._parent.items():
             out[name] = out.get(name, 0) + value
-        # A worker killed inside _take_leased, around the release of its claim: the
-        # queue's recovery counts the message lost (docs/design.md, the worker pool).
-        # Any consumer of the source that died meanwhile is counted here too.
+        # A worker killed inside _take_leased whose claim the queue's recovery
+        # settled before the pool could adopt it: counted lost there (docs/design.md,
+        # the worker pool). Any consumer of the source that died meanwhile is counted here too.
         now = self._lost_at_end if self._finished else self._source_lost()
         start = self._lost_at_start
         out["source_lost"] = now - start if now is not None and start is not None else 0
