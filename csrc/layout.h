@@ -184,7 +184,8 @@ enum {
  * pid + start time + namespace identity, and only evidence of death counts. */
 enum { SHMRING_LIVENESS_PID = 1, SHMRING_LIVENESS_LOCK = 2 };
 
-/* One thread of one process. Its owner is the only writer of the claim fields:
+/* One thread of one process. Its owner is the only writer of the claim fields
+ * (but for claim_role, which recoverers and an adopter move by CAS once it is dead):
  * before trying to claim positions [claim_pos, claim_pos + claim_n) it announces
  * them here, and withdraws them (claim_n = 0) once committed or released, so that
  * crash recovery can tell a slot held by a dead process from one held by a live

@@ -31,8 +31,8 @@
  * reaped it) takes the entry as a recoverer does (R4), then its held claim
  * (A1), copies the messages where it keeps them and releases the slots itself,
  * counting nothing lost. Its lock on the entry keeps recoverers out while it
- * works; one killed midway leaves an entry whose death shows, with a claim
- * recovery counts lost.
+ * works; one killed midway leaves an entry whose death shows (an entry it
+ * could not lock it gives back untouched), with a claim recovery counts lost.
  *
  * Each change is a CAS from the exact state seen and each count is made by the
  * winner of a CAS, right after it, so recoverers running at once in several
@@ -50,7 +50,7 @@
  *       the state we wrote, and we saw the state the dead owner left
  *   R4  (recovery.c) taking the entry as if joining (J1) and freeing it (L0, L1:
  *       participants.c), once settle says nothing of it is pending
- *   A1  acq_rel CAS of claim_role GET_HELD -> GET_ADOPTED (shmring_queue_adopt)
+ *   A1  relaxed CAS of claim_role GET_HELD -> GET_ADOPTED (shmring_queue_adopt)
  *       against R2's GET_HELD -> GET_COUNTED: exactly one of adopter and
  *       recoverers owns the messages; a recoverer whose CAS lost to A1 leaves
  *       the slots alone (the adopter reads them before releasing them)
@@ -233,8 +233,8 @@ int shmring__queue_settle(shmring_t *r, const struct shmring__entry_view *seen, 
     return 1;
 }
 
-/* Does dead entry e announce a read claim it held (GET_HELD, or GET_COUNTED by a
- * recoverer)? acquire: as R2. Those go first: they count all of it lost and
+/* Does dead entry e announce a read claim it held (GET_HELD, GET_COUNTED by a
+ * recoverer, or GET_ADOPTED by an adopter that died)? acquire: as R2. Those go first: they count all of it lost and
  * release it, so that a dead consumer whose CAS for the same positions lost
  * to theirs then finds nothing to release, and nothing is counted twice. */
 int shmring__queue_first_pass(const struct shmring_participant_entry *e)
@@ -263,10 +263,21 @@ int shmring_queue_adopt(shmring_t *r, uint32_t i, int32_t pid, shmring_adoption_
     uint32_t taken = shmring__entry_take(r, i, v.state);
     if (taken == 0)
         return 0;
+    if (SHMRING_PART_STATUS(taken) != SHMRING_PART_JOINING_LOCKED) {
+        /* Taken without its lock (no lock file, or only a read lock on it): an
+         * adopter killed holding it would leave an entry counted alive and its
+         * slots held for ever. Give it back to the dead owner as it was
+         * (release: as L1; nobody else writes the state of an entry JOINING)
+         * and leave the claim to recovery. */
+        atomic_store_explicit(&e->state, v.state, memory_order_release);
+        return 0;
+    }
     uint32_t held = SHMRING_CLAIM_GET_HELD;
-    /* A1: pairs with R2's CAS */
+    /* A1: against R2's CAS, for its atomicity alone (exactly one side wins):
+     * relaxed, as the slots we read were published to us by R2's acquire of
+     * the announcement (-> P5, after the dead consumer's C1) */
     if (!atomic_compare_exchange_strong_explicit(&e->claim_role, &held, SHMRING_CLAIM_GET_ADOPTED,
-                                                 memory_order_acq_rel, memory_order_acquire)) {
+                                                 memory_order_relaxed, memory_order_relaxed)) {
         shmring__entry_free(r, i, taken); /* a recoverer counted them, and releases them */
         return 0;
     }

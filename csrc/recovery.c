@@ -13,7 +13,7 @@
  *       participants.c): who owns the entry now, before its announcement (R2)
  *   unstick_after: relaxed process-local timing (internal.h, stuck_since)
  *   The entries' snapshots pair as participants.c says (J2, J3); the kind's
- *   settle rules name their own pairs (queue_recovery.c: R1, R2, R3, R5).
+ *   settle rules name their own pairs (queue_recovery.c: R1, R2, R3, R5, A1).
  */
 #include <stdlib.h>
 

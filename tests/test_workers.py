@@ -707,6 +707,35 @@ def test_adopt_leased_appends_a_dead_takers_claim_after_what_its_count_covers(ma
         q._adopt_leased(lease, taker.pid)
 
 
+def echo_then_stall_next_take(x):
+    """A handler: after the first message, this worker's next take stalls holding its claim."""
+    if x in ("A", ["A"]):
+        shmring._core._set_test_hook("get_claimed", 30)
+    return x
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("batch", [1, 2])
+def test_adopted_messages_start_with_no_attempts(make_queue, batch):
+    # the lease's attempts were the handled batch's: an adopted one must not inherit them
+    source, results, dead = make_queue(16), make_queue(16), make_queue(16)
+    pool = shmring.WorkerPool(echo_then_stall_next_take, source, workers=1, results=results,
+                              dead_letter=dead, batch=batch, max_attempts=1, _signals=False).start()
+    try:
+        source.put("A")
+        assert drain(results, 1) in (["A"], [["A"]])
+        source.put("B")
+        wait_until(lambda: source.qsize() == 0, 10, "the stalled claim of B")
+        os.kill(pool.stats()["workers"][0]["pid"], signal.SIGKILL)
+        wait_until(lambda: pool.stats()["restarts"] == 1, 10, "the restart")
+        assert source.join(timeout=20)
+        assert drain(results, 1) in (["B"], [["B"]]) and dead.qsize() == 0
+    finally:
+        pool.stop(timeout=10)
+    stats = pool.stats()
+    assert stats["adopted"] == 1 and stats["dead_lettered"] == 0 and stats["retried"] == 0 and stats["lost"] == 0
+
+
 @pytest.mark.timeout(60)
 def test_expired_messages_never_reach_the_handler_and_are_counted_once(make_queue):
     source, results = make_queue(64), make_queue(64)

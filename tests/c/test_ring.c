@@ -577,6 +577,12 @@ static void test_adoption(pid_t gone)
     CHECK(shmring_participant_join(r, &prod) == SHMRING_OK);
     CHECK(shmring_participant_join(r, &cons) == SHMRING_OK);
     CHECK(shmring_participant_join(r, &dead) == SHMRING_OK);
+    if (atomic_load(&dead->entry->liveness) != SHMRING_LIVENESS_LOCK) { /* adoption needs the entry's lock */
+        printf("adoption: no liveness locks here, not tested\n");
+        shmring_close(r);
+        CHECK(shmring_unlink(ring_name) == SHMRING_OK);
+        return;
+    }
     CHECK(shmring_participant_index(dead) == dead->index);
     for (int i = 0; i < 6; i++)
         CHECK(shmring_queue_put(prod, &i, sizeof i) == 1);
@@ -618,16 +624,13 @@ static void test_adoption(pid_t gone)
     uint32_t index = dead3->index;
     make_dead(dead3, gone);
     CHECK(shmring_queue_adopt(r, index, gone, &ad) == 1);
+    CHECK(SHMRING_PART_STATUS(atomic_load(&r->parts[index].state)) == SHMRING_PART_JOINING_LOCKED);
     shmring__unlock_entry(r, index);
-    if (SHMRING_PART_STATUS(atomic_load(&r->parts[index].state)) == SHMRING_PART_JOINING_LOCKED) {
-        CHECK(shmring_recover(r) == 1 && stat_lost(r) == lost + 2);
-        CHECK(shmring_recover(r) == 0 && stat_lost(r) == lost + 2);
-        CHECK(SHMRING_PART_STATUS(atomic_load(&r->parts[index].state)) == SHMRING_PART_FREE);
-        CHECK(shmring__seq_load(r, span.pos, memory_order_relaxed) ==
-              shmring__state(r, span.pos + r->capacity, SHMRING_SEQ_FREE));
-    } else { /* no locks here (JOINING: looks alive, as a recoverer's entry does): finish the adoption */
-        shmring_queue_adopt_release(r, &ad);
-    }
+    CHECK(shmring_recover(r) == 1 && stat_lost(r) == lost + 2);
+    CHECK(shmring_recover(r) == 0 && stat_lost(r) == lost + 2);
+    CHECK(SHMRING_PART_STATUS(atomic_load(&r->parts[index].state)) == SHMRING_PART_FREE);
+    CHECK(shmring__seq_load(r, span.pos, memory_order_relaxed) ==
+          shmring__state(r, span.pos + r->capacity, SHMRING_SEQ_FREE));
     char buf[16];
     size_t len;
     CHECK(test_get(cons, buf, sizeof buf, &len) == 1 && len == sizeof(int)); /* a working queue: 4 of 6 were taken */

@@ -462,9 +462,12 @@ class WorkerPool:
         messages into the lease (or, killed after storing the count, only the
         claim released), before the queue's recovery counts them lost."""
         try:
-            self._parent["adopted"] += self._source._adopt_leased(lease.buf, pid)
+            adopted = self._source._adopt_leased(lease.buf, pid)
         except ValueError:  # a source closed by its user: its recovery is not ours
-            pass
+            return
+        if adopted:  # the lease holds that take's messages alone (a take needs an empty one), never tried
+            lease.set(_ATTEMPTS, 0)
+            self._parent["adopted"] += adopted
 
     def _settle_finishing(self, lease):
         """A worker killed inside _finish_leased: the done it owed (see there).
@@ -535,7 +538,7 @@ class WorkerPool:
         again), dead_lettered, dead_letter_dropped (refused by dead_letter),
         expired, timed_out (workers killed for task_timeout), restarts, recycled
         (max_tasks_per_child), adopted (messages a worker killed inside its
-        take still claimed, taken into its lease), lost (source_lost included: the source's own
+        take still claimed: the pool took its claim over), lost (source_lost included: the source's own
         count of lost messages since start, up to the end), returned
         (put back into the source at the end), in_flight (held by workers now);
         and per worker slot: pid, alive, processed, busy_since
