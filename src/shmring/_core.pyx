@@ -1434,6 +1434,11 @@ cdef class QueueHandle(RingHandle):
         """Bytes of one entry of a lease of this queue: u32 length (LEASE_CORRUPT:
         the slot's length was impossible), u32 unused, u64 deadline in
         CLOCK_MONOTONIC ns (0: none), then msg_size bytes of payload, rounded up to 8."""
+        return self._stride()
+
+    @cython.final
+    cdef inline uint64_t _stride(self) noexcept:
+        """_lease_stride, for the binding's own lease calls."""
         return C_LEASE_ENTRY + ((self._slot_size + 7) & ~<uint64_t>7)
 
     def _take_leased(self, lease, max_items, block=True, timeout=None):
@@ -1450,7 +1455,7 @@ cdef class QueueHandle(RingHandle):
         cdef uint64_t wait
         cdef Py_buffer view
         cdef Py_ssize_t limit
-        cdef uint64_t stride = C_LEASE_ENTRY + ((self._slot_size + 7) & ~<uint64_t>7)  # _lease_stride
+        cdef uint64_t stride = self._stride()
         cdef uint32_t got = 0
         cdef shmring_span_t span
         cdef _Participant p
@@ -1537,7 +1542,7 @@ cdef class QueueHandle(RingHandle):
         cdef Py_buffer view
         cdef shmring_adoption_t ad
         cdef uint32_t count, who, adopted
-        cdef uint64_t stride = C_LEASE_ENTRY + ((self._slot_size + 7) & ~<uint64_t>7)  # _lease_stride
+        cdef uint64_t stride = self._stride()
         cdef int32_t taker = pid  # OverflowError for what no process is
         if self._ring == NULL:
             raise errors.QueueClosed(f"queue {self.name!r} is closed")
