@@ -229,6 +229,22 @@ uint64_t shmring__namespaces(void);
 /* Which process this is, as a count of the forks it descends through: what a
  * participant and a lock description remember, since pids can repeat. */
 unsigned long shmring__process(void);
+/* Make sure write_pos says shut down once the kind's other flagged counter
+ * does (a queue's read_pos, a topic's generation: D2 in queue.c's and
+ * topic.c's tables): by the shutdown itself, or by whoever finds that flag
+ * first (a shutdown under way, or killed between its two stores). Returns the
+ * end, final from now on. Only after that flag was seen with acquire (D3) or
+ * set (D1). */
+static inline uint64_t shmring__seal(struct shmring_segment *seg)
+{
+    /* relaxed: a look, and D1 happens before it in every caller; the RMW below
+     * reads the latest value whatever this saw */
+    uint64_t w = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
+    if (!(w & SHMRING_SHUT))
+        w = atomic_fetch_or_explicit(&seg->prod.write_pos, SHMRING_SHUT, memory_order_release); /* D2 */
+    return shmring_pos(w);
+}
+
 /* Test hook point reached: stall there if a test asked for it (hooks.c).
  * relaxed: test configuration, set before the operations it affects. */
 extern _Atomic int shmring__hook_point __attribute__((visibility("hidden")));

@@ -36,7 +36,7 @@
 #include <stdint.h>
 
 #define SHMRING_MAGIC UINT64_C(0x31474e49524d4853) /* "SHMRING1", little-endian */
-#define SHMRING_LAYOUT_VERSION 10u
+#define SHMRING_LAYOUT_VERSION 11u
 #define SHMRING_LINE 128u
 #define SHMRING_SCHEMA_MAX 1024u
 
@@ -101,16 +101,20 @@ struct shmring_waitq {
  * refuses more, and a write_pos with bit 62 set):
  *   write_pos  bit 63, SHMRING_SHUT (queue and topic): shut down, no claim
  *              succeeds after it (a claim is a CAS on the same word)
- *   read_pos   a queue's (a topic's read_pos is a generation, without flags):
+ *   read_pos   a topic's: its subscriber table's generation, bit 63 SHMRING_SHUT
+ *              set first by a topic's shutdown (topic.c, D1); a queue's:
  *              bit 62, SHMRING_DRAINING: shut down, getters take what is left
  *              and then refuse; bit 63, SHMRING_DISCARDING (with DRAINING):
  *              shut down with immediate, no get claim succeeds after it, and
  *              only discarders (queue.c, discard) claim what is left
  * A queue's shutdown flags read_pos first, then write_pos; whoever finds
  * read_pos flagged and write_pos not (a shutdown under way, or killed between
- * the two) sets SHMRING_SHUT itself (queue.c, seal). Claims keep the flags
- * (a CAS from the flagged word to the word plus n). Layout version 7 made them
- * so: a version 6 reader would take a flag for a position. */
+ * the two) sets SHMRING_SHUT itself (internal.h, shmring__seal); a topic's
+ * shutdown flags its generation, then write_pos, sealed alike (topic.c).
+ * Claims keep the flags (a CAS from the flagged word to the word plus n).
+ * Layout version 7 made them so: a version 6 reader would take a flag for a
+ * position. Version 11 flagged a topic's generation: a version 10 subscriber
+ * would never see a shutdown there. */
 #define SHMRING_SHUT (UINT64_C(1) << 63)
 #define SHMRING_DRAINING (UINT64_C(1) << 62)
 #define SHMRING_DISCARDING (UINT64_C(1) << 63)
@@ -266,7 +270,9 @@ static_assert(sizeof(struct shmring_expiry) == 8, "8 bytes a slot");
  *                    once the topic is shut down: no claim after it
  *   cons.read_pos    the subscriber table's generation, bumped after every change
  *                    of it (subscribe, unsubscribe, detach, recovery), so that a
- *                    publisher knows when the slowest subscriber it cached is stale
+ *                    publisher knows when the slowest subscriber it cached is stale;
+ *                    bit 63 (SHMRING_SHUT) set by a shutdown before write_pos's,
+ *                    where subscribers look for it (no line of the publishers')
  *   not_empty        subscribers sleep here; not_full: publishers (policy block)
  *   stats.lost       holes: positions claimed and never written, by publishers that died
  *                    before committing or that gave their claim up (a timeout, Ctrl-C)

@@ -43,7 +43,7 @@
  *   D1  shutdown   release fetch_or of DRAINING (and DISCARDING) into read_pos
  *                  -> D3; C2 is a CAS on the same word, so no get claim succeeds
  *                  after DISCARDING, and every later one sees DRAINING
- *   D2  seal       release fetch_or of SHUT into write_pos, after D1 (by the
+ *   D2  seal       (shmring__seal, internal.h) release fetch_or of SHUT into write_pos, after D1 (by the
  *                  shutdown, or by whoever finds read_pos flagged and write_pos
  *                  not: after its acquire load of read_pos, so D1 happens before
  *                  it) -> D3. P3 is a CAS on the same word: each claim is before
@@ -145,20 +145,6 @@ static int no_claim(struct shmring_participant_entry *e)
     return 0;
 }
 
-/* Make sure write_pos says shut down once read_pos does (D2): by the shutdown
- * itself, or by whoever finds read_pos flagged first (a shutdown under way, or
- * killed between its two stores). Returns the end, final from now on. Only
- * after a flag of read_pos was seen with acquire (D3), or set (D1). */
-static uint64_t seal(struct shmring_segment *seg)
-{
-    /* relaxed: a look, and D1 happens before it in every caller; the RMW below
-     * reads the latest value whatever this saw */
-    uint64_t w = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
-    if (!(w & SHMRING_SHUT))
-        w = atomic_fetch_or_explicit(&seg->prod.write_pos, SHMRING_SHUT, memory_order_release); /* D2 */
-    return shmring_pos(w);
-}
-
 /* A call refused because the queue is shut down: `counter`'s flag said so. D3:
  * acquire, pairs with D1 / D2 (whose release sequence holds every later value). */
 static int shut_down(struct shmring_participant_entry *e, _Atomic uint64_t *counter)
@@ -175,7 +161,7 @@ static int drained(struct shmring_segment *seg)
     uint64_t rp = atomic_load_explicit(&seg->cons.read_pos, memory_order_acquire); /* D3 */
     if (!(rp & SHMRING_DRAINING))
         return 0;
-    return shmring_pos(rp) == seal(seg); /* D4 */
+    return shmring_pos(rp) == shmring__seal(seg); /* D4 */
 }
 
 /* Has the counter moved on from *pos? If so, *pos takes its value. relaxed: a
@@ -246,7 +232,7 @@ static inline int put_claim(shmring_participant_t *me, uint32_t max_n, int flags
                 /* shutting down (D1 seen with acquire: D3): make sure no claim
                  * succeeds, then refuse at the top (a producer blocked on a full
                  * queue whose shutdown was killed midway completes it) */
-                pos = seal(seg) | SHMRING_SHUT;
+                pos = shmring__seal(seg) | SHMRING_SHUT;
                 continue;
             }
             me->cached_read_pos = rp;
@@ -442,7 +428,7 @@ static inline int get_claim(shmring_participant_t *me, uint32_t max_n, int flags
             if (discarding)
                 return no_claim(me->entry); /* never: the flag stays once set */
             int rc = shut_down(me->entry, &seg->cons.read_pos);
-            seal(seg); /* no claim after it (D3 made D1 happen before) */
+            shmring__seal(seg); /* no claim after it (D3 made D1 happen before) */
             return rc;
         }
         uint64_t pos = shmring_pos(word);
@@ -631,7 +617,7 @@ int shmring_queue_shutdown(shmring_participant_t *me, int immediate)
     /* D1, then D2: getters learn it from read_pos, producers from write_pos */
     atomic_fetch_or_explicit(&seg->cons.read_pos, SHMRING_DRAINING | (immediate ? SHMRING_DISCARDING : 0),
                              memory_order_release);
-    seal(seg);
+    shmring__seal(seg);
     shmring_wake_all(r); /* every waiter looks again: producers refuse, getters drain or refuse */
     if (immediate)
         discard(me);

@@ -60,8 +60,24 @@
  *   S5  recv           acquire load of the slot word before reading -> P7
  *   S6  recv           acquire fence after copying, then a relaxed re-load of
  *                      the word -> P6 (the seqlock's check)
- *   D1  shutdown       release fetch_or of the shut-down bit -> acquire loads
- *                      of write_pos by subscribers deciding they drained
+ *   D1  shutdown       release fetch_or of SHMRING_SHUT into the generation
+ *                      (cons.read_pos), first: subscribers look for it there, a
+ *                      line publishers only read -> D3
+ *   D2  seal           release fetch_or of SHMRING_SHUT into write_pos
+ *                      (shmring__seal, internal.h), after D1: by the shutdown, or
+ *                      by a subscriber that finds the generation flagged first
+ *                      (a shutdown under way, or killed between the two). P1 is
+ *                      a CAS on the same word: each claim is before it or
+ *                      fails, so the end it leaves is final -> D3
+ *   D3  nothing_at     acquire load of the generation when nothing is at the
+ *                      cursor -> D1; flagged, the end is the sealed write_pos
+ *                      (D1 happens before the seal's load): at it, drained
+ *   E1  reach_end      acquire load of the slot word at the end last read,
+ *                      before reading write_pos again (block) -> P7 / R3: a
+ *                      word that says written follows its claim (P1), so the
+ *                      end read then is past it. A caught-up subscriber waits
+ *                      on the slot's line, never on write_pos, which every
+ *                      claim takes back
  *   Copies: the key and payload bytes and their lengths are read while a
  *   publisher may overwrite them (a lapped subscriber): relaxed atomics for
  *   the lengths and memcpy for the bytes, the seqlock's usual race, decided by
@@ -384,8 +400,9 @@ void shmring_topic_shutdown(shmring_t *r)
 {
     if (r->readonly || !is_topic(r))
         return;
-    /* D1 */
-    atomic_fetch_or_explicit(&r->seg->prod.write_pos, SHMRING_SHUT, memory_order_release);
+    /* D1, then D2: subscribers learn it from the generation, publishers from write_pos */
+    atomic_fetch_or_explicit(&r->seg->cons.read_pos, SHMRING_SHUT, memory_order_release);
+    (void)shmring__seal(r->seg);
     shmring_wake_all(r);
 }
 
@@ -635,6 +652,42 @@ static int reattach(shmring_topic_sub_t *s)
     return attach_entry(s, SHMRING_START_AT, s->cursor);
 }
 
+/* Has a shutdown begun (D1)? relaxed: a hint for waits; next() decides (D3). */
+static int shut_begun(const shmring_t *r)
+{
+    return (atomic_load_explicit(&r->seg->cons.read_pos, memory_order_relaxed) & SHMRING_SHUT) != 0;
+}
+
+/* The cursor c is at the end last read: read it again. Under block only once
+ * slot c says written (E1): a caught-up subscriber then never reads write_pos,
+ * the publishers' line, while it waits (reading it at each look took half the
+ * publishers' rate, bench/RESULTS.md), only once a run. Under overwrite at
+ * once: a lapped slot's word may say anything, the end decides (step).
+ * relaxed: the slot words decide what we read. */
+static void reach_end(shmring_topic_sub_t *s, uint64_t c)
+{
+    shmring_t *r = s->ring;
+    if (blocking(r)) {
+        uint32_t w = shmring__seq_load(r, c, memory_order_acquire); /* E1 */
+        if (shmring__seq_diff(r, w, shmring__state(r, c, SHMRING_SEQ_FREE)) <= 0)
+            return;
+    }
+    s->end = shmring_pos(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
+}
+
+/* Nothing at the cursor: 0, or, shut down and drained, SHMRING_ESHUTDOWN. */
+static int nothing_at(shmring_topic_sub_t *s)
+{
+    shmring_t *r = s->ring;
+    /* D3 */
+    if (!(atomic_load_explicit(&r->seg->cons.read_pos, memory_order_acquire) & SHMRING_SHUT))
+        return 0;
+    uint64_t end = shmring__seal(r->seg);
+    /* a cursor past the end (a peer lowered write_pos) is refused, as ready_at
+     * says ready there once shut down */
+    return end == s->cursor ? SHMRING_ESHUTDOWN : end < s->cursor ? SHMRING_ECORRUPT : 0;
+}
+
 /* One position at the cursor: 1 a message for us (copied), 0 a position
  * passed (hole, not ours, lapped), -1 none yet, or SHMRING_ECORRUPT. */
 static int step(shmring_topic_sub_t *s, void *key, uint32_t *key_len, void *data, uint32_t *len)
@@ -718,13 +771,13 @@ static int next(shmring_topic_sub_t *s, void *key, uint32_t *key_len, void *data
     }
     for (uint32_t passed = 0;; passed++) {
         uint64_t c = s->cursor;
-        /* Nothing at or past the end is published: never look there (a slot
+        /* Nothing at or past the end is published: never step there (a slot
          * word a peer scribbled on must not send us on ahead of the
-         * publishers). The end is cached, and read again (relaxed: the slot
-         * word decides) only when the cursor reaches it. */
+         * publishers). The end is cached, and read again only when the cursor
+         * reaches it (reach_end). */
         int got = -1;
         if ((int64_t)(c - s->end) >= 0)
-            s->end = shmring_pos(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
+            reach_end(s, c);
         if ((int64_t)(c - s->end) < 0)
             got = step(s, key, key_len, data, len);
         if (got == 1 || got == SHMRING_ECORRUPT) {
@@ -743,15 +796,7 @@ static int next(shmring_topic_sub_t *s, void *key, uint32_t *key_len, void *data
         if (got < 0) {
             if (s->cursor != s->published)
                 let_publishers_on(s);
-            /* D1: acquire, a shut-down bit seen with the final end */
-            uint64_t wp = atomic_load_explicit(&r->seg->prod.write_pos, memory_order_acquire);
-            if (!(wp & SHMRING_SHUT))
-                return 0;
-            /* drained; a cursor past the end (a peer lowered write_pos) is refused,
-             * as ready_at says ready there once shut down */
-            return shmring_pos(wp) == s->cursor ? SHMRING_ESHUTDOWN
-                   : shmring_pos(wp) < s->cursor ? SHMRING_ECORRUPT
-                                                 : 0;
+            return nothing_at(s);
         }
         if (passed % SHMRING_PUBLISH_CURSOR_EVERY == SHMRING_PUBLISH_CURSOR_EVERY - 1)
             set_cursor(s, s->cursor); /* a long run of others' messages: let publishers on */
@@ -840,18 +885,21 @@ static int ready_at(const shmring_participant_t *me, int what)
 {
     const shmring_t *r = me->ring;
     uint64_t p = me->wait_pos;
-    uint64_t wp = atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed);
     if (what == SHMRING_WAIT_READABLE) {
-        uint64_t end = shmring_pos(wp);
-        /* never the word at or past the end (next() does not look there: a
+        uint32_t w = shmring__seq_load(r, p, memory_order_relaxed);
+        int written = shmring__seq_diff(r, w, shmring__state(r, p, SHMRING_SEQ_FREE)) > 0; /* committed, a hole, lapped */
+        if (blocking(r) && !written && !shut_begun(r))
+            return 0; /* not the publishers' line while we wait (reach_end) */
+        uint64_t end = shmring_pos(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
+        /* never the word at or past the end (next() does not step there: a
          * word a peer scribbled on would end every wait at once) */
         if (p >= end)
-            return (wp & SHMRING_SHUT) != 0; /* drained (p past the end: next() refuses) */
+            return shut_begun(r); /* drained (p past the end: next() refuses) */
         if (!blocking(r) && end - p > r->capacity)
             return 1; /* lapped, whatever the word's lap field says (step) */
-        uint32_t w = shmring__seq_load(r, p, memory_order_relaxed);
-        return shmring__seq_diff(r, w, shmring__state(r, p, SHMRING_SEQ_FREE)) > 0; /* committed, a hole, lapped */
+        return written;
     }
+    uint64_t wp = atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed);
     if ((wp & SHMRING_SHUT) && !me->wait_claimed)
         return 1; /* a claim now says so */
     uint32_t who;

@@ -321,7 +321,8 @@ void shmring_topic_stats(const shmring_t *r, shmring_topic_stats_t *out)
     /* relaxed throughout: a snapshot for display */
     uint64_t wp = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
     out->published = shmring_pos(wp);
-    out->shut = (wp & SHMRING_SHUT) != 0;
+    /* the generation's flag comes first (topic.c, D1): a shutdown under way, or killed before D2 */
+    out->shut = ((wp | atomic_load_explicit(&seg->cons.read_pos, memory_order_relaxed)) & SHMRING_SHUT) != 0;
     out->holes = atomic_load_explicit(&seg->stats.lost, memory_order_relaxed);
     out->recoveries = atomic_load_explicit(&seg->stats.recoveries, memory_order_relaxed);
     out->detached = atomic_load_explicit(&seg->stats.detached, memory_order_relaxed);
