@@ -111,6 +111,21 @@ def test_empty_and_overlapping_prefixes(make_topic):
             s.recv(block=False)
 
 
+def test_a_received_pair_is_never_changed_by_later_receives(make_topic):
+    # the binding hands out its (key, payload) tuple again once nobody holds it: one
+    # that is held keeps its items, one dropped at once is refilled right
+    topic = make_topic(64, 32, max_topic_len=8)
+    pub, sub = topic.publisher(), topic.subscribe()
+    for i in range(7):
+        pub.publish_bytes(b"k%d" % (i % 2), b"m%d" % i)
+    first = sub.recv_bytes()
+    held = [sub.recv_bytes() for _ in range(2)]
+    dropped = [sub.recv_bytes() for _ in range(1)][0]
+    refilled = [tuple(sub.recv_bytes()) for _ in range(3)]
+    assert first == (b"k0", b"m0") and held == [(b"k1", b"m1"), (b"k0", b"m2")]
+    assert dropped == (b"k1", b"m3") and refilled == [(b"k0", b"m4"), (b"k1", b"m5"), (b"k0", b"m6")]
+
+
 def test_subscribe_and_unsubscribe_at_run_time_apply_to_what_is_not_yet_received(make_topic):
     topic = make_topic(64, 32, max_topic_len=8)
     pub = topic.publisher()

@@ -596,6 +596,34 @@ def test_a_scribbled_end_gives_an_idle_wait_and_a_clear_error_after_shutdown(mak
     assert time.process_time() - c0 < 0.2
 
 
+@pytest.mark.parametrize("policy", ["block", "overwrite"])
+def test_a_shutdown_killed_between_its_two_stores_is_sealed_by_the_first_subscriber_that_sees_it(
+        make_topic, policy):
+    # layout 11: a shutdown flags the subscriber table's generation (cons.read_pos) first,
+    # then write_pos; killed between the two, subscribers must still drain and end, and
+    # publishing must stop at the end they drained to
+    topic = make_topic(64, 16, policy=policy)
+    sub, pub = topic.subscribe(), topic.publisher()
+    for i in range(3):
+        pub.publish_bytes(b"k", b"%d" % i)
+    import struct
+
+    _scribble(topic, "<Q", struct.unpack_from("<Q", _read(topic, 256, 8))[0] | 1 << 63, at=256)
+    assert topic.stats()["shut_down"]  # the generation's flag alone says so
+    assert [sub.recv_bytes(timeout=5)[1] for _ in range(3)] == [b"0", b"1", b"2"]
+    with pytest.raises(shmring.ShutDown):
+        sub.recv_bytes(timeout=5)
+    with pytest.raises(shmring.ShutDown):  # the subscriber sealed write_pos at 3
+        pub.publish_bytes(b"k", b"late")
+    assert topic.stats()["published"] == 3
+
+
+def _read(topic, at, n):
+    with open(f"/dev/shm/{topic.name}", "rb") as f:
+        f.seek(at)
+        return f.read(n)
+
+
 def test_a_records_topic_refuses_a_payload_of_another_length_and_reports_a_scribbled_one(make_topic):
     # review 2, E (the C side): publish_bytes of any length was published, and recv_array
     # skipped a message of another length without a word (lagged 0)

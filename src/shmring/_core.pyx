@@ -29,6 +29,7 @@ from libc.stdint cimport UINT32_MAX, UINT64_MAX, int32_t, int64_t, uint32_t, uin
 from libc.string cimport memcmp, memcpy
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.pyport cimport PY_SSIZE_T_MAX
+from cpython.ref cimport Py_CLEAR, PyObject
 from posix.unistd cimport getpid
 
 cimport cython
@@ -76,6 +77,60 @@ cdef extern from *:
     """
     void shmring_lease_store(uint32_t *word, uint32_t value) nogil
     void shmring_lease_store64(uint64_t *word, uint64_t value) nogil
+
+
+cdef extern from *:
+    """
+    #include <string.h>
+    /* A subscriber's key against the last one's: keys are short, and a call
+     * to memcmp cost more than the compare. */
+    static inline int shmring_same_key(const char *a, const char *b, size_t n)
+    {
+        if (n > 16)
+            return memcmp(a, b, n) == 0;
+        for (size_t i = 0; i < n; i++)
+            if (a[i] != b[i])
+                return 0;
+        return 1;
+    }
+    /* The (key, payload) pair a receive returns, in *last's tuple again when
+     * nobody else holds it (the caller dropped it, as zip() finds its result
+     * tuple), else in a new one kept in *last. Its items are bytes, which the
+     * cycle collector need not see: a tuple it untracked stays so. Not where
+     * references are counted per thread (free-threaded builds): there a count
+     * of 1 may be stale. */
+    static PyObject *shmring_pair(PyObject **last, PyObject *key, const char *data, Py_ssize_t size)
+    {
+        PyObject *t = *last, *payload = PyBytes_FromStringAndSize(data, size);
+        if (payload == NULL)
+            return NULL;
+    #ifndef Py_GIL_DISABLED
+        if (t != NULL && Py_REFCNT(t) == 1) {
+            PyObject *k = PyTuple_GET_ITEM(t, 0), *d = PyTuple_GET_ITEM(t, 1);
+            Py_INCREF(key);
+            PyTuple_SET_ITEM(t, 0, key);
+            PyTuple_SET_ITEM(t, 1, payload);
+            Py_DECREF(k);
+            Py_DECREF(d);
+            Py_INCREF(t);
+            return t;
+        }
+    #endif
+        t = PyTuple_New(2);
+        if (t == NULL) {
+            Py_DECREF(payload);
+            return NULL;
+        }
+        Py_INCREF(key);
+        PyTuple_SET_ITEM(t, 0, key);
+        PyTuple_SET_ITEM(t, 1, payload);
+        Py_XSETREF(*last, t);
+        Py_INCREF(t);
+        return t;
+    }
+    """
+    bint shmring_same_key(const char *a, const char *b, size_t n) nogil
+    object shmring_pair(PyObject **last, object key, const char *data, Py_ssize_t size)
 
 
 # Longest a C wait lasts before we look at signals, the deadline and close().
@@ -2151,8 +2206,12 @@ cdef class _Subscription:
     cdef list held
     cdef TopicHandle topic           # whose subscriber it is
     cdef bytes last_key              # the key of the last message: handed out again when the next has it too
+    cdef PyObject *last_pair         # the (key, payload) tuple last returned, reused once nobody holds it
 
     # What a Subscriber calls (bound methods: no Python frame between it and C).
+    # recv_bytes: a method descriptor, not a Cython function object (as Queue.get_bytes)
+    @cython.binding(False)
+    @cython.embedsignature.format("clinic")
     def recv_bytes(self, block=True, timeout=None):
         """The next message as (key, bytes), never decoded (TopicHandle.recv_bytes)."""
         cdef uint64_t deadline
@@ -2207,6 +2266,7 @@ cdef class _Subscription:
             self.ptr = NULL
         PyMem_Free(self.buf)
         self.buf = NULL
+        Py_CLEAR(self.last_pair)
 
 
 @cython.no_gc_clear
@@ -2326,6 +2386,8 @@ cdef class TopicHandle(RingHandle):
             PyBuffer_Release(&view)
         return 0
 
+    @cython.binding(False)
+    @cython.embedsignature.format("clinic")
     def publish_bytes(self, key, data, block=True, timeout=None):
         """Publish a bytes-like payload under `key` (bytes, or str as UTF-8), as it is."""
         cdef uint64_t deadline
@@ -2508,9 +2570,9 @@ cdef class TopicHandle(RingHandle):
             self._recv_wait(s, p, deadline, NULL, 0, &klen, &size, &pos, rc)
         # a stream has few keys: the same one is the same (immutable) bytes object, not a new one each time
         key = s.last_key
-        if key is None or PyBytes_GET_SIZE(key) != klen or memcmp(PyBytes_AS_STRING(key), s.buf, klen) != 0:
+        if key is None or PyBytes_GET_SIZE(key) != klen or not shmring_same_key(PyBytes_AS_STRING(key), s.buf, klen):
             key = s.last_key = PyBytes_FromStringAndSize(s.buf, klen)
-        return (key, PyBytes_FromStringAndSize(s.buf + s.key_room, size))
+        return shmring_pair(&s.last_pair, key, s.buf + s.key_room, size)
 
     @cython.final
     cdef object _receive(self, _Subscription s, Py_ssize_t limit, uint64_t deadline):
