@@ -43,12 +43,13 @@
  *   D1  shutdown   release fetch_or of DRAINING (and DISCARDING) into read_pos
  *                  -> D3; C2 is a CAS on the same word, so no get claim succeeds
  *                  after DISCARDING, and every later one sees DRAINING
- *   D2  seal       (shmring__seal, internal.h) release fetch_or of SHUT into write_pos, after D1 (by the
- *                  shutdown, or by whoever finds read_pos flagged and write_pos
- *                  not: after its acquire load of read_pos, so D1 happens before
- *                  it) -> D3. P3 is a CAS on the same word: each claim is before
- *                  D2 in its modification order (within the end D2 leaves) or
- *                  fails; no order is needed for that, release is for D3
+ *   D2  seal       release fetch_or of SHUT into write_pos (shmring__seal,
+ *                  internal.h), after D1 (by the shutdown, or by whoever finds
+ *                  read_pos flagged and write_pos not: after its acquire load
+ *                  of read_pos, so D1 happens before it) -> D3. P3 is a CAS on
+ *                  the same word: each claim is before D2 in its modification
+ *                  order (within the end D2 leaves) or fails; no order is
+ *                  needed for that, release is for D3
  *   D3  refusals   acquire re-load of the counter whose flag refused a call, or
  *                  said drained (shut_down, drained) -> D1 / D2: a call that raises
  *                  ShutDown sees what the shutting-down thread did before
