@@ -113,8 +113,9 @@ struct shmring_waitq {
  * shutdown flags its generation, then write_pos, sealed alike (topic.c).
  * Claims keep the flags (a CAS from the flagged word to the word plus n).
  * Layout version 7 made them so: a version 6 reader would take a flag for a
- * position. Version 11 flagged a topic's generation: a version 10 subscriber
- * would never see a shutdown there. */
+ * position. Version 11 flagged a topic's generation first: its subscribers
+ * look for a shutdown there, and would never see a version 10 shutdown (of
+ * write_pos alone). */
 #define SHMRING_SHUT (UINT64_C(1) << 63)
 #define SHMRING_DRAINING (UINT64_C(1) << 62)
 #define SHMRING_DISCARDING (UINT64_C(1) << 63)

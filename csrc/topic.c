@@ -36,7 +36,8 @@
  *   P3  publish_begin  seq_cst load of the table's generation after P1 -> G1
  *                      (topic.h): a subscriber that joined before it is seen
  *   G0  publish_claim  acquire load of the generation before scanning -> G1:
- *                      the scan sees the entries as of that generation
+ *                      the scan sees the entries as of that generation; its
+ *                      shut-down flag refuses the claim (-> D1, as D3)
  *   P4  gate scan      acquire loads of subscribers' state and cursor (topic.h)
  *                      -> S4: their reads of slots below are done; slowest_moved
  *                      looks at the cached slowest alone, acquire as P4;
@@ -72,7 +73,7 @@
  *   D3  nothing_at     acquire load of the generation when nothing is at the
  *                      cursor -> D1; flagged, the end is the sealed write_pos
  *                      (D1 happens before the seal's load): at it, drained
- *   E1  reach_end      acquire load of the slot word at the end last read,
+ *   T1  reach_end      acquire load of the slot word at the end last read,
  *                      before reading write_pos again (block) -> P7 / R3: a
  *                      word that says written follows its claim (P1), so the
  *                      end read then is past it. A caught-up subscriber waits
@@ -255,14 +256,16 @@ static inline __attribute__((always_inline)) int claim(shmring_participant_t *me
     /* relaxed: a first guess; the CAS (P1) decides */
     uint64_t pos = atomic_load_explicit(&seg->prod.write_pos, memory_order_relaxed);
     for (;;) {
-        if (pos & SHMRING_SHUT) {
+        /* G0 (and D3: a shutdown begun, D1, refuses, and is sealed here if it
+         * stopped before D2) */
+        uint64_t gen = atomic_load_explicit(&seg->cons.read_pos, memory_order_acquire);
+        if ((pos | gen) & SHMRING_SHUT) {
+            (void)shmring__seal(seg);
             withdraw(me->entry);
             return SHMRING_ESHUTDOWN;
         }
         uint32_t n = max_n;
         if (blocking(r)) {
-            /* G0 */
-            uint64_t gen = atomic_load_explicit(&seg->cons.read_pos, memory_order_acquire);
             uint64_t gate = cached_gate(me, gen);
             if (!shmring__gate_allows(r, gate, pos + n) && slowest_moved(me)) {
                 me->cached_gen = 0; /* look again: the slowest has moved on, or left */
@@ -699,8 +702,18 @@ static int shut_begun(const shmring_t *r)
     return (atomic_load_explicit(&r->seg->cons.read_pos, memory_order_relaxed) & SHMRING_SHUT) != 0;
 }
 
+/* write_pos says shut down and the generation does not: only a peer's
+ * scribble (every shutdown flags the generation first). Flag it (D1's store,
+ * release), so that subscribers waiting at the end drain rather than wait for
+ * ever: 1. */
+static int shut_generation(const shmring_t *r)
+{
+    atomic_fetch_or_explicit(&r->seg->cons.read_pos, SHMRING_SHUT, memory_order_release);
+    return 1;
+}
+
 /* The cursor c is at the end last read: read it again. Under block only once
- * slot c says written (E1): a caught-up subscriber then never reads write_pos,
+ * slot c says written (T1): a caught-up subscriber then never reads write_pos,
  * the publishers' line, while it waits (reading it at each look took half the
  * publishers' rate, bench/RESULTS.md), only once a run. Under overwrite at
  * once: a lapped slot's word may say anything, the end decides (step).
@@ -709,7 +722,7 @@ static void reach_end(shmring_topic_sub_t *s, uint64_t c)
 {
     shmring_t *r = s->ring;
     if (blocking(r)) {
-        uint32_t w = shmring__seq_load(r, c, memory_order_acquire); /* E1 */
+        uint32_t w = shmring__seq_load(r, c, memory_order_acquire); /* T1 */
         if (shmring__seq_diff(r, w, shmring__state(r, c, SHMRING_SEQ_FREE)) <= 0)
             return;
     }
@@ -931,11 +944,12 @@ static int ready_at(const shmring_participant_t *me, int what)
         int written = shmring__seq_diff(r, w, shmring__state(r, p, SHMRING_SEQ_FREE)) > 0; /* committed, a hole, lapped */
         if (blocking(r) && !written && !shut_begun(r))
             return 0; /* not the publishers' line while we wait (reach_end) */
-        uint64_t end = shmring_pos(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
+        uint64_t wp = atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed);
+        uint64_t end = shmring_pos(wp);
         /* never the word at or past the end (next() does not step there: a
          * word a peer scribbled on would end every wait at once) */
-        if (p >= end)
-            return shut_begun(r); /* drained (p past the end: next() refuses) */
+        if (p >= end) /* drained (p past the end: next() refuses) */
+            return shut_begun(r) || ((wp & SHMRING_SHUT) && shut_generation(r));
         if (!blocking(r) && end - p > r->capacity)
             return 1; /* lapped, whatever the word's lap field says (step) */
         return written;
@@ -974,8 +988,9 @@ static int room_for_a_run(const shmring_participant_t *me)
 }
 
 /* A subscriber that found nothing at its cursor spins looking at the last slot
- * of a run of SHMRING_TOPIC_RUN positions past it, and at the cursor only once
- * that run looks written or every SHMRING_TOPIC_RUN rounds: a look at the slot
+ * of a run of SHMRING_TOPIC_RUN positions past it (at most maxsize / 8: with
+ * fewer, the cursor's own), and at the cursor only once that run looks written
+ * or every SHMRING_TOPIC_RUN rounds: a look at the slot
  * the publishers write next takes its line back from them at every message,
  * and resuming at the first message kept publisher and subscriber in lockstep
  * at well under either's rate alone (bench/RESULTS.md). A message that comes
@@ -1029,6 +1044,13 @@ int shmring_topic_wait(shmring_participant_t *me, shmring_topic_sub_t *sub, cons
     }
     if (timeout_ns == 0)
         return ready_at(me, what);
+    /* Once a sleep, not a spin round: a write_pos flagged while the generation is
+     * not (a peer's scribble; ready_at under block does not read write_pos before
+     * its slot is written) would otherwise keep a drained subscriber asleep for
+     * good. relaxed: a hint, next() decides. */
+    if (what == SHMRING_WAIT_READABLE && !shut_begun(r) &&
+        (atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed) & SHMRING_SHUT))
+        return shut_generation(r);
     return shmring__sleep(me, what, timeout_ns); /* re-checks ready_at after F1 (wait.c) */
 }
 

@@ -98,13 +98,14 @@ cdef extern from *:
      * tuple), else in a new one kept in *last. Its items are bytes, which the
      * cycle collector need not see: a tuple it untracked stays so. Not where
      * references are counted per thread (free-threaded builds): there a count
-     * of 1 may be stale. */
+     * of 1 may be stale; nor from 3.14 on, where a tuple caches its hash in
+     * itself (a pair hashed, dropped and refilled would keep the old one). */
     static PyObject *shmring_pair(PyObject **last, PyObject *key, const char *data, Py_ssize_t size)
     {
         PyObject *t = *last, *payload = PyBytes_FromStringAndSize(data, size);
         if (payload == NULL)
             return NULL;
-    #ifndef Py_GIL_DISABLED
+    #if !defined(Py_GIL_DISABLED) && PY_VERSION_HEX < 0x030E0000
         if (t != NULL && Py_REFCNT(t) == 1) {
             PyObject *k = PyTuple_GET_ITEM(t, 0), *d = PyTuple_GET_ITEM(t, 1);
             Py_INCREF(key);
@@ -2515,6 +2516,7 @@ cdef class TopicHandle(RingHandle):
         else:
             shmring_topic_sub_free(s.ptr)
         s.ptr = NULL
+        Py_CLEAR(s.last_pair)  # the last message's payload is not kept alive by a closed subscriber
 
     def _filter(self, _Subscription s, prefixes, bint add):
         """Add or remove prefixes of s (bytes, or str as UTF-8)."""
