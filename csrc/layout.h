@@ -36,7 +36,7 @@
 #include <stdint.h>
 
 #define SHMRING_MAGIC UINT64_C(0x31474e49524d4853) /* "SHMRING1", little-endian */
-#define SHMRING_LAYOUT_VERSION 11u
+#define SHMRING_LAYOUT_VERSION 12u
 #define SHMRING_LINE 128u
 #define SHMRING_SCHEMA_MAX 1024u
 
@@ -171,7 +171,10 @@ enum { SHMRING_PART_FREE = 0, SHMRING_PART_JOINING = 1, SHMRING_PART_ACTIVE = 2,
  * claim CAS succeeded (so recovery knows every announced message was the dead
  * consumer's, even those it had already released), and GET_COUNTED once a
  * recoverer has counted them as lost, or GET_ADOPTED once a supervisor took
- * the dead consumer's claim over (shmring_queue_adopt). */
+ * the dead consumer's claim over (shmring_queue_adopt). GET_SUPERVISED is
+ * GET_HELD of a consumer that named a supervisor (the entry's supervisor
+ * word): recoverers leave it alone while that supervisor lives, for it to
+ * adopt (layout version 12). */
 enum {
     SHMRING_CLAIM_NONE = 0,
     SHMRING_CLAIM_PUT = 1,
@@ -179,6 +182,7 @@ enum {
     SHMRING_CLAIM_GET_HELD = 3,
     SHMRING_CLAIM_GET_COUNTED = 4,
     SHMRING_CLAIM_GET_ADOPTED = 5,
+    SHMRING_CLAIM_GET_SUPERVISED = 6,
 };
 
 /* How the death of an entry's process is established (liveness.c).
@@ -206,7 +210,9 @@ struct shmring_participant_entry {
     _Atomic uint32_t claim_n;
     _Atomic uint32_t claim_role;
     _Atomic uint32_t liveness;      /* SHMRING_LIVENESS_* */
-    uint8_t reserved[SHMRING_LINE - 44];
+    uint32_t reserved0;
+    _Atomic uint64_t supervisor;    /* GET_SUPERVISED claims: who adopts them (shmring_participant_token) */
+    uint8_t reserved[SHMRING_LINE - 56];
 };
 
 /* Per-slot metadata, in its own dense array beside the contiguous payload area:

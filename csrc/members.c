@@ -115,6 +115,11 @@ uint32_t shmring_participant_index(const shmring_participant_t *me)
     return me->index;
 }
 
+uint64_t shmring_participant_token(const shmring_participant_t *me)
+{
+    return ((uint64_t)(me->index + 1) << 32) | me->state; /* + 1: never 0, "none" */
+}
+
 void shmring_participant_leave(shmring_participant_t *me)
 {
     if (me == NULL)

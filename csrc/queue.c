@@ -23,7 +23,7 @@
  *                                           recovery: a claimed position is always
  *                                           covered by its claimer's announcement
  *   P4  put_commit release store of committed -> C1: payload and len are visible
- *   P5  get_claim  release store of claim_role = GET_HELD after a successful claim ->
+ *   P5  get_claim  release store of claim_role = GET_HELD (GET_SUPERVISED) after a successful claim ->
  *                  recovery's acquire load: every announced message was ours
  *   C1  get_claim  acquire load of seq   -> P4
  *   C2  get_claim  release CAS read_pos  -> as P3, for consumers' announcements;
@@ -487,7 +487,9 @@ static inline int get_claim(shmring_participant_t *me, uint32_t max_n, int flags
         if (atomic_compare_exchange_weak_explicit(&seg->cons.read_pos, &word, word + n,
                                                   memory_order_release, memory_order_relaxed)) {
             /* P5 */
-            atomic_store_explicit(&me->entry->claim_role, SHMRING_CLAIM_GET_HELD, memory_order_release);
+            atomic_store_explicit(&me->entry->claim_role,
+                                  flags & SHMRING_CLAIM_SUPERVISED ? SHMRING_CLAIM_GET_SUPERVISED : SHMRING_CLAIM_GET_HELD,
+                                  memory_order_release);
             span->pos = pos;
             span->n = n;
             shmring__hook(SHMRING_HOOK_GET_CLAIMED);

@@ -23,6 +23,12 @@
  *
  *   GET_ADOPTED  as GET_HELD: the supervisor that adopted the claim died before
  *             it finished (shmring_queue_adopt, below)
+ *   GET_SUPERVISED  as GET_HELD once the supervisor the entry names
+ *             (shmring_queue_supervise) has left or died; while it lives, left
+ *             alone (pending): it adopts the claim, and a recoverer first (a
+ *             producer blocked behind it, a join() waiting) counted the
+ *             messages lost that the supervisor then also redelivered, which
+ *             made join() early
  *
  * Dead GET_HELD entries go first: a dead consumer whose claim CAS lost to one of
  * them then finds those messages released already, so nothing is counted twice.
@@ -50,8 +56,8 @@
  *       the state we wrote, and we saw the state the dead owner left
  *   R4  (recovery.c) taking the entry as if joining (J1) and freeing it (L0, L1:
  *       participants.c), once settle says nothing of it is pending
- *   A1  relaxed CAS of claim_role GET_HELD -> GET_ADOPTED (shmring_queue_adopt)
- *       against R2's GET_HELD -> GET_COUNTED: exactly one of adopter and
+ *   A1  relaxed CAS of claim_role GET_HELD (or GET_SUPERVISED) -> GET_ADOPTED
+ *       (shmring_queue_adopt) against R2's -> GET_COUNTED: exactly one of adopter and
  *       recoverers owns the messages; a recoverer whose CAS lost to A1 leaves
  *       the slots alone (the adopter reads them before releasing them)
  *   R5  increments of tasks_done, capped at write_pos: T1's CAS (queue.c's
@@ -60,6 +66,10 @@
  *   D6  (queue.c's table) shmring__queue_wake_joiners: after F2 of its wake of
  *       joined, a relaxed load of write_pos; shut, it wakes not_empty too, where
  *       a joiner sleeps after an immediate shutdown
+ *   S7  relaxed store of the supervisor word (shmring_queue_supervise), before
+ *       any SUPERVISED claim: published with it by P2 / P5 (release) to R2;
+ *       a recoverer reads it after R2, then the supervisor's entry (its state,
+ *       relaxed, then liveness.c's tests) as covered_by_live does
  *   covered_by_live (recovery.c): acquire load of an entry's state -> J3 / L1
  *       (members.c, participants.c): who owns the entry now, before its announcement
  *   stuck: relaxed loads, a hint whether recovery is worth its system calls;
@@ -111,6 +121,36 @@ void shmring__queue_count_done(struct shmring_segment *seg, _Atomic uint64_t *co
 static void count_lost(struct shmring_segment *seg, uint64_t n)
 {
     shmring__queue_count_done(seg, &seg->stats.lost, n);
+}
+
+/* A read claim that succeeded (every announced message the dead consumer's),
+ * in any of its states. */
+static int held_role(uint32_t role)
+{
+    return role == SHMRING_CLAIM_GET_HELD || role == SHMRING_CLAIM_GET_COUNTED || role == SHMRING_CLAIM_GET_ADOPTED ||
+           role == SHMRING_CLAIM_GET_SUPERVISED;
+}
+
+/* Does the supervisor that dead entry e named (S7) still hold its entry, and
+ * live? relaxed: the state as covered_by_live reads one, and liveness.c
+ * decides from evidence of death alone. */
+static int supervisor_lives(const shmring_t *r, const struct shmring_participant_entry *e)
+{
+    uint64_t token = atomic_load_explicit(&e->supervisor, memory_order_relaxed);
+    uint32_t k = (uint32_t)(token >> 32) - 1, state = (uint32_t)token;
+    struct shmring__entry_view v;
+    if (k >= r->max_participants || !shmring__entry_snapshot(&r->parts[k], &v))
+        return k < r->max_participants; /* out of range: none; changing hands: alive, looked at next time */
+    return v.state == state && SHMRING_PART_STATUS(state) == SHMRING_PART_ACTIVE && shmring__entry_alive(r, k, &v);
+}
+
+/* An adopter that cannot take a supervised claim over hands it to recovery
+ * (a CAS: a recoverer's R2 on the same word is either before or after). */
+static void unsupervise(struct shmring_participant_entry *e, uint32_t role)
+{
+    if (role == SHMRING_CLAIM_GET_SUPERVISED)
+        atomic_compare_exchange_strong_explicit(&e->claim_role, &role, SHMRING_CLAIM_GET_HELD, memory_order_relaxed,
+                                                memory_order_relaxed);
 }
 
 void shmring_queue_count_lost(shmring_t *r, uint64_t n)
@@ -185,19 +225,26 @@ int shmring__queue_settle(shmring_t *r, const struct shmring__entry_view *seen, 
     if (a.n == 0 || a.n > r->maxsize)
         return 0; /* nothing held, or garbage: no claim is larger than maxsize */
 
-    if (a.role == SHMRING_CLAIM_GET_HELD || a.role == SHMRING_CLAIM_GET_COUNTED ||
-        a.role == SHMRING_CLAIM_GET_ADOPTED) {
+    if (a.role == SHMRING_CLAIM_GET_SUPERVISED && supervisor_lives(r, e)) {
+        *pending = 1; /* its supervisor adopts it (or leaves, and then we settle it) */
+        return 0;
+    }
+    if (held_role(a.role)) {
         uint32_t role = a.role;
         /* R2 (acq_rel): one recoverer counts the claim (of a dead consumer, or
          * of a dead adopter); against A1: an adopter that took it since we looked owns it */
-        if (role != SHMRING_CLAIM_GET_COUNTED) {
+        while (role != SHMRING_CLAIM_GET_COUNTED) {
             if (atomic_compare_exchange_strong_explicit(&e->claim_role, &role, SHMRING_CLAIM_GET_COUNTED,
-                                                        memory_order_acq_rel, memory_order_acquire))
+                                                        memory_order_acq_rel, memory_order_acquire)) {
                 count_lost(r->seg, a.n);
-            else if (role == SHMRING_CLAIM_GET_ADOPTED) {
+                break;
+            }
+            if (role == SHMRING_CLAIM_GET_ADOPTED) {
                 *pending = 1; /* the entry is the adopter's now */
                 return 1;
             }
+            /* else counted by another recoverer, or a supervised claim handed
+             * back as GET_HELD (unsupervise): look again */
         }
         release_held(r, a.pos, a.n);
         return 1;
@@ -240,13 +287,23 @@ int shmring__queue_settle(shmring_t *r, const struct shmring__entry_view *seen, 
 int shmring__queue_first_pass(const struct shmring_participant_entry *e)
 {
     uint32_t role = atomic_load_explicit(&e->claim_role, memory_order_acquire);
-    return atomic_load_explicit(&e->claim_n, memory_order_acquire) != 0 &&
-           (role == SHMRING_CLAIM_GET_HELD || role == SHMRING_CLAIM_GET_COUNTED || role == SHMRING_CLAIM_GET_ADOPTED);
+    return atomic_load_explicit(&e->claim_n, memory_order_acquire) != 0 && held_role(role);
+}
+
+int shmring_queue_supervise(shmring_participant_t *me, uint64_t supervisor)
+{
+    shmring_t *r = me->ring;
+    if (r->kind != SHMRING_KIND_QUEUE || (supervisor >> 32) == 0 || (supervisor >> 32) > r->max_participants)
+        return shmring__fail(SHMRING_EINVAL, "supervisor token 0x%llx names no participant of this queue",
+                             (unsigned long long)supervisor);
+    /* S7 */
+    atomic_store_explicit(&me->entry->supervisor, supervisor, memory_order_relaxed);
+    return SHMRING_OK;
 }
 
 int shmring_queue_adopt(shmring_t *r, uint32_t i, int32_t pid, shmring_adoption_t *out)
 {
-    if (r->readonly || i >= r->max_participants)
+    if (r->readonly || r->kind != SHMRING_KIND_QUEUE || i >= r->max_participants)
         return SHMRING_EINVAL;
     struct shmring_participant_entry *e = &r->parts[i];
     struct shmring__entry_view v;
@@ -257,7 +314,8 @@ int shmring_queue_adopt(shmring_t *r, uint32_t i, int32_t pid, shmring_adoption_
     /* R2. Only a claim that succeeded (P5): one killed between its claim CAS
      * and P5, a few instructions, is left to recovery (counted lost). */
     shmring__announcement(e, &a);
-    if (a.role != SHMRING_CLAIM_GET_HELD || a.n == 0 || a.n > r->maxsize)
+    if ((a.role != SHMRING_CLAIM_GET_HELD && a.role != SHMRING_CLAIM_GET_SUPERVISED) || a.n == 0 ||
+        a.n > r->maxsize)
         return 0;
     /* R4: the entry is ours (a changed state: a recoverer or joiner was first) */
     uint32_t taken = shmring__entry_take(r, i, v.state);
@@ -270,9 +328,10 @@ int shmring_queue_adopt(shmring_t *r, uint32_t i, int32_t pid, shmring_adoption_
          * (release: as L1; nobody else writes the state of an entry JOINING)
          * and leave the claim to recovery. */
         atomic_store_explicit(&e->state, v.state, memory_order_release);
+        unsupervise(e, a.role);
         return 0;
     }
-    uint32_t held = SHMRING_CLAIM_GET_HELD;
+    uint32_t held = a.role;
     /* A1: against R2's CAS, for its atomicity alone (exactly one side wins):
      * relaxed, as the slots we read were published to us by R2's acquire of
      * the announcement (-> P5, after the dead consumer's C1) */

@@ -185,6 +185,9 @@ void shmring_participant_leave(shmring_participant_t *me);
 /* The index of me's entry in the table: what a supervisor names to adopt the
  * claim of a consumer that died (shmring_queue_adopt). */
 uint32_t shmring_participant_index(const shmring_participant_t *me);
+/* Who me is for as long as it stays joined: its index and its entry's state
+ * word, as one nonzero value (a supervisor's, for shmring_queue_supervise). */
+uint64_t shmring_participant_token(const shmring_participant_t *me);
 /* In a child after fork(), before it uses the ring: stop sharing the parent's
  * open file description, whose liveness locks would otherwise keep the parent
  * looking alive as long as the child runs (and reset the handle's mutex). The
@@ -202,7 +205,9 @@ void shmring_after_fork(shmring_t *ring);
  * (shmring_queue_set_expiry of the whole span) before the commit; without it
  * the claim clears the deadlines its slots held on an earlier lap (once any
  * message of the queue had one), so that a put that sets none leaves none. */
-enum { SHMRING_CLAIM_CONTIGUOUS = 1, SHMRING_CLAIM_EXPIRED = 2, SHMRING_CLAIM_EXPIRY_SET = 4 };
+/* SUPERVISED: a get claim that recoverers leave to the supervisor named by
+ * shmring_queue_supervise while it lives (its adoption, not a count of lost). */
+enum { SHMRING_CLAIM_CONTIGUOUS = 1, SHMRING_CLAIM_EXPIRED = 2, SHMRING_CLAIM_EXPIRY_SET = 4, SHMRING_CLAIM_SUPERVISED = 8 };
 
 /* Claim up to max_n consecutive free slots for writing; returns the number
  * claimed (0: full), SHMRING_ESHUTDOWN (shmring_queue_shutdown). Fill them with shmring_slot_payload/shmring_slot_set_len,
@@ -280,6 +285,12 @@ typedef struct shmring_adoption {
 } shmring_adoption_t;
 int shmring_queue_adopt(shmring_t *ring, uint32_t entry, int32_t pid, shmring_adoption_t *out);
 void shmring_queue_adopt_release(shmring_t *ring, const shmring_adoption_t *adoption);
+/* Name the supervisor (a token of its participant, shmring_participant_token,
+ * told by it) that adopts me's SHMRING_CLAIM_SUPERVISED claims if me dies
+ * holding one: until it leaves or dies, recovery leaves such a claim to it
+ * (it must adopt every dead consumer's claim, or leave). SHMRING_EINVAL: a
+ * token that names no entry of this ring. */
+int shmring_queue_supervise(shmring_participant_t *me, uint64_t supervisor);
 
 void shmring_queue_stats(const shmring_t *ring, shmring_stats_t *out);
 

@@ -50,7 +50,7 @@ CASES = {
     "magic zero": (dict(field="magic", value=0), "never initialised"),
     "foreign magic": (dict(field="magic", value=0x1234), "not a shmring segment"),
     "older layout version": (dict(field="layout_version", value=4), "layout version"),
-    "newer layout version": (dict(field="layout_version", value=12), "layout version"),
+    "newer layout version": (dict(field="layout_version", value=13), "layout version"),
     "kind": (dict(field="kind", value=7), "different kind"),
     "header size": (dict(field="header_size", value=100), "header size"),
     "slot size zero": (dict(field="slot_size", value=0), "slot size"),

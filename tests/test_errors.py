@@ -146,7 +146,7 @@ def test_shmring_error_catches_what_the_c_layer_refused():
 @pytest.mark.parametrize("offset, value, reason", [
     (40, 0, "maxsize 0 in the header is out of range 1..1073741824"),
     (24, 2**31, "msg_size 2147483648 in the header is out of range 1..1073741824"),
-    (8, 4, "layout version 4 in the header, this build's is 11"),
+    (8, 4, "layout version 4 in the header, this build's is 12"),
 ])
 def test_a_corrupt_header_names_the_field_and_the_limit(make_queue, offset, value, reason):
     q = make_queue(8, 16)

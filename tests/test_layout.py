@@ -45,7 +45,7 @@ def test_fresh_segment_header_matches_the_documented_layout(make_queue, maxsize,
     q = make_queue(maxsize, msg_size)
     h = read_header(q.name)
     assert h["magic"] == MAGIC
-    assert h["layout_version"] == LAYOUT_VERSION == 11
+    assert h["layout_version"] == LAYOUT_VERSION == 12
     assert h["kind"] == 1
     assert h["flags"] == 0  # a byte ring
     assert (h["kind_arg0"], h["kind_arg1"]) == (0, 0)  # a topic's parameters
@@ -132,7 +132,7 @@ def test_a_topic_has_its_parameters_its_own_area_and_byte_ring_slot_words(policy
     t = shmring.Topic(100, None if records else 48, dtype=dtype, policy=policy, max_subscribers=5, max_topic_len=13)
     try:
         h = read_header(t.name)
-        assert h["kind"] == 2 and h["layout_version"] == 11
+        assert h["kind"] == 2 and h["layout_version"] == 12
         assert h["flags"] == MULTICAST | (OVERWRITE if policy == "overwrite" else 0) | (1 if records else 0)
         assert (h["kind_arg0"], h["kind_arg1"]) == (5, 13)
         assert (h["maxsize"], h["capacity"]) == (100, 128)

@@ -707,6 +707,63 @@ def test_adopt_leased_appends_a_dead_takers_claim_after_what_its_count_covers(ma
         q._adopt_leased(lease, taker.pid)
 
 
+def supervised_take_and_stall(q, lease, ready, token):
+    """A taker that names a supervisor, then stalls holding its claim (killed there)."""
+    if token is not None:
+        q._supervise(token)
+    take_and_stall(q, lease, ready)
+
+
+def token_and_exit(q, conn):
+    conn.send(q._participant_token())  # this child's own participant: gone once it exits
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("supervisor", ["alive", "gone", "none"])
+def test_recovery_leaves_a_dead_takers_claim_to_its_supervisor_while_that_lives(make_queue, supervisor):
+    # issue 13: a producer blocked behind a dead worker's claim recovered it before the pool
+    # could adopt it: counted lost, and (copied into the lease already) handled again
+    import mmap
+
+    from shmring._core import LEASE_HEADER
+
+    q = make_queue(4, msg_size=64, recover_after=0.05)
+    lease = mmap.mmap(-1, LEASE_HEADER + 4 * q._lease_stride)
+    ctx = mp.get_context("fork")
+    token = None
+    if supervisor == "alive":
+        token = q._participant_token()
+    elif supervisor == "gone":
+        mine, theirs = ctx.Pipe()
+        child = ctx.Process(target=token_and_exit, args=(q, theirs))
+        child.start()
+        token = mine.recv()
+        child.join(20)
+    with pytest.raises(ValueError, match="names no participant"):
+        q._supervise(0)
+    q.put_many_bytes([b"a", b"b", b"c", b"d"])  # full
+    ready = ctx.Event()
+    taker = ctx.Process(target=supervised_take_and_stall, args=(q, lease, ready, token))
+    taker.start()
+    try:
+        assert ready.wait(20)
+        wait_until(lambda: q.qsize() == 0, 10, "the claim")
+    finally:
+        os.kill(taker.pid, signal.SIGKILL)
+        taker.join(20)
+    if supervisor == "alive":
+        with pytest.raises(shmring.Full):  # blocked for 20 x recover_after: recovery left the claim alone
+            q.put_bytes(b"e", timeout=1)
+        assert q.stats()["lost"] == 0
+        assert q._adopt_leased(lease, taker.pid) == 4  # the supervisor's, whole
+        assert q.stats()["lost"] == 0
+    else:
+        q.put_bytes(b"e", timeout=10)  # recovered: its supervisor left (or it named none)
+        assert q.stats()["lost"] == 4 and q._adopt_leased(lease, taker.pid) == 0
+    q.put_many_bytes([b"f", b"g", b"h"] if supervisor == "alive" else [b"f", b"g"], timeout=5)
+    assert q.qsize() == 3  # the held slots are free again either way
+
+
 def echo_then_stall_next_take(x):
     """A handler: after the first message, this worker's next take stalls holding its claim."""
     if x in ("A", ["A"]):

@@ -1193,6 +1193,8 @@ cdef class QueueHandle(RingHandle):
     callables (_set_codec) and, for records rings, how to make arrays over the
     slots (_set_records). Nothing here knows pickle or numpy."""
     cdef uint64_t _default_ttl_ns    # put's deadline when none is given (0: none)
+    cdef uint64_t _supervisor        # _take_leased's claims are for this supervisor to adopt (0: none)
+    cdef long _supervisor_fork       # _forks when it was named: a forked child's takes are not its
 
     def _open(self, str name, bint create, uint64_t maxsize=0, uint64_t msg_size=0,
               uint32_t mode=0o600, uint32_t max_participants=0, recover_after=0.1,
@@ -1540,6 +1542,10 @@ cdef class QueueHandle(RingHandle):
                 raise ValueError("the lease holds messages: finish them first (_finish_leased)")
             p = self._enter()
             try:
+                if self._supervisor != 0 and self._supervisor_fork == _forks:
+                    # this thread's participant names the supervisor (a store), before it claims
+                    shmring_queue_supervise(p.ptr, self._supervisor)
+                    flags |= SHMRING_CLAIM_SUPERVISED
                 # who claims, for the pool to adopt the claim if this process dies holding it
                 shmring_lease_store(<uint32_t *>(<char *>view.buf + C_LEASE_TAKER), shmring_participant_index(p.ptr) + 1)
                 self._claim(False, p, <uint32_t>min(limit, UINT32_MAX), &span, wait, 0, flags)
@@ -1585,6 +1591,30 @@ cdef class QueueHandle(RingHandle):
             (<uint32_t *>entry)[0] = length
         shmring_lease_store(<uint32_t *>lease, got + span.n)  # L1, before the release
         return got + span.n
+
+    def _participant_token(self):
+        """Who this process's handle is to the queue while it stays open (its
+        first participant): what a supervisor gives its consumers to name it
+        (_supervise)."""
+        cdef _Participant p = self._enter()
+        try:
+            return shmring_participant_token(self._part0.ptr)
+        finally:
+            self._leave()
+
+    def _supervise(self, uint64_t token):
+        """From now on, in this process, the claims of _take_leased are the
+        supervisor's (token: its _participant_token) to adopt if this process
+        dies holding one: recovery leaves them to it while it lives. A
+        supervisor must adopt every dead taker's claim (_adopt_leased) or close."""
+        cdef _Participant p = self._enter()
+        try:
+            rc = shmring_queue_supervise(p.ptr, token)  # checks the token before anything is named
+            if rc != SHMRING_OK:
+                _raise_rc(rc, self.name, _detail())
+            self._supervisor, self._supervisor_fork = token, _forks
+        finally:
+            self._leave()
 
     def _adopt_leased(self, lease, pid):
         """The read claim that the dead taker of `lease` (process `pid`) held in

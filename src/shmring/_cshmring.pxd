@@ -92,12 +92,14 @@ cdef extern from "shmring.h" nogil:
     int shmring_participant_join(shmring_t *ring, shmring_participant_t **out)
     void shmring_participant_leave(shmring_participant_t *me)
     uint32_t shmring_participant_index(const shmring_participant_t *me)
+    uint64_t shmring_participant_token(const shmring_participant_t *me)
     void shmring_after_fork(shmring_t *ring)
 
     enum:
         SHMRING_CLAIM_CONTIGUOUS
         SHMRING_CLAIM_EXPIRED
         SHMRING_CLAIM_EXPIRY_SET
+        SHMRING_CLAIM_SUPERVISED
     int shmring_queue_put_claim(shmring_participant_t *me, uint32_t max_n, int flags, shmring_span_t *span)
     void shmring_queue_put_commit(shmring_participant_t *me, const shmring_span_t *span)
     void shmring_queue_put_commit_partial(shmring_participant_t *me, const shmring_span_t *span, uint32_t keep)
@@ -117,6 +119,7 @@ cdef extern from "shmring.h" nogil:
         uint32_t state
     int shmring_queue_adopt(shmring_t *ring, uint32_t entry, int32_t pid, shmring_adoption_t *out)
     void shmring_queue_adopt_release(shmring_t *ring, const shmring_adoption_t *adoption)
+    int shmring_queue_supervise(shmring_participant_t *me, uint64_t supervisor)
     void shmring_queue_count_expired(shmring_t *ring, uint64_t n)
     void shmring_queue_set_expiry(const shmring_t *ring, uint64_t pos, uint32_t n, uint64_t deadline_ns)
     int shmring_queue_expiry(const shmring_t *ring, uint64_t pos, uint64_t *deadline_ns)

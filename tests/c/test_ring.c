@@ -223,7 +223,7 @@ static void test_details(void)
     check_attach_detail("capacity 16 in the header, maxsize 8 needs 8", SHMRING_ECAPACITY);
     h->capacity = 8;
     h->layout_version = 4;
-    check_attach_detail("layout version 4 in the header, this build's is 11", SHMRING_EVERSION);
+    check_attach_detail("layout version 4 in the header, this build's is 12", SHMRING_EVERSION);
     h->layout_version = SHMRING_LAYOUT_VERSION;
     atomic_store(&r->seg->prod.write_pos, 20);
     check_attach_detail("counters inconsistent: read_pos 0, write_pos 20, tasks_done 0, lost 0, maxsize 8",

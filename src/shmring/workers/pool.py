@@ -7,8 +7,9 @@ a lease in shared memory, made by the pool before its workers start. A worker
 takes messages with ``QueueHandle._take_leased``, which copies them into the
 lease and stores the lease's count before it releases its claim on the ring:
 a message is always in the ring, claimed (a taker killed then is a dead
-consumer whose claim the pool adopts into its lease, ``_adopt_leased``, unless
-the queue's own recovery was first and counted it lost), or in a lease.
+consumer whose claim the pool adopts into its lease, ``_adopt_leased``: the
+worker's takes name the pool as their supervisor, ``_supervise``, so the
+queue's own recovery leaves them to it), or in a lease.
 When the handler is done, ``_finish_leased`` empties the lease and marks the
 messages done (``task_done``). A worker that dies leaves its lease to the pool:
 its replacement in the slot handles the messages again (at_least_once, until
@@ -149,7 +150,7 @@ class WorkerPool:
                                 for i in range(self._workers)]
                 self._config = _Config(self._handler, self._source, self._results, self._dead_letter, self._batch,
                                        self._max_attempts, self._max_tasks, self._initializer, self._initargs,
-                                       self._lease_size)
+                                       self._lease_size, self._source._participant_token())
                 self._wake_r, self._wake_w = os.pipe()
                 os.set_blocking(self._wake_w, False)
                 self._lost_at_start = self._source_lost()
@@ -367,9 +368,10 @@ class WorkerPool:
             self._broken = self._broken or PoolBroken(f"worker pool supervisor failed: {e!r}")
             self._stopping = self._cold = True
             self._kill_all()
-            for p in self._procs:
+            for p, lease in zip(self._procs, self._leases):
                 if p is not None:
                     p.join()
+                    self._adopt(lease, p.pid)  # recovery leaves a supervised claim to us: take it, into the lease
             raise
 
     def _kill_all(self):
@@ -556,9 +558,9 @@ class WorkerPool:
                             "busy_since": busy or None, "in_flight": lease.count()})
         for name, value in self._parent.items():
             out[name] = out.get(name, 0) + value
-        # A worker killed inside _take_leased whose claim the queue's recovery
-        # settled before the pool could adopt it: counted lost there (docs/design.md,
-        # the worker pool). Any consumer of the source that died meanwhile is counted here too.
+        # A worker killed inside _take_leased before its claim was held (a few
+        # instructions): counted lost by the queue's recovery (docs/design.md, the
+        # worker pool). Any consumer of the source that died meanwhile is counted here too.
         now = self._lost_at_end if self._finished else self._source_lost()
         start = self._lost_at_start
         out["source_lost"] = now - start if now is not None and start is not None else 0

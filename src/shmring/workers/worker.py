@@ -19,10 +19,11 @@ class _Config:
     """What a worker needs (pickled to it under spawn and forkserver)."""
 
     def __init__(self, handler, source, results, dead_letter, batch, max_attempts, max_tasks_per_child,
-                 initializer, initargs, lease_size):
+                 initializer, initargs, lease_size, supervisor):
         self.handler, self.source, self.results, self.dead_letter = handler, source, results, dead_letter
         self.batch, self.max_attempts, self.max_tasks = batch, max_attempts, max_tasks_per_child
         self.initializer, self.initargs, self.lease_size = initializer, initargs, lease_size
+        self.supervisor = supervisor  # the pool's participant token: it adopts our dead takes' claims
 
 
 def _decoder(source):
@@ -42,6 +43,7 @@ def _worker_main(config, region, slot, parent):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _watch_parent(parent)
+    config.source._supervise(config.supervisor)  # before the first take: recovery leaves its claims to the pool
     _Worker(config, region, slot).run()
 
 
