@@ -72,6 +72,10 @@ void shmring__announcement(const struct shmring_participant_entry *e, struct shm
  * recovery's snapshot)? */
 int shmring__covered_by_live(const shmring_t *r, const struct shmring__entry_view *seen, const uint8_t *dead,
                              uint32_t role, uint64_t p);
+/* Does entry j hold a claim in `role` (as covered_by_live) and is it not found
+ * dead? Its announcement in *a then. */
+int shmring__live_claim(const shmring_t *r, const struct shmring__entry_view *seen, const uint8_t *dead, uint32_t j,
+                        uint32_t role, struct shmring__announcement *a);
 /* Recovery timing of a waiter for `what` (SHMRING_WAIT_*: its side): it is
  * stuck (1) at pos or not (0). Runs shmring_recover and returns 1 once it has
  * been stuck at pos for the handle's recover_after (across calls); else 0, with

@@ -27,21 +27,26 @@ void shmring__announcement(const struct shmring_participant_entry *e, struct shm
     a->pos = atomic_load_explicit(&e->claim_pos, memory_order_acquire);
 }
 
+int shmring__live_claim(const shmring_t *r, const struct shmring__entry_view *seen, const uint8_t *dead, uint32_t j,
+                        uint32_t role, struct shmring__announcement *a)
+{
+    const struct shmring_participant_entry *e = &r->parts[j];
+    /* acquire: pairs with J3/L1, who owns the entry now */
+    uint32_t state = atomic_load_explicit(&e->state, memory_order_acquire);
+    if ((dead[j] && state == seen[j].state) || SHMRING_PART_STATUS(state) == SHMRING_PART_FREE)
+        return 0; /* still the dead owner, or nobody */
+    shmring__announcement(e, a);
+    uint32_t their_role = a->role == SHMRING_CLAIM_PUT ? SHMRING_CLAIM_PUT : SHMRING_CLAIM_GET;
+    return a->n != 0 && their_role == role;
+}
+
 int shmring__covered_by_live(const shmring_t *r, const struct shmring__entry_view *seen, const uint8_t *dead,
                              uint32_t role, uint64_t p)
 {
-    for (uint32_t j = 0; j < r->max_participants; j++) {
-        const struct shmring_participant_entry *e = &r->parts[j];
-        /* acquire: pairs with J3/L1, who owns the entry now */
-        uint32_t state = atomic_load_explicit(&e->state, memory_order_acquire);
-        if ((dead[j] && state == seen[j].state) || SHMRING_PART_STATUS(state) == SHMRING_PART_FREE)
-            continue; /* still the dead owner, or nobody */
-        struct shmring__announcement a;
-        shmring__announcement(e, &a);
-        uint32_t their_role = a.role == SHMRING_CLAIM_PUT ? SHMRING_CLAIM_PUT : SHMRING_CLAIM_GET;
-        if (a.n != 0 && their_role == role && p - a.pos < a.n)
+    struct shmring__announcement a;
+    for (uint32_t j = 0; j < r->max_participants; j++)
+        if (shmring__live_claim(r, seen, dead, j, role, &a) && p - a.pos < a.n)
             return 1;
-    }
     return 0;
 }
 

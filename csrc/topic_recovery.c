@@ -40,8 +40,8 @@
  *       (topic.c P2, after its P8): a position no live claim covers is one a
  *       publisher gave up, and the gate scan of make_hole (P4) sees every
  *       subscriber that publisher saw; settle_chain makes the same reads
- *       (after R7's or R1's load of write_pos) for each earlier lap it walks
- *       down to, and its relaxed loads of slot words (unfinished) are hints:
+ *       (after R7's or R1's load of write_pos) for the earlier laps it goes
+ *       down to (chain_bottom), and its relaxed loads of slot words are hints:
  *       make_hole's CAS (R3) decides
  *   stuck checks, the slow timeout and stats: relaxed loads (hints and display),
  *   and relaxed process-local timing (internal.h)
@@ -77,6 +77,37 @@ int shmring__topic_make_hole(const shmring_t *r, uint64_t p)
            shmring__seq_cas(r, p, shmring__state(r, p - r->capacity, SHMRING_SEQ_HOLE), hole);
 }
 
+/* Where the walk down from p ends, found without walking lap by lap (a
+ * write_pos scribbled far ahead made that up to 2^29 steps, each a scan of the
+ * participant table: libFuzzer's timeout): the lap the slot's word holds (its
+ * lap field is the low bits of that lap: the latest such lap at or before p's),
+ * or the next if that one is committed or a hole, raised above the highest lap
+ * a live claim covers (one scan: a claim of at most maxsize <= capacity
+ * positions covers at most one lap of a slot). */
+static uint64_t chain_bottom(const shmring_t *r, const struct shmring__entry_view *seen, const uint8_t *dead,
+                             uint64_t p)
+{
+    uint32_t w = shmring__seq_load(r, p, memory_order_relaxed);
+    uint64_t lap = p >> r->cap_shift, lap_mask = r->seq_mask >> SHMRING_SEQ_CODE_BITS;
+    uint64_t back = (lap - (w >> SHMRING_SEQ_CODE_BITS)) & lap_mask; /* laps from the word's to p's */
+    uint64_t x = back > lap ? (p & r->mask) : p - (back << r->cap_shift);
+    if (x < p && !unfinished(r, x))
+        x += r->capacity;
+    struct shmring__announcement a;
+    for (uint32_t j = 0; j < r->max_participants; j++) {
+        if (!shmring__live_claim(r, seen, dead, j, SHMRING_CLAIM_PUT, &a))
+            continue;
+        uint64_t q = a.pos + ((p - a.pos) & r->mask); /* its one position in p's slot, if any */
+        if (q - a.pos < a.n && q >= x && q < p)
+            x = q + r->capacity;
+    }
+    return x;
+}
+
+/* Holes one settle makes at most: a chain longer than this (given-up laps of
+ * one slot) is settled over as many calls, from its bottom up. */
+#define SHMRING_CHAIN_HOLES_MAX 4096u
+
 /* R3 along a chain: make unfinished position p a hole (its caller has found
  * that no live claim covers it), and first the positions of its slot's earlier
  * laps that it depends on. make_hole(p) moves a slot on only from free(p),
@@ -86,20 +117,17 @@ int shmring__topic_make_hole(const shmring_t *r, uint64_t p)
  * is itself unfinished and announced by nobody, and only its own waiter could
  * settle it: gone, if it gave up. So go down from p while x - capacity is
  * unfinished and no live claim covers it (x - capacity < p < end: claimed, and
- * announced before its claim, R7 / R1), then up to p making each x a hole by
+ * announced before its claim, R7 / R1; chain_bottom), then up to p making each x a hole by
  * the rule (under block: once the gate lets x be written), stopping at the
  * first that cannot be one yet; one that a concurrent settler made a hole
  * first is passed over. A position seen uncovered stays so (announcements only
  * precede claims, and these are below the end). How many CASes we won: each
- * hole is counted once, by its winner. */
+ * hole is counted once, by its winner; at most SHMRING_CHAIN_HOLES_MAX a call. */
 static uint64_t settle_chain(const shmring_t *r, const struct shmring__entry_view *seen, const uint8_t *dead,
                              uint64_t p)
 {
-    uint64_t x = p, made = 0;
-    while (x >= r->capacity && unfinished(r, x - r->capacity) &&
-           !shmring__covered_by_live(r, seen, dead, SHMRING_CLAIM_PUT, x - r->capacity))
-        x -= r->capacity;
-    for (;; x += r->capacity) {
+    uint64_t made = 0;
+    for (uint64_t x = chain_bottom(r, seen, dead, p); made < SHMRING_CHAIN_HOLES_MAX; x += r->capacity) {
         if (shmring__topic_make_hole(r, x))
             made++;
         else if (unfinished(r, x))
