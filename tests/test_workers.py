@@ -659,12 +659,30 @@ def test_a_worker_killed_inside_take_leased_loses_nothing(make_queue, tmp_path, 
     assert source.stats()["recoveries"] == 1 and results.qsize() == 0
 
 
-def take_and_stall(q, lease, ready):
-    """A taker that stalls holding its claim, before copying (killed there by the test)."""
+def take_and_stall(q, lease, ready, token=None):
+    """A taker (naming a supervisor, with a token) that stalls holding its claim,
+    before copying (killed by the test)."""
+    if token is not None:
+        q._supervise(token)
     shmring._core._set_test_hook("get_claimed", 30)
     ready.set()
     q._take_leased(lease, 4, timeout=5)
     os._exit(7)  # not reached: killed in the stall
+
+
+def killed_holding_its_claim(q, lease, token=None):
+    """A forked taker of everything in q, SIGKILLed holding its claim: its pid."""
+    ctx = mp.get_context("fork")
+    ready = ctx.Event()
+    taker = ctx.Process(target=take_and_stall, args=(q, lease, ready, token))
+    taker.start()
+    try:
+        assert ready.wait(20)
+        wait_until(lambda: q.qsize() == 0, 10, "the claim")
+    finally:
+        os.kill(taker.pid, signal.SIGKILL)
+        taker.join(20)
+    return taker.pid
 
 
 @pytest.mark.timeout(60)
@@ -680,23 +698,14 @@ def test_adopt_leased_appends_a_dead_takers_claim_after_what_its_count_covers(ma
         q._adopt_leased(bytearray(8), os.getpid())
     assert q._adopt_leased(lease, os.getpid()) == 0  # no taker yet
     q.put_many_bytes([b"second", b"third"])
-    ctx = mp.get_context("fork")
-    ready = ctx.Event()
-    taker = ctx.Process(target=take_and_stall, args=(q, lease, ready))
-    taker.start()
-    try:
-        assert ready.wait(20)
-        wait_until(lambda: q.qsize() == 0, 10, "the claim")
-    finally:
-        os.kill(taker.pid, signal.SIGKILL)
-        taker.join(20)
+    pid = killed_holding_its_claim(q, lease)
     # what an earlier claim of the same take would have left: one message, counted, its position older
     struct.pack_into("=IIQ5s", lease, LEASE_HEADER, 5, 0, 0, b"first")
     struct.pack_into("=Q", lease, 80, 2**40)
     struct.pack_into("=I", lease, 0, 1)
-    assert q._adopt_leased(lease, taker.pid + 1) == 0  # not that process: nothing taken
-    assert q._adopt_leased(lease, taker.pid) == 2
-    assert q._adopt_leased(lease, taker.pid) == 0      # once
+    assert q._adopt_leased(lease, pid + 1) == 0  # not that process: nothing taken
+    assert q._adopt_leased(lease, pid) == 2
+    assert q._adopt_leased(lease, pid) == 0      # once
     held = [bytes(lease[LEASE_HEADER + i * q._lease_stride + 16:][:n]) for i, n in enumerate((5, 6, 5))]
     assert struct.unpack_from("=I", lease, 0)[0] == 3 and held == [b"first", b"second", b"third"]
     assert q.stats()["lost"] == 0 and q.stats()["recoveries"] == 1 and q.stats()["tasks_done"] == 0
@@ -704,14 +713,7 @@ def test_adopt_leased_appends_a_dead_takers_claim_after_what_its_count_covers(ma
     assert q.qsize() == 16 and struct.unpack_from("=I", lease, LEASE_TAKER)[0] != 0
     q.close()
     with pytest.raises(shmring.QueueClosed):
-        q._adopt_leased(lease, taker.pid)
-
-
-def supervised_take_and_stall(q, lease, ready, token):
-    """A taker that names a supervisor, then stalls holding its claim (killed there)."""
-    if token is not None:
-        q._supervise(token)
-    take_and_stall(q, lease, ready)
+        q._adopt_leased(lease, pid)
 
 
 def token_and_exit(q, conn):
@@ -742,24 +744,16 @@ def test_recovery_leaves_a_dead_takers_claim_to_its_supervisor_while_that_lives(
     with pytest.raises(ValueError, match="names no participant"):
         q._supervise(0)
     q.put_many_bytes([b"a", b"b", b"c", b"d"])  # full
-    ready = ctx.Event()
-    taker = ctx.Process(target=supervised_take_and_stall, args=(q, lease, ready, token))
-    taker.start()
-    try:
-        assert ready.wait(20)
-        wait_until(lambda: q.qsize() == 0, 10, "the claim")
-    finally:
-        os.kill(taker.pid, signal.SIGKILL)
-        taker.join(20)
+    pid = killed_holding_its_claim(q, lease, token)
     if supervisor == "alive":
         with pytest.raises(shmring.Full):  # blocked for 20 x recover_after: recovery left the claim alone
             q.put_bytes(b"e", timeout=1)
         assert q.stats()["lost"] == 0
-        assert q._adopt_leased(lease, taker.pid) == 4  # the supervisor's, whole
+        assert q._adopt_leased(lease, pid) == 4  # the supervisor's, whole
         assert q.stats()["lost"] == 0
     else:
         q.put_bytes(b"e", timeout=10)  # recovered: its supervisor left (or it named none)
-        assert q.stats()["lost"] == 4 and q._adopt_leased(lease, taker.pid) == 0
+        assert q.stats()["lost"] == 4 and q._adopt_leased(lease, pid) == 0
     q.put_many_bytes([b"f", b"g", b"h"] if supervisor == "alive" else [b"f", b"g"], timeout=5)
     assert q.qsize() == 3  # the held slots are free again either way
 
