@@ -38,6 +38,7 @@ static uint32_t join_entry(shmring_t *r, uint32_t i, uint32_t expected, pid_t pi
     /* relaxed: published by J3 */
     atomic_store_explicit(&e->claim_n, 0, memory_order_relaxed);
     atomic_store_explicit(&e->claim_role, SHMRING_CLAIM_NONE, memory_order_relaxed);
+    atomic_store_explicit(&e->supervisor, 0, memory_order_relaxed); /* names nobody until shmring_queue_supervise */
     /* A previous owner killed in its sleep may have left its sleeper bits set. */
     shmring__clear_sleeper(r, i);
     /* J3: pairs with acquire loads of state by table readers. */

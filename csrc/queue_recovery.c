@@ -31,7 +31,8 @@
  *             made join() early
  *
  * Dead GET_HELD entries go first: a dead consumer whose claim CAS lost to one of
- * them then finds those messages released already, so nothing is counted twice.
+ * them then finds those messages released already, so nothing is counted twice
+ * (a GET_SUPERVISED one left pending: its positions make such a GET wait).
  *
  * Adoption: a supervisor that knows its consumer died (a WorkerPool, which
  * reaped it) takes the entry as a recoverer does (R4), then its held claim
@@ -144,6 +145,25 @@ static int supervisor_lives(const shmring_t *r, const struct shmring_participant
     return v.state == state && SHMRING_PART_STATUS(state) == SHMRING_PART_ACTIVE && shmring__entry_alive(r, k, &v);
 }
 
+/* Is p in a dead consumer's supervised claim left to its supervisor (pending)?
+ * The first pass settles held claims before dead GET claims that may have
+ * lost their CAS to them; a supervised one is not settled then, so a dead GET
+ * claim of the same positions must wait as it would for a live owner. */
+static int supervised_by_a_dead(const shmring_t *r, const struct shmring__entry_view *seen, const uint8_t *dead,
+                                uint64_t p)
+{
+    struct shmring__announcement a;
+    for (uint32_t j = 0; j < r->max_participants; j++) {
+        const struct shmring_participant_entry *e = &r->parts[j];
+        if (!dead[j] || atomic_load_explicit(&e->state, memory_order_relaxed) != seen[j].state)
+            continue;
+        shmring__announcement(e, &a); /* R2 */
+        if (a.role == SHMRING_CLAIM_GET_SUPERVISED && a.n != 0 && p - a.pos < a.n && supervisor_lives(r, e))
+            return 1;
+    }
+    return 0;
+}
+
 /* An adopter that cannot take a supervised claim over hands it to recovery
  * (a CAS: a recoverer's R2 on the same word is either before or after). */
 static void unsupervise(struct shmring_participant_entry *e, uint32_t role)
@@ -243,8 +263,12 @@ int shmring__queue_settle(shmring_t *r, const struct shmring__entry_view *seen, 
                 *pending = 1; /* the entry is the adopter's now */
                 return 1;
             }
-            /* else counted by another recoverer, or a supervised claim handed
-             * back as GET_HELD (unsupervise): look again */
+            /* Only a supervised claim handed back (unsupervise: GET_HELD) is
+             * looked at again, once; any other change (counted by another
+             * recoverer, the entry another owner's) is not ours to count. */
+            if (a.role != SHMRING_CLAIM_GET_SUPERVISED || role != SHMRING_CLAIM_GET_HELD)
+                break;
+            a.role = SHMRING_CLAIM_GET_HELD;
         }
         release_held(r, a.pos, a.n);
         return 1;
@@ -265,7 +289,7 @@ int shmring__queue_settle(shmring_t *r, const struct shmring__entry_view *seen, 
             continue; /* never claimed: the owner died before its CAS */
         if (settled(r, put, p, write_pos, read_pos))
             continue; /* committed or released, whoever held it */
-        if (shmring__covered_by_live(r, seen, dead, a.role, p)) {
+        if (shmring__covered_by_live(r, seen, dead, a.role, p) || (!put && supervised_by_a_dead(r, seen, dead, p))) {
             /* relaxed: only decides whether to look again later */
             uint32_t now = shmring__seq_load(r, p, memory_order_relaxed);
             if (now == stuck || now == hole)
@@ -280,8 +304,8 @@ int shmring__queue_settle(shmring_t *r, const struct shmring__entry_view *seen, 
     return 1;
 }
 
-/* Does dead entry e announce a read claim it held (GET_HELD, GET_COUNTED by a
- * recoverer, or GET_ADOPTED by an adopter that died)? acquire: as R2. Those go first: they count all of it lost and
+/* Does dead entry e announce a read claim it held (GET_HELD, GET_SUPERVISED,
+ * GET_COUNTED by a recoverer, or GET_ADOPTED by an adopter that died)? acquire: as R2. Those go first: they count all of it lost and
  * release it, so that a dead consumer whose CAS for the same positions lost
  * to theirs then finds nothing to release, and nothing is counted twice. */
 int shmring__queue_first_pass(const struct shmring_participant_entry *e)

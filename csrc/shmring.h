@@ -278,7 +278,7 @@ uint64_t shmring_queue_unfinished(const shmring_t *ring);
  * shmring_queue_adopt_release hands them back (counting nothing lost). 0:
  * nothing to adopt (the entry is alive, another process's, holds no claim
  * that succeeded, or a recoverer was first and counted it lost).
- * SHMRING_EINVAL: entry out of range, or a read-only handle. */
+ * SHMRING_EINVAL: entry out of range, a read-only handle, or not a queue. */
 typedef struct shmring_adoption {
     shmring_span_t span;        /* the adopted claim */
     uint32_t entry, state;      /* the entry, ours until the release */

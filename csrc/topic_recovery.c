@@ -104,8 +104,8 @@ static uint64_t chain_bottom(const shmring_t *r, const struct shmring__entry_vie
     return x;
 }
 
-/* Holes one settle makes at most: a chain longer than this (given-up laps of
- * one slot) is settled over as many calls, from its bottom up. */
+/* Laps one settle walks up at most: a chain longer than this (given-up laps
+ * of one slot) is settled over as many calls, from its bottom up. */
 #define SHMRING_CHAIN_HOLES_MAX 4096u
 
 /* R3 along a chain: make unfinished position p a hole (its caller has found
@@ -127,7 +127,10 @@ static uint64_t settle_chain(const shmring_t *r, const struct shmring__entry_vie
                              uint64_t p)
 {
     uint64_t made = 0;
-    for (uint64_t x = chain_bottom(r, seen, dead, p); made < SHMRING_CHAIN_HOLES_MAX; x += r->capacity) {
+    if (!unfinished(r, p))
+        return 0; /* committed (a dead publisher's before it died), or its slot a later lap's already */
+    uint64_t x = chain_bottom(r, seen, dead, p);
+    for (uint32_t steps = 0; steps < SHMRING_CHAIN_HOLES_MAX; steps++, x += r->capacity) {
         if (shmring__topic_make_hole(r, x))
             made++;
         else if (unfinished(r, x))

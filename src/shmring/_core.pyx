@@ -1596,11 +1596,12 @@ cdef class QueueHandle(RingHandle):
         """Who this process's handle is to the queue while it stays open (its
         first participant): what a supervisor gives its consumers to name it
         (_supervise)."""
-        cdef _Participant p = self._enter()
-        try:
-            return shmring_participant_token(self._part0.ptr)
-        finally:
+        if self._part0 is None:  # none yet: make it (nothing can be held then)
+            self._enter()
             self._leave()
+        if self._closing or self._ring == NULL:
+            raise errors.QueueClosed(f"queue {self.name!r} is closed")
+        return shmring_participant_token(self._part0.ptr)
 
     def _supervise(self, uint64_t token):
         """From now on, in this process, the claims of _take_leased are the

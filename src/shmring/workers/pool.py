@@ -158,10 +158,9 @@ class WorkerPool:
                     self._spawn(i)
             except BaseException:  # nothing left behind: the pool is finished, stop() and the rest do nothing
                 self._stopping = self._cold = self._finished = True
-                self._kill_all()
-                for p in self._procs:
-                    if p is not None:
-                        p.join()
+                self._kill_and_adopt()
+                if hasattr(self, "_leases"):
+                    self._return_leftovers()  # what a worker took (or we adopted) goes back to the source
                 for fd in (getattr(self, "_wake_r", None), getattr(self, "_wake_w", None)):
                     if fd is not None:
                         os.close(fd)
@@ -367,12 +366,17 @@ class WorkerPool:
         except BaseException as e:  # never leave workers behind a dead supervisor
             self._broken = self._broken or PoolBroken(f"worker pool supervisor failed: {e!r}")
             self._stopping = self._cold = True
-            self._kill_all()
-            for p, lease in zip(self._procs, self._leases):
-                if p is not None:
-                    p.join()
-                    self._adopt(lease, p.pid)  # recovery leaves a supervised claim to us: take it, into the lease
+            self._kill_and_adopt()
             raise
+
+    def _kill_and_adopt(self):
+        """Kill and join every worker, and adopt what each held (recovery leaves
+        their supervised claims to us: stranded otherwise while the source is open)."""
+        self._kill_all()
+        for p, lease in zip(self._procs, self._leases):
+            if p is not None:
+                p.join()
+                self._adopt(lease, p.pid)
 
     def _kill_all(self):
         for p in self._procs:
