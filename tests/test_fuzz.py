@@ -52,7 +52,8 @@ def test_fuzz_attach_with_libfuzzer(tmp_path):
         pytest.skip(reason)
     corpus = tmp_path / "corpus"  # libFuzzer adds inputs: work on a copy
     shutil.copytree(FUZZ / "corpus", corpus)
-    run = subprocess.run([str(exe), f"-max_total_time={int(SECONDS)}", "-print_final_stats=1", str(corpus)],
+    run = subprocess.run([str(exe), f"-max_total_time={int(SECONDS)}", "-print_final_stats=1",
+                          f"-artifact_prefix={tmp_path}/", str(corpus)],
                          capture_output=True, text=True, timeout=SECONDS + 120)
     tail = run.stderr.strip().splitlines()[-8:]
     print("\n".join(line for line in tail if line.startswith("stat::") or line.startswith("Done")))

@@ -1075,3 +1075,36 @@ def test_the_pool_pays_the_done_of_a_worker_killed_inside_finish_leased(make_que
     assert not q.join(timeout=0)      # the done is owed
     shmring.WorkerPool(echo, q, batch=2)._settle_finishing(lease)
     assert words.tolist() == [0, 0] and q.join(timeout=0)
+
+
+def stall_every_take():
+    shmring._core._set_test_hook("get_claimed", 30)
+
+
+class _SecondForkFails(shmring.WorkerPool):
+    """A pool whose second worker cannot be started, once the first holds a claim."""
+
+    def _spawn(self, slot):
+        if slot == 1:
+            wait_until(lambda: self._source.qsize() == 3, 10, "the first worker's claim")
+            raise OSError(11, "fork failed (a test)")
+        super()._spawn(slot)
+
+
+@pytest.mark.timeout(60)
+def test_a_start_that_fails_after_a_worker_took_a_claim_gives_its_messages_back(make_queue):
+    # a review: start()'s failure path killed the started worker without adopting its
+    # supervised claim, which recovery then left alone for as long as the source was open
+    source = make_queue(4, recover_after=0.05)
+    for i in range(4):
+        source.put(i)
+    pool = _SecondForkFails(echo, source, workers=2, start_method="fork", initializer=stall_every_take,
+                            _signals=False)
+    with pytest.raises(OSError, match="fork failed"):
+        pool.start()
+    assert source.qsize() == 4 and source.stats()["lost"] == 0  # adopted, then put back
+    got = []
+    for _ in range(4):
+        got.append(source.get(timeout=5))
+        source.task_done()
+    assert sorted(got) == [0, 1, 2, 3] and source.join(timeout=5)
