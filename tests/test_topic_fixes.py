@@ -658,3 +658,59 @@ def test_a_records_topic_refuses_a_payload_of_another_length_and_reports_a_scrib
     with pytest.raises(shmring.SegmentError):
         sub.recv_array(timeout=1)
     assert sub.recv_array(timeout=1)["x"].tolist() == [2]
+
+
+_STALLED_BATCH = """
+import sys, shmring
+from shmring import _core
+t = shmring.Topic.attach(sys.argv[1]); pub = t.publisher()
+_core._set_test_hook("put_committing", 600)
+print("claiming", flush=True)
+pub.publish_many_bytes([(b"k", b"d%d" % i) for i in range(4)])
+"""
+
+
+@pytest.mark.parametrize("laps", [1 << 28, (1 << 30) + 5])
+def test_a_dead_batch_whose_committed_slots_were_reused_is_settled_at_once_and_alone(make_topic, laps):
+    # review 3 of issue 12: chain_bottom read a slot word a lap ahead of a committed position
+    # of the dead claim as ~2^30 laps behind: seconds of walking, or (past 2^30 laps) holes
+    # made over live messages. The topic is scribbled as one that has run `laps` laps.
+    import mmap
+    import os
+    import struct
+    import subprocess
+    import sys
+
+    topic = make_topic(4, 16, policy="overwrite", recover_after=0.05)
+    fd = os.open(f"/dev/shm/{topic.name}", os.O_RDWR)
+    try:
+        m = mmap.mmap(fd, 0)
+    finally:
+        os.close(fd)
+    meta = struct.unpack_from("<Q", m, 72)[0]
+
+    def word(s):
+        return struct.unpack_from("<I", m, meta + 8 * s)[0]
+
+    def state(p, code):
+        return (((p >> 2) << 2) | code) & 0xFFFFFFFF
+
+    struct.pack_into("<Q", m, 128, laps * 4)
+    for s in range(4):
+        struct.pack_into("<I", m, meta + 8 * s, state(laps * 4 + s - 4, 1))  # committed, the lap before
+    child = subprocess.Popen([sys.executable, "-c", _STALLED_BATCH, topic.name], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "claiming"
+        wait_until(lambda: word(1) == state(laps * 4 + 1, 1), 10, "the batch's first half committed")
+    finally:
+        child.kill()
+        child.wait(10)
+    sub, pub = topic.subscribe(), topic.publisher()
+    pub.publish_bytes(b"k", b"m4")
+    pub.publish_bytes(b"k", b"m5")  # slots 0 and 1 a lap on: ahead of the dead claim's committed half
+    pub.publish_bytes(b"k", b"m6", timeout=2)  # slot 2: the dead claim's, made a hole (took seconds)
+    assert topic.stats()["holes"] == 2
+    assert [sub.recv_bytes(timeout=5)[1] for _ in range(3)] == [b"m4", b"m5", b"m6"] and sub.lagged == 0
+    pub.publish_bytes(b"k", b"m7", timeout=2)
+    pub.publish_bytes(b"k", b"m8", timeout=2)  # slot 0 was pushed laps ahead: Full
+    m.close()
