@@ -159,8 +159,7 @@ class WorkerPool:
             except BaseException:  # nothing left behind: the pool is finished, stop() and the rest do nothing
                 self._stopping = self._cold = self._finished = True
                 self._kill_and_adopt()
-                if hasattr(self, "_leases"):
-                    self._return_leftovers()  # what a worker took (or we adopted) goes back to the source
+                self._return_leftovers()  # what a worker took (or we adopted) goes back to the source
                 for fd in (getattr(self, "_wake_r", None), getattr(self, "_wake_w", None)):
                     if fd is not None:
                         os.close(fd)
