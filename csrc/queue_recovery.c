@@ -145,12 +145,16 @@ static int supervisor_lives(const shmring_t *r, const struct shmring_participant
     return v.state == state && SHMRING_PART_STATUS(state) == SHMRING_PART_ACTIVE && shmring__entry_alive(r, k, &v);
 }
 
-/* Is p in a dead consumer's supervised claim left to its supervisor (pending)?
- * The first pass settles held claims before dead GET claims that may have
- * lost their CAS to them; a supervised one is not settled then, so a dead GET
- * claim of the same positions must wait as it would for a live owner. */
-static int supervised_by_a_dead(const shmring_t *r, const struct shmring__entry_view *seen, const uint8_t *dead,
-                                uint64_t p)
+/* Is p in a held claim of a dead consumer that is still unsettled (its entry
+ * unchanged: left pending by the first pass, a supervised claim; or settled
+ * by nobody yet)? The first pass settles held claims before dead GET claims
+ * that may have lost their CAS to them; one it left must make such a GET
+ * claim wait as a live owner would, whatever becomes of it meanwhile (its
+ * supervisor dies, it is handed back, an adopter takes it): else the GET
+ * claim releases its slots and counts them, and the held claim is counted or
+ * adopted too. Checked before covered_by_live, which an adopter taking the
+ * entry passes unseen. The wait ends: the entry is freed once settled. */
+static int held_by_a_dead(const shmring_t *r, const struct shmring__entry_view *seen, const uint8_t *dead, uint64_t p)
 {
     struct shmring__announcement a;
     for (uint32_t j = 0; j < r->max_participants; j++) {
@@ -158,7 +162,7 @@ static int supervised_by_a_dead(const shmring_t *r, const struct shmring__entry_
         if (!dead[j] || atomic_load_explicit(&e->state, memory_order_relaxed) != seen[j].state)
             continue;
         shmring__announcement(e, &a); /* R2 */
-        if (a.role == SHMRING_CLAIM_GET_SUPERVISED && a.n != 0 && p - a.pos < a.n && supervisor_lives(r, e))
+        if (held_role(a.role) && a.n != 0 && p - a.pos < a.n)
             return 1;
     }
     return 0;
@@ -289,7 +293,7 @@ int shmring__queue_settle(shmring_t *r, const struct shmring__entry_view *seen, 
             continue; /* never claimed: the owner died before its CAS */
         if (settled(r, put, p, write_pos, read_pos))
             continue; /* committed or released, whoever held it */
-        if (shmring__covered_by_live(r, seen, dead, a.role, p) || (!put && supervised_by_a_dead(r, seen, dead, p))) {
+        if ((!put && held_by_a_dead(r, seen, dead, p)) || shmring__covered_by_live(r, seen, dead, a.role, p)) {
             /* relaxed: only decides whether to look again later */
             uint32_t now = shmring__seq_load(r, p, memory_order_relaxed);
             if (now == stuck || now == hole)
