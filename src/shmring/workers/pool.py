@@ -158,11 +158,13 @@ class WorkerPool:
                     self._spawn(i)
             except BaseException:  # nothing left behind: the pool is finished, stop() and the rest do nothing
                 self._stopping = self._cold = self._finished = True
-                self._kill_and_adopt()
-                self._return_leftovers()  # what a worker took (or we adopted) goes back to the source
-                for fd in (getattr(self, "_wake_r", None), getattr(self, "_wake_w", None)):
-                    if fd is not None:
-                        os.close(fd)
+                try:
+                    self._kill_and_adopt()
+                    self._return_leftovers()  # what a worker took (or we adopted) goes back to the source
+                finally:
+                    for fd in (getattr(self, "_wake_r", None), getattr(self, "_wake_w", None)):
+                        if fd is not None:
+                            os.close(fd)
                 raise
             self._supervisor = threading.Thread(target=self._supervise, name="shmring-WorkerPool-supervisor",
                                                 daemon=True)
