@@ -159,6 +159,7 @@ static int held_by_a_dead(const shmring_t *r, const struct shmring__entry_view *
     struct shmring__announcement a;
     for (uint32_t j = 0; j < r->max_participants; j++) {
         const struct shmring_participant_entry *e = &r->parts[j];
+        /* relaxed: as settle's own look at its entry (changed hands: not the dead claim) */
         if (!dead[j] || atomic_load_explicit(&e->state, memory_order_relaxed) != seen[j].state)
             continue;
         shmring__announcement(e, &a); /* R2 */

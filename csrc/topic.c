@@ -696,6 +696,13 @@ static int reattach(shmring_topic_sub_t *s)
     return attach_entry(s, SHMRING_START_AT, s->cursor);
 }
 
+/* Has position p's slot moved past free(p): committed, a hole, or a later lap
+ * (lapped)? `order`: the caller's (T1 acquire; the waits' relaxed hints). */
+static int slot_written(const shmring_t *r, uint64_t p, memory_order order)
+{
+    return shmring__seq_diff(r, shmring__seq_load(r, p, order), shmring__state(r, p, SHMRING_SEQ_FREE)) > 0;
+}
+
 /* Has a shutdown begun (D1)? relaxed: a hint for waits; next() decides (D3). */
 static int shut_begun(const shmring_t *r)
 {
@@ -721,11 +728,8 @@ static int shut_generation(const shmring_t *r)
 static void reach_end(shmring_topic_sub_t *s, uint64_t c)
 {
     shmring_t *r = s->ring;
-    if (blocking(r)) {
-        uint32_t w = shmring__seq_load(r, c, memory_order_acquire); /* T1 */
-        if (shmring__seq_diff(r, w, shmring__state(r, c, SHMRING_SEQ_FREE)) <= 0)
-            return;
-    }
+    if (blocking(r) && !slot_written(r, c, memory_order_acquire)) /* T1 */
+        return;
     s->end = shmring_pos(atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed));
 }
 
@@ -940,8 +944,7 @@ static int ready_at(const shmring_participant_t *me, int what)
     const shmring_t *r = me->ring;
     uint64_t p = me->wait_pos;
     if (what == SHMRING_WAIT_READABLE) {
-        uint32_t w = shmring__seq_load(r, p, memory_order_relaxed);
-        int written = shmring__seq_diff(r, w, shmring__state(r, p, SHMRING_SEQ_FREE)) > 0; /* committed, a hole, lapped */
+        int written = slot_written(r, p, memory_order_relaxed);
         if (blocking(r) && !written && !shut_begun(r))
             return 0; /* not the publishers' line while we wait (reach_end) */
         uint64_t wp = atomic_load_explicit(&r->seg->prod.write_pos, memory_order_relaxed);
@@ -1002,9 +1005,7 @@ static int run_written(const shmring_participant_t *me)
 {
     const shmring_t *r = me->ring;
     uint64_t run = r->maxsize / 8 < SHMRING_TOPIC_RUN ? r->maxsize / 8 : SHMRING_TOPIC_RUN;
-    uint64_t p = me->wait_pos + (run ? run - 1 : 0);
-    uint32_t w = shmring__seq_load(r, p, memory_order_relaxed);
-    return shmring__seq_diff(r, w, shmring__state(r, p, SHMRING_SEQ_FREE)) > 0;
+    return slot_written(r, me->wait_pos + (run ? run - 1 : 0), memory_order_relaxed);
 }
 
 static int spin_ready(const shmring_participant_t *me, int what, int gated, uint32_t round)
